@@ -1,0 +1,157 @@
+//! Blob reads, links, mounts and unlinks within repositories.
+
+use std::ops::Range;
+
+use rocksdb::WriteBatch;
+
+use crate::digest::Digest;
+use crate::engine::{Engine, Inner};
+use crate::error::{BlobError, StorageError};
+use crate::keys;
+use crate::names::RepoName;
+use crate::records::{self, BlobInfo, BlobRecord, BlobState};
+use crate::store::{BlobData, StoreError};
+
+impl Inner {
+    /// The blob record if `digest` is linked in `repo`.
+    pub(crate) fn linked_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<BlobRecord>, StorageError> {
+        if self.get_raw(keys::CF_LINKS, &keys::link_key(repo, digest))?.is_none() {
+            return Ok(None);
+        }
+        self.get::<BlobRecord>(keys::CF_BLOBS, &keys::digest_key(digest))
+    }
+
+    /// Resets a GC mark: any touch of a marked blob makes it active again.
+    fn unmark(&self, digest: &Digest) -> Result<(), StorageError> {
+        let _g = self.lock()?;
+        let key = keys::digest_key(digest);
+        if let Some(mut rec) = self.get::<BlobRecord>(keys::CF_BLOBS, &key)? {
+            if rec.state == BlobState::Marked {
+                rec.state = BlobState::Active;
+                rec.touched_ms = records::now_ms();
+                let mut b = WriteBatch::default();
+                b.put_cf(&self.cf(keys::CF_BLOBS), key, records::encode(&rec));
+                self.commit(b)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Engine {
+    /// Size of blob `digest` if it is readable in `repo`. Counts as a touch
+    /// for GC.
+    pub fn stat_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<BlobInfo>, BlobError> {
+        match self.inner.linked_blob(repo, digest)? {
+            None => Ok(None),
+            Some(rec) => {
+                if rec.state == BlobState::Marked {
+                    self.inner.unmark(digest)?;
+                }
+                Ok(Some(BlobInfo {
+                    digest: digest.clone(),
+                    size: rec.size,
+                }))
+            }
+        }
+    }
+
+    /// Reads blob `digest` in `repo`, whole or a byte range (end exclusive).
+    /// Returns the blob's total size alongside the bytes.
+    pub fn read_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        range: Option<Range<u64>>,
+    ) -> Result<(BlobInfo, BlobData), BlobError> {
+        let info = self.stat_blob(repo, digest)?.ok_or_else(|| BlobError::NotFound {
+            repo: repo.to_string(),
+            digest: digest.clone(),
+        })?;
+        if let Some(r) = &range {
+            if r.start > r.end || r.end > info.size {
+                return Err(BlobError::RangeNotSatisfiable {
+                    digest: digest.clone(),
+                    start: r.start,
+                    end: r.end,
+                    size: info.size,
+                });
+            }
+        }
+        match self.inner.store.get(digest, range) {
+            Ok(data) => Ok((info, data)),
+            Err(StoreError::RangeNotSatisfiable { size, .. }) => Err(BlobError::RangeNotSatisfiable {
+                digest: digest.clone(),
+                start: 0,
+                end: 0,
+                size,
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Links an existing blob into `repo` (cross-repository mount). With
+    /// `from`, the blob must be readable there; without, it must exist
+    /// anywhere (the caller decides whether the client may see it).
+    /// Metadata only: no bytes move. Returns None when there is nothing to mount.
+    pub fn mount_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        from: Option<&RepoName>,
+    ) -> Result<Option<BlobInfo>, BlobError> {
+        let inner = &self.inner;
+        let _g = inner.lock()?;
+        let key = keys::digest_key(digest);
+        let rec = match from {
+            Some(src) => inner.linked_blob(src, digest)?,
+            None => inner.get::<BlobRecord>(keys::CF_BLOBS, &key)?,
+        };
+        let Some(mut rec) = rec else {
+            return Ok(None);
+        };
+        let mut batch = WriteBatch::default();
+        inner.link_into(&mut batch, repo, digest, &mut rec, records::now_ms())?;
+        batch.put_cf(&inner.cf(keys::CF_BLOBS), key, records::encode(&rec));
+        inner.commit(batch)?;
+        Ok(Some(BlobInfo {
+            digest: digest.clone(),
+            size: rec.size,
+        }))
+    }
+
+    /// True if blob `digest` is stored at all (in any repository).
+    pub fn blob_exists(&self, digest: &Digest) -> Result<bool, StorageError> {
+        Ok(self
+            .inner
+            .get_raw(keys::CF_BLOBS, &keys::digest_key(digest))?
+            .is_some())
+    }
+
+    /// Removes the link of `digest` from `repo`. The bytes stay until GC
+    /// finds them unreferenced. Returns false if it was not linked.
+    pub fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, BlobError> {
+        let inner = &self.inner;
+        let _g = inner.lock()?;
+        let link = keys::link_key(repo, digest);
+        if inner.get_raw(keys::CF_LINKS, &link)?.is_none() {
+            return Ok(false);
+        }
+        let key = keys::digest_key(digest);
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(&inner.cf(keys::CF_LINKS), link);
+        batch.delete_cf(&inner.cf(keys::CF_BLOB_REPOS), keys::blob_repo_key(digest, repo));
+        if let Some(mut rec) = inner.get::<BlobRecord>(keys::CF_BLOBS, &key)? {
+            rec.links = rec.links.saturating_sub(1);
+            rec.touched_ms = records::now_ms();
+            batch.put_cf(&inner.cf(keys::CF_BLOBS), key, records::encode(&rec));
+        }
+        inner.commit(batch)?;
+        Ok(true)
+    }
+
+    /// The index record of a blob (tools, tests).
+    pub fn blob_record(&self, digest: &Digest) -> Result<Option<BlobRecord>, StorageError> {
+        self.inner.get(keys::CF_BLOBS, &keys::digest_key(digest))
+    }
+}

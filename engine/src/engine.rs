@@ -1,0 +1,305 @@
+//! The engine handle: opening the data directory, the index, shared state.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
+use serde::de::DeserializeOwned;
+
+use crate::error::StorageError;
+use crate::keys;
+use crate::records;
+use crate::store::{BlobStore, LocalStore};
+use crate::uploads::Session;
+use crate::workers::Workers;
+
+/// How to open an engine.
+#[derive(Clone)]
+pub struct EngineConfig {
+    /// Root of everything persisted: `index/` (RocksDB), `blobs/` (local
+    /// store, unless `store` is given) and `uploads/` (upload session files).
+    pub data_dir: PathBuf,
+    /// The blob store; `None` opens a [`LocalStore`] at `data_dir/blobs`.
+    pub store: Option<Arc<dyn BlobStore>>,
+    /// Upload sessions untouched this long are expired by a background worker.
+    pub upload_ttl: Duration,
+    /// How often the background worker looks for expired uploads.
+    pub expiry_interval: Duration,
+}
+
+impl EngineConfig {
+    /// Defaults for a data directory: local store, 24 h upload expiry.
+    pub fn new(data_dir: impl Into<PathBuf>) -> EngineConfig {
+        EngineConfig {
+            data_dir: data_dir.into(),
+            store: None,
+            upload_ttl: Duration::from_secs(24 * 3600),
+            expiry_interval: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Counts of index entries, for tools and benchmarks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IndexStats {
+    pub blobs: u64,
+    pub links: u64,
+    pub manifests: u64,
+    pub tags: u64,
+    pub uploads: u64,
+    pub repos: u64,
+}
+
+/// The storage engine. Cheap to share behind an `Arc`; every method is
+/// synchronous and may block on disk I/O, so async callers run them on a
+/// blocking-capable thread.
+pub struct Engine {
+    pub(crate) inner: Arc<Inner>,
+    /// Background workers; dropped (and joined) before `inner` is released.
+    _workers: Workers,
+}
+
+/// State shared by the engine and its background workers.
+pub(crate) struct Inner {
+    pub(crate) db: DB,
+    pub(crate) store: Arc<dyn BlobStore>,
+    pub(crate) uploads_dir: PathBuf,
+    pub(crate) config: EngineConfig,
+    /// Serializes every read-modify-write of the index (refcounts, tag
+    /// moves, upload offsets) so each batch is computed from a state no one
+    /// else is changing. Held for the batch build and its synced write only;
+    /// readers never take it. Lifetime: the engine's.
+    write_lock: Mutex<()>,
+    /// Set by the first failed fsync or index write. After that the engine
+    /// refuses writes until reopened: a failed fsync is never retried blindly.
+    poisoned: AtomicBool,
+    poison_reason: Mutex<String>,
+    /// In-memory state of open upload sessions (hasher, busy flag), keyed by
+    /// upload id. Created on first use after open, so it holds only sessions
+    /// touched since; dropped when a session completes, is cancelled or
+    /// expires. The durable truth is the `uploads` column family.
+    pub(crate) sessions: Mutex<HashMap<String, Arc<Mutex<Session>>>>,
+}
+
+impl Engine {
+    /// Opens (creating if needed) the engine in `config.data_dir`. Recovery
+    /// runs here: upload files are truncated to their durable offsets and
+    /// sessions whose file is gone are dropped. The blob store is never
+    /// walked.
+    pub fn open(config: EngineConfig) -> Result<Engine, StorageError> {
+        let data = &config.data_dir;
+        crate::durable::create_dir_all_durable(data)
+            .map_err(StorageError::io("create data dir", data))?;
+        let uploads_dir = data.join("uploads");
+        crate::durable::create_dir_all_durable(&uploads_dir)
+            .map_err(StorageError::io("create uploads dir", &uploads_dir))?;
+        let store: Arc<dyn BlobStore> = match &config.store {
+            Some(s) => s.clone(),
+            None => Arc::new(LocalStore::open(&data.join("blobs"))?),
+        };
+        let db = open_db(&data.join("index"))?;
+        let inner = Arc::new(Inner {
+            db,
+            store,
+            uploads_dir,
+            config: config.clone(),
+            write_lock: Mutex::new(()),
+            poisoned: AtomicBool::new(false),
+            poison_reason: Mutex::new(String::new()),
+            sessions: Mutex::new(HashMap::new()),
+        });
+        inner.check_format()?;
+        inner.recover_uploads()?;
+        let workers = Workers::start(inner.clone());
+        Ok(Engine {
+            inner,
+            _workers: workers,
+        })
+    }
+
+    /// The blob store holding blob bytes.
+    pub fn store(&self) -> &Arc<dyn BlobStore> {
+        &self.inner.store
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.inner.config.data_dir
+    }
+
+    /// Counts entries per column family (a full index scan: tools only).
+    pub fn stats(&self) -> Result<IndexStats, StorageError> {
+        let i = &self.inner;
+        Ok(IndexStats {
+            blobs: i.count(keys::CF_BLOBS)?,
+            links: i.count(keys::CF_LINKS)?,
+            manifests: i.count(keys::CF_MANIFESTS)?,
+            tags: i.count(keys::CF_TAGS)?,
+            uploads: i.count(keys::CF_UPLOADS)?,
+            repos: i.count(keys::CF_REPOS)?,
+        })
+    }
+}
+
+fn open_db(path: &Path) -> Result<DB, StorageError> {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    opts.increase_parallelism(2);
+    let cfs = keys::ALL_CFS.iter().map(|name| {
+        let mut o = Options::default();
+        o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        ColumnFamilyDescriptor::new(*name, o)
+    });
+    DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| {
+        if e.to_string().contains("lock") {
+            StorageError::Locked {
+                path: path.to_path_buf(),
+            }
+        } else {
+            StorageError::Index {
+                op: "open",
+                source: e,
+            }
+        }
+    })
+}
+
+impl Inner {
+    pub(crate) fn cf(&self, name: &'static str) -> &ColumnFamily {
+        // Every name in keys::ALL_CFS is created at open.
+        self.db
+            .cf_handle(name)
+            .expect("column family is created at open")
+    }
+
+    /// Reads one raw value.
+    pub(crate) fn get_raw(&self, cf: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.db
+            .get_cf(self.cf(cf), key)
+            .map_err(StorageError::index("get"))
+    }
+
+    /// Reads and decodes one record.
+    pub(crate) fn get<T: DeserializeOwned>(
+        &self,
+        cf: &'static str,
+        key: &[u8],
+    ) -> Result<Option<T>, StorageError> {
+        match self.get_raw(cf, key)? {
+            None => Ok(None),
+            Some(v) => records::decode(&v, || {
+                format!("{cf}/{}", String::from_utf8_lossy(key))
+            })
+            .map(Some),
+        }
+    }
+
+    /// Iterates keys and values under `prefix`, starting at `start` (inclusive,
+    /// must itself start with `prefix`), in key order.
+    pub(crate) fn scan(
+        &self,
+        cf: &'static str,
+        prefix: &[u8],
+        start: &[u8],
+    ) -> impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>), StorageError>> + '_ {
+        let mut ro = rocksdb::ReadOptions::default();
+        ro.set_iterate_upper_bound(keys::prefix_end(prefix));
+        let mode = rocksdb::IteratorMode::From(start, rocksdb::Direction::Forward);
+        let prefix = prefix.to_vec();
+        self.db
+            .iterator_cf_opt(self.cf(cf), ro, mode)
+            .map(|r| r.map_err(StorageError::index("scan")))
+            .take_while(move |r| match r {
+                Ok((k, _)) => k.starts_with(&prefix),
+                Err(_) => true,
+            })
+    }
+
+    fn count(&self, cf: &'static str) -> Result<u64, StorageError> {
+        let mut n = 0;
+        for r in self.db.iterator_cf(self.cf(cf), rocksdb::IteratorMode::Start) {
+            r.map_err(StorageError::index("count"))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Takes the index write lock, refusing if the engine is poisoned.
+    pub(crate) fn lock(&self) -> Result<MutexGuard<'_, ()>, StorageError> {
+        self.check_poison()?;
+        Ok(self.write_lock.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub(crate) fn check_poison(&self) -> Result<(), StorageError> {
+        if self.poisoned.load(Ordering::Acquire) {
+            let reason = self
+                .poison_reason
+                .lock()
+                .map(|r| r.clone())
+                .unwrap_or_default();
+            return Err(StorageError::Poisoned(reason));
+        }
+        Ok(())
+    }
+
+    /// Records a durability failure: every later write is refused.
+    pub(crate) fn poison(&self, e: &StorageError) {
+        if let Ok(mut r) = self.poison_reason.lock() {
+            if r.is_empty() {
+                *r = e.to_string();
+            }
+        }
+        self.poisoned.store(true, Ordering::Release);
+        tracing::error!(error = %e, "durability failure: engine refuses further writes until reopened");
+    }
+
+    /// Passes `r` through, poisoning the engine if it is an error.
+    pub(crate) fn poison_on_err<T>(&self, r: Result<T, StorageError>) -> Result<T, StorageError> {
+        if let Err(e) = &r {
+            self.poison(e);
+        }
+        r
+    }
+
+    /// Writes a batch durably (synced WAL). IMPORTANT: callers hold the write
+    /// lock; a failure poisons the engine.
+    pub(crate) fn commit(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        let r = self
+            .db
+            .write_opt(batch, &wo)
+            .map_err(StorageError::index("commit batch"));
+        self.poison_on_err(r)
+    }
+
+    fn check_format(&self) -> Result<(), StorageError> {
+        let cf = self.cf(keys::CF_META);
+        match self
+            .db
+            .get_cf(cf, keys::META_FORMAT)
+            .map_err(StorageError::index("read format"))?
+        {
+            Some(v) if v.as_slice() == keys::FORMAT_VERSION.to_be_bytes() => Ok(()),
+            Some(v) => Err(StorageError::Corrupt {
+                what: "meta/format".into(),
+                detail: format!(
+                    "index format {:?} is not the supported version {}",
+                    v,
+                    keys::FORMAT_VERSION
+                ),
+            }),
+            None => {
+                let _g = self.lock()?;
+                let mut b = WriteBatch::default();
+                b.put_cf(cf, keys::META_FORMAT, keys::FORMAT_VERSION.to_be_bytes());
+                self.commit(b)
+            }
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! Error types, one enum per area, all wrapping the shared [`StorageError`].
+//!
+//! Every message names the object it is about (digest, repository, upload
+//! id, path). The server maps these to OCI error codes in one table.
+
+use std::path::PathBuf;
+
+use crate::digest::{Digest, DigestError};
+use crate::store::StoreError;
+
+/// A failure of the storage underneath: index, blob store or file system.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("index: {op}: {source}")]
+    Index {
+        op: &'static str,
+        #[source]
+        source: rocksdb::Error,
+    },
+    #[error("blob store: {0}")]
+    Store(#[from] StoreError),
+    #[error("{op} {path}: {source}", path = .path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("index record {what} is corrupt: {detail}")]
+    Corrupt { what: String, detail: String },
+    #[error(
+        "the engine refuses writes after an earlier durability failure ({0}); reopen it to recover"
+    )]
+    Poisoned(String),
+    #[error("the index at {path} is in use by another process", path = .path.display())]
+    Locked { path: PathBuf },
+}
+
+/// An invalid repository name, tag or reference.
+#[derive(Debug, thiserror::Error)]
+pub enum NameError {
+    #[error("invalid repository name {name:?}: {reason}")]
+    Repository { name: String, reason: &'static str },
+    #[error("invalid tag {tag:?}")]
+    Tag { tag: String },
+    #[error("invalid reference {reference:?}: {reason}")]
+    Reference { reference: String, reason: String },
+}
+
+/// Blob reads, links and mounts.
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("blob {digest} is not known in repository {repo}")]
+    NotFound { repo: String, digest: Digest },
+    #[error("range {start}-{end} is outside blob {digest} of {size} bytes")]
+    RangeNotSatisfiable {
+        digest: Digest,
+        start: u64,
+        end: u64,
+        size: u64,
+    },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Upload sessions.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error("upload {id} is not known in repository {repo}")]
+    NotFound { repo: String, id: String },
+    #[error("upload {id}: append at offset {got} refused, the upload holds {expected} bytes")]
+    OffsetMismatch { id: String, expected: u64, got: u64 },
+    #[error("upload {id} is being written by another request")]
+    Busy { id: String },
+    #[error("upload {id}: content hashes to {actual}, not the claimed {expected}")]
+    DigestMismatch {
+        id: String,
+        expected: Digest,
+        actual: Digest,
+    },
+    #[error("upload {id}: content is {actual} bytes, not the claimed {expected}")]
+    SizeMismatch { id: String, expected: u64, actual: u64 },
+    #[error("upload {id}: {source}")]
+    Digest {
+        id: String,
+        #[source]
+        source: DigestError,
+    },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Manifests, tags and referrers.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("manifest {reference} is not known in repository {repo}")]
+    NotFound { repo: String, reference: String },
+    #[error("manifest in {repo} references blob {digest}, which is not in the repository")]
+    BlobUnknown { repo: String, digest: Digest },
+    #[error("manifest in {repo} references manifest {digest}, which is not in the repository")]
+    ChildUnknown { repo: String, digest: Digest },
+    #[error("manifest content hashes to {actual}, not the claimed {expected}")]
+    DigestMismatch { expected: Digest, actual: Digest },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl From<StoreError> for BlobError {
+    fn from(e: StoreError) -> Self {
+        BlobError::Storage(StorageError::Store(e))
+    }
+}
+
+impl From<StoreError> for UploadError {
+    fn from(e: StoreError) -> Self {
+        UploadError::Storage(StorageError::Store(e))
+    }
+}
+
+impl StorageError {
+    pub(crate) fn index(op: &'static str) -> impl FnOnce(rocksdb::Error) -> StorageError {
+        move |source| StorageError::Index { op, source }
+    }
+
+    pub(crate) fn io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> StorageError {
+        let path = path.into();
+        move |source| StorageError::Io { op, path, source }
+    }
+}

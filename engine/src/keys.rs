@@ -1,0 +1,232 @@
+//! The index keyspace: every RocksDB column family and key encoding.
+//!
+//! This module is the only code that builds or parses index keys. Values are
+//! the records in [`crate::records`]. Separators are a single `0x00` byte,
+//! which cannot occur in repository names, tags, digests or upload ids, so a
+//! prefix scan over `repo 0x00` sees exactly one repository's entries and
+//! iteration order is byte order of the parts (tags come out sorted).
+//!
+//! ```text
+//! column family   key                                  value (records.rs)
+//! -------------   ----------------------------------   -------------------------------
+//! meta            "format"                             u32 BE format version
+//! blobs           digest                               BlobRecord: size, tier, refcount,
+//!                                                        links, state, timestamps
+//! links           repo 0x00 digest                     LinkRecord: created
+//! blob_repos      digest 0x00 repo                     empty (reverse of links, for GC)
+//! manifests       digest                               ManifestRecord: media type, size,
+//!                                                        subject, artifact type,
+//!                                                        annotations, referenced blobs and
+//!                                                        manifests, repository count
+//! bodies          digest                               the manifest bytes exactly as pushed
+//! repo_manifests  repo 0x00 digest                     RepoManifestRecord: created, tag
+//!                                                        count, parent count
+//! tags            repo 0x00 tag                        digest string
+//! referrers       repo 0x00 subject 0x00 referrer      empty (descriptor from `manifests`)
+//! uploads         upload id                            UploadRecord: repo, algorithm,
+//!                                                        durable offset, timestamps
+//! repos           repo                                 RepoRecord: created
+//! ```
+//!
+//! Architecture Invariant: a blob is readable in a repository only if
+//! `links` holds `repo 0x00 digest`; `blob_repos` always mirrors `links`.
+
+use crate::digest::Digest;
+use crate::names::{RepoName, Tag};
+
+pub const CF_META: &str = "meta";
+pub const CF_BLOBS: &str = "blobs";
+pub const CF_LINKS: &str = "links";
+pub const CF_BLOB_REPOS: &str = "blob_repos";
+pub const CF_MANIFESTS: &str = "manifests";
+pub const CF_BODIES: &str = "bodies";
+pub const CF_REPO_MANIFESTS: &str = "repo_manifests";
+pub const CF_TAGS: &str = "tags";
+pub const CF_REFERRERS: &str = "referrers";
+pub const CF_UPLOADS: &str = "uploads";
+pub const CF_REPOS: &str = "repos";
+
+/// Every column family, in the order they are opened.
+pub const ALL_CFS: [&str; 11] = [
+    CF_META,
+    CF_BLOBS,
+    CF_LINKS,
+    CF_BLOB_REPOS,
+    CF_MANIFESTS,
+    CF_BODIES,
+    CF_REPO_MANIFESTS,
+    CF_TAGS,
+    CF_REFERRERS,
+    CF_UPLOADS,
+    CF_REPOS,
+];
+
+/// Key of the format version in `meta`.
+pub const META_FORMAT: &[u8] = b"format";
+/// The index format this code writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+const SEP: u8 = 0;
+
+fn join(parts: &[&[u8]]) -> Vec<u8> {
+    let len = parts.iter().map(|p| p.len() + 1).sum::<usize>();
+    let mut k = Vec::with_capacity(len);
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            k.push(SEP);
+        }
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+/// `blobs` and `manifests` and `bodies`: the digest string.
+pub fn digest_key(d: &Digest) -> Vec<u8> {
+    d.as_str().as_bytes().to_vec()
+}
+
+/// `links`: repo 0x00 digest.
+pub fn link_key(repo: &RepoName, d: &Digest) -> Vec<u8> {
+    join(&[repo.as_str().as_bytes(), d.as_str().as_bytes()])
+}
+
+/// `blob_repos`: digest 0x00 repo.
+pub fn blob_repo_key(d: &Digest, repo: &RepoName) -> Vec<u8> {
+    join(&[d.as_str().as_bytes(), repo.as_str().as_bytes()])
+}
+
+/// Prefix of every `blob_repos` key of one digest.
+pub fn blob_repos_prefix(d: &Digest) -> Vec<u8> {
+    join(&[d.as_str().as_bytes(), b""])
+}
+
+/// `repo_manifests`: repo 0x00 digest.
+pub fn repo_manifest_key(repo: &RepoName, d: &Digest) -> Vec<u8> {
+    link_key(repo, d)
+}
+
+/// `tags`: repo 0x00 tag.
+pub fn tag_key(repo: &RepoName, tag: &Tag) -> Vec<u8> {
+    join(&[repo.as_str().as_bytes(), tag.as_str().as_bytes()])
+}
+
+/// Prefix of every per-repository key (`links`, `repo_manifests`, `tags`, `referrers`).
+pub fn repo_prefix(repo: &RepoName) -> Vec<u8> {
+    join(&[repo.as_str().as_bytes(), b""])
+}
+
+/// `referrers`: repo 0x00 subject 0x00 referrer.
+pub fn referrer_key(repo: &RepoName, subject: &Digest, referrer: &Digest) -> Vec<u8> {
+    join(&[
+        repo.as_str().as_bytes(),
+        subject.as_str().as_bytes(),
+        referrer.as_str().as_bytes(),
+    ])
+}
+
+/// Prefix of the `referrers` keys of one subject in one repository.
+pub fn referrers_prefix(repo: &RepoName, subject: &Digest) -> Vec<u8> {
+    join(&[repo.as_str().as_bytes(), subject.as_str().as_bytes(), b""])
+}
+
+/// `uploads`: the upload id.
+pub fn upload_key(id: &str) -> Vec<u8> {
+    id.as_bytes().to_vec()
+}
+
+/// `repos`: the repository name.
+pub fn repo_key(repo: &RepoName) -> Vec<u8> {
+    repo.as_str().as_bytes().to_vec()
+}
+
+/// The last part of a key after its prefix, as UTF-8 (tags, digests, repos).
+pub fn suffix<'k>(key: &'k [u8], prefix: &[u8]) -> Option<&'k str> {
+    key.strip_prefix(prefix)
+        .and_then(|s| std::str::from_utf8(s).ok())
+}
+
+/// Splits a `links`/`repo_manifests` key back into repository and digest.
+pub fn split_repo_digest(key: &[u8]) -> Option<(RepoName, Digest)> {
+    let i = key.iter().position(|&b| b == SEP)?;
+    let repo = RepoName::parse(std::str::from_utf8(&key[..i]).ok()?).ok()?;
+    let d = Digest::parse(std::str::from_utf8(&key[i + 1..]).ok()?).ok()?;
+    Some((repo, d))
+}
+
+/// Splits a `blob_repos` key back into digest and repository.
+pub fn split_digest_repo(key: &[u8]) -> Option<(Digest, RepoName)> {
+    let i = key.iter().position(|&b| b == SEP)?;
+    let d = Digest::parse(std::str::from_utf8(&key[..i]).ok()?).ok()?;
+    let repo = RepoName::parse(std::str::from_utf8(&key[i + 1..]).ok()?).ok()?;
+    Some((d, repo))
+}
+
+/// The smallest key strictly after every key starting with `prefix`.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![u8::MAX; prefix.len() + 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(c: char) -> Digest {
+        Digest::parse(&format!("sha256:{}", c.to_string().repeat(64))).unwrap()
+    }
+
+    /// Pins every key encoding: changing one is a format change.
+    #[test]
+    fn encodings() {
+        let repo = RepoName::parse("proj/app").unwrap();
+        let tag = Tag::parse("v1").unwrap();
+        let a = d('a');
+        let b = d('b');
+        let hex_a = "a".repeat(64);
+        let hex_b = "b".repeat(64);
+        let cases: Vec<(Vec<u8>, String)> = vec![
+            (digest_key(&a), format!("sha256:{hex_a}")),
+            (link_key(&repo, &a), format!("proj/app\0sha256:{hex_a}")),
+            (blob_repo_key(&a, &repo), format!("sha256:{hex_a}\0proj/app")),
+            (blob_repos_prefix(&a), format!("sha256:{hex_a}\0")),
+            (repo_manifest_key(&repo, &a), format!("proj/app\0sha256:{hex_a}")),
+            (tag_key(&repo, &tag), "proj/app\0v1".to_string()),
+            (repo_prefix(&repo), "proj/app\0".to_string()),
+            (
+                referrer_key(&repo, &a, &b),
+                format!("proj/app\0sha256:{hex_a}\0sha256:{hex_b}"),
+            ),
+            (referrers_prefix(&repo, &a), format!("proj/app\0sha256:{hex_a}\0")),
+            (upload_key("0123abcd"), "0123abcd".to_string()),
+            (repo_key(&repo), "proj/app".to_string()),
+        ];
+        for (got, want) in cases {
+            assert_eq!(got, want.as_bytes(), "{want:?}");
+        }
+    }
+
+    #[test]
+    fn splits_and_prefixes() {
+        let repo = RepoName::parse("p/r").unwrap();
+        let a = d('c');
+        assert_eq!(
+            split_repo_digest(&link_key(&repo, &a)),
+            Some((repo.clone(), a.clone()))
+        );
+        assert_eq!(
+            split_digest_repo(&blob_repo_key(&a, &repo)),
+            Some((a.clone(), repo.clone()))
+        );
+        assert_eq!(prefix_end(b"ab\0"), b"ab\x01".to_vec());
+        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
+        // "p/r" and "p/r/x" never share a prefix scan.
+        let child = RepoName::parse("p/r/x").unwrap();
+        assert!(!link_key(&child, &a).starts_with(&repo_prefix(&repo)));
+    }
+}

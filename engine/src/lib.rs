@@ -1,0 +1,37 @@
+//! berth's content-addressed storage engine.
+//!
+//! The engine owns everything that is persisted: blob bytes (through a
+//! [`store::BlobStore`]), and the RocksDB index of blobs, repository links,
+//! manifests, tags, referrers and upload sessions (see [`keys`] for the
+//! keyspace). It knows nothing of HTTP or of OCI's JSON wire formats: the
+//! server parses requests into the typed arguments taken here.
+//!
+//! Entry point: [`Engine::open`]. Every mutating operation is one atomic,
+//! synced RocksDB batch; see `docs/design.md` for the commit protocol.
+
+pub mod digest;
+pub mod durable;
+pub mod store;
+
+mod blobs;
+mod engine;
+mod error;
+pub mod fsck;
+pub mod keys;
+mod manifests;
+mod names;
+pub mod records;
+pub mod tags;
+mod uploads;
+mod workers;
+
+pub use digest::{Algorithm, Digest, DigestError, Hasher};
+pub use engine::{Engine, EngineConfig, IndexStats};
+pub use error::{BlobError, ManifestError, NameError, StorageError, UploadError};
+pub use manifests::{Manifest, ManifestPut, Referrer};
+pub use names::{Reference, RepoName, Tag};
+pub use tags::Page;
+pub use uploads::valid_upload_id;
+pub use records::BlobInfo;
+pub use store::{BlobData, BlobStore, PutMode, PutOutcome, StoreError};
+pub use uploads::{UploadStatus, UploadWriter};

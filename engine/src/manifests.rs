@@ -1,0 +1,401 @@
+//! Manifests, their tags and referrers, with reference counts kept in the
+//! same atomic batch as the change that moves them.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use rocksdb::WriteBatch;
+
+use crate::digest::{Algorithm, Digest};
+use crate::engine::{Engine, Inner};
+use crate::error::{ManifestError, StorageError};
+use crate::keys;
+use crate::names::{Reference, RepoName, Tag};
+use crate::records::{self, BlobRecord, BlobState, ManifestRecord, RepoManifestRecord};
+
+/// A manifest to store, already parsed by the caller.
+#[derive(Clone, Debug, Default)]
+pub struct ManifestPut {
+    /// Media type the manifest was pushed with.
+    pub media_type: String,
+    /// The bytes exactly as pushed; served back unchanged.
+    pub body: Vec<u8>,
+    /// The digest the client named (PUT by digest); verified against the
+    /// body. Without it the body is hashed with sha256.
+    pub digest: Option<Digest>,
+    /// Blobs referenced (config, layers, blobs of artifacts) that must be
+    /// linked in the repository. Foreign layers are left out by the caller.
+    pub blobs: Vec<Digest>,
+    /// Manifests referenced (index children) that must be in the repository.
+    pub manifests: Vec<Digest>,
+    /// The `subject` this manifest refers to (referrers API).
+    pub subject: Option<Digest>,
+    /// `artifactType`, or the config media type for image manifests.
+    pub artifact_type: Option<String>,
+    /// Annotations, served in referrer descriptors.
+    pub annotations: BTreeMap<String, String>,
+    /// Tags to point at this manifest, in the same batch.
+    pub tags: Vec<Tag>,
+}
+
+/// A stored manifest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Manifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub body: Arc<[u8]>,
+    pub subject: Option<Digest>,
+}
+
+/// A referrer descriptor (a manifest whose subject is the asked digest).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Referrer {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+    pub artifact_type: Option<String>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Pending record changes of one batch: every record read once, changed in
+/// memory, written once at the end.
+struct Pending<'a> {
+    inner: &'a Inner,
+    blobs: HashMap<Digest, BlobRecord>,
+    repo_manifests: HashMap<Digest, Option<RepoManifestRecord>>,
+}
+
+impl<'a> Pending<'a> {
+    fn new(inner: &'a Inner) -> Self {
+        Pending {
+            inner,
+            blobs: HashMap::new(),
+            repo_manifests: HashMap::new(),
+        }
+    }
+
+    fn blob(&mut self, d: &Digest) -> Result<Option<&mut BlobRecord>, StorageError> {
+        if !self.blobs.contains_key(d) {
+            match self.inner.get::<BlobRecord>(keys::CF_BLOBS, &keys::digest_key(d))? {
+                Some(r) => {
+                    self.blobs.insert(d.clone(), r);
+                }
+                None => return Ok(None),
+            }
+        }
+        Ok(self.blobs.get_mut(d))
+    }
+
+    fn repo_manifest(&mut self, repo: &RepoName, d: &Digest) -> Result<&mut Option<RepoManifestRecord>, StorageError> {
+        if !self.repo_manifests.contains_key(d) {
+            let r = self
+                .inner
+                .get::<RepoManifestRecord>(keys::CF_REPO_MANIFESTS, &keys::repo_manifest_key(repo, d))?;
+            self.repo_manifests.insert(d.clone(), r);
+        }
+        Ok(self.repo_manifests.entry(d.clone()).or_insert(None))
+    }
+
+    fn write(self, repo: &RepoName, batch: &mut WriteBatch) {
+        let inner = self.inner;
+        for (d, rec) in self.blobs {
+            batch.put_cf(&inner.cf(keys::CF_BLOBS), keys::digest_key(&d), records::encode(&rec));
+        }
+        for (d, rec) in self.repo_manifests {
+            let key = keys::repo_manifest_key(repo, &d);
+            match rec {
+                Some(r) => batch.put_cf(&inner.cf(keys::CF_REPO_MANIFESTS), key, records::encode(&r)),
+                None => batch.delete_cf(&inner.cf(keys::CF_REPO_MANIFESTS), key),
+            }
+        }
+    }
+}
+
+fn sorted_unique(v: &[Digest]) -> Vec<Digest> {
+    v.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect()
+}
+
+impl Inner {
+    fn resolve(&self, repo: &RepoName, reference: &Reference) -> Result<Option<Digest>, StorageError> {
+        match reference {
+            Reference::Digest(d) => Ok(Some(d.clone())),
+            Reference::Tag(t) => match self.get_raw(keys::CF_TAGS, &keys::tag_key(repo, t))? {
+                None => Ok(None),
+                Some(v) => {
+                    let s = String::from_utf8_lossy(&v);
+                    Digest::parse(&s).map(Some).map_err(|e| StorageError::Corrupt {
+                        what: format!("tags/{repo}/{t}"),
+                        detail: e.to_string(),
+                    })
+                }
+            },
+        }
+    }
+
+    /// Moves `tag` to `digest` within `pending`/`batch`. IMPORTANT: the
+    /// caller holds the write lock.
+    fn set_tag(
+        &self,
+        pending: &mut Pending<'_>,
+        batch: &mut WriteBatch,
+        repo: &RepoName,
+        tag: &Tag,
+        digest: &Digest,
+    ) -> Result<(), StorageError> {
+        let old = self.resolve(repo, &Reference::Tag(tag.clone()))?;
+        if old.as_ref() == Some(digest) {
+            return Ok(());
+        }
+        if let Some(old) = old {
+            if let Some(r) = pending.repo_manifest(repo, &old)? {
+                r.tags = r.tags.saturating_sub(1);
+            }
+        }
+        if let Some(r) = pending.repo_manifest(repo, digest)? {
+            r.tags += 1;
+        }
+        batch.put_cf(&self.cf(keys::CF_TAGS), keys::tag_key(repo, tag), digest.as_str().as_bytes());
+        Ok(())
+    }
+}
+
+impl Engine {
+    /// Stores a manifest in `repo` and points `put.tags` at it, in one
+    /// atomic batch. Every referenced blob must be linked in the repository
+    /// and every referenced manifest present there. Re-putting an existing
+    /// manifest only moves tags. Returns the manifest's digest.
+    pub fn put_manifest(&self, repo: &RepoName, put: ManifestPut) -> Result<Digest, ManifestError> {
+        let inner = &self.inner;
+        let algorithm = put.digest.as_ref().map_or(Algorithm::Sha256, |d| d.algorithm());
+        let digest = Digest::of(algorithm, &put.body);
+        if let Some(claimed) = &put.digest {
+            if claimed != &digest {
+                return Err(ManifestError::DigestMismatch {
+                    expected: claimed.clone(),
+                    actual: digest,
+                });
+            }
+        }
+        let blobs = sorted_unique(&put.blobs);
+        let children = sorted_unique(&put.manifests);
+
+        let _g = inner.lock()?;
+        let now = records::now_ms();
+        let mut batch = WriteBatch::default();
+        let mut pending = Pending::new(inner);
+        let present = pending.repo_manifest(repo, &digest)?.is_some();
+        if !present {
+            for b in &blobs {
+                if inner.get_raw(keys::CF_LINKS, &keys::link_key(repo, b))?.is_none() {
+                    return Err(ManifestError::BlobUnknown {
+                        repo: repo.to_string(),
+                        digest: b.clone(),
+                    });
+                }
+                let Some(rec) = pending.blob(b)? else {
+                    return Err(ManifestError::BlobUnknown {
+                        repo: repo.to_string(),
+                        digest: b.clone(),
+                    });
+                };
+                rec.refcount += 1;
+                rec.touched_ms = now;
+                rec.state = BlobState::Active;
+            }
+            for c in &children {
+                match pending.repo_manifest(repo, c)? {
+                    Some(r) => r.parents += 1,
+                    None => {
+                        return Err(ManifestError::ChildUnknown {
+                            repo: repo.to_string(),
+                            digest: c.clone(),
+                        })
+                    }
+                }
+            }
+            let mkey = keys::digest_key(&digest);
+            let mut mrec = match inner.get::<ManifestRecord>(keys::CF_MANIFESTS, &mkey)? {
+                Some(r) => r,
+                None => {
+                    batch.put_cf(&inner.cf(keys::CF_BODIES), &mkey, &put.body);
+                    ManifestRecord {
+                        media_type: put.media_type.clone(),
+                        size: put.body.len() as u64,
+                        subject: put.subject.clone(),
+                        artifact_type: put.artifact_type.clone(),
+                        annotations: put.annotations.clone(),
+                        blobs: blobs.clone(),
+                        manifests: children.clone(),
+                        repos: 0,
+                        created_ms: now,
+                    }
+                }
+            };
+            mrec.repos += 1;
+            batch.put_cf(&inner.cf(keys::CF_MANIFESTS), &mkey, records::encode(&mrec));
+            *pending.repo_manifest(repo, &digest)? = Some(RepoManifestRecord {
+                created_ms: now,
+                tags: 0,
+                parents: 0,
+            });
+            if let Some(subject) = &put.subject {
+                batch.put_cf(&inner.cf(keys::CF_REFERRERS), keys::referrer_key(repo, subject, &digest), b"");
+            }
+            inner.ensure_repo(&mut batch, repo, now)?;
+        }
+        for tag in &put.tags {
+            inner.set_tag(&mut pending, &mut batch, repo, tag, &digest)?;
+        }
+        pending.write(repo, &mut batch);
+        inner.commit(batch)?;
+        Ok(digest)
+    }
+
+    /// Looks a manifest up by tag or digest in `repo`.
+    pub fn get_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<Option<Manifest>, ManifestError> {
+        let inner = &self.inner;
+        let Some(digest) = inner.resolve(repo, reference)? else {
+            return Ok(None);
+        };
+        if inner
+            .get_raw(keys::CF_REPO_MANIFESTS, &keys::repo_manifest_key(repo, &digest))?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let key = keys::digest_key(&digest);
+        let rec: Option<ManifestRecord> = inner.get(keys::CF_MANIFESTS, &key)?;
+        let body = inner.get_raw(keys::CF_BODIES, &key)?;
+        match (rec, body) {
+            (Some(rec), Some(body)) => Ok(Some(Manifest {
+                digest,
+                media_type: rec.media_type,
+                body: body.into(),
+                subject: rec.subject,
+            })),
+            _ => Err(StorageError::Corrupt {
+                what: format!("manifests/{digest}"),
+                detail: format!("linked in {repo} but its record or body is missing"),
+            }
+            .into()),
+        }
+    }
+
+    /// Deletes manifest `digest` from `repo`, with every tag pointing at it,
+    /// releasing its references. Returns false if it was not there.
+    pub fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, ManifestError> {
+        let inner = &self.inner;
+        let _g = inner.lock()?;
+        let mut batch = WriteBatch::default();
+        let mut pending = Pending::new(inner);
+        let Some(rm) = pending.repo_manifest(repo, digest)?.clone() else {
+            return Ok(false);
+        };
+        if rm.tags > 0 {
+            let prefix = keys::repo_prefix(repo);
+            for r in inner.scan(keys::CF_TAGS, &prefix, &prefix) {
+                let (k, v) = r?;
+                if v.as_ref() == digest.as_str().as_bytes() {
+                    batch.delete_cf(&inner.cf(keys::CF_TAGS), k);
+                }
+            }
+        }
+        let mkey = keys::digest_key(digest);
+        let mrec: ManifestRecord = inner
+            .get(keys::CF_MANIFESTS, &mkey)?
+            .ok_or_else(|| StorageError::Corrupt {
+                what: format!("manifests/{digest}"),
+                detail: format!("linked in {repo} but its record is missing"),
+            })?;
+        let now = records::now_ms();
+        for b in &mrec.blobs {
+            if let Some(rec) = pending.blob(b)? {
+                rec.refcount = rec.refcount.saturating_sub(1);
+                rec.touched_ms = now;
+            }
+        }
+        for c in &mrec.manifests {
+            if let Some(r) = pending.repo_manifest(repo, c)? {
+                r.parents = r.parents.saturating_sub(1);
+            }
+        }
+        if let Some(subject) = &mrec.subject {
+            batch.delete_cf(&inner.cf(keys::CF_REFERRERS), keys::referrer_key(repo, subject, digest));
+        }
+        if mrec.repos <= 1 {
+            batch.delete_cf(&inner.cf(keys::CF_MANIFESTS), &mkey);
+            batch.delete_cf(&inner.cf(keys::CF_BODIES), &mkey);
+        } else {
+            let mut m = mrec.clone();
+            m.repos -= 1;
+            batch.put_cf(&inner.cf(keys::CF_MANIFESTS), &mkey, records::encode(&m));
+        }
+        *pending.repo_manifest(repo, digest)? = None;
+        pending.write(repo, &mut batch);
+        inner.commit(batch)?;
+        Ok(true)
+    }
+
+    /// Removes `tag` from `repo`. The manifest stays. Returns false if the
+    /// tag did not exist.
+    pub fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, ManifestError> {
+        let inner = &self.inner;
+        let _g = inner.lock()?;
+        let Some(digest) = inner.resolve(repo, &Reference::Tag(tag.clone()))? else {
+            return Ok(false);
+        };
+        let mut batch = WriteBatch::default();
+        let mut pending = Pending::new(inner);
+        if let Some(r) = pending.repo_manifest(repo, &digest)? {
+            r.tags = r.tags.saturating_sub(1);
+        }
+        batch.delete_cf(&inner.cf(keys::CF_TAGS), keys::tag_key(repo, tag));
+        pending.write(repo, &mut batch);
+        inner.commit(batch)?;
+        Ok(true)
+    }
+
+    /// Manifests in `repo` whose subject is `subject`, optionally only those
+    /// of one artifact type, in digest order.
+    pub fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Referrer>, ManifestError> {
+        let inner = &self.inner;
+        let prefix = keys::referrers_prefix(repo, subject);
+        let mut out = Vec::new();
+        for r in inner.scan(keys::CF_REFERRERS, &prefix, &prefix) {
+            let (k, _) = r?;
+            let Some(d) = keys::suffix(&k, &prefix).and_then(|s| Digest::parse(s).ok()) else {
+                continue;
+            };
+            let Some(rec) = inner.get::<ManifestRecord>(keys::CF_MANIFESTS, &keys::digest_key(&d))? else {
+                continue;
+            };
+            if artifact_type.is_some_and(|t| rec.artifact_type.as_deref() != Some(t)) {
+                continue;
+            }
+            out.push(Referrer {
+                digest: d,
+                media_type: rec.media_type,
+                size: rec.size,
+                artifact_type: rec.artifact_type,
+                annotations: rec.annotations,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The index record of a manifest's content (tools, tests).
+    pub fn manifest_record(&self, digest: &Digest) -> Result<Option<ManifestRecord>, StorageError> {
+        self.inner.get(keys::CF_MANIFESTS, &keys::digest_key(digest))
+    }
+
+    /// The per-repository record of a manifest (tools, tests).
+    pub fn repo_manifest_record(&self, repo: &RepoName, digest: &Digest) -> Result<Option<RepoManifestRecord>, StorageError> {
+        self.inner
+            .get(keys::CF_REPO_MANIFESTS, &keys::repo_manifest_key(repo, digest))
+    }
+}

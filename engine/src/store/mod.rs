@@ -1,0 +1,332 @@
+//! Blob stores: where blob bytes live, keyed by digest.
+//!
+//! A blob store is a dumb, durable map `Digest -> bytes`. It knows nothing of
+//! repositories, links, reference counts or GC state — the index owns those
+//! and is the source of truth; a blob present in a store but absent from the
+//! index is garbage, never visible to clients.
+//!
+//! Backends: [`LocalStore`] (filesystem, sharded by digest, memory-mapped
+//! reads) and [`MemoryStore`] (tests, benchmarks). Every backend passes the
+//! shared suite in [`testsuite`].
+//!
+//! Stores trust their callers on content: `put_*` does not re-hash. The
+//! engine verifies digests before calling `put_*` (DESIGN: "digests are always
+//! verified before a blob becomes visible").
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::digest::Digest;
+
+mod local;
+mod memory;
+pub mod testsuite;
+
+pub use local::LocalStore;
+pub use memory::MemoryStore;
+
+/// A blob store backend.
+///
+/// All methods are blocking (call them from worker threads or
+/// `spawn_blocking`, never on the async request path) and may be called
+/// concurrently from many threads.
+///
+/// Visibility and atomicity, common to all backends:
+/// - A blob becomes visible to `get`/`stat`/`list` all at once when `put_*`
+///   returns `Ok` — never partially written, never before the data is durable.
+/// - `Overwrite` replaces a blob atomically: a concurrent `get` sees the old
+///   or the new bytes, never a mix. A `BlobData` already handed out keeps the
+///   bytes it was created with, even across overwrite or delete.
+/// - `CreateOnly` is exclusive: among concurrent `CreateOnly` puts of one
+///   digest, exactly one returns [`PutOutcome::Stored`]; the rest return
+///   [`PutOutcome::AlreadyPresent`] and change nothing.
+pub trait BlobStore: Send + Sync + 'static {
+    /// Short backend name for logs and metrics (`"local"`, `"memory"`, …).
+    fn name(&self) -> &'static str;
+
+    /// Stores the file at `src` as blob `digest`, taking ownership of the file.
+    ///
+    /// `src` is a local file the caller has fully written and fsync'd and
+    /// whose content hashes to `digest` (the caller verified that; the store
+    /// does not re-hash). After `Ok`, the blob is durably readable and `src`
+    /// no longer exists — with [`PutMode::CreateOnly`] on an existing blob,
+    /// the existing bytes are left untouched, `src` is removed and
+    /// [`PutOutcome::AlreadyPresent`] is returned. With
+    /// [`PutMode::Overwrite`] an existing blob is replaced atomically. After
+    /// `Err`, `src` may still exist and the caller remains responsible for it.
+    ///
+    /// Backends: [`LocalStore`] renames (or hard-links) `src` into place, so
+    /// `src` must be on the store's filesystem — create it under
+    /// [`BlobStore::tmp_dir`] or elsewhere under the store's root
+    /// filesystem; the move is O(1). [`MemoryStore`] reads the file into
+    /// memory, then removes it.
+    fn put_file(
+        &self,
+        digest: &Digest,
+        src: &Path,
+        mode: PutMode,
+    ) -> Result<PutOutcome, StoreError>;
+
+    /// Stores `data` as blob `digest`. Same visibility, durability and mode
+    /// semantics as [`BlobStore::put_file`]; `data` must hash to `digest`.
+    ///
+    /// [`LocalStore`] writes a temp file in its tmp dir, fsyncs it and
+    /// durably renames it into place.
+    fn put_bytes(
+        &self,
+        digest: &Digest,
+        data: &[u8],
+        mode: PutMode,
+    ) -> Result<PutOutcome, StoreError>;
+
+    /// Reads blob `digest`, or the byte `range` of it (`None` = whole blob).
+    ///
+    /// A range must satisfy `start <= end <= size`, else
+    /// [`StoreError::RangeNotSatisfiable`]; an empty range at the end
+    /// (`size..size`) is valid and yields no bytes. A missing blob is
+    /// [`StoreError::NotFound`].
+    ///
+    /// The returned [`BlobData`] is a stable snapshot: it is unaffected by a
+    /// later overwrite or delete of the blob. [`LocalStore`] memory-maps the
+    /// file (no copy); [`MemoryStore`] shares its buffer.
+    fn get(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<BlobData, StoreError>;
+
+    /// The size in bytes of blob `digest`, or `None` if it is not stored.
+    fn stat(&self, digest: &Digest) -> Result<Option<u64>, StoreError>;
+
+    /// Removes blob `digest`; returns whether it existed.
+    ///
+    /// After `Ok` the removal is durable ([`LocalStore`] fsyncs the shard
+    /// directory). Deciding *whether* a blob may be deleted is the GC's job,
+    /// via the index; the store deletes unconditionally.
+    fn delete(&self, digest: &Digest) -> Result<bool, StoreError>;
+
+    /// Every stored digest, sorted, found by walking storage.
+    ///
+    /// For fsck and offline tools only: it is O(stored blobs) and startup
+    /// never calls it (the index is the source of truth). Temp files and
+    /// entries that are not blobs are skipped; blobs being put concurrently
+    /// may or may not be included.
+    fn list(&self) -> Result<Vec<Digest>, StoreError>;
+
+    /// A directory where callers may create files that
+    /// [`BlobStore::put_file`] can take cheaply (by rename).
+    ///
+    /// [`LocalStore`]: `<root>/tmp`. Its contents are deleted when the store
+    /// is opened, so nothing that must survive a restart (such as a resumable
+    /// upload session) belongs there. `None` for backends where any local
+    /// path is as good as another ([`MemoryStore`]).
+    fn tmp_dir(&self) -> Option<&Path>;
+}
+
+/// Conditional-write mode for `put_*`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PutMode {
+    /// Store only if the digest is absent; an existing blob is left untouched
+    /// (returns [`PutOutcome::AlreadyPresent`]). The normal mode: content is
+    /// immutable, so a re-push of existing content is a no-op.
+    CreateOnly,
+    /// Store, atomically replacing any existing blob (e.g. repair of a blob
+    /// that failed scrub). Always returns [`PutOutcome::Stored`].
+    Overwrite,
+}
+
+/// What a successful `put_*` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The bytes given were stored.
+    Stored,
+    /// [`PutMode::CreateOnly`] found the blob already stored; nothing changed.
+    AlreadyPresent,
+}
+
+/// Blob bytes handed out for serving, without copying.
+///
+/// Cheap to move; owns what keeps the bytes alive, so it is
+/// `Send + Sync + 'static` and can become a `bytes::Bytes` via
+/// `Bytes::from_owner`. Invariant for both variants: `start <= end <=` the
+/// length of the underlying map or buffer; the bytes are `[start, end)`.
+pub enum BlobData {
+    /// A read-only memory map of a blob file ([`LocalStore`]). Sound because
+    /// the store never modifies a blob file in place: writes rename a new
+    /// file over the name and deletes unlink, both of which leave an existing
+    /// mapping intact.
+    Mapped {
+        /// The whole file's mapping.
+        map: Arc<memmap2::Mmap>,
+        /// First byte served.
+        start: usize,
+        /// One past the last byte served.
+        end: usize,
+    },
+    /// A shared in-memory buffer ([`MemoryStore`], and empty files, which
+    /// cannot be mapped).
+    Shared {
+        /// The whole blob.
+        buf: Arc<[u8]>,
+        /// First byte served.
+        start: usize,
+        /// One past the last byte served.
+        end: usize,
+    },
+}
+
+impl BlobData {
+    /// Number of bytes served.
+    pub fn len(&self) -> usize {
+        match self {
+            BlobData::Mapped { start, end, .. } | BlobData::Shared { start, end, .. } => {
+                end - start
+            }
+        }
+    }
+
+    /// Whether no bytes are served.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Copies the bytes into a new `Vec`.
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.as_ref().to_vec()
+    }
+}
+
+impl AsRef<[u8]> for BlobData {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            BlobData::Mapped { map, start, end } => &map[*start..*end],
+            BlobData::Shared { buf, start, end } => &buf[*start..*end],
+        }
+    }
+}
+
+impl fmt::Debug for BlobData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (kind, start, end) = match self {
+            BlobData::Mapped { start, end, .. } => ("Mapped", start, end),
+            BlobData::Shared { start, end, .. } => ("Shared", start, end),
+        };
+        write!(f, "BlobData::{kind}({start}..{end}, {} bytes)", end - start)
+    }
+}
+
+/// A blob store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The blob is not stored.
+    #[error("blob {digest} not found in blob store")]
+    NotFound {
+        /// The blob asked for.
+        digest: Digest,
+    },
+    /// The requested byte range does not lie within the blob.
+    #[error("byte range not satisfiable for blob {digest} of {size} bytes")]
+    RangeNotSatisfiable {
+        /// The blob asked for.
+        digest: Digest,
+        /// Its actual size.
+        size: u64,
+    },
+    /// A filesystem operation failed.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// What the store was doing, e.g. `"map blob file"`.
+        op: &'static str,
+        /// The file or directory it was doing it on.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+impl StoreError {
+    pub(crate) fn io(op: &'static str, path: &Path, source: std::io::Error) -> StoreError {
+        StoreError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Checks `range` against a blob of `size` bytes; returns `[start, end)`.
+/// `size` is the length of an in-memory map or buffer, so it fits in `usize`.
+fn check_range(
+    digest: &Digest,
+    size: usize,
+    range: Option<Range<u64>>,
+) -> Result<(usize, usize), StoreError> {
+    let Some(r) = range else {
+        return Ok((0, size));
+    };
+    // `size as u64` is lossless; after the check, start and end fit in usize.
+    if r.start <= r.end && r.end <= size as u64 {
+        Ok((r.start as usize, r.end as usize))
+    } else {
+        Err(StoreError::RangeNotSatisfiable {
+            digest: digest.clone(),
+            size: size as u64,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::Algorithm;
+
+    #[test]
+    fn blob_data_is_send_sync_static() {
+        fn assert_send_sync_static<T: Send + Sync + 'static>() {}
+        assert_send_sync_static::<BlobData>();
+        assert_send_sync_static::<StoreError>();
+    }
+
+    #[test]
+    fn blob_data_slices_and_debug_hides_contents() {
+        let buf: Arc<[u8]> = Arc::from(&b"hello world"[..]);
+        let d = BlobData::Shared {
+            buf,
+            start: 6,
+            end: 11,
+        };
+        assert_eq!(d.as_ref(), b"world");
+        assert_eq!(d.len(), 5);
+        assert!(!d.is_empty());
+        assert_eq!(d.to_vec(), b"world".to_vec());
+        assert_eq!(format!("{d:?}"), "BlobData::Shared(6..11, 5 bytes)");
+    }
+
+    #[test]
+    fn check_range_bounds() {
+        let d = Digest::of(Algorithm::Sha256, b"");
+        assert_eq!(check_range(&d, 10, None).expect("full"), (0, 10));
+        assert_eq!(check_range(&d, 10, Some(0..10)).expect("all"), (0, 10));
+        assert_eq!(check_range(&d, 10, Some(10..10)).expect("end"), (10, 10));
+        assert_eq!(check_range(&d, 0, Some(0..0)).expect("empty"), (0, 0));
+        #[allow(clippy::reversed_empty_ranges)] // start > end is one of the cases
+        let bad_ranges = [0..11, 11..11, 5..4, u64::MAX..u64::MAX];
+        for bad in bad_ranges {
+            match check_range(&d, 10, Some(bad.clone())) {
+                Err(StoreError::RangeNotSatisfiable { size: 10, .. }) => {}
+                other => panic!("range {bad:?} of 10: expected RangeNotSatisfiable, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn error_messages_name_subject() {
+        let d = Digest::of(Algorithm::Sha256, b"");
+        let e = StoreError::NotFound { digest: d.clone() };
+        assert!(e.to_string().contains(d.as_str()), "{e}");
+        let e = StoreError::io(
+            "open blob file",
+            Path::new("/x/y"),
+            std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        );
+        assert!(e.to_string().starts_with("open blob file /x/y: "), "{e}");
+    }
+}

@@ -1,0 +1,583 @@
+//! Write-ahead upload sessions and the blob commit path.
+//!
+//! A session is a file `<data>/uploads/<id>` plus an `uploads` record holding
+//! the durable offset. The record is durable before the id is returned; each
+//! acknowledged append has fsync'd the file and durably recorded the new
+//! offset; completion verifies size and digest, puts the file into the blob
+//! store and commits blob + link + session removal in one batch. See
+//! `docs/design.md` for the crash analysis.
+//!
+//! Hash state: the durable file prefix `[0, offset)` *is* the resumable hash
+//! state. While the process lives the running hasher is kept in memory
+//! ([`Session`]); after a restart the first writer re-derives it by hashing
+//! the prefix once.
+
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rocksdb::WriteBatch;
+
+use crate::digest::{Algorithm, Digest, Hasher};
+use crate::engine::{Engine, Inner};
+use crate::error::{StorageError, UploadError};
+use crate::keys;
+use crate::names::RepoName;
+use crate::records::{self, BlobInfo, BlobRecord, BlobState, LinkRecord, RepoRecord, Tier, UploadRecord};
+use crate::store::PutMode;
+
+/// Where an upload stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UploadStatus {
+    /// The session id: 32 lowercase hex characters.
+    pub id: String,
+    /// Bytes durably received; the next append must start here.
+    pub offset: u64,
+}
+
+/// In-memory companion of a durable session (see the module docs).
+pub(crate) struct Session {
+    /// A writer holds the session; a second concurrent writer is refused.
+    busy: bool,
+    /// Running hash of the first `hashed` bytes, when known.
+    hasher: Option<(Hasher, u64)>,
+}
+
+/// True if `id` has the form of an upload id (so callers can reject
+/// garbage before touching the index).
+pub fn valid_upload_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+impl Inner {
+    /// The one place upload file paths are built.
+    pub(crate) fn upload_path(&self, id: &str) -> PathBuf {
+        self.uploads_dir.join(id)
+    }
+
+    fn upload_record(&self, repo: &RepoName, id: &str) -> Result<UploadRecord, UploadError> {
+        let not_found = || UploadError::NotFound {
+            repo: repo.to_string(),
+            id: id.to_owned(),
+        };
+        if !valid_upload_id(id) {
+            return Err(not_found());
+        }
+        match self.get::<UploadRecord>(keys::CF_UPLOADS, &keys::upload_key(id))? {
+            Some(r) if r.repo == repo.as_str() => Ok(r),
+            _ => Err(not_found()),
+        }
+    }
+
+    fn session(&self, id: &str) -> Arc<Mutex<Session>> {
+        let mut map = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(id.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(Session {
+                    busy: false,
+                    hasher: None,
+                }))
+            })
+            .clone()
+    }
+
+    fn forget_session(&self, id: &str) {
+        let mut map = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(id);
+    }
+
+    /// Startup recovery of upload sessions: truncate every session file to
+    /// its durable offset (dropping unacknowledged tails), drop records whose
+    /// file is missing, and delete files that have no record.
+    pub(crate) fn recover_uploads(&self) -> Result<(), StorageError> {
+        let mut live = std::collections::HashSet::new();
+        let mut dead = Vec::new();
+        for r in self.scan(keys::CF_UPLOADS, b"", b"") {
+            let (k, v) = r?;
+            let id = String::from_utf8_lossy(&k).into_owned();
+            let rec: UploadRecord = records::decode(&v, || format!("uploads/{id}"))?;
+            let path = self.upload_path(&id);
+            match OpenOptions::new().write(true).open(&path) {
+                Ok(f) => {
+                    let len = f.metadata().map_err(StorageError::io("stat upload", &path))?.len();
+                    if len > rec.offset {
+                        tracing::info!(upload = %id, durable = rec.offset, len, "truncating unacknowledged upload tail");
+                        f.set_len(rec.offset).map_err(StorageError::io("truncate upload", &path))?;
+                        f.sync_all().map_err(StorageError::io("fsync upload", &path))?;
+                    } else if len < rec.offset {
+                        tracing::warn!(upload = %id, durable = rec.offset, len, "upload file shorter than its durable offset; dropping session");
+                        dead.push(id);
+                        continue;
+                    }
+                    live.insert(id);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    tracing::warn!(upload = %id, "upload file missing; dropping session");
+                    dead.push(id);
+                }
+                Err(e) => return Err(StorageError::io("open upload", &path)(e)),
+            }
+        }
+        if !dead.is_empty() {
+            let _g = self.lock()?;
+            let mut b = WriteBatch::default();
+            for id in &dead {
+                b.delete_cf(&self.cf(keys::CF_UPLOADS), keys::upload_key(id));
+            }
+            self.commit(b)?;
+        }
+        let dir = std::fs::read_dir(&self.uploads_dir)
+            .map_err(StorageError::io("list uploads", &self.uploads_dir))?;
+        for entry in dir {
+            let entry = entry.map_err(StorageError::io("list uploads", &self.uploads_dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !live.contains(&name) {
+                tracing::info!(file = %name, "removing upload file without a session record");
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        Ok(())
+    }
+
+    /// Expires sessions not updated for `ttl` and not being written.
+    pub(crate) fn expire_uploads(&self, ttl: Duration) -> Result<usize, StorageError> {
+        let cutoff = records::now_ms().saturating_sub(ttl.as_millis() as u64);
+        let mut expired = Vec::new();
+        for r in self.scan(keys::CF_UPLOADS, b"", b"") {
+            let (k, v) = r?;
+            let id = String::from_utf8_lossy(&k).into_owned();
+            let rec: UploadRecord = records::decode(&v, || format!("uploads/{id}"))?;
+            if rec.updated_ms < cutoff {
+                expired.push((id, rec));
+            }
+        }
+        let mut n = 0;
+        for (id, rec) in expired {
+            if let Ok(repo) = RepoName::parse(&rec.repo) {
+                match self.cancel(&repo, &id) {
+                    Ok(()) => n += 1,
+                    Err(UploadError::Busy { .. }) | Err(UploadError::NotFound { .. }) => {}
+                    Err(UploadError::Storage(e)) => return Err(e),
+                    Err(e) => tracing::warn!(upload = %id, error = %e, "expiring upload"),
+                }
+            }
+        }
+        if n > 0 {
+            tracing::info!(count = n, "expired abandoned upload sessions");
+        }
+        Ok(n)
+    }
+
+    fn cancel(&self, repo: &RepoName, id: &str) -> Result<(), UploadError> {
+        self.upload_record(repo, id)?;
+        let session = self.session(id);
+        let s = session.lock().unwrap_or_else(|p| p.into_inner());
+        if s.busy {
+            return Err(UploadError::Busy { id: id.to_owned() });
+        }
+        {
+            let _g = self.lock()?;
+            let mut b = WriteBatch::default();
+            b.delete_cf(&self.cf(keys::CF_UPLOADS), keys::upload_key(id));
+            self.commit(b)?;
+        }
+        drop(s);
+        self.forget_session(id);
+        let path = self.upload_path(id);
+        if let Err(e) = std::fs::remove_file(&path) {
+            tracing::warn!(upload = %id, error = %e, "removing cancelled upload file");
+        }
+        Ok(())
+    }
+
+    /// Adds `digest` to `repo` in `batch`: link, reverse link, repository
+    /// record, and the blob record's link count and touch time. IMPORTANT:
+    /// the caller holds the write lock and writes `rec` into the batch.
+    pub(crate) fn link_into(
+        &self,
+        batch: &mut WriteBatch,
+        repo: &RepoName,
+        digest: &Digest,
+        rec: &mut BlobRecord,
+        now: u64,
+    ) -> Result<(), StorageError> {
+        rec.touched_ms = now;
+        rec.state = BlobState::Active;
+        let link = keys::link_key(repo, digest);
+        if self.get_raw(keys::CF_LINKS, &link)?.is_none() {
+            rec.links += 1;
+            batch.put_cf(&self.cf(keys::CF_LINKS), link, records::encode(&LinkRecord { created_ms: now }));
+            batch.put_cf(&self.cf(keys::CF_BLOB_REPOS), keys::blob_repo_key(digest, repo), b"");
+        }
+        self.ensure_repo(batch, repo, now)?;
+        Ok(())
+    }
+
+    pub(crate) fn ensure_repo(&self, batch: &mut WriteBatch, repo: &RepoName, now: u64) -> Result<(), StorageError> {
+        let key = keys::repo_key(repo);
+        if self.get_raw(keys::CF_REPOS, &key)?.is_none() {
+            batch.put_cf(&self.cf(keys::CF_REPOS), key, records::encode(&RepoRecord { created_ms: now }));
+        }
+        Ok(())
+    }
+
+    /// Commits verified content at `path` as blob `digest` linked in `repo`,
+    /// removing upload session `id` (if any) in the same batch.
+    ///
+    /// The write path, top to bottom:
+    /// 1. Outside the lock, if the index does not already hold the blob, the
+    ///    store takes the file (CreateOnly: a concurrent identical upload
+    ///    that got there first wins, and ours is discarded). Store puts can
+    ///    be slow (S3), so they stay outside the lock.
+    /// 2. Under the lock, re-read the blob record. If it vanished in between
+    ///    (GC) and we skipped the put, put now.
+    /// 3. One synced batch: blob record, link, reverse link, repository
+    ///    record, upload record removal. This is the commit point.
+    /// 4. Remove the upload file if the store did not take it.
+    pub(crate) fn commit_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+        path: &Path,
+        upload_id: Option<&str>,
+    ) -> Result<BlobInfo, StorageError> {
+        self.check_poison()?;
+        let key = keys::digest_key(digest);
+        let indexed = |r: &Option<BlobRecord>| r.as_ref().is_some_and(|r| r.size == size);
+        let mut put_done = false;
+        if !indexed(&self.get::<BlobRecord>(keys::CF_BLOBS, &key)?) {
+            self.store.put_file(digest, path, PutMode::CreateOnly)?;
+            put_done = true;
+        }
+        let _g = self.lock()?;
+        let now = records::now_ms();
+        let existing = self.get::<BlobRecord>(keys::CF_BLOBS, &key)?;
+        if !indexed(&existing) && !put_done {
+            self.store.put_file(digest, path, PutMode::CreateOnly)?;
+        }
+        let mut rec = match existing {
+            Some(r) if r.size == size => r,
+            _ => BlobRecord {
+                size,
+                tier: Tier::Local,
+                refcount: 0,
+                links: 0,
+                state: BlobState::Active,
+                created_ms: now,
+                touched_ms: now,
+            },
+        };
+        let mut batch = WriteBatch::default();
+        self.link_into(&mut batch, repo, digest, &mut rec, now)?;
+        batch.put_cf(&self.cf(keys::CF_BLOBS), &key, records::encode(&rec));
+        if let Some(id) = upload_id {
+            batch.delete_cf(&self.cf(keys::CF_UPLOADS), keys::upload_key(id));
+        }
+        // IMPORTANT: the commit point. Before it the blob may sit in the
+        // store unindexed (fsck reports it; a later commit reuses it).
+        self.commit(batch)?;
+        drop(_g);
+        if path.exists() {
+            let _ = std::fs::remove_file(path);
+        }
+        Ok(BlobInfo {
+            digest: digest.clone(),
+            size,
+        })
+    }
+}
+
+impl Engine {
+    /// Starts an upload session in `repo`, hashing with `algorithm` as bytes
+    /// arrive. The session is durable before this returns.
+    pub fn begin_upload(&self, repo: &RepoName, algorithm: Algorithm) -> Result<UploadStatus, UploadError> {
+        let inner = &self.inner;
+        inner.check_poison()?;
+        let mut raw = [0u8; 16];
+        getrandom::fill(&mut raw).map_err(|e| StorageError::Io {
+            op: "generate upload id",
+            path: inner.uploads_dir.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let id = hex::encode(raw);
+        let path = inner.upload_path(&id);
+        // IMPORTANT: the file exists durably before the record names it, so
+        // recovery never sees a record without its file.
+        let r = File::create(&path)
+            .and_then(|f| f.sync_all())
+            .and_then(|_| crate::durable::fsync_dir(&inner.uploads_dir))
+            .map_err(StorageError::io("create upload", &path));
+        inner.poison_on_err(r)?;
+        let now = records::now_ms();
+        let rec = UploadRecord {
+            repo: repo.to_string(),
+            algorithm,
+            offset: 0,
+            created_ms: now,
+            updated_ms: now,
+        };
+        {
+            let _g = inner.lock()?;
+            let mut b = WriteBatch::default();
+            b.put_cf(&inner.cf(keys::CF_UPLOADS), keys::upload_key(&id), records::encode(&rec));
+            inner.commit(b)?;
+        }
+        let session = inner.session(&id);
+        session.lock().unwrap_or_else(|p| p.into_inner()).hasher = Some((Hasher::new(algorithm), 0));
+        Ok(UploadStatus { id, offset: 0 })
+    }
+
+    /// The durable state of an upload.
+    pub fn upload_status(&self, repo: &RepoName, id: &str) -> Result<UploadStatus, UploadError> {
+        let rec = self.inner.upload_record(repo, id)?;
+        Ok(UploadStatus {
+            id: id.to_owned(),
+            offset: rec.offset,
+        })
+    }
+
+    /// Opens a writer appending to upload `id`. With `offset` given, it
+    /// must equal the durable offset (out-of-order and overlapping appends
+    /// are refused). Only one writer per session at a time.
+    pub fn upload_writer(&self, repo: &RepoName, id: &str, offset: Option<u64>) -> Result<UploadWriter, UploadError> {
+        let inner = &self.inner;
+        inner.check_poison()?;
+        let rec = inner.upload_record(repo, id)?;
+        if let Some(o) = offset {
+            if o != rec.offset {
+                return Err(UploadError::OffsetMismatch {
+                    id: id.to_owned(),
+                    expected: rec.offset,
+                    got: o,
+                });
+            }
+        }
+        let session = inner.session(id);
+        let cached = {
+            let mut s = session.lock().unwrap_or_else(|p| p.into_inner());
+            if s.busy {
+                return Err(UploadError::Busy { id: id.to_owned() });
+            }
+            s.busy = true;
+            s.hasher.clone()
+        };
+        let mut writer = UploadWriter {
+            inner: inner.clone(),
+            repo: repo.clone(),
+            id: id.to_owned(),
+            session,
+            file: None,
+            start: rec.offset,
+            pos: rec.offset,
+            hasher: Hasher::new(rec.algorithm),
+        };
+        let path = inner.upload_path(id);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(StorageError::io("open upload", &path))?;
+        // Drop any unacknowledged tail left by a failed earlier request.
+        file.set_len(rec.offset).map_err(StorageError::io("truncate upload", &path))?;
+        writer.hasher = match cached {
+            Some((h, n)) if n == rec.offset && h.algorithm() == rec.algorithm => h,
+            _ => hash_prefix(&file, &path, rec.algorithm, rec.offset)?,
+        };
+        writer.file = Some(file);
+        Ok(writer)
+    }
+
+    /// Completes upload `id` with no further bytes.
+    pub fn complete_upload(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        digest: &Digest,
+        size: Option<u64>,
+    ) -> Result<BlobInfo, UploadError> {
+        self.upload_writer(repo, id, None)?.complete(digest, size)
+    }
+
+    /// Cancels upload `id`, removing its record and file.
+    pub fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<(), UploadError> {
+        self.inner.cancel(repo, id)
+    }
+
+    /// Expires upload sessions untouched for `ttl` now (the background worker
+    /// does this periodically). Returns how many were expired.
+    pub fn expire_uploads(&self, ttl: Duration) -> Result<usize, StorageError> {
+        self.inner.expire_uploads(ttl)
+    }
+
+    /// Stores `data` as blob `digest` in `repo` in one call (monolithic
+    /// upload), verifying the digest first.
+    pub fn put_blob(&self, repo: &RepoName, digest: &Digest, data: &[u8]) -> Result<BlobInfo, UploadError> {
+        let status = self.begin_upload(repo, digest.algorithm())?;
+        let mut w = self.upload_writer(repo, &status.id, Some(0))?;
+        w.write(data)?;
+        let r = w.complete(digest, Some(data.len() as u64));
+        if r.is_err() {
+            let _ = self.cancel_upload(repo, &status.id);
+        }
+        r
+    }
+}
+
+fn hash_prefix(file: &File, path: &Path, alg: Algorithm, len: u64) -> Result<Hasher, StorageError> {
+    let mut h = Hasher::new(alg);
+    let mut reader = file.take(len);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut f = &mut reader;
+    loop {
+        let n = f.read(&mut buf).map_err(StorageError::io("read upload", path))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        f = &mut reader;
+    }
+    if reader.limit() != 0 {
+        return Err(StorageError::Corrupt {
+            what: path.display().to_string(),
+            detail: format!("upload file shorter than its durable offset {len}"),
+        });
+    }
+    Ok(h)
+}
+
+/// Appends bytes to one upload session. Bytes written are not acknowledged
+/// until [`UploadWriter::commit`] or [`UploadWriter::complete`] returns Ok;
+/// dropping a writer abandons them (the next writer truncates them away).
+/// `Send`, so it may be held across an async body read.
+pub struct UploadWriter {
+    inner: Arc<Inner>,
+    repo: RepoName,
+    id: String,
+    session: Arc<Mutex<Session>>,
+    file: Option<File>,
+    start: u64,
+    pos: u64,
+    hasher: Hasher,
+}
+
+impl UploadWriter {
+    /// The offset the next byte is written at.
+    pub fn offset(&self) -> u64 {
+        self.pos
+    }
+
+    /// The upload id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Writes `data` at the current offset (not yet durable).
+    pub fn write(&mut self, data: &[u8]) -> Result<(), UploadError> {
+        let path = self.inner.upload_path(&self.id);
+        let file = self.file.as_ref().ok_or_else(|| UploadError::Busy { id: self.id.clone() })?;
+        file.write_all_at(data, self.pos)
+            .map_err(StorageError::io("write upload", &path))?;
+        self.hasher.update(data);
+        self.pos += data.len() as u64;
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<(), StorageError> {
+        if self.pos == self.start {
+            return Ok(());
+        }
+        let path = self.inner.upload_path(&self.id);
+        let r = match &self.file {
+            Some(f) => f.sync_data().map_err(StorageError::io("fsync upload", &path)),
+            None => Ok(()),
+        };
+        self.inner.poison_on_err(r)
+    }
+
+    /// Makes the bytes written durable and records the new offset; returns
+    /// the acknowledged status.
+    pub fn commit(mut self) -> Result<UploadStatus, UploadError> {
+        self.sync()?;
+        let inner = self.inner.clone();
+        {
+            let _g = inner.lock()?;
+            let key = keys::upload_key(&self.id);
+            let mut rec = inner
+                .get::<UploadRecord>(keys::CF_UPLOADS, &key)?
+                .ok_or_else(|| UploadError::NotFound {
+                    repo: self.repo.to_string(),
+                    id: self.id.clone(),
+                })?;
+            rec.offset = self.pos;
+            rec.updated_ms = records::now_ms();
+            let mut b = WriteBatch::default();
+            b.put_cf(&inner.cf(keys::CF_UPLOADS), key, records::encode(&rec));
+            inner.commit(b)?;
+        }
+        let status = UploadStatus {
+            id: self.id.clone(),
+            offset: self.pos,
+        };
+        let hasher = self.hasher.clone();
+        self.release(Some((hasher, self.pos)));
+        Ok(status)
+    }
+
+    /// Verifies the content (size if given, and digest) and commits it as a
+    /// blob linked in the upload's repository, ending the session. On a
+    /// mismatch nothing changes: the session keeps its durable offset.
+    pub fn complete(mut self, digest: &Digest, size: Option<u64>) -> Result<BlobInfo, UploadError> {
+        if let Some(expected) = size {
+            if expected != self.pos {
+                return Err(UploadError::SizeMismatch {
+                    id: self.id.clone(),
+                    expected,
+                    actual: self.pos,
+                });
+            }
+        }
+        self.sync()?;
+        let path = self.inner.upload_path(&self.id);
+        let actual = if digest.algorithm() == self.hasher.algorithm() {
+            self.hasher.clone().finalize()
+        } else {
+            let file = self.file.as_ref().ok_or_else(|| UploadError::Busy { id: self.id.clone() })?;
+            hash_prefix(file, &path, digest.algorithm(), self.pos)?.finalize()
+        };
+        if &actual != digest {
+            return Err(UploadError::DigestMismatch {
+                id: self.id.clone(),
+                expected: digest.clone(),
+                actual,
+            });
+        }
+        self.file = None;
+        let info = self
+            .inner
+            .commit_blob(&self.repo, digest, self.pos, &path, Some(&self.id))?;
+        self.release(None);
+        self.inner.forget_session(&self.id);
+        Ok(info)
+    }
+
+    fn release(&mut self, hasher: Option<(Hasher, u64)>) {
+        let mut s = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        s.busy = false;
+        if hasher.is_some() {
+            s.hasher = hasher;
+        }
+    }
+}
+
+impl Drop for UploadWriter {
+    fn drop(&mut self) {
+        // Unacknowledged bytes are abandoned; the cached hasher stays valid
+        // for the durable offset because it was only replaced on commit.
+        let mut s = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        s.busy = false;
+    }
+}

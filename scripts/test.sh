@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs every test: formatting, clippy, then unit, property, crash and
+# end-to-end tests (real `berth` processes driven by skopeo). Installs the
+# Debian packages it needs first. The cargo target dir lives outside the
+# clone ($HOME/.cache/berth/target) so later runs reuse the RocksDB build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/berth/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+# The end-to-end tests start the real binaries from the target dir.
+cargo build --workspace --bins
+cargo test --workspace --all-targets

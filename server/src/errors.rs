@@ -1,0 +1,370 @@
+//! The HTTP boundary for errors: the one table of OCI error codes, and the
+//! mapping from engine errors to them.
+//!
+//! Every failed request is answered with the distribution spec's JSON body
+//!
+//! ```text
+//! {"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown to registry","detail":"…"}]}
+//! ```
+//!
+//! where `code` and `message` come from [`Code::info`] and `detail` says what
+//! failed on what (usually the engine error's message). Only real storage
+//! failures become `500`; they are logged with the request id and their
+//! detail is kept out of the body (it names server paths).
+
+use std::borrow::Cow;
+
+use berth_engine::{BlobError, DigestError, ManifestError, NameError, StorageError, UploadError};
+use bytes::Bytes;
+use hyper::header::{HeaderName, HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::{Response, StatusCode};
+
+use crate::http::{Body, HDR_API_VERSION, REGISTRY_2_0};
+
+/// An error code as berth uses it. Several codes share a wire name and
+/// differ in status (e.g. [`Code::Unsupported`] is `405`,
+/// [`Code::UnsupportedMediaType`] is `415`, both `UNSUPPORTED` on the wire).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Code {
+    BlobUnknown,
+    BlobUploadInvalid,
+    BlobUploadUnknown,
+    DigestInvalid,
+    ManifestBlobUnknown,
+    ManifestInvalid,
+    ManifestUnknown,
+    NameInvalid,
+    NameUnknown,
+    SizeInvalid,
+    Unauthorized,
+    Denied,
+    /// The operation is not supported here: wrong method, read-only mode,
+    /// deletes disabled.
+    Unsupported,
+    /// A manifest media type berth does not store.
+    UnsupportedMediaType,
+    TooManyRequests,
+    RangeInvalid,
+    /// A manifest body over the size limit (the spec answers `413`).
+    ManifestTooLarge,
+    /// Another request is writing the same upload session.
+    UploadBusy,
+    /// `n` of a tag or catalog listing is not a non-negative integer
+    /// (distribution's code; not in the spec's table).
+    PaginationInvalid,
+    /// No endpoint has this path.
+    RouteUnknown,
+    /// A storage failure: the only source of `500`.
+    Internal,
+}
+
+/// What a [`Code`] looks like on the wire.
+#[derive(Clone, Copy, Debug)]
+pub struct CodeInfo {
+    /// The `code` field: uppercase letters and underscores.
+    pub wire: &'static str,
+    /// The `message` field.
+    pub message: &'static str,
+    pub status: StatusCode,
+}
+
+impl Code {
+    /// Every code, for tests and documentation.
+    pub const ALL: [Code; 21] = [
+        Code::BlobUnknown,
+        Code::BlobUploadInvalid,
+        Code::BlobUploadUnknown,
+        Code::DigestInvalid,
+        Code::ManifestBlobUnknown,
+        Code::ManifestInvalid,
+        Code::ManifestUnknown,
+        Code::NameInvalid,
+        Code::NameUnknown,
+        Code::SizeInvalid,
+        Code::Unauthorized,
+        Code::Denied,
+        Code::Unsupported,
+        Code::UnsupportedMediaType,
+        Code::TooManyRequests,
+        Code::RangeInvalid,
+        Code::ManifestTooLarge,
+        Code::UploadBusy,
+        Code::PaginationInvalid,
+        Code::RouteUnknown,
+        Code::Internal,
+    ];
+
+    /// THE table: wire name, message and HTTP status of every code.
+    pub const fn info(self) -> CodeInfo {
+        const fn i(wire: &'static str, message: &'static str, status: StatusCode) -> CodeInfo {
+            CodeInfo {
+                wire,
+                message,
+                status,
+            }
+        }
+        use StatusCode as S;
+        match self {
+            Code::BlobUnknown => i("BLOB_UNKNOWN", "blob unknown to registry", S::NOT_FOUND),
+            Code::BlobUploadInvalid => i("BLOB_UPLOAD_INVALID", "blob upload invalid", S::BAD_REQUEST),
+            Code::BlobUploadUnknown => i(
+                "BLOB_UPLOAD_UNKNOWN",
+                "blob upload unknown to registry",
+                S::NOT_FOUND,
+            ),
+            Code::DigestInvalid => i(
+                "DIGEST_INVALID",
+                "provided digest did not match uploaded content",
+                S::BAD_REQUEST,
+            ),
+            Code::ManifestBlobUnknown => i(
+                "MANIFEST_BLOB_UNKNOWN",
+                "manifest references a manifest or blob unknown to registry",
+                S::BAD_REQUEST,
+            ),
+            Code::ManifestInvalid => i("MANIFEST_INVALID", "manifest invalid", S::BAD_REQUEST),
+            Code::ManifestUnknown => i("MANIFEST_UNKNOWN", "manifest unknown to registry", S::NOT_FOUND),
+            Code::NameInvalid => i("NAME_INVALID", "invalid repository name", S::BAD_REQUEST),
+            Code::NameUnknown => i("NAME_UNKNOWN", "repository name not known to registry", S::NOT_FOUND),
+            Code::SizeInvalid => i(
+                "SIZE_INVALID",
+                "provided length did not match content length",
+                S::BAD_REQUEST,
+            ),
+            Code::Unauthorized => i("UNAUTHORIZED", "authentication required", S::UNAUTHORIZED),
+            Code::Denied => i("DENIED", "requested access to the resource is denied", S::FORBIDDEN),
+            Code::Unsupported => i("UNSUPPORTED", "the operation is unsupported", S::METHOD_NOT_ALLOWED),
+            Code::UnsupportedMediaType => i(
+                "UNSUPPORTED",
+                "the manifest media type is unsupported",
+                S::UNSUPPORTED_MEDIA_TYPE,
+            ),
+            Code::TooManyRequests => i("TOOMANYREQUESTS", "too many requests", S::TOO_MANY_REQUESTS),
+            Code::RangeInvalid => i("RANGE_INVALID", "invalid content range", S::RANGE_NOT_SATISFIABLE),
+            Code::ManifestTooLarge => i("SIZE_INVALID", "manifest too large", S::PAYLOAD_TOO_LARGE),
+            Code::UploadBusy => i(
+                "BLOB_UPLOAD_INVALID",
+                "the upload is being written by another request",
+                S::CONFLICT,
+            ),
+            Code::PaginationInvalid => i(
+                "PAGINATION_NUMBER_INVALID",
+                "invalid number of results requested",
+                S::BAD_REQUEST,
+            ),
+            Code::RouteUnknown => i("UNSUPPORTED", "no such endpoint", S::NOT_FOUND),
+            Code::Internal => i("UNKNOWN", "internal storage error", S::INTERNAL_SERVER_ERROR),
+        }
+    }
+}
+
+/// A failed request: a code, what failed on what, and headers the answer
+/// must carry (`Range` and `Location` on a `416` upload answer, `Allow` on a
+/// `405`, `Content-Range` on a `416` blob answer).
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: Code,
+    pub detail: Option<Cow<'static, str>>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// For [`Code::Internal`]: the full error, logged but not sent.
+    pub internal: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(code: Code, detail: impl Into<Cow<'static, str>>) -> ApiError {
+        ApiError {
+            code,
+            detail: Some(detail.into()),
+            headers: Vec::new(),
+            internal: None,
+        }
+    }
+
+    pub fn bare(code: Code) -> ApiError {
+        ApiError {
+            code,
+            detail: None,
+            headers: Vec::new(),
+            internal: None,
+        }
+    }
+
+    /// A storage failure: `500`, details logged only.
+    pub fn internal(e: impl std::fmt::Display) -> ApiError {
+        ApiError {
+            code: Code::Internal,
+            detail: None,
+            headers: Vec::new(),
+            internal: Some(e.to_string()),
+        }
+    }
+
+    /// `405 UNSUPPORTED` with an `Allow` header.
+    pub fn method_not_allowed(allow: &'static str) -> ApiError {
+        ApiError::new(Code::Unsupported, "method not allowed on this endpoint")
+            .with_header(ALLOW, HeaderValue::from_static(allow))
+    }
+
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> ApiError {
+        self.headers.push((name, value));
+        self
+    }
+
+    /// Renders the spec's JSON body.
+    pub fn into_response(self, request_id: &str) -> Response<Body> {
+        let info = self.code.info();
+        if let Some(internal) = &self.internal {
+            tracing::error!(request_id, error = %internal, "storage failure");
+        }
+        let body = serde_json::json!({
+            "errors": [{
+                "code": info.wire,
+                "message": info.message,
+                "detail": self.detail.as_deref(),
+            }]
+        });
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let mut res = Response::new(Body::new(Bytes::from(bytes)));
+        *res.status_mut() = info.status;
+        let h = res.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(HDR_API_VERSION, REGISTRY_2_0);
+        for (name, value) in self.headers {
+            h.append(name, value);
+        }
+        res
+    }
+}
+
+// ---- engine errors → codes -------------------------------------------------
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> ApiError {
+        ApiError::internal(e)
+    }
+}
+
+impl From<NameError> for ApiError {
+    fn from(e: NameError) -> ApiError {
+        let code = match &e {
+            NameError::Repository { .. } => Code::NameInvalid,
+            NameError::Tag { .. } => Code::ManifestInvalid,
+            NameError::Reference { .. } => Code::DigestInvalid,
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
+
+impl From<DigestError> for ApiError {
+    fn from(e: DigestError) -> ApiError {
+        // Malformed and unsupported digests are both DIGEST_INVALID (400):
+        // the spec's answer to `?digest-algorithm=` berth cannot honour.
+        ApiError::new(Code::DigestInvalid, e.to_string())
+    }
+}
+
+impl From<BlobError> for ApiError {
+    fn from(e: BlobError) -> ApiError {
+        match e {
+            BlobError::NotFound { .. } => ApiError::new(Code::BlobUnknown, e.to_string()),
+            BlobError::RangeNotSatisfiable { size, .. } => {
+                ApiError::new(Code::RangeInvalid, e.to_string()).with_header(
+                    hyper::header::CONTENT_RANGE,
+                    unsatisfied_range(size),
+                )
+            }
+            BlobError::Storage(s) => ApiError::internal(s),
+        }
+    }
+}
+
+impl From<UploadError> for ApiError {
+    fn from(e: UploadError) -> ApiError {
+        let code = match &e {
+            UploadError::NotFound { .. } => Code::BlobUploadUnknown,
+            // Callers that can say where the upload stands add `Range` and
+            // `Location` (see `uploads.rs`); this is the bare fallback.
+            UploadError::OffsetMismatch { .. } => Code::RangeInvalid,
+            UploadError::Busy { .. } => Code::UploadBusy,
+            UploadError::DigestMismatch { .. } | UploadError::Digest { .. } => Code::DigestInvalid,
+            UploadError::SizeMismatch { .. } => Code::SizeInvalid,
+            UploadError::Storage(s) => return ApiError::internal(s),
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
+
+impl From<ManifestError> for ApiError {
+    fn from(e: ManifestError) -> ApiError {
+        let code = match &e {
+            ManifestError::NotFound { .. } => Code::ManifestUnknown,
+            ManifestError::BlobUnknown { .. } | ManifestError::ChildUnknown { .. } => {
+                Code::ManifestBlobUnknown
+            }
+            ManifestError::DigestMismatch { .. } => Code::DigestInvalid,
+            ManifestError::Storage(s) => return ApiError::internal(s),
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
+
+/// `Content-Range: bytes */SIZE`, the answer to an unsatisfiable range.
+pub fn unsatisfied_range(size: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!("bytes */{size}")).unwrap_or(HeaderValue::from_static("bytes */0"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_names_follow_the_spec_grammar() {
+        for code in Code::ALL {
+            let info = code.info();
+            assert!(
+                !info.wire.is_empty() && info.wire.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'),
+                "{code:?}: {}",
+                info.wire
+            );
+            assert!(!info.message.is_empty(), "{code:?}");
+        }
+    }
+
+    #[test]
+    fn statuses_of_the_spec_codes() {
+        let expect = [
+            (Code::BlobUnknown, 404),
+            (Code::BlobUploadInvalid, 400),
+            (Code::BlobUploadUnknown, 404),
+            (Code::DigestInvalid, 400),
+            (Code::ManifestBlobUnknown, 400),
+            (Code::ManifestInvalid, 400),
+            (Code::ManifestUnknown, 404),
+            (Code::NameInvalid, 400),
+            (Code::NameUnknown, 404),
+            (Code::SizeInvalid, 400),
+            (Code::Unauthorized, 401),
+            (Code::Denied, 403),
+            (Code::Unsupported, 405),
+            (Code::UnsupportedMediaType, 415),
+            (Code::TooManyRequests, 429),
+            (Code::RangeInvalid, 416),
+            (Code::ManifestTooLarge, 413),
+            (Code::Internal, 500),
+        ];
+        for (code, status) in expect {
+            assert_eq!(code.info().status.as_u16(), status, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn only_storage_failures_are_500() {
+        for code in Code::ALL {
+            assert_eq!(
+                code.info().status == StatusCode::INTERNAL_SERVER_ERROR,
+                code == Code::Internal,
+                "{code:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! Shared helpers for berth's end-to-end tests, crash tests and benchmarks.
+//! Lives under `tests/` because only tests and benches use it.
+
+use std::path::{Path, PathBuf};
+
+use berth_engine::{Algorithm, Digest, Engine, EngineConfig};
+
+/// Deterministic pseudo-random content of `len` bytes for `seed` (blake3 XOF),
+/// so a crashed child and the checking parent agree on what a blob holds.
+pub fn content(seed: &str, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    let mut xof = blake3::Hasher::new().update(seed.as_bytes()).finalize_xof();
+    xof.fill(&mut out);
+    out
+}
+
+/// The sha256 digest of `data`.
+pub fn sha256(data: &[u8]) -> Digest {
+    Digest::of(Algorithm::Sha256, data)
+}
+
+/// Opens an engine on `dir` with default settings.
+pub fn open_engine(dir: &Path) -> Engine {
+    match Engine::open(EngineConfig::new(dir)) {
+        Ok(e) => e,
+        Err(e) => panic!("opening engine at {}: {e}", dir.display()),
+    }
+}
+
+/// The cargo target directory the test binaries were built into.
+pub fn target_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("CARGO_TARGET_DIR") {
+        return PathBuf::from(d);
+    }
+    // tests run from target/<profile>/deps/<test-binary>
+    let exe = std::env::current_exe().expect("current test executable");
+    exe.ancestors()
+        .nth(3)
+        .map(Path::to_path_buf)
+        .expect("test binary lives under target/<profile>/deps")
+}
+
+/// Path of a workspace binary (`berth`, `berthctl`) built by `cargo build --bins`.
+pub fn bin_path(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current test executable");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives under target/<profile>/deps");
+    let p = profile_dir.join(name);
+    assert!(
+        p.exists(),
+        "{} not built; run `cargo build --workspace --bins` first",
+        p.display()
+    );
+    p
+}
