@@ -33,7 +33,9 @@ fn raw_commit(dir: &Path, i: u64, data: &[u8]) -> Digest {
     f.sync_data().expect("fsync");
     let dst = dir.join(digest.hex());
     std::fs::rename(&tmp, &dst).expect("rename");
-    File::open(dir).and_then(|d| d.sync_all()).expect("fsync dir");
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .expect("fsync dir");
     digest
 }
 

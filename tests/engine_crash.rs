@@ -52,11 +52,15 @@ fn child(dir: &Path, round: usize) {
         let seed = format!("round{round}-blob{i}");
         let data = content(&seed, size_of(&seed));
         let digest = sha256(&data);
-        let st = engine.begin_upload(&repo, Algorithm::Sha256).expect("begin");
+        let st = engine
+            .begin_upload(&repo, Algorithm::Sha256)
+            .expect("begin");
         say(format!("BEGIN {repo} {} {seed}", st.id));
         let mut offset = 0;
         for chunk in data.chunks(CHUNK) {
-            let mut w = engine.upload_writer(&repo, &st.id, Some(offset)).expect("writer");
+            let mut w = engine
+                .upload_writer(&repo, &st.id, Some(offset))
+                .expect("writer");
             w.write(chunk).expect("write");
             let s = w.commit().expect("commit append");
             offset = s.offset;
@@ -69,11 +73,16 @@ fn child(dir: &Path, round: usize) {
         let info = engine
             .complete_upload(&repo, &st.id, &digest, Some(data.len() as u64))
             .expect("complete");
-        say(format!("COMMIT {repo} {} {} {}", st.id, info.digest, info.size));
+        say(format!(
+            "COMMIT {repo} {} {} {}",
+            st.id, info.digest, info.size
+        ));
         if i % 2 == 0 {
             let config = format!("{{\"seed\":\"{seed}\"}}").into_bytes();
             let cdigest = sha256(&config);
-            engine.put_blob(&repo, &cdigest, &config).expect("config blob");
+            engine
+                .put_blob(&repo, &cdigest, &config)
+                .expect("config blob");
             let body = format!(
                 "{{\"schemaVersion\":2,\"config\":\"{cdigest}\",\"layers\":[\"{digest}\"]}}"
             );
@@ -131,8 +140,10 @@ impl Acked {
                 }
             }
             ["COMMIT", repo, id, digest, size] => {
-                self.commits
-                    .insert((repo.to_string(), digest.to_string()), size.parse().expect("size"));
+                self.commits.insert(
+                    (repo.to_string(), digest.to_string()),
+                    size.parse().expect("size"),
+                );
                 self.uploads.remove(*id);
             }
             ["MANIFEST", repo, digest, tag] => {
@@ -147,7 +158,12 @@ impl Acked {
 fn run_child(dir: &Path, round: usize, kill_after: Duration, acked: &mut Acked) {
     let exe = std::env::current_exe().expect("test exe");
     let mut child = Command::new(exe)
-        .args(["--exact", "crash_child_entry", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "crash_child_entry",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, dir)
         .env("BERTH_CRASH_ROUND", round.to_string())
         .stdout(Stdio::piped())
@@ -195,8 +211,14 @@ fn record_line(acked: &mut Acked, line: &str) {
 
 fn verify(dir: &Path, acked: &mut Acked) {
     let engine = open_engine(dir);
-    let report = engine.fsck(FsckOptions { verify_blobs: true }).expect("fsck");
-    assert!(report.findings.is_empty(), "fsck after crash: {:?}", report.findings);
+    let report = engine
+        .fsck(FsckOptions { verify_blobs: true })
+        .expect("fsck");
+    assert!(
+        report.findings.is_empty(),
+        "fsck after crash: {:?}",
+        report.findings
+    );
     for ((repo, digest), size) in &acked.commits {
         let repo = RepoName::parse(repo).expect("repo");
         let digest = Digest::parse(digest).expect("digest");
@@ -220,7 +242,11 @@ fn verify(dir: &Path, acked: &mut Acked) {
         if let Some(rec) = engine.blob_record(&d).expect("blob record") {
             let data = engine.store().get(&d, None).expect("read stored blob");
             assert_eq!(data.len() as u64, rec.size, "stored size of {d}");
-            assert_eq!(Digest::of(d.algorithm(), data.as_ref()), d, "stored bytes of {d}");
+            assert_eq!(
+                Digest::of(d.algorithm(), data.as_ref()),
+                d,
+                "stored bytes of {d}"
+            );
         }
     }
     // Every acknowledged upload offset is durable and resumable to completion.
@@ -252,7 +278,8 @@ fn verify(dir: &Path, acked: &mut Acked) {
         let mut w = engine
             .upload_writer(&repo, &id, Some(status.offset))
             .expect("resume writer");
-        w.write(&data[status.offset as usize..]).expect("resume write");
+        w.write(&data[status.offset as usize..])
+            .expect("resume write");
         let info = w
             .complete(&digest, Some(data.len() as u64))
             .unwrap_or_else(|e| panic!("resuming upload {id}: {e}"));

@@ -15,12 +15,32 @@ const TAGS: [&str; 3] = ["latest", "v1", "v2"];
 
 #[derive(Clone, Debug)]
 enum Op {
-    Upload { repo: usize, c: usize },
-    Mount { from: usize, to: usize, c: usize },
-    Unlink { repo: usize, c: usize },
-    PutManifest { repo: usize, mask: u8, tag: Option<usize> },
-    Untag { repo: usize, tag: usize },
-    DeleteManifest { repo: usize, mask: u8 },
+    Upload {
+        repo: usize,
+        c: usize,
+    },
+    Mount {
+        from: usize,
+        to: usize,
+        c: usize,
+    },
+    Unlink {
+        repo: usize,
+        c: usize,
+    },
+    PutManifest {
+        repo: usize,
+        mask: u8,
+        tag: Option<usize>,
+    },
+    Untag {
+        repo: usize,
+        tag: usize,
+    },
+    DeleteManifest {
+        repo: usize,
+        mask: u8,
+    },
     Reopen,
 }
 
@@ -74,8 +94,14 @@ fn apply(engine: &Engine, model: &mut Model, op: &Op) {
         }
         Op::Mount { from, to, c } => {
             let (_, d) = blob(c);
-            let got = engine.mount_blob(&repo(to), &d, Some(&repo(from))).expect("mount");
-            assert_eq!(got.is_some(), model.links[from].contains(&c), "mount result");
+            let got = engine
+                .mount_blob(&repo(to), &d, Some(&repo(from)))
+                .expect("mount");
+            assert_eq!(
+                got.is_some(),
+                model.links[from].contains(&c),
+                "mount result"
+            );
             if got.is_some() {
                 model.links[to].insert(c);
             }
@@ -90,7 +116,10 @@ fn apply(engine: &Engine, model: &mut Model, op: &Op) {
                 media_type: "application/vnd.oci.image.manifest.v1+json".into(),
                 body: manifest_body(mask),
                 blobs: members(mask).into_iter().map(|c| blob(c).1).collect(),
-                tags: tag.map(|t| Tag::parse(TAGS[t]).expect("tag")).into_iter().collect(),
+                tags: tag
+                    .map(|t| Tag::parse(TAGS[t]).expect("tag"))
+                    .into_iter()
+                    .collect(),
                 ..Default::default()
             };
             let res = engine.put_manifest(&repo(r), put);
@@ -115,11 +144,17 @@ fn apply(engine: &Engine, model: &mut Model, op: &Op) {
             let got = engine
                 .delete_tag(&repo(r), &Tag::parse(TAGS[tag]).expect("tag"))
                 .expect("delete_tag");
-            assert_eq!(got, model.tags[r].remove(TAGS[tag]).is_some(), "untag result");
+            assert_eq!(
+                got,
+                model.tags[r].remove(TAGS[tag]).is_some(),
+                "untag result"
+            );
         }
         Op::DeleteManifest { repo: r, mask } => {
             let d = sha256(&manifest_body(mask));
-            let got = engine.delete_manifest(&repo(r), &d).expect("delete_manifest");
+            let got = engine
+                .delete_manifest(&repo(r), &d)
+                .expect("delete_manifest");
             assert_eq!(got, model.manifests[r].remove(&mask), "delete result");
             model.tags[r].retain(|_, m| *m != mask);
         }
@@ -133,7 +168,11 @@ fn check(engine: &Engine, model: &Model) {
         for c in 0..CONTENTS {
             let (data, d) = blob(c);
             let seen = engine.stat_blob(&rn, &d).expect("stat");
-            assert_eq!(seen.is_some(), model.links[r].contains(&c), "{name}: blob {c} visibility");
+            assert_eq!(
+                seen.is_some(),
+                model.links[r].contains(&c),
+                "{name}: blob {c} visibility"
+            );
             if seen.is_some() {
                 let (_, bytes) = engine.read_blob(&rn, &d, None).expect("read");
                 assert_eq!(bytes.as_ref(), &data[..], "{name}: blob {c} bytes");
@@ -155,7 +194,11 @@ fn check(engine: &Engine, model: &Model) {
                 .get_manifest(&rn, &Reference::Digest(d.clone()))
                 .expect("get")
                 .is_some();
-            assert_eq!(present, model.manifests[r].contains(&mask), "{name}: manifest {mask}");
+            assert_eq!(
+                present,
+                model.manifests[r].contains(&mask),
+                "{name}: manifest {mask}"
+            );
             if present {
                 let rec = engine
                     .repo_manifest_record(&rn, &d)
@@ -170,9 +213,16 @@ fn check(engine: &Engine, model: &Model) {
     for c in 0..CONTENTS {
         let (_, d) = blob(c);
         let want: u64 = (0..REPOS.len())
-            .map(|r| model.manifests[r].iter().filter(|m| *m & (1 << c) != 0).count() as u64)
+            .map(|r| {
+                model.manifests[r]
+                    .iter()
+                    .filter(|m| *m & (1 << c) != 0)
+                    .count() as u64
+            })
             .sum();
-        let links: u64 = (0..REPOS.len()).filter(|r| model.links[*r].contains(&c)).count() as u64;
+        let links: u64 = (0..REPOS.len())
+            .filter(|r| model.links[*r].contains(&c))
+            .count() as u64;
         match engine.blob_record(&d).expect("blob record") {
             Some(rec) => {
                 assert_eq!(rec.refcount, want, "refcount of blob {c}");

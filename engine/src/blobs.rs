@@ -14,8 +14,15 @@ use crate::store::{BlobData, StoreError};
 
 impl Inner {
     /// The blob record if `digest` is linked in `repo`.
-    pub(crate) fn linked_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<BlobRecord>, StorageError> {
-        if self.get_raw(keys::CF_LINKS, &keys::link_key(repo, digest))?.is_none() {
+    pub(crate) fn linked_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<BlobRecord>, StorageError> {
+        if self
+            .get_raw(keys::CF_LINKS, &keys::link_key(repo, digest))?
+            .is_none()
+        {
             return Ok(None);
         }
         self.get::<BlobRecord>(keys::CF_BLOBS, &keys::digest_key(digest))
@@ -41,7 +48,11 @@ impl Inner {
 impl Engine {
     /// Size of blob `digest` if it is readable in `repo`. Counts as a touch
     /// for GC.
-    pub fn stat_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<BlobInfo>, BlobError> {
+    pub fn stat_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<BlobInfo>, BlobError> {
         match self.inner.linked_blob(repo, digest)? {
             None => Ok(None),
             Some(rec) => {
@@ -64,10 +75,12 @@ impl Engine {
         digest: &Digest,
         range: Option<Range<u64>>,
     ) -> Result<(BlobInfo, BlobData), BlobError> {
-        let info = self.stat_blob(repo, digest)?.ok_or_else(|| BlobError::NotFound {
-            repo: repo.to_string(),
-            digest: digest.clone(),
-        })?;
+        let info = self
+            .stat_blob(repo, digest)?
+            .ok_or_else(|| BlobError::NotFound {
+                repo: repo.to_string(),
+                digest: digest.clone(),
+            })?;
         if let Some(r) = &range {
             if r.start > r.end || r.end > info.size {
                 return Err(BlobError::RangeNotSatisfiable {
@@ -80,12 +93,14 @@ impl Engine {
         }
         match self.inner.store.get(digest, range) {
             Ok(data) => Ok((info, data)),
-            Err(StoreError::RangeNotSatisfiable { size, .. }) => Err(BlobError::RangeNotSatisfiable {
-                digest: digest.clone(),
-                start: 0,
-                end: 0,
-                size,
-            }),
+            Err(StoreError::RangeNotSatisfiable { size, .. }) => {
+                Err(BlobError::RangeNotSatisfiable {
+                    digest: digest.clone(),
+                    start: 0,
+                    end: 0,
+                    size,
+                })
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -140,7 +155,10 @@ impl Engine {
         let key = keys::digest_key(digest);
         let mut batch = WriteBatch::default();
         batch.delete_cf(&inner.cf(keys::CF_LINKS), link);
-        batch.delete_cf(&inner.cf(keys::CF_BLOB_REPOS), keys::blob_repo_key(digest, repo));
+        batch.delete_cf(
+            &inner.cf(keys::CF_BLOB_REPOS),
+            keys::blob_repo_key(digest, repo),
+        );
         if let Some(mut rec) = inner.get::<BlobRecord>(keys::CF_BLOBS, &key)? {
             rec.links = rec.links.saturating_sub(1);
             rec.touched_ms = records::now_ms();

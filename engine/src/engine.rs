@@ -178,7 +178,11 @@ impl Inner {
     }
 
     /// Reads one raw value.
-    pub(crate) fn get_raw(&self, cf: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+    pub(crate) fn get_raw(
+        &self,
+        cf: &'static str,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StorageError> {
         self.db
             .get_cf(self.cf(cf), key)
             .map_err(StorageError::index("get"))
@@ -192,10 +196,9 @@ impl Inner {
     ) -> Result<Option<T>, StorageError> {
         match self.get_raw(cf, key)? {
             None => Ok(None),
-            Some(v) => records::decode(&v, || {
-                format!("{cf}/{}", String::from_utf8_lossy(key))
-            })
-            .map(Some),
+            Some(v) => {
+                records::decode(&v, || format!("{cf}/{}", String::from_utf8_lossy(key))).map(Some)
+            }
         }
     }
 
@@ -222,7 +225,10 @@ impl Inner {
 
     fn count(&self, cf: &'static str) -> Result<u64, StorageError> {
         let mut n = 0;
-        for r in self.db.iterator_cf(self.cf(cf), rocksdb::IteratorMode::Start) {
+        for r in self
+            .db
+            .iterator_cf(self.cf(cf), rocksdb::IteratorMode::Start)
+        {
             r.map_err(StorageError::index("count"))?;
             n += 1;
         }

@@ -79,7 +79,11 @@ pub enum UploadError {
         actual: Digest,
     },
     #[error("upload {id}: content is {actual} bytes, not the claimed {expected}")]
-    SizeMismatch { id: String, expected: u64, actual: u64 },
+    SizeMismatch {
+        id: String,
+        expected: u64,
+        actual: u64,
+    },
     #[error("upload {id}: {source}")]
     Digest {
         id: String,

@@ -72,13 +72,22 @@ impl Engine {
         for r in inner.scan(keys::CF_LINKS, b"", b"") {
             let (k, _) = r?;
             let Some((repo, d)) = keys::split_repo_digest(&k) else {
-                add(format!("links/{}", String::from_utf8_lossy(&k)), "malformed key".into());
+                add(
+                    format!("links/{}", String::from_utf8_lossy(&k)),
+                    "malformed key".into(),
+                );
                 continue;
             };
             if !blobs.contains_key(&d) {
-                add(format!("link {repo}@{d}"), "links a blob with no record".into());
+                add(
+                    format!("link {repo}@{d}"),
+                    "links a blob with no record".into(),
+                );
             }
-            if inner.get_raw(keys::CF_BLOB_REPOS, &keys::blob_repo_key(&d, &repo))?.is_none() {
+            if inner
+                .get_raw(keys::CF_BLOB_REPOS, &keys::blob_repo_key(&d, &repo))?
+                .is_none()
+            {
                 add(format!("link {repo}@{d}"), "reverse link missing".into());
             }
             *links_per_blob.entry(d).or_default() += 1;
@@ -87,11 +96,20 @@ impl Engine {
             let (k, _) = r?;
             match keys::split_digest_repo(&k) {
                 Some((d, repo)) => {
-                    if inner.get_raw(keys::CF_LINKS, &keys::link_key(&repo, &d))?.is_none() {
-                        add(format!("reverse link {d}@{repo}"), "has no forward link".into());
+                    if inner
+                        .get_raw(keys::CF_LINKS, &keys::link_key(&repo, &d))?
+                        .is_none()
+                    {
+                        add(
+                            format!("reverse link {d}@{repo}"),
+                            "has no forward link".into(),
+                        );
                     }
                 }
-                None => add(format!("blob_repos/{}", String::from_utf8_lossy(&k)), "malformed key".into()),
+                None => add(
+                    format!("blob_repos/{}", String::from_utf8_lossy(&k)),
+                    "malformed key".into(),
+                ),
             }
         }
 
@@ -113,7 +131,10 @@ impl Engine {
         for r in inner.scan(keys::CF_REPO_MANIFESTS, b"", b"") {
             let (k, v) = r?;
             let Some((repo, d)) = keys::split_repo_digest(&k) else {
-                add(format!("repo_manifests/{}", String::from_utf8_lossy(&k)), "malformed key".into());
+                add(
+                    format!("repo_manifests/{}", String::from_utf8_lossy(&k)),
+                    "malformed key".into(),
+                );
                 continue;
             };
             let rec = records::decode(&v, || format!("repo_manifests/{repo}@{d}"))?;
@@ -131,7 +152,10 @@ impl Engine {
             for b in &m.blobs {
                 *refcounts.entry(b.clone()).or_default() += 1;
                 if !blobs.contains_key(b) {
-                    add(format!("manifest {repo}@{d}"), format!("references blob {b}, which has no record"));
+                    add(
+                        format!("manifest {repo}@{d}"),
+                        format!("references blob {b}, which has no record"),
+                    );
                 }
             }
             for c in &m.manifests {
@@ -141,7 +165,13 @@ impl Engine {
         for (d, m) in &manifests {
             let want = repos_per_manifest.get(d).copied().unwrap_or(0);
             if m.repos != want {
-                add(format!("manifest {d}"), format!("repository count {} but {want} repositories hold it", m.repos));
+                add(
+                    format!("manifest {d}"),
+                    format!(
+                        "repository count {} but {want} repositories hold it",
+                        m.repos
+                    ),
+                );
             }
         }
         let mut tags_per: HashMap<(RepoName, Digest), u64> = HashMap::new();
@@ -157,7 +187,10 @@ impl Engine {
             match (repo, d) {
                 (Some(repo), Some(d)) => {
                     if !repo_manifests.contains_key(&(repo.clone(), d.clone())) {
-                        add(format!("tag {key}"), format!("points at {d}, which is not in the repository"));
+                        add(
+                            format!("tag {key}"),
+                            format!("points at {d}, which is not in the repository"),
+                        );
                     }
                     *tags_per.entry((repo, d)).or_default() += 1;
                 }
@@ -167,11 +200,17 @@ impl Engine {
         for (k, rec) in &repo_manifests {
             let tags = tags_per.get(k).copied().unwrap_or(0);
             if rec.tags != tags {
-                add(format!("manifest {}@{}", k.0, k.1), format!("tag count {} but {tags} tags point at it", rec.tags));
+                add(
+                    format!("manifest {}@{}", k.0, k.1),
+                    format!("tag count {} but {tags} tags point at it", rec.tags),
+                );
             }
             let p = parents.get(k).copied().unwrap_or(0);
             if rec.parents != p {
-                add(format!("manifest {}@{}", k.0, k.1), format!("parent count {} but {p} indexes reference it", rec.parents));
+                add(
+                    format!("manifest {}@{}", k.0, k.1),
+                    format!("parent count {} but {p} indexes reference it", rec.parents),
+                );
             }
         }
         for r in inner.scan(keys::CF_REFERRERS, b"", b"") {
@@ -187,13 +226,19 @@ impl Engine {
                 _ => None,
             };
             let Some((repo, subject, referrer)) = parsed else {
-                add(format!("referrers/{}", String::from_utf8_lossy(&k)), "malformed key".into());
+                add(
+                    format!("referrers/{}", String::from_utf8_lossy(&k)),
+                    "malformed key".into(),
+                );
                 continue;
             };
             let ok = repo_manifests.contains_key(&(repo.clone(), referrer.clone()))
                 && manifests.get(&referrer).and_then(|m| m.subject.as_ref()) == Some(&subject);
             if !ok {
-                add(format!("referrer {repo}@{referrer}"), format!("listed for subject {subject} but no such manifest"));
+                add(
+                    format!("referrer {repo}@{referrer}"),
+                    format!("listed for subject {subject} but no such manifest"),
+                );
             }
         }
 
@@ -201,17 +246,33 @@ impl Engine {
         for (d, rec) in &blobs {
             let want_refs = refcounts.get(d).copied().unwrap_or(0);
             if rec.refcount != want_refs {
-                add(format!("blob {d}"), format!("refcount {} but {want_refs} manifests reference it", rec.refcount));
+                add(
+                    format!("blob {d}"),
+                    format!(
+                        "refcount {} but {want_refs} manifests reference it",
+                        rec.refcount
+                    ),
+                );
             }
             let want_links = links_per_blob.get(d).copied().unwrap_or(0);
             if rec.links != want_links {
-                add(format!("blob {d}"), format!("link count {} but {want_links} repositories link it", rec.links));
+                add(
+                    format!("blob {d}"),
+                    format!(
+                        "link count {} but {want_links} repositories link it",
+                        rec.links
+                    ),
+                );
             }
             match inner.store.stat(d)? {
-                None => add(format!("blob {d}"), format!("missing from the {} store", inner.store.name())),
-                Some(size) if size != rec.size => {
-                    add(format!("blob {d}"), format!("store holds {size} bytes, index says {}", rec.size))
-                }
+                None => add(
+                    format!("blob {d}"),
+                    format!("missing from the {} store", inner.store.name()),
+                ),
+                Some(size) if size != rec.size => add(
+                    format!("blob {d}"),
+                    format!("store holds {size} bytes, index says {}", rec.size),
+                ),
                 Some(_) if opts.verify_blobs => {
                     let data = inner.store.get(d, None)?;
                     let actual = Digest::of(d.algorithm(), data.as_ref());
@@ -234,7 +295,14 @@ impl Engine {
             let rec: UploadRecord = records::decode(&v, || format!("uploads/{id}"))?;
             match std::fs::metadata(inner.upload_path(&id)) {
                 Ok(m) if m.len() >= rec.offset => {}
-                Ok(m) => add(format!("upload {id}"), format!("file holds {} bytes, durable offset is {}", m.len(), rec.offset)),
+                Ok(m) => add(
+                    format!("upload {id}"),
+                    format!(
+                        "file holds {} bytes, durable offset is {}",
+                        m.len(),
+                        rec.offset
+                    ),
+                ),
                 Err(_) => add(format!("upload {id}"), "file missing".into()),
             }
         }

@@ -193,16 +193,25 @@ mod tests {
         let cases: Vec<(Vec<u8>, String)> = vec![
             (digest_key(&a), format!("sha256:{hex_a}")),
             (link_key(&repo, &a), format!("proj/app\0sha256:{hex_a}")),
-            (blob_repo_key(&a, &repo), format!("sha256:{hex_a}\0proj/app")),
+            (
+                blob_repo_key(&a, &repo),
+                format!("sha256:{hex_a}\0proj/app"),
+            ),
             (blob_repos_prefix(&a), format!("sha256:{hex_a}\0")),
-            (repo_manifest_key(&repo, &a), format!("proj/app\0sha256:{hex_a}")),
+            (
+                repo_manifest_key(&repo, &a),
+                format!("proj/app\0sha256:{hex_a}"),
+            ),
             (tag_key(&repo, &tag), "proj/app\0v1".to_string()),
             (repo_prefix(&repo), "proj/app\0".to_string()),
             (
                 referrer_key(&repo, &a, &b),
                 format!("proj/app\0sha256:{hex_a}\0sha256:{hex_b}"),
             ),
-            (referrers_prefix(&repo, &a), format!("proj/app\0sha256:{hex_a}\0")),
+            (
+                referrers_prefix(&repo, &a),
+                format!("proj/app\0sha256:{hex_a}\0"),
+            ),
             (upload_key("0123abcd"), "0123abcd".to_string()),
             (repo_key(&repo), "proj/app".to_string()),
         ];

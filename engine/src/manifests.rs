@@ -76,7 +76,10 @@ impl<'a> Pending<'a> {
 
     fn blob(&mut self, d: &Digest) -> Result<Option<&mut BlobRecord>, StorageError> {
         if !self.blobs.contains_key(d) {
-            match self.inner.get::<BlobRecord>(keys::CF_BLOBS, &keys::digest_key(d))? {
+            match self
+                .inner
+                .get::<BlobRecord>(keys::CF_BLOBS, &keys::digest_key(d))?
+            {
                 Some(r) => {
                     self.blobs.insert(d.clone(), r);
                 }
@@ -86,11 +89,16 @@ impl<'a> Pending<'a> {
         Ok(self.blobs.get_mut(d))
     }
 
-    fn repo_manifest(&mut self, repo: &RepoName, d: &Digest) -> Result<&mut Option<RepoManifestRecord>, StorageError> {
+    fn repo_manifest(
+        &mut self,
+        repo: &RepoName,
+        d: &Digest,
+    ) -> Result<&mut Option<RepoManifestRecord>, StorageError> {
         if !self.repo_manifests.contains_key(d) {
-            let r = self
-                .inner
-                .get::<RepoManifestRecord>(keys::CF_REPO_MANIFESTS, &keys::repo_manifest_key(repo, d))?;
+            let r = self.inner.get::<RepoManifestRecord>(
+                keys::CF_REPO_MANIFESTS,
+                &keys::repo_manifest_key(repo, d),
+            )?;
             self.repo_manifests.insert(d.clone(), r);
         }
         Ok(self.repo_manifests.entry(d.clone()).or_insert(None))
@@ -99,12 +107,18 @@ impl<'a> Pending<'a> {
     fn write(self, repo: &RepoName, batch: &mut WriteBatch) {
         let inner = self.inner;
         for (d, rec) in self.blobs {
-            batch.put_cf(&inner.cf(keys::CF_BLOBS), keys::digest_key(&d), records::encode(&rec));
+            batch.put_cf(
+                &inner.cf(keys::CF_BLOBS),
+                keys::digest_key(&d),
+                records::encode(&rec),
+            );
         }
         for (d, rec) in self.repo_manifests {
             let key = keys::repo_manifest_key(repo, &d);
             match rec {
-                Some(r) => batch.put_cf(&inner.cf(keys::CF_REPO_MANIFESTS), key, records::encode(&r)),
+                Some(r) => {
+                    batch.put_cf(&inner.cf(keys::CF_REPO_MANIFESTS), key, records::encode(&r))
+                }
                 None => batch.delete_cf(&inner.cf(keys::CF_REPO_MANIFESTS), key),
             }
         }
@@ -112,21 +126,31 @@ impl<'a> Pending<'a> {
 }
 
 fn sorted_unique(v: &[Digest]) -> Vec<Digest> {
-    v.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect()
+    v.iter()
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
 }
 
 impl Inner {
-    fn resolve(&self, repo: &RepoName, reference: &Reference) -> Result<Option<Digest>, StorageError> {
+    fn resolve(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<Option<Digest>, StorageError> {
         match reference {
             Reference::Digest(d) => Ok(Some(d.clone())),
             Reference::Tag(t) => match self.get_raw(keys::CF_TAGS, &keys::tag_key(repo, t))? {
                 None => Ok(None),
                 Some(v) => {
                     let s = String::from_utf8_lossy(&v);
-                    Digest::parse(&s).map(Some).map_err(|e| StorageError::Corrupt {
-                        what: format!("tags/{repo}/{t}"),
-                        detail: e.to_string(),
-                    })
+                    Digest::parse(&s)
+                        .map(Some)
+                        .map_err(|e| StorageError::Corrupt {
+                            what: format!("tags/{repo}/{t}"),
+                            detail: e.to_string(),
+                        })
                 }
             },
         }
@@ -154,7 +178,11 @@ impl Inner {
         if let Some(r) = pending.repo_manifest(repo, digest)? {
             r.tags += 1;
         }
-        batch.put_cf(&self.cf(keys::CF_TAGS), keys::tag_key(repo, tag), digest.as_str().as_bytes());
+        batch.put_cf(
+            &self.cf(keys::CF_TAGS),
+            keys::tag_key(repo, tag),
+            digest.as_str().as_bytes(),
+        );
         Ok(())
     }
 }
@@ -166,7 +194,10 @@ impl Engine {
     /// manifest only moves tags. Returns the manifest's digest.
     pub fn put_manifest(&self, repo: &RepoName, put: ManifestPut) -> Result<Digest, ManifestError> {
         let inner = &self.inner;
-        let algorithm = put.digest.as_ref().map_or(Algorithm::Sha256, |d| d.algorithm());
+        let algorithm = put
+            .digest
+            .as_ref()
+            .map_or(Algorithm::Sha256, |d| d.algorithm());
         let digest = Digest::of(algorithm, &put.body);
         if let Some(claimed) = &put.digest {
             if claimed != &digest {
@@ -186,7 +217,10 @@ impl Engine {
         let present = pending.repo_manifest(repo, &digest)?.is_some();
         if !present {
             for b in &blobs {
-                if inner.get_raw(keys::CF_LINKS, &keys::link_key(repo, b))?.is_none() {
+                if inner
+                    .get_raw(keys::CF_LINKS, &keys::link_key(repo, b))?
+                    .is_none()
+                {
                     return Err(ManifestError::BlobUnknown {
                         repo: repo.to_string(),
                         digest: b.clone(),
@@ -239,7 +273,11 @@ impl Engine {
                 parents: 0,
             });
             if let Some(subject) = &put.subject {
-                batch.put_cf(&inner.cf(keys::CF_REFERRERS), keys::referrer_key(repo, subject, &digest), b"");
+                batch.put_cf(
+                    &inner.cf(keys::CF_REFERRERS),
+                    keys::referrer_key(repo, subject, &digest),
+                    b"",
+                );
             }
             inner.ensure_repo(&mut batch, repo, now)?;
         }
@@ -252,13 +290,20 @@ impl Engine {
     }
 
     /// Looks a manifest up by tag or digest in `repo`.
-    pub fn get_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<Option<Manifest>, ManifestError> {
+    pub fn get_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<Option<Manifest>, ManifestError> {
         let inner = &self.inner;
         let Some(digest) = inner.resolve(repo, reference)? else {
             return Ok(None);
         };
         if inner
-            .get_raw(keys::CF_REPO_MANIFESTS, &keys::repo_manifest_key(repo, &digest))?
+            .get_raw(
+                keys::CF_REPO_MANIFESTS,
+                &keys::repo_manifest_key(repo, &digest),
+            )?
             .is_none()
         {
             return Ok(None);
@@ -301,12 +346,13 @@ impl Engine {
             }
         }
         let mkey = keys::digest_key(digest);
-        let mrec: ManifestRecord = inner
-            .get(keys::CF_MANIFESTS, &mkey)?
-            .ok_or_else(|| StorageError::Corrupt {
-                what: format!("manifests/{digest}"),
-                detail: format!("linked in {repo} but its record is missing"),
-            })?;
+        let mrec: ManifestRecord =
+            inner
+                .get(keys::CF_MANIFESTS, &mkey)?
+                .ok_or_else(|| StorageError::Corrupt {
+                    what: format!("manifests/{digest}"),
+                    detail: format!("linked in {repo} but its record is missing"),
+                })?;
         let now = records::now_ms();
         for b in &mrec.blobs {
             if let Some(rec) = pending.blob(b)? {
@@ -320,7 +366,10 @@ impl Engine {
             }
         }
         if let Some(subject) = &mrec.subject {
-            batch.delete_cf(&inner.cf(keys::CF_REFERRERS), keys::referrer_key(repo, subject, digest));
+            batch.delete_cf(
+                &inner.cf(keys::CF_REFERRERS),
+                keys::referrer_key(repo, subject, digest),
+            );
         }
         if mrec.repos <= 1 {
             batch.delete_cf(&inner.cf(keys::CF_MANIFESTS), &mkey);
@@ -371,7 +420,9 @@ impl Engine {
             let Some(d) = keys::suffix(&k, &prefix).and_then(|s| Digest::parse(s).ok()) else {
                 continue;
             };
-            let Some(rec) = inner.get::<ManifestRecord>(keys::CF_MANIFESTS, &keys::digest_key(&d))? else {
+            let Some(rec) =
+                inner.get::<ManifestRecord>(keys::CF_MANIFESTS, &keys::digest_key(&d))?
+            else {
                 continue;
             };
             if artifact_type.is_some_and(|t| rec.artifact_type.as_deref() != Some(t)) {
@@ -390,12 +441,19 @@ impl Engine {
 
     /// The index record of a manifest's content (tools, tests).
     pub fn manifest_record(&self, digest: &Digest) -> Result<Option<ManifestRecord>, StorageError> {
-        self.inner.get(keys::CF_MANIFESTS, &keys::digest_key(digest))
+        self.inner
+            .get(keys::CF_MANIFESTS, &keys::digest_key(digest))
     }
 
     /// The per-repository record of a manifest (tools, tests).
-    pub fn repo_manifest_record(&self, repo: &RepoName, digest: &Digest) -> Result<Option<RepoManifestRecord>, StorageError> {
-        self.inner
-            .get(keys::CF_REPO_MANIFESTS, &keys::repo_manifest_key(repo, digest))
+    pub fn repo_manifest_record(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<RepoManifestRecord>, StorageError> {
+        self.inner.get(
+            keys::CF_REPO_MANIFESTS,
+            &keys::repo_manifest_key(repo, digest),
+        )
     }
 }

@@ -24,7 +24,10 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 /// Decodes a record value; `what` names the record in the error.
-pub fn decode<T: DeserializeOwned>(bytes: &[u8], what: impl FnOnce() -> String) -> Result<T, StorageError> {
+pub fn decode<T: DeserializeOwned>(
+    bytes: &[u8],
+    what: impl FnOnce() -> String,
+) -> Result<T, StorageError> {
     match bytes.split_first() {
         Some((&RECORD_VERSION, body)) => {
             serde_json::from_slice(body).map_err(|e| StorageError::Corrupt {

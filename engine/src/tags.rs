@@ -23,7 +23,12 @@ impl Engine {
     }
 
     /// Tags of `repo` in lexical (byte) order, strictly after `last`, at most `n`.
-    pub fn list_tags(&self, repo: &RepoName, last: Option<&str>, n: usize) -> Result<Page, StorageError> {
+    pub fn list_tags(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<Page, StorageError> {
         let prefix = keys::repo_prefix(repo);
         let mut start = prefix.clone();
         if let Some(l) = last {
@@ -43,7 +48,13 @@ impl Engine {
         self.page(keys::CF_REPOS, b"", &start, n)
     }
 
-    fn page(&self, cf: &'static str, prefix: &[u8], start: &[u8], n: usize) -> Result<Page, StorageError> {
+    fn page(
+        &self,
+        cf: &'static str,
+        prefix: &[u8],
+        start: &[u8],
+        n: usize,
+    ) -> Result<Page, StorageError> {
         let mut items = Vec::new();
         for r in self.inner.scan(cf, prefix, start) {
             let (k, _) = r?;
@@ -58,8 +69,15 @@ impl Engine {
     }
 
     /// The digest a tag points at.
-    pub fn resolve_tag(&self, repo: &RepoName, tag: &crate::names::Tag) -> Result<Option<Digest>, StorageError> {
-        match self.inner.get_raw(keys::CF_TAGS, &keys::tag_key(repo, tag))? {
+    pub fn resolve_tag(
+        &self,
+        repo: &RepoName,
+        tag: &crate::names::Tag,
+    ) -> Result<Option<Digest>, StorageError> {
+        match self
+            .inner
+            .get_raw(keys::CF_TAGS, &keys::tag_key(repo, tag))?
+        {
             None => Ok(None),
             Some(v) => Digest::parse(&String::from_utf8_lossy(&v))
                 .map(Some)

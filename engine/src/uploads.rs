@@ -26,7 +26,9 @@ use crate::engine::{Engine, Inner};
 use crate::error::{StorageError, UploadError};
 use crate::keys;
 use crate::names::RepoName;
-use crate::records::{self, BlobInfo, BlobRecord, BlobState, LinkRecord, RepoRecord, Tier, UploadRecord};
+use crate::records::{
+    self, BlobInfo, BlobRecord, BlobState, LinkRecord, RepoRecord, Tier, UploadRecord,
+};
 use crate::store::PutMode;
 
 /// Where an upload stands.
@@ -49,7 +51,10 @@ pub(crate) struct Session {
 /// True if `id` has the form of an upload id (so callers can reject
 /// garbage before touching the index).
 pub fn valid_upload_id(id: &str) -> bool {
-    id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl Inner {
@@ -102,11 +107,16 @@ impl Inner {
             let path = self.upload_path(&id);
             match OpenOptions::new().write(true).open(&path) {
                 Ok(f) => {
-                    let len = f.metadata().map_err(StorageError::io("stat upload", &path))?.len();
+                    let len = f
+                        .metadata()
+                        .map_err(StorageError::io("stat upload", &path))?
+                        .len();
                     if len > rec.offset {
                         tracing::info!(upload = %id, durable = rec.offset, len, "truncating unacknowledged upload tail");
-                        f.set_len(rec.offset).map_err(StorageError::io("truncate upload", &path))?;
-                        f.sync_all().map_err(StorageError::io("fsync upload", &path))?;
+                        f.set_len(rec.offset)
+                            .map_err(StorageError::io("truncate upload", &path))?;
+                        f.sync_all()
+                            .map_err(StorageError::io("fsync upload", &path))?;
                     } else if len < rec.offset {
                         tracing::warn!(upload = %id, durable = rec.offset, len, "upload file shorter than its durable offset; dropping session");
                         dead.push(id);
@@ -209,17 +219,34 @@ impl Inner {
         let link = keys::link_key(repo, digest);
         if self.get_raw(keys::CF_LINKS, &link)?.is_none() {
             rec.links += 1;
-            batch.put_cf(&self.cf(keys::CF_LINKS), link, records::encode(&LinkRecord { created_ms: now }));
-            batch.put_cf(&self.cf(keys::CF_BLOB_REPOS), keys::blob_repo_key(digest, repo), b"");
+            batch.put_cf(
+                &self.cf(keys::CF_LINKS),
+                link,
+                records::encode(&LinkRecord { created_ms: now }),
+            );
+            batch.put_cf(
+                &self.cf(keys::CF_BLOB_REPOS),
+                keys::blob_repo_key(digest, repo),
+                b"",
+            );
         }
         self.ensure_repo(batch, repo, now)?;
         Ok(())
     }
 
-    pub(crate) fn ensure_repo(&self, batch: &mut WriteBatch, repo: &RepoName, now: u64) -> Result<(), StorageError> {
+    pub(crate) fn ensure_repo(
+        &self,
+        batch: &mut WriteBatch,
+        repo: &RepoName,
+        now: u64,
+    ) -> Result<(), StorageError> {
         let key = keys::repo_key(repo);
         if self.get_raw(keys::CF_REPOS, &key)?.is_none() {
-            batch.put_cf(&self.cf(keys::CF_REPOS), key, records::encode(&RepoRecord { created_ms: now }));
+            batch.put_cf(
+                &self.cf(keys::CF_REPOS),
+                key,
+                records::encode(&RepoRecord { created_ms: now }),
+            );
         }
         Ok(())
     }
@@ -294,7 +321,11 @@ impl Inner {
 impl Engine {
     /// Starts an upload session in `repo`, hashing with `algorithm` as bytes
     /// arrive. The session is durable before this returns.
-    pub fn begin_upload(&self, repo: &RepoName, algorithm: Algorithm) -> Result<UploadStatus, UploadError> {
+    pub fn begin_upload(
+        &self,
+        repo: &RepoName,
+        algorithm: Algorithm,
+    ) -> Result<UploadStatus, UploadError> {
         let inner = &self.inner;
         inner.check_poison()?;
         let mut raw = [0u8; 16];
@@ -323,11 +354,16 @@ impl Engine {
         {
             let _g = inner.lock()?;
             let mut b = WriteBatch::default();
-            b.put_cf(&inner.cf(keys::CF_UPLOADS), keys::upload_key(&id), records::encode(&rec));
+            b.put_cf(
+                &inner.cf(keys::CF_UPLOADS),
+                keys::upload_key(&id),
+                records::encode(&rec),
+            );
             inner.commit(b)?;
         }
         let session = inner.session(&id);
-        session.lock().unwrap_or_else(|p| p.into_inner()).hasher = Some((Hasher::new(algorithm), 0));
+        session.lock().unwrap_or_else(|p| p.into_inner()).hasher =
+            Some((Hasher::new(algorithm), 0));
         Ok(UploadStatus { id, offset: 0 })
     }
 
@@ -343,7 +379,12 @@ impl Engine {
     /// Opens a writer appending to upload `id`. With `offset` given, it
     /// must equal the durable offset (out-of-order and overlapping appends
     /// are refused). Only one writer per session at a time.
-    pub fn upload_writer(&self, repo: &RepoName, id: &str, offset: Option<u64>) -> Result<UploadWriter, UploadError> {
+    pub fn upload_writer(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        offset: Option<u64>,
+    ) -> Result<UploadWriter, UploadError> {
         let inner = &self.inner;
         inner.check_poison()?;
         let rec = inner.upload_record(repo, id)?;
@@ -382,7 +423,8 @@ impl Engine {
             .open(&path)
             .map_err(StorageError::io("open upload", &path))?;
         // Drop any unacknowledged tail left by a failed earlier request.
-        file.set_len(rec.offset).map_err(StorageError::io("truncate upload", &path))?;
+        file.set_len(rec.offset)
+            .map_err(StorageError::io("truncate upload", &path))?;
         writer.hasher = match cached {
             Some((h, n)) if n == rec.offset && h.algorithm() == rec.algorithm => h,
             _ => hash_prefix(&file, &path, rec.algorithm, rec.offset)?,
@@ -415,7 +457,12 @@ impl Engine {
 
     /// Stores `data` as blob `digest` in `repo` in one call (monolithic
     /// upload), verifying the digest first.
-    pub fn put_blob(&self, repo: &RepoName, digest: &Digest, data: &[u8]) -> Result<BlobInfo, UploadError> {
+    pub fn put_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        data: &[u8],
+    ) -> Result<BlobInfo, UploadError> {
         let status = self.begin_upload(repo, digest.algorithm())?;
         let mut w = self.upload_writer(repo, &status.id, Some(0))?;
         w.write(data)?;
@@ -433,7 +480,9 @@ fn hash_prefix(file: &File, path: &Path, alg: Algorithm, len: u64) -> Result<Has
     let mut buf = vec![0u8; 1 << 20];
     let mut f = &mut reader;
     loop {
-        let n = f.read(&mut buf).map_err(StorageError::io("read upload", path))?;
+        let n = f
+            .read(&mut buf)
+            .map_err(StorageError::io("read upload", path))?;
         if n == 0 {
             break;
         }
@@ -478,7 +527,9 @@ impl UploadWriter {
     /// Writes `data` at the current offset (not yet durable).
     pub fn write(&mut self, data: &[u8]) -> Result<(), UploadError> {
         let path = self.inner.upload_path(&self.id);
-        let file = self.file.as_ref().ok_or_else(|| UploadError::Busy { id: self.id.clone() })?;
+        let file = self.file.as_ref().ok_or_else(|| UploadError::Busy {
+            id: self.id.clone(),
+        })?;
         file.write_all_at(data, self.pos)
             .map_err(StorageError::io("write upload", &path))?;
         self.hasher.update(data);
@@ -492,7 +543,9 @@ impl UploadWriter {
         }
         let path = self.inner.upload_path(&self.id);
         let r = match &self.file {
-            Some(f) => f.sync_data().map_err(StorageError::io("fsync upload", &path)),
+            Some(f) => f
+                .sync_data()
+                .map_err(StorageError::io("fsync upload", &path)),
             None => Ok(()),
         };
         self.inner.poison_on_err(r)
@@ -545,7 +598,9 @@ impl UploadWriter {
         let actual = if digest.algorithm() == self.hasher.algorithm() {
             self.hasher.clone().finalize()
         } else {
-            let file = self.file.as_ref().ok_or_else(|| UploadError::Busy { id: self.id.clone() })?;
+            let file = self.file.as_ref().ok_or_else(|| UploadError::Busy {
+                id: self.id.clone(),
+            })?;
             hash_prefix(file, &path, digest.algorithm(), self.pos)?.finalize()
         };
         if &actual != digest {

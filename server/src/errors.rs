@@ -106,7 +106,9 @@ impl Code {
         use StatusCode as S;
         match self {
             Code::BlobUnknown => i("BLOB_UNKNOWN", "blob unknown to registry", S::NOT_FOUND),
-            Code::BlobUploadInvalid => i("BLOB_UPLOAD_INVALID", "blob upload invalid", S::BAD_REQUEST),
+            Code::BlobUploadInvalid => {
+                i("BLOB_UPLOAD_INVALID", "blob upload invalid", S::BAD_REQUEST)
+            }
             Code::BlobUploadUnknown => i(
                 "BLOB_UPLOAD_UNKNOWN",
                 "blob upload unknown to registry",
@@ -123,24 +125,46 @@ impl Code {
                 S::BAD_REQUEST,
             ),
             Code::ManifestInvalid => i("MANIFEST_INVALID", "manifest invalid", S::BAD_REQUEST),
-            Code::ManifestUnknown => i("MANIFEST_UNKNOWN", "manifest unknown to registry", S::NOT_FOUND),
+            Code::ManifestUnknown => i(
+                "MANIFEST_UNKNOWN",
+                "manifest unknown to registry",
+                S::NOT_FOUND,
+            ),
             Code::NameInvalid => i("NAME_INVALID", "invalid repository name", S::BAD_REQUEST),
-            Code::NameUnknown => i("NAME_UNKNOWN", "repository name not known to registry", S::NOT_FOUND),
+            Code::NameUnknown => i(
+                "NAME_UNKNOWN",
+                "repository name not known to registry",
+                S::NOT_FOUND,
+            ),
             Code::SizeInvalid => i(
                 "SIZE_INVALID",
                 "provided length did not match content length",
                 S::BAD_REQUEST,
             ),
             Code::Unauthorized => i("UNAUTHORIZED", "authentication required", S::UNAUTHORIZED),
-            Code::Denied => i("DENIED", "requested access to the resource is denied", S::FORBIDDEN),
-            Code::Unsupported => i("UNSUPPORTED", "the operation is unsupported", S::METHOD_NOT_ALLOWED),
+            Code::Denied => i(
+                "DENIED",
+                "requested access to the resource is denied",
+                S::FORBIDDEN,
+            ),
+            Code::Unsupported => i(
+                "UNSUPPORTED",
+                "the operation is unsupported",
+                S::METHOD_NOT_ALLOWED,
+            ),
             Code::UnsupportedMediaType => i(
                 "UNSUPPORTED",
                 "the manifest media type is unsupported",
                 S::UNSUPPORTED_MEDIA_TYPE,
             ),
-            Code::TooManyRequests => i("TOOMANYREQUESTS", "too many requests", S::TOO_MANY_REQUESTS),
-            Code::RangeInvalid => i("RANGE_INVALID", "invalid content range", S::RANGE_NOT_SATISFIABLE),
+            Code::TooManyRequests => {
+                i("TOOMANYREQUESTS", "too many requests", S::TOO_MANY_REQUESTS)
+            }
+            Code::RangeInvalid => i(
+                "RANGE_INVALID",
+                "invalid content range",
+                S::RANGE_NOT_SATISFIABLE,
+            ),
             Code::ManifestTooLarge => i("SIZE_INVALID", "manifest too large", S::PAYLOAD_TOO_LARGE),
             Code::UploadBusy => i(
                 "BLOB_UPLOAD_INVALID",
@@ -153,7 +177,11 @@ impl Code {
                 S::BAD_REQUEST,
             ),
             Code::RouteUnknown => i("UNSUPPORTED", "no such endpoint", S::NOT_FOUND),
-            Code::Internal => i("UNKNOWN", "internal storage error", S::INTERNAL_SERVER_ERROR),
+            Code::Internal => i(
+                "UNKNOWN",
+                "internal storage error",
+                S::INTERNAL_SERVER_ERROR,
+            ),
         }
     }
 }
@@ -268,10 +296,8 @@ impl From<BlobError> for ApiError {
         match e {
             BlobError::NotFound { .. } => ApiError::new(Code::BlobUnknown, e.to_string()),
             BlobError::RangeNotSatisfiable { size, .. } => {
-                ApiError::new(Code::RangeInvalid, e.to_string()).with_header(
-                    hyper::header::CONTENT_RANGE,
-                    unsatisfied_range(size),
-                )
+                ApiError::new(Code::RangeInvalid, e.to_string())
+                    .with_header(hyper::header::CONTENT_RANGE, unsatisfied_range(size))
             }
             BlobError::Storage(s) => ApiError::internal(s),
         }
@@ -310,7 +336,8 @@ impl From<ManifestError> for ApiError {
 
 /// `Content-Range: bytes */SIZE`, the answer to an unsatisfiable range.
 pub fn unsatisfied_range(size: u64) -> HeaderValue {
-    HeaderValue::from_str(&format!("bytes */{size}")).unwrap_or(HeaderValue::from_static("bytes */0"))
+    HeaderValue::from_str(&format!("bytes */{size}"))
+        .unwrap_or(HeaderValue::from_static("bytes */0"))
 }
 
 #[cfg(test)]
@@ -322,7 +349,11 @@ mod tests {
         for code in Code::ALL {
             let info = code.info();
             assert!(
-                !info.wire.is_empty() && info.wire.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'),
+                !info.wire.is_empty()
+                    && info
+                        .wire
+                        .bytes()
+                        .all(|b| b.is_ascii_uppercase() || b == b'_'),
                 "{code:?}: {}",
                 info.wire
             );

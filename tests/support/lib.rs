@@ -1,6 +1,9 @@
 //! Shared helpers for berth's end-to-end tests, crash tests and benchmarks.
 //! Lives under `tests/` because only tests and benches use it.
 
+pub mod oci_layout;
+pub mod server;
+
 use std::path::{Path, PathBuf};
 
 use berth_engine::{Algorithm, Digest, Engine, EngineConfig};

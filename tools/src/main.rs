@@ -13,10 +13,19 @@ use berth_engine::{Engine, EngineConfig, StorageError};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "berthctl", version, about = "Offline administration of a berth data directory")]
+#[command(
+    name = "berthctl",
+    version,
+    about = "Offline administration of a berth data directory"
+)]
 struct Cli {
     /// The data directory of a stopped berth server.
-    #[arg(long, env = "BERTH_DATA_DIR", default_value = "./berth-data", global = true)]
+    #[arg(
+        long,
+        env = "BERTH_DATA_DIR",
+        default_value = "./berth-data",
+        global = true
+    )]
     data_dir: PathBuf,
     #[command(subcommand)]
     command: Command,

@@ -1,0 +1,389 @@
+//! Engine API behaviour: bad input is refused with typed errors and leaves
+//! the store unchanged; dedup; concurrent identical uploads; mounts;
+//! expiry; poisoning.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_engine::fsck::FsckOptions;
+use berth_engine::{
+    Algorithm, Digest, Engine, EngineConfig, ManifestError, ManifestPut, Reference, RepoName, Tag,
+    UploadError,
+};
+
+fn engine(dir: &std::path::Path) -> Engine {
+    Engine::open(EngineConfig::new(dir)).expect("open engine")
+}
+
+fn repo(s: &str) -> RepoName {
+    RepoName::parse(s).expect("repo")
+}
+
+fn sha(data: &[u8]) -> Digest {
+    Digest::of(Algorithm::Sha256, data)
+}
+
+/// Everything observable about the index, for "unchanged" assertions.
+fn snapshot(e: &Engine) -> String {
+    format!(
+        "{:?} {:?}",
+        e.stats().expect("stats"),
+        e.store().list().expect("list")
+    )
+}
+
+fn assert_clean(e: &Engine) {
+    let r = e.fsck(FsckOptions { verify_blobs: true }).expect("fsck");
+    assert!(r.findings.is_empty(), "fsck: {:?}", r.findings);
+}
+
+#[test]
+fn malformed_names_and_digests_are_typed_errors() {
+    for bad in [
+        "",
+        "sha256",
+        "sha256:",
+        "sha256:abc",
+        "SHA256:00",
+        "sha256:XYZ",
+        "md5:d41d8cd98f00b204e9800998ecf8427e",
+    ] {
+        assert!(Digest::parse(bad).is_err(), "{bad:?} accepted");
+    }
+    let upper = format!("sha256:{}", "A".repeat(64));
+    assert!(Digest::parse(&upper).is_err());
+    assert!(RepoName::parse("Upper/case").is_err());
+    assert!(Tag::parse("-bad").is_err());
+    assert!(Reference::parse("sha256:zz").is_err());
+}
+
+#[test]
+fn wrong_offset_size_and_digest_leave_store_unchanged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let e = engine(dir.path());
+    let r = repo("p/a");
+    let data = b"hello world".to_vec();
+    let d = sha(&data);
+    e.put_blob(&r, &d, &data).expect("seed blob");
+
+    let st = e.begin_upload(&r, Algorithm::Sha256).expect("begin");
+    let mut w = e.upload_writer(&r, &st.id, Some(0)).expect("writer");
+    w.write(b"abc").expect("write");
+    assert_eq!(w.commit().expect("commit").offset, 3);
+    let before = snapshot(&e);
+
+    // Out-of-order and overlapping appends.
+    for off in [0, 2, 4, 100] {
+        match e.upload_writer(&r, &st.id, Some(off)) {
+            Err(UploadError::OffsetMismatch {
+                expected: 3, got, ..
+            }) => assert_eq!(got, off),
+            other => panic!("offset {off}: {:?}", other.map(|w| w.offset())),
+        }
+    }
+    // Wrong size, then wrong digest: refused, session intact.
+    let err = e
+        .complete_upload(&r, &st.id, &sha(b"abc"), Some(4))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            UploadError::SizeMismatch {
+                expected: 4,
+                actual: 3,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = e
+        .complete_upload(&r, &st.id, &sha(b"abd"), None)
+        .unwrap_err();
+    assert!(matches!(err, UploadError::DigestMismatch { .. }), "{err}");
+    // A different algorithm is re-hashed, and still verified.
+    let err = e
+        .complete_upload(&r, &st.id, &Digest::of(Algorithm::Blake3, b"abd"), None)
+        .unwrap_err();
+    assert!(matches!(err, UploadError::DigestMismatch { .. }), "{err}");
+    // Unknown and malformed upload ids, and another repository's upload.
+    for (rr, id) in [
+        (&r, "nope"),
+        (&r, "0123456789abcdef0123456789abcdef"),
+        (&repo("p/b"), st.id.as_str()),
+    ] {
+        let err = e.upload_status(rr, id).unwrap_err();
+        assert!(matches!(err, UploadError::NotFound { .. }), "{err}");
+    }
+    // Unacknowledged bytes of a dropped writer are not kept.
+    let mut w = e.upload_writer(&r, &st.id, Some(3)).expect("writer");
+    w.write(b"garbage").expect("write");
+    drop(w);
+    assert_eq!(e.upload_status(&r, &st.id).expect("status").offset, 3);
+    assert_eq!(snapshot(&e), before, "refused requests changed the store");
+
+    // The session still completes correctly.
+    let info = e
+        .complete_upload(&r, &st.id, &Digest::of(Algorithm::Blake3, b"abc"), Some(3))
+        .expect("complete with blake3");
+    assert_eq!(info.size, 3);
+    let (_, bytes) = e.read_blob(&r, &info.digest, None).expect("read");
+    assert_eq!(bytes.as_ref(), b"abc");
+    let (_, bytes) = e.read_blob(&r, &d, Some(6..11)).expect("range");
+    assert_eq!(bytes.as_ref(), b"world");
+    assert!(e.read_blob(&r, &d, Some(6..12)).is_err());
+    assert_clean(&e);
+}
+
+#[test]
+fn one_writer_per_session() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let e = engine(dir.path());
+    let r = repo("p/a");
+    let st = e.begin_upload(&r, Algorithm::Sha256).expect("begin");
+    let w = e.upload_writer(&r, &st.id, Some(0)).expect("writer");
+    assert!(matches!(
+        e.upload_writer(&r, &st.id, None),
+        Err(UploadError::Busy { .. })
+    ));
+    drop(w);
+    assert!(e.upload_writer(&r, &st.id, None).is_ok());
+}
+
+#[test]
+fn dedup_and_mounts_are_metadata_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let e = engine(dir.path());
+    let data = vec![7u8; 100_000];
+    let d = sha(&data);
+    e.put_blob(&repo("p/a"), &d, &data).expect("put a");
+    e.put_blob(&repo("p/b"), &d, &data).expect("put b (dedup)");
+    assert_eq!(e.store().list().expect("list").len(), 1, "one stored copy");
+    assert!(e
+        .mount_blob(&repo("q/c"), &d, Some(&repo("p/zz")))
+        .expect("mount")
+        .is_none());
+    assert!(e.stat_blob(&repo("q/c"), &d).expect("stat").is_none());
+    assert!(e
+        .mount_blob(&repo("q/c"), &d, Some(&repo("p/a")))
+        .expect("mount")
+        .is_some());
+    assert!(e
+        .mount_blob(&repo("q/d"), &d, None)
+        .expect("anonymous mount")
+        .is_some());
+    let rec = e.blob_record(&d).expect("record").expect("present");
+    assert_eq!(rec.links, 4);
+    assert_eq!(e.store().list().expect("list").len(), 1);
+    assert_clean(&e);
+}
+
+#[test]
+fn concurrent_identical_uploads_converge_on_one_copy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let e = Arc::new(engine(dir.path()));
+    let data = Arc::new(vec![42u8; 2_000_000]);
+    let d = sha(&data);
+    let threads: Vec<_> = (0..6)
+        .map(|i| {
+            let (e, data, d) = (e.clone(), data.clone(), d.clone());
+            std::thread::spawn(move || e.put_blob(&repo(&format!("c/r{}", i % 3)), &d, &data))
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("thread").expect("concurrent upload");
+    }
+    assert_eq!(e.store().list().expect("list"), vec![d.clone()]);
+    assert_eq!(
+        e.blob_record(&d).expect("record").expect("present").links,
+        3
+    );
+    assert_eq!(e.stats().expect("stats").uploads, 0);
+    assert_clean(&e);
+}
+
+#[test]
+fn manifests_require_their_blobs_and_count_references() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let e = engine(dir.path());
+    let r = repo("p/m");
+    let layer = b"layer".to_vec();
+    let ld = sha(&layer);
+    let put = |blobs: Vec<Digest>, body: &str, tags: &[&str]| ManifestPut {
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        body: body.as_bytes().to_vec(),
+        blobs,
+        tags: tags.iter().map(|t| Tag::parse(t).expect("tag")).collect(),
+        ..Default::default()
+    };
+    let before = snapshot(&e);
+    let err = e
+        .put_manifest(&r, put(vec![ld.clone()], "{\"a\":1}", &["v1"]))
+        .unwrap_err();
+    assert!(matches!(err, ManifestError::BlobUnknown { .. }), "{err}");
+    assert_eq!(snapshot(&e), before);
+    let wrong = ManifestPut {
+        digest: Some(sha(b"other")),
+        ..put(vec![], "{}", &[])
+    };
+    assert!(matches!(
+        e.put_manifest(&r, wrong),
+        Err(ManifestError::DigestMismatch { .. })
+    ));
+
+    e.put_blob(&r, &ld, &layer).expect("layer");
+    let m1 = e
+        .put_manifest(&r, put(vec![ld.clone()], "{\"a\":1}", &["v1", "latest"]))
+        .expect("m1");
+    let m2 = e
+        .put_manifest(
+            &r,
+            put(vec![ld.clone(), ld.clone()], "{\"a\":2}", &["latest"]),
+        )
+        .expect("m2");
+    assert_eq!(e.blob_record(&ld).expect("rec").expect("rec").refcount, 2);
+    let index = ManifestPut {
+        media_type: "application/vnd.oci.image.index.v1+json".into(),
+        body: b"{\"index\":true}".to_vec(),
+        manifests: vec![m1.clone(), m2.clone()],
+        ..Default::default()
+    };
+    let idx = e.put_manifest(&r, index).expect("index");
+    assert_eq!(
+        e.repo_manifest_record(&r, &m1)
+            .expect("rec")
+            .expect("rec")
+            .parents,
+        1
+    );
+    let got = e
+        .get_manifest(&r, &Reference::Tag(Tag::parse("latest").expect("tag")))
+        .expect("get")
+        .expect("latest");
+    assert_eq!(got.digest, m2);
+    assert!(e.delete_manifest(&r, &m2).expect("delete"));
+    assert!(e
+        .get_manifest(&r, &Reference::Tag(Tag::parse("latest").expect("tag")))
+        .expect("get")
+        .is_none());
+    assert_eq!(
+        e.list_tags(&r, None, 10).expect("tags").items,
+        vec!["v1".to_string()]
+    );
+    assert_eq!(e.blob_record(&ld).expect("rec").expect("rec").refcount, 1);
+    assert!(e.delete_manifest(&r, &idx).expect("delete index"));
+    assert_eq!(
+        e.repo_manifest_record(&r, &m1)
+            .expect("rec")
+            .expect("rec")
+            .parents,
+        0
+    );
+    assert_clean(&e);
+}
+
+#[test]
+fn referrers_are_listed_and_filtered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let e = engine(dir.path());
+    let r = repo("p/ref");
+    let subject = sha(b"subject manifest");
+    for (i, at) in ["application/sbom", "application/sig", "application/sbom"]
+        .iter()
+        .enumerate()
+    {
+        e.put_manifest(
+            &r,
+            ManifestPut {
+                media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                body: format!("{{\"n\":{i}}}").into_bytes(),
+                subject: Some(subject.clone()),
+                artifact_type: Some(at.to_string()),
+                ..Default::default()
+            },
+        )
+        .expect("referrer");
+    }
+    assert_eq!(e.referrers(&r, &subject, None).expect("all").len(), 3);
+    assert_eq!(
+        e.referrers(&r, &subject, Some("application/sbom"))
+            .expect("filtered")
+            .len(),
+        2
+    );
+    assert!(e
+        .referrers(&repo("p/other"), &subject, None)
+        .expect("other repo")
+        .is_empty());
+    assert_clean(&e);
+}
+
+#[test]
+fn pagination_of_tags_and_catalog() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let e = engine(dir.path());
+    let r = repo("p/tags");
+    let body = b"{}".to_vec();
+    let tags = ["a", "b", "c", "d"];
+    e.put_manifest(
+        &r,
+        ManifestPut {
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            body,
+            tags: tags.iter().map(|t| Tag::parse(t).expect("tag")).collect(),
+            ..Default::default()
+        },
+    )
+    .expect("put");
+    let p = e.list_tags(&r, None, 2).expect("page 1");
+    assert_eq!(
+        (p.items.clone(), p.more),
+        (vec!["a".into(), "b".into()], true)
+    );
+    let p = e.list_tags(&r, Some("b"), 2).expect("page 2");
+    assert_eq!(
+        (p.items.clone(), p.more),
+        (vec!["c".into(), "d".into()], false)
+    );
+    assert!(e
+        .list_tags(&r, Some("z"), 2)
+        .expect("past end")
+        .items
+        .is_empty());
+    assert!(e.list_tags(&r, None, 0).expect("n=0").items.is_empty());
+    e.put_blob(&repo("p/tags2"), &sha(b"x"), b"x")
+        .expect("blob");
+    let c = e.catalog(Some("p/tags"), 10).expect("catalog");
+    assert_eq!(c.items, vec!["p/tags2".to_string()]);
+}
+
+#[test]
+fn abandoned_uploads_expire() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let e = engine(dir.path());
+    let r = repo("p/x");
+    let st = e.begin_upload(&r, Algorithm::Sha256).expect("begin");
+    assert_eq!(
+        e.expire_uploads(Duration::from_secs(3600)).expect("expire"),
+        0
+    );
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(
+        e.expire_uploads(Duration::from_millis(1)).expect("expire"),
+        1
+    );
+    assert!(e.upload_status(&r, &st.id).is_err());
+    assert!(!dir.path().join("uploads").join(&st.id).exists());
+}
+
+#[test]
+fn second_open_of_a_held_data_dir_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _e = engine(dir.path());
+    let err = Engine::open(EngineConfig::new(dir.path()))
+        .err()
+        .expect("second open refused");
+    assert!(
+        matches!(err, berth_engine::StorageError::Locked { .. }),
+        "{err}"
+    );
+}

@@ -1,0 +1,282 @@
+//! The server loop: accepting connections, HTTP/1.1 and h2c on one port,
+//! request ids, the access log, graceful shutdown; and the small helpers
+//! every handler shares (response building, running engine calls off the
+//! async path).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use berth_engine::{Engine, EngineConfig, StorageError};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::errors::ApiError;
+
+/// Every response body: one contiguous buffer. Blob and manifest bytes are
+/// wrapped without copying (`Bytes::from_owner` over a memory map or the
+/// engine's `Arc<[u8]>`).
+pub type Body = Full<Bytes>;
+
+pub const HDR_API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
+pub const REGISTRY_2_0: HeaderValue = HeaderValue::from_static("registry/2.0");
+pub const HDR_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
+pub const HDR_UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
+pub const HDR_OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
+pub const HDR_OCI_TAG: HeaderName = HeaderName::from_static("oci-tag");
+pub const HDR_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-applied");
+pub const HDR_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// How long in-flight requests get to finish after a shutdown signal.
+/// Requests cut off after it lose nothing acknowledged: an upload's bytes
+/// are acknowledged only by a completed PATCH or PUT.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// State shared by every request. Owned by [`serve`] behind an `Arc`; each
+/// connection task holds a clone, so it lives until the last connection
+/// ends, and the engine is dropped (closing the index, joining its workers)
+/// when `serve` returns.
+pub struct App {
+    pub engine: Arc<Engine>,
+    pub read_only: bool,
+    pub delete_enabled: bool,
+}
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("berth: data directory {dir}: {source}")]
+    Engine {
+        dir: String,
+        #[source]
+        source: StorageError,
+    },
+    #[error("berth: listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Opens the engine for `config` (on a blocking thread: RocksDB open and
+/// upload recovery touch the disk).
+pub async fn open_engine(config: &Config) -> Result<Engine, ServeError> {
+    let mut ec = EngineConfig::new(&config.data_dir);
+    ec.upload_ttl = config.upload_ttl;
+    let dir = config.data_dir.display().to_string();
+    tokio::task::spawn_blocking(move || Engine::open(ec))
+        .await
+        .map_err(|e| ServeError::Io(std::io::Error::other(e)))?
+        .map_err(|source| ServeError::Engine { dir, source })
+}
+
+/// Runs berth on `listener` until `shutdown` completes: opens the engine in
+/// `config.data_dir`, prints `berth: listening on http://ADDR (data: DIR)`
+/// to stderr once ready, serves HTTP/1.1 and h2c, and on shutdown stops
+/// accepting, lets in-flight requests finish (up to 30 s) and drops the
+/// engine. Tests start it in-process on a `127.0.0.1:0` listener.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let engine = open_engine(&config).await?;
+    let app = Arc::new(App {
+        engine: Arc::new(engine),
+        read_only: config.read_only,
+        delete_enabled: config.delete_enabled,
+    });
+    let addr = listener.local_addr()?;
+    eprintln!(
+        "berth: listening on http://{addr} (data: {})",
+        config.data_dir.display()
+    );
+    tracing::info!(%addr, read_only = config.read_only, delete_enabled = config.delete_enabled, "serving");
+    run(app.clone(), listener, shutdown).await;
+    // IMPORTANT: every connection has ended, so this is the last reference
+    // to the engine unless a blocking engine call outlived its request;
+    // dropping it joins the engine's workers, so do it off the async path.
+    let engine = match Arc::try_unwrap(app) {
+        Ok(app) => Some(app.engine),
+        Err(_) => {
+            tracing::warn!(
+                "requests still hold the engine at shutdown; it closes when they finish"
+            );
+            None
+        }
+    };
+    if let Some(engine) = engine {
+        let _ = tokio::task::spawn_blocking(move || drop(engine)).await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The accept loop.
+async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()> + Send) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = GracefulShutdown::new();
+    let ids = Arc::new(RequestIds::new());
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning or dying.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let ids = ids.clone();
+        let service = service_fn(move |req| {
+            let app = app.clone();
+            let ids = ids.clone();
+            async move { Ok::<_, Infallible>(handle(&app, &ids, peer, req).await) }
+        });
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!(
+        connections = graceful.count(),
+        "shutting down: finishing in-flight requests"
+    );
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("in-flight requests did not finish within {SHUTDOWN_GRACE:?}; closing");
+    }
+}
+
+/// One request: request id, routing, the access log line.
+async fn handle(
+    app: &Arc<App>,
+    ids: &RequestIds,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let start = Instant::now();
+    let request_id = ids.for_request(req.headers().get(&HDR_REQUEST_ID));
+    let method = req.method().clone();
+    let uri = req.uri().clone();
+    let mut res = match crate::router::dispatch(app, req).await {
+        Ok(res) => res,
+        Err(e) => e.into_response(request_id.to_str().unwrap_or_default()),
+    };
+    let h = res.headers_mut();
+    h.insert(HDR_API_VERSION, REGISTRY_2_0);
+    h.insert(HDR_REQUEST_ID, request_id.clone());
+    tracing::info!(
+        target: "berth::access",
+        request_id = request_id.to_str().unwrap_or_default(),
+        %peer,
+        %method,
+        path = uri.path(),
+        status = res.status().as_u16(),
+        micros = start.elapsed().as_micros() as u64,
+    );
+    res
+}
+
+/// Request ids: a client's `X-Request-Id` is echoed if it is short printable
+/// ASCII; otherwise one is made from a per-process random prefix and a
+/// counter (unique within and, with high probability, across processes).
+struct RequestIds {
+    prefix: u32,
+    next: AtomicU64,
+}
+
+impl RequestIds {
+    fn new() -> RequestIds {
+        let mut b = [0u8; 4];
+        let _ = getrandom::fill(&mut b);
+        RequestIds {
+            prefix: u32::from_le_bytes(b),
+            next: AtomicU64::new(1),
+        }
+    }
+
+    fn for_request(&self, given: Option<&HeaderValue>) -> HeaderValue {
+        if let Some(v) = given {
+            let b = v.as_bytes();
+            if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
+                return v.clone();
+            }
+        }
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        HeaderValue::from_str(&format!("{:08x}-{n:x}", self.prefix))
+            .unwrap_or(HeaderValue::from_static("-"))
+    }
+}
+
+// ---- helpers shared by handlers ---------------------------------------------
+
+/// Runs an engine call that may block on disk (fsync, file I/O) on tokio's
+/// blocking pool. A panic in it becomes a `500`.
+pub async fn blocking<T, F>(app: &App, f: F) -> Result<T, ApiError>
+where
+    F: FnOnce(&Engine) -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let engine = app.engine.clone();
+    tokio::task::spawn_blocking(move || f(&engine))
+        .await
+        .map_err(ApiError::internal)
+}
+
+/// A response with an empty body.
+pub fn empty(status: StatusCode) -> Response<Body> {
+    let mut res = Response::new(Body::new(Bytes::new()));
+    *res.status_mut() = status;
+    res
+}
+
+/// A `200` JSON response.
+pub fn json(bytes: Vec<u8>, content_type: &'static str) -> Response<Body> {
+    let mut res = Response::new(Body::new(Bytes::from(bytes)));
+    res.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    res
+}
+
+/// A header value from a string berth built or validated; anything not
+/// representable (which validation rules out) becomes empty.
+pub fn hv(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static(""))
+}
+
+/// `Content-Length` for `HEAD` answers, whose body is empty but whose length
+/// is the resource's.
+pub fn set_content_length(res: &mut Response<Body>, len: u64) {
+    res.headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from(len));
+}

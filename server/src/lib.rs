@@ -1,0 +1,36 @@
+//! berth's HTTP front: the OCI distribution API (spec v1.1 and main) on
+//! hyper, over the berth engine.
+//!
+//! Code map:
+//! - [`http`]: the server loop ([`serve`]), request ids, access log,
+//!   graceful shutdown, shared response helpers.
+//! - `router`: the `/v2/<name>/…` path grammar, query strings, dispatch.
+//! - [`errors`]: the one table of OCI error codes, and engine errors → codes.
+//! - One file per resource, each endpoint a typed request parsed from the
+//!   wire and then applied to the engine: `blobs`, `uploads`, `manifests`
+//!   (with `manifest_parse`), `tags`, `referrers`, `catalog`.
+//!
+//! Architecture Invariant: handlers call the engine's public API only; the
+//! server never builds index keys or blob paths.
+//!
+//! Architecture Invariant: nothing that can fsync runs on an async worker.
+//! Engine writes, blob reads (which may touch a GC mark) and upload I/O run
+//! on the blocking pool; index-only reads (manifest GET/HEAD, tags,
+//! referrers, catalog, upload status) run inline, being point lookups and
+//! short scans.
+
+pub mod config;
+pub mod errors;
+pub mod http;
+
+mod blobs;
+mod catalog;
+mod manifest_parse;
+mod manifests;
+mod referrers;
+mod router;
+mod tags;
+mod uploads;
+
+pub use config::{Config, ConfigError, ServeArgs};
+pub use http::{serve, ServeError};
