@@ -18,14 +18,20 @@
 //!   lost together with the directory entry of that directory.
 //! - [`write_file_durable`]: write-temp, fsync, rename, fsync-dir as one call,
 //!   for small files that must be replaced all-or-nothing.
+//! - [`fsync_file`]: fsync a file's contents, with an error that
+//!   [`is_sync_failure`] recognizes.
 //!
-//! Callers must fsync file *contents* themselves before [`durable_rename`];
-//! these helpers never fsync a file they did not write.
+//! Callers must fsync file *contents* themselves (e.g. with [`fsync_file`])
+//! before [`durable_rename`]; these helpers never fsync a file they did not
+//! write.
 //!
 //! Errors keep the original [`io::ErrorKind`] and prefix the message with the
 //! path and the step that failed (`"/data/tmp: fsync directory: …"`). A failed
-//! fsync must not be retried blindly (the kernel may have dropped the dirty
-//! pages); callers treat it as fatal for the write in progress.
+//! fsync must not be retried blindly: the kernel may have dropped the dirty
+//! pages and cleared the error, so a retry can "succeed" for data that is
+//! gone. [`is_sync_failure`] tells such errors apart from ordinary ones
+//! (missing file, permissions) so callers can refuse further writes until
+//! reopened.
 //!
 //! Unix only: directories are fsync'd by opening them read-only.
 
@@ -34,11 +40,26 @@ use std::io::{self, Write};
 use std::path::Path;
 
 /// Fsyncs directory `dir`, making creations, renames and removals of its
-/// entries durable.
+/// entries durable. A failure of the fsync itself (not of opening `dir`) is
+/// recognized by [`is_sync_failure`].
 pub fn fsync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| annotate(dir, "fsync directory", e))
+    let d = File::open(dir).map_err(|e| annotate(dir, "open directory to fsync it", e))?;
+    d.sync_all()
+        .map_err(|e| sync_failed(dir, "fsync directory", e))
+}
+
+/// Fsyncs the contents of `file` (opened from `path`, which is only used in
+/// the error message). A failure is recognized by [`is_sync_failure`].
+pub fn fsync_file(file: &File, path: &Path) -> io::Result<()> {
+    file.sync_all()
+        .map_err(|e| sync_failed(path, "fsync file", e))
+}
+
+/// Whether `e` is a failed fsync from this module (possibly via a helper
+/// such as [`durable_rename`]). After one, the durability of recent writes is
+/// unknown and the caller must stop writing until it is reopened.
+pub fn is_sync_failure(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<SyncFailed>())
 }
 
 /// Renames `from` to `to` (atomically replacing `to` if it exists), then
@@ -140,8 +161,7 @@ pub fn write_file_durable(path: &Path, bytes: &[u8]) -> io::Result<()> {
             .map_err(|e| annotate(&tmp, "create temp file", e))?;
         file.write_all(bytes)
             .map_err(|e| annotate(&tmp, "write temp file", e))?;
-        file.sync_all()
-            .map_err(|e| annotate(&tmp, "fsync temp file", e))?;
+        fsync_file(&file, &tmp)?;
         drop(file);
         durable_rename(&tmp, path)
     })();
@@ -170,6 +190,26 @@ fn parent_dir(path: &Path) -> &Path {
 fn annotate(path: &Path, step: &str, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{}: {step}: {e}", path.display()))
 }
+
+/// Like [`annotate`], and marks the error as a failed fsync.
+pub(crate) fn sync_failed(path: &Path, step: &str, e: io::Error) -> io::Error {
+    io::Error::new(
+        e.kind(),
+        SyncFailed(format!("{}: {step}: {e}", path.display())),
+    )
+}
+
+/// The inner error of a failed fsync; its message is the annotated one.
+#[derive(Debug)]
+struct SyncFailed(String);
+
+impl std::fmt::Display for SyncFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SyncFailed {}
 
 #[cfg(test)]
 mod tests {
@@ -265,9 +305,18 @@ mod tests {
         let missing = dir.path().join("missing");
         let err = fsync_dir(&missing).expect_err("missing dir");
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        assert!(err.to_string().contains("missing: open directory"), "{err}");
         assert!(
-            err.to_string().contains("missing: fsync directory"),
-            "{err}"
+            !is_sync_failure(&err),
+            "a missing directory is not a failed fsync"
         );
+
+        let tagged = sync_failed(&missing, "fsync directory", io::Error::other("EIO"));
+        assert!(is_sync_failure(&tagged));
+        assert_eq!(
+            tagged.to_string(),
+            format!("{}: fsync directory: EIO", missing.display())
+        );
+        assert!(!is_sync_failure(&io::Error::other("plain")));
     }
 }

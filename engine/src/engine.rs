@@ -16,6 +16,9 @@ use crate::store::{BlobStore, LocalStore};
 use crate::uploads::Session;
 use crate::workers::Workers;
 
+/// A raw index entry: key and value bytes.
+pub(crate) type KeyValue = (Box<[u8]>, Box<[u8]>);
+
 /// How to open an engine.
 #[derive(Clone)]
 pub struct EngineConfig {
@@ -209,7 +212,7 @@ impl Inner {
         cf: &'static str,
         prefix: &[u8],
         start: &[u8],
-    ) -> impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>), StorageError>> + '_ {
+    ) -> impl Iterator<Item = Result<KeyValue, StorageError>> + '_ {
         let mut ro = rocksdb::ReadOptions::default();
         ro.set_iterate_upper_bound(keys::prefix_end(prefix));
         let mode = rocksdb::IteratorMode::From(start, rocksdb::Direction::Forward);

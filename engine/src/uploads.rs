@@ -31,6 +31,9 @@ use crate::records::{
 };
 use crate::store::PutMode;
 
+/// Writes at least this large hash on a second thread while writing.
+const PARALLEL_HASH_MIN: usize = 1 << 20;
+
 /// Where an upload stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UploadStatus {
@@ -251,6 +254,21 @@ impl Inner {
         Ok(())
     }
 
+    /// Hands `path` to the blob store; a failed fsync there poisons the engine.
+    fn store_put(&self, digest: &Digest, path: &Path) -> Result<(), StorageError> {
+        match self.store.put_file(digest, path, PutMode::CreateOnly) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let sync_failure = e.is_sync_failure();
+                let e = StorageError::from(e);
+                if sync_failure {
+                    self.poison(&e);
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// Commits verified content at `path` as blob `digest` linked in `repo`,
     /// removing upload session `id` (if any) in the same batch.
     ///
@@ -277,14 +295,14 @@ impl Inner {
         let indexed = |r: &Option<BlobRecord>| r.as_ref().is_some_and(|r| r.size == size);
         let mut put_done = false;
         if !indexed(&self.get::<BlobRecord>(keys::CF_BLOBS, &key)?) {
-            self.store.put_file(digest, path, PutMode::CreateOnly)?;
+            self.store_put(digest, path)?;
             put_done = true;
         }
         let _g = self.lock()?;
         let now = records::now_ms();
         let existing = self.get::<BlobRecord>(keys::CF_BLOBS, &key)?;
         if !indexed(&existing) && !put_done {
-            self.store.put_file(digest, path, PutMode::CreateOnly)?;
+            self.store_put(digest, path)?;
         }
         let mut rec = match existing {
             Some(r) if r.size == size => r,
@@ -530,9 +548,25 @@ impl UploadWriter {
         let file = self.file.as_ref().ok_or_else(|| UploadError::Busy {
             id: self.id.clone(),
         })?;
-        file.write_all_at(data, self.pos)
-            .map_err(StorageError::io("write upload", &path))?;
-        self.hasher.update(data);
+        let pos = self.pos;
+        let written = if data.len() >= PARALLEL_HASH_MIN {
+            // Large writes: hash on a scoped thread while this one writes,
+            // so a commit costs max(hash, write) rather than their sum.
+            let hasher = &mut self.hasher;
+            std::thread::scope(|s| {
+                s.spawn(|| hasher.update(data));
+                file.write_all_at(data, pos)
+            })
+        } else {
+            file.write_all_at(data, pos)
+                .map(|()| self.hasher.update(data))
+        };
+        if let Err(e) = written {
+            // The hasher may now be ahead of the file: this writer is done.
+            // The session's cached hasher still matches its durable offset.
+            self.file = None;
+            return Err(StorageError::io("write upload", &path)(e).into());
+        }
         self.pos += data.len() as u64;
         Ok(())
     }

@@ -30,6 +30,10 @@
 //! makes serving them from memory maps sound. A crash can leave only temp
 //! files behind, and `open` deletes them.
 //!
+//! A failed fsync poisons the store: puts and deletes are refused until it is
+//! reopened (reads continue), because a retried fsync can report success for
+//! data the kernel already dropped.
+//!
 //! One process per root: `open` empties `tmp/`, which would destroy another
 //! live process's in-flight puts (the index's lock serializes berth processes).
 
@@ -38,11 +42,11 @@ use std::io::{self, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::{check_range, BlobData, BlobStore, PutMode, PutOutcome, StoreError};
 use crate::digest::{Algorithm, Digest};
-use crate::durable::{create_dir_all_durable, durable_rename, fsync_dir, random_hex};
+use crate::durable::{create_dir_all_durable, durable_rename, fsync_dir, fsync_file, random_hex};
 
 /// Name of the temp directory under the root.
 const TMP_DIR: &str = "tmp";
@@ -60,6 +64,9 @@ pub struct LocalStore {
     /// long as it; atomics because puts run concurrently and the flag only
     /// ever goes false -> true (a redundant second fsync is harmless).
     shard_durable: Box<[AtomicBool]>,
+    /// Set (once, with the error message) when an fsync fails; from then on
+    /// every put and delete is refused. Never cleared: recovery is reopening.
+    sync_failed: OnceLock<String>,
 }
 
 impl LocalStore {
@@ -85,6 +92,7 @@ impl LocalStore {
             root: root.to_path_buf(),
             tmp,
             shard_durable,
+            sync_failed: OnceLock::new(),
         })
     }
 
@@ -107,18 +115,18 @@ impl LocalStore {
     /// returns it.
     ///
     /// IMPORTANT: a blob must not be reported stored while the directory
-    /// entries leading to it may still be lost in a crash.
-    /// `create_dir_all_durable` fsyncs the parents of the directories *it*
-    /// found missing, but a shard directory that a concurrent put just created
-    /// (and has not fsync'd yet) looks present here. So the first put into
-    /// each shard in this process fsyncs the whole chain itself, once.
+    /// entries leading to it may still be lost in a crash. Creating the
+    /// directory durably is not enough: one that a concurrent put just
+    /// created (and has not fsync'd yet) looks present here. So the first put
+    /// into each shard in this process fsyncs the chain itself, once (the
+    /// root's own entry was made durable by `open`).
     fn durable_shard_dir(&self, digest: &Digest) -> Result<PathBuf, StoreError> {
         let hex = digest.hex();
         let alg_dir = self.root.join(digest.algorithm().name());
         let shard_dir = alg_dir.join(&hex[..2]);
         let flag = &self.shard_durable[shard_index(digest)];
         if !flag.load(Ordering::Acquire) {
-            create_dir_all_durable(&shard_dir)
+            fs::create_dir_all(&shard_dir)
                 .map_err(|e| StoreError::io("create shard directory", &shard_dir, e))?;
             fsync_dir(&alg_dir).map_err(|e| StoreError::io("sync directory", &alg_dir, e))?;
             fsync_dir(&self.root).map_err(|e| StoreError::io("sync directory", &self.root, e))?;
@@ -167,43 +175,8 @@ impl LocalStore {
         }
     }
 
-    /// Writes `data` to a new fsync'd temp file in `tmp/` and returns its path.
-    fn write_temp(&self, data: &[u8]) -> Result<PathBuf, StoreError> {
-        let name = random_hex(16).map_err(|e| StoreError::io("name temp file", &self.tmp, e))?;
-        let path = self.tmp.join(format!("put-{name}"));
-        let result = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .and_then(|mut f| {
-                f.write_all(data)?;
-                f.sync_all()
-            });
-        match result {
-            Ok(()) => Ok(path),
-            Err(e) => {
-                let _ = fs::remove_file(&path);
-                Err(StoreError::io("write temp file", &path, e))
-            }
-        }
-    }
-}
-
-impl BlobStore for LocalStore {
-    fn name(&self) -> &'static str {
-        "local"
-    }
-
-    fn put_file(
-        &self,
-        digest: &Digest,
-        src: &Path,
-        mode: PutMode,
-    ) -> Result<PutOutcome, StoreError> {
-        self.place(digest, src, mode)
-    }
-
-    fn put_bytes(
+    /// `put_bytes`: write a temp file, then `place` it.
+    fn store_bytes(
         &self,
         digest: &Digest,
         data: &[u8],
@@ -224,6 +197,84 @@ impl BlobStore for LocalStore {
             let _ = fs::remove_file(&tmp);
         }
         result
+    }
+
+    /// `delete`: unlink, then fsync the shard directory.
+    fn remove(&self, digest: &Digest) -> Result<bool, StoreError> {
+        let path = self.blob_path(digest);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(StoreError::io("delete blob file", &path, e)),
+        }
+        // The path has a parent: it is <root>/<alg>/<shard>/<hex>.
+        if let Some(shard_dir) = path.parent() {
+            fsync_dir(shard_dir).map_err(|e| StoreError::io("sync directory", shard_dir, e))?;
+        }
+        Ok(true)
+    }
+
+    /// Writes `data` to a new fsync'd temp file in `tmp/` and returns its path.
+    fn write_temp(&self, data: &[u8]) -> Result<PathBuf, StoreError> {
+        let name = random_hex(16).map_err(|e| StoreError::io("name temp file", &self.tmp, e))?;
+        let path = self.tmp.join(format!("put-{name}"));
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| StoreError::io("create temp file", &path, e))?;
+        let result = file.write_all(data).and_then(|()| fsync_file(&file, &path));
+        match result {
+            Ok(()) => Ok(path),
+            Err(e) => {
+                let _ = fs::remove_file(&path);
+                Err(StoreError::io("write temp file", &path, e))
+            }
+        }
+    }
+
+    /// Runs the write `op` unless an earlier fsync failed; poisons the store
+    /// if `op` fails in an fsync.
+    fn write_op<T>(&self, op: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Some(first) = self.sync_failed.get() {
+            return Err(StoreError::Io {
+                op: "refusing write after an earlier failed fsync (reopen the store)",
+                path: self.root.clone(),
+                source: io::Error::other(first.clone()),
+            });
+        }
+        let result = op();
+        if let Err(e) = &result {
+            if e.is_sync_failure() && self.sync_failed.set(e.to_string()).is_ok() {
+                tracing::error!(root = %self.root.display(), error = %e,
+                    "blob store: fsync failed; refusing further writes until reopened");
+            }
+        }
+        result
+    }
+}
+
+impl BlobStore for LocalStore {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    fn put_file(
+        &self,
+        digest: &Digest,
+        src: &Path,
+        mode: PutMode,
+    ) -> Result<PutOutcome, StoreError> {
+        self.write_op(|| self.place(digest, src, mode))
+    }
+
+    fn put_bytes(
+        &self,
+        digest: &Digest,
+        data: &[u8],
+        mode: PutMode,
+    ) -> Result<PutOutcome, StoreError> {
+        self.write_op(|| self.store_bytes(digest, data, mode))
     }
 
     fn get(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<BlobData, StoreError> {
@@ -273,17 +324,7 @@ impl BlobStore for LocalStore {
     }
 
     fn delete(&self, digest: &Digest) -> Result<bool, StoreError> {
-        let path = self.blob_path(digest);
-        match fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(StoreError::io("delete blob file", &path, e)),
-        }
-        // The path has a parent: it is <root>/<alg>/<shard>/<hex>.
-        if let Some(shard_dir) = path.parent() {
-            fsync_dir(shard_dir).map_err(|e| StoreError::io("sync directory", shard_dir, e))?;
-        }
-        Ok(true)
+        self.write_op(|| self.remove(digest))
     }
 
     fn list(&self) -> Result<Vec<Digest>, StoreError> {
@@ -468,5 +509,56 @@ mod tests {
             assert!(err.to_string().contains("does-not-exist"), "{err}");
         }
         assert_eq!(store.stat(&d).expect("stat"), None);
+    }
+
+    #[test]
+    fn failed_fsync_refuses_writes_until_reopen() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let store = LocalStore::open(root.path()).expect("open store");
+        let kept = Digest::of(Algorithm::Sha256, b"kept");
+        store
+            .put_bytes(&kept, b"kept", PutMode::CreateOnly)
+            .expect("put");
+
+        // An ordinary error does not poison.
+        let plain = store.write_op(|| -> Result<(), StoreError> {
+            Err(StoreError::io(
+                "x",
+                root.path(),
+                io::Error::other("not a sync failure"),
+            ))
+        });
+        assert!(!plain.expect_err("error passes through").is_sync_failure());
+        store
+            .put_bytes(&kept, b"kept", PutMode::Overwrite)
+            .expect("still writable");
+
+        let eio =
+            crate::durable::sync_failed(root.path(), "fsync directory", io::Error::other("EIO"));
+        let failed = store.write_op(|| -> Result<(), StoreError> {
+            Err(StoreError::io("sync directory", root.path(), eio))
+        });
+        assert!(failed.expect_err("error passes through").is_sync_failure());
+
+        let other = Digest::of(Algorithm::Sha256, b"other");
+        let err = store
+            .put_bytes(&other, b"other", PutMode::CreateOnly)
+            .expect_err("refused");
+        assert!(err.to_string().contains("earlier failed fsync"), "{err}");
+        assert!(
+            err.to_string().contains("EIO"),
+            "refusal names the first failure: {err}"
+        );
+        store.delete(&kept).expect_err("delete refused");
+        assert_eq!(
+            store.get(&kept, None).expect("reads continue").as_ref(),
+            b"kept"
+        );
+
+        drop(store);
+        let store = LocalStore::open(root.path()).expect("reopen store");
+        store
+            .put_bytes(&other, b"other", PutMode::CreateOnly)
+            .expect("writable after reopen");
     }
 }

@@ -42,6 +42,9 @@ pub use memory::MemoryStore;
 /// - `CreateOnly` is exclusive: among concurrent `CreateOnly` puts of one
 ///   digest, exactly one returns [`PutOutcome::Stored`]; the rest return
 ///   [`PutOutcome::AlreadyPresent`] and change nothing.
+/// - A failed fsync is reported as an error for which
+///   [`StoreError::is_sync_failure`] is true; [`LocalStore`] then refuses
+///   all further puts and deletes until reopened.
 pub trait BlobStore: Send + Sync + 'static {
     /// Short backend name for logs and metrics (`"local"`, `"memory"`, …).
     fn name(&self) -> &'static str;
@@ -56,12 +59,14 @@ pub trait BlobStore: Send + Sync + 'static {
     /// [`PutOutcome::AlreadyPresent`] is returned. With
     /// [`PutMode::Overwrite`] an existing blob is replaced atomically. After
     /// `Err`, `src` may still exist and the caller remains responsible for it.
+    /// The removal of `src` is not necessarily durable: after a crash `src`
+    /// may reappear, and its creator's recovery must treat it as an orphan.
     ///
-    /// Backends: [`LocalStore`] renames (or hard-links) `src` into place, so
-    /// `src` must be on the store's filesystem — create it under
-    /// [`BlobStore::tmp_dir`] or elsewhere under the store's root
-    /// filesystem; the move is O(1). [`MemoryStore`] reads the file into
-    /// memory, then removes it.
+    /// Backends: [`LocalStore`] hard-links (`CreateOnly`) or renames
+    /// (`Overwrite`) `src` into place in O(1), so `src` must be on the
+    /// store's filesystem (else the put fails with `EXDEV`) — create it under
+    /// [`BlobStore::tmp_dir`] or elsewhere on the same filesystem.
+    /// [`MemoryStore`] reads the file into memory, then removes it.
     fn put_file(
         &self,
         digest: &Digest,
@@ -243,6 +248,13 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether this is a failed fsync (see [`crate::durable::is_sync_failure`]):
+    /// the durability of recent writes is unknown, and the engine must stop
+    /// writing until reopened.
+    pub fn is_sync_failure(&self) -> bool {
+        matches!(self, StoreError::Io { source, .. } if crate::durable::is_sync_failure(source))
+    }
+
     pub(crate) fn io(op: &'static str, path: &Path, source: std::io::Error) -> StoreError {
         StoreError::Io {
             op,

@@ -1,0 +1,67 @@
+//! `berthctl` as a real process on real data directories.
+
+use std::process::Command;
+
+use berth_engine::{Algorithm, Digest, RepoName};
+use berth_testkit::{bin_path, open_engine};
+
+fn berthctl(data: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin_path("berthctl"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .output()
+        .expect("run berthctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn fsck_is_clean_then_reports_a_lost_blob() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = b"some layer bytes".to_vec();
+    let d = Digest::of(Algorithm::Sha256, &data);
+    {
+        let e = open_engine(dir.path());
+        e.put_blob(&RepoName::parse("p/a").expect("repo"), &d, &data).expect("put");
+    }
+    let (code, out, err) = berthctl(dir.path(), &["fsck", "--verify-blobs"]);
+    assert_eq!(code, 0, "clean fsck failed: {out}{err}");
+    assert!(out.contains("checked 1 blobs"), "{out}");
+
+    let (code, out, _) = berthctl(dir.path(), &["stats"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("blobs      1"), "{out}");
+
+    let path = dir
+        .path()
+        .join("blobs/sha256")
+        .join(&d.hex()[..2])
+        .join(d.hex());
+    std::fs::remove_file(&path).expect("remove blob file");
+    let (code, out, _) = berthctl(dir.path(), &["fsck"]);
+    assert_eq!(code, 1, "fsck must fail on a lost blob: {out}");
+    assert!(out.contains(&format!("blob {d}: missing")), "{out}");
+}
+
+#[test]
+fn refuses_a_data_dir_held_by_a_running_engine() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _held = open_engine(dir.path());
+    let (code, _, err) = berthctl(dir.path(), &["stats"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("in use"), "{err}");
+    assert!(err.contains("hint: stop the berth server"), "{err}");
+}
+
+#[test]
+fn refuses_a_directory_without_an_index() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (code, _, err) = berthctl(dir.path(), &["fsck"]);
+    assert_eq!(code, 2);
+    assert!(err.starts_with("berthctl: "), "{err}");
+    assert!(!dir.path().join("index").exists(), "fsck must not create a data dir");
+}
