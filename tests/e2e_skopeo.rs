@@ -150,6 +150,53 @@ fn assert_pull_matches(server: &TestServer, src: &Path, tag: &str, repo: &str, i
     );
 }
 
+/// The layouts the test kit writes are ones skopeo reads and copies without
+/// changing a byte (no server involved), so a failure of the tests below is
+/// about the registry, not the fixtures.
+#[test]
+fn skopeo_copies_test_layouts_unchanged() {
+    let dirs = tempfile::tempdir().unwrap();
+    let src = dirs.path().join("src");
+    let image = oci_layout::write_image(&src, "v1", "layout", &[100, 5000]);
+    let index = oci_layout::write_multi_arch(&src, "multi", "layout", 2000);
+    let out = dirs.path().join("out");
+    for (tag, extra) in [("v1", &[][..]), ("multi", &["--all"][..])] {
+        let mut args = vec!["copy", "--preserve-digests"];
+        args.extend_from_slice(extra);
+        let (from, to) = (oci_ref(&src, tag), oci_ref(&out, tag));
+        args.extend_from_slice(&[&from, &to]);
+        let result = skopeo(&args);
+        assert!(
+            result.status.success(),
+            "skopeo {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&result.stderr)
+        );
+    }
+    assert_same_blobs(
+        &src,
+        &out,
+        "v1",
+        &image.manifest_digest,
+        &all_digests(&image),
+    );
+    assert_same_blobs(
+        &src,
+        &out,
+        "multi",
+        &index.index_digest,
+        &all_index_digests(&index),
+    );
+    let info: serde_json::Value =
+        serde_json::from_slice(&skopeo(&["inspect", &oci_ref(&src, "v1")]).stdout)
+            .expect("skopeo inspect of the layout prints JSON");
+    assert_eq!(
+        info["Layers"],
+        serde_json::json!(image.layer_digests),
+        "{info}"
+    );
+}
+
 #[test]
 fn single_image_push_inspect_pull_round_trips_bit_for_bit() {
     let data = tempfile::tempdir().unwrap();

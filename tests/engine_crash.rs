@@ -42,7 +42,7 @@ const CHUNK: usize = 128 * 1024;
 fn child(dir: &Path, round: usize) {
     let engine = open_engine(dir);
     let out = std::io::stdout();
-    let mut say = |line: String| {
+    let say = |line: String| {
         let mut o = out.lock();
         writeln!(o, "{line}").expect("stdout");
         o.flush().expect("flush stdout");
