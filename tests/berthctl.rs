@@ -26,7 +26,8 @@ fn fsck_is_clean_then_reports_a_lost_blob() {
     let d = Digest::of(Algorithm::Sha256, &data);
     {
         let e = open_engine(dir.path());
-        e.put_blob(&RepoName::parse("p/a").expect("repo"), &d, &data).expect("put");
+        e.put_blob(&RepoName::parse("p/a").expect("repo"), &d, &data)
+            .expect("put");
     }
     let (code, out, err) = berthctl(dir.path(), &["fsck", "--verify-blobs"]);
     assert_eq!(code, 0, "clean fsck failed: {out}{err}");
@@ -63,5 +64,8 @@ fn refuses_a_directory_without_an_index() {
     let (code, _, err) = berthctl(dir.path(), &["fsck"]);
     assert_eq!(code, 2);
     assert!(err.starts_with("berthctl: "), "{err}");
-    assert!(!dir.path().join("index").exists(), "fsck must not create a data dir");
+    assert!(
+        !dir.path().join("index").exists(),
+        "fsck must not create a data dir"
+    );
 }

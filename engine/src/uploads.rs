@@ -544,22 +544,35 @@ impl UploadWriter {
 
     /// Writes `data` at the current offset (not yet durable).
     pub fn write(&mut self, data: &[u8]) -> Result<(), UploadError> {
+        self.write_all(&[data])
+    }
+
+    /// Writes `chunks` back to back at the current offset (not yet
+    /// durable). When they add up to 1 MiB or more they are hashed on a
+    /// second thread while this one writes, so the cost is max(hash, write)
+    /// rather than their sum.
+    pub fn write_all<B: AsRef<[u8]> + Sync>(&mut self, chunks: &[B]) -> Result<(), UploadError> {
         let path = self.inner.upload_path(&self.id);
         let file = self.file.as_ref().ok_or_else(|| UploadError::Busy {
             id: self.id.clone(),
         })?;
+        let len: usize = chunks.iter().map(|c| c.as_ref().len()).sum();
+        let write_at = |mut pos: u64| -> std::io::Result<()> {
+            for c in chunks {
+                file.write_all_at(c.as_ref(), pos)?;
+                pos += c.as_ref().len() as u64;
+            }
+            Ok(())
+        };
         let pos = self.pos;
-        let written = if data.len() >= PARALLEL_HASH_MIN {
-            // Large writes: hash on a scoped thread while this one writes,
-            // so a commit costs max(hash, write) rather than their sum.
+        let written = if len >= PARALLEL_HASH_MIN {
             let hasher = &mut self.hasher;
             std::thread::scope(|s| {
-                s.spawn(|| hasher.update(data));
-                file.write_all_at(data, pos)
+                s.spawn(|| chunks.iter().for_each(|c| hasher.update(c.as_ref())));
+                write_at(pos)
             })
         } else {
-            file.write_all_at(data, pos)
-                .map(|()| self.hasher.update(data))
+            write_at(pos).map(|()| chunks.iter().for_each(|c| self.hasher.update(c.as_ref())))
         };
         if let Err(e) = written {
             // The hasher may now be ahead of the file: this writer is done.
@@ -567,7 +580,7 @@ impl UploadWriter {
             self.file = None;
             return Err(StorageError::io("write upload", &path)(e).into());
         }
-        self.pos += data.len() as u64;
+        self.pos += len as u64;
         Ok(())
     }
 

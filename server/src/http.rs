@@ -233,7 +233,8 @@ impl RequestIds {
             }
         }
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        HeaderValue::from_str(&format!("{:08x}-{n:x}", self.prefix))
+        // The String's buffer becomes the header value's (no copy).
+        HeaderValue::from_maybe_shared(Bytes::from(format!("{:08x}-{n:x}", self.prefix)))
             .unwrap_or(HeaderValue::from_static("-"))
     }
 }
@@ -279,4 +280,22 @@ pub fn hv(s: &str) -> HeaderValue {
 pub fn set_content_length(res: &mut Response<Body>, len: u64) {
     res.headers_mut()
         .insert(CONTENT_LENGTH, HeaderValue::from(len));
+}
+
+/// Reads and drops up to `budget` more bytes of a request body. Used before
+/// refusing a request whose body the client is still sending: hyper then
+/// closes the connection, and unread bytes would turn that close into a
+/// reset that can swallow the answer (`413`, `416`) on the client's side.
+pub async fn drain(mut body: Incoming, mut budget: usize) {
+    use http_body_util::BodyExt;
+    while budget > 0 {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Some(d) = frame.data_ref() {
+                    budget = budget.saturating_sub(d.len());
+                }
+            }
+            _ => break,
+        }
+    }
 }

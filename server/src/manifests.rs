@@ -13,7 +13,7 @@ use hyper::{Method, Response, StatusCode};
 
 use crate::errors::{ApiError, Code};
 use crate::http::{
-    blocking, empty, hv, set_content_length, App, Body, HDR_CONTENT_DIGEST, HDR_OCI_SUBJECT,
+    blocking, drain, empty, hv, set_content_length, App, Body, HDR_CONTENT_DIGEST, HDR_OCI_SUBJECT,
     HDR_OCI_TAG,
 };
 use crate::manifest_parse::{self, MAX_MANIFEST_BYTES};
@@ -169,6 +169,11 @@ impl PutManifest {
     }
 }
 
+/// A refused manifest body up to this size is still read (and dropped)
+/// before the `413` goes out, so a client busy sending it gets the answer
+/// rather than a reset connection; beyond it the connection is cut.
+const DRAIN_LIMIT: usize = 4 * MAX_MANIFEST_BYTES;
+
 /// Reads a manifest body, refusing more than [`MAX_MANIFEST_BYTES`] (by
 /// `Content-Length` up front, else while reading).
 async fn read_limited(
@@ -181,7 +186,10 @@ async fn read_limited(
             format!("manifests are limited to {MAX_MANIFEST_BYTES} bytes"),
         )
     };
-    if content_length.is_some_and(|n| n > MAX_MANIFEST_BYTES as u64) {
+    if let Some(n) = content_length.filter(|&n| n > MAX_MANIFEST_BYTES as u64) {
+        if n <= DRAIN_LIMIT as u64 {
+            drain(body, DRAIN_LIMIT).await;
+        }
         return Err(too_large());
     }
     let mut buf = Vec::with_capacity(content_length.unwrap_or(0) as usize);
@@ -194,6 +202,11 @@ async fn read_limited(
         })?;
         if let Ok(data) = frame.into_data() {
             if buf.len() + data.len() > MAX_MANIFEST_BYTES {
+                drain(
+                    body,
+                    DRAIN_LIMIT - buf.len() - data.len().min(DRAIN_LIMIT - buf.len()),
+                )
+                .await;
                 return Err(too_large());
             }
             buf.extend_from_slice(&data);

@@ -168,12 +168,12 @@ pub async fn dispatch(app: &Arc<App>, req: Request<Incoming>) -> Result<Response
             blobs::DeleteBlob::parse(name, digest)?.apply(app).await
         }
         (Route::Upload { name, id: "" }, &Method::POST) => {
-            uploads::StartUpload::parse(name, query, &parts.headers)?
+            uploads::StartUpload::parse(name, query)?
                 .apply(app, body)
                 .await
         }
         (Route::Upload { name, id }, &Method::GET) if !id.is_empty() => {
-            uploads::UploadStatus::parse(name, id)?.apply(app).await
+            uploads::UploadStatus::parse(name, id)?.apply(app)
         }
         (Route::Upload { name, id }, &Method::PATCH) if !id.is_empty() => {
             uploads::PatchUpload::parse(name, id, &parts.headers)?

@@ -19,11 +19,15 @@ use hyper::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, LOCATION, RANGE};
 use hyper::{Response, StatusCode};
 
 use crate::errors::{ApiError, Code};
-use crate::http::{blocking, empty, hv, App, Body, HDR_CONTENT_DIGEST, HDR_UPLOAD_UUID};
+use crate::http::{blocking, drain, empty, hv, App, Body, HDR_CONTENT_DIGEST, HDR_UPLOAD_UUID};
 use crate::router::Query;
 
 /// Body bytes gathered before one blocking write.
 const WRITE_BATCH: usize = 1 << 20;
+
+/// How much of a chunk is read and dropped before refusing it (see
+/// [`drain`]); larger chunks get their answer on a closing connection.
+const DRAIN_ON_REFUSAL: usize = 8 << 20;
 
 /// `POST /v2/<name>/blobs/uploads/` in its three forms.
 #[derive(Debug)]
@@ -48,11 +52,7 @@ pub enum StartUpload {
 }
 
 impl StartUpload {
-    pub fn parse(
-        name: &str,
-        query: Query<'_>,
-        _headers: &HeaderMap,
-    ) -> Result<StartUpload, ApiError> {
+    pub fn parse(name: &str, query: Query<'_>) -> Result<StartUpload, ApiError> {
         let repo = RepoName::parse(name)?;
         let algorithm = match query.get("digest-algorithm") {
             Some(a) => Algorithm::parse(&a)?,
@@ -168,7 +168,13 @@ impl PatchUpload {
 
     pub async fn apply(self, app: &App, body: Incoming) -> Result<Response<Body>, ApiError> {
         let PatchUpload { repo, id, range } = self;
-        let writer = open_writer(app, &repo, &id, range.map(|r| r.first)).await?;
+        let writer = match open_writer(app, &repo, &id, range.map(|r| r.first)).await {
+            Ok(w) => w,
+            Err(e) => {
+                drain(body, DRAIN_ON_REFUSAL).await;
+                return Err(e);
+            }
+        };
         let (writer, n) = pump(app, writer, body).await?;
         if let Some(r) = range {
             r.check_received(n)?;
@@ -226,7 +232,13 @@ impl CompleteUpload {
             digest,
             range,
         } = self;
-        let writer = open_writer(app, &repo, &id, range.map(|r| r.first)).await?;
+        let writer = match open_writer(app, &repo, &id, range.map(|r| r.first)).await {
+            Ok(w) => w,
+            Err(e) => {
+                drain(body, DRAIN_ON_REFUSAL).await;
+                return Err(e);
+            }
+        };
         let (writer, n) = pump(app, writer, body).await?;
         if let Some(r) = range {
             r.check_received(n)?;
@@ -307,14 +319,14 @@ impl ChunkRange {
             )
         })?;
         if let Some(len) = content_length(headers) {
-            if len != range.len() {
+            if len != range.size() {
                 return Err(ApiError::new(
                     Code::SizeInvalid,
                     format!(
                         "Content-Range {}-{} is {} bytes but Content-Length is {len}",
                         range.first,
                         range.last,
-                        range.len()
+                        range.size()
                     ),
                 ));
             }
@@ -339,12 +351,12 @@ impl ChunkRange {
         (first <= last).then_some(ChunkRange { first, last })
     }
 
-    pub fn len(self) -> u64 {
+    pub fn size(self) -> u64 {
         self.last - self.first + 1
     }
 
     fn check_received(self, n: u64) -> Result<(), ApiError> {
-        if n == self.len() {
+        if n == self.size() {
             Ok(())
         } else {
             Err(ApiError::new(
@@ -353,7 +365,7 @@ impl ChunkRange {
                     "Content-Range {}-{} announced {} bytes, the body had {n}",
                     self.first,
                     self.last,
-                    self.len()
+                    self.size()
                 ),
             ))
         }
@@ -391,17 +403,18 @@ async fn open_writer(
     offset: Option<u64>,
 ) -> Result<UploadWriter, ApiError> {
     let (r, i) = (repo.clone(), id.to_owned());
-    match blocking(app, move |e| e.upload_writer(&r, &i, offset)).await? {
-        Ok(w) => Ok(w),
-        Err(err @ UploadError::OffsetMismatch { expected, .. }) => {
-            let mut api = ApiError::new(Code::RangeInvalid, err.to_string());
-            api.headers.push((LOCATION, upload_location(repo, id)));
-            api.headers.push((RANGE, progress_range(expected)));
-            api.headers.push((HDR_UPLOAD_UUID, hv(id)));
-            Err(api)
-        }
-        Err(e) => Err(e.into()),
+    let err = match blocking(app, move |e| e.upload_writer(&r, &i, offset)).await? {
+        Ok(w) => return Ok(w),
+        Err(err) => err,
+    };
+    if let UploadError::OffsetMismatch { expected, .. } = &err {
+        let mut api = ApiError::new(Code::RangeInvalid, err.to_string());
+        api.headers.push((LOCATION, upload_location(repo, id)));
+        api.headers.push((RANGE, progress_range(*expected)));
+        api.headers.push((HDR_UPLOAD_UUID, hv(id)));
+        return Err(api);
     }
+    Err(err.into())
 }
 
 /// Streams `body` into `writer` (see the module docs). Returns the writer
@@ -451,9 +464,7 @@ async fn write_batch(
     batch: Vec<Bytes>,
 ) -> Result<UploadWriter, ApiError> {
     blocking(app, move |_| {
-        for chunk in &batch {
-            writer.write(chunk)?;
-        }
+        writer.write_all(&batch)?;
         Ok::<_, UploadError>(writer)
     })
     .await?
@@ -509,7 +520,7 @@ mod tests {
         for bad in ["", "5", "9-2", "a-b", "-3", "3-", "1-2-3", "+1-2"] {
             assert_eq!(ChunkRange::parse(bad), None, "{bad}");
         }
-        assert_eq!(ChunkRange { first: 3, last: 3 }.len(), 1);
+        assert_eq!(ChunkRange { first: 3, last: 3 }.size(), 1);
     }
 
     #[test]
