@@ -38,7 +38,7 @@ impl Inner {
                 rec.touched_ms = records::now_ms();
                 let mut b = WriteBatch::default();
                 b.put_cf(&self.cf(keys::CF_BLOBS), key, records::encode(&rec));
-                self.commit(b)?;
+                self.commit(_g, b)?;
             }
         }
         Ok(())
@@ -128,7 +128,7 @@ impl Engine {
         let mut batch = WriteBatch::default();
         inner.link_into(&mut batch, repo, digest, &mut rec, records::now_ms())?;
         batch.put_cf(&inner.cf(keys::CF_BLOBS), key, records::encode(&rec));
-        inner.commit(batch)?;
+        inner.commit(_g, batch)?;
         Ok(Some(BlobInfo {
             digest: digest.clone(),
             size: rec.size,
@@ -164,7 +164,7 @@ impl Engine {
             rec.touched_ms = records::now_ms();
             batch.put_cf(&inner.cf(keys::CF_BLOBS), key, records::encode(&rec));
         }
-        inner.commit(batch)?;
+        inner.commit(_g, batch)?;
         Ok(true)
     }
 

@@ -80,6 +80,10 @@ pub(crate) struct Inner {
     /// refuses writes until reopened: a failed fsync is never retried blindly.
     poisoned: AtomicBool,
     poison_reason: Mutex<String>,
+    /// Group commit: the highest sequence number whose WAL record is synced.
+    /// Held while syncing, so concurrent committers queue on it and find
+    /// their batch already covered. Lifetime: the engine's.
+    synced_seq: Mutex<u64>,
     /// In-memory state of open upload sessions (hasher, busy flag), keyed by
     /// upload id. Created on first use after open, so it holds only sessions
     /// touched since; dropped when a session completes, is cancelled or
@@ -112,6 +116,7 @@ impl Engine {
             write_lock: Mutex::new(()),
             poisoned: AtomicBool::new(false),
             poison_reason: Mutex::new(String::new()),
+            synced_seq: Mutex::new(0),
             sessions: Mutex::new(HashMap::new()),
         });
         inner.check_format()?;
@@ -275,16 +280,45 @@ impl Inner {
         r
     }
 
-    /// Writes a batch durably (synced WAL). IMPORTANT: callers hold the write
-    /// lock; a failure poisons the engine.
-    pub(crate) fn commit(&self, batch: WriteBatch) -> Result<(), StorageError> {
+    /// Writes a batch durably, with group commit, then releases the write
+    /// lock `guard` that was held while the batch was computed.
+    ///
+    /// IMPORTANT, the order: (1) the batch is applied under the lock without
+    /// a WAL sync, so the next lock holder computes from the new state and
+    /// WAL order equals lock order; (2) the lock is released; (3) the WAL is
+    /// synced up to this batch's sequence number. Concurrent committers wait
+    /// on one sync: whoever syncs covers every batch written before it. A
+    /// batch is visible to readers from (1) but acknowledged (this returns)
+    /// only after (3); a crash can lose a visible, unacknowledged batch and
+    /// never an acknowledged one, and the WAL keeps a prefix of lock order.
+    /// Any failure poisons the engine.
+    pub(crate) fn commit(
+        &self,
+        guard: MutexGuard<'_, ()>,
+        batch: WriteBatch,
+    ) -> Result<(), StorageError> {
         let mut wo = WriteOptions::default();
-        wo.set_sync(true);
+        wo.set_sync(false);
         let r = self
             .db
             .write_opt(batch, &wo)
-            .map_err(StorageError::index("commit batch"));
-        self.poison_on_err(r)
+            .map_err(StorageError::index("write batch"));
+        self.poison_on_err(r)?;
+        let seq = self.db.latest_sequence_number();
+        drop(guard);
+        let mut synced = self.synced_seq.lock().unwrap_or_else(|p| p.into_inner());
+        if *synced >= seq {
+            return Ok(()); // another committer's sync covered this batch
+        }
+        self.check_poison()?;
+        let upto = self.db.latest_sequence_number();
+        let r = self
+            .db
+            .flush_wal(true)
+            .map_err(StorageError::index("sync WAL"));
+        self.poison_on_err(r)?;
+        *synced = upto;
+        Ok(())
     }
 
     fn check_format(&self) -> Result<(), StorageError> {
@@ -307,7 +341,7 @@ impl Inner {
                 let _g = self.lock()?;
                 let mut b = WriteBatch::default();
                 b.put_cf(cf, keys::META_FORMAT, keys::FORMAT_VERSION.to_be_bytes());
-                self.commit(b)
+                self.commit(_g, b)
             }
         }
     }

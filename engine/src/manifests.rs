@@ -285,7 +285,7 @@ impl Engine {
             inner.set_tag(&mut pending, &mut batch, repo, tag, &digest)?;
         }
         pending.write(repo, &mut batch);
-        inner.commit(batch)?;
+        inner.commit(_g, batch)?;
         Ok(digest)
     }
 
@@ -381,7 +381,7 @@ impl Engine {
         }
         *pending.repo_manifest(repo, digest)? = None;
         pending.write(repo, &mut batch);
-        inner.commit(batch)?;
+        inner.commit(_g, batch)?;
         Ok(true)
     }
 
@@ -400,7 +400,7 @@ impl Engine {
         }
         batch.delete_cf(&inner.cf(keys::CF_TAGS), keys::tag_key(repo, tag));
         pending.write(repo, &mut batch);
-        inner.commit(batch)?;
+        inner.commit(_g, batch)?;
         Ok(true)
     }
 

@@ -140,7 +140,7 @@ impl Inner {
             for id in &dead {
                 b.delete_cf(&self.cf(keys::CF_UPLOADS), keys::upload_key(id));
             }
-            self.commit(b)?;
+            self.commit(_g, b)?;
         }
         let dir = std::fs::read_dir(&self.uploads_dir)
             .map_err(StorageError::io("list uploads", &self.uploads_dir))?;
@@ -195,7 +195,7 @@ impl Inner {
             let _g = self.lock()?;
             let mut b = WriteBatch::default();
             b.delete_cf(&self.cf(keys::CF_UPLOADS), keys::upload_key(id));
-            self.commit(b)?;
+            self.commit(_g, b)?;
         }
         drop(s);
         self.forget_session(id);
@@ -324,8 +324,7 @@ impl Inner {
         }
         // IMPORTANT: the commit point. Before it the blob may sit in the
         // store unindexed (fsck reports it; a later commit reuses it).
-        self.commit(batch)?;
-        drop(_g);
+        self.commit(_g, batch)?;
         if path.exists() {
             let _ = std::fs::remove_file(path);
         }
@@ -377,7 +376,7 @@ impl Engine {
                 keys::upload_key(&id),
                 records::encode(&rec),
             );
-            inner.commit(b)?;
+            inner.commit(_g, b)?;
         }
         let session = inner.session(&id);
         session.lock().unwrap_or_else(|p| p.into_inner()).hasher =
@@ -616,7 +615,7 @@ impl UploadWriter {
             rec.updated_ms = records::now_ms();
             let mut b = WriteBatch::default();
             b.put_cf(&inner.cf(keys::CF_UPLOADS), key, records::encode(&rec));
-            inner.commit(b)?;
+            inner.commit(_g, b)?;
         }
         let status = UploadStatus {
             id: self.id.clone(),
