@@ -168,17 +168,7 @@ impl PatchUpload {
 
     pub async fn apply(self, app: &App, body: Incoming) -> Result<Response<Body>, ApiError> {
         let PatchUpload { repo, id, range } = self;
-        let writer = match open_writer(app, &repo, &id, range.map(|r| r.first)).await {
-            Ok(w) => w,
-            Err(e) => {
-                drain(body, DRAIN_ON_REFUSAL).await;
-                return Err(e);
-            }
-        };
-        let (writer, n) = pump(app, writer, body).await?;
-        if let Some(r) = range {
-            r.check_received(n)?;
-        }
+        let writer = receive(app, &repo, &id, range, body).await?;
         let status = blocking(app, move |_| writer.commit()).await??;
         Ok(upload_progress(
             StatusCode::ACCEPTED,
@@ -232,17 +222,7 @@ impl CompleteUpload {
             digest,
             range,
         } = self;
-        let writer = match open_writer(app, &repo, &id, range.map(|r| r.first)).await {
-            Ok(w) => w,
-            Err(e) => {
-                drain(body, DRAIN_ON_REFUSAL).await;
-                return Err(e);
-            }
-        };
-        let (writer, n) = pump(app, writer, body).await?;
-        if let Some(r) = range {
-            r.check_received(n)?;
-        }
+        let writer = receive(app, &repo, &id, range, body).await?;
         let d = digest.clone();
         let info = blocking(app, move |_| writer.complete(&d, None)).await??;
         Ok(created_blob(&repo, &info.digest))
@@ -415,6 +395,31 @@ async fn open_writer(
         return Err(api);
     }
     Err(err.into())
+}
+
+/// Opens the session's writer at the chunk's start (draining the body if
+/// the session refuses it, so the client reads the answer) and streams the
+/// body into it, checking the byte count against `Content-Range`. Nothing is
+/// acknowledged yet.
+async fn receive(
+    app: &App,
+    repo: &RepoName,
+    id: &str,
+    range: Option<ChunkRange>,
+    body: Incoming,
+) -> Result<UploadWriter, ApiError> {
+    let writer = match open_writer(app, repo, id, range.map(|r| r.first)).await {
+        Ok(w) => w,
+        Err(e) => {
+            drain(body, DRAIN_ON_REFUSAL).await;
+            return Err(e);
+        }
+    };
+    let (writer, n) = pump(app, writer, body).await?;
+    if let Some(r) = range {
+        r.check_received(n)?;
+    }
+    Ok(writer)
 }
 
 /// Streams `body` into `writer` (see the module docs). Returns the writer
