@@ -154,7 +154,15 @@ impl GetBlob {
         })
         .await??;
         let (partial, data) = read;
-        let mut res = Response::new(Body::new(Bytes::from_owner(data)));
+        let len = data.len() as u64;
+        let body = if data.len() > STREAM_CHUNK {
+            // Large blobs go out chunk by chunk; each sent chunk gives its
+            // mapped pages back, so resident memory stays bounded.
+            Body::chunks(data.into_chunks(STREAM_CHUNK).map(Bytes::from_owner), len)
+        } else {
+            Body::new(Bytes::from_owner(data))
+        };
+        let mut res = Response::new(body);
         blob_headers(&mut res, &digest);
         if let Some((r, size)) = partial {
             *res.status_mut() = StatusCode::PARTIAL_CONTENT;
@@ -168,6 +176,9 @@ impl GetBlob {
         Ok(res)
     }
 }
+
+/// Blobs larger than this are streamed in chunks of this size.
+const STREAM_CHUNK: usize = 1 << 20;
 
 fn blob_headers(res: &mut Response<Body>, digest: &Digest) {
     let h = res.headers_mut();

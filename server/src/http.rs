@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use berth_engine::{Engine, EngineConfig, StorageError};
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::service::service_fn;
@@ -28,7 +27,7 @@ use crate::errors::ApiError;
 /// Every response body: one contiguous buffer. Blob and manifest bytes are
 /// wrapped without copying (`Bytes::from_owner` over a memory map or the
 /// engine's `Arc<[u8]>`).
-pub type Body = Full<Bytes>;
+pub use crate::body::Body;
 
 pub const HDR_API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
 pub const REGISTRY_2_0: HeaderValue = HeaderValue::from_static("registry/2.0");

@@ -24,6 +24,7 @@ pub mod errors;
 pub mod http;
 
 mod blobs;
+mod body;
 mod catalog;
 mod manifest_parse;
 mod manifests;

@@ -17,7 +17,7 @@ use crate::router::Query;
 
 /// The largest page served, whatever `n` asks (a larger `n` gets this many
 /// and a `Link`).
-pub const MAX_PAGE: usize = 10_000;
+pub const MAX_PAGE: usize = 100_000;
 
 /// `n` and `last` of a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -589,6 +589,7 @@ async fn chunked_uploads_and_out_of_order_chunks() {
         .send()
         .await;
     assert_eq!(r.status, 202);
+    assert_eq!(r.header("oci-chunk-min-length"), Some("1048576"));
     let loc = r.header("location").expect("location").to_owned();
     let uuid = r.header("docker-upload-uuid").expect("uuid").to_owned();
 
@@ -919,6 +920,32 @@ async fn cancel_and_unknown_uploads() {
     s.get(&format!("/v2/other/blobs/uploads/{id}"))
         .await
         .assert_error(404, "BLOB_UPLOAD_UNKNOWN");
+}
+
+/// Blobs over 1 MiB are streamed in chunks; every byte and the length must
+/// come through exactly, whole and for ranges crossing chunk boundaries.
+#[tokio::test]
+async fn large_blobs_stream_in_chunks() {
+    let data = Data::new();
+    let s = Server::start(&data).await;
+    let blob: Vec<u8> = (0..3_600_000u32).map(|i| (i % 253) as u8).collect();
+    let d = s.push_blob("big", &blob).await;
+    let path = format!("/v2/big/blobs/{d}");
+    let r = s.req("GET", &path).send().await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length"), Some("3600000"));
+    assert!(r.body == blob, "streamed body differs");
+    let r = s
+        .req("GET", &path)
+        .header("range", "bytes=1048000-3200000")
+        .send()
+        .await;
+    assert_eq!(r.status, 206);
+    assert_eq!(r.header("content-length"), Some("2152001"));
+    assert!(
+        r.body[..] == blob[1_048_000..=3_200_000],
+        "ranged body differs"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

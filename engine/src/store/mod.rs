@@ -197,6 +197,58 @@ impl BlobData {
     pub fn to_vec(&self) -> Vec<u8> {
         self.as_ref().to_vec()
     }
+
+    /// Splits the bytes into consecutive chunks of at most `chunk` bytes,
+    /// for streaming a large blob. A mapped chunk hands its pages back to
+    /// the kernel when dropped (`madvise(MADV_DONTNEED)` on its range), so
+    /// a process serving many large blobs keeps resident only the chunks in
+    /// flight, not every mapped blob; the bytes stay in the page cache.
+    pub fn into_chunks(self, chunk: usize) -> impl Iterator<Item = BlobData> + Send {
+        let chunk = chunk.max(1);
+        let (start, end) = match &self {
+            BlobData::Mapped { start, end, .. } | BlobData::Shared { start, end, .. } => {
+                (*start, *end)
+            }
+        };
+        (start..end).step_by(chunk).map(move |s| {
+            let e = (s + chunk).min(end);
+            match &self {
+                BlobData::Mapped { map, .. } => BlobData::Mapped {
+                    map: map.clone(),
+                    start: s,
+                    end: e,
+                },
+                BlobData::Shared { buf, .. } => BlobData::Shared {
+                    buf: buf.clone(),
+                    start: s,
+                    end: e,
+                },
+            }
+        })
+    }
+}
+
+impl Drop for BlobData {
+    fn drop(&mut self) {
+        // Only chunks release pages: a whole-blob BlobData is usually the
+        // last user of its map anyway, and unmapping frees it.
+        if let BlobData::Mapped { map, start, end } = self {
+            if Arc::strong_count(map) > 1 && *end > *start {
+                // SAFETY: the map is a read-only, shared mapping of a file
+                // that is never modified in place (see the variant's docs).
+                // MADV_DONTNEED on such a mapping only drops this process's
+                // page table entries; a later access, by any holder of the
+                // map, faults the same bytes back in from the page cache.
+                let _ = unsafe {
+                    map.unchecked_advise_range(
+                        memmap2::UncheckedAdvice::DontNeed,
+                        *start,
+                        *end - *start,
+                    )
+                };
+            }
+        }
+    }
 }
 
 impl AsRef<[u8]> for BlobData {
