@@ -387,3 +387,100 @@ fn second_open_of_a_held_data_dir_is_refused() {
         "{err}"
     );
 }
+
+/// A store whose Nth `put_file` fails as a failed fsync would: a real
+/// `fsync` error (EINVAL from fsyncing a character device), tagged by the
+/// durability helpers exactly as a failing disk's would be.
+struct FailingStore {
+    inner: berth_engine::store::LocalStore,
+    puts_left: std::sync::atomic::AtomicUsize,
+}
+
+impl berth_engine::BlobStore for FailingStore {
+    fn name(&self) -> &'static str {
+        "failing"
+    }
+    fn put_file(
+        &self,
+        digest: &Digest,
+        src: &std::path::Path,
+        mode: berth_engine::PutMode,
+    ) -> Result<berth_engine::PutOutcome, berth_engine::StoreError> {
+        use std::sync::atomic::Ordering;
+        if self.puts_left.fetch_sub(1, Ordering::SeqCst) == 0 {
+            let dev = std::path::Path::new("/dev/null");
+            let file = std::fs::File::open(dev).expect("open /dev/null");
+            let source =
+                berth_engine::durable::fsync_file(&file, dev).expect_err("fsync of a device fails");
+            return Err(berth_engine::StoreError::Io {
+                op: "store file",
+                path: src.to_path_buf(),
+                source,
+            });
+        }
+        self.inner.put_file(digest, src, mode)
+    }
+    fn put_bytes(
+        &self,
+        digest: &Digest,
+        data: &[u8],
+        mode: berth_engine::PutMode,
+    ) -> Result<berth_engine::PutOutcome, berth_engine::StoreError> {
+        self.inner.put_bytes(digest, data, mode)
+    }
+    fn get(
+        &self,
+        digest: &Digest,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<berth_engine::BlobData, berth_engine::StoreError> {
+        self.inner.get(digest, range)
+    }
+    fn stat(&self, digest: &Digest) -> Result<Option<u64>, berth_engine::StoreError> {
+        self.inner.stat(digest)
+    }
+    fn delete(&self, digest: &Digest) -> Result<bool, berth_engine::StoreError> {
+        self.inner.delete(digest)
+    }
+    fn list(&self) -> Result<Vec<Digest>, berth_engine::StoreError> {
+        self.inner.list()
+    }
+    fn tmp_dir(&self) -> Option<&std::path::Path> {
+        self.inner.tmp_dir()
+    }
+}
+
+#[test]
+fn a_failed_fsync_poisons_the_engine_until_reopened() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = repo("p/poison");
+    let (a, b) = (b"first blob".to_vec(), b"second blob".to_vec());
+    {
+        let store = FailingStore {
+            inner: berth_engine::store::LocalStore::open(&dir.path().join("blobs")).expect("store"),
+            puts_left: std::sync::atomic::AtomicUsize::new(1),
+        };
+        let mut config = EngineConfig::new(dir.path());
+        config.store = Some(Arc::new(store));
+        let e = Engine::open(config).expect("open");
+        e.put_blob(&r, &sha(&a), &a).expect("first put succeeds");
+        let err = e.put_blob(&r, &sha(&b), &b).unwrap_err();
+        assert!(err.to_string().contains("fsync"), "{err}");
+        // Every later write is refused, reads go on.
+        let err = e.begin_upload(&r, Algorithm::Sha256).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                UploadError::Storage(berth_engine::StorageError::Poisoned(_))
+            ),
+            "{err}"
+        );
+        assert!(e.stat_blob(&r, &sha(&a)).expect("stat").is_some());
+        assert!(e.stat_blob(&r, &sha(&b)).expect("stat").is_none());
+    }
+    // Reopened on a healthy store, the engine writes again and kept the
+    // acknowledged blob.
+    let e = engine(dir.path());
+    assert!(e.stat_blob(&r, &sha(&a)).expect("stat").is_some());
+    e.put_blob(&r, &sha(&b), &b).expect("put after reopen");
+    assert_clean(&e);
+}
