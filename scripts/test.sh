@@ -14,4 +14,9 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 # The end-to-end tests start the real binaries from the target dir.
 cargo build --workspace --all-targets
-cargo test --workspace --all-targets
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --all-targets 2>&1 | tee "$log"
+# One closing line over every test binary (cargo prints one per binary).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
