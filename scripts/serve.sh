@@ -10,5 +10,6 @@ if ! command -v cargo >/dev/null; then
     exit 1
 fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/berth/target-release}"
-cargo build --release --bin berth
+# The same selection as the benchmarks, so one release build serves both.
+cargo build --release --workspace --all-targets
 exec "$CARGO_TARGET_DIR/release/berth" serve "$@"
