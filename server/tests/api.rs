@@ -922,28 +922,28 @@ async fn cancel_and_unknown_uploads() {
         .assert_error(404, "BLOB_UPLOAD_UNKNOWN");
 }
 
-/// Blobs over 1 MiB are streamed in chunks; every byte and the length must
+/// Blobs over 4 MiB are streamed in chunks; every byte and the length must
 /// come through exactly, whole and for ranges crossing chunk boundaries.
 #[tokio::test]
 async fn large_blobs_stream_in_chunks() {
     let data = Data::new();
     let s = Server::start(&data).await;
-    let blob: Vec<u8> = (0..3_600_000u32).map(|i| (i % 253) as u8).collect();
+    let blob: Vec<u8> = (0..9_000_000u32).map(|i| (i % 253) as u8).collect();
     let d = s.push_blob("big", &blob).await;
     let path = format!("/v2/big/blobs/{d}");
     let r = s.req("GET", &path).send().await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.header("content-length"), Some("3600000"));
+    assert_eq!(r.header("content-length"), Some("9000000"));
     assert!(r.body == blob, "streamed body differs");
     let r = s
         .req("GET", &path)
-        .header("range", "bytes=1048000-3200000")
+        .header("range", "bytes=4194000-8400000")
         .send()
         .await;
     assert_eq!(r.status, 206);
-    assert_eq!(r.header("content-length"), Some("2152001"));
+    assert_eq!(r.header("content-length"), Some("4206001"));
     assert!(
-        r.body[..] == blob[1_048_000..=3_200_000],
+        r.body[..] == blob[4_194_000..=8_400_000],
         "ranged body differs"
     );
 }
