@@ -86,7 +86,9 @@ fn child(dir: &Path, round: usize) {
             let body = format!(
                 "{{\"schemaVersion\":2,\"config\":\"{cdigest}\",\"layers\":[\"{digest}\"]}}"
             );
-            let tag = Tag::parse(&format!("t{i}")).expect("tag");
+            // Unique per round: a tag moved by a commit whose ack was lost to the
+            // kill would otherwise contradict an older acknowledged value.
+            let tag = Tag::parse(&format!("t{round}-{i}")).expect("tag");
             let m = engine
                 .put_manifest(
                     &repo,
