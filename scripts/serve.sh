@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
+command -v cargo >/dev/null || export PATH="$HOME/.cargo/bin:$PATH"
 if ! command -v cargo >/dev/null; then
     echo "berth: cargo not found; install the Rust toolchain (https://rustup.rs) and retry" >&2
     exit 1
