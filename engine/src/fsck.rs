@@ -178,14 +178,9 @@ impl Engine {
         for r in inner.scan(keys::CF_TAGS, b"", b"") {
             let (k, v) = r?;
             let key = String::from_utf8_lossy(&k).replace('\0', ":");
-            let repo = k
-                .iter()
-                .position(|&b| b == 0)
-                .and_then(|i| std::str::from_utf8(&k[..i]).ok())
-                .and_then(|s| RepoName::parse(s).ok());
             let d = Digest::parse(&String::from_utf8_lossy(&v)).ok();
-            match (repo, d) {
-                (Some(repo), Some(d)) => {
+            match (keys::split_tag_key(&k), d) {
+                (Some((repo, _)), Some(d)) => {
                     if !repo_manifests.contains_key(&(repo.clone(), d.clone())) {
                         add(
                             format!("tag {key}"),
@@ -215,16 +210,7 @@ impl Engine {
         }
         for r in inner.scan(keys::CF_REFERRERS, b"", b"") {
             let (k, _) = r?;
-            let parts: Vec<&[u8]> = k.split(|&b| b == 0).collect();
-            let parsed = match parts.as_slice() {
-                [repo, subject, referrer] => (|| {
-                    let repo = RepoName::parse(std::str::from_utf8(repo).ok()?).ok()?;
-                    let s = Digest::parse(std::str::from_utf8(subject).ok()?).ok()?;
-                    let r = Digest::parse(std::str::from_utf8(referrer).ok()?).ok()?;
-                    Some((repo, s, r))
-                })(),
-                _ => None,
-            };
+            let parsed = keys::split_referrer_key(&k);
             let Some((repo, subject, referrer)) = parsed else {
                 add(
                     format!("referrers/{}", String::from_utf8_lossy(&k)),

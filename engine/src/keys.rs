@@ -145,20 +145,47 @@ pub fn suffix<'k>(key: &'k [u8], prefix: &[u8]) -> Option<&'k str> {
         .and_then(|s| std::str::from_utf8(s).ok())
 }
 
+/// The `0x00`-separated parts of a key, each as UTF-8.
+fn parts(key: &[u8]) -> Option<Vec<&str>> {
+    key.split(|&b| b == SEP)
+        .map(|p| std::str::from_utf8(p).ok())
+        .collect()
+}
+
 /// Splits a `links`/`repo_manifests` key back into repository and digest.
 pub fn split_repo_digest(key: &[u8]) -> Option<(RepoName, Digest)> {
-    let i = key.iter().position(|&b| b == SEP)?;
-    let repo = RepoName::parse(std::str::from_utf8(&key[..i]).ok()?).ok()?;
-    let d = Digest::parse(std::str::from_utf8(&key[i + 1..]).ok()?).ok()?;
-    Some((repo, d))
+    match parts(key)?.as_slice() {
+        [repo, d] => Some((RepoName::parse(repo).ok()?, Digest::parse(d).ok()?)),
+        _ => None,
+    }
 }
 
 /// Splits a `blob_repos` key back into digest and repository.
 pub fn split_digest_repo(key: &[u8]) -> Option<(Digest, RepoName)> {
-    let i = key.iter().position(|&b| b == SEP)?;
-    let d = Digest::parse(std::str::from_utf8(&key[..i]).ok()?).ok()?;
-    let repo = RepoName::parse(std::str::from_utf8(&key[i + 1..]).ok()?).ok()?;
-    Some((d, repo))
+    match parts(key)?.as_slice() {
+        [d, repo] => Some((Digest::parse(d).ok()?, RepoName::parse(repo).ok()?)),
+        _ => None,
+    }
+}
+
+/// Splits a `tags` key back into repository and tag.
+pub fn split_tag_key(key: &[u8]) -> Option<(RepoName, Tag)> {
+    match parts(key)?.as_slice() {
+        [repo, tag] => Some((RepoName::parse(repo).ok()?, Tag::parse(tag).ok()?)),
+        _ => None,
+    }
+}
+
+/// Splits a `referrers` key back into repository, subject and referrer.
+pub fn split_referrer_key(key: &[u8]) -> Option<(RepoName, Digest, Digest)> {
+    match parts(key)?.as_slice() {
+        [repo, subject, referrer] => Some((
+            RepoName::parse(repo).ok()?,
+            Digest::parse(subject).ok()?,
+            Digest::parse(referrer).ok()?,
+        )),
+        _ => None,
+    }
 }
 
 /// The smallest key strictly after every key starting with `prefix`.
@@ -232,6 +259,17 @@ mod tests {
             split_digest_repo(&blob_repo_key(&a, &repo)),
             Some((a.clone(), repo.clone()))
         );
+        let tag = Tag::parse("v1").unwrap();
+        assert_eq!(
+            split_tag_key(&tag_key(&repo, &tag)),
+            Some((repo.clone(), tag))
+        );
+        let b = d('b');
+        assert_eq!(
+            split_referrer_key(&referrer_key(&repo, &a, &b)),
+            Some((repo.clone(), a.clone(), b))
+        );
+        assert_eq!(split_repo_digest(b"p/r"), None);
         assert_eq!(prefix_end(b"ab\0"), b"ab\x01".to_vec());
         assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
         // "p/r" and "p/r/x" never share a prefix scan.

@@ -1,6 +1,5 @@
 //! Tag listing and the repository catalog, paginated in byte order.
 
-use crate::digest::Digest;
 use crate::engine::Engine;
 use crate::error::StorageError;
 use crate::keys;
@@ -66,25 +65,5 @@ impl Engine {
             }
         }
         Ok(Page { items, more: false })
-    }
-
-    /// The digest a tag points at.
-    pub fn resolve_tag(
-        &self,
-        repo: &RepoName,
-        tag: &crate::names::Tag,
-    ) -> Result<Option<Digest>, StorageError> {
-        match self
-            .inner
-            .get_raw(keys::CF_TAGS, &keys::tag_key(repo, tag))?
-        {
-            None => Ok(None),
-            Some(v) => Digest::parse(&String::from_utf8_lossy(&v))
-                .map(Some)
-                .map_err(|e| StorageError::Corrupt {
-                    what: format!("tags/{repo}/{tag}"),
-                    detail: e.to_string(),
-                }),
-        }
     }
 }

@@ -495,16 +495,14 @@ fn hash_prefix(file: &File, path: &Path, alg: Algorithm, len: u64) -> Result<Has
     let mut h = Hasher::new(alg);
     let mut reader = file.take(len);
     let mut buf = vec![0u8; 1 << 20];
-    let mut f = &mut reader;
     loop {
-        let n = f
+        let n = reader
             .read(&mut buf)
             .map_err(StorageError::io("read upload", path))?;
         if n == 0 {
             break;
         }
         h.update(&buf[..n]);
-        f = &mut reader;
     }
     if reader.limit() != 0 {
         return Err(StorageError::Corrupt {

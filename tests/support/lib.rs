@@ -30,19 +30,6 @@ pub fn open_engine(dir: &Path) -> Engine {
     }
 }
 
-/// The cargo target directory the test binaries were built into.
-pub fn target_dir() -> PathBuf {
-    if let Ok(d) = std::env::var("CARGO_TARGET_DIR") {
-        return PathBuf::from(d);
-    }
-    // tests run from target/<profile>/deps/<test-binary>
-    let exe = std::env::current_exe().expect("current test executable");
-    exe.ancestors()
-        .nth(3)
-        .map(Path::to_path_buf)
-        .expect("test binary lives under target/<profile>/deps")
-}
-
 /// Path of a workspace binary (`berth`, `berthctl`) built by `cargo build --bins`.
 pub fn bin_path(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current test executable");
