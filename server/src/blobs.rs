@@ -15,6 +15,7 @@ use hyper::header::{HeaderMap, HeaderValue, ACCEPT_RANGES, CONTENT_RANGE, CONTEN
 use hyper::{Method, Response, StatusCode};
 
 use crate::errors::{unsatisfied_range, ApiError, Code};
+use crate::sendfile;
 use crate::http::{blocking, empty, hv, set_content_length, App, Body, HDR_CONTENT_DIGEST};
 
 /// A `Range` header as far as blob serving is concerned.
@@ -155,13 +156,17 @@ impl GetBlob {
         .await??;
         let (partial, data) = read;
         let len = data.len() as u64;
-        let body = if data.len() > STREAM_CHUNK {
-            // Large blobs go out chunk by chunk; each sent chunk gives its
-            // mapped pages back, so resident memory stays bounded.
-            Body::chunks(data.into_chunks(STREAM_CHUNK).map(Bytes::from_owner), len)
-        } else {
-            Body::new(Bytes::from_owner(data))
-        };
+        // Blobs go out chunk by chunk: each sent chunk gives its mapped
+        // pages back, so resident memory stays bounded, and mapped chunks
+        // are sent with sendfile(2) by the connection (see `sendfile`).
+        let registration = sendfile::register(&data);
+        let chunks = data.into_chunks(STREAM_CHUNK).map(move |data| {
+            Bytes::from_owner(sendfile::Chunk {
+                data,
+                registration: registration.clone(),
+            })
+        });
+        let body = Body::chunks(chunks, len);
         let mut res = Response::new(body);
         blob_headers(&mut res, &digest);
         if let Some((r, size)) = partial {

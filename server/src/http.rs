@@ -23,6 +23,7 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::errors::ApiError;
+use crate::sendfile;
 
 /// Every response body: one contiguous buffer. Blob and manifest bytes are
 /// wrapped without copying (`Bytes::from_owner` over a memory map or the
@@ -154,7 +155,7 @@ async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output 
             async move { Ok::<_, Infallible>(handle(&app, &ids, peer, req).await) }
         });
         let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
+            .serve_connection(TokioIo::new(sendfile::Stream::new(stream)), service)
             .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {

@@ -30,6 +30,7 @@ mod manifest_parse;
 mod manifests;
 mod referrers;
 mod router;
+pub mod sendfile;
 mod tags;
 mod uploads;
 

@@ -7,9 +7,11 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use berth_engine::{Algorithm, Digest};
+use berth_server::sendfile::SENT_ZERO_COPY;
 use berth_server::{Config, ServeError};
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -931,6 +933,7 @@ async fn large_blobs_stream_in_chunks() {
     let blob: Vec<u8> = (0..9_000_000u32).map(|i| (i % 253) as u8).collect();
     let d = s.push_blob("big", &blob).await;
     let path = format!("/v2/big/blobs/{d}");
+    let zero_copy_before = SENT_ZERO_COPY.load(Ordering::Relaxed);
     let r = s.req("GET", &path).send().await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-length"), Some("9000000"));
@@ -946,6 +949,9 @@ async fn large_blobs_stream_in_chunks() {
         r.body[..] == blob[4_194_000..=8_400_000],
         "ranged body differs"
     );
+    // Both bodies left through sendfile(2), not copied out of the map.
+    let zero_copy = SENT_ZERO_COPY.load(Ordering::Relaxed) - zero_copy_before;
+    assert!(zero_copy >= 9_000_000 + 4_206_001, "sent zero-copy: {zero_copy}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -309,6 +309,7 @@ impl BlobStore for LocalStore {
         let (start, end) = check_range(digest, map.len(), range)?;
         Ok(BlobData::Mapped {
             map: Arc::new(map),
+            file: Arc::new(file),
             start,
             end,
         })

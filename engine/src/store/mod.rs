@@ -161,6 +161,9 @@ pub enum BlobData {
     Mapped {
         /// The whole file's mapping.
         map: Arc<memmap2::Mmap>,
+        /// The mapped file, kept open so the bytes can also be sent with
+        /// `sendfile(2)` (see [`BlobData::mapped_file`]).
+        file: Arc<std::fs::File>,
         /// First byte served.
         start: usize,
         /// One past the last byte served.
@@ -193,6 +196,17 @@ impl BlobData {
         self.len() == 0
     }
 
+    /// For mapped bytes: the file and its whole mapping, which starts at
+    /// file offset 0. A byte at address `p` inside the map is at file
+    /// offset `p - map.as_ptr()`, which lets a sender hand the kernel the
+    /// file range instead of copying the mapped bytes (`sendfile(2)`).
+    pub fn mapped_file(&self) -> Option<(&Arc<std::fs::File>, &Arc<memmap2::Mmap>)> {
+        match self {
+            BlobData::Mapped { map, file, .. } => Some((file, map)),
+            BlobData::Shared { .. } => None,
+        }
+    }
+
     /// Copies the bytes into a new `Vec`.
     pub fn to_vec(&self) -> Vec<u8> {
         self.as_ref().to_vec()
@@ -213,8 +227,9 @@ impl BlobData {
         (start..end).step_by(chunk).map(move |s| {
             let e = (s + chunk).min(end);
             match &self {
-                BlobData::Mapped { map, .. } => BlobData::Mapped {
+                BlobData::Mapped { map, file, .. } => BlobData::Mapped {
                     map: map.clone(),
+                    file: file.clone(),
                     start: s,
                     end: e,
                 },
@@ -232,7 +247,7 @@ impl Drop for BlobData {
     fn drop(&mut self) {
         // Only chunks release pages: a whole-blob BlobData is usually the
         // last user of its map anyway, and unmapping frees it.
-        if let BlobData::Mapped { map, start, end } = self {
+        if let BlobData::Mapped { map, start, end, .. } = self {
             if Arc::strong_count(map) > 1 && *end > *start {
                 // SAFETY: the map is a read-only, shared mapping of a file
                 // that is never modified in place (see the variant's docs).
@@ -254,7 +269,9 @@ impl Drop for BlobData {
 impl AsRef<[u8]> for BlobData {
     fn as_ref(&self) -> &[u8] {
         match self {
-            BlobData::Mapped { map, start, end } => &map[*start..*end],
+            BlobData::Mapped {
+                map, start, end, ..
+            } => &map[*start..*end],
             BlobData::Shared { buf, start, end } => &buf[*start..*end],
         }
     }
