@@ -103,6 +103,14 @@ pub enum ManifestError {
     BlobUnknown { repo: String, digest: Digest },
     #[error("manifest in {repo} references manifest {digest}, which is not in the repository")]
     ChildUnknown { repo: String, digest: Digest },
+    #[error(
+        "manifest declares blob {digest} with size {declared}, but it is stored with size {stored}"
+    )]
+    SizeMismatch {
+        digest: Digest,
+        declared: u64,
+        stored: u64,
+    },
     #[error("manifest content hashes to {actual}, not the claimed {expected}")]
     DigestMismatch { expected: Digest, actual: Digest },
     #[error(transparent)]

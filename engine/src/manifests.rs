@@ -26,6 +26,9 @@ pub struct ManifestPut {
     /// Blobs referenced (config, layers, blobs of artifacts) that must be
     /// linked in the repository. Foreign layers are left out by the caller.
     pub blobs: Vec<Digest>,
+    /// The sizes the manifest's descriptors declare for `blobs`; a blob
+    /// stored with another size is refused (a client would fail to pull it).
+    pub blob_sizes: BTreeMap<Digest, u64>,
     /// Manifests referenced (index children) that must be in the repository.
     pub manifests: Vec<Digest>,
     /// The `subject` this manifest refers to (referrers API).
@@ -232,6 +235,15 @@ impl Engine {
                         digest: b.clone(),
                     });
                 };
+                if let Some(&declared) = put.blob_sizes.get(b) {
+                    if declared != rec.size {
+                        return Err(ManifestError::SizeMismatch {
+                            digest: b.clone(),
+                            declared,
+                            stored: rec.size,
+                        });
+                    }
+                }
                 rec.refcount += 1;
                 rec.touched_ms = now;
                 rec.state = BlobState::Active;

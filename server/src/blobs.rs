@@ -15,8 +15,8 @@ use hyper::header::{HeaderMap, HeaderValue, ACCEPT_RANGES, CONTENT_RANGE, CONTEN
 use hyper::{Method, Response, StatusCode};
 
 use crate::errors::{unsatisfied_range, ApiError, Code};
-use crate::sendfile;
 use crate::http::{blocking, empty, hv, set_content_length, App, Body, HDR_CONTENT_DIGEST};
+use crate::sendfile;
 
 /// A `Range` header as far as blob serving is concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -328,6 +328,7 @@ impl From<ManifestError> for ApiError {
                 Code::ManifestBlobUnknown
             }
             ManifestError::DigestMismatch { .. } => Code::DigestInvalid,
+            ManifestError::SizeMismatch { .. } => Code::ManifestInvalid,
             ManifestError::Storage(s) => return ApiError::internal(s),
         };
         ApiError::new(code, e.to_string())

@@ -64,10 +64,22 @@ struct Doc {
 struct Descriptor {
     media_type: String,
     digest: String,
-    #[allow(dead_code)] // required by the grammar; not checked against the blob
     size: u64,
     #[serde(default)]
     urls: Option<Vec<String>>,
+}
+
+/// Adds a referenced blob and the size its descriptor declares.
+fn add_blob(put: &mut ManifestPut, digest: Digest, size: u64) -> Result<(), ApiError> {
+    match put.blob_sizes.insert(digest.clone(), size) {
+        Some(other) if other != size => Err(invalid(format!(
+            "blob {digest} is declared with sizes {other} and {size}"
+        ))),
+        _ => {
+            put.blobs.push(digest);
+            Ok(())
+        }
+    }
 }
 
 fn invalid(detail: impl Into<std::borrow::Cow<'static, str>>) -> ApiError {
@@ -129,12 +141,12 @@ pub fn parse(content_type: Option<&str>, body: Vec<u8>) -> Result<ManifestPut, A
                 .layers
                 .ok_or_else(|| invalid("an image manifest needs layers"))?;
             put.blobs.reserve(layers.len() + 1);
-            put.blobs.push(digest_of(&config, "config")?);
+            add_blob(&mut put, digest_of(&config, "config")?, config.size)?;
             for (i, layer) in layers.iter().enumerate() {
                 let digest = digest_of(layer, &format!("layers[{i}]"))?;
                 let foreign = layer.urls.as_ref().is_some_and(|u| !u.is_empty());
                 if !foreign {
-                    put.blobs.push(digest);
+                    add_blob(&mut put, digest, layer.size)?;
                 }
             }
             put.artifact_type = doc

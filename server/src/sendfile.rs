@@ -250,7 +250,9 @@ mod tests {
             .collect();
         drop(reg);
 
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let reader = tokio::spawn(async move {
             let (mut s, _) = listener.accept().await.expect("accept");

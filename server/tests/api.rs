@@ -126,6 +126,7 @@ impl Server {
             .send()
             .await;
         assert_eq!(r.status, 201, "push blob: {}", r.text());
+        pushed_sizes().insert(d.to_string(), data.len() as u64);
         d
     }
 
@@ -350,12 +351,25 @@ impl Resp {
     }
 }
 
+/// Sizes of the blobs pushed by [`Server::push_blob`], so manifests built
+/// by [`image_manifest`] declare the sizes the registry checks.
+fn pushed_sizes() -> std::sync::MutexGuard<'static, std::collections::BTreeMap<String, u64>> {
+    static SIZES: std::sync::Mutex<std::collections::BTreeMap<String, u64>> =
+        std::sync::Mutex::new(std::collections::BTreeMap::new());
+    SIZES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A declared size: the pushed blob's, or 10 for blobs never pushed.
+fn size_of(d: &Digest) -> u64 {
+    pushed_sizes().get(&d.to_string()).copied().unwrap_or(10)
+}
+
 fn image_manifest(config: &Digest, layers: &[&Digest], extra: Option<Value>) -> Vec<u8> {
     let mut m = json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": CONFIG_TYPE, "digest": config.to_string(), "size": 10},
-        "layers": layers.iter().map(|l| json!({"mediaType": LAYER_TYPE, "digest": l.to_string(), "size": 10})).collect::<Vec<_>>(),
+        "config": {"mediaType": CONFIG_TYPE, "digest": config.to_string(), "size": size_of(config)},
+        "layers": layers.iter().map(|l| json!({"mediaType": LAYER_TYPE, "digest": l.to_string(), "size": size_of(l)})).collect::<Vec<_>>(),
     });
     if let Some(Value::Object(extra)) = extra {
         for (k, v) in extra {
@@ -951,7 +965,10 @@ async fn large_blobs_stream_in_chunks() {
     );
     // Both bodies left through sendfile(2), not copied out of the map.
     let zero_copy = SENT_ZERO_COPY.load(Ordering::Relaxed) - zero_copy_before;
-    assert!(zero_copy >= 9_000_000 + 4_206_001, "sent zero-copy: {zero_copy}");
+    assert!(
+        zero_copy >= 9_000_000 + 4_206_001,
+        "sent zero-copy: {zero_copy}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1147,6 +1164,33 @@ async fn invalid_manifests() {
     s.put_manifest(repo, "t", OCI_MANIFEST, &m)
         .await
         .assert_error(400, "MANIFEST_BLOB_UNKNOWN");
+
+    // A descriptor size that is not the stored blob's size.
+    let mut wrong_size: Value =
+        serde_json::from_slice(&image_manifest(&config, &[&layer], None)).unwrap();
+    wrong_size["layers"][0]["size"] = json!(6);
+    let r = s
+        .put_manifest(
+            repo,
+            "t",
+            OCI_MANIFEST,
+            &serde_json::to_vec(&wrong_size).unwrap(),
+        )
+        .await;
+    r.assert_error(400, "MANIFEST_INVALID");
+    assert!(r.text().contains("size 6"), "{}", r.text());
+    // The same blob declared with two sizes.
+    let mut two_sizes: Value =
+        serde_json::from_slice(&image_manifest(&config, &[&layer, &layer], None)).unwrap();
+    two_sizes["layers"][1]["size"] = json!(99);
+    s.put_manifest(
+        repo,
+        "t",
+        OCI_MANIFEST,
+        &serde_json::to_vec(&two_sizes).unwrap(),
+    )
+    .await
+    .assert_error(400, "MANIFEST_INVALID");
 
     // Index with a missing child.
     let idx = index_manifest(OCI_INDEX, OCI_MANIFEST, &[&missing]);

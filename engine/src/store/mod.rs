@@ -247,7 +247,10 @@ impl Drop for BlobData {
     fn drop(&mut self) {
         // Only chunks release pages: a whole-blob BlobData is usually the
         // last user of its map anyway, and unmapping frees it.
-        if let BlobData::Mapped { map, start, end, .. } = self {
+        if let BlobData::Mapped {
+            map, start, end, ..
+        } = self
+        {
             if Arc::strong_count(map) > 1 && *end > *start {
                 // SAFETY: the map is a read-only, shared mapping of a file
                 // that is never modified in place (see the variant's docs).
