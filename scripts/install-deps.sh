@@ -1,22 +1,31 @@
 #!/usr/bin/env bash
-# Installs the Debian packages berth needs to build and test, if missing:
-# libclang-dev and clang (RocksDB's bindgen), g++ (RocksDB itself), skopeo
-# and podman (end-to-end tests). Needs root or sudo; does nothing when all are present.
+# Installs what berth needs to build and test, if missing: Debian packages
+# (libclang-dev and clang for RocksDB's bindgen, g++ for RocksDB itself,
+# skopeo and podman for the end-to-end tests, python3-venv), and the Python
+# OCI client oras-py in a virtualenv at ~/.cache/berth/venv (the oras
+# end-to-end test). Needs root or sudo for apt; does nothing when all is present.
 set -euo pipefail
 
-packages=(libclang-dev clang g++ make pkg-config skopeo podman python3)
+packages=(libclang-dev clang g++ make pkg-config skopeo podman python3 python3-venv)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
-if ((${#missing[@]} == 0)); then
-    exit 0
+if ((${#missing[@]} > 0)); then
+    echo "berth: installing Debian packages: ${missing[*]}" >&2
+    sudo=""
+    if [[ $(id -u) -ne 0 ]]; then
+        sudo="sudo"
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-echo "berth: installing Debian packages: ${missing[*]}" >&2
-sudo=""
-if [[ $(id -u) -ne 0 ]]; then
-    sudo="sudo"
+
+venv="$HOME/.cache/berth/venv"
+oras_version=0.2.43
+if ! "$venv/bin/python" -c "import oras, sys; sys.exit(oras.__version__ != '$oras_version')" 2>/dev/null; then
+    echo "berth: installing oras-py $oras_version into $venv" >&2
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q "oras==$oras_version"
 fi
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
