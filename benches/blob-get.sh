@@ -1,19 +1,38 @@
 #!/usr/bin/env bash
-# usage: benches/blob-get.sh BERTH_BIN — one berth process, one 64 MiB blob,
-# 10 s of oha with 4 connections: server CPU seconds, MiB/s and peak RSS.
-# Needs oha (cargo install oha --locked), curl, sha256sum.
+# usage: benches/blob-get.sh RUNS NAME...   (NAME: berth, distribution, ...)
+#
+# Blob GET side by side, the shape of the harness's blob GET step: for each
+# run and each registry (interleaved: A B A B ...), a fresh process and data
+# dir from ../shared/bench/start-NAME.sh, one 64 MiB blob, 10 s of oha with
+# 4 connections. Prints one line per run: MiB/s, server CPU seconds over the
+# window, CPU seconds per GiB served, peak RSS. berth is $BERTH_BIN (see
+# start-berth.sh). Needs oha (cargo install oha --locked), curl, python3.
 set -euo pipefail
-BIN=$1; PORT=5099; D=$(mktemp -d)
-"$BIN" serve --listen 127.0.0.1:$PORT --data-dir $D/data >/dev/null 2>&1 &
-PID=$!; sleep 1
-head -c $((64<<20)) /dev/urandom > $D/blob
-DG=sha256:$(sha256sum $D/blob | cut -d' ' -f1)
-curl -s -o /dev/null -X POST --data-binary @$D/blob -H 'Content-Type: application/octet-stream' "http://127.0.0.1:$PORT/v2/b/x/blobs/uploads/?digest=$DG"
-t0=$(awk '{print $14+$15}' /proc/$PID/stat)
-oha -z 10s -c 4 --no-tui --output-format json "http://127.0.0.1:$PORT/v2/b/x/blobs/$DG" > $D/oha.json 2>/dev/null || true
-t1=$(awk '{print $14+$15}' /proc/$PID/stat)
-python3 -c "
-import json; j=json.load(open('$D/oha.json')); s=j['summary']
-print('rps', round(s['requestsPerSec'],1), 'MiB/s', round(s['sizePerSec']/2**20), 'server_cpu_s', ($t1-$t0)/100)"
-grep VmHWM /proc/$PID/status
-kill $PID; wait $PID 2>/dev/null || true; rm -rf $D
+RUNS=${1:?usage: blob-get.sh RUNS NAME...}; shift
+BENCH=$(cd "$(dirname "$0")/../../shared/bench" && pwd)
+PORT=5098
+D=$(mktemp -d); trap 'rm -rf "$D"' EXIT
+head -c $((64<<20)) /dev/urandom > "$D/blob"
+DG=sha256:$(python3 -c "import hashlib,sys; print(hashlib.sha256(open(sys.argv[1],'rb').read()).hexdigest())" "$D/blob")
+for run in $(seq 1 "$RUNS"); do
+  for name in "$@"; do
+    data="$D/$name-$run"
+    pid=$("$BENCH/start-$name.sh" $PORT "$data")
+    curl -sf -o /dev/null -X POST --data-binary @"$D/blob" -H 'Content-Type: application/octet-stream' \
+      "http://127.0.0.1:$PORT/v2/b/x/blobs/uploads/?digest=$DG"
+    t0=$(awk '{print $14+$15}' /proc/$pid/stat)
+    oha -z 10s -c 4 --no-tui --output-format json "http://127.0.0.1:$PORT/v2/b/x/blobs/$DG" > "$D/oha.json" 2>/dev/null || true
+    t1=$(awk '{print $14+$15}' /proc/$pid/stat)
+    hwm=$(awk '/VmHWM/ {print $2}' /proc/$pid/status)
+    python3 - "$D/oha.json" "$name" "$run" "$t0" "$t1" "$hwm" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))["summary"]
+name, run, t0, t1, hwm = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+mib_s = j["sizePerSec"] / 2**20
+cpu = (t1 - t0) / 100
+print(f"{name:13} run {run}: {mib_s:7.0f} MiB/s  server CPU {cpu:5.2f} s  "
+      f"{cpu / (mib_s * 10 / 1024):.3f} CPU s/GiB  peak RSS {hwm / 1024:.0f} MiB")
+PY
+    "$BENCH/stop-$name.sh" $PORT "$data"
+  done
+done
