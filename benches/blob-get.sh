@@ -18,8 +18,13 @@ for run in $(seq 1 "$RUNS"); do
   for name in "$@"; do
     data="$D/$name-$run"
     pid=$("$BENCH/start-$name.sh" $PORT "$data")
-    curl -sf -o /dev/null -X POST --data-binary @"$D/blob" -H 'Content-Type: application/octet-stream' \
-      "http://127.0.0.1:$PORT/v2/b/x/blobs/uploads/?digest=$DG"
+    # POST + PUT: distribution 2.8 has no single-POST upload.
+    loc=$(curl -sf -o /dev/null -w '%header{location}' -X POST "http://127.0.0.1:$PORT/v2/b/x/blobs/uploads/")
+    [[ $loc == http* ]] || loc="http://127.0.0.1:$PORT$loc"
+    [[ $loc == *\?* ]] && sep='&' || sep='?'
+    curl -sf -o /dev/null -X PUT --data-binary @"$D/blob" -H 'Content-Type: application/octet-stream' "$loc${sep}digest=$DG"
+    [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/v2/b/x/blobs/$DG") == 200 ]] \
+      || { echo "blob-get: $name did not store the blob" >&2; exit 1; }
     t0=$(awk '{print $14+$15}' /proc/$pid/stat)
     oha -z 10s -c 4 --no-tui --output-format json "http://127.0.0.1:$PORT/v2/b/x/blobs/$DG" > "$D/oha.json" 2>/dev/null || true
     t1=$(awk '{print $14+$15}' /proc/$pid/stat)
