@@ -4,6 +4,8 @@
 //! data directory no server holds (RocksDB's lock refuses otherwise), calls
 //! one engine operation and prints the result.
 
+mod bench;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -48,10 +50,22 @@ enum Command {
         #[arg(long, default_value_t = 86_400)]
         older_than_seconds: u64,
     },
+    /// Measures a blob store backend: put/get/stat/delete throughput and
+    /// latency percentiles per blob size (does not use the data directory).
+    Bench(Box<bench::BenchArgs>),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Bench(args) = &cli.command {
+        return match bench::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("berthctl: bench: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     match run(&cli) {
         Ok(code) => code,
         Err(e) => {
@@ -106,6 +120,7 @@ fn run(cli: &Cli) -> Result<ExitCode, StorageError> {
                 ExitCode::FAILURE
             })
         }
+        Command::Bench(_) => unreachable!("handled in main"),
         Command::ExpireUploads { older_than_seconds } => {
             let n = engine.expire_uploads(Duration::from_secs(*older_than_seconds))?;
             println!("expired {n} upload session(s)");

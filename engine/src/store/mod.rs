@@ -6,8 +6,11 @@
 //! index is garbage, never visible to clients.
 //!
 //! Backends: [`LocalStore`] (filesystem, sharded by digest, memory-mapped
-//! reads) and [`MemoryStore`] (tests, benchmarks). Every backend passes the
-//! shared suite in [`testsuite`].
+//! reads), [`S3Store`] (an S3-compatible bucket: Ceph RGW, MinIO, AWS),
+//! [`TieredStore`] (a local cache in front of an [`S3Store`], write-through
+//! for the `s3` backend, write-back for `tiered`) and [`MemoryStore`]
+//! (tests, benchmarks). Every backend passes the shared suite in
+//! [`testsuite`]. [`open_backend`] builds the one a configuration names.
 //!
 //! Stores trust their callers on content: `put_*` does not re-hash. The
 //! engine verifies digests before calling `put_*` (DESIGN: "digests are always
@@ -20,12 +23,35 @@ use std::sync::Arc;
 
 use crate::digest::Digest;
 
+mod backend;
 mod local;
 mod memory;
+pub mod s3;
 pub mod testsuite;
+mod tiered;
 
+pub use backend::{open_backend, Backend, BackendKind, DEFAULT_CACHE_MAX_BYTES};
 pub use local::LocalStore;
 pub use memory::MemoryStore;
+pub use s3::{S3Config, S3Store};
+pub use tiered::{TierMode, TierStats, TieredStore};
+
+/// The multipart sidecar of a `put_file` source: `<src>.s3mpu`, next to it.
+///
+/// A store that uploads a source in resumable pieces ([`S3Store`]) records
+/// its progress there, so a `put_file` of the same source after a crash
+/// resumes. The owner of the source (the engine's upload sessions) keeps the
+/// sidecar of a live source and hands the source to
+/// [`BlobStore::discard_staged`] when it abandons it. The one place the name
+/// is built.
+pub fn multipart_sidecar(src: &Path) -> PathBuf {
+    let mut name = src.file_name().unwrap_or_default().to_os_string();
+    name.push(MULTIPART_SIDECAR_SUFFIX);
+    src.with_file_name(name)
+}
+
+/// File name suffix of [`multipart_sidecar`] files.
+pub const MULTIPART_SIDECAR_SUFFIX: &str = ".s3mpu";
 
 /// A blob store backend.
 ///
@@ -124,6 +150,23 @@ pub trait BlobStore: Send + Sync + 'static {
     /// upload session) belongs there. `None` for backends where any local
     /// path is as good as another ([`MemoryStore`]).
     fn tmp_dir(&self) -> Option<&Path>;
+
+    /// The caller abandons the `put_file` source `src` (its upload was
+    /// cancelled or expired, or recovery found it orphaned): release
+    /// whatever the store keeps for a resumable put of it. [`S3Store`]
+    /// aborts the multipart upload recorded in `src`'s
+    /// [`multipart_sidecar`] and removes the sidecar; the default does
+    /// nothing. `src` itself is the caller's to remove.
+    fn discard_staged(&self, src: &Path) -> Result<(), StoreError> {
+        let _ = src;
+        Ok(())
+    }
+
+    /// Tier counters (cache hits, misses, bytes uploaded, evicted) of a
+    /// tiered store, for `/metrics`; `None` for single-tier stores.
+    fn tier_stats(&self) -> Option<&TierStats> {
+        None
+    }
 }
 
 /// Conditional-write mode for `put_*`.
@@ -286,6 +329,16 @@ pub enum StoreError {
         digest: Digest,
         /// Its actual size.
         size: u64,
+    },
+    /// A request to a remote (S3) store failed.
+    #[error("{op} {key}: {message}")]
+    Remote {
+        /// What the store was doing, e.g. `"put object"`.
+        op: &'static str,
+        /// The object (`s3://bucket/key`) or bucket it was doing it on.
+        key: String,
+        /// The client's error.
+        message: String,
     },
     /// A filesystem operation failed.
     #[error("{op} {}: {source}", path.display())]
