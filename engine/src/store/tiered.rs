@@ -309,30 +309,61 @@ impl Inner {
         Ok(())
     }
 
-    /// Write-back: makes the journal entry for `d` durable and registers it.
-    fn journal_add(&self, d: &Digest, mode: PutMode) -> Result<(), StoreError> {
+    /// Write-back step 1: makes the journal entry for `d` durable. The
+    /// uploader does not see it until [`Inner::journal_register`], which the
+    /// caller runs once the local copy exists.
+    fn journal_write(&self, d: &Digest, mode: PutMode) -> Result<(), StoreError> {
         let path = self.entry_path(d);
         let body: &[u8] = if mode == PutMode::Overwrite {
             b"o"
         } else {
             b"c"
         };
-        write_file_durable(&path, body)
-            .map_err(|e| StoreError::io("write tier journal", &path, e))?;
+        write_file_durable(&path, body).map_err(|e| StoreError::io("write tier journal", &path, e))
+    }
+
+    /// Write-back step 3: hands the journaled, locally stored `d` to the uploader.
+    fn journal_register(&self, d: &Digest, mode: PutMode) {
         let mut p = lock(&self.pending);
         p.next_gen += 1;
         let gen = p.next_gen;
-        let upgraded = match p.entries.get(d) {
+        let mode = match p.entries.get(d) {
             Some((_, PutMode::Overwrite)) => PutMode::Overwrite,
             _ => mode,
         };
-        p.entries.insert(d.clone(), (gen, upgraded));
+        p.entries.insert(d.clone(), (gen, mode));
         self.stats
             .pending_uploads
             .store(p.entries.len() as u64, Ordering::Relaxed);
         drop(p);
         self.wake.notify_all();
-        Ok(())
+    }
+
+    /// Write-back put: journal, local put, register (see the module docs).
+    fn put_back(
+        &self,
+        d: &Digest,
+        mode: PutMode,
+        size: u64,
+        put: impl FnOnce() -> Result<PutOutcome, StoreError>,
+    ) -> Result<PutOutcome, StoreError> {
+        // IMPORTANT: the journal entry is durable before the local copy.
+        self.journal_write(d, mode)?;
+        match put() {
+            Ok(outcome) => {
+                self.journal_register(d, mode);
+                self.cached(d, size);
+                self.evict();
+                Ok(outcome)
+            }
+            Err(e) => {
+                let p = lock(&self.pending);
+                if !p.entries.contains_key(d) {
+                    let _ = fs::remove_file(self.entry_path(d));
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Removes `d`'s journal entry (under the pending lock held by the caller).
@@ -552,11 +583,7 @@ impl BlobStore for TieredStore {
                 Ok(outcome)
             }
             TierMode::WriteBack => {
-                i.journal_add(digest, mode)?;
-                let outcome = i.local.put_file(digest, src, mode)?;
-                i.cached(digest, size);
-                i.evict();
-                Ok(outcome)
+                i.put_back(digest, mode, size, || i.local.put_file(digest, src, mode))
             }
         }
     }
@@ -581,11 +608,7 @@ impl BlobStore for TieredStore {
                 Ok(outcome)
             }
             TierMode::WriteBack => {
-                i.journal_add(digest, mode)?;
-                let outcome = i.local.put_bytes(digest, data, mode)?;
-                i.cached(digest, size);
-                i.evict();
-                Ok(outcome)
+                i.put_back(digest, mode, size, || i.local.put_bytes(digest, data, mode))
             }
         }
     }
@@ -626,6 +649,7 @@ impl BlobStore for TieredStore {
             // the bucket copy it makes is deleted below.
             let mut p = lock(&i.pending);
             i.journal_remove(&mut p, digest);
+            let _ = fs::remove_file(i.entry_path(digest));
             while p.inflight.contains(digest) {
                 p = i.wake.wait(p).unwrap_or_else(PoisonError::into_inner);
             }
