@@ -209,8 +209,8 @@ pub enum BlobData {
         /// One past the last byte served.
         end: usize,
     },
-    /// A shared in-memory buffer ([`MemoryStore`], and empty files, which
-    /// cannot be mapped).
+    /// A shared in-memory buffer ([`MemoryStore`], [`S3Store`], and empty
+    /// files, which cannot be mapped).
     Shared {
         /// The whole blob.
         buf: Arc<[u8]>,
@@ -219,15 +219,126 @@ pub enum BlobData {
         /// One past the last byte served.
         end: usize,
     },
+    /// A blob still arriving in a local file ([`TieredStore`] reading a
+    /// blob that is only in the bucket: the bytes are served while they are
+    /// downloaded into the cache). [`BlobData::into_chunks`] yields each
+    /// chunk once it has arrived, waiting for it; `as_ref` waits for the
+    /// whole blob. If the download fails, the chunks stop early (a short
+    /// body, which HTTP clients detect through Content-Length).
+    Stream {
+        /// The file being filled and its progress.
+        src: Arc<StreamSource>,
+        /// First byte served.
+        start: usize,
+        /// One past the last byte served.
+        end: usize,
+    },
+}
+
+/// A file being filled by a download, shared by the downloader and the
+/// [`BlobData::Stream`] values reading it.
+///
+/// The downloader appends to the file (never rewrites), then reports
+/// progress with [`StreamSource::advance`] and the end with
+/// [`StreamSource::finish`]; readers `pread` only bytes below the reported
+/// progress, so they never see unwritten bytes. The file handle stays valid
+/// when the cache later renames or deletes the path.
+pub struct StreamSource {
+    file: std::fs::File,
+    size: u64,
+    /// (bytes written, final error if the download failed). Lifetime: as
+    /// long as any reader; the condvar wakes readers on every change.
+    state: std::sync::Mutex<(u64, Option<String>)>,
+    changed: std::sync::Condvar,
+    /// The whole file mapped, once complete (for `as_ref`).
+    map: std::sync::OnceLock<Option<memmap2::Mmap>>,
+}
+
+impl StreamSource {
+    /// A source for a file (opened for reading) that will hold `size` bytes.
+    pub(crate) fn new(file: std::fs::File, size: u64) -> StreamSource {
+        StreamSource {
+            file,
+            size,
+            state: std::sync::Mutex::new((0, None)),
+            changed: std::sync::Condvar::new(),
+            map: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The downloader wrote bytes up to `written`.
+    pub(crate) fn advance(&self, written: u64) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.0 = written;
+        self.changed.notify_all();
+    }
+
+    /// The download ended: `Ok` with every byte written, or failed.
+    pub(crate) fn finish(&self, result: Result<(), String>) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(()) => s.0 = self.size,
+            Err(e) => s.1 = Some(e),
+        }
+        self.changed.notify_all();
+    }
+
+    /// Waits until bytes `[0, end)` are written; false if the download failed.
+    fn wait_for(&self, end: u64) -> bool {
+        let wait = || {
+            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                if s.0 >= end {
+                    return true;
+                }
+                if s.1.is_some() {
+                    return false;
+                }
+                s = self.changed.wait(s).unwrap_or_else(|p| p.into_inner());
+            }
+        };
+        // Reached from a response body polled on a tokio worker: tell the
+        // runtime this thread blocks, so other tasks move elsewhere.
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(wait)
+            }
+            _ => wait(),
+        }
+    }
+
+    /// Bytes `[start, end)`, once written; `None` if the download failed.
+    fn read(&self, start: usize, end: usize) -> Option<Arc<[u8]>> {
+        use std::os::unix::fs::FileExt;
+        if !self.wait_for(end as u64) {
+            return None;
+        }
+        let mut buf = vec![0u8; end - start];
+        self.file.read_exact_at(&mut buf, start as u64).ok()?;
+        Some(Arc::from(buf))
+    }
+
+    /// The whole blob, once complete (empty if the download failed).
+    fn whole(&self) -> &[u8] {
+        let map = self.map.get_or_init(|| {
+            if self.size == 0 || !self.wait_for(self.size) {
+                return None;
+            }
+            // SAFETY: the file is complete and never written again (see
+            // the type's docs); the mapping is read-only.
+            unsafe { memmap2::Mmap::map(&self.file) }.ok()
+        });
+        map.as_deref().unwrap_or(&[])
+    }
 }
 
 impl BlobData {
     /// Number of bytes served.
     pub fn len(&self) -> usize {
         match self {
-            BlobData::Mapped { start, end, .. } | BlobData::Shared { start, end, .. } => {
-                end - start
-            }
+            BlobData::Mapped { start, end, .. }
+            | BlobData::Shared { start, end, .. }
+            | BlobData::Stream { start, end, .. } => end - start,
         }
     }
 
@@ -249,13 +360,17 @@ impl BlobData {
     pub fn into_chunks(self, chunk: usize) -> impl Iterator<Item = BlobData> + Send {
         let chunk = chunk.max(1);
         let (start, end) = match &self {
-            BlobData::Mapped { start, end, .. } | BlobData::Shared { start, end, .. } => {
-                (*start, *end)
-            }
+            BlobData::Mapped { start, end, .. }
+            | BlobData::Shared { start, end, .. }
+            | BlobData::Stream { start, end, .. } => (*start, *end),
         };
-        (start..end).step_by(chunk).map(move |s| {
+        let mut failed = false;
+        (start..end).step_by(chunk).map_while(move |s| {
             let e = (s + chunk).min(end);
-            match &self {
+            if failed {
+                return None;
+            }
+            Some(match &self {
                 BlobData::Mapped { map, .. } => BlobData::Mapped {
                     map: map.clone(),
                     start: s,
@@ -266,7 +381,20 @@ impl BlobData {
                     start: s,
                     end: e,
                 },
-            }
+                // A streamed chunk is read once it has arrived; the stream
+                // stops at the first byte that never will.
+                BlobData::Stream { src, .. } => match src.read(s, e) {
+                    Some(buf) => BlobData::Shared {
+                        end: buf.len(),
+                        buf,
+                        start: 0,
+                    },
+                    None => {
+                        failed = true;
+                        return None;
+                    }
+                },
+            })
         })
     }
 }
@@ -299,6 +427,7 @@ impl AsRef<[u8]> for BlobData {
         match self {
             BlobData::Mapped { map, start, end } => &map[*start..*end],
             BlobData::Shared { buf, start, end } => &buf[*start..*end],
+            BlobData::Stream { src, start, end } => src.whole().get(*start..*end).unwrap_or(&[]),
         }
     }
 }
@@ -308,6 +437,7 @@ impl fmt::Debug for BlobData {
         let (kind, start, end) = match self {
             BlobData::Mapped { start, end, .. } => ("Mapped", start, end),
             BlobData::Shared { start, end, .. } => ("Shared", start, end),
+            BlobData::Stream { start, end, .. } => ("Stream", start, end),
         };
         write!(f, "BlobData::{kind}({start}..{end}, {} bytes)", end - start)
     }

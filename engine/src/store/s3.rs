@@ -494,14 +494,32 @@ impl S3Store {
         Ok(out)
     }
 
-    /// Downloads blob `digest` into the local file `dst` (created, fsync'd),
-    /// streaming it in chunks; returns its size. For the read cache.
+    /// Downloads blob `digest` into the local file `dst` (created, fsync'd);
+    /// returns its size. For the read cache.
     pub(crate) fn download_to(&self, digest: &Digest, dst: &Path) -> Result<u64, StoreError> {
         use std::io::Write;
-        let key = self.key(digest);
-        let (s3, k) = (self.s3.clone(), key.clone());
         let mut file =
             File::create(dst).map_err(|e| StoreError::io("create cache file", dst, e))?;
+        let n = self.download_with(digest, |chunk| {
+            file.write_all(chunk)
+                .map_err(|e| StoreError::io("write cache file", dst, e))
+        })?;
+        crate::durable::fsync_file(&file, dst)
+            .map_err(|e| StoreError::io("write cache file", dst, e))?;
+        Ok(n)
+    }
+
+    /// Streams blob `digest` to `on_chunk` on the calling thread, chunk by
+    /// chunk as it arrives; returns its size. Stops at `on_chunk`'s error.
+    pub(crate) fn download_with(
+        &self,
+        digest: &Digest,
+        mut on_chunk: impl FnMut(&[u8]) -> Result<(), StoreError>,
+    ) -> Result<u64, StoreError> {
+        let key = self.key(digest);
+        let (s3, k) = (self.s3.clone(), key.clone());
+        // The runtime task reads the response; this thread writes. The
+        // channel bounds what is buffered between them.
         let (tx, mut rx) =
             tokio::sync::mpsc::channel::<Result<bytes::Bytes, object_store::Error>>(4);
         let rt = self.rt.as_ref().expect("runtime lives until drop");
@@ -532,12 +550,9 @@ impl S3Store {
                 }
                 Err(e) => return Err(self.remote("get object", &key, e)),
             };
-            file.write_all(&chunk)
-                .map_err(|e| StoreError::io("write cache file", dst, e))?;
+            on_chunk(&chunk)?;
             n += chunk.len() as u64;
         }
-        crate::durable::fsync_file(&file, dst)
-            .map_err(|e| StoreError::io("write cache file", dst, e))?;
         Ok(n)
     }
 }

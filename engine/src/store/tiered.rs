@@ -27,9 +27,12 @@
 //! A restart resumes copying from the journal alone, without walking the
 //! store; a staged multipart upload resumes from its sidecar.
 //!
-//! Reads: a local hit is served from the memory map; a miss downloads the
-//! whole blob into the local store (streamed to a temp file, then placed),
-//! then serves it from there.
+//! Reads: a local hit is served from the memory map. A whole-blob miss of
+//! at least 1 MiB returns a [`BlobData::Stream`] at once: a thread downloads
+//! the blob into a temp file of the local store and the caller reads each
+//! chunk as soon as it has arrived, so the client receives bytes while the
+//! cache fills; the finished file is then placed in the local store. Smaller
+//! and ranged misses download the whole blob first, then serve it locally.
 //!
 //! Eviction uses an in-memory LRU of the local copies. At open it is filled
 //! by one walk of the local cache directory on the background thread (not on
@@ -46,7 +49,14 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::{BlobData, BlobStore, LocalStore, PutMode, PutOutcome, S3Store, StoreError};
+use super::{
+    BlobData, BlobStore, LocalStore, PutMode, PutOutcome, S3Store, StoreError, StreamSource,
+};
+
+/// Whole-blob reads of remote-only blobs at least this large are streamed
+/// to the caller while they are downloaded into the cache; smaller ones are
+/// downloaded first.
+const STREAM_MIN: u64 = 1 << 20;
 use crate::digest::{Algorithm, Digest};
 use crate::durable::{create_dir_all_durable, fsync_dir, random_hex, write_file_durable};
 
@@ -456,6 +466,70 @@ impl Inner {
         }
     }
 
+    /// Starts downloading `d` (`size` bytes) into the cache on a thread of
+    /// its own and returns a [`BlobData::Stream`] that serves the bytes as
+    /// they arrive. The finished file is placed in the local store.
+    fn stream_fill(this: &Arc<Inner>, d: &Digest, size: u64) -> Result<BlobData, StoreError> {
+        use std::io::Write;
+        let tmp_dir = this.local.tmp_dir().expect("local store has a tmp dir");
+        let name = random_hex(16).map_err(|e| StoreError::io("name cache file", tmp_dir, e))?;
+        let tmp = tmp_dir.join(format!("fill-{name}"));
+        let mut wfile =
+            fs::File::create(&tmp).map_err(|e| StoreError::io("create cache file", &tmp, e))?;
+        let rfile = fs::File::open(&tmp).map_err(|e| StoreError::io("open cache file", &tmp, e))?;
+        let src = Arc::new(StreamSource::new(rfile, size));
+        let (inner, source, digest) = (this.clone(), src.clone(), d.clone());
+        let spawned = std::thread::Builder::new()
+            .name("berth-tier-fill".into())
+            .spawn(move || {
+                let mut written = 0u64;
+                let r = inner
+                    .remote
+                    .download_with(&digest, |chunk| {
+                        wfile
+                            .write_all(chunk)
+                            .map_err(|e| StoreError::io("write cache file", &tmp, e))?;
+                        written += chunk.len() as u64;
+                        source.advance(written.min(size));
+                        Ok(())
+                    })
+                    .and_then(|n| {
+                        if n != size {
+                            return Err(StoreError::Remote {
+                                op: "read through cache",
+                                key: digest.to_string(),
+                                message: format!("got {n} bytes, the bucket said {size}"),
+                            });
+                        }
+                        crate::durable::fsync_file(&wfile, &tmp)
+                            .map_err(|e| StoreError::io("write cache file", &tmp, e))?;
+                        inner.local.put_file(&digest, &tmp, PutMode::CreateOnly)?;
+                        Ok(n)
+                    });
+                match r {
+                    Ok(n) => {
+                        source.finish(Ok(()));
+                        inner.stats.bytes_downloaded.fetch_add(n, Ordering::Relaxed);
+                        inner.cached(&digest, n);
+                        inner.evict();
+                    }
+                    Err(e) => {
+                        let _ = fs::remove_file(&tmp);
+                        tracing::warn!(digest = %digest, error = %e, "tier: read-through download failed");
+                        source.finish(Err(e.to_string()));
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            return Err(StoreError::io("start read-through thread", tmp_dir, e));
+        }
+        Ok(BlobData::Stream {
+            src,
+            start: 0,
+            end: size as usize,
+        })
+    }
+
     /// The background thread: fill the LRU from the cache directory, then
     /// copy journal entries to the bucket until stopped.
     fn run(self: Arc<Self>) {
@@ -627,6 +701,14 @@ impl BlobStore for TieredStore {
             Err(e) => return Err(e),
         }
         i.stats.misses.fetch_add(1, Ordering::Relaxed);
+        if range.is_none() {
+            let size = i.remote.stat(digest)?.ok_or_else(|| StoreError::NotFound {
+                digest: digest.clone(),
+            })?;
+            if size >= STREAM_MIN {
+                return Inner::stream_fill(&self.inner, digest, size);
+            }
+        }
         i.fill(digest)?;
         match i.local.get(digest, range.clone()) {
             // Evicted again in between (a tiny budget): read the bucket.
@@ -754,6 +836,43 @@ mod tests {
         let scratch = tempfile::tempdir().expect("tempdir");
         let store = open(TierMode::WriteThrough, dir.path(), &root("tiny"), 1);
         testsuite::run_all(&store, scratch.path());
+    }
+
+    #[test]
+    fn remote_only_blob_streams_while_the_cache_fills() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(TierMode::WriteThrough, dir.path(), &root("stream"), 1 << 30);
+        let data: Vec<u8> = (0..(5u32 << 20) + 11).map(|i| (i % 253) as u8).collect();
+        let d = Digest::of(Algorithm::Sha256, &data);
+        // In the bucket only, as after a wiped or evicted cache.
+        store
+            .remote()
+            .put_bytes(&d, &data, PutMode::CreateOnly)
+            .expect("put remote");
+        let got = store.get(&d, None).expect("get");
+        assert!(matches!(got, BlobData::Stream { .. }), "{got:?}");
+        assert_eq!(got.len(), data.len());
+        let mut joined = Vec::new();
+        for c in got.into_chunks(1 << 20) {
+            joined.extend_from_slice(c.as_ref());
+        }
+        assert!(joined == data, "streamed bytes differ");
+        // as_ref of a streamed blob waits for the whole of it.
+        let again = store.get(&d, None).expect("get");
+        assert!(again.as_ref() == data.as_slice());
+        // The fill lands in the local store: soon a hit.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while store.local().stat(&d).expect("stat").is_none() {
+            assert!(std::time::Instant::now() < deadline, "cache never filled");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(matches!(
+            store.get(&d, None).expect("get"),
+            BlobData::Mapped { .. }
+        ));
+        let s = store.tier_stats().expect("stats");
+        assert!(s.misses.load(Ordering::Relaxed) >= 1 && s.hits.load(Ordering::Relaxed) >= 1);
+        store.delete(&d).expect("delete");
     }
 
     #[test]
