@@ -72,6 +72,59 @@ pub struct BenchArgs {
     cache_max_bytes: u64,
 }
 
+/// `berthctl s3-abort-uploads` arguments.
+#[derive(Clone, Debug, clap::Args)]
+pub struct SweepArgs {
+    /// Abort multipart uploads started longer ago than this (keep it at
+    /// least the server's upload TTL so live sessions are never hit)
+    #[arg(long, default_value_t = 86_400)]
+    older_than_seconds: u64,
+    /// S3 endpoint URL (plain http:// only)
+    #[arg(long, env = "BERTH_S3_ENDPOINT", value_name = "URL")]
+    s3_endpoint: String,
+    /// S3 region
+    #[arg(long, env = "BERTH_S3_REGION", default_value = "us-east-1")]
+    s3_region: String,
+    /// S3 bucket
+    #[arg(long, env = "BERTH_S3_BUCKET", value_name = "BUCKET")]
+    s3_bucket: String,
+    /// S3 access key
+    #[arg(long, env = "BERTH_S3_ACCESS_KEY", value_name = "KEY")]
+    s3_access_key: String,
+    /// S3 secret key
+    #[arg(
+        long,
+        env = "BERTH_S3_SECRET_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    s3_secret_key: String,
+    /// Key prefix of the registry's objects
+    #[arg(long, env = "BERTH_S3_ROOT", default_value = "")]
+    s3_root: String,
+}
+
+/// Aborts stale multipart uploads under the root; prints each key.
+pub fn sweep(args: &SweepArgs) -> Result<(), String> {
+    let mut c = S3Config::new(
+        args.s3_endpoint.clone(),
+        args.s3_region.clone(),
+        args.s3_bucket.clone(),
+        args.s3_access_key.clone(),
+        args.s3_secret_key.clone(),
+    );
+    c.root = args.s3_root.clone();
+    let store = S3Store::open(c).map_err(|e| e.to_string())?;
+    let aborted = store
+        .abort_stale_multipart(Duration::from_secs(args.older_than_seconds))
+        .map_err(|e| e.to_string())?;
+    for key in &aborted {
+        println!("aborted multipart upload of {key}");
+    }
+    println!("aborted {} stale multipart upload(s)", aborted.len());
+    Ok(())
+}
+
 /// Runs the benchmark; prints a table on stdout.
 pub fn run(args: &BenchArgs) -> Result<(), String> {
     let sizes = args

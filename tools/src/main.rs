@@ -53,15 +53,23 @@ enum Command {
     /// Measures a blob store backend: put/get/stat/delete throughput and
     /// latency percentiles per blob size (does not use the data directory).
     Bench(Box<bench::BenchArgs>),
+    /// Aborts multipart uploads in the S3 bucket abandoned for longer than
+    /// the given age (crashed completions; does not use the data directory).
+    S3AbortUploads(Box<bench::SweepArgs>),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Bench(args) = &cli.command {
-        return match bench::run(args) {
+    let standalone = match &cli.command {
+        Command::Bench(args) => Some(("bench", bench::run(args))),
+        Command::S3AbortUploads(args) => Some(("s3-abort-uploads", bench::sweep(args))),
+        _ => None,
+    };
+    if let Some((name, result)) = standalone {
+        return match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("berthctl: bench: {e}");
+                eprintln!("berthctl: {name}: {e}");
                 ExitCode::from(2)
             }
         };
@@ -120,7 +128,7 @@ fn run(cli: &Cli) -> Result<ExitCode, StorageError> {
                 ExitCode::FAILURE
             })
         }
-        Command::Bench(_) => unreachable!("handled in main"),
+        Command::Bench(_) | Command::S3AbortUploads(_) => unreachable!("handled in main"),
         Command::ExpireUploads { older_than_seconds } => {
             let n = engine.expire_uploads(Duration::from_secs(*older_than_seconds))?;
             println!("expired {n} upload session(s)");

@@ -471,6 +471,52 @@ impl S3Store {
         }
     }
 
+    /// Aborts every multipart upload under the root started more than
+    /// `older_than` ago, and returns their keys. Uploads of live sessions
+    /// are younger than the upload TTL (sessions expire after it), so an
+    /// `older_than` of at least the TTL only hits abandoned ones: crashed
+    /// completions whose sidecar was lost, or uploads whose id never reached
+    /// a sidecar. Uses ListMultipartUploads, which object_store lacks, so
+    /// plain-HTTP endpoints only (`berthctl s3-abort-uploads`).
+    pub fn abort_stale_multipart(&self, older_than: Duration) -> Result<Vec<String>, StoreError> {
+        let uploads = sigv4::list_multipart_uploads(&self.config, &self.prefix).map_err(|e| {
+            StoreError::Remote {
+                op: "list multipart uploads",
+                key: format!("s3://{}/{}", self.config.bucket, self.prefix),
+                message: e.to_string(),
+            }
+        })?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let mut aborted = Vec::new();
+        for (key, upload_id, initiated) in uploads {
+            if now.saturating_sub(initiated) < older_than.as_secs() {
+                continue;
+            }
+            let (s3, k, id) = (
+                self.s3.clone(),
+                ObjPath::from(key.as_str()),
+                upload_id.clone(),
+            );
+            match self.run(async move { s3.abort_multipart(&k, &id).await }) {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+                    tracing::info!(key = %key, upload_id = %upload_id, "S3: aborted stale multipart upload");
+                    aborted.push(key);
+                }
+                Err(e) => {
+                    return Err(self.remote(
+                        "abort multipart upload",
+                        &ObjPath::from(key.as_str()),
+                        e,
+                    ))
+                }
+            }
+        }
+        Ok(aborted)
+    }
+
     /// Lists every object under the root with its size (for tools).
     pub fn list_sizes(&self) -> Result<Vec<(Digest, u64)>, StoreError> {
         let prefix = self.prefix.trim_end_matches('/').to_owned();
@@ -734,8 +780,9 @@ fn ignore_not_found(e: io::Error) -> io::Result<()> {
     }
 }
 
-/// A minimal AWS Signature V4 client for the one bucket-level call
-/// object_store lacks (CreateBucket), over plain HTTP/1.1 on a TCP socket.
+/// A minimal AWS Signature V4 client for the bucket-level calls object_store
+/// lacks (CreateBucket, ListMultipartUploads), over plain HTTP/1.1 on a TCP
+/// socket.
 mod sigv4 {
     use std::io::{self, Read, Write};
     use std::net::TcpStream;
@@ -746,11 +793,70 @@ mod sigv4 {
     use super::S3Config;
 
     pub(super) fn create_bucket(c: &S3Config) -> io::Result<()> {
+        let (status, body) = request(c, "PUT", &[])?;
+        if status == 200 || body.contains("BucketAlreadyOwnedByYou") {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!(
+                "PUT /{}: HTTP {status}: {}",
+                c.bucket,
+                body.chars().take(300).collect::<String>()
+            )))
+        }
+    }
+
+    /// One multipart upload in progress: (key, upload id, initiated as Unix seconds).
+    pub(super) type Upload = (String, String, u64);
+
+    /// ListMultipartUploads under `prefix`, every page.
+    pub(super) fn list_multipart_uploads(c: &S3Config, prefix: &str) -> io::Result<Vec<Upload>> {
+        let mut out = Vec::new();
+        let (mut key_marker, mut id_marker) = (String::new(), String::new());
+        loop {
+            let mut q = vec![("prefix", prefix.to_owned()), ("uploads", String::new())];
+            if !key_marker.is_empty() {
+                q.push(("key-marker", key_marker.clone()));
+                q.push(("upload-id-marker", id_marker.clone()));
+            }
+            let (status, body) = request(c, "GET", &q)?;
+            if status != 200 {
+                return Err(io::Error::other(format!(
+                    "GET /{}?uploads: HTTP {status}: {}",
+                    c.bucket,
+                    body.chars().take(300).collect::<String>()
+                )));
+            }
+            for up in body.split("<Upload>").skip(1) {
+                let (Some(key), Some(id)) = (tag(up, "Key"), tag(up, "UploadId")) else {
+                    continue;
+                };
+                let initiated = tag(up, "Initiated").and_then(parse_iso8601).unwrap_or(0);
+                out.push((xml_unescape(key), xml_unescape(id), initiated));
+            }
+            if tag(&body, "IsTruncated") != Some("true") {
+                return Ok(out);
+            }
+            match (
+                tag(&body, "NextKeyMarker"),
+                tag(&body, "NextUploadIdMarker"),
+            ) {
+                (Some(k), Some(i)) if !k.is_empty() => {
+                    key_marker = xml_unescape(k);
+                    id_marker = xml_unescape(i);
+                }
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// A SigV4-signed request on the bucket (`/<bucket>?<query>`, empty
+    /// body) over plain HTTP/1.1; returns status and body.
+    fn request(c: &S3Config, method: &str, query: &[(&str, String)]) -> io::Result<(u16, String)> {
         let hostport = c.endpoint.strip_prefix("http://").ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::Unsupported,
                 format!(
-                    "creating a bucket needs a plain http:// endpoint, not {}",
+                    "this bucket-level call needs a plain http:// endpoint, not {}",
                     c.endpoint
                 ),
             )
@@ -762,9 +868,19 @@ mod sigv4 {
             .as_secs();
         let (date, stamp) = amz_dates(now);
         let empty = hex::encode(Sha256::digest(b""));
-        let path = format!("/{}", c.bucket);
+        let path = format!("/{}", uri_encode(&c.bucket));
+        let mut q: Vec<(String, String)> = query
+            .iter()
+            .map(|(k, v)| (uri_encode(k), uri_encode(v)))
+            .collect();
+        q.sort();
+        let canonical_query = q
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("&");
         let canonical = format!(
-            "PUT\n{path}\n\nhost:{hostport}\nx-amz-content-sha256:{empty}\nx-amz-date:{stamp}\n\nhost;x-amz-content-sha256;x-amz-date\n{empty}"
+            "{method}\n{path}\n{canonical_query}\nhost:{hostport}\nx-amz-content-sha256:{empty}\nx-amz-date:{stamp}\n\nhost;x-amz-content-sha256;x-amz-date\n{empty}"
         );
         let scope = format!("{date}/{}/s3/aws4_request", c.region);
         let to_sign = format!(
@@ -776,8 +892,13 @@ mod sigv4 {
             key = hmac(&key, part.as_bytes());
         }
         let sig = hex::encode(hmac(&key, to_sign.as_bytes()));
+        let target = if canonical_query.is_empty() {
+            path
+        } else {
+            format!("{path}?{canonical_query}")
+        };
         let req = format!(
-            "PUT {path} HTTP/1.1\r\nHost: {hostport}\r\nx-amz-content-sha256: {empty}\r\nx-amz-date: {stamp}\r\n\
+            "{method} {target} HTTP/1.1\r\nHost: {hostport}\r\nx-amz-content-sha256: {empty}\r\nx-amz-date: {stamp}\r\n\
              Authorization: AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature={sig}\r\n\
              Content-Length: 0\r\nConnection: close\r\n\r\n",
             c.access_key
@@ -785,18 +906,83 @@ mod sigv4 {
         let mut s = TcpStream::connect(hostport)?;
         s.set_read_timeout(Some(Duration::from_secs(30)))?;
         s.write_all(req.as_bytes())?;
-        let mut resp = String::new();
-        s.read_to_string(&mut resp)?;
-        let status = resp.split(' ').nth(1).unwrap_or("");
-        if status == "200" || resp.contains("BucketAlreadyOwnedByYou") {
-            Ok(())
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw)?;
+        let text = String::from_utf8_lossy(&raw);
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let chunked = head.lines().any(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("transfer-encoding: chunked")
+        });
+        let body = if chunked {
+            dechunk(body)
         } else {
-            Err(io::Error::other(format!(
-                "PUT /{}: {}",
-                c.bucket,
-                resp.lines().next().unwrap_or("no response")
-            )))
+            body.to_owned()
+        };
+        Ok((status, body))
+    }
+
+    fn dechunk(mut s: &str) -> String {
+        let mut out = String::new();
+        while let Some((size, rest)) = s.split_once("\r\n") {
+            let n =
+                usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
+            if n == 0 || rest.len() < n {
+                break;
+            }
+            out.push_str(&rest[..n]);
+            s = rest[n..].strip_prefix("\r\n").unwrap_or(&rest[n..]);
         }
+        out
+    }
+
+    fn tag<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
+        let open = format!("<{name}>");
+        let close = format!("</{name}>");
+        let start = xml.find(&open)? + open.len();
+        let end = start + xml[start..].find(&close)?;
+        Some(&xml[start..end])
+    }
+
+    fn xml_unescape(s: &str) -> String {
+        s.replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&apos;", "'")
+            .replace("&amp;", "&")
+    }
+
+    fn uri_encode(s: &str) -> String {
+        let mut out = String::new();
+        for b in s.bytes() {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                out.push(b as char);
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+        out
+    }
+
+    /// `2026-11-26T08:00:00.000Z` → Unix seconds.
+    fn parse_iso8601(s: &str) -> Option<u64> {
+        let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+        let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+        let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+        // Howard Hinnant's days_from_civil.
+        let y = if m <= 2 { y - 1 } else { y };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let mp = (m + 9) % 12;
+        let doy = (153 * mp + 2) / 5 + d - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146_097 + doe - 719_468;
+        u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()
     }
 
     fn hmac(key: &[u8], msg: &[u8]) -> Vec<u8> {
@@ -846,6 +1032,15 @@ mod sigv4 {
             assert_eq!(
                 super::amz_dates(1_440_938_160),
                 ("20150830".into(), "20150830T123600Z".into())
+            );
+            assert_eq!(
+                super::parse_iso8601("2015-08-30T12:36:00.000Z"),
+                Some(1_440_938_160)
+            );
+            assert_eq!(super::uri_encode("a/b c~"), "a%2Fb%20c~");
+            assert_eq!(
+                super::dechunk("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"),
+                "hello world"
             );
             // RFC 4231 test case 2.
             assert_eq!(
@@ -968,6 +1163,30 @@ mod tests {
         let r =
             store.run(async move { s3.put_part(&k, &id, 0, PutPayload::from(vec![1u8])).await });
         assert!(r.is_err(), "part upload after abort succeeded");
+    }
+
+    #[test]
+    fn s3_sweep_aborts_stale_multipart_uploads() {
+        let store = test_store("sweep");
+        let d = Digest::of(Algorithm::Sha256, b"sweep me");
+        let key = store.key(&d);
+        let (s3, k) = (store.s3.clone(), key.clone());
+        let upload_id = store
+            .run(async move { s3.create_multipart(&k).await })
+            .expect("create");
+        // Young uploads are left alone.
+        assert_eq!(
+            store
+                .abort_stale_multipart(Duration::from_secs(3600))
+                .expect("sweep"),
+            Vec::<String>::new()
+        );
+        let aborted = store.abort_stale_multipart(Duration::ZERO).expect("sweep");
+        assert_eq!(aborted, vec![key.to_string()]);
+        let (s3, k, id) = (store.s3.clone(), key.clone(), upload_id);
+        let r =
+            store.run(async move { s3.put_part(&k, &id, 0, PutPayload::from(vec![1u8])).await });
+        assert!(r.is_err(), "part upload after the sweep succeeded");
     }
 
     #[test]

@@ -647,10 +647,21 @@ impl BlobStore for TieredStore {
                 let outcome = i.remote.upload_file(digest, src, mode)?;
                 if outcome == PutOutcome::Stored {
                     i.stats.bytes_uploaded.fetch_add(size, Ordering::Relaxed);
-                    i.local.put_file(digest, src, PutMode::Overwrite)?;
-                    i.cached(digest, size);
-                    i.evict();
-                } else {
+                    // The blob is safe in the bucket; the cache is optional.
+                    match i.local.put_file(digest, src, PutMode::Overwrite) {
+                        Ok(_) => {
+                            i.cached(digest, size);
+                            i.evict();
+                        }
+                        Err(e) => {
+                            // Never leave an older copy behind an overwrite.
+                            lock(&i.lru).remove(digest);
+                            let _ = i.local.delete(digest);
+                            tracing::warn!(digest = %digest, error = %e, "tier: caching an uploaded blob failed");
+                        }
+                    }
+                }
+                if src.exists() {
                     fs::remove_file(src)
                         .map_err(|e| StoreError::io("remove stored source file", src, e))?;
                 }
@@ -675,9 +686,18 @@ impl BlobStore for TieredStore {
                 let outcome = i.remote.put_bytes(digest, data, mode)?;
                 if outcome == PutOutcome::Stored {
                     i.stats.bytes_uploaded.fetch_add(size, Ordering::Relaxed);
-                    i.local.put_bytes(digest, data, PutMode::Overwrite)?;
-                    i.cached(digest, size);
-                    i.evict();
+                    match i.local.put_bytes(digest, data, PutMode::Overwrite) {
+                        Ok(_) => {
+                            i.cached(digest, size);
+                            i.evict();
+                        }
+                        Err(e) => {
+                            // Never leave an older copy behind an overwrite.
+                            lock(&i.lru).remove(digest);
+                            let _ = i.local.delete(digest);
+                            tracing::warn!(digest = %digest, error = %e, "tier: caching an uploaded blob failed");
+                        }
+                    }
                 }
                 Ok(outcome)
             }
