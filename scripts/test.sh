@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: formatting, clippy, then unit, property, crash and
-# end-to-end tests (real `berth` processes driven by skopeo). Installs the
+# end-to-end tests (real `berth` processes driven by skopeo), with a real
+# Ceph RGW for the S3 and tiered stores. Installs the
 # Debian packages it needs first. The cargo target dir lives outside the
 # clone ($HOME/.cache/berth/target) so later runs reuse the RocksDB build.
 set -euo pipefail
@@ -17,7 +18,15 @@ cargo clippy --workspace --all-targets -- -D warnings
 # The end-to-end tests start the real binaries from the target dir.
 cargo build --workspace --all-targets
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+# The S3 and tiered tests run against a real Ceph RGW (../shared/s3 sits
+# beside the project root); its S3_* variables are exported for the tests,
+# which fail without them. Stopped (and its data purged) on exit.
+dir=$(mktemp -d)
+trap 'bash ../shared/s3/ceph-rgw-stop.sh "$dir/rgw" --purge >/dev/null 2>&1 || true; rm -rf "$dir" "$log"' EXIT
+bash ../shared/s3/ceph-rgw-start.sh auto "$dir/rgw" >/dev/null
+set -a
+. "$dir/rgw/s3.env"
+set +a
 cargo test --workspace --all-targets 2>&1 | tee "$log"
 # One closing line over every test binary (cargo prints one per binary).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use crate::error::StorageError;
 use crate::keys;
 use crate::records;
-use crate::store::{BlobStore, LocalStore};
+use crate::store::{open_backend, Backend, BlobStore};
 use crate::uploads::Session;
 use crate::workers::Workers;
 
@@ -25,8 +25,11 @@ pub struct EngineConfig {
     /// Root of everything persisted: `index/` (RocksDB), `blobs/` (local
     /// store, unless `store` is given) and `uploads/` (upload session files).
     pub data_dir: PathBuf,
-    /// The blob store; `None` opens a [`LocalStore`] at `data_dir/blobs`.
+    /// The blob store; `None` opens the one `backend` names
+    /// ([`crate::store::open_backend`]).
     pub store: Option<Arc<dyn BlobStore>>,
+    /// The storage backend (`local`, `s3`, `tiered`) when `store` is `None`.
+    pub backend: Backend,
     /// Upload sessions untouched this long are expired by a background worker.
     pub upload_ttl: Duration,
     /// How often the background worker looks for expired uploads.
@@ -34,11 +37,12 @@ pub struct EngineConfig {
 }
 
 impl EngineConfig {
-    /// Defaults for a data directory: local store, 24 h upload expiry.
+    /// Defaults for a data directory: local backend, 24 h upload expiry.
     pub fn new(data_dir: impl Into<PathBuf>) -> EngineConfig {
         EngineConfig {
             data_dir: data_dir.into(),
             store: None,
+            backend: Backend::local(),
             upload_ttl: Duration::from_secs(24 * 3600),
             expiry_interval: Duration::from_secs(600),
         }
@@ -105,7 +109,7 @@ impl Engine {
             .map_err(StorageError::io("create uploads dir", &uploads_dir))?;
         let store: Arc<dyn BlobStore> = match &config.store {
             Some(s) => s.clone(),
-            None => Arc::new(LocalStore::open(&data.join("blobs"))?),
+            None => open_backend(data, &config.backend)?,
         };
         let db = open_db(&data.join("index"))?;
         let inner = Arc::new(Inner {

@@ -147,6 +147,17 @@ impl Inner {
         for entry in dir {
             let entry = entry.map_err(StorageError::io("list uploads", &self.uploads_dir))?;
             let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(id) = name.strip_suffix(crate::store::MULTIPART_SIDECAR_SUFFIX) {
+                // A resumable store put's progress (S3 multipart): kept with
+                // its live session, else the remote upload is aborted.
+                if !live.contains(id) {
+                    tracing::info!(upload = %id, "aborting the store upload of a dropped session");
+                    if let Err(e) = self.store.discard_staged(&self.upload_path(id)) {
+                        tracing::warn!(upload = %id, error = %e, "aborting a dropped session's store upload");
+                    }
+                }
+                continue;
+            }
             if !live.contains(&name) {
                 tracing::info!(file = %name, "removing upload file without a session record");
                 let _ = std::fs::remove_file(entry.path());
@@ -200,6 +211,9 @@ impl Inner {
         drop(s);
         self.forget_session(id);
         let path = self.upload_path(id);
+        if let Err(e) = self.store.discard_staged(&path) {
+            tracing::warn!(upload = %id, error = %e, "releasing the store upload of a cancelled session");
+        }
         if let Err(e) = std::fs::remove_file(&path) {
             tracing::warn!(upload = %id, error = %e, "removing cancelled upload file");
         }

@@ -6,8 +6,16 @@
 //!
 //! ```json
 //! {"listen": "0.0.0.0:5000", "data_dir": "/var/lib/berth", "read_only": false,
-//!  "delete_enabled": true, "upload_ttl_seconds": 86400}
+//!  "delete_enabled": true, "upload_ttl_seconds": 86400,
+//!  "storage_backend": "s3", "s3_endpoint": "http://rgw:7480", "s3_region": "default",
+//!  "s3_bucket": "registry", "s3_access_key": "AK", "s3_secret_key": "SK",
+//!  "s3_root": "berth", "s3_path_style": true, "cache_max_bytes": 10737418240}
 //! ```
+//!
+//! Storage (`docs/storage.md`): `storage_backend` is `local` (default), `s3`
+//! or `tiered`; the last two need `s3_endpoint`, `s3_bucket`,
+//! `s3_access_key` and `s3_secret_key` (env `BERTH_STORAGE_BACKEND`,
+//! `BERTH_S3_*`, `BERTH_CACHE_MAX_BYTES`).
 //!
 //! Unknown keys are an error (a typo should not silently change nothing).
 //! `read_only` is on if any source turns it on.
@@ -15,6 +23,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use berth_engine::store::{Backend, BackendKind, S3Config};
 use clap::builder::BoolishValueParser;
 use serde::Deserialize;
 
@@ -35,6 +44,9 @@ pub struct Config {
     pub delete_enabled: bool,
     /// Upload sessions untouched this long are expired.
     pub upload_ttl: Duration,
+    /// Where blobs live: local disk, an S3 bucket with a local read cache,
+    /// or both (tiered).
+    pub storage: Backend,
 }
 
 impl Config {
@@ -46,6 +58,7 @@ impl Config {
             read_only: false,
             delete_enabled: true,
             upload_ttl: DEFAULT_UPLOAD_TTL,
+            storage: Backend::local(),
         }
     }
 
@@ -60,7 +73,9 @@ impl Config {
         } else {
             args.delete_enabled.or(file.delete_enabled).unwrap_or(true)
         };
+        let storage = storage(&args, &file)?;
         Ok(Config {
+            storage,
             listen: args
                 .listen
                 .or(file.listen)
@@ -77,6 +92,59 @@ impl Config {
                 .map_or(DEFAULT_UPLOAD_TTL, Duration::from_secs),
         })
     }
+}
+
+/// The storage backend from flags/environment, then the file.
+fn storage(args: &ServeArgs, file: &FileConfig) -> Result<Backend, ConfigError> {
+    let pick = |a: &Option<String>, f: &Option<String>| a.clone().or_else(|| f.clone());
+    let kind = match pick(&args.storage_backend, &file.storage_backend) {
+        None => BackendKind::Local,
+        Some(k) => k.parse().map_err(ConfigError::Storage)?,
+    };
+    let cache_max_bytes = args
+        .cache_max_bytes
+        .or(file.cache_max_bytes)
+        .unwrap_or(berth_engine::store::DEFAULT_CACHE_MAX_BYTES);
+    if kind == BackendKind::Local {
+        return Ok(Backend {
+            kind,
+            s3: None,
+            cache_max_bytes,
+        });
+    }
+    let need = |name: &str, v: Option<String>| {
+        v.filter(|v| !v.is_empty()).ok_or_else(|| {
+            ConfigError::Storage(format!(
+                "storage backend {} needs {name} (env BERTH_{}, config key {})",
+                kind.name(),
+                name.to_uppercase(),
+                name
+            ))
+        })
+    };
+    let mut s3 = S3Config::new(
+        need("s3_endpoint", pick(&args.s3_endpoint, &file.s3_endpoint))?,
+        pick(&args.s3_region, &file.s3_region).unwrap_or_else(|| "us-east-1".to_owned()),
+        need("s3_bucket", pick(&args.s3_bucket, &file.s3_bucket))?,
+        need(
+            "s3_access_key",
+            pick(&args.s3_access_key, &file.s3_access_key),
+        )?,
+        need(
+            "s3_secret_key",
+            pick(&args.s3_secret_key, &file.s3_secret_key),
+        )?,
+    );
+    s3.root = pick(&args.s3_root, &file.s3_root).unwrap_or_default();
+    s3.path_style = args.s3_path_style.or(file.s3_path_style).unwrap_or(true);
+    if let Some(t) = args.s3_multipart_threshold.or(file.s3_multipart_threshold) {
+        s3.multipart_threshold = t;
+    }
+    Ok(Backend {
+        kind,
+        s3: Some(s3),
+        cache_max_bytes,
+    })
 }
 
 /// `berth serve` flags.
@@ -104,6 +172,42 @@ pub struct ServeArgs {
     /// Expire upload sessions untouched for this many seconds [default: 86400]
     #[arg(long, env = "BERTH_UPLOAD_TTL_SECONDS", value_name = "SECONDS")]
     pub upload_ttl_seconds: Option<u64>,
+    /// Blob storage: local, s3 (bucket + local read cache) or tiered
+    /// (local + background copy to the bucket) [default: local]
+    #[arg(long, env = "BERTH_STORAGE_BACKEND", value_name = "BACKEND")]
+    pub storage_backend: Option<String>,
+    /// S3 endpoint URL, e.g. http://rgw.example:7480
+    #[arg(long, env = "BERTH_S3_ENDPOINT", value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region [default: us-east-1; Ceph RGW accepts any]
+    #[arg(long, env = "BERTH_S3_REGION", value_name = "REGION")]
+    pub s3_region: Option<String>,
+    /// S3 bucket (must exist)
+    #[arg(long, env = "BERTH_S3_BUCKET", value_name = "BUCKET")]
+    pub s3_bucket: Option<String>,
+    /// S3 access key
+    #[arg(long, env = "BERTH_S3_ACCESS_KEY", value_name = "KEY")]
+    pub s3_access_key: Option<String>,
+    /// S3 secret key
+    #[arg(
+        long,
+        env = "BERTH_S3_SECRET_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub s3_secret_key: Option<String>,
+    /// Key prefix ("root directory") of every object in the bucket
+    #[arg(long, env = "BERTH_S3_ROOT", value_name = "PREFIX")]
+    pub s3_root: Option<String>,
+    /// Path-style S3 requests (false: virtual-hosted style) [default: true]
+    #[arg(long, env = "BERTH_S3_PATH_STYLE", value_name = "BOOL", value_parser = BoolishValueParser::new())]
+    pub s3_path_style: Option<bool>,
+    /// Blobs at least this large are stored with resumable multipart uploads [default: 16 MiB]
+    #[arg(long, env = "BERTH_S3_MULTIPART_THRESHOLD", value_name = "BYTES")]
+    pub s3_multipart_threshold: Option<u64>,
+    /// Local cache budget of the s3 and tiered backends [default: 10 GiB]
+    #[arg(long, env = "BERTH_CACHE_MAX_BYTES", value_name = "BYTES")]
+    pub cache_max_bytes: Option<u64>,
 }
 
 /// The config file's contents; every key optional.
@@ -115,6 +219,16 @@ struct FileConfig {
     read_only: Option<bool>,
     delete_enabled: Option<bool>,
     upload_ttl_seconds: Option<u64>,
+    storage_backend: Option<String>,
+    s3_endpoint: Option<String>,
+    s3_region: Option<String>,
+    s3_bucket: Option<String>,
+    s3_access_key: Option<String>,
+    s3_secret_key: Option<String>,
+    s3_root: Option<String>,
+    s3_path_style: Option<bool>,
+    s3_multipart_threshold: Option<u64>,
+    cache_max_bytes: Option<u64>,
 }
 
 impl FileConfig {
@@ -138,12 +252,14 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("berth: config {path}: {source} (expected a JSON object with keys listen, data_dir, read_only, delete_enabled, upload_ttl_seconds)", path = .path.display())]
+    #[error("berth: config {path}: {source} (expected a JSON object with keys listen, data_dir, read_only, delete_enabled, upload_ttl_seconds, storage_backend, s3_endpoint, s3_region, s3_bucket, s3_access_key, s3_secret_key, s3_root, s3_path_style, s3_multipart_threshold, cache_max_bytes)", path = .path.display())]
     Parse {
         path: PathBuf,
         #[source]
         source: serde_json::Error,
     },
+    #[error("berth: storage: {0}")]
+    Storage(String),
 }
 
 #[cfg(test)]
@@ -189,6 +305,58 @@ mod tests {
         let c = Config::from_args(args).unwrap();
         assert_eq!(c.listen, "127.0.0.1:2");
         assert!(c.delete_enabled);
+    }
+
+    #[test]
+    fn storage_backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("berth.json");
+        std::fs::write(
+            &path,
+            r#"{"storage_backend":"tiered","s3_endpoint":"http://127.0.0.1:1","s3_bucket":"b",
+               "s3_access_key":"ak","s3_secret_key":"s3cr3t","s3_root":"r","cache_max_bytes":1000}"#,
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        };
+        let c = Config::from_args(args).unwrap();
+        assert_eq!(c.storage.kind, BackendKind::Tiered);
+        assert_eq!(c.storage.cache_max_bytes, 1000);
+        let s3 = c.storage.s3.expect("s3 config");
+        assert_eq!(
+            (s3.endpoint.as_str(), s3.bucket.as_str(), s3.root.as_str()),
+            ("http://127.0.0.1:1", "b", "r")
+        );
+        assert!(s3.path_style);
+        assert!(
+            !format!("{s3:?}").contains("s3cr3t"),
+            "Debug hides the secret"
+        );
+
+        let args = ServeArgs {
+            config: Some(path),
+            storage_backend: Some("s3".into()),
+            s3_bucket: Some("other".into()),
+            ..ServeArgs::default()
+        };
+        let c = Config::from_args(args).unwrap();
+        assert_eq!(c.storage.kind, BackendKind::S3);
+        assert_eq!(c.storage.s3.unwrap().bucket, "other");
+
+        let args = ServeArgs {
+            storage_backend: Some("s3".into()),
+            ..ServeArgs::default()
+        };
+        let e = Config::from_args(args).unwrap_err();
+        assert!(e.to_string().contains("s3_endpoint"), "{e}");
+        let args = ServeArgs {
+            storage_backend: Some("ceph".into()),
+            ..ServeArgs::default()
+        };
+        let e = Config::from_args(args).unwrap_err();
+        assert!(e.to_string().contains("unknown storage backend"), "{e}");
     }
 
     #[test]

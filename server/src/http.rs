@@ -72,6 +72,7 @@ pub enum ServeError {
 pub async fn open_engine(config: &Config) -> Result<Engine, ServeError> {
     let mut ec = EngineConfig::new(&config.data_dir);
     ec.upload_ttl = config.upload_ttl;
+    ec.backend = config.storage.clone();
     let dir = config.data_dir.display().to_string();
     tokio::task::spawn_blocking(move || Engine::open(ec))
         .await

@@ -4,6 +4,8 @@
 //! data directory no server holds (RocksDB's lock refuses otherwise), calls
 //! one engine operation and prints the result.
 
+mod bench;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -48,10 +50,30 @@ enum Command {
         #[arg(long, default_value_t = 86_400)]
         older_than_seconds: u64,
     },
+    /// Measures a blob store backend: put/get/stat/delete throughput and
+    /// latency percentiles per blob size (does not use the data directory).
+    Bench(Box<bench::BenchArgs>),
+    /// Aborts multipart uploads in the S3 bucket abandoned for longer than
+    /// the given age (crashed completions; does not use the data directory).
+    S3AbortUploads(Box<bench::SweepArgs>),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let standalone = match &cli.command {
+        Command::Bench(args) => Some(("bench", bench::run(args))),
+        Command::S3AbortUploads(args) => Some(("s3-abort-uploads", bench::sweep(args))),
+        _ => None,
+    };
+    if let Some((name, result)) = standalone {
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("berthctl: {name}: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     match run(&cli) {
         Ok(code) => code,
         Err(e) => {
@@ -106,6 +128,7 @@ fn run(cli: &Cli) -> Result<ExitCode, StorageError> {
                 ExitCode::FAILURE
             })
         }
+        Command::Bench(_) | Command::S3AbortUploads(_) => unreachable!("handled in main"),
         Command::ExpireUploads { older_than_seconds } => {
             let n = engine.expire_uploads(Duration::from_secs(*older_than_seconds))?;
             println!("expired {n} upload session(s)");

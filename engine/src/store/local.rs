@@ -111,6 +111,12 @@ impl LocalStore {
             .join(hex)
     }
 
+    /// The path of blob `digest`'s file, whether or not it exists (for the
+    /// tiered store, which hard-links it to stage an upload).
+    pub(crate) fn blob_file(&self, digest: &Digest) -> PathBuf {
+        self.blob_path(digest)
+    }
+
     /// Makes sure the shard directory of `digest` exists and is durable, and
     /// returns it.
     ///

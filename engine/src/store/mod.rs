@@ -6,8 +6,11 @@
 //! index is garbage, never visible to clients.
 //!
 //! Backends: [`LocalStore`] (filesystem, sharded by digest, memory-mapped
-//! reads) and [`MemoryStore`] (tests, benchmarks). Every backend passes the
-//! shared suite in [`testsuite`].
+//! reads), [`S3Store`] (an S3-compatible bucket: Ceph RGW, MinIO, AWS),
+//! [`TieredStore`] (a local cache in front of an [`S3Store`], write-through
+//! for the `s3` backend, write-back for `tiered`) and [`MemoryStore`]
+//! (tests, benchmarks). Every backend passes the shared suite in
+//! [`testsuite`]. [`open_backend`] builds the one a configuration names.
 //!
 //! Stores trust their callers on content: `put_*` does not re-hash. The
 //! engine verifies digests before calling `put_*` (DESIGN: "digests are always
@@ -20,12 +23,35 @@ use std::sync::Arc;
 
 use crate::digest::Digest;
 
+mod backend;
 mod local;
 mod memory;
+pub mod s3;
 pub mod testsuite;
+mod tiered;
 
+pub use backend::{open_backend, Backend, BackendKind, DEFAULT_CACHE_MAX_BYTES};
 pub use local::LocalStore;
 pub use memory::MemoryStore;
+pub use s3::{S3Config, S3Store};
+pub use tiered::{TierMode, TierStats, TieredStore};
+
+/// The multipart sidecar of a `put_file` source: `<src>.s3mpu`, next to it.
+///
+/// A store that uploads a source in resumable pieces ([`S3Store`]) records
+/// its progress there, so a `put_file` of the same source after a crash
+/// resumes. The owner of the source (the engine's upload sessions) keeps the
+/// sidecar of a live source and hands the source to
+/// [`BlobStore::discard_staged`] when it abandons it. The one place the name
+/// is built.
+pub fn multipart_sidecar(src: &Path) -> PathBuf {
+    let mut name = src.file_name().unwrap_or_default().to_os_string();
+    name.push(MULTIPART_SIDECAR_SUFFIX);
+    src.with_file_name(name)
+}
+
+/// File name suffix of [`multipart_sidecar`] files.
+pub const MULTIPART_SIDECAR_SUFFIX: &str = ".s3mpu";
 
 /// A blob store backend.
 ///
@@ -124,6 +150,23 @@ pub trait BlobStore: Send + Sync + 'static {
     /// upload session) belongs there. `None` for backends where any local
     /// path is as good as another ([`MemoryStore`]).
     fn tmp_dir(&self) -> Option<&Path>;
+
+    /// The caller abandons the `put_file` source `src` (its upload was
+    /// cancelled or expired, or recovery found it orphaned): release
+    /// whatever the store keeps for a resumable put of it. [`S3Store`]
+    /// aborts the multipart upload recorded in `src`'s
+    /// [`multipart_sidecar`] and removes the sidecar; the default does
+    /// nothing. `src` itself is the caller's to remove.
+    fn discard_staged(&self, src: &Path) -> Result<(), StoreError> {
+        let _ = src;
+        Ok(())
+    }
+
+    /// Tier counters (cache hits, misses, bytes uploaded, evicted) of a
+    /// tiered store, for `/metrics`; `None` for single-tier stores.
+    fn tier_stats(&self) -> Option<&TierStats> {
+        None
+    }
 }
 
 /// Conditional-write mode for `put_*`.
@@ -169,8 +212,8 @@ pub enum BlobData {
         /// One past the last byte served.
         end: usize,
     },
-    /// A shared in-memory buffer ([`MemoryStore`], and empty files, which
-    /// cannot be mapped).
+    /// A shared in-memory buffer ([`MemoryStore`], [`S3Store`], and empty
+    /// files, which cannot be mapped).
     Shared {
         /// The whole blob.
         buf: Arc<[u8]>,
@@ -179,15 +222,126 @@ pub enum BlobData {
         /// One past the last byte served.
         end: usize,
     },
+    /// A blob still arriving in a local file ([`TieredStore`] reading a
+    /// blob that is only in the bucket: the bytes are served while they are
+    /// downloaded into the cache). [`BlobData::into_chunks`] yields each
+    /// chunk once it has arrived, waiting for it; `as_ref` waits for the
+    /// whole blob. If the download fails, the chunks stop early (a short
+    /// body, which HTTP clients detect through Content-Length).
+    Stream {
+        /// The file being filled and its progress.
+        src: Arc<StreamSource>,
+        /// First byte served.
+        start: usize,
+        /// One past the last byte served.
+        end: usize,
+    },
+}
+
+/// A file being filled by a download, shared by the downloader and the
+/// [`BlobData::Stream`] values reading it.
+///
+/// The downloader appends to the file (never rewrites), then reports
+/// progress with [`StreamSource::advance`] and the end with
+/// [`StreamSource::finish`]; readers `pread` only bytes below the reported
+/// progress, so they never see unwritten bytes. The file handle stays valid
+/// when the cache later renames or deletes the path.
+pub struct StreamSource {
+    file: std::fs::File,
+    size: u64,
+    /// (bytes written, final error if the download failed). Lifetime: as
+    /// long as any reader; the condvar wakes readers on every change.
+    state: std::sync::Mutex<(u64, Option<String>)>,
+    changed: std::sync::Condvar,
+    /// The whole file mapped, once complete (for `as_ref`).
+    map: std::sync::OnceLock<Option<memmap2::Mmap>>,
+}
+
+impl StreamSource {
+    /// A source for a file (opened for reading) that will hold `size` bytes.
+    pub(crate) fn new(file: std::fs::File, size: u64) -> StreamSource {
+        StreamSource {
+            file,
+            size,
+            state: std::sync::Mutex::new((0, None)),
+            changed: std::sync::Condvar::new(),
+            map: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The downloader wrote bytes up to `written`.
+    pub(crate) fn advance(&self, written: u64) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.0 = written;
+        self.changed.notify_all();
+    }
+
+    /// The download ended: `Ok` with every byte written, or failed.
+    pub(crate) fn finish(&self, result: Result<(), String>) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(()) => s.0 = self.size,
+            Err(e) => s.1 = Some(e),
+        }
+        self.changed.notify_all();
+    }
+
+    /// Waits until bytes `[0, end)` are written; false if the download failed.
+    fn wait_for(&self, end: u64) -> bool {
+        let wait = || {
+            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                if s.0 >= end {
+                    return true;
+                }
+                if s.1.is_some() {
+                    return false;
+                }
+                s = self.changed.wait(s).unwrap_or_else(|p| p.into_inner());
+            }
+        };
+        // Reached from a response body polled on a tokio worker: tell the
+        // runtime this thread blocks, so other tasks move elsewhere.
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(wait)
+            }
+            _ => wait(),
+        }
+    }
+
+    /// Bytes `[start, end)`, once written; `None` if the download failed.
+    fn read(&self, start: usize, end: usize) -> Option<Arc<[u8]>> {
+        use std::os::unix::fs::FileExt;
+        if !self.wait_for(end as u64) {
+            return None;
+        }
+        let mut buf = vec![0u8; end - start];
+        self.file.read_exact_at(&mut buf, start as u64).ok()?;
+        Some(Arc::from(buf))
+    }
+
+    /// The whole blob, once complete (empty if the download failed).
+    fn whole(&self) -> &[u8] {
+        let map = self.map.get_or_init(|| {
+            if self.size == 0 || !self.wait_for(self.size) {
+                return None;
+            }
+            // SAFETY: the file is complete and never written again (see
+            // the type's docs); the mapping is read-only.
+            unsafe { memmap2::Mmap::map(&self.file) }.ok()
+        });
+        map.as_deref().unwrap_or(&[])
+    }
 }
 
 impl BlobData {
     /// Number of bytes served.
     pub fn len(&self) -> usize {
         match self {
-            BlobData::Mapped { start, end, .. } | BlobData::Shared { start, end, .. } => {
-                end - start
-            }
+            BlobData::Mapped { start, end, .. }
+            | BlobData::Shared { start, end, .. }
+            | BlobData::Stream { start, end, .. } => end - start,
         }
     }
 
@@ -203,7 +357,7 @@ impl BlobData {
     pub fn mapped_file(&self) -> Option<(&Arc<std::fs::File>, &Arc<memmap2::Mmap>)> {
         match self {
             BlobData::Mapped { map, file, .. } => Some((file, map)),
-            BlobData::Shared { .. } => None,
+            BlobData::Shared { .. } | BlobData::Stream { .. } => None,
         }
     }
 
@@ -220,13 +374,17 @@ impl BlobData {
     pub fn into_chunks(self, chunk: usize) -> impl Iterator<Item = BlobData> + Send {
         let chunk = chunk.max(1);
         let (start, end) = match &self {
-            BlobData::Mapped { start, end, .. } | BlobData::Shared { start, end, .. } => {
-                (*start, *end)
-            }
+            BlobData::Mapped { start, end, .. }
+            | BlobData::Shared { start, end, .. }
+            | BlobData::Stream { start, end, .. } => (*start, *end),
         };
-        (start..end).step_by(chunk).map(move |s| {
+        let mut failed = false;
+        (start..end).step_by(chunk).map_while(move |s| {
             let e = (s + chunk).min(end);
-            match &self {
+            if failed {
+                return None;
+            }
+            Some(match &self {
                 BlobData::Mapped { map, file, .. } => BlobData::Mapped {
                     map: map.clone(),
                     file: file.clone(),
@@ -238,7 +396,20 @@ impl BlobData {
                     start: s,
                     end: e,
                 },
-            }
+                // A streamed chunk is read once it has arrived; the stream
+                // stops at the first byte that never will.
+                BlobData::Stream { src, .. } => match src.read(s, e) {
+                    Some(buf) => BlobData::Shared {
+                        end: buf.len(),
+                        buf,
+                        start: 0,
+                    },
+                    None => {
+                        failed = true;
+                        return None;
+                    }
+                },
+            })
         })
     }
 }
@@ -276,6 +447,7 @@ impl AsRef<[u8]> for BlobData {
                 map, start, end, ..
             } => &map[*start..*end],
             BlobData::Shared { buf, start, end } => &buf[*start..*end],
+            BlobData::Stream { src, start, end } => src.whole().get(*start..*end).unwrap_or(&[]),
         }
     }
 }
@@ -285,6 +457,7 @@ impl fmt::Debug for BlobData {
         let (kind, start, end) = match self {
             BlobData::Mapped { start, end, .. } => ("Mapped", start, end),
             BlobData::Shared { start, end, .. } => ("Shared", start, end),
+            BlobData::Stream { start, end, .. } => ("Stream", start, end),
         };
         write!(f, "BlobData::{kind}({start}..{end}, {} bytes)", end - start)
     }
@@ -306,6 +479,16 @@ pub enum StoreError {
         digest: Digest,
         /// Its actual size.
         size: u64,
+    },
+    /// A request to a remote (S3) store failed.
+    #[error("{op} {key}: {message}")]
+    Remote {
+        /// What the store was doing, e.g. `"put object"`.
+        op: &'static str,
+        /// The object (`s3://bucket/key`) or bucket it was doing it on.
+        key: String,
+        /// The client's error.
+        message: String,
     },
     /// A filesystem operation failed.
     #[error("{op} {}: {source}", path.display())]

@@ -1,0 +1,1200 @@
+//! [`S3Store`]: blobs as objects in an S3-compatible bucket (Ceph RGW,
+//! MinIO, AWS S3), through the `object_store` crate.
+//!
+//! Object layout (this module is the only code that builds or parses these
+//! keys; see `key`):
+//!
+//! ```text
+//! <bucket>/<root>/<algorithm>/<first two hex chars>/<hex>
+//! e.g. registry/sha256/e3/e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
+//! ```
+//!
+//! Same tree as [`super::LocalStore`] below `<root>`, so a local store can be
+//! copied into a bucket with any S3 tool.
+//!
+//! Writes:
+//! - `put_bytes` and `put_file` below [`S3Config::multipart_threshold`]:
+//!   one PutObject. `CreateOnly` sends `If-None-Match: *` (Ceph RGW, MinIO
+//!   and AWS honour it; exactly one concurrent create wins).
+//! - `put_file` from the threshold up: a multipart upload straight to the
+//!   final key, resumable across crashes. Its upload id and the ETag of every
+//!   uploaded part are recorded durably in a sidecar file next to the source
+//!   (`<src>.s3mpu`, see [`super::multipart_sidecar`]); a `put_file` of the
+//!   same source after a crash uploads only the parts that are missing and
+//!   completes the same upload. `CreateOnly` is a HEAD first: S3
+//!   CompleteMultipartUpload has no create-only form (RGW ignores
+//!   `If-None-Match` there), so two concurrent multipart puts of one digest
+//!   may both report `Stored` — harmless for content-addressed blobs, whose
+//!   bytes are equal. See `docs/storage.md` for the protocol.
+//!
+//! Ceph RGW quirks handled (see `../shared/s3/README.md`): the ETag returned
+//! by CompleteMultipartUpload is empty, so it is never used (the object is
+//! HEAD-checked for its size instead); completing an upload that is already
+//! complete gives 500 "already in progress", so a failed completion is
+//! followed by a HEAD that decides whether the object is there. No code here
+//! sends `If-Match` (blobs are immutable; nothing is compare-and-swapped).
+//!
+//! Reads are whole-object or ranged GETs held in memory
+//! ([`BlobData::Shared`]); the engine's `s3` and `tiered` backends put a
+//! local read cache in front (see [`super::TieredStore`]).
+//!
+//! Every call is blocking: the store owns a small tokio runtime and runs each
+//! request on it, waiting on the calling thread without entering the runtime
+//! (so it is safe from `spawn_blocking` threads and plain threads alike).
+
+use std::fs::{self, File};
+use std::future::Future;
+use std::io;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::multipart::{MultipartStore, PartId};
+use object_store::path::Path as ObjPath;
+use object_store::{
+    BackoffConfig, ClientOptions, ObjectStore, PutMode as ObjPutMode, PutOptions, PutPayload,
+    RetryConfig,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{check_range, multipart_sidecar, BlobData, BlobStore, PutMode, PutOutcome, StoreError};
+use crate::digest::{Algorithm, Digest};
+
+/// Default size from which `put_file` uses a multipart upload.
+pub const DEFAULT_MULTIPART_THRESHOLD: u64 = 16 << 20;
+/// Default multipart part size (S3 requires at least 5 MiB for all but the last).
+pub const DEFAULT_PART_SIZE: u64 = 8 << 20;
+/// Multipart parts uploaded concurrently by one `put_file`.
+const PARTS_IN_FLIGHT: usize = 4;
+
+/// Where and how to reach the bucket. The keys users know from Harbor and
+/// registry:2 (`BERTH_S3_*` in the server, see `server/src/config.rs`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Config {
+    /// `http(s)://host:port`; empty for AWS's default endpoint.
+    pub endpoint: String,
+    /// Region (Ceph RGW accepts any).
+    pub region: String,
+    /// Bucket name; it must exist.
+    pub bucket: String,
+    pub access_key: String,
+    pub secret_key: String,
+    /// Key prefix of every object ("root directory"), without slashes at
+    /// either end; empty for the bucket root.
+    pub root: String,
+    /// Path-style requests (`endpoint/bucket/key`), what Ceph RGW and MinIO
+    /// on an IP address need. `false` = virtual-hosted style.
+    pub path_style: bool,
+    /// `put_file` of at least this many bytes uses a multipart upload.
+    pub multipart_threshold: u64,
+    /// Part size of multipart uploads (at least 5 MiB).
+    pub part_size: u64,
+}
+
+impl S3Config {
+    /// A config with the given connection settings and default root
+    /// (empty), path-style on, default multipart sizes.
+    pub fn new(
+        endpoint: impl Into<String>,
+        region: impl Into<String>,
+        bucket: impl Into<String>,
+        access_key: impl Into<String>,
+        secret_key: impl Into<String>,
+    ) -> S3Config {
+        S3Config {
+            endpoint: endpoint.into(),
+            region: region.into(),
+            bucket: bucket.into(),
+            access_key: access_key.into(),
+            secret_key: secret_key.into(),
+            root: String::new(),
+            path_style: true,
+            multipart_threshold: DEFAULT_MULTIPART_THRESHOLD,
+            part_size: DEFAULT_PART_SIZE,
+        }
+    }
+
+    /// The config for tests: endpoint and credentials from `S3_ENDPOINT`,
+    /// `S3_REGION`, `S3_ACCESS_KEY`, `S3_SECRET_KEY` (what
+    /// `../shared/s3/ceph-rgw-start.sh` writes), and `bucket`, created if
+    /// missing. Panics, naming the fix, when the variables are missing:
+    /// S3 tests must fail, never pass silently, without a server.
+    pub fn from_test_env(bucket: &str) -> S3Config {
+        let var = |k: &str| match std::env::var(k) {
+            Ok(v) if !v.is_empty() => v,
+            _ => panic!(
+                "{k} is not set: the S3 tests need a running S3 server (Ceph RGW); \
+                 run them through scripts/test.sh, which starts one with \
+                 ../shared/s3/ceph-rgw-start.sh and exports S3_ENDPOINT, S3_REGION, \
+                 S3_ACCESS_KEY and S3_SECRET_KEY"
+            ),
+        };
+        let region = std::env::var("S3_REGION").unwrap_or_else(|_| "us-east-1".into());
+        let c = S3Config::new(
+            var("S3_ENDPOINT"),
+            region,
+            bucket,
+            var("S3_ACCESS_KEY"),
+            var("S3_SECRET_KEY"),
+        );
+        c.create_bucket()
+            .unwrap_or_else(|e| panic!("create test bucket {bucket} at {}: {e}", c.endpoint));
+        c
+    }
+
+    /// Creates the bucket if it does not exist (a signed `PUT /<bucket>`).
+    /// Only for plain-HTTP endpoints (tests and local benchmarks); in
+    /// production the bucket is created by the operator.
+    pub fn create_bucket(&self) -> io::Result<()> {
+        sigv4::create_bucket(self)
+    }
+
+    /// The object key prefix with a trailing slash, or empty.
+    fn prefix(&self) -> String {
+        let root = self.root.trim_matches('/');
+        if root.is_empty() {
+            String::new()
+        } else {
+            format!("{root}/")
+        }
+    }
+}
+
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the secret key.
+        f.debug_struct("S3Config")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("bucket", &self.bucket)
+            .field("access_key", &self.access_key)
+            .field("root", &self.root)
+            .field("path_style", &self.path_style)
+            .field("multipart_threshold", &self.multipart_threshold)
+            .field("part_size", &self.part_size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A blob store in an S3 bucket. See the module docs.
+pub struct S3Store {
+    s3: Arc<AmazonS3>,
+    config: S3Config,
+    /// `config.prefix()`, computed once.
+    prefix: String,
+    /// Runs the object_store futures. Owned by the store, two worker
+    /// threads; callers block on a oneshot, never inside the runtime. Taken
+    /// and shut down in the background on drop (dropping a runtime may not
+    /// block inside another runtime's worker).
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+/// What a multipart sidecar file records (JSON). Written durably before the
+/// first part is uploaded and after every batch of parts.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+struct MultipartRecord {
+    /// Bucket-relative object key of the upload.
+    key: String,
+    /// The S3 upload id.
+    upload_id: String,
+    /// Size of the source file; a mismatch means a different source.
+    size: u64,
+    /// Part size used to split it.
+    part_size: u64,
+    /// ETag of part `i`, once uploaded.
+    parts: Vec<Option<String>>,
+}
+
+impl S3Store {
+    /// Connects to the bucket (no request is made until first use).
+    pub fn open(config: S3Config) -> Result<S3Store, StoreError> {
+        let remote = |e: object_store::Error| StoreError::Remote {
+            op: "configure S3 client",
+            key: config.bucket.clone(),
+            message: e.to_string(),
+        };
+        let mut b = AmazonS3Builder::new()
+            .with_region(&config.region)
+            .with_bucket_name(&config.bucket)
+            .with_access_key_id(&config.access_key)
+            .with_secret_access_key(&config.secret_key)
+            .with_virtual_hosted_style_request(!config.path_style)
+            .with_client_options(
+                ClientOptions::new()
+                    .with_allow_http(config.endpoint.starts_with("http://"))
+                    .with_timeout(Duration::from_secs(300)),
+            )
+            .with_retry(RetryConfig {
+                backoff: BackoffConfig::default(),
+                max_retries: 3,
+                retry_timeout: Duration::from_secs(30),
+            });
+        if !config.endpoint.is_empty() {
+            b = b.with_endpoint(&config.endpoint);
+        }
+        let s3 = b.build().map_err(remote)?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("berth-s3")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::io("start S3 client runtime", Path::new("-"), e))?;
+        Ok(S3Store {
+            s3: Arc::new(s3),
+            prefix: config.prefix(),
+            config,
+            rt: Some(rt),
+        })
+    }
+
+    /// The configuration this store was opened with.
+    pub fn config(&self) -> &S3Config {
+        &self.config
+    }
+
+    /// The object key of `digest` — the only place keys are built.
+    fn key(&self, digest: &Digest) -> ObjPath {
+        let hex = digest.hex();
+        ObjPath::from(format!(
+            "{}{}/{}/{}",
+            self.prefix,
+            digest.algorithm().name(),
+            &hex[..2],
+            hex
+        ))
+    }
+
+    /// Runs `fut` on the store's runtime and waits for it on this thread.
+    fn run<T: Send + 'static>(&self, fut: impl Future<Output = T> + Send + 'static) -> T {
+        let rt = self.rt.as_ref().expect("runtime lives until drop");
+        let handle = rt.spawn(fut);
+        match futures::executor::block_on(handle) {
+            Ok(v) => v,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => panic!("S3 request task cancelled: {e}"),
+        }
+    }
+
+    fn remote(&self, op: &'static str, key: &ObjPath, e: object_store::Error) -> StoreError {
+        StoreError::Remote {
+            op,
+            key: format!("s3://{}/{key}", self.config.bucket),
+            message: e.to_string(),
+        }
+    }
+
+    /// HEAD: the object's size, or `None`.
+    pub(crate) fn head(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
+        let key = self.key(digest);
+        let (s3, k) = (self.s3.clone(), key.clone());
+        match self.run(async move { s3.head(&k).await }) {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.remote("head object", &key, e)),
+        }
+    }
+
+    /// One PutObject; `AlreadyPresent` if `CreateOnly` lost to an existing object.
+    fn put_single(
+        &self,
+        digest: &Digest,
+        payload: PutPayload,
+        mode: PutMode,
+    ) -> Result<PutOutcome, StoreError> {
+        let key = self.key(digest);
+        let opts = PutOptions {
+            mode: match mode {
+                PutMode::CreateOnly => ObjPutMode::Create,
+                PutMode::Overwrite => ObjPutMode::Overwrite,
+            },
+            ..PutOptions::default()
+        };
+        let (s3, k) = (self.s3.clone(), key.clone());
+        match self.run(async move { s3.put_opts(&k, payload, opts).await }) {
+            Ok(_) => Ok(PutOutcome::Stored),
+            Err(object_store::Error::AlreadyExists { .. }) if mode == PutMode::CreateOnly => {
+                Ok(PutOutcome::AlreadyPresent)
+            }
+            Err(e) => Err(self.remote("put object", &key, e)),
+        }
+    }
+
+    /// Uploads the file at `src` (of `size` bytes) as blob `digest` without
+    /// removing it; multipart and resumable from the threshold up.
+    pub(crate) fn upload_file(
+        &self,
+        digest: &Digest,
+        src: &Path,
+        mode: PutMode,
+    ) -> Result<PutOutcome, StoreError> {
+        let size = fs::metadata(src)
+            .map_err(|e| StoreError::io("stat source file", src, e))?
+            .len();
+        if size < self.config.multipart_threshold {
+            let data = fs::read(src).map_err(|e| StoreError::io("read source file", src, e))?;
+            return self.put_single(digest, PutPayload::from(data), mode);
+        }
+        if mode == PutMode::CreateOnly && self.head(digest)?.is_some() {
+            self.discard_staged(src)?;
+            return Ok(PutOutcome::AlreadyPresent);
+        }
+        self.multipart(digest, src, size)?;
+        Ok(PutOutcome::Stored)
+    }
+
+    /// The resumable multipart upload of `src` to `digest`'s key. See the
+    /// module docs and `docs/storage.md` ("Multipart resume protocol").
+    fn multipart(&self, digest: &Digest, src: &Path, size: u64) -> Result<(), StoreError> {
+        let key = self.key(digest);
+        let sidecar = multipart_sidecar(src);
+        let part_size = self.config.part_size.max(5 << 20);
+        let nparts = size.div_ceil(part_size) as usize;
+
+        // 1. Resume the recorded upload if it is for this key and source.
+        let mut rec = match read_sidecar(&sidecar)? {
+            Some(r) if r.key == key.as_ref() && r.size == size && r.part_size == part_size => {
+                let done = r.parts.iter().filter(|p| p.is_some()).count();
+                tracing::info!(key = %key, upload_id = %r.upload_id, done, parts = nparts,
+                    "S3: resuming multipart upload");
+                r
+            }
+            other => {
+                if let Some(stale) = other {
+                    self.abort(&stale);
+                }
+                // IMPORTANT: the upload id is durable before any part is
+                // sent, so a crash leaves an upload we can resume or abort.
+                let (s3, k) = (self.s3.clone(), key.clone());
+                let upload_id = self
+                    .run(async move { s3.create_multipart(&k).await })
+                    .map_err(|e| self.remote("create multipart upload", &key, e))?;
+                let r = MultipartRecord {
+                    key: key.to_string(),
+                    upload_id,
+                    size,
+                    part_size,
+                    parts: vec![None; nparts],
+                };
+                write_sidecar(&sidecar, &r)?;
+                r
+            }
+        };
+
+        // 2. Upload missing parts, a few at a time; record each batch durably.
+        let file = File::open(src).map_err(|e| StoreError::io("open source file", src, e))?;
+        let missing: Vec<usize> = (0..nparts).filter(|i| rec.parts[*i].is_none()).collect();
+        for batch in missing.chunks(PARTS_IN_FLIGHT) {
+            let mut handles = Vec::with_capacity(batch.len());
+            for &i in batch {
+                let start = i as u64 * part_size;
+                let len = part_size.min(size - start) as usize;
+                let mut buf = vec![0u8; len];
+                file.read_exact_at(&mut buf, start)
+                    .map_err(|e| StoreError::io("read source file", src, e))?;
+                let (s3, k, id) = (self.s3.clone(), key.clone(), rec.upload_id.clone());
+                let rt = self.rt.as_ref().expect("runtime lives until drop");
+                handles.push((
+                    i,
+                    rt.spawn(async move { s3.put_part(&k, &id, i, PutPayload::from(buf)).await }),
+                ));
+            }
+            let mut first_err = None;
+            for (i, h) in handles {
+                match futures::executor::block_on(h) {
+                    Ok(Ok(part)) => rec.parts[i] = Some(part.content_id),
+                    Ok(Err(e)) => {
+                        first_err.get_or_insert(self.remote("upload part", &key, e));
+                    }
+                    Err(e) => std::panic::resume_unwind(e.into_panic()),
+                }
+            }
+            write_sidecar(&sidecar, &rec)?;
+            if let Some(e) = first_err {
+                // The sidecar keeps the parts that made it; a retry resumes.
+                return Err(e);
+            }
+        }
+
+        // 3. Complete. Ceph returns an empty ETag here: ignore it and HEAD.
+        let parts: Vec<PartId> = rec
+            .parts
+            .iter()
+            .map(|p| PartId {
+                content_id: p.clone().unwrap_or_default(),
+            })
+            .collect();
+        let (s3, k, id) = (self.s3.clone(), key.clone(), rec.upload_id.clone());
+        let completed = self.run(async move { s3.complete_multipart(&k, &id, parts).await });
+        let stored = self.head(digest)?;
+        match (completed, stored) {
+            (_, Some(n)) if n == size => {}
+            (Ok(_), other) => {
+                return Err(StoreError::Remote {
+                    op: "check completed multipart upload",
+                    key: format!("s3://{}/{key}", self.config.bucket),
+                    message: format!("object has size {other:?}, expected {size}"),
+                })
+            }
+            (Err(e), _) => {
+                // The upload is gone or broken (RGW: 500 "already in
+                // progress" for an upload completed or aborted before):
+                // forget it, so the next attempt starts afresh.
+                self.abort(&rec);
+                let _ = fs::remove_file(&sidecar);
+                return Err(self.remote("complete multipart upload", &key, e));
+            }
+        }
+        fs::remove_file(&sidecar)
+            .or_else(ignore_not_found)
+            .map_err(|e| StoreError::io("remove multipart sidecar", &sidecar, e))?;
+        Ok(())
+    }
+
+    /// Aborts the upload `rec` names (best effort: logged, not returned).
+    fn abort(&self, rec: &MultipartRecord) {
+        let (s3, k, id) = (
+            self.s3.clone(),
+            ObjPath::from(rec.key.as_str()),
+            rec.upload_id.clone(),
+        );
+        match self.run(async move { s3.abort_multipart(&k, &id).await }) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+                tracing::info!(key = %rec.key, upload_id = %rec.upload_id, "S3: aborted multipart upload")
+            }
+            Err(e) => {
+                tracing::warn!(key = %rec.key, upload_id = %rec.upload_id, error = %e, "S3: abort multipart upload failed")
+            }
+        }
+    }
+
+    /// Aborts every multipart upload under the root started more than
+    /// `older_than` ago, and returns their keys. Uploads of live sessions
+    /// are younger than the upload TTL (sessions expire after it), so an
+    /// `older_than` of at least the TTL only hits abandoned ones: crashed
+    /// completions whose sidecar was lost, or uploads whose id never reached
+    /// a sidecar. Uses ListMultipartUploads, which object_store lacks, so
+    /// plain-HTTP endpoints only (`berthctl s3-abort-uploads`).
+    pub fn abort_stale_multipart(&self, older_than: Duration) -> Result<Vec<String>, StoreError> {
+        let uploads = sigv4::list_multipart_uploads(&self.config, &self.prefix).map_err(|e| {
+            StoreError::Remote {
+                op: "list multipart uploads",
+                key: format!("s3://{}/{}", self.config.bucket, self.prefix),
+                message: e.to_string(),
+            }
+        })?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let mut aborted = Vec::new();
+        for (key, upload_id, initiated) in uploads {
+            if now.saturating_sub(initiated) < older_than.as_secs() {
+                continue;
+            }
+            let (s3, k, id) = (
+                self.s3.clone(),
+                ObjPath::from(key.as_str()),
+                upload_id.clone(),
+            );
+            match self.run(async move { s3.abort_multipart(&k, &id).await }) {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+                    tracing::info!(key = %key, upload_id = %upload_id, "S3: aborted stale multipart upload");
+                    aborted.push(key);
+                }
+                Err(e) => {
+                    return Err(self.remote(
+                        "abort multipart upload",
+                        &ObjPath::from(key.as_str()),
+                        e,
+                    ))
+                }
+            }
+        }
+        Ok(aborted)
+    }
+
+    /// Lists every object under the root with its size (for tools).
+    pub fn list_sizes(&self) -> Result<Vec<(Digest, u64)>, StoreError> {
+        let prefix = self.prefix.trim_end_matches('/').to_owned();
+        let s3 = self.s3.clone();
+        let metas = self.run(async move {
+            let p = (!prefix.is_empty()).then(|| ObjPath::from(prefix));
+            s3.list(p.as_ref()).collect::<Vec<_>>().await
+        });
+        let mut out = Vec::new();
+        for m in metas {
+            let m = m.map_err(|e| {
+                self.remote("list objects", &ObjPath::from(self.prefix.as_str()), e)
+            })?;
+            let rel = m.location.as_ref().strip_prefix(&self.prefix).unwrap_or("");
+            match parse_key(rel) {
+                Some(d) => out.push((d, m.size)),
+                None => tracing::warn!(key = %m.location, "S3: skipping unexpected object"),
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Downloads blob `digest` into the local file `dst` (created, fsync'd);
+    /// returns its size. For the read cache.
+    pub(crate) fn download_to(&self, digest: &Digest, dst: &Path) -> Result<u64, StoreError> {
+        use std::io::Write;
+        let mut file =
+            File::create(dst).map_err(|e| StoreError::io("create cache file", dst, e))?;
+        let n = self.download_with(digest, |chunk| {
+            file.write_all(chunk)
+                .map_err(|e| StoreError::io("write cache file", dst, e))
+        })?;
+        crate::durable::fsync_file(&file, dst)
+            .map_err(|e| StoreError::io("write cache file", dst, e))?;
+        Ok(n)
+    }
+
+    /// Streams blob `digest` to `on_chunk` on the calling thread, chunk by
+    /// chunk as it arrives; returns its size. Stops at `on_chunk`'s error.
+    pub(crate) fn download_with(
+        &self,
+        digest: &Digest,
+        mut on_chunk: impl FnMut(&[u8]) -> Result<(), StoreError>,
+    ) -> Result<u64, StoreError> {
+        let key = self.key(digest);
+        let (s3, k) = (self.s3.clone(), key.clone());
+        // The runtime task reads the response; this thread writes. The
+        // channel bounds what is buffered between them.
+        let (tx, mut rx) =
+            tokio::sync::mpsc::channel::<Result<bytes::Bytes, object_store::Error>>(4);
+        let rt = self.rt.as_ref().expect("runtime lives until drop");
+        rt.spawn(async move {
+            match s3.get(&k).await {
+                Ok(r) => {
+                    let mut stream = r.into_stream();
+                    while let Some(chunk) = stream.next().await {
+                        let stop = chunk.is_err();
+                        if tx.send(chunk).await.is_err() || stop {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                }
+            }
+        });
+        let mut n = 0u64;
+        while let Some(chunk) = futures::executor::block_on(rx.recv()) {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(object_store::Error::NotFound { .. }) => {
+                    return Err(StoreError::NotFound {
+                        digest: digest.clone(),
+                    })
+                }
+                Err(e) => return Err(self.remote("get object", &key, e)),
+            };
+            on_chunk(&chunk)?;
+            n += chunk.len() as u64;
+        }
+        Ok(n)
+    }
+}
+
+impl Drop for S3Store {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl std::fmt::Debug for S3Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Store")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BlobStore for S3Store {
+    fn name(&self) -> &'static str {
+        "s3"
+    }
+
+    fn put_file(
+        &self,
+        digest: &Digest,
+        src: &Path,
+        mode: PutMode,
+    ) -> Result<PutOutcome, StoreError> {
+        let outcome = self.upload_file(digest, src, mode)?;
+        fs::remove_file(src)
+            .or_else(ignore_not_found)
+            .map_err(|e| StoreError::io("remove stored source file", src, e))?;
+        Ok(outcome)
+    }
+
+    fn put_bytes(
+        &self,
+        digest: &Digest,
+        data: &[u8],
+        mode: PutMode,
+    ) -> Result<PutOutcome, StoreError> {
+        self.put_single(digest, PutPayload::from(data.to_vec()), mode)
+    }
+
+    fn get(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<BlobData, StoreError> {
+        let key = self.key(digest);
+        let not_found = || StoreError::NotFound {
+            digest: digest.clone(),
+        };
+        let (s3, k) = (self.s3.clone(), key.clone());
+        let Some(r) = range else {
+            let got = self.run(async move {
+                let r = s3.get(&k).await?;
+                r.bytes().await
+            });
+            return match got {
+                Ok(b) => {
+                    let end = b.len();
+                    Ok(BlobData::Shared {
+                        buf: Arc::from(b.to_vec()),
+                        start: 0,
+                        end,
+                    })
+                }
+                Err(object_store::Error::NotFound { .. }) => Err(not_found()),
+                Err(e) => Err(self.remote("get object", &key, e)),
+            };
+        };
+        // A ranged GET past the end is a 416 that object_store reports as
+        // a generic error, and an empty range cannot be requested at all:
+        // check the range against the size first.
+        let size = self.head(digest)?.ok_or_else(not_found)?;
+        let in_bounds = r.start <= r.end && r.end <= size;
+        if !in_bounds {
+            return Err(StoreError::RangeNotSatisfiable {
+                digest: digest.clone(),
+                size,
+            });
+        }
+        if r.start == r.end {
+            let (start, end) = check_range(digest, 0, Some(0..0))?;
+            return Ok(BlobData::Shared {
+                buf: Arc::from(Vec::new()),
+                start,
+                end,
+            });
+        }
+        match self.run(async move { s3.get_range(&k, r).await }) {
+            Ok(b) => {
+                let end = b.len();
+                Ok(BlobData::Shared {
+                    buf: Arc::from(b.to_vec()),
+                    start: 0,
+                    end,
+                })
+            }
+            Err(object_store::Error::NotFound { .. }) => Err(not_found()),
+            Err(e) => Err(self.remote("get object range", &key, e)),
+        }
+    }
+
+    fn stat(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
+        self.head(digest)
+    }
+
+    fn delete(&self, digest: &Digest) -> Result<bool, StoreError> {
+        // S3 DELETE of a missing key succeeds: HEAD first to answer "existed".
+        let existed = self.head(digest)?.is_some();
+        let key = self.key(digest);
+        let (s3, k) = (self.s3.clone(), key.clone());
+        match self.run(async move { s3.delete(&k).await }) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(existed),
+            Err(e) => Err(self.remote("delete object", &key, e)),
+        }
+    }
+
+    fn list(&self) -> Result<Vec<Digest>, StoreError> {
+        Ok(self.list_sizes()?.into_iter().map(|(d, _)| d).collect())
+    }
+
+    fn tmp_dir(&self) -> Option<&Path> {
+        None
+    }
+
+    fn discard_staged(&self, src: &Path) -> Result<(), StoreError> {
+        let sidecar = multipart_sidecar(src);
+        if let Some(rec) = read_sidecar(&sidecar)? {
+            self.abort(&rec);
+        }
+        fs::remove_file(&sidecar)
+            .or_else(ignore_not_found)
+            .map_err(|e| StoreError::io("remove multipart sidecar", &sidecar, e))
+    }
+}
+
+/// `<alg>/<shard>/<hex>` → digest, if it is one.
+fn parse_key(rel: &str) -> Option<Digest> {
+    let mut it = rel.split('/');
+    let (alg, shard, hex) = (it.next()?, it.next()?, it.next()?);
+    if it.next().is_some() {
+        return None;
+    }
+    let alg: Algorithm = alg.parse().ok()?;
+    Digest::from_parts(alg, hex)
+        .ok()
+        .filter(|d| d.hex().starts_with(shard) && shard.len() == 2)
+}
+
+fn read_sidecar(path: &Path) -> Result<Option<MultipartRecord>, StoreError> {
+    match fs::read(path) {
+        Ok(b) => match serde_json::from_slice(&b) {
+            Ok(r) => Ok(Some(r)),
+            Err(e) => {
+                // Written with write_file_durable, so never torn; a corrupt
+                // one is ignored (the upload starts afresh) and logged.
+                tracing::warn!(path = %path.display(), error = %e, "S3: ignoring unreadable multipart sidecar");
+                Ok(None)
+            }
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StoreError::io("read multipart sidecar", path, e)),
+    }
+}
+
+fn write_sidecar(path: &Path, rec: &MultipartRecord) -> Result<(), StoreError> {
+    let bytes = serde_json::to_vec(rec).expect("multipart record serializes");
+    crate::durable::write_file_durable(path, &bytes)
+        .map_err(|e| StoreError::io("write multipart sidecar", path, e))
+}
+
+fn ignore_not_found(e: io::Error) -> io::Result<()> {
+    if e.kind() == io::ErrorKind::NotFound {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}
+
+/// A minimal AWS Signature V4 client for the bucket-level calls object_store
+/// lacks (CreateBucket, ListMultipartUploads), over plain HTTP/1.1 on a TCP
+/// socket.
+mod sigv4 {
+    use std::io::{self, Read, Write};
+    use std::net::TcpStream;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use sha2::{Digest as _, Sha256};
+
+    use super::S3Config;
+
+    pub(super) fn create_bucket(c: &S3Config) -> io::Result<()> {
+        let (status, body) = request(c, "PUT", &[])?;
+        if status == 200 || body.contains("BucketAlreadyOwnedByYou") {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!(
+                "PUT /{}: HTTP {status}: {}",
+                c.bucket,
+                body.chars().take(300).collect::<String>()
+            )))
+        }
+    }
+
+    /// One multipart upload in progress: (key, upload id, initiated as Unix seconds).
+    pub(super) type Upload = (String, String, u64);
+
+    /// ListMultipartUploads under `prefix`, every page.
+    pub(super) fn list_multipart_uploads(c: &S3Config, prefix: &str) -> io::Result<Vec<Upload>> {
+        let mut out = Vec::new();
+        let (mut key_marker, mut id_marker) = (String::new(), String::new());
+        loop {
+            let mut q = vec![("prefix", prefix.to_owned()), ("uploads", String::new())];
+            if !key_marker.is_empty() {
+                q.push(("key-marker", key_marker.clone()));
+                q.push(("upload-id-marker", id_marker.clone()));
+            }
+            let (status, body) = request(c, "GET", &q)?;
+            if status != 200 {
+                return Err(io::Error::other(format!(
+                    "GET /{}?uploads: HTTP {status}: {}",
+                    c.bucket,
+                    body.chars().take(300).collect::<String>()
+                )));
+            }
+            for up in body.split("<Upload>").skip(1) {
+                let (Some(key), Some(id)) = (tag(up, "Key"), tag(up, "UploadId")) else {
+                    continue;
+                };
+                let initiated = tag(up, "Initiated").and_then(parse_iso8601).unwrap_or(0);
+                out.push((xml_unescape(key), xml_unescape(id), initiated));
+            }
+            if tag(&body, "IsTruncated") != Some("true") {
+                return Ok(out);
+            }
+            match (
+                tag(&body, "NextKeyMarker"),
+                tag(&body, "NextUploadIdMarker"),
+            ) {
+                (Some(k), Some(i)) if !k.is_empty() => {
+                    key_marker = xml_unescape(k);
+                    id_marker = xml_unescape(i);
+                }
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// A SigV4-signed request on the bucket (`/<bucket>?<query>`, empty
+    /// body) over plain HTTP/1.1; returns status and body.
+    fn request(c: &S3Config, method: &str, query: &[(&str, String)]) -> io::Result<(u16, String)> {
+        let hostport = c.endpoint.strip_prefix("http://").ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "this bucket-level call needs a plain http:// endpoint, not {}",
+                    c.endpoint
+                ),
+            )
+        })?;
+        let hostport = hostport.trim_end_matches('/');
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let (date, stamp) = amz_dates(now);
+        let empty = hex::encode(Sha256::digest(b""));
+        let path = format!("/{}", uri_encode(&c.bucket));
+        let mut q: Vec<(String, String)> = query
+            .iter()
+            .map(|(k, v)| (uri_encode(k), uri_encode(v)))
+            .collect();
+        q.sort();
+        let canonical_query = q
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("&");
+        let canonical = format!(
+            "{method}\n{path}\n{canonical_query}\nhost:{hostport}\nx-amz-content-sha256:{empty}\nx-amz-date:{stamp}\n\nhost;x-amz-content-sha256;x-amz-date\n{empty}"
+        );
+        let scope = format!("{date}/{}/s3/aws4_request", c.region);
+        let to_sign = format!(
+            "AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{}",
+            hex::encode(Sha256::digest(canonical.as_bytes()))
+        );
+        let mut key = hmac(format!("AWS4{}", c.secret_key).as_bytes(), date.as_bytes());
+        for part in [c.region.as_str(), "s3", "aws4_request"] {
+            key = hmac(&key, part.as_bytes());
+        }
+        let sig = hex::encode(hmac(&key, to_sign.as_bytes()));
+        let target = if canonical_query.is_empty() {
+            path
+        } else {
+            format!("{path}?{canonical_query}")
+        };
+        let req = format!(
+            "{method} {target} HTTP/1.1\r\nHost: {hostport}\r\nx-amz-content-sha256: {empty}\r\nx-amz-date: {stamp}\r\n\
+             Authorization: AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature={sig}\r\n\
+             Content-Length: 0\r\nConnection: close\r\n\r\n",
+            c.access_key
+        );
+        let mut s = TcpStream::connect(hostport)?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        s.write_all(req.as_bytes())?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw)?;
+        let text = String::from_utf8_lossy(&raw);
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let chunked = head.lines().any(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("transfer-encoding: chunked")
+        });
+        let body = if chunked {
+            dechunk(body)
+        } else {
+            body.to_owned()
+        };
+        Ok((status, body))
+    }
+
+    fn dechunk(mut s: &str) -> String {
+        let mut out = String::new();
+        while let Some((size, rest)) = s.split_once("\r\n") {
+            let n =
+                usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
+            if n == 0 || rest.len() < n {
+                break;
+            }
+            out.push_str(&rest[..n]);
+            s = rest[n..].strip_prefix("\r\n").unwrap_or(&rest[n..]);
+        }
+        out
+    }
+
+    fn tag<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
+        let open = format!("<{name}>");
+        let close = format!("</{name}>");
+        let start = xml.find(&open)? + open.len();
+        let end = start + xml[start..].find(&close)?;
+        Some(&xml[start..end])
+    }
+
+    fn xml_unescape(s: &str) -> String {
+        s.replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&apos;", "'")
+            .replace("&amp;", "&")
+    }
+
+    fn uri_encode(s: &str) -> String {
+        let mut out = String::new();
+        for b in s.bytes() {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                out.push(b as char);
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+        out
+    }
+
+    /// `2026-11-26T08:00:00.000Z` → Unix seconds.
+    fn parse_iso8601(s: &str) -> Option<u64> {
+        let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+        let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+        let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+        // Howard Hinnant's days_from_civil.
+        let y = if m <= 2 { y - 1 } else { y };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let mp = (m + 9) % 12;
+        let doy = (153 * mp + 2) / 5 + d - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146_097 + doe - 719_468;
+        u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()
+    }
+
+    fn hmac(key: &[u8], msg: &[u8]) -> Vec<u8> {
+        let mut k = [0u8; 64];
+        if key.len() > 64 {
+            k[..32].copy_from_slice(&Sha256::digest(key));
+        } else {
+            k[..key.len()].copy_from_slice(key);
+        }
+        let mut inner = Sha256::new();
+        inner.update(k.map(|b| b ^ 0x36));
+        inner.update(msg);
+        let mut outer = Sha256::new();
+        outer.update(k.map(|b| b ^ 0x5c));
+        outer.update(inner.finalize());
+        outer.finalize().to_vec()
+    }
+
+    /// (`YYYYMMDD`, `YYYYMMDDTHHMMSSZ`) for Unix time `secs`.
+    fn amz_dates(secs: u64) -> (String, String) {
+        let days = (secs / 86_400) as i64;
+        let rem = secs % 86_400;
+        // Howard Hinnant's civil_from_days.
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        let date = format!("{y:04}{m:02}{d:02}");
+        let stamp = format!(
+            "{date}T{:02}{:02}{:02}Z",
+            rem / 3600,
+            rem / 60 % 60,
+            rem % 60
+        );
+        (date, stamp)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn dates_and_hmac() {
+            assert_eq!(
+                super::amz_dates(1_440_938_160),
+                ("20150830".into(), "20150830T123600Z".into())
+            );
+            assert_eq!(
+                super::parse_iso8601("2015-08-30T12:36:00.000Z"),
+                Some(1_440_938_160)
+            );
+            assert_eq!(super::uri_encode("a/b c~"), "a%2Fb%20c~");
+            assert_eq!(
+                super::dechunk("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"),
+                "hello world"
+            );
+            // RFC 4231 test case 2.
+            assert_eq!(
+                hex::encode(super::hmac(b"Jefe", b"what do ya want for nothing?")),
+                "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testsuite;
+
+    /// A store on a fresh root prefix in the shared test bucket.
+    pub(crate) fn test_store(label: &str) -> S3Store {
+        let mut c = S3Config::from_test_env("berth-test");
+        c.root = format!(
+            "{label}-{}",
+            crate::durable::random_hex(6).expect("random root")
+        );
+        // Small parts so multipart is exercised without huge blobs.
+        c.multipart_threshold = 6 << 20;
+        c.part_size = 5 << 20;
+        S3Store::open(c).expect("open S3 store")
+    }
+
+    #[test]
+    fn s3_shared_suite() {
+        let store = test_store("suite");
+        let scratch = tempfile::tempdir().expect("tempdir");
+        testsuite::run_all(&store, scratch.path());
+    }
+
+    #[test]
+    fn s3_multipart_resumes_from_sidecar() {
+        let store = test_store("mpu");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data: Vec<u8> = (0..(16u32 << 20) + 3).map(|i| (i % 251) as u8).collect();
+        let d = Digest::of(Algorithm::Sha256, &data);
+        let src = dir.path().join("upload");
+        fs::write(&src, &data).expect("write src");
+        let key = store.key(&d);
+
+        // Simulate a crash after part 0 of 4: create the upload and send one
+        // part by hand, recording it as the store would.
+        let part_size = store.config.part_size;
+        let (s3, k) = (store.s3.clone(), key.clone());
+        let upload_id = store
+            .run(async move { s3.create_multipart(&k).await })
+            .expect("create");
+        let (s3, k, id) = (store.s3.clone(), key.clone(), upload_id.clone());
+        let part0 = data[..part_size as usize].to_vec();
+        let p0 = store
+            .run(async move { s3.put_part(&k, &id, 0, PutPayload::from(part0)).await })
+            .expect("part 0");
+        let nparts = (data.len() as u64).div_ceil(part_size) as usize;
+        let mut parts = vec![None; nparts];
+        parts[0] = Some(p0.content_id);
+        let rec = MultipartRecord {
+            key: key.to_string(),
+            upload_id: upload_id.clone(),
+            size: data.len() as u64,
+            part_size,
+            parts,
+        };
+        write_sidecar(&multipart_sidecar(&src), &rec).expect("sidecar");
+
+        // A fresh store (as after restart) resumes the same upload.
+        let store2 = S3Store::open(store.config.clone()).expect("reopen");
+        assert_eq!(
+            store2
+                .put_file(&d, &src, PutMode::CreateOnly)
+                .expect("resumed put"),
+            PutOutcome::Stored
+        );
+        assert!(!src.exists(), "src removed");
+        assert!(!multipart_sidecar(&src).exists(), "sidecar removed");
+        let got = store2.get(&d, None).expect("get");
+        assert!(got.as_ref() == data.as_slice(), "resumed blob bytes differ");
+        assert_eq!(store2.stat(&d).expect("stat"), Some(data.len() as u64));
+        let mid = store2.get(&d, Some(5_000_000..6_000_000)).expect("range");
+        assert!(mid.as_ref() == &data[5_000_000..6_000_000]);
+
+        // CreateOnly of existing content: AlreadyPresent, src and sidecar gone.
+        fs::write(&src, &data).expect("write src");
+        write_sidecar(&multipart_sidecar(&src), &rec).expect("stale sidecar");
+        assert_eq!(
+            store2.put_file(&d, &src, PutMode::CreateOnly).expect("put"),
+            PutOutcome::AlreadyPresent
+        );
+        assert!(!src.exists() && !multipart_sidecar(&src).exists());
+        assert!(store2.delete(&d).expect("delete"));
+    }
+
+    #[test]
+    fn s3_discard_staged_aborts_upload() {
+        let store = test_store("abort");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = dir.path().join("upload");
+        let d = Digest::of(Algorithm::Sha256, b"abort me");
+        let key = store.key(&d);
+        let (s3, k) = (store.s3.clone(), key.clone());
+        let upload_id = store
+            .run(async move { s3.create_multipart(&k).await })
+            .expect("create");
+        let rec = MultipartRecord {
+            key: key.to_string(),
+            upload_id: upload_id.clone(),
+            size: 1,
+            part_size: 5 << 20,
+            parts: vec![None],
+        };
+        write_sidecar(&multipart_sidecar(&src), &rec).expect("sidecar");
+        store.discard_staged(&src).expect("discard");
+        assert!(!multipart_sidecar(&src).exists());
+        // The upload is gone: a part upload now fails.
+        let (s3, k, id) = (store.s3.clone(), key.clone(), upload_id);
+        let r =
+            store.run(async move { s3.put_part(&k, &id, 0, PutPayload::from(vec![1u8])).await });
+        assert!(r.is_err(), "part upload after abort succeeded");
+    }
+
+    #[test]
+    fn s3_sweep_aborts_stale_multipart_uploads() {
+        let store = test_store("sweep");
+        let d = Digest::of(Algorithm::Sha256, b"sweep me");
+        let key = store.key(&d);
+        let (s3, k) = (store.s3.clone(), key.clone());
+        let upload_id = store
+            .run(async move { s3.create_multipart(&k).await })
+            .expect("create");
+        // Young uploads are left alone.
+        assert_eq!(
+            store
+                .abort_stale_multipart(Duration::from_secs(3600))
+                .expect("sweep"),
+            Vec::<String>::new()
+        );
+        let aborted = store.abort_stale_multipart(Duration::ZERO).expect("sweep");
+        assert_eq!(aborted, vec![key.to_string()]);
+        let (s3, k, id) = (store.s3.clone(), key.clone(), upload_id);
+        let r =
+            store.run(async move { s3.put_part(&k, &id, 0, PutPayload::from(vec![1u8])).await });
+        assert!(r.is_err(), "part upload after the sweep succeeded");
+    }
+
+    #[test]
+    fn keys_round_trip() {
+        let d = Digest::of(Algorithm::Blake3, b"k");
+        let rel = format!("blake3/{}/{}", &d.hex()[..2], d.hex());
+        assert_eq!(parse_key(&rel), Some(d.clone()));
+        assert_eq!(parse_key(&format!("x/{rel}")), None);
+        assert_eq!(parse_key("sha256/zz/abc"), None);
+    }
+}

@@ -1,0 +1,200 @@
+//! End to end against a real Ceph RGW: a `berth serve` process with
+//! `BERTH_STORAGE_BACKEND=s3` and `=tiered`, pushed to and pulled from with
+//! skopeo. Covers a layer above the multipart threshold, kill -9 + restart,
+//! and a pull after the local cache is wiped (served from the bucket).
+//!
+//! Needs the S3 server `scripts/test.sh` starts (`S3_ENDPOINT`, …; the tests
+//! fail, naming the fix, without it), `skopeo` on PATH and the `berth`
+//! binary built.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_engine::store::{S3Config, S3Store};
+use berth_engine::{BlobStore, Digest};
+use berth_testkit::oci_layout::{self, Image};
+use berth_testkit::server::TestServer;
+
+const MIB: usize = 1 << 20;
+/// Multipart threshold the servers run with: the big layer is above it.
+const THRESHOLD: usize = 8 * MIB;
+
+fn skopeo_ok(server: &TestServer, args: &[&str]) -> Vec<u8> {
+    let out = Command::new("skopeo")
+        .args(["--insecure-policy", "--command-timeout", "300s"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running skopeo (is it installed?): {e}"));
+    if !out.status.success() {
+        panic!(
+            "skopeo {} failed ({})\n--- skopeo stderr ---\n{}\n--- server stderr ---\n{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            server.stderr()
+        );
+    }
+    out.stdout
+}
+
+fn copy(server: &TestServer, src: &str, dest: &str) {
+    skopeo_ok(
+        server,
+        &[
+            "copy",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            "--preserve-digests",
+            "--dest-oci-accept-uncompressed-layers",
+            src,
+            dest,
+        ],
+    );
+}
+
+fn oci_ref(dir: &Path, tag: &str) -> String {
+    format!("oci:{}:{tag}", dir.display())
+}
+
+/// Pulls `repo:tag` into a fresh layout and checks manifest and every blob
+/// byte for byte against the layout `src` it was pushed from.
+fn assert_pull_matches(server: &TestServer, src: &Path, tag: &str, repo: &str, image: &Image) {
+    let remote = format!("docker://{}/{repo}:{tag}", server.url());
+    let raw = skopeo_ok(server, &["inspect", "--tls-verify=false", "--raw", &remote]);
+    assert_eq!(
+        raw, image.manifest,
+        "registry serves other manifest bytes for {remote}"
+    );
+    let out = tempfile::tempdir().expect("tempdir");
+    let pulled = out.path().join("layout");
+    copy(server, &remote, &oci_ref(&pulled, tag));
+    let desc = oci_layout::tagged_descriptor(&pulled, tag);
+    assert_eq!(desc["digest"], image.manifest_digest.as_str());
+    for d in image.blob_digests() {
+        let a = oci_layout::read_blob(src, &d);
+        let b = oci_layout::read_blob(&pulled, &d);
+        assert!(
+            a == b,
+            "blob {d}: pulled {} bytes differ from the {} pushed",
+            b.len(),
+            a.len()
+        );
+    }
+}
+
+/// Server environment for `backend` on a fresh root prefix of the test
+/// bucket; also returns a client on the same prefix.
+fn s3_env(backend: &str) -> (Vec<(String, String)>, S3Store) {
+    let mut c = S3Config::from_test_env("berth-e2e");
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    c.root = format!("{backend}-{}-{nanos:x}", std::process::id());
+    let env = vec![
+        ("BERTH_STORAGE_BACKEND", backend.to_owned()),
+        ("BERTH_S3_ENDPOINT", c.endpoint.clone()),
+        ("BERTH_S3_REGION", c.region.clone()),
+        ("BERTH_S3_BUCKET", c.bucket.clone()),
+        ("BERTH_S3_ACCESS_KEY", c.access_key.clone()),
+        ("BERTH_S3_SECRET_KEY", c.secret_key.clone()),
+        ("BERTH_S3_ROOT", c.root.clone()),
+        ("BERTH_S3_MULTIPART_THRESHOLD", THRESHOLD.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    (env, S3Store::open(c).expect("open S3 client"))
+}
+
+fn digests(image: &Image) -> BTreeSet<Digest> {
+    image
+        .blob_digests()
+        .iter()
+        .map(|d| Digest::parse(d).expect("digest"))
+        .collect()
+}
+
+/// The blobs of `image` that are not (yet) in the bucket.
+fn missing_in_bucket(bucket: &S3Store, image: &Image) -> Vec<Digest> {
+    digests(image)
+        .into_iter()
+        .filter(|d| bucket.stat(d).expect("stat in bucket").is_none())
+        .collect()
+}
+
+fn run_backend(backend: &str) {
+    let (env, bucket) = s3_env(backend);
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let dirs = tempfile::tempdir().expect("tempdir");
+    let data = dirs.path().join("data");
+    let src = dirs.path().join("src");
+    let image = oci_layout::write_image(&src, "v1", backend, &[1000, THRESHOLD + 3 * MIB + 17]);
+    let mut server = TestServer::start(&data, &env_refs);
+
+    copy(
+        &server,
+        &oci_ref(&src, "v1"),
+        &format!("docker://{}/proj/app:v1", server.url()),
+    );
+    if backend == "s3" {
+        // Write-through: acknowledged means in the bucket.
+        assert_eq!(
+            missing_in_bucket(&bucket, &image),
+            vec![],
+            "s3: acknowledged blobs not in the bucket"
+        );
+    }
+    assert_pull_matches(&server, &src, "v1", "proj/app", &image);
+
+    // kill -9 right after the push: the tiered journal resumes the copies.
+    server.kill9();
+    server.restart();
+    assert_pull_matches(&server, &src, "v1", "proj/app", &image);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let missing = missing_in_bucket(&bucket, &image);
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{backend}: blobs never reached the bucket: {missing:?}\n--- server stderr ---\n{}",
+            server.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The big layer went up as a multipart upload: nothing left staged.
+    let leftovers: Vec<_> = std::fs::read_dir(data.join("uploads"))
+        .expect("uploads dir")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "{backend}: upload files left behind: {leftovers:?}"
+    );
+
+    // Wipe the local cache: every blob now comes from the bucket.
+    server.kill9();
+    std::fs::remove_dir_all(data.join("blobs")).expect("wipe local blobs");
+    server.restart();
+    assert_pull_matches(&server, &src, "v1", "proj/app", &image);
+    assert!(
+        data.join("blobs/sha256").is_dir(),
+        "{backend}: the pull did not fill the local cache"
+    );
+}
+
+#[test]
+fn s3_backend_push_kill9_wipe_cache_pull() {
+    run_backend("s3");
+}
+
+#[test]
+fn tiered_backend_push_kill9_wipe_cache_pull() {
+    run_backend("tiered");
+}
