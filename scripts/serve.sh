@@ -10,7 +10,8 @@ if ! command -v cargo >/dev/null; then
     echo "berth: cargo not found; install the Rust toolchain (https://rustup.rs) and retry" >&2
     exit 1
 fi
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/berth/target-release}"
-# The same selection as the benchmarks, so one release build serves both.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/berth/target}"
+# The same target dir and selection as the tests and benchmarks: one RocksDB
+# build per profile serves them all.
 cargo build --release --workspace --all-targets
 exec "$CARGO_TARGET_DIR/release/berth" serve "$@"
