@@ -276,7 +276,7 @@ fn claims_now(sub: &str, repo: &str, actions: &[&str]) -> Claims {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn challenges_and_the_token_flow() {
+async fn auth_challenges_and_the_token_flow() {
     let w = world(|_| {}).await;
     let a = w.server.addr;
     let admin = basic("admin", ADMIN_PW);
@@ -418,7 +418,7 @@ async fn challenges_and_the_token_flow() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn private_projects_are_invisible_to_non_members() {
+async fn auth_private_projects_are_invisible_to_non_members() {
     let w = world(|_| {}).await;
     let a = w.server.addr;
     let admin = basic("admin", ADMIN_PW);
@@ -535,7 +535,7 @@ async fn private_projects_are_invisible_to_non_members() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forged_and_misused_tokens_are_refused() {
+async fn auth_forged_and_misused_tokens_are_refused() {
     let w = world(|_| {}).await;
     let a = w.server.addr;
     push_image(a, &basic("admin", ADMIN_PW), "priv/app", "x").await;
@@ -620,7 +620,7 @@ async fn forged_and_misused_tokens_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn roles_and_robots_are_enforced() {
+async fn auth_roles_and_robots_are_enforced() {
     let w = world(|_| {}).await;
     let a = w.server.addr;
     let (_, manifest) = push_image(a, &basic("admin", ADMIN_PW), "priv/app", "r").await;
@@ -744,7 +744,7 @@ async fn roles_and_robots_are_enforced() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forwarded_headers_count_only_from_trusted_proxies() {
+async fn auth_forwarded_headers_count_only_from_trusted_proxies() {
     let fwd = [
         ("x-forwarded-proto", "https"),
         ("x-forwarded-host", "registry.example.com"),
@@ -821,7 +821,7 @@ async fn forwarded_headers_count_only_from_trusted_proxies() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failed_logins_are_rate_limited_per_source() {
+async fn auth_failed_logins_are_rate_limited_per_source() {
     let w = world(|c| c.auth.max_failed_logins = 3).await;
     let a = w.server.addr;
     for _ in 0..3 {
@@ -866,7 +866,7 @@ async fn auth_refuses_to_start_without_an_admin() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn admin_api_creates_projects_users_members_and_robots() {
+async fn auth_admin_api_creates_projects_users_members_and_robots() {
     let w = world(|_| {}).await;
     let a = w.server.addr;
     let admin = basic("admin", ADMIN_PW);
