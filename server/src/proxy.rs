@@ -227,14 +227,14 @@ impl ProxyConfig {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .filter_map(|el| forwarded_element(el).for_ip)
-            .last();
+            .next_back();
         let from_xff = headers
             .get_all("x-forwarded-for")
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .filter_map(|a| parse_ip(a.trim()))
-            .last();
+            .next_back();
         from_forwarded.or(from_xff).unwrap_or(peer)
     }
 }

@@ -249,14 +249,16 @@ pub fn grant(app: &App, account: &Account, scopes: &[String]) -> Result<Vec<Acce
                     }),
                 }
             }
-            "registry" if name == "catalog" && *account != Account::Anonymous => {
-                if !out.iter().any(|a| a.kind == "registry") {
-                    out.push(Access {
-                        kind: "registry".into(),
-                        name: "catalog".into(),
-                        actions: vec!["*".into()],
-                    });
-                }
+            "registry"
+                if name == "catalog"
+                    && *account != Account::Anonymous
+                    && !out.iter().any(|a| a.kind == "registry") =>
+            {
+                out.push(Access {
+                    kind: "registry".into(),
+                    name: "catalog".into(),
+                    actions: vec!["*".into()],
+                });
             }
             _ => {}
         }
