@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what berth needs to build and test, if missing: Debian packages
 # (libclang-dev and clang for RocksDB's bindgen, g++ for RocksDB itself,
-# skopeo and podman for the end-to-end tests, python3-venv), and the Python
-# OCI client oras-py in a virtualenv at ~/.cache/berth/venv (the oras
-# end-to-end test). Needs root or sudo for apt; does nothing when all is present.
+# skopeo and podman for the end-to-end tests, haproxy and openssl for the
+# TLS-terminating proxy test, python3-venv), and the Python OCI client
+# oras-py in a virtualenv at ~/.cache/berth/venv (the oras end-to-end test).
+# Needs root or sudo for apt; does nothing when all is present.
 set -euo pipefail
 
-packages=(libclang-dev clang g++ make pkg-config skopeo podman python3 python3-venv)
+packages=(libclang-dev clang g++ make pkg-config skopeo podman python3 python3-venv haproxy openssl)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

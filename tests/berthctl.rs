@@ -69,3 +69,76 @@ fn refuses_a_directory_without_an_index() {
         "fsck must not create a data dir"
     );
 }
+
+fn berthctl_stdin(data: &std::path::Path, args: &[&str], stdin: &str) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(bin_path("berthctl"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run berthctl");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn accounts_offline_user_project_member_robot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let (code, out, err) = berthctl_stdin(d, &["user", "add", "alice"], "alice-password\n");
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) = berthctl_stdin(d, &["user", "add", "bob"], "short\n");
+    assert_eq!(code, 1, "a short password is refused");
+    assert!(err.contains("password"), "{err}");
+    berthctl_stdin(d, &["user", "add", "bob"], "bob-password\n");
+    let (code, out, err) = berthctl(d, &["project", "add", "team", "--owner", "alice"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = berthctl(d, &["member", "add", "team", "bob", "--role", "developer"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) = berthctl(d, &["member", "add", "team", "bob", "--role", "owner"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, out, err) = berthctl(d, &["robot", "add", "team", "ci", "--actions", "pull,push"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("robot$team+ci"), "{out}");
+    let secret = out
+        .lines()
+        .find_map(|l| l.strip_prefix("secret "))
+        .expect("secret printed")
+        .to_owned();
+
+    let e = open_engine(d);
+    let bob = e
+        .authenticate("bob", "bob-password")
+        .expect("auth")
+        .expect("bob");
+    assert_eq!(
+        e.permissions(&bob, "team").expect("perms"),
+        berth_engine::Role::Developer.actions()
+    );
+    let robot = e
+        .authenticate("robot$team+ci", &secret)
+        .expect("auth")
+        .expect("robot");
+    assert!(e
+        .permissions(&robot, "team")
+        .expect("perms")
+        .contains(berth_engine::Action::Push));
+    // While an engine holds the directory, berthctl refuses.
+    let (code, _, err) = berthctl(d, &["project", "add", "other"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("in use"), "{err}");
+}

@@ -26,6 +26,14 @@
 //! uploads         upload id                            UploadRecord: repo, algorithm,
 //!                                                        durable offset, timestamps
 //! repos           repo                                 RepoRecord: created
+//! users           user name                            UserRecord: id, argon2id hash, admin
+//! projects        project name                         ProjectRecord: id, public, owner
+//! members         project 0x00 user name               MemberRecord: role
+//! robots          robot name (robot$project+name)      RobotRecord: id, project, actions,
+//!                                                        sha256 of the secret, expiry
+//! meta            "token_key"                          32-byte Ed25519 seed (token signing)
+//! meta            "seq" 0x00 kind                      u64 BE: last id handed out for kind
+//!                                                        ("user", "project", "robot", "member")
 //! ```
 //!
 //! Architecture Invariant: a blob is readable in a repository only if
@@ -45,9 +53,13 @@ pub const CF_TAGS: &str = "tags";
 pub const CF_REFERRERS: &str = "referrers";
 pub const CF_UPLOADS: &str = "uploads";
 pub const CF_REPOS: &str = "repos";
+pub const CF_USERS: &str = "users";
+pub const CF_PROJECTS: &str = "projects";
+pub const CF_MEMBERS: &str = "members";
+pub const CF_ROBOTS: &str = "robots";
 
 /// Every column family, in the order they are opened.
-pub const ALL_CFS: [&str; 11] = [
+pub const ALL_CFS: [&str; 15] = [
     CF_META,
     CF_BLOBS,
     CF_LINKS,
@@ -59,6 +71,10 @@ pub const ALL_CFS: [&str; 11] = [
     CF_REFERRERS,
     CF_UPLOADS,
     CF_REPOS,
+    CF_USERS,
+    CF_PROJECTS,
+    CF_MEMBERS,
+    CF_ROBOTS,
 ];
 
 /// Key of the format version in `meta`.
@@ -137,6 +153,29 @@ pub fn upload_key(id: &str) -> Vec<u8> {
 /// `repos`: the repository name.
 pub fn repo_key(repo: &RepoName) -> Vec<u8> {
     repo.as_str().as_bytes().to_vec()
+}
+
+/// `meta`: the token signing key.
+pub const META_TOKEN_KEY: &[u8] = b"token_key";
+
+/// `meta`: the id sequence of one kind of account object.
+pub fn seq_key(kind: &str) -> Vec<u8> {
+    join(&[b"seq", kind.as_bytes()])
+}
+
+/// `users`, `projects`, `robots`: the name.
+pub fn name_key(name: &str) -> Vec<u8> {
+    name.as_bytes().to_vec()
+}
+
+/// `members`: project 0x00 user.
+pub fn member_key(project: &str, user: &str) -> Vec<u8> {
+    join(&[project.as_bytes(), user.as_bytes()])
+}
+
+/// Prefix of every `members` key of one project.
+pub fn members_prefix(project: &str) -> Vec<u8> {
+    join(&[project.as_bytes(), b""])
 }
 
 /// The last part of a key after its prefix, as UTF-8 (tags, digests, repos).
@@ -241,6 +280,12 @@ mod tests {
             ),
             (upload_key("0123abcd"), "0123abcd".to_string()),
             (repo_key(&repo), "proj/app".to_string()),
+            (seq_key("user"), "seq\0user".to_string()),
+            (name_key("alice"), "alice".to_string()),
+            (name_key("robot$proj+ci"), "robot$proj+ci".to_string()),
+            (member_key("proj", "alice"), "proj\0alice".to_string()),
+            (members_prefix("proj"), "proj\0".to_string()),
+            (META_TOKEN_KEY.to_vec(), "token_key".to_string()),
         ];
         for (got, want) in cases {
             assert_eq!(got, want.as_bytes(), "{want:?}");

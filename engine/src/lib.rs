@@ -2,13 +2,15 @@
 //!
 //! The engine owns everything that is persisted: blob bytes (through a
 //! [`store::BlobStore`]), and the RocksDB index of blobs, repository links,
-//! manifests, tags, referrers and upload sessions (see [`keys`] for the
-//! keyspace). It knows nothing of HTTP or of OCI's JSON wire formats: the
+//! manifests, tags, referrers, upload sessions, and accounts, projects and
+//! their members (see [`keys`] for the keyspace; [`accounts`] for the
+//! permission model, [`token`] for the bearer token format). It knows nothing of HTTP or of OCI's JSON wire formats: the
 //! server parses requests into the typed arguments taken here.
 //!
 //! Entry point: [`Engine::open`]. Every mutating operation is one atomic,
 //! synced RocksDB batch; see `docs/design.md` for the commit protocol.
 
+pub mod accounts;
 pub mod digest;
 pub mod durable;
 pub mod store;
@@ -22,9 +24,11 @@ mod manifests;
 mod names;
 pub mod records;
 pub mod tags;
+pub mod token;
 mod uploads;
 mod workers;
 
+pub use accounts::{Account, AccountError, Action, Actions, NewRobot, Role};
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use engine::{Engine, EngineConfig, IndexStats};
 pub use error::{BlobError, ManifestError, NameError, StorageError, UploadError};

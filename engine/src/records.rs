@@ -160,6 +160,60 @@ pub struct RepoRecord {
     pub created_ms: u64,
 }
 
+/// `users`: a person's account.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub id: u64,
+    /// PHC string of the argon2id hash of the password.
+    pub password_hash: String,
+    /// System administrator: every action on every project, account admin.
+    pub admin: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub email: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub realname: String,
+    pub created_ms: u64,
+}
+
+/// `projects`: a project (first component of repository names).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectRecord {
+    pub id: u64,
+    /// Anyone, even anonymous, may pull.
+    pub public: bool,
+    /// The user who created it (empty when created offline).
+    #[serde(default)]
+    pub owner: String,
+    pub created_ms: u64,
+}
+
+/// `members`: a user's role in a project.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    pub id: u64,
+    /// Harbor's role id: 1 project admin, 2 developer, 3 guest, 4 maintainer.
+    pub role: u8,
+    pub created_ms: u64,
+}
+
+/// `robots`: a robot account, scoped to one project.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RobotRecord {
+    pub id: u64,
+    pub project: String,
+    /// Granted actions: "pull", "push", "delete".
+    pub actions: Vec<String>,
+    /// Hex sha256 of the generated secret (256 random bits, so a fast hash
+    /// is enough); the secret itself is shown once and never stored.
+    pub secret_sha256: String,
+    /// Milliseconds since the epoch after which the robot is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    pub created_ms: u64,
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -186,6 +240,31 @@ mod tests {
         let rec: UploadRecord = decode(up, || "upload".into()).unwrap();
         assert_eq!(rec.algorithm, Algorithm::Sha256);
         assert_eq!(encode(&rec), up.to_vec());
+    }
+
+    /// Fixture: version-1 account records.
+    #[test]
+    fn version_1_account_fixtures_decode() {
+        let user =
+            b"\x01{\"id\":1,\"password_hash\":\"$argon2id$x\",\"admin\":true,\"created_ms\":5}";
+        let rec: UserRecord = decode(user, || "user".into()).unwrap();
+        assert!(rec.admin);
+        assert_eq!(encode(&rec), user.to_vec());
+
+        let project = b"\x01{\"id\":2,\"public\":false,\"owner\":\"alice\",\"created_ms\":5}";
+        let rec: ProjectRecord = decode(project, || "project".into()).unwrap();
+        assert!(!rec.public);
+        assert_eq!(encode(&rec), project.to_vec());
+
+        let member = b"\x01{\"id\":3,\"role\":2,\"created_ms\":5}";
+        let rec: MemberRecord = decode(member, || "member".into()).unwrap();
+        assert_eq!(rec.role, 2);
+        assert_eq!(encode(&rec), member.to_vec());
+
+        let robot = b"\x01{\"id\":4,\"project\":\"p\",\"actions\":[\"pull\"],\"secret_sha256\":\"ab\",\"expires_ms\":9,\"created_ms\":5}";
+        let rec: RobotRecord = decode(robot, || "robot".into()).unwrap();
+        assert_eq!(rec.expires_ms, Some(9));
+        assert_eq!(encode(&rec), robot.to_vec());
     }
 
     #[test]

@@ -28,17 +28,40 @@ impl ListCatalog {
         })
     }
 
-    /// Index reads only: runs inline.
-    pub fn apply(self, app: &App) -> Result<Response<Body>, ApiError> {
-        let page = if self.paging.n == 0 {
-            berth_engine::Page {
-                items: Vec::new(),
-                more: false,
-            }
-        } else {
-            app.engine
-                .catalog(self.paging.last.as_deref(), self.paging.n)?
+    /// Index reads only: runs inline. `visible` says whether the caller
+    /// may see a repository (always true with auth off); pages are filled
+    /// with visible names only, so `n` and `Link` stay exact.
+    pub fn apply(
+        self,
+        app: &App,
+        mut visible: impl FnMut(&str) -> Result<bool, ApiError>,
+    ) -> Result<Response<Body>, ApiError> {
+        let n = self.paging.n;
+        let mut page = berth_engine::Page {
+            items: Vec::new(),
+            more: false,
         };
+        let mut last = self.paging.last.clone();
+        // Collect up to n + 1 visible names: the extra one only says "more".
+        while n > 0 && page.items.len() <= n {
+            let batch = app.engine.catalog(last.as_deref(), n.max(100))?;
+            for repo in &batch.items {
+                if page.items.len() > n {
+                    break;
+                }
+                if visible(repo)? {
+                    page.items.push(repo.clone());
+                }
+            }
+            last = batch.items.last().cloned();
+            if !batch.more || last.is_none() {
+                break;
+            }
+        }
+        if page.items.len() > n {
+            page.items.truncate(n);
+            page.more = true;
+        }
         let body = serde_json::to_vec(&Catalog {
             repositories: &page.items,
         })

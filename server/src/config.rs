@@ -9,7 +9,11 @@
 //!  "delete_enabled": true, "upload_ttl_seconds": 86400,
 //!  "storage_backend": "s3", "s3_endpoint": "http://rgw:7480", "s3_region": "default",
 //!  "s3_bucket": "registry", "s3_access_key": "AK", "s3_secret_key": "SK",
-//!  "s3_root": "berth", "s3_path_style": true, "cache_max_bytes": 10737418240}
+//!  "s3_root": "berth", "s3_path_style": true, "cache_max_bytes": 10737418240,
+//!  "auth_enabled": true, "admin_password": "…", "external_url": "https://reg.example.com",
+//!  "trusted_proxies": ["10.0.0.0/8"], "token_service": "berth-registry",
+//!  "token_ttl_seconds": 300, "self_registration": false, "project_creation": "everyone",
+//!  "max_failed_logins": 10, "tls_cert": "/etc/berth/cert.pem", "tls_key": "/etc/berth/key.pem"}
 //! ```
 //!
 //! Storage (`docs/storage.md`): `storage_backend` is `local` (default), `s3`
@@ -18,7 +22,8 @@
 //! `BERTH_S3_*`, `BERTH_CACHE_MAX_BYTES`).
 //!
 //! Unknown keys are an error (a typo should not silently change nothing).
-//! `read_only` is on if any source turns it on.
+//! `read_only` is on if any source turns it on. Secrets (`admin_password`)
+//! are kept in a [`Secret`], whose `Debug` never shows them.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -27,9 +32,77 @@ use berth_engine::store::{Backend, BackendKind, S3Config};
 use clap::builder::BoolishValueParser;
 use serde::Deserialize;
 
+use crate::proxy::{parse_external_url, Cidr, ProxyConfig};
+
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5000";
 pub const DEFAULT_DATA_DIR: &str = "./berth-data";
 pub const DEFAULT_UPLOAD_TTL: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_TOKEN_SERVICE: &str = "berth-registry";
+pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(300);
+pub const DEFAULT_MAX_FAILED_LOGINS: u32 = 10;
+
+/// A secret string: `Debug` prints `<redacted>`, so configs can be logged.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Who may create projects through the API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ProjectCreation {
+    /// Every signed-in user (Harbor's default).
+    #[default]
+    Everyone,
+    /// System administrators only.
+    #[value(alias = "admin_only")]
+    #[serde(alias = "admin_only")]
+    Adminonly,
+}
+
+/// Accounts and tokens (issue #5). Off by default.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthConfig {
+    pub enabled: bool,
+    /// Creates the `admin` account on first start; required to enable auth
+    /// on a data directory without one.
+    pub admin_password: Option<Secret>,
+    /// The token `aud` and the challenge's `service`.
+    pub service: String,
+    /// Lifetime of access tokens.
+    pub token_ttl: Duration,
+    /// Anyone may create a user account through the API.
+    pub self_registration: bool,
+    pub project_creation: ProjectCreation,
+    /// Failed logins per source address per minute before it is refused
+    /// (`429`) for the rest of the minute; 0 disables the limit.
+    pub max_failed_logins: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> AuthConfig {
+        AuthConfig {
+            enabled: false,
+            admin_password: None,
+            service: DEFAULT_TOKEN_SERVICE.to_owned(),
+            token_ttl: DEFAULT_TOKEN_TTL,
+            self_registration: false,
+            project_creation: ProjectCreation::Everyone,
+            max_failed_logins: DEFAULT_MAX_FAILED_LOGINS,
+        }
+    }
+}
+
+/// Native TLS: PEM certificate chain and private key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
 
 /// Everything `serve` needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +120,10 @@ pub struct Config {
     /// Where blobs live: local disk, an S3 bucket with a local read cache,
     /// or both (tiered).
     pub storage: Backend,
+    /// External URL and trusted proxies (see `proxy.rs`).
+    pub proxy: ProxyConfig,
+    pub auth: AuthConfig,
+    pub tls: Option<TlsConfig>,
 }
 
 impl Config {
@@ -59,6 +136,9 @@ impl Config {
             delete_enabled: true,
             upload_ttl: DEFAULT_UPLOAD_TTL,
             storage: Backend::local(),
+            proxy: ProxyConfig::default(),
+            auth: AuthConfig::default(),
+            tls: None,
         }
     }
 
@@ -90,6 +170,65 @@ impl Config {
                 .upload_ttl_seconds
                 .or(file.upload_ttl_seconds)
                 .map_or(DEFAULT_UPLOAD_TTL, Duration::from_secs),
+            proxy: ProxyConfig {
+                external_url: match args.external_url.or(file.external_url) {
+                    Some(u) if !u.trim().is_empty() => {
+                        Some(parse_external_url(&u).map_err(ConfigError::Invalid)?)
+                    }
+                    _ => None,
+                },
+                trusted: match args.trusted_proxies {
+                    Some(list) => Cidr::parse_list(&list),
+                    None => file
+                        .trusted_proxies
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|c| Cidr::parse(c))
+                        .collect(),
+                }
+                .map_err(|e| ConfigError::Invalid(format!("trusted proxies: {e}")))?,
+            },
+            auth: AuthConfig {
+                enabled: args.auth_enabled.or(file.auth_enabled).unwrap_or(false),
+                admin_password: args
+                    .admin_password
+                    .or(file.admin_password)
+                    .filter(|p| !p.is_empty())
+                    .map(Secret),
+                service: args
+                    .token_service
+                    .or(file.token_service)
+                    .unwrap_or_else(|| DEFAULT_TOKEN_SERVICE.to_owned()),
+                token_ttl: args
+                    .token_ttl_seconds
+                    .or(file.token_ttl_seconds)
+                    .map_or(DEFAULT_TOKEN_TTL, Duration::from_secs),
+                self_registration: args
+                    .self_registration
+                    .or(file.self_registration)
+                    .unwrap_or(false),
+                project_creation: args
+                    .project_creation
+                    .or(file.project_creation)
+                    .unwrap_or_default(),
+                max_failed_logins: args
+                    .max_failed_logins
+                    .or(file.max_failed_logins)
+                    .unwrap_or(DEFAULT_MAX_FAILED_LOGINS),
+            },
+            tls: match (
+                args.tls_cert.or(file.tls_cert),
+                args.tls_key.or(file.tls_key),
+            ) {
+                (Some(cert), Some(key)) => Some(TlsConfig { cert, key }),
+                (None, None) => None,
+                _ => {
+                    return Err(ConfigError::Invalid(
+                        "TLS needs both a certificate (BERTH_TLS_CERT) and a key (BERTH_TLS_KEY)"
+                            .into(),
+                    ))
+                }
+            },
         })
     }
 }
@@ -208,6 +347,48 @@ pub struct ServeArgs {
     /// Local cache budget of the s3 and tiered backends [default: 10 GiB]
     #[arg(long, env = "BERTH_CACHE_MAX_BYTES", value_name = "BYTES")]
     pub cache_max_bytes: Option<u64>,
+    /// Require accounts and tokens (Docker token auth) [default: false]
+    #[arg(long, env = "BERTH_AUTH_ENABLED", value_name = "BOOL", value_parser = BoolishValueParser::new())]
+    pub auth_enabled: Option<bool>,
+    /// Password of the `admin` account created on first start (prefer the
+    /// environment variable to the flag)
+    #[arg(
+        long,
+        env = "BERTH_ADMIN_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true
+    )]
+    pub admin_password: Option<String>,
+    /// The URL clients use, e.g. https://registry.example.com (token realm,
+    /// upload locations); overrides forwarded headers
+    #[arg(long, env = "BERTH_EXTERNAL_URL", value_name = "URL")]
+    pub external_url: Option<String>,
+    /// CIDRs of proxies whose Forwarded/X-Forwarded-* headers are believed,
+    /// comma-separated
+    #[arg(long, env = "BERTH_TRUSTED_PROXIES", value_name = "CIDRS")]
+    pub trusted_proxies: Option<String>,
+    /// Token service name (`service` and token `aud`) [default: berth-registry]
+    #[arg(long, env = "BERTH_TOKEN_SERVICE", value_name = "NAME")]
+    pub token_service: Option<String>,
+    /// Lifetime of access tokens in seconds [default: 300]
+    #[arg(long, env = "BERTH_TOKEN_TTL_SECONDS", value_name = "SECONDS")]
+    pub token_ttl_seconds: Option<u64>,
+    /// Let anyone create a user account through the API [default: false]
+    #[arg(long, env = "BERTH_SELF_REGISTRATION", value_name = "BOOL", value_parser = BoolishValueParser::new())]
+    pub self_registration: Option<bool>,
+    /// Who may create projects through the API [default: everyone]
+    #[arg(long, env = "BERTH_PROJECT_CREATION", value_name = "WHO")]
+    pub project_creation: Option<ProjectCreation>,
+    /// Failed logins per source address per minute before refusing it
+    /// (0: no limit) [default: 10]
+    #[arg(long, env = "BERTH_MAX_FAILED_LOGINS", value_name = "N")]
+    pub max_failed_logins: Option<u32>,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key)
+    #[arg(long, env = "BERTH_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert
+    #[arg(long, env = "BERTH_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The config file's contents; every key optional.
@@ -229,6 +410,17 @@ struct FileConfig {
     s3_path_style: Option<bool>,
     s3_multipart_threshold: Option<u64>,
     cache_max_bytes: Option<u64>,
+    auth_enabled: Option<bool>,
+    admin_password: Option<String>,
+    external_url: Option<String>,
+    trusted_proxies: Option<Vec<String>>,
+    token_service: Option<String>,
+    token_ttl_seconds: Option<u64>,
+    self_registration: Option<bool>,
+    project_creation: Option<ProjectCreation>,
+    max_failed_logins: Option<u32>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -252,7 +444,7 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("berth: config {path}: {source} (expected a JSON object with keys listen, data_dir, read_only, delete_enabled, upload_ttl_seconds, storage_backend, s3_endpoint, s3_region, s3_bucket, s3_access_key, s3_secret_key, s3_root, s3_path_style, s3_multipart_threshold, cache_max_bytes)", path = .path.display())]
+    #[error("berth: config {path}: {source} (expected a JSON object with keys listen, data_dir, read_only, delete_enabled, upload_ttl_seconds, storage_backend, s3_endpoint, s3_region, s3_bucket, s3_access_key, s3_secret_key, s3_root, s3_path_style, s3_multipart_threshold, cache_max_bytes, auth_enabled, admin_password, external_url, trusted_proxies, token_service, token_ttl_seconds, self_registration, project_creation, max_failed_logins, tls_cert, tls_key)", path = .path.display())]
     Parse {
         path: PathBuf,
         #[source]
@@ -260,6 +452,8 @@ pub enum ConfigError {
     },
     #[error("berth: storage: {0}")]
     Storage(String),
+    #[error("berth: config: {0}")]
+    Invalid(String),
 }
 
 #[cfg(test)]
@@ -357,6 +551,56 @@ mod tests {
         };
         let e = Config::from_args(args).unwrap_err();
         assert!(e.to_string().contains("unknown storage backend"), "{e}");
+    }
+
+    #[test]
+    fn auth_proxy_and_tls_settings() {
+        let c = Config::from_args(ServeArgs::default()).unwrap();
+        assert!(!c.auth.enabled);
+        assert_eq!(c.proxy, ProxyConfig::default());
+        assert_eq!(c.tls, None);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("berth.json");
+        std::fs::write(
+            &path,
+            r#"{"auth_enabled":true,"admin_password":"hunter2-hunter2","trusted_proxies":["10.0.0.0/8"],
+                "external_url":"https://reg.example.com/","project_creation":"adminonly","max_failed_logins":3}"#,
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            trusted_proxies: Some("127.0.0.1/32, ::1".into()),
+            ..ServeArgs::default()
+        };
+        let c = Config::from_args(args).unwrap();
+        assert!(c.auth.enabled);
+        assert_eq!(c.auth.project_creation, ProjectCreation::Adminonly);
+        assert_eq!(c.auth.max_failed_logins, 3);
+        assert_eq!(
+            c.proxy.external_url.as_deref(),
+            Some("https://reg.example.com")
+        );
+        assert_eq!(c.proxy.trusted.len(), 2, "flags override the file");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+
+        let bad = |a: ServeArgs| Config::from_args(a).unwrap_err().to_string();
+        assert!(bad(ServeArgs {
+            trusted_proxies: Some("10.0.0.0/99".into()),
+            ..ServeArgs::default()
+        })
+        .contains("trusted proxies"));
+        assert!(bad(ServeArgs {
+            external_url: Some("reg.example.com".into()),
+            ..ServeArgs::default()
+        })
+        .contains("https://"));
+        assert!(bad(ServeArgs {
+            tls_cert: Some("c.pem".into()),
+            ..ServeArgs::default()
+        })
+        .contains("BERTH_TLS_KEY"));
     }
 
     #[test]

@@ -14,7 +14,9 @@
 
 use std::borrow::Cow;
 
-use berth_engine::{BlobError, DigestError, ManifestError, NameError, StorageError, UploadError};
+use berth_engine::{
+    AccountError, BlobError, DigestError, ManifestError, NameError, StorageError, UploadError,
+};
 use bytes::Bytes;
 use hyper::header::{HeaderName, HeaderValue, ALLOW, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
@@ -54,6 +56,12 @@ pub enum Code {
     PaginationInvalid,
     /// No endpoint has this path.
     RouteUnknown,
+    /// A malformed API or token request (Harbor's `BAD_REQUEST`).
+    BadRequest,
+    /// An API object (user, project, member) that does not exist.
+    NotFound,
+    /// An API object that already exists.
+    Conflict,
     /// A storage failure: the only source of `500`.
     Internal,
 }
@@ -70,7 +78,7 @@ pub struct CodeInfo {
 
 impl Code {
     /// Every code, for tests and documentation.
-    pub const ALL: [Code; 21] = [
+    pub const ALL: [Code; 24] = [
         Code::BlobUnknown,
         Code::BlobUploadInvalid,
         Code::BlobUploadUnknown,
@@ -91,6 +99,9 @@ impl Code {
         Code::UploadBusy,
         Code::PaginationInvalid,
         Code::RouteUnknown,
+        Code::BadRequest,
+        Code::NotFound,
+        Code::Conflict,
         Code::Internal,
     ];
 
@@ -177,6 +188,9 @@ impl Code {
                 S::BAD_REQUEST,
             ),
             Code::RouteUnknown => i("UNSUPPORTED", "no such endpoint", S::NOT_FOUND),
+            Code::BadRequest => i("BAD_REQUEST", "bad request", S::BAD_REQUEST),
+            Code::NotFound => i("NOT_FOUND", "not found", S::NOT_FOUND),
+            Code::Conflict => i("CONFLICT", "already exists", S::CONFLICT),
             Code::Internal => i(
                 "UNKNOWN",
                 "internal storage error",
@@ -330,6 +344,18 @@ impl From<ManifestError> for ApiError {
             ManifestError::DigestMismatch { .. } => Code::DigestInvalid,
             ManifestError::SizeMismatch { .. } => Code::ManifestInvalid,
             ManifestError::Storage(s) => return ApiError::internal(s),
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
+
+impl From<AccountError> for ApiError {
+    fn from(e: AccountError) -> ApiError {
+        let code = match &e {
+            AccountError::Invalid { .. } => Code::BadRequest,
+            AccountError::Exists { .. } => Code::Conflict,
+            AccountError::NotFound { .. } => Code::NotFound,
+            AccountError::Storage(s) => return ApiError::internal(s),
         };
         ApiError::new(code, e.to_string())
     }

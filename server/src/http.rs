@@ -21,8 +21,10 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::errors::ApiError;
+use crate::proxy::{ConnInfo, ProxyConfig};
 use crate::sendfile;
 
 /// Every response body: one contiguous buffer. Blob and manifest bytes are
@@ -52,6 +54,10 @@ pub struct App {
     pub engine: Arc<Engine>,
     pub read_only: bool,
     pub delete_enabled: bool,
+    /// The external URL rule's settings (see `proxy.rs`).
+    pub proxy: ProxyConfig,
+    /// Accounts and tokens (see `auth.rs`); `auth.enabled` is false by default.
+    pub auth: Auth,
 }
 
 /// Why the server could not run.
@@ -65,6 +71,10 @@ pub enum ServeError {
     },
     #[error("berth: listener: {0}")]
     Io(#[from] std::io::Error),
+    #[error("berth: auth: {0}")]
+    Auth(String),
+    #[error("berth: TLS: {0}")]
+    Tls(String),
 }
 
 /// Opens the engine for `config` (on a blocking thread: RocksDB open and
@@ -90,19 +100,46 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    let engine = open_engine(&config).await?;
+    let tls = match &config.tls {
+        Some(t) => Some(crate::tls::acceptor(t).map_err(ServeError::Tls)?),
+        None => None,
+    };
+    let engine = Arc::new(open_engine(&config).await?);
+    let key = {
+        let e = engine.clone();
+        let admin_password = config.auth.admin_password.clone().map(|s| s.0);
+        let enabled = config.auth.enabled;
+        tokio::task::spawn_blocking(move || {
+            if enabled {
+                // Refuses to enable auth with nobody able to administer it.
+                if e.ensure_admin(admin_password.as_deref())
+                    .map_err(|err| ServeError::Auth(err.to_string()))?
+                {
+                    tracing::info!("created the admin account and the public project library");
+                }
+            }
+            e.token_signing_key()
+                .map_err(|err| ServeError::Auth(format!("token signing key: {err}")))
+        })
+        .await
+        .map_err(|e| ServeError::Io(std::io::Error::other(e)))??
+    };
     let app = Arc::new(App {
-        engine: Arc::new(engine),
+        engine,
         read_only: config.read_only,
         delete_enabled: config.delete_enabled,
+        proxy: config.proxy.clone(),
+        auth: Auth::new(&config.auth, key),
     });
     let addr = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     eprintln!(
-        "berth: listening on http://{addr} (data: {})",
+        "berth: listening on {scheme}://{addr} (data: {})",
         config.data_dir.display()
     );
-    tracing::info!(%addr, read_only = config.read_only, delete_enabled = config.delete_enabled, "serving");
-    run(app.clone(), listener, shutdown).await;
+    tracing::info!(%addr, read_only = config.read_only, delete_enabled = config.delete_enabled,
+        auth = config.auth.enabled, tls = tls.is_some(), "serving");
+    run(app.clone(), listener, tls, shutdown).await;
     // IMPORTANT: every connection has ended, so this is the last reference
     // to the engine unless a blocking engine call outlived its request;
     // dropping it joins the engine's workers, so do it off the async path.
@@ -122,8 +159,15 @@ pub async fn serve(
     Ok(())
 }
 
-/// The accept loop.
-async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()> + Send) {
+/// The accept loop. With `tls`, each connection's handshake runs in its
+/// own task (a slow client cannot stall accepting), and ALPN picks h2 or
+/// HTTP/1.1.
+async fn run(
+    app: Arc<App>,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: impl Future<Output = ()> + Send,
+) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -150,20 +194,54 @@ async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output 
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let ids = ids.clone();
+        let info = ConnInfo {
+            peer,
+            tls: tls.is_some(),
+        };
         let service = service_fn(move |req| {
             let app = app.clone();
             let ids = ids.clone();
-            async move { Ok::<_, Infallible>(handle(&app, &ids, peer, req).await) }
+            async move { Ok::<_, Infallible>(handle(&app, &ids, info, req).await) }
         });
-        let conn = builder
-            .serve_connection(TokioIo::new(sendfile::Stream::new(stream)), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+        match &tls {
+            None => {
+                let conn = builder
+                    .serve_connection(TokioIo::new(sendfile::Stream::new(stream)), service)
+                    .into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
             }
-        });
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let handshake =
+                        tokio::time::timeout(Duration::from_secs(30), acceptor.accept(stream));
+                    let stream = match handshake.await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let conn = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .into_owned();
+                    if let Err(e) = watcher.watch(conn).await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+        }
     }
     drop(listener);
     tracing::info!(
@@ -178,22 +256,31 @@ async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output 
     }
 }
 
-/// One request: request id, routing, the access log line.
+/// One request: request id, connection info into the request's
+/// extensions (for `auth` and `proxy`), routing, absolute `Location`s when
+/// the origin is authoritative, the access log line (method, path, status:
+/// never the query, headers or body, so no credential reaches the log).
 async fn handle(
     app: &Arc<App>,
     ids: &RequestIds,
-    peer: SocketAddr,
-    req: Request<Incoming>,
+    conn: ConnInfo,
+    mut req: Request<Incoming>,
 ) -> Response<Body> {
     let start = Instant::now();
+    let peer: SocketAddr = conn.peer;
     let request_id = ids.for_request(req.headers().get(&HDR_REQUEST_ID));
     let method = req.method().clone();
     let uri = req.uri().clone();
+    let origin = app.proxy.origin(&conn, req.headers(), &uri);
+    req.extensions_mut().insert(conn);
     let mut res = match crate::router::dispatch(app, req).await {
         Ok(res) => res,
         Err(e) => e.into_response(request_id.to_str().unwrap_or_default()),
     };
     let h = res.headers_mut();
+    if origin.authoritative {
+        absolute_location(h, &origin.base);
+    }
     h.insert(HDR_API_VERSION, REGISTRY_2_0);
     h.insert(HDR_REQUEST_ID, request_id.clone());
     tracing::info!(
@@ -206,6 +293,21 @@ async fn handle(
         micros = start.elapsed().as_micros() as u64,
     );
     res
+}
+
+/// Makes a relative `Location` (`/v2/…`) absolute on `base`: the one place
+/// where the external URL reaches upload and manifest locations.
+fn absolute_location(h: &mut hyper::HeaderMap, base: &str) {
+    let Some(loc) = h.get(hyper::header::LOCATION) else {
+        return;
+    };
+    let Ok(loc) = loc.to_str() else {
+        return;
+    };
+    if loc.starts_with('/') && !loc.starts_with("//") {
+        let abs = hv(&format!("{base}{loc}"));
+        h.insert(hyper::header::LOCATION, abs);
+    }
 }
 
 /// Request ids: a client's `X-Request-Id` is echoed if it is short printable
@@ -281,6 +383,31 @@ pub fn hv(s: &str) -> HeaderValue {
 pub fn set_content_length(res: &mut Response<Body>, len: u64) {
     res.headers_mut()
         .insert(CONTENT_LENGTH, HeaderValue::from(len));
+}
+
+/// Reads a whole small request body (forms, JSON), refusing more than
+/// `limit` bytes with `400`.
+pub async fn read_small_body(mut body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
+    use http_body_util::BodyExt;
+    let mut out = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            ApiError::new(
+                crate::errors::Code::BadRequest,
+                format!("reading the request body: {e}"),
+            )
+        })?;
+        if let Some(d) = frame.data_ref() {
+            if out.len() + d.len() > limit {
+                return Err(ApiError::new(
+                    crate::errors::Code::BadRequest,
+                    format!("request body over {limit} bytes"),
+                ));
+            }
+            out.extend_from_slice(d);
+        }
+    }
+    Ok(Bytes::from(out))
 }
 
 /// Reads and drops up to `budget` more bytes of a request body. Used before

@@ -9,6 +9,10 @@
 //! - One file per resource, each endpoint a typed request parsed from the
 //!   wire and then applied to the engine: `blobs`, `uploads`, `manifests`
 //!   (with `manifest_parse`), `tags`, `referrers`, `catalog`.
+//! - [`auth`]: the one authorization entry point every route calls;
+//!   [`token_service`]: `/service/token`; [`admin`]: the Harbor-shaped
+//!   `/api/v2.0` admin API; [`proxy`]: the external-URL rule, trusted
+//!   proxies, CIDRs; `tls`: optional native TLS.
 //!
 //! Architecture Invariant: handlers call the engine's public API only; the
 //! server never builds index keys or blob paths.
@@ -19,9 +23,13 @@
 //! referrers, catalog, upload status) run inline, being point lookups and
 //! short scans.
 
+pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod errors;
 pub mod http;
+pub mod proxy;
+pub mod token_service;
 
 mod blobs;
 mod body;
@@ -32,6 +40,7 @@ mod referrers;
 mod router;
 pub mod sendfile;
 mod tags;
+mod tls;
 mod uploads;
 
 pub use config::{Config, ConfigError, ServeArgs};

@@ -17,13 +17,26 @@
 //! `/v2/a/blobs/uploads/manifests/x` is manifest `x` of repository
 //! `a/blobs/uploads`. The name is validated by the handler
 //! ([`berth_engine::RepoName::parse`]), not here.
+//!
+//! Besides `/v2`, two families are dispatched before the OCI grammar:
+//! `/service/token` (the Docker token service, `token_service.rs`) and
+//! `/api/v2.0/…` (the Harbor-shaped admin API, `admin.rs`).
+//!
+//! Every OCI route is authorized before its handler runs
+//! ([`authorize_route`]: route + method → resource + actions, then
+//! [`crate::auth::authorize`]).
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
+
+use berth_engine::{Action, Actions, RepoName};
+use hyper::http::request::Parts;
 
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
 
+use crate::auth::{self, Principal, Resource};
 use crate::errors::{ApiError, Code};
 use crate::http::{App, Body};
 
@@ -112,9 +125,16 @@ fn nonempty<'a>(name: &'a str, f: impl FnOnce(&'a str) -> Route<'a>) -> Route<'a
 pub async fn dispatch(app: &Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let (parts, body) = req.into_parts();
     let path = percent_decode(parts.uri.path());
-    let route = route(&path);
     let query = Query(parts.uri.query().unwrap_or(""));
+    if path == auth::TOKEN_PATH {
+        return crate::token_service::handle(app, &parts, query, body).await;
+    }
+    if let Some(rest) = path.strip_prefix(crate::admin::PREFIX) {
+        return crate::admin::handle(app, &parts, rest, query, body).await;
+    }
+    let route = route(&path);
     let method = &parts.method;
+    let principal = authorize_route(app, &parts, route, method).await?;
 
     let writes = matches!(
         *method,
@@ -141,7 +161,24 @@ pub async fn dispatch(app: &Arc<App>, req: Request<Incoming>) -> Result<Response
         (Route::Base, &Method::GET | &Method::HEAD) => {
             Ok(crate::http::json(b"{}".to_vec(), "application/json"))
         }
-        (Route::Catalog, &Method::GET) => catalog::ListCatalog::parse(query)?.apply(app),
+        (Route::Catalog, &Method::GET) => {
+            // Only repositories of projects the caller may pull from.
+            let mut readable: HashMap<String, bool> = HashMap::new();
+            catalog::ListCatalog::parse(query)?.apply(app, |repo| {
+                let project = repo.split('/').next().unwrap_or(repo);
+                if let Some(&r) = readable.get(project) {
+                    return Ok(r);
+                }
+                let r = auth::permits(
+                    app,
+                    &principal,
+                    Resource::Project(project),
+                    Actions::of(&[Action::Pull]),
+                )?;
+                readable.insert(project.to_owned(), r);
+                Ok(r)
+            })
+        }
         (Route::Tags { name }, &Method::GET) => tags::ListTags::parse(name, query)?.apply(app),
         (Route::Referrers { name, digest }, &Method::GET) => {
             referrers::ListReferrers::parse(name, digest, query)?.apply(app)
@@ -168,9 +205,25 @@ pub async fn dispatch(app: &Arc<App>, req: Request<Incoming>) -> Result<Response
             blobs::DeleteBlob::parse(name, digest)?.apply(app).await
         }
         (Route::Upload { name, id: "" }, &Method::POST) => {
-            uploads::StartUpload::parse(name, query)?
-                .apply(app, body)
-                .await
+            let mut start = uploads::StartUpload::parse(name, query)?;
+            if let uploads::StartUpload::Mount { from, .. } = &start {
+                // A mount must not reveal (or copy) a blob the caller
+                // cannot read: fall back to a normal upload session.
+                let readable = match from {
+                    Some(src) => auth::permits(
+                        app,
+                        &principal,
+                        Resource::Repository(src),
+                        Actions::of(&[Action::Pull]),
+                    )?,
+                    // Mount from anywhere: only when nothing is private to anyone.
+                    None => principal == Principal::Open,
+                };
+                if !readable {
+                    start = start.into_session();
+                }
+            }
+            start.apply(app, body).await
         }
         (Route::Upload { name, id }, &Method::GET) if !id.is_empty() => {
             uploads::UploadStatus::parse(name, id)?.apply(app)
@@ -194,6 +247,45 @@ pub async fn dispatch(app: &Arc<App>, req: Request<Incoming>) -> Result<Response
         )),
         (route, _) => Err(ApiError::method_not_allowed(route.allowed())),
     }
+}
+
+/// Authorizes an OCI route before its handler: `GET /v2/` needs any
+/// authenticated caller (that `401` is what `docker login` checks); the
+/// catalog any caller (it is filtered); reads need `pull`, manifest PUT and
+/// uploads `push`, deletes `delete`, on the repository's project. Unknown
+/// routes and methods protect nothing and answer 404/405.
+async fn authorize_route(
+    app: &App,
+    parts: &Parts,
+    route: Route<'_>,
+    method: &Method,
+) -> Result<Principal, ApiError> {
+    use Action::*;
+    let (name, action) = match (route, method) {
+        (Route::Base, _) => return auth::require_authenticated(app, parts).await,
+        (Route::Catalog, _) => return auth::authenticate(app, parts).await,
+        (Route::Tags { name } | Route::Referrers { name, .. }, _) => (name, Pull),
+        (Route::Manifest { name, .. } | Route::Blob { name, .. }, &Method::GET | &Method::HEAD) => {
+            (name, Pull)
+        }
+        (Route::Manifest { name, .. }, &Method::PUT) => (name, Push),
+        (Route::Manifest { name, .. } | Route::Blob { name, .. }, &Method::DELETE) => {
+            (name, Delete)
+        }
+        (Route::Upload { name, .. }, _) => (name, Push),
+        _ => return Ok(Principal::Open),
+    };
+    if !app.auth.enabled {
+        return Ok(Principal::Open);
+    }
+    let repo = RepoName::parse(name)?;
+    auth::authorize(
+        app,
+        parts,
+        Resource::Repository(&repo),
+        Actions::of(&[action]),
+    )
+    .await
 }
 
 /// A raw query string. Lookups scan it (queries here are a few pairs).

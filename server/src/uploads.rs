@@ -91,6 +91,17 @@ impl StartUpload {
         Ok(StartUpload::Session { repo, algorithm })
     }
 
+    /// The same request as a plain new session (a mount the caller may
+    /// not make; the monolithic form stays as it is).
+    pub fn into_session(self) -> StartUpload {
+        match self {
+            StartUpload::Mount {
+                repo, algorithm, ..
+            } => StartUpload::Session { repo, algorithm },
+            other => other,
+        }
+    }
+
     pub async fn apply(self, app: &App, body: Incoming) -> Result<Response<Body>, ApiError> {
         match self {
             StartUpload::Mount {

@@ -30,8 +30,13 @@ pub fn open_engine(dir: &Path) -> Engine {
     }
 }
 
-/// Path of a workspace binary (`berth`, `berthctl`) built by `cargo build --bins`.
+/// Path of a workspace binary (`berth`, `berthctl`) built by `cargo build --bins`,
+/// or in `$BERTH_BIN_DIR` when set (a copy made right after the build, for
+/// machines where several checkouts share one target directory).
 pub fn bin_path(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("BERTH_BIN_DIR") {
+        return PathBuf::from(dir).join(name);
+    }
     let exe = std::env::current_exe().expect("current test executable");
     let profile_dir = exe
         .parent()

@@ -38,8 +38,9 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// Starts `berth serve` on a free port of 127.0.0.1 with `data_dir`, and
-    /// returns once it answers `GET /v2/` with 200. Panics (with the server's
+    /// Starts `berth serve` on a free port of 127.0.0.1 with `data_dir` and
+    /// `extra_env` (e.g. `BERTH_AUTH_ENABLED`), and returns once it answers
+    /// `GET /v2/` with 200 (401 with auth enabled). Panics (with the server's
     /// stderr) if it exits or is not ready within 30 s.
     pub fn start(data_dir: &Path, extra_env: &[(&str, &str)]) -> TestServer {
         let extra_env: Vec<(String, String)> = extra_env
@@ -225,7 +226,8 @@ fn spawn_ready(
     }
 }
 
-/// Whether `GET /v2/` on `addr` answers 200.
+/// Whether `GET /v2/` on `addr` answers 200 (or 401: a server with auth
+/// enabled challenges anonymous callers there).
 fn v2_ok(addr: SocketAddr) -> bool {
     let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
         return false;
@@ -236,7 +238,8 @@ fn v2_ok(addr: SocketAddr) -> bool {
         return false;
     }
     let mut buf = [0u8; 12];
-    s.read_exact(&mut buf).is_ok() && buf.starts_with(b"HTTP/1.1 200")
+    s.read_exact(&mut buf).is_ok()
+        && (buf.starts_with(b"HTTP/1.1 200") || buf.starts_with(b"HTTP/1.1 401"))
 }
 
 /// One HTTP/1.1 request over a fresh connection (`Connection: close`):

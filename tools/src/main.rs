@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use berth_engine::fsck::FsckOptions;
-use berth_engine::{Engine, EngineConfig, StorageError};
+use berth_engine::{AccountError, Action, Actions, Engine, EngineConfig, Role, StorageError};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -56,6 +56,95 @@ enum Command {
     /// Aborts multipart uploads in the S3 bucket abandoned for longer than
     /// the given age (crashed completions; does not use the data directory).
     S3AbortUploads(Box<bench::SweepArgs>),
+    /// Users (accounts and tokens, issue #5).
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Projects.
+    #[command(subcommand)]
+    Project(ProjectCmd),
+    /// Project members.
+    #[command(subcommand)]
+    Member(MemberCmd),
+    /// Robot accounts.
+    #[command(subcommand)]
+    Robot(RobotCmd),
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Creates a user; the password is read from the first line of stdin
+    /// (so it never appears in `ps` or shell history).
+    Add {
+        name: String,
+        /// A system administrator.
+        #[arg(long)]
+        admin: bool,
+        #[arg(long, default_value = "")]
+        email: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProjectCmd {
+    /// Creates a project (private unless --public).
+    Add {
+        name: String,
+        #[arg(long)]
+        public: bool,
+        /// A user who becomes the project admin.
+        #[arg(long)]
+        owner: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum MemberCmd {
+    /// Gives a user a role in a project: guest, developer, maintainer,
+    /// projectAdmin (or Harbor's role id 3, 2, 4, 1).
+    Add {
+        project: String,
+        user: String,
+        #[arg(long)]
+        role: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum RobotCmd {
+    /// Creates robot robot$PROJECT+NAME and prints its secret, once.
+    Add {
+        project: String,
+        name: String,
+        /// Comma-separated: pull, push, delete.
+        #[arg(long, default_value = "pull")]
+        actions: String,
+        /// Days until it expires (default: never).
+        #[arg(long)]
+        expires_days: Option<u64>,
+    },
+}
+
+/// What a subcommand can fail with.
+#[derive(Debug)]
+enum CliError {
+    Storage(StorageError),
+    Account(AccountError),
+    Usage(String),
+}
+
+impl From<StorageError> for CliError {
+    fn from(e: StorageError) -> CliError {
+        CliError::Storage(e)
+    }
+}
+
+impl From<AccountError> for CliError {
+    fn from(e: AccountError) -> CliError {
+        match e {
+            AccountError::Storage(s) => CliError::Storage(s),
+            other => CliError::Account(other),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -76,7 +165,15 @@ fn main() -> ExitCode {
     }
     match run(&cli) {
         Ok(code) => code,
-        Err(e) => {
+        Err(CliError::Account(e)) => {
+            eprintln!("berthctl: {e}");
+            ExitCode::from(1)
+        }
+        Err(CliError::Usage(e)) => {
+            eprintln!("berthctl: {e}");
+            ExitCode::from(2)
+        }
+        Err(CliError::Storage(e)) => {
             eprintln!("berthctl: {}: {e}", cli.data_dir.display());
             if matches!(e, StorageError::Locked { .. }) {
                 eprintln!("hint: stop the berth server using this data directory first");
@@ -86,13 +183,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: &Cli) -> Result<ExitCode, StorageError> {
-    if !cli.data_dir.join("index").exists() {
+fn run(cli: &Cli) -> Result<ExitCode, CliError> {
+    let creates = matches!(cli.command, Command::User(_) | Command::Project(_));
+    if !creates && !cli.data_dir.join("index").exists() {
         return Err(StorageError::Io {
             op: "open data directory",
             path: cli.data_dir.clone(),
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "no berth index here"),
-        });
+        }
+        .into());
     }
     let engine = Engine::open(EngineConfig::new(&cli.data_dir))?;
     match &cli.command {
@@ -132,6 +231,72 @@ fn run(cli: &Cli) -> Result<ExitCode, StorageError> {
         Command::ExpireUploads { older_than_seconds } => {
             let n = engine.expire_uploads(Duration::from_secs(*older_than_seconds))?;
             println!("expired {n} upload session(s)");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::User(UserCmd::Add { name, admin, email }) => {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .map_err(|e| CliError::Usage(format!("reading the password from stdin: {e}")))?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            let id = engine.create_user(name, password, *admin, email, "")?;
+            println!(
+                "created user {name} (id {id}{})",
+                if *admin { ", admin" } else { "" }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Project(ProjectCmd::Add {
+            name,
+            public,
+            owner,
+        }) => {
+            let id = engine.create_project(name, *public, owner.as_deref())?;
+            println!(
+                "created {} project {name} (id {id})",
+                if *public { "public" } else { "private" }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Member(MemberCmd::Add {
+            project,
+            user,
+            role,
+        }) => {
+            let r = Role::parse(role).ok_or_else(|| {
+                CliError::Usage(format!(
+                    "role {role:?}: use guest, developer, maintainer or projectAdmin"
+                ))
+            })?;
+            engine.set_member(project, user, r)?;
+            println!("{user} is {} of {project}", r.name());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Robot(RobotCmd::Add {
+            project,
+            name,
+            actions,
+            expires_days,
+        }) => {
+            let mut set = Actions::NONE;
+            for a in actions.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+                match Action::parse(a) {
+                    Some(x @ (Action::Pull | Action::Push | Action::Delete)) => {
+                        set = set.union(Actions::of(&[x]))
+                    }
+                    _ => {
+                        return Err(CliError::Usage(format!(
+                            "action {a:?}: use pull, push or delete"
+                        )))
+                    }
+                }
+            }
+            let expires_ms = expires_days
+                .map(|d| berth_engine::records::now_ms() + d.saturating_mul(86_400_000));
+            let robot = engine.create_robot(project, name, set, expires_ms, "")?;
+            // The secret is printed once, here, and never stored.
+            println!("name   {}", robot.name);
+            println!("secret {}", robot.secret);
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -1,0 +1,898 @@
+//! Accounts, projects, members and robots, and what they may do.
+//!
+//! Harbor's model: a repository `PROJECT/…` belongs to the project named by
+//! its first component. A project is public (anyone may pull) or private.
+//! Users hold a role per project; robots are scoped to one project with an
+//! explicit action list and an optional expiry; a system administrator may do
+//! everything. Permissions are computed from the index on demand
+//! ([`Engine::permissions`]), so a removed member loses access at once for
+//! Basic credentials and when their tokens expire.
+//!
+//! Secrets: user passwords are stored as argon2id PHC strings; robot secrets
+//! are 256 random bits shown once, of which only the sha256 is stored.
+//!
+//! Every mutation is one synced batch under the engine's write lock, like
+//! every other index write.
+
+use std::sync::OnceLock;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use rocksdb::WriteBatch;
+use sha2::{Digest as _, Sha256};
+
+use crate::engine::{Engine, Inner};
+use crate::error::StorageError;
+use crate::keys;
+use crate::names::RepoName;
+use crate::records::{self, MemberRecord, ProjectRecord, RobotRecord, UserRecord};
+use crate::token::TokenKey;
+
+/// The administrator account created on first start.
+pub const ADMIN_USER: &str = "admin";
+/// The public project created with the administrator, as Harbor does.
+pub const DEFAULT_PROJECT: &str = "library";
+/// Robot account names: `robot$<project>+<name>`.
+pub const ROBOT_PREFIX: &str = "robot$";
+/// Shortest password accepted.
+pub const MIN_PASSWORD_LEN: usize = 8;
+
+/// One action on a project's repositories.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Action {
+    Pull,
+    Push,
+    Delete,
+    /// Manage the project (members, robots): Harbor's project admin, the
+    /// token scope action `*`.
+    Admin,
+}
+
+impl Action {
+    pub const ALL: [Action; 4] = [Action::Pull, Action::Push, Action::Delete, Action::Admin];
+
+    /// The name used in token scopes and robot records.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Pull => "pull",
+            Action::Push => "push",
+            Action::Delete => "delete",
+            Action::Admin => "*",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.name() == s)
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+/// A set of [`Action`]s.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Actions(u8);
+
+impl Actions {
+    pub const NONE: Actions = Actions(0);
+    pub const ALL: Actions = Actions(0b1111);
+
+    pub fn of(actions: &[Action]) -> Actions {
+        Actions(actions.iter().fold(0, |b, a| b | a.bit()))
+    }
+
+    pub fn contains(self, a: Action) -> bool {
+        self.0 & a.bit() != 0
+    }
+
+    pub fn contains_all(self, other: Actions) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    pub fn union(self, other: Actions) -> Actions {
+        Actions(self.0 | other.0)
+    }
+
+    pub fn intersect(self, other: Actions) -> Actions {
+        Actions(self.0 & other.0)
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The actions, in [`Action::ALL`] order.
+    pub fn iter(self) -> impl Iterator<Item = Action> {
+        Action::ALL.into_iter().filter(move |a| self.contains(*a))
+    }
+
+    /// Names, for scopes and records.
+    pub fn names(self) -> Vec<String> {
+        self.iter().map(|a| a.name().to_owned()).collect()
+    }
+}
+
+/// Harbor's project roles, with Harbor's ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    ProjectAdmin = 1,
+    Developer = 2,
+    Guest = 3,
+    Maintainer = 4,
+}
+
+impl Role {
+    pub fn from_id(id: u8) -> Option<Role> {
+        match id {
+            1 => Some(Role::ProjectAdmin),
+            2 => Some(Role::Developer),
+            3 => Some(Role::Guest),
+            4 => Some(Role::Maintainer),
+            _ => None,
+        }
+    }
+
+    pub fn id(self) -> u8 {
+        self as u8
+    }
+
+    /// Harbor's role name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::ProjectAdmin => "projectAdmin",
+            Role::Developer => "developer",
+            Role::Guest => "guest",
+            Role::Maintainer => "maintainer",
+        }
+    }
+
+    /// A role by Harbor name (case-insensitive), `admin`, or id.
+    pub fn parse(s: &str) -> Option<Role> {
+        if let Ok(id) = s.parse::<u8>() {
+            return Role::from_id(id);
+        }
+        let l = s.to_ascii_lowercase();
+        [
+            Role::ProjectAdmin,
+            Role::Developer,
+            Role::Guest,
+            Role::Maintainer,
+        ]
+        .into_iter()
+        .find(|r| r.name().eq_ignore_ascii_case(&l))
+        .or((l == "admin" || l == "project-admin").then_some(Role::ProjectAdmin))
+    }
+
+    /// guest: pull; developer: + push; maintainer: + delete; project admin: + members.
+    pub fn actions(self) -> Actions {
+        use Action::*;
+        match self {
+            Role::Guest => Actions::of(&[Pull]),
+            Role::Developer => Actions::of(&[Pull, Push]),
+            Role::Maintainer => Actions::of(&[Pull, Push, Delete]),
+            Role::ProjectAdmin => Actions::ALL,
+        }
+    }
+}
+
+/// Who is asking.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Account {
+    Anonymous,
+    User {
+        name: String,
+        admin: bool,
+    },
+    Robot {
+        name: String,
+        project: String,
+        actions: Actions,
+        expires_ms: Option<u64>,
+    },
+}
+
+impl Account {
+    /// The account name; empty for anonymous.
+    pub fn name(&self) -> &str {
+        match self {
+            Account::Anonymous => "",
+            Account::User { name, .. } | Account::Robot { name, .. } => name,
+        }
+    }
+
+    /// A system administrator.
+    pub fn is_admin(&self) -> bool {
+        matches!(self, Account::User { admin: true, .. })
+    }
+}
+
+/// A robot just created: its full name and its secret, shown once.
+#[derive(Clone, Debug)]
+pub struct NewRobot {
+    pub id: u64,
+    pub name: String,
+    pub secret: String,
+    pub expires_ms: Option<u64>,
+    pub created_ms: u64,
+}
+
+/// Account, project, member and robot operations.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("{what}: {reason}")]
+    Invalid { what: String, reason: String },
+    #[error("{what} already exists")]
+    Exists { what: String },
+    #[error("{what} does not exist")]
+    NotFound { what: String },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+fn invalid(what: impl Into<String>, reason: impl Into<String>) -> AccountError {
+    AccountError::Invalid {
+        what: what.into(),
+        reason: reason.into(),
+    }
+}
+
+/// User names: 1–64 of `[A-Za-z0-9._@-]` (no `:`, which ends the name in
+/// Basic credentials, and no `$`, which marks robots).
+pub fn valid_user_name(name: &str) -> Result<(), AccountError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            format!("user name {name:?}"),
+            "use 1-64 characters of A-Z a-z 0-9 . _ @ -",
+        ))
+    }
+}
+
+/// Project names: one repository path component (`[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`).
+pub fn valid_project_name(name: &str) -> Result<(), AccountError> {
+    if !name.contains('/') && RepoName::parse(name).is_ok() {
+        Ok(())
+    } else {
+        Err(invalid(
+            format!("project name {name:?}"),
+            "must be one repository path component: lowercase letters, digits, . _ -",
+        ))
+    }
+}
+
+fn valid_password(password: &str) -> Result<(), AccountError> {
+    if password.chars().count() >= MIN_PASSWORD_LEN {
+        Ok(())
+    } else {
+        Err(invalid(
+            "password",
+            format!("must have at least {MIN_PASSWORD_LEN} characters"),
+        ))
+    }
+}
+
+/// argon2id (the crate's defaults: m = 19 MiB, t = 2, p = 1) with a random salt.
+fn hash_password(password: &str) -> Result<String, AccountError> {
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).expect("the OS random source is available");
+    let salt = SaltString::encode_b64(&salt).map_err(|e| invalid("salt", e.to_string()))?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| invalid("password", e.to_string()))
+}
+
+fn verify_password(password: &str, phc: &str) -> bool {
+    match PasswordHash::new(phc) {
+        Ok(h) => Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// A hash to verify against when the user does not exist, so an unknown
+/// name costs the same time as a wrong password.
+fn dummy_hash() -> &'static str {
+    static DUMMY: OnceLock<String> = OnceLock::new();
+    DUMMY.get_or_init(|| hash_password("berth-dummy-password").unwrap_or_default())
+}
+
+fn sha256_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+/// Equal-time comparison of two equal-length ASCII strings.
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+fn robot_full_name(project: &str, name: &str) -> String {
+    format!("{ROBOT_PREFIX}{project}+{name}")
+}
+
+impl Inner {
+    /// The next id of `kind`, written into `batch` (call under the lock).
+    fn next_id(&self, batch: &mut WriteBatch, kind: &str) -> Result<u64, StorageError> {
+        let key = keys::seq_key(kind);
+        let last = match self.get_raw(keys::CF_META, &key)? {
+            Some(v) if v.len() == 8 => u64::from_be_bytes(v[..8].try_into().unwrap_or([0; 8])),
+            Some(_) => {
+                return Err(StorageError::Corrupt {
+                    what: format!("meta/seq/{kind}"),
+                    detail: "not a u64".into(),
+                })
+            }
+            None => 0,
+        };
+        let id = last + 1;
+        batch.put_cf(self.cf(keys::CF_META), key, id.to_be_bytes());
+        Ok(id)
+    }
+
+    fn robot_account(&self, name: &str, rec: RobotRecord) -> Account {
+        let actions = Actions::of(
+            &rec.actions
+                .iter()
+                .filter_map(|a| Action::parse(a))
+                .collect::<Vec<_>>(),
+        );
+        Account::Robot {
+            name: name.to_owned(),
+            project: rec.project,
+            actions,
+            expires_ms: rec.expires_ms,
+        }
+    }
+}
+
+impl Engine {
+    /// Creates user `name`. Fails if the name is taken or invalid, or the
+    /// password is shorter than [`MIN_PASSWORD_LEN`].
+    pub fn create_user(
+        &self,
+        name: &str,
+        password: &str,
+        admin: bool,
+        email: &str,
+        realname: &str,
+    ) -> Result<u64, AccountError> {
+        valid_user_name(name)?;
+        valid_password(password)?;
+        // Hash outside the lock: it is the slow part (tens of milliseconds).
+        let password_hash = hash_password(password)?;
+        let inner = &self.inner;
+        let g = inner.lock()?;
+        let key = keys::name_key(name);
+        if inner.get_raw(keys::CF_USERS, &key)?.is_some() {
+            return Err(AccountError::Exists {
+                what: format!("user {name}"),
+            });
+        }
+        let mut batch = WriteBatch::default();
+        let id = inner.next_id(&mut batch, "user")?;
+        let rec = UserRecord {
+            id,
+            password_hash,
+            admin,
+            email: email.to_owned(),
+            realname: realname.to_owned(),
+            created_ms: records::now_ms(),
+        };
+        batch.put_cf(inner.cf(keys::CF_USERS), key, records::encode(&rec));
+        inner.commit(g, batch)?;
+        Ok(id)
+    }
+
+    /// Creates the administrator (and the public `library` project) unless
+    /// an administrator account exists. Returns whether it was created.
+    /// Without one and without `password`, fails: auth cannot be enabled
+    /// with nobody able to administer it.
+    pub fn ensure_admin(&self, password: Option<&str>) -> Result<bool, AccountError> {
+        if self.user(ADMIN_USER)?.is_some() {
+            return Ok(false);
+        }
+        let Some(password) = password.filter(|p| !p.is_empty()) else {
+            return Err(invalid(
+                "admin account",
+                "none exists yet; set BERTH_ADMIN_PASSWORD to create it on first start",
+            ));
+        };
+        match self.create_user(ADMIN_USER, password, true, "", "system admin") {
+            Ok(_) => {}
+            Err(AccountError::Exists { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        match self.create_project(DEFAULT_PROJECT, true, None) {
+            Ok(_) | Err(AccountError::Exists { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        Ok(true)
+    }
+
+    /// User `name`'s record.
+    pub fn user(&self, name: &str) -> Result<Option<UserRecord>, StorageError> {
+        self.inner.get(keys::CF_USERS, &keys::name_key(name))
+    }
+
+    /// Every user, by name.
+    pub fn users(&self) -> Result<Vec<(String, UserRecord)>, StorageError> {
+        self.list(keys::CF_USERS, b"")
+    }
+
+    fn list<T: serde::de::DeserializeOwned>(
+        &self,
+        cf: &'static str,
+        prefix: &[u8],
+    ) -> Result<Vec<(String, T)>, StorageError> {
+        let mut out = Vec::new();
+        for r in self.inner.scan(cf, prefix, prefix) {
+            let (k, v) = r?;
+            let name = keys::suffix(&k, prefix).unwrap_or_default().to_owned();
+            let rec = records::decode(&v, || format!("{cf}/{name}"))?;
+            out.push((name, rec));
+        }
+        Ok(out)
+    }
+
+    /// Checks a name and secret: a user's password, or a robot's secret
+    /// (names starting `robot$`). `None` for anything that does not match,
+    /// including an expired robot. Slow on purpose for users (argon2id):
+    /// call it off the async path.
+    pub fn authenticate(&self, name: &str, secret: &str) -> Result<Option<Account>, StorageError> {
+        if name.starts_with(ROBOT_PREFIX) {
+            let Some(rec) = self
+                .inner
+                .get::<RobotRecord>(keys::CF_ROBOTS, &keys::name_key(name))?
+            else {
+                return Ok(None);
+            };
+            if !constant_time_eq(&sha256_hex(secret), &rec.secret_sha256) {
+                return Ok(None);
+            }
+            if rec.expires_ms.is_some_and(|e| e <= records::now_ms()) {
+                return Ok(None);
+            }
+            return Ok(Some(self.inner.robot_account(name, rec)));
+        }
+        match self.user(name)? {
+            Some(rec) if verify_password(secret, &rec.password_hash) => Ok(Some(Account::User {
+                name: name.to_owned(),
+                admin: rec.admin,
+            })),
+            Some(_) => Ok(None),
+            None => {
+                let _ = verify_password(secret, dummy_hash());
+                Ok(None)
+            }
+        }
+    }
+
+    /// The account called `name` as it stands now (for token subjects):
+    /// `None` if it was removed or, for a robot, has expired. The empty name
+    /// is the anonymous account.
+    pub fn account(&self, name: &str) -> Result<Option<Account>, StorageError> {
+        if name.is_empty() {
+            return Ok(Some(Account::Anonymous));
+        }
+        if name.starts_with(ROBOT_PREFIX) {
+            return Ok(self
+                .inner
+                .get::<RobotRecord>(keys::CF_ROBOTS, &keys::name_key(name))?
+                .filter(|r| r.expires_ms.is_none_or(|e| e > records::now_ms()))
+                .map(|r| self.inner.robot_account(name, r)));
+        }
+        Ok(self.user(name)?.map(|r| Account::User {
+            name: name.to_owned(),
+            admin: r.admin,
+        }))
+    }
+
+    /// Creates project `name`; `owner` (a user) becomes its project admin.
+    pub fn create_project(
+        &self,
+        name: &str,
+        public: bool,
+        owner: Option<&str>,
+    ) -> Result<u64, AccountError> {
+        valid_project_name(name)?;
+        let inner = &self.inner;
+        let g = inner.lock()?;
+        let key = keys::name_key(name);
+        if inner.get_raw(keys::CF_PROJECTS, &key)?.is_some() {
+            return Err(AccountError::Exists {
+                what: format!("project {name}"),
+            });
+        }
+        let now = records::now_ms();
+        let mut batch = WriteBatch::default();
+        let id = inner.next_id(&mut batch, "project")?;
+        let rec = ProjectRecord {
+            id,
+            public,
+            owner: owner.unwrap_or_default().to_owned(),
+            created_ms: now,
+        };
+        batch.put_cf(inner.cf(keys::CF_PROJECTS), key, records::encode(&rec));
+        if let Some(owner) = owner {
+            if inner
+                .get_raw(keys::CF_USERS, &keys::name_key(owner))?
+                .is_some()
+            {
+                let member = MemberRecord {
+                    id: inner.next_id(&mut batch, "member")?,
+                    role: Role::ProjectAdmin.id(),
+                    created_ms: now,
+                };
+                batch.put_cf(
+                    inner.cf(keys::CF_MEMBERS),
+                    keys::member_key(name, owner),
+                    records::encode(&member),
+                );
+            }
+        }
+        inner.commit(g, batch)?;
+        Ok(id)
+    }
+
+    /// Project `name`'s record.
+    pub fn project(&self, name: &str) -> Result<Option<ProjectRecord>, StorageError> {
+        self.inner.get(keys::CF_PROJECTS, &keys::name_key(name))
+    }
+
+    /// Every project, by name.
+    pub fn projects(&self) -> Result<Vec<(String, ProjectRecord)>, StorageError> {
+        self.list(keys::CF_PROJECTS, b"")
+    }
+
+    /// Makes a project public or private.
+    pub fn set_project_public(&self, name: &str, public: bool) -> Result<(), AccountError> {
+        let inner = &self.inner;
+        let g = inner.lock()?;
+        let key = keys::name_key(name);
+        let Some(mut rec) = inner.get::<ProjectRecord>(keys::CF_PROJECTS, &key)? else {
+            return Err(AccountError::NotFound {
+                what: format!("project {name}"),
+            });
+        };
+        rec.public = public;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(inner.cf(keys::CF_PROJECTS), key, records::encode(&rec));
+        inner.commit(g, batch)?;
+        Ok(())
+    }
+
+    /// Gives `user` `role` in `project` (replacing an earlier role).
+    /// Returns the membership id.
+    pub fn set_member(&self, project: &str, user: &str, role: Role) -> Result<u64, AccountError> {
+        let inner = &self.inner;
+        let g = inner.lock()?;
+        if inner
+            .get_raw(keys::CF_PROJECTS, &keys::name_key(project))?
+            .is_none()
+        {
+            return Err(AccountError::NotFound {
+                what: format!("project {project}"),
+            });
+        }
+        if inner
+            .get_raw(keys::CF_USERS, &keys::name_key(user))?
+            .is_none()
+        {
+            return Err(AccountError::NotFound {
+                what: format!("user {user}"),
+            });
+        }
+        let key = keys::member_key(project, user);
+        let mut batch = WriteBatch::default();
+        let id = match inner.get::<MemberRecord>(keys::CF_MEMBERS, &key)? {
+            Some(m) => m.id,
+            None => inner.next_id(&mut batch, "member")?,
+        };
+        let rec = MemberRecord {
+            id,
+            role: role.id(),
+            created_ms: records::now_ms(),
+        };
+        batch.put_cf(inner.cf(keys::CF_MEMBERS), key, records::encode(&rec));
+        inner.commit(g, batch)?;
+        Ok(id)
+    }
+
+    /// Removes `user` from `project`. Returns whether they were a member.
+    pub fn remove_member(&self, project: &str, user: &str) -> Result<bool, AccountError> {
+        let inner = &self.inner;
+        let g = inner.lock()?;
+        let key = keys::member_key(project, user);
+        if inner.get_raw(keys::CF_MEMBERS, &key)?.is_none() {
+            return Ok(false);
+        }
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(inner.cf(keys::CF_MEMBERS), key);
+        inner.commit(g, batch)?;
+        Ok(true)
+    }
+
+    /// The members of `project`, by user name.
+    pub fn members(&self, project: &str) -> Result<Vec<(String, MemberRecord)>, StorageError> {
+        self.list(keys::CF_MEMBERS, &keys::members_prefix(project))
+    }
+
+    /// `user`'s role in `project`, if any.
+    pub fn member_role(&self, project: &str, user: &str) -> Result<Option<Role>, StorageError> {
+        Ok(self
+            .inner
+            .get::<MemberRecord>(keys::CF_MEMBERS, &keys::member_key(project, user))?
+            .and_then(|m| Role::from_id(m.role)))
+    }
+
+    /// Creates robot `robot$<project>+<name>` with `actions` on `project`
+    /// (never [`Action::Admin`]). The returned secret is not stored.
+    pub fn create_robot(
+        &self,
+        project: &str,
+        name: &str,
+        actions: Actions,
+        expires_ms: Option<u64>,
+        description: &str,
+    ) -> Result<NewRobot, AccountError> {
+        let ok_name = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+        if !ok_name {
+            return Err(invalid(
+                format!("robot name {name:?}"),
+                "use 1-64 characters of a-z 0-9 . _ -",
+            ));
+        }
+        let actions = actions.intersect(Actions::of(&[Action::Pull, Action::Push, Action::Delete]));
+        if actions.is_empty() {
+            return Err(invalid(
+                format!("robot {name}"),
+                "needs at least one of pull, push, delete",
+            ));
+        }
+        let mut raw = [0u8; 32];
+        getrandom::fill(&mut raw).expect("the OS random source is available");
+        let secret = hex::encode(raw);
+        let full = robot_full_name(project, name);
+        let inner = &self.inner;
+        let g = inner.lock()?;
+        if inner
+            .get_raw(keys::CF_PROJECTS, &keys::name_key(project))?
+            .is_none()
+        {
+            return Err(AccountError::NotFound {
+                what: format!("project {project}"),
+            });
+        }
+        let key = keys::name_key(&full);
+        if inner.get_raw(keys::CF_ROBOTS, &key)?.is_some() {
+            return Err(AccountError::Exists {
+                what: format!("robot {full}"),
+            });
+        }
+        let created_ms = records::now_ms();
+        let mut batch = WriteBatch::default();
+        let id = inner.next_id(&mut batch, "robot")?;
+        let rec = RobotRecord {
+            id,
+            project: project.to_owned(),
+            actions: actions.names(),
+            secret_sha256: sha256_hex(&secret),
+            expires_ms,
+            description: description.to_owned(),
+            created_ms,
+        };
+        batch.put_cf(inner.cf(keys::CF_ROBOTS), key, records::encode(&rec));
+        inner.commit(g, batch)?;
+        Ok(NewRobot {
+            id,
+            name: full,
+            secret,
+            expires_ms,
+            created_ms,
+        })
+    }
+
+    /// Every robot, by full name.
+    pub fn robots(&self) -> Result<Vec<(String, RobotRecord)>, StorageError> {
+        self.list(keys::CF_ROBOTS, b"")
+    }
+
+    /// What `account` may do in `project` now. Nothing in a project that
+    /// does not exist (not even for administrators: pushing needs a project).
+    pub fn permissions(&self, account: &Account, project: &str) -> Result<Actions, StorageError> {
+        let Some(p) = self.project(project)? else {
+            return Ok(Actions::NONE);
+        };
+        let public = if p.public {
+            Actions::of(&[Action::Pull])
+        } else {
+            Actions::NONE
+        };
+        Ok(match account {
+            Account::Anonymous => public,
+            Account::User { admin: true, .. } => Actions::ALL,
+            Account::User { name, .. } => public.union(
+                self.member_role(project, name)?
+                    .map_or(Actions::NONE, Role::actions),
+            ),
+            Account::Robot {
+                project: own,
+                actions,
+                expires_ms,
+                ..
+            } => {
+                if expires_ms.is_some_and(|e| e <= records::now_ms()) {
+                    Actions::NONE
+                } else if own == project {
+                    public.union(*actions)
+                } else {
+                    public
+                }
+            }
+        })
+    }
+
+    /// The token signing key, generated and durably stored on first use.
+    pub fn token_signing_key(&self) -> Result<TokenKey, StorageError> {
+        let inner = &self.inner;
+        let read = |v: Vec<u8>| -> Result<TokenKey, StorageError> {
+            let seed: [u8; 32] = v.as_slice().try_into().map_err(|_| StorageError::Corrupt {
+                what: "meta/token_key".into(),
+                detail: format!("{} bytes, not 32", v.len()),
+            })?;
+            Ok(TokenKey::from_seed(&seed))
+        };
+        if let Some(v) = inner.get_raw(keys::CF_META, keys::META_TOKEN_KEY)? {
+            return read(v);
+        }
+        let g = inner.lock()?;
+        if let Some(v) = inner.get_raw(keys::CF_META, keys::META_TOKEN_KEY)? {
+            return read(v);
+        }
+        let key = TokenKey::generate();
+        let mut batch = WriteBatch::default();
+        batch.put_cf(inner.cf(keys::CF_META), keys::META_TOKEN_KEY, key.seed());
+        inner.commit(g, batch)?;
+        Ok(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::EngineConfig;
+
+    fn engine() -> (tempfile::TempDir, Engine) {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Engine::open(EngineConfig::new(dir.path())).unwrap();
+        (dir, e)
+    }
+
+    #[test]
+    fn roles_and_actions() {
+        use Action::*;
+        assert_eq!(Role::Guest.actions(), Actions::of(&[Pull]));
+        assert!(!Role::Developer.actions().contains(Delete));
+        assert!(Role::Maintainer.actions().contains(Delete));
+        assert!(!Role::Maintainer.actions().contains(Admin));
+        assert!(Role::ProjectAdmin.actions().contains(Admin));
+        for (id, r) in [
+            (1, Role::ProjectAdmin),
+            (2, Role::Developer),
+            (3, Role::Guest),
+            (4, Role::Maintainer),
+        ] {
+            assert_eq!(Role::from_id(id), Some(r));
+            assert_eq!(Role::parse(r.name()), Some(r));
+            assert_eq!(Role::parse(&id.to_string()), Some(r));
+        }
+        assert_eq!(Role::parse("owner"), None);
+        assert_eq!(Actions::of(&[Pull, Push]).names(), ["pull", "push"]);
+        assert_eq!(Action::parse("*"), Some(Admin));
+    }
+
+    #[test]
+    fn users_projects_members_robots() {
+        let (_d, e) = engine();
+        assert!(matches!(
+            e.ensure_admin(None),
+            Err(AccountError::Invalid { .. })
+        ));
+        assert!(e.ensure_admin(Some("s3cret-admin")).unwrap());
+        assert!(!e.ensure_admin(None).unwrap());
+        assert!(e.project(DEFAULT_PROJECT).unwrap().unwrap().public);
+        let admin = e.authenticate("admin", "s3cret-admin").unwrap().unwrap();
+        assert!(admin.is_admin());
+        assert_eq!(e.authenticate("admin", "wrong-password").unwrap(), None);
+        assert_eq!(e.authenticate("nobody", "whatever1").unwrap(), None);
+
+        e.create_user("alice", "alice-password", false, "", "")
+            .unwrap();
+        assert!(matches!(
+            e.create_user("alice", "alice-password", false, "", ""),
+            Err(AccountError::Exists { .. })
+        ));
+        assert!(e
+            .create_user("bad:name", "long-enough", false, "", "")
+            .is_err());
+        assert!(e.create_user("bob", "short", false, "", "").is_err());
+        e.create_project("priv", false, Some("alice")).unwrap();
+        let alice = e.authenticate("alice", "alice-password").unwrap().unwrap();
+        assert_eq!(e.permissions(&alice, "priv").unwrap(), Actions::ALL);
+        assert_eq!(
+            e.permissions(&Account::Anonymous, "priv").unwrap(),
+            Actions::NONE
+        );
+        assert_eq!(
+            e.permissions(&Account::Anonymous, "library").unwrap(),
+            Actions::of(&[Action::Pull])
+        );
+        assert_eq!(e.permissions(&admin, "missing").unwrap(), Actions::NONE);
+
+        e.create_user("bob", "bob-password", false, "", "").unwrap();
+        let bob = e.account("bob").unwrap().unwrap();
+        assert_eq!(e.permissions(&bob, "priv").unwrap(), Actions::NONE);
+        e.set_member("priv", "bob", Role::Developer).unwrap();
+        assert_eq!(
+            e.permissions(&bob, "priv").unwrap(),
+            Actions::of(&[Action::Pull, Action::Push])
+        );
+        assert_eq!(e.members("priv").unwrap().len(), 2);
+        assert!(e.remove_member("priv", "bob").unwrap());
+        assert_eq!(e.permissions(&bob, "priv").unwrap(), Actions::NONE);
+        assert!(e.set_member("priv", "nobody", Role::Guest).is_err());
+
+        let r = e
+            .create_robot("priv", "ci", Actions::of(&[Action::Pull]), None, "")
+            .unwrap();
+        assert_eq!(r.name, "robot$priv+ci");
+        assert_eq!(r.secret.len(), 64);
+        let robot = e.authenticate(&r.name, &r.secret).unwrap().unwrap();
+        assert_eq!(
+            e.permissions(&robot, "priv").unwrap(),
+            Actions::of(&[Action::Pull])
+        );
+        assert_eq!(e.permissions(&robot, "other").unwrap(), Actions::NONE);
+        assert_eq!(e.authenticate(&r.name, "0").unwrap(), None);
+        let expired = e
+            .create_robot("priv", "old", Actions::of(&[Action::Pull]), Some(1), "")
+            .unwrap();
+        assert_eq!(
+            e.authenticate(&expired.name, &expired.secret).unwrap(),
+            None
+        );
+        assert_eq!(e.account(&expired.name).unwrap(), None);
+        // Nothing about the secret is stored but its hash.
+        let (_, rec) = e.robots().unwrap().into_iter().next().unwrap();
+        assert_ne!(rec.secret_sha256, r.secret);
+    }
+
+    #[test]
+    fn token_key_is_generated_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let kid = {
+            let e = Engine::open(EngineConfig::new(dir.path())).unwrap();
+            let k = e.token_signing_key().unwrap();
+            assert_eq!(e.token_signing_key().unwrap().key_id(), k.key_id());
+            k.key_id()
+        };
+        let e = Engine::open(EngineConfig::new(dir.path())).unwrap();
+        assert_eq!(e.token_signing_key().unwrap().key_id(), kid);
+    }
+}

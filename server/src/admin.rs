@@ -1,0 +1,540 @@
+//! The admin API, in Harbor v2.0's shape for the basics. Callers sign in
+//! with Basic credentials (or a bearer token); errors use the same
+//! `{"errors":[{"code","message","detail"}]}` body as the registry, which is
+//! also Harbor's.
+//!
+//! ```text
+//! GET  /api/v2.0/projects                 projects the caller may pull from
+//! POST /api/v2.0/projects                 {"project_name":"p","metadata":{"public":"true"}} → 201
+//! GET  /api/v2.0/projects/{name}          one project (404 if the caller cannot see it)
+//! PUT  /api/v2.0/projects/{name}          {"metadata":{"public":"false"}}         (project admin)
+//! GET  /api/v2.0/projects/{name}/members  members                                 (members)
+//! POST /api/v2.0/projects/{name}/members  {"role_id":2,"member_user":{"username":"bob"}} → 201
+//!                                         role_id: 1 projectAdmin, 2 developer, 3 guest, 4 maintainer
+//! GET  /api/v2.0/users                    every user                              (admin)
+//! POST /api/v2.0/users                    {"username","password","email","realname"} → 201
+//!                                         (admin; anyone with self-registration on)
+//! GET  /api/v2.0/users/current            the caller
+//! GET  /api/v2.0/robots                   every robot                             (admin)
+//! POST /api/v2.0/robots                   {"name":"ci","duration":-1,"level":"project",
+//!                                          "permissions":[{"kind":"project","namespace":"p",
+//!                                            "access":[{"resource":"repository","action":"pull"}]}]}
+//!                                         → 201 {"id","name":"robot$p+ci","secret","expires_at"}
+//!                                         (project admin of the namespace); the secret is shown once
+//! ```
+//!
+//! Paths under `/api/v2.0/` that are not listed answer `404`, so other
+//! endpoints (e.g. `system/gc/…`) can be routed before this module.
+
+use berth_engine::records::ProjectRecord;
+use berth_engine::{Account, Action, Actions, Role};
+use hyper::body::Incoming;
+use hyper::header::LOCATION;
+use hyper::http::request::Parts;
+use hyper::{Method, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::auth::{self, Principal, Resource};
+use crate::config::ProjectCreation;
+use crate::errors::{ApiError, Code};
+use crate::http::{blocking, empty, hv, json, read_small_body, App, Body};
+use crate::router::Query;
+use crate::token_service::rfc3339;
+
+/// Where the admin API lives.
+pub const PREFIX: &str = "/api/v2.0/";
+
+const MAX_JSON: usize = 64 << 10;
+
+pub async fn handle(
+    app: &App,
+    parts: &Parts,
+    rest: &str,
+    _query: Query<'_>,
+    body: Incoming,
+) -> Result<Response<Body>, ApiError> {
+    let segs: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
+    let m = &parts.method;
+    match (segs.as_slice(), m) {
+        (["projects"], &Method::GET) => list_projects(app, parts).await,
+        (["projects"], &Method::POST) => create_project(app, parts, body).await,
+        (["projects", name], &Method::GET) => get_project(app, parts, name).await,
+        (["projects", name], &Method::PUT) => update_project(app, parts, name, body).await,
+        (["projects", name, "members"], &Method::GET) => list_members(app, parts, name).await,
+        (["projects", name, "members"], &Method::POST) => add_member(app, parts, name, body).await,
+        (["users"], &Method::GET) => list_users(app, parts).await,
+        (["users"], &Method::POST) => create_user(app, parts, body).await,
+        (["users", "current"], &Method::GET) => current_user(app, parts).await,
+        (["robots"], &Method::GET) => list_robots(app, parts).await,
+        (["robots"], &Method::POST) => create_robot(app, parts, body).await,
+        (["projects"] | ["users"] | ["robots"] | ["projects", _, "members"], _) => {
+            Err(ApiError::method_not_allowed("GET, POST"))
+        }
+        _ => Err(ApiError::new(
+            Code::RouteUnknown,
+            format!("no endpoint at {}", parts.uri.path()),
+        )),
+    }
+}
+
+async fn read_json<T: for<'de> Deserialize<'de>>(body: Incoming) -> Result<T, ApiError> {
+    let raw = read_small_body(body, MAX_JSON).await?;
+    serde_json::from_slice(&raw)
+        .map_err(|e| ApiError::new(Code::BadRequest, format!("invalid JSON body: {e}")))
+}
+
+fn ok_json(v: &Value) -> Result<Response<Body>, ApiError> {
+    Ok(json(
+        serde_json::to_vec(v).map_err(ApiError::internal)?,
+        "application/json",
+    ))
+}
+
+fn created(location: String) -> Response<Body> {
+    let mut res = empty(StatusCode::CREATED);
+    res.headers_mut().insert(LOCATION, hv(&location));
+    res
+}
+
+fn time(ms: u64) -> String {
+    rfc3339(ms / 1000)
+}
+
+fn project_json(name: &str, p: &ProjectRecord) -> Value {
+    json!({
+        "project_id": p.id,
+        "name": name,
+        "public": p.public,
+        "metadata": {"public": p.public.to_string()},
+        "owner_name": p.owner,
+        "creation_time": time(p.created_ms),
+    })
+}
+
+/// A signed-in caller (not anonymous), as an account.
+async fn signed_in(app: &App, parts: &Parts) -> Result<(Principal, Account), ApiError> {
+    let p = auth::authenticate(app, parts).await?;
+    let a = auth::effective_account(app, &p)?;
+    if a == Account::Anonymous {
+        return Err(auth::challenge(
+            app,
+            parts,
+            None,
+            None,
+            "sign in to use the API",
+        ));
+    }
+    Ok((p, a))
+}
+
+fn not_found(what: String) -> ApiError {
+    ApiError::new(Code::NotFound, what)
+}
+
+async fn list_projects(app: &App, parts: &Parts) -> Result<Response<Body>, ApiError> {
+    let p = auth::authenticate(app, parts).await?;
+    let mut out = Vec::new();
+    for (name, rec) in app.engine.projects()? {
+        if auth::permits(
+            app,
+            &p,
+            Resource::Project(&name),
+            Actions::of(&[Action::Pull]),
+        )? {
+            out.push(project_json(&name, &rec));
+        }
+    }
+    ok_json(&Value::Array(out))
+}
+
+async fn get_project(app: &App, parts: &Parts, name: &str) -> Result<Response<Body>, ApiError> {
+    let p = auth::authenticate(app, parts).await?;
+    let visible = auth::permits(
+        app,
+        &p,
+        Resource::Project(name),
+        Actions::of(&[Action::Pull]),
+    )?;
+    match app.engine.project(name)? {
+        Some(rec) if visible => ok_json(&project_json(name, &rec)),
+        // A private project is invisible to those who cannot read it.
+        _ => Err(not_found(format!("project {name} not found"))),
+    }
+}
+
+#[derive(Deserialize)]
+struct ProjectReq {
+    #[serde(alias = "name")]
+    project_name: Option<String>,
+    #[serde(default)]
+    metadata: Option<ProjectMeta>,
+    /// Harbor v1's form.
+    #[serde(default)]
+    public: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct ProjectMeta {
+    #[serde(default)]
+    public: Option<Value>,
+}
+
+/// `true`, `"true"`, `1`, `"1"` are true (Harbor sends strings).
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Bool(b) => *b,
+        Value::String(s) => s == "true" || s == "1",
+        Value::Number(n) => n.as_u64() == Some(1),
+        _ => false,
+    }
+}
+
+impl ProjectReq {
+    fn public(&self) -> Option<bool> {
+        self.metadata
+            .as_ref()
+            .and_then(|m| m.public.as_ref())
+            .or(self.public.as_ref())
+            .map(truthy)
+    }
+}
+
+async fn create_project(
+    app: &App,
+    parts: &Parts,
+    body: Incoming,
+) -> Result<Response<Body>, ApiError> {
+    let (_, account) = signed_in(app, parts).await?;
+    if app.auth.project_creation == ProjectCreation::Adminonly && !account.is_admin() {
+        return Err(ApiError::new(
+            Code::Denied,
+            "only administrators may create projects on this registry",
+        ));
+    }
+    if matches!(account, Account::Robot { .. }) {
+        return Err(ApiError::new(
+            Code::Denied,
+            "robots may not create projects",
+        ));
+    }
+    let req: ProjectReq = read_json(body).await?;
+    let Some(name) = req.project_name.clone() else {
+        return Err(ApiError::new(Code::BadRequest, "project_name is required"));
+    };
+    let public = req.public().unwrap_or(false);
+    let owner = Some(account.name().to_owned()).filter(|o| !o.is_empty());
+    let n = name.clone();
+    let id = blocking(app, move |e| e.create_project(&n, public, owner.as_deref())).await??;
+    tracing::info!(target: "berth::auth", project = %name, public, by = account.name(), "project created");
+    let mut res = created(format!("/api/v2.0/projects/{id}"));
+    res.headers_mut()
+        .insert("x-resource-id", hv(&id.to_string()));
+    Ok(res)
+}
+
+async fn update_project(
+    app: &App,
+    parts: &Parts,
+    name: &str,
+    body: Incoming,
+) -> Result<Response<Body>, ApiError> {
+    auth::authorize(
+        app,
+        parts,
+        Resource::Project(name),
+        Actions::of(&[Action::Admin]),
+    )
+    .await?;
+    let req: ProjectReq = read_json(body).await?;
+    if let Some(public) = req.public() {
+        let n = name.to_owned();
+        blocking(app, move |e| e.set_project_public(&n, public)).await??;
+    }
+    Ok(empty(StatusCode::OK))
+}
+
+async fn list_members(app: &App, parts: &Parts, name: &str) -> Result<Response<Body>, ApiError> {
+    let (p, _) = signed_in(app, parts).await?;
+    let Some(project) = app.engine.project(name)? else {
+        return Err(not_found(format!("project {name} not found")));
+    };
+    if !auth::permits(
+        app,
+        &p,
+        Resource::Project(name),
+        Actions::of(&[Action::Pull]),
+    )? {
+        return Err(not_found(format!("project {name} not found")));
+    }
+    let members: Vec<Value> = app
+        .engine
+        .members(name)?
+        .into_iter()
+        .map(|(user, m)| {
+            json!({
+                "id": m.id,
+                "project_id": project.id,
+                "entity_name": user,
+                "entity_type": "u",
+                "role_id": m.role,
+                "role_name": Role::from_id(m.role).map_or("unknown", Role::name),
+            })
+        })
+        .collect();
+    ok_json(&Value::Array(members))
+}
+
+#[derive(Deserialize)]
+struct MemberReq {
+    role_id: u8,
+    member_user: MemberUser,
+}
+
+#[derive(Deserialize)]
+struct MemberUser {
+    username: String,
+}
+
+async fn add_member(
+    app: &App,
+    parts: &Parts,
+    name: &str,
+    body: Incoming,
+) -> Result<Response<Body>, ApiError> {
+    let p = auth::authorize(
+        app,
+        parts,
+        Resource::Project(name),
+        Actions::of(&[Action::Admin]),
+    )
+    .await?;
+    let req: MemberReq = read_json(body).await?;
+    let Some(role) = Role::from_id(req.role_id) else {
+        return Err(ApiError::new(
+            Code::BadRequest,
+            format!(
+                "role_id {} is not 1 (projectAdmin), 2 (developer), 3 (guest) or 4 (maintainer)",
+                req.role_id
+            ),
+        ));
+    };
+    let (project, user) = (name.to_owned(), req.member_user.username.clone());
+    let id = blocking(app, move |e| e.set_member(&project, &user, role)).await??;
+    tracing::info!(target: "berth::auth", project = name, user = %req.member_user.username,
+        role = role.name(), by = p.name(), "member set");
+    Ok(created(format!("/api/v2.0/projects/{name}/members/{id}")))
+}
+
+fn user_json(name: &str, u: &berth_engine::records::UserRecord) -> Value {
+    json!({
+        "user_id": u.id,
+        "username": name,
+        "email": u.email,
+        "realname": u.realname,
+        "sysadmin_flag": u.admin,
+        "creation_time": time(u.created_ms),
+    })
+}
+
+async fn list_users(app: &App, parts: &Parts) -> Result<Response<Body>, ApiError> {
+    auth::require_admin(app, parts).await?;
+    let users: Vec<Value> = app
+        .engine
+        .users()?
+        .iter()
+        .map(|(n, u)| user_json(n, u))
+        .collect();
+    ok_json(&Value::Array(users))
+}
+
+async fn current_user(app: &App, parts: &Parts) -> Result<Response<Body>, ApiError> {
+    let (_, account) = signed_in(app, parts).await?;
+    match &account {
+        Account::User { name, .. } if !name.is_empty() => match app.engine.user(name)? {
+            Some(u) => ok_json(&user_json(name, &u)),
+            None => Err(not_found(format!("user {name} not found"))),
+        },
+        Account::Robot { name, project, .. } => {
+            ok_json(&json!({"username": name, "project": project, "robot": true}))
+        }
+        _ => ok_json(&json!({"username": "", "sysadmin_flag": true})),
+    }
+}
+
+#[derive(Deserialize)]
+struct UserReq {
+    username: String,
+    password: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    realname: String,
+    #[serde(default)]
+    sysadmin_flag: bool,
+}
+
+async fn create_user(app: &App, parts: &Parts, body: Incoming) -> Result<Response<Body>, ApiError> {
+    let p = if app.auth.self_registration {
+        auth::authenticate(app, parts).await?
+    } else {
+        auth::require_admin(app, parts).await?
+    };
+    let by_admin = auth::effective_account(app, &p)?.is_admin();
+    let req: UserReq = read_json(body).await?;
+    if req.sysadmin_flag && !by_admin {
+        return Err(ApiError::new(
+            Code::Denied,
+            "only administrators may create administrators",
+        ));
+    }
+    let name = req.username.clone();
+    let id = blocking(app, move |e| {
+        e.create_user(
+            &req.username,
+            &req.password,
+            req.sysadmin_flag,
+            &req.email,
+            &req.realname,
+        )
+    })
+    .await??;
+    tracing::info!(target: "berth::auth", user = %name, by = p.name(), "user created");
+    Ok(created(format!("/api/v2.0/users/{id}")))
+}
+
+async fn list_robots(app: &App, parts: &Parts) -> Result<Response<Body>, ApiError> {
+    auth::require_admin(app, parts).await?;
+    let robots: Vec<Value> = app
+        .engine
+        .robots()?
+        .into_iter()
+        .map(|(name, r)| {
+            json!({
+                "id": r.id,
+                "name": name,
+                "description": r.description,
+                "level": "project",
+                "expires_at": r.expires_ms.map_or(-1, |e| (e / 1000) as i64),
+                "creation_time": time(r.created_ms),
+                "permissions": [{
+                    "kind": "project",
+                    "namespace": r.project,
+                    "access": r.actions.iter()
+                        .map(|a| json!({"resource": "repository", "action": a}))
+                        .collect::<Vec<_>>(),
+                }],
+            })
+        })
+        .collect();
+    ok_json(&Value::Array(robots))
+}
+
+#[derive(Deserialize)]
+struct RobotReq {
+    name: String,
+    #[serde(default)]
+    description: String,
+    /// Days; -1 (or absent) never expires.
+    #[serde(default)]
+    duration: Option<i64>,
+    #[serde(default)]
+    level: Option<String>,
+    permissions: Vec<RobotPermission>,
+}
+
+#[derive(Deserialize)]
+struct RobotPermission {
+    #[serde(default)]
+    kind: Option<String>,
+    namespace: String,
+    access: Vec<RobotAccess>,
+}
+
+#[derive(Deserialize)]
+struct RobotAccess {
+    #[serde(default)]
+    resource: Option<String>,
+    action: String,
+}
+
+async fn create_robot(
+    app: &App,
+    parts: &Parts,
+    body: Incoming,
+) -> Result<Response<Body>, ApiError> {
+    let req: RobotReq = read_json(body).await?;
+    if req.level.as_deref().is_some_and(|l| l != "project") {
+        return Err(ApiError::new(
+            Code::BadRequest,
+            "only project-level robots are supported (level: project)",
+        ));
+    }
+    let [perm] = req.permissions.as_slice() else {
+        return Err(ApiError::new(
+            Code::BadRequest,
+            "give exactly one permission entry, of kind project",
+        ));
+    };
+    if perm.kind.as_deref().is_some_and(|k| k != "project") {
+        return Err(ApiError::new(
+            Code::BadRequest,
+            "permission kind must be project",
+        ));
+    }
+    let p = auth::authorize(
+        app,
+        parts,
+        Resource::Project(&perm.namespace),
+        Actions::of(&[Action::Admin]),
+    )
+    .await?;
+    let mut actions = Actions::NONE;
+    for a in &perm.access {
+        if a.resource
+            .as_deref()
+            .is_some_and(|r| r != "repository" && r != "artifact")
+        {
+            continue;
+        }
+        match Action::parse(&a.action) {
+            Some(x @ (Action::Pull | Action::Push | Action::Delete)) => {
+                actions = actions.union(Actions::of(&[x]))
+            }
+            _ => {
+                return Err(ApiError::new(
+                    Code::BadRequest,
+                    format!("robot action {:?} is not pull, push or delete", a.action),
+                ))
+            }
+        }
+    }
+    let expires_ms = match req.duration {
+        None | Some(-1) => None,
+        Some(d) if d > 0 => Some(berth_engine::records::now_ms() + d as u64 * 86_400_000),
+        Some(d) => {
+            return Err(ApiError::new(
+                Code::BadRequest,
+                format!("duration {d}: give days > 0, or -1 for never"),
+            ))
+        }
+    };
+    let (project, name, description) = (perm.namespace.clone(), req.name.clone(), req.description);
+    let robot = blocking(app, move |e| {
+        e.create_robot(&project, &name, actions, expires_ms, &description)
+    })
+    .await??;
+    tracing::info!(target: "berth::auth", robot = %robot.name, by = p.name(), "robot created");
+    let body = json!({
+        "id": robot.id,
+        "name": robot.name,
+        "secret": robot.secret,
+        "creation_time": time(robot.created_ms),
+        "expires_at": robot.expires_ms.map_or(-1, |e| (e / 1000) as i64),
+    });
+    let mut res = ok_json(&body)?;
+    *res.status_mut() = StatusCode::CREATED;
+    res.headers_mut()
+        .insert(LOCATION, hv(&format!("/api/v2.0/robots/{}", robot.id)));
+    Ok(res)
+}

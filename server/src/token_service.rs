@@ -1,0 +1,340 @@
+//! The Docker token service: `/service/token` (only with auth enabled).
+//!
+//! ```text
+//! GET /service/token?service=berth-registry&scope=repository:proj/app:pull,push
+//!                   [&scope=…][&offline_token=true][&account=alice][&client_id=docker]
+//!     Authorization: Basic …            (optional: anonymous without it)
+//! → 200 {"token":"<jwt>","access_token":"<jwt>","expires_in":300,
+//!        "issued_at":"2026-01-01T00:00:00Z"[,"refresh_token":"<jwt>"]}
+//!
+//! POST /service/token   (OAuth2, application/x-www-form-urlencoded)
+//!     grant_type=password&username=…&password=…&service=…&scope=… [&access_type=offline]
+//!     grant_type=refresh_token&refresh_token=…&service=…&scope=…
+//! → 200 {"access_token":"<jwt>","scope":"…","expires_in":300,"issued_at":"…"[,"refresh_token":"…"]}
+//! ```
+//!
+//! The token grants the intersection of what was asked and what the account
+//! may do now (see `Engine::permissions`); asking for more is not an error,
+//! the registry then answers `401 insufficient_scope`. Wrong credentials are
+//! `401` and count against the source's failed-login budget.
+
+use berth_engine::token::Access;
+use berth_engine::{Account, Action, Actions, RepoName};
+use hyper::body::Incoming;
+use hyper::header::WWW_AUTHENTICATE;
+use hyper::http::request::Parts;
+use hyper::{Method, Response};
+use serde_json::json;
+
+use crate::auth::{self, ISSUER, REFRESH_AUD_SUFFIX};
+use crate::errors::{ApiError, Code};
+use crate::http::{json, read_small_body, App, Body};
+use crate::router::{percent_decode, Query};
+
+/// Largest form body accepted.
+const MAX_FORM: usize = 64 << 10;
+
+pub async fn handle(
+    app: &App,
+    parts: &Parts,
+    query: Query<'_>,
+    body: Incoming,
+) -> Result<Response<Body>, ApiError> {
+    if !app.auth.enabled {
+        return Err(ApiError::new(
+            Code::RouteUnknown,
+            "auth is disabled on this registry: there is no token service",
+        ));
+    }
+    match parts.method {
+        Method::GET => get(app, parts, query).await,
+        Method::POST => post(app, parts, body).await,
+        _ => Err(ApiError::method_not_allowed("GET, POST")),
+    }
+}
+
+fn check_service(app: &App, service: Option<&str>) -> Result<(), ApiError> {
+    match service {
+        Some(s) if !s.is_empty() && s != app.auth.service => Err(ApiError::new(
+            Code::BadRequest,
+            format!(
+                "unknown service {s:?}; this token service issues tokens for {:?}",
+                app.auth.service
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn bad_credentials() -> ApiError {
+    ApiError::new(Code::Unauthorized, "invalid user name or password")
+        .with_header(WWW_AUTHENTICATE, crate::http::hv("Basic realm=\"berth\""))
+}
+
+async fn get(app: &App, parts: &Parts, query: Query<'_>) -> Result<Response<Body>, ApiError> {
+    check_service(app, query.get("service").as_deref())?;
+    let account = match auth::authenticate(app, parts).await {
+        Ok(auth::Principal::Account(a)) => a,
+        // Bearer credentials are not a login.
+        Ok(_) => return Err(bad_credentials()),
+        Err(e) if e.code == Code::Unauthorized => return Err(bad_credentials()),
+        Err(e) => return Err(e),
+    };
+    let scopes: Vec<String> = query
+        .all("scope")
+        .flat_map(|s| {
+            s.split(' ')
+                .filter(|x| !x.is_empty())
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let access = grant(app, &account, &scopes)?;
+    let (token, claims) = app.auth.access_token(account.name(), access);
+    let mut out = json!({
+        "token": token,
+        "access_token": token,
+        "expires_in": claims.exp - claims.iat,
+        "issued_at": rfc3339(claims.iat),
+    });
+    let offline = query.get("offline_token").as_deref() == Some("true");
+    if offline && account != Account::Anonymous {
+        out["refresh_token"] = json!(app.auth.refresh_token(account.name(), expiry(&account)));
+    }
+    Ok(json(
+        serde_json::to_vec(&out).map_err(ApiError::internal)?,
+        "application/json",
+    ))
+}
+
+fn expiry(account: &Account) -> Option<u64> {
+    match account {
+        Account::Robot { expires_ms, .. } => *expires_ms,
+        _ => None,
+    }
+}
+
+async fn post(app: &App, parts: &Parts, body: Incoming) -> Result<Response<Body>, ApiError> {
+    let raw = read_small_body(body, MAX_FORM).await?;
+    let text = std::str::from_utf8(&raw)
+        .map_err(|_| ApiError::new(Code::BadRequest, "the form is not UTF-8"))?;
+    let form = Form::parse(text);
+    check_service(app, form.get("service"))?;
+    let scopes: Vec<String> = form
+        .all("scope")
+        .flat_map(|s| s.split(' '))
+        .filter(|x| !x.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let (account, refresh) = match form.get("grant_type") {
+        Some("password") => {
+            let (Some(user), Some(password)) = (form.get("username"), form.get("password")) else {
+                return Err(ApiError::new(
+                    Code::BadRequest,
+                    "grant_type=password needs username and password",
+                ));
+            };
+            let Some(a) = auth::check_password(app, parts, user, password).await? else {
+                return Err(bad_credentials());
+            };
+            let refresh = (form.get("access_type") == Some("offline"))
+                .then(|| app.auth.refresh_token(a.name(), expiry(&a)));
+            (a, refresh)
+        }
+        Some("refresh_token") => {
+            let Some(rt) = form.get("refresh_token") else {
+                return Err(ApiError::new(
+                    Code::BadRequest,
+                    "grant_type=refresh_token needs refresh_token",
+                ));
+            };
+            let aud = format!("{}{REFRESH_AUD_SUFFIX}", app.auth.service);
+            let claims = app
+                .auth
+                .key
+                .verify(rt, ISSUER, &aud, auth::now_secs())
+                .map_err(|_| bad_credentials())?;
+            // The account must still exist (and a robot must not have expired).
+            let Some(a) = app.engine.account(&claims.sub)? else {
+                return Err(bad_credentials());
+            };
+            if a == Account::Anonymous {
+                return Err(bad_credentials());
+            }
+            (a, Some(rt.to_owned()))
+        }
+        other => {
+            return Err(ApiError::new(
+                Code::BadRequest,
+                format!("unsupported grant_type {other:?}; use password or refresh_token"),
+            ))
+        }
+    };
+    let access = grant(app, &account, &scopes)?;
+    let granted: Vec<String> = access
+        .iter()
+        .map(|a| format!("{}:{}:{}", a.kind, a.name, a.actions.join(",")))
+        .collect();
+    let (token, claims) = app.auth.access_token(account.name(), access);
+    let mut out = json!({
+        "access_token": token,
+        "token": token,
+        "scope": granted.join(" "),
+        "expires_in": claims.exp - claims.iat,
+        "issued_at": rfc3339(claims.iat),
+    });
+    if let Some(r) = refresh {
+        out["refresh_token"] = json!(r);
+    }
+    Ok(json(
+        serde_json::to_vec(&out).map_err(ApiError::internal)?,
+        "application/json",
+    ))
+}
+
+/// What `account` gets of `scopes`: per requested repository, the
+/// requested actions it may do now (`*` only with every action). Scopes
+/// that grant nothing are left out. `registry:catalog:*` is granted to
+/// signed-in accounts (the catalog filters itself).
+pub fn grant(app: &App, account: &Account, scopes: &[String]) -> Result<Vec<Access>, ApiError> {
+    let mut out: Vec<Access> = Vec::new();
+    for scope in scopes {
+        let Some((kind, rest)) = scope.split_once(':') else {
+            continue;
+        };
+        let Some((name, actions)) = rest.rsplit_once(':') else {
+            continue;
+        };
+        // `repository(plugin)` is Docker's way of naming a resource class.
+        let kind = kind.split('(').next().unwrap_or(kind);
+        match kind {
+            "repository" => {
+                let Ok(repo) = RepoName::parse(name) else {
+                    continue;
+                };
+                let allowed = app.engine.permissions(account, repo.project())?;
+                let mut granted = Actions::NONE;
+                let mut star = false;
+                for a in actions.split(',') {
+                    if a == "*" {
+                        star |= allowed == Actions::ALL;
+                    } else if let Some(a) = Action::parse(a) {
+                        if allowed.contains(a) {
+                            granted = granted.union(Actions::of(&[a]));
+                        }
+                    }
+                }
+                let mut names = granted.names();
+                if star {
+                    names.push("*".into());
+                }
+                if names.is_empty() {
+                    continue;
+                }
+                match out
+                    .iter_mut()
+                    .find(|a| a.kind == "repository" && a.name == repo.as_str())
+                {
+                    Some(a) => {
+                        for n in names {
+                            if !a.actions.contains(&n) {
+                                a.actions.push(n);
+                            }
+                        }
+                    }
+                    None => out.push(Access {
+                        kind: "repository".into(),
+                        name: repo.as_str().to_owned(),
+                        actions: names,
+                    }),
+                }
+            }
+            "registry"
+                if name == "catalog"
+                    && *account != Account::Anonymous
+                    && !out.iter().any(|a| a.kind == "registry") =>
+            {
+                out.push(Access {
+                    kind: "registry".into(),
+                    name: "catalog".into(),
+                    actions: vec!["*".into()],
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// An `application/x-www-form-urlencoded` body (`+` is a space).
+struct Form(Vec<(String, String)>);
+
+impl Form {
+    fn parse(s: &str) -> Form {
+        Form(
+            s.split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                    let dec = |x: &str| percent_decode(&x.replace('+', " ")).into_owned();
+                    (dec(k), dec(v))
+                })
+                .collect(),
+        )
+    }
+
+    fn get<'a>(&'a self, key: &'a str) -> Option<&'a str> {
+        self.all(key).next()
+    }
+
+    fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for Unix seconds.
+pub fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(4_102_444_799), "2099-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn forms() {
+        let f = Form::parse("grant_type=password&scope=repository%3Aa%3Apull+repository:b:push&x");
+        assert_eq!(f.get("grant_type"), Some("password"));
+        assert_eq!(f.get("scope"), Some("repository:a:pull repository:b:push"));
+        assert_eq!(f.get("x"), Some(""));
+        assert_eq!(f.get("y"), None);
+    }
+}
