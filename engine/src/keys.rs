@@ -26,10 +26,16 @@
 //! uploads         upload id                            UploadRecord: repo, algorithm,
 //!                                                        durable offset, timestamps
 //! repos           repo                                 RepoRecord: created
+//! gc_candidates   digest                               empty: the blob's refcount is 0
+//!                                                        (GC's work list, see docs/gc.md)
 //! ```
 //!
 //! Architecture Invariant: a blob is readable in a repository only if
 //! `links` holds `repo 0x00 digest`; `blob_repos` always mirrors `links`.
+//!
+//! Architecture Invariant: `gc_candidates` holds a blob's digest exactly when
+//! its `blobs` record has refcount 0; both change in the same batch (see
+//! `Inner::put_blob_record`), so GC scans only candidates, never all blobs.
 
 use crate::digest::Digest;
 use crate::names::{RepoName, Tag};
@@ -45,9 +51,10 @@ pub const CF_TAGS: &str = "tags";
 pub const CF_REFERRERS: &str = "referrers";
 pub const CF_UPLOADS: &str = "uploads";
 pub const CF_REPOS: &str = "repos";
+pub const CF_GC_CANDIDATES: &str = "gc_candidates";
 
 /// Every column family, in the order they are opened.
-pub const ALL_CFS: [&str; 11] = [
+pub const ALL_CFS: [&str; 12] = [
     CF_META,
     CF_BLOBS,
     CF_LINKS,
@@ -59,12 +66,16 @@ pub const ALL_CFS: [&str; 11] = [
     CF_REFERRERS,
     CF_UPLOADS,
     CF_REPOS,
+    CF_GC_CANDIDATES,
 ];
 
 /// Key of the format version in `meta`.
 pub const META_FORMAT: &[u8] = b"format";
 /// The index format this code writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
+/// Key in `meta` present once `gc_candidates` has been built from `blobs`
+/// (indexes written before the column family existed get it built at open).
+pub const META_GC_CANDIDATES: &[u8] = b"gc_candidates_built";
 
 const SEP: u8 = 0;
 
@@ -83,6 +94,11 @@ fn join(parts: &[&[u8]]) -> Vec<u8> {
 /// `blobs` and `manifests` and `bodies`: the digest string.
 pub fn digest_key(d: &Digest) -> Vec<u8> {
     d.as_str().as_bytes().to_vec()
+}
+
+/// `gc_candidates`: the digest string.
+pub fn gc_candidate_key(d: &Digest) -> Vec<u8> {
+    digest_key(d)
 }
 
 /// `links`: repo 0x00 digest.
@@ -241,6 +257,8 @@ mod tests {
             ),
             (upload_key("0123abcd"), "0123abcd".to_string()),
             (repo_key(&repo), "proj/app".to_string()),
+            (gc_candidate_key(&a), format!("sha256:{hex_a}")),
+            (META_GC_CANDIDATES.to_vec(), "gc_candidates_built".to_string()),
         ];
         for (got, want) in cases {
             assert_eq!(got, want.as_bytes(), "{want:?}");
