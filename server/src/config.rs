@@ -6,7 +6,8 @@
 //!
 //! ```json
 //! {"listen": "0.0.0.0:5000", "data_dir": "/var/lib/berth", "read_only": false,
-//!  "delete_enabled": true, "upload_ttl_seconds": 86400}
+//!  "delete_enabled": true, "upload_ttl_seconds": 86400,
+//!  "gc_interval_seconds": 3600, "gc_grace_seconds": 3600}
 //! ```
 //!
 //! Unknown keys are an error (a typo should not silently change nothing).
@@ -21,6 +22,7 @@ use serde::Deserialize;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5000";
 pub const DEFAULT_DATA_DIR: &str = "./berth-data";
 pub const DEFAULT_UPLOAD_TTL: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(3600);
 
 /// Everything `serve` needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,6 +37,10 @@ pub struct Config {
     pub delete_enabled: bool,
     /// Upload sessions untouched this long are expired.
     pub upload_ttl: Duration,
+    /// Online GC runs this often (`None`, from 0: off).
+    pub gc_interval: Option<Duration>,
+    /// Unreferenced blobs touched within this window survive GC.
+    pub gc_grace: Duration,
 }
 
 impl Config {
@@ -46,6 +52,8 @@ impl Config {
             read_only: false,
             delete_enabled: true,
             upload_ttl: DEFAULT_UPLOAD_TTL,
+            gc_interval: None,
+            gc_grace: DEFAULT_GC_GRACE,
         }
     }
 
@@ -75,6 +83,15 @@ impl Config {
                 .upload_ttl_seconds
                 .or(file.upload_ttl_seconds)
                 .map_or(DEFAULT_UPLOAD_TTL, Duration::from_secs),
+            gc_interval: args
+                .gc_interval_seconds
+                .or(file.gc_interval_seconds)
+                .filter(|&s| s > 0)
+                .map(Duration::from_secs),
+            gc_grace: args
+                .gc_grace_seconds
+                .or(file.gc_grace_seconds)
+                .map_or(DEFAULT_GC_GRACE, Duration::from_secs),
         })
     }
 }
@@ -89,7 +106,8 @@ pub struct ServeArgs {
     #[arg(long, env = "BERTH_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// JSON config file (keys: listen, data_dir, read_only, delete_enabled,
-    /// upload_ttl_seconds); flags and environment override it
+    /// upload_ttl_seconds, gc_interval_seconds, gc_grace_seconds); flags and
+    /// environment override it
     #[arg(long, env = "BERTH_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Refuse all writes (405 UNSUPPORTED)
@@ -104,6 +122,12 @@ pub struct ServeArgs {
     /// Expire upload sessions untouched for this many seconds [default: 86400]
     #[arg(long, env = "BERTH_UPLOAD_TTL_SECONDS", value_name = "SECONDS")]
     pub upload_ttl_seconds: Option<u64>,
+    /// Run online GC every this many seconds; 0 turns it off [default: 0]
+    #[arg(long, env = "BERTH_GC_INTERVAL_SECONDS", value_name = "SECONDS")]
+    pub gc_interval_seconds: Option<u64>,
+    /// GC keeps unreferenced blobs touched within this many seconds [default: 3600]
+    #[arg(long, env = "BERTH_GC_GRACE_SECONDS", value_name = "SECONDS")]
+    pub gc_grace_seconds: Option<u64>,
 }
 
 /// The config file's contents; every key optional.
@@ -115,6 +139,8 @@ struct FileConfig {
     read_only: Option<bool>,
     delete_enabled: Option<bool>,
     upload_ttl_seconds: Option<u64>,
+    gc_interval_seconds: Option<u64>,
+    gc_grace_seconds: Option<u64>,
 }
 
 impl FileConfig {
@@ -138,7 +164,7 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("berth: config {path}: {source} (expected a JSON object with keys listen, data_dir, read_only, delete_enabled, upload_ttl_seconds)", path = .path.display())]
+    #[error("berth: config {path}: {source} (expected a JSON object with keys listen, data_dir, read_only, delete_enabled, upload_ttl_seconds, gc_interval_seconds, gc_grace_seconds)", path = .path.display())]
     Parse {
         path: PathBuf,
         #[source]
@@ -158,6 +184,8 @@ mod tests {
         assert!(!c.read_only);
         assert!(c.delete_enabled);
         assert_eq!(c.upload_ttl, DEFAULT_UPLOAD_TTL);
+        assert_eq!(c.gc_interval, None);
+        assert_eq!(c.gc_grace, DEFAULT_GC_GRACE);
     }
 
     #[test]
@@ -166,7 +194,7 @@ mod tests {
         let path = dir.path().join("berth.json");
         std::fs::write(
             &path,
-            r#"{"listen":"0.0.0.0:1","data_dir":"/d","read_only":true,"delete_enabled":false,"upload_ttl_seconds":5}"#,
+            r#"{"listen":"0.0.0.0:1","data_dir":"/d","read_only":true,"delete_enabled":false,"upload_ttl_seconds":5,"gc_interval_seconds":7,"gc_grace_seconds":0}"#,
         )
         .unwrap();
         let args = ServeArgs {
@@ -179,14 +207,18 @@ mod tests {
         assert!(c.read_only);
         assert!(!c.delete_enabled);
         assert_eq!(c.upload_ttl, Duration::from_secs(5));
+        assert_eq!(c.gc_interval, Some(Duration::from_secs(7)));
+        assert_eq!(c.gc_grace, Duration::ZERO);
 
         let args = ServeArgs {
             config: Some(path),
             listen: Some("127.0.0.1:2".into()),
             delete_enabled: Some(true),
+            gc_interval_seconds: Some(0),
             ..ServeArgs::default()
         };
         let c = Config::from_args(args).unwrap();
+        assert_eq!(c.gc_interval, None, "0 turns GC off");
         assert_eq!(c.listen, "127.0.0.1:2");
         assert!(c.delete_enabled);
     }

@@ -51,6 +51,12 @@ pub struct App {
     pub engine: Arc<Engine>,
     pub read_only: bool,
     pub delete_enabled: bool,
+    /// Online GC period (`None`: off) and grace window, for the GC API.
+    pub gc_interval: Option<Duration>,
+    pub gc_grace: Duration,
+    pub upload_ttl: Duration,
+    /// Request counters for `/metrics`.
+    pub metrics: crate::metrics::ServerMetrics,
 }
 
 /// Why the server could not run.
@@ -71,6 +77,8 @@ pub enum ServeError {
 pub async fn open_engine(config: &Config) -> Result<Engine, ServeError> {
     let mut ec = EngineConfig::new(&config.data_dir);
     ec.upload_ttl = config.upload_ttl;
+    ec.gc_interval = config.gc_interval;
+    ec.gc_grace = config.gc_grace;
     let dir = config.data_dir.display().to_string();
     tokio::task::spawn_blocking(move || Engine::open(ec))
         .await
@@ -93,13 +101,19 @@ pub async fn serve(
         engine: Arc::new(engine),
         read_only: config.read_only,
         delete_enabled: config.delete_enabled,
+        gc_interval: config.gc_interval,
+        gc_grace: config.gc_grace,
+        upload_ttl: config.upload_ttl,
+        metrics: crate::metrics::ServerMetrics::default(),
     });
     let addr = listener.local_addr()?;
     eprintln!(
         "berth: listening on http://{addr} (data: {})",
         config.data_dir.display()
     );
-    tracing::info!(%addr, read_only = config.read_only, delete_enabled = config.delete_enabled, "serving");
+    tracing::info!(%addr, read_only = config.read_only, delete_enabled = config.delete_enabled,
+        gc_interval_seconds = config.gc_interval.map_or(0, |i| i.as_secs()),
+        gc_grace_seconds = config.gc_grace.as_secs(), "serving");
     run(app.clone(), listener, shutdown).await;
     // IMPORTANT: every connection has ended, so this is the last reference
     // to the engine unless a blocking engine call outlived its request;
@@ -191,6 +205,9 @@ async fn handle(
         Ok(res) => res,
         Err(e) => e.into_response(request_id.to_str().unwrap_or_default()),
     };
+    let sent = hyper::body::Body::size_hint(res.body()).exact().unwrap_or(0);
+    let sent = if method == hyper::Method::HEAD { 0 } else { sent };
+    app.metrics.request(&method, res.status().as_u16(), sent);
     let h = res.headers_mut();
     h.insert(HDR_API_VERSION, REGISTRY_2_0);
     h.insert(HDR_REQUEST_ID, request_id.clone());

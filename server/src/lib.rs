@@ -9,6 +9,8 @@
 //! - One file per resource, each endpoint a typed request parsed from the
 //!   wire and then applied to the engine: `blobs`, `uploads`, `manifests`
 //!   (with `manifest_parse`), `tags`, `referrers`, `catalog`.
+//! - [`metrics`]: `GET /metrics` (Prometheus text format); `gc_api`:
+//!   Harbor's `/api/v2.0/system/gc…` over the engine's online GC.
 //!
 //! Architecture Invariant: handlers call the engine's public API only; the
 //! server never builds index keys or blob paths.
@@ -22,10 +24,12 @@
 pub mod config;
 pub mod errors;
 pub mod http;
+pub mod metrics;
 
 mod blobs;
 mod body;
 mod catalog;
+mod gc_api;
 mod manifest_parse;
 mod manifests;
 mod referrers;
