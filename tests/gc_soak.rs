@@ -328,6 +328,13 @@ fn pushers_and_deleters_against_online_gc() {
     assert!(out.status.success(), "fsck: {text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(!text.contains("note:"), "{text}");
 
+    // The same check in-process, on the engine this tree built.
+    let report = berth_testkit::open_engine(&data)
+        .fsck(berth_engine::fsck::FsckOptions { verify_blobs: true })
+        .expect("fsck");
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    assert!(report.unindexed_blobs.is_empty() && report.interrupted_deletions.is_empty());
+
     let stored = stored_blobs(&data);
     assert_eq!(stored, referenced, "store holds exactly the referenced blobs");
     eprintln!(
