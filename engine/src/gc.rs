@@ -33,6 +33,8 @@ use crate::records::{self, BlobRecord, BlobState, RepoManifestRecord};
 
 /// Marks are committed in batches of this many blobs.
 const MARK_BATCH: usize = 1024;
+/// Blobs deleted per sweep step (two commits per step).
+const SWEEP_BATCH: usize = 256;
 /// Runs kept in the history.
 const HISTORY: usize = 50;
 /// Untagged-deletion rounds per run (each round can free the next level).
@@ -359,92 +361,106 @@ impl Inner {
         self.hook(GcPoint::Marked, None)?;
 
         // Sweep.
-        for (n, d) in resume.iter().chain(marked.iter()).enumerate() {
-            self.gc_delete(d, cutoff, &mut report)?;
-            if n % 256 == 0 {
-                progress("sweep", n as u64);
-            }
+        resume.extend(marked);
+        let mut done = 0u64;
+        for chunk in resume.chunks(SWEEP_BATCH) {
+            self.gc_delete(chunk, cutoff, &mut report)?;
+            done += chunk.len() as u64;
+            progress("sweep", done);
         }
-        progress("sweep", (resume.len() + marked.len()) as u64);
         Ok(report)
     }
 
-    /// Deletes one marked (or crash-interrupted) blob if it is still garbage.
+    /// Deletes marked (or crash-interrupted) blobs that are still garbage,
+    /// a batch at a time: one commit for the `Deleting` states, the unlinks,
+    /// one commit for the removals.
     fn gc_delete(
         &self,
-        d: &Digest,
+        ds: &[Digest],
         cutoff: u64,
         report: &mut GcReport,
     ) -> Result<(), StorageError> {
-        let key = keys::digest_key(d);
         // 1. Decide under the lock, claim, commit Deleting.
-        let claim;
-        let size;
-        {
-            let g = self.lock()?;
-            let Some(mut rec) = self.get::<BlobRecord>(keys::CF_BLOBS, &key)? else {
-                return Ok(());
-            };
-            let garbage = rec.refcount == 0
-                && match rec.state {
-                    BlobState::Marked => rec.touched_ms <= cutoff,
-                    BlobState::Deleting => true,
-                    BlobState::Active => false,
-                };
-            // IMPORTANT: an upload of these bytes in flight has the digest
-            // pinned; then the blob is about to be used and is kept.
-            if !garbage || !self.gc_digests.claim(d) {
-                report.kept_touched += 1;
-                return Ok(());
-            }
-            claim = Claim {
-                owner: &self.gc_digests,
-                digest: d,
-            };
-            size = rec.size;
-            if rec.state != BlobState::Deleting {
-                rec.state = BlobState::Deleting;
-                let mut b = WriteBatch::default();
-                self.put_blob_record(&mut b, d, &rec);
-                self.commit(g, b)?;
-            }
-        }
-        self.hook(GcPoint::Deleting, Some(d))?;
-        // 2. Unlink the file (durably), outside the lock: S3 deletes are slow.
-        let existed = match self.store.delete(d) {
-            Ok(existed) => existed,
-            Err(e) => {
-                let sync = e.is_sync_failure();
-                let e = StorageError::from(e);
-                if sync {
-                    self.poison(&e);
-                }
-                return Err(e);
-            }
-        };
-        self.hook(GcPoint::Unlinked, Some(d))?;
-        // 3. Remove the record, its candidate entry and its links.
+        let mut claimed: Vec<(Claim<'_>, u64)> = Vec::with_capacity(ds.len());
         {
             let g = self.lock()?;
             let mut b = WriteBatch::default();
-            b.delete_cf(self.cf(keys::CF_BLOBS), &key);
-            b.delete_cf(self.cf(keys::CF_GC_CANDIDATES), keys::gc_candidate_key(d));
-            let prefix = keys::blob_repos_prefix(d);
-            for r in self.scan(keys::CF_BLOB_REPOS, &prefix, &prefix) {
-                let (k, _) = r?;
-                if let Some((_, repo)) = keys::split_digest_repo(&k) {
-                    b.delete_cf(self.cf(keys::CF_LINKS), keys::link_key(&repo, d));
-                    report.links_removed += 1;
+            for d in ds {
+                let Some(mut rec) = self.get::<BlobRecord>(keys::CF_BLOBS, &keys::digest_key(d))?
+                else {
+                    continue;
+                };
+                let garbage = rec.refcount == 0
+                    && match rec.state {
+                        BlobState::Marked => rec.touched_ms <= cutoff,
+                        BlobState::Deleting => true,
+                        BlobState::Active => false,
+                    };
+                // IMPORTANT: an upload of these bytes in flight has the
+                // digest pinned; then the blob is about to be used: kept.
+                if !garbage || !self.gc_digests.claim(d) {
+                    report.kept_touched += 1;
+                    continue;
                 }
-                b.delete_cf(self.cf(keys::CF_BLOB_REPOS), k);
+                claimed.push((
+                    Claim {
+                        owner: &self.gc_digests,
+                        digest: d,
+                    },
+                    rec.size,
+                ));
+                if rec.state != BlobState::Deleting {
+                    rec.state = BlobState::Deleting;
+                    self.put_blob_record(&mut b, d, &rec);
+                }
             }
             self.commit(g, b)?;
         }
-        drop(claim);
-        report.blobs_deleted += 1;
-        if existed {
-            report.bytes_reclaimed += size;
+        // 2. Unlink the files (durably), outside the lock: S3 deletes are slow.
+        let mut existed = Vec::with_capacity(claimed.len());
+        for (c, _) in &claimed {
+            self.hook(GcPoint::Deleting, Some(c.digest))?;
+            match self.store.delete(c.digest) {
+                Ok(e) => existed.push(e),
+                Err(e) => {
+                    let sync = e.is_sync_failure();
+                    let e = StorageError::from(e);
+                    if sync {
+                        self.poison(&e);
+                    }
+                    return Err(e);
+                }
+            }
+            self.hook(GcPoint::Unlinked, Some(c.digest))?;
         }
+        // 3. Remove the records, their candidate entries and their links.
+        {
+            let g = self.lock()?;
+            let mut b = WriteBatch::default();
+            for (c, _) in &claimed {
+                let d = c.digest;
+                b.delete_cf(self.cf(keys::CF_BLOBS), keys::digest_key(d));
+                b.delete_cf(self.cf(keys::CF_GC_CANDIDATES), keys::gc_candidate_key(d));
+                let prefix = keys::blob_repos_prefix(d);
+                for r in self.scan(keys::CF_BLOB_REPOS, &prefix, &prefix) {
+                    let (k, _) = r?;
+                    if let Some((_, repo)) = keys::split_digest_repo(&k) {
+                        b.delete_cf(self.cf(keys::CF_LINKS), keys::link_key(&repo, d));
+                        report.links_removed += 1;
+                    }
+                    b.delete_cf(self.cf(keys::CF_BLOB_REPOS), k);
+                }
+            }
+            self.commit(g, b)?;
+        }
+        for ((_, size), existed) in claimed.iter().zip(existed) {
+            report.blobs_deleted += 1;
+            if existed {
+                report.bytes_reclaimed += size;
+            }
+        }
+        // Claims are released here, after the records are gone.
+        drop(claimed);
         Ok(())
     }
 

@@ -14,6 +14,7 @@ pub mod durable;
 pub mod store;
 
 mod blobs;
+mod bulk;
 mod engine;
 mod error;
 pub mod fsck;
