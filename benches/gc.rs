@@ -50,7 +50,8 @@ fn main() {
     println!("| garbage | blobs deleted | load | open (ready) | gc | gc (nothing to do) | fsck |");
     println!("|---|---|---|---|---|---|---|");
     for (label, every) in [("1%", 100u64), ("10%", 10)] {
-        let (mut load, mut open, mut gc, mut gc2, mut fsck) = (vec![], vec![], vec![], vec![], vec![]);
+        let (mut load, mut open, mut gc, mut gc2, mut fsck) =
+            (vec![], vec![], vec![], vec![], vec![]);
         let mut deleted = 0;
         for _ in 0..reps {
             let dir = tempfile::tempdir().expect("tempdir");
@@ -81,7 +82,10 @@ fn main() {
             fsck.push(t.elapsed());
             // The synthetic blobs have no files: the only findings allowed
             // are "missing from the store".
-            assert!(f.findings.iter().all(|x| x.problem.contains("missing from")));
+            assert!(f
+                .findings
+                .iter()
+                .all(|x| x.problem.contains("missing from")));
         }
         println!(
             "| {label} | {deleted} | {} | {} | {} | {} | {} |",

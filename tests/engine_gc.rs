@@ -12,6 +12,9 @@ use berth_engine::{
 };
 use berth_testkit::{content, sha256};
 
+/// Something a GC hook runs once.
+type Action = Box<dyn Fn() + Send>;
+
 fn repo(s: &str) -> RepoName {
     RepoName::parse(s).expect("repo")
 }
@@ -52,12 +55,7 @@ fn manifest(blobs: &[&Digest], tags: &[&str], salt: &str) -> ManifestPut {
 }
 
 fn assert_clean(e: &Engine) {
-    let report = e
-        .fsck(FsckOptions {
-            verify_blobs: true,
-            ..FsckOptions::default()
-        })
-        .expect("fsck");
+    let report = e.fsck(FsckOptions { verify_blobs: true }).expect("fsck");
     assert!(report.findings.is_empty(), "{:?}", report.findings);
 }
 
@@ -144,7 +142,7 @@ fn a_touch_after_the_mark_keeps_the_blob() {
     ];
     for (name, touch) in touches {
         let dir = tempfile::tempdir().expect("tempdir");
-        let slot: Arc<Mutex<Option<Box<dyn Fn() + Send>>>> = Arc::new(Mutex::new(None));
+        let slot: Arc<Mutex<Option<Action>>> = Arc::new(Mutex::new(None));
         let hook_slot = slot.clone();
         let hook: GcHook = Arc::new(move |p, _| {
             if p == GcPoint::Marked {
@@ -164,7 +162,11 @@ fn a_touch_after_the_mark_keeps_the_blob() {
             *slot.lock().expect("slot") = Some(Box::new(move || touch(&e, &r, &d, &data)));
         }
         let rep = e.gc(&now_opts()).expect("gc");
-        assert_eq!((rep.marked, rep.kept_touched, rep.blobs_deleted), (1, 1, 0), "{name}");
+        assert_eq!(
+            (rep.marked, rep.kept_touched, rep.blobs_deleted),
+            (1, 1, 0),
+            "{name}"
+        );
         assert_readable(&e, &r, &d, &data);
         assert_clean(&e);
     }
@@ -232,7 +234,8 @@ fn interrupted_deletions_are_invisible_then_revived_or_finished() {
             let dir = tempfile::tempdir().expect("tempdir");
             let armed = Arc::new(AtomicBool::new(true));
             let a2 = armed.clone();
-            let hook: GcHook = Arc::new(move |p, _| !(p == point && a2.swap(false, Ordering::SeqCst)));
+            let hook: GcHook =
+                Arc::new(move |p, _| !(p == point && a2.swap(false, Ordering::SeqCst)));
             let e = open_with_hook(dir.path(), Some(hook));
             let r = repo("p/app");
             let data = content("leftover", 9000);
@@ -310,7 +313,10 @@ fn delete_untagged_keeps_tagged_children_and_accessories() {
             ..now_opts()
         })
         .expect("dry");
-    assert_eq!(dry.manifests_deleted, 2, "untagged and the index (child has a parent)");
+    assert_eq!(
+        dry.manifests_deleted, 2,
+        "untagged and the index (child has a parent)"
+    );
 
     let rep = e
         .gc(&GcOptions {
@@ -367,8 +373,7 @@ fn stress_uploads_mounts_heads_against_a_tight_gc_loop() {
                 i += 1;
                 let (data, d) = &pool[i % pool.len()];
                 // Mounters try a metadata-only mount first, as clients do.
-                let have = t % 2 == 1
-                    && e.mount_blob(&r, d, None).expect("mount").is_some();
+                let have = t % 2 == 1 && e.mount_blob(&r, d, None).expect("mount").is_some();
                 if !have {
                     e.put_blob(&r, d, data).expect("upload");
                 }
@@ -386,7 +391,7 @@ fn stress_uploads_mounts_heads_against_a_tight_gc_loop() {
                     Err(err) => panic!("manifest: {err}"),
                 }
                 // Untag now and then so blobs turn into garbage.
-                if i % 3 == 0 {
+                if i.is_multiple_of(3) {
                     if let Some(m) = e
                         .get_manifest(&r, &Reference::Tag(tag(&tag_name)))
                         .expect("get")

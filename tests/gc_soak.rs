@@ -45,9 +45,7 @@ fn blob_known(addr: SocketAddr, repo: &str, data: &[u8]) -> bool {
 }
 
 fn manifest_body(config: &[u8], layers: &[Vec<u8>]) -> Vec<u8> {
-    let desc = |mt: &str, b: &[u8]| {
-        serde_json::json!({"mediaType": mt, "digest": sha256(b).to_string(), "size": b.len()})
-    };
+    let desc = |mt: &str, b: &[u8]| serde_json::json!({"mediaType": mt, "digest": sha256(b).to_string(), "size": b.len()});
     serde_json::json!({
         "schemaVersion": 2,
         "mediaType": MANIFEST,
@@ -136,7 +134,11 @@ fn stored_blobs(data: &Path) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     let root = data.join("blobs").join("sha256");
     for shard in std::fs::read_dir(&root).into_iter().flatten().flatten() {
-        for f in std::fs::read_dir(shard.path()).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(shard.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             out.insert(format!("sha256:{}", f.file_name().to_string_lossy()));
         }
     }
@@ -173,7 +175,10 @@ fn manual_gc(addr: SocketAddr, params: &str) -> Value {
         if Instant::now() > deadline {
             let (_, _, list) = http(addr, "GET", "/api/v2.0/system/gc", &[], b"");
             let list = String::from_utf8_lossy(&list);
-            panic!("gc never scheduled; history: {}", &list[..list.len().min(3000)]);
+            panic!(
+                "gc never scheduled; history: {}",
+                &list[..list.len().min(3000)]
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -203,7 +208,8 @@ fn pushers_and_deleters_against_online_gc() {
             while !stop.load(Ordering::Relaxed) {
                 i += 1;
                 let repo = REPOS[(p + i) % REPOS.len()];
-                let layers: Vec<Vec<u8>> = (0..2).map(|k| layer((p * 5 + i * 3 + k) % 12)).collect();
+                let layers: Vec<Vec<u8>> =
+                    (0..2).map(|k| layer((p * 5 + i * 3 + k) % 12)).collect();
                 let config = format!("{{\"pusher\":{p},\"push\":{i}}}").into_bytes();
                 if push(addr, repo, &format!("p{p}-{}", i % 4), &config, &layers) {
                     pushed.fetch_add(1, Ordering::Relaxed);
@@ -223,9 +229,16 @@ fn pushers_and_deleters_against_online_gc() {
                 let Some(tag) = list.get(i % list.len().max(1)) else {
                     continue;
                 };
-                if i % 2 == 0 {
+                if i.is_multiple_of(2) {
                     // Delete the tag only: its manifest turns untagged.
-                    let s = http(addr, "DELETE", &format!("/v2/{repo}/manifests/{tag}"), &[], b"").0;
+                    let s = http(
+                        addr,
+                        "DELETE",
+                        &format!("/v2/{repo}/manifests/{tag}"),
+                        &[],
+                        b"",
+                    )
+                    .0;
                     if s == 202 {
                         deleted.fetch_add(1, Ordering::Relaxed);
                     }
@@ -244,7 +257,14 @@ fn pushers_and_deleters_against_online_gc() {
                 let Some(d) = header(&h, "docker-content-digest").map(str::to_owned) else {
                     continue;
                 };
-                let s = http(addr, "DELETE", &format!("/v2/{repo}/manifests/{d}"), &[], b"").0;
+                let s = http(
+                    addr,
+                    "DELETE",
+                    &format!("/v2/{repo}/manifests/{d}"),
+                    &[],
+                    b"",
+                )
+                .0;
                 if s == 202 {
                     deleted.fetch_add(1, Ordering::Relaxed);
                 }
@@ -279,7 +299,10 @@ fn pushers_and_deleters_against_online_gc() {
     }
     let pushed = pushed.load(Ordering::Relaxed);
     let deleted = deleted.load(Ordering::Relaxed);
-    assert!(pushed > 10 && deleted > 0, "pushed {pushed}, deleted {deleted}");
+    assert!(
+        pushed > 10 && deleted > 0,
+        "pushed {pushed}, deleted {deleted}"
+    );
 
     // Everything still tagged pulls with correct digests.
     let mut referenced = BTreeSet::new();
@@ -325,7 +348,11 @@ fn pushers_and_deleters_against_online_gc() {
         .output()
         .expect("berthctl");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "fsck: {text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "fsck: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!text.contains("note:"), "{text}");
 
     // The same check in-process, on the engine this tree built.
@@ -336,7 +363,10 @@ fn pushers_and_deleters_against_online_gc() {
     assert!(report.unindexed_blobs.is_empty() && report.interrupted_deletions.is_empty());
 
     let stored = stored_blobs(&data);
-    assert_eq!(stored, referenced, "store holds exactly the referenced blobs");
+    assert_eq!(
+        stored, referenced,
+        "store holds exactly the referenced blobs"
+    );
     eprintln!(
         "soak: {pushed} pushes, {deleted} deletes, {images} tagged images, {} blobs stored; last run {}",
         stored.len(),

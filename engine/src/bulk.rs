@@ -59,7 +59,11 @@ impl Engine {
                 repos: 1,
                 created_ms: touched_ms,
             };
-            b.put_cf(inner.cf(keys::CF_MANIFESTS), keys::digest_key(&md), records::encode(&rec));
+            b.put_cf(
+                inner.cf(keys::CF_MANIFESTS),
+                keys::digest_key(&md),
+                records::encode(&rec),
+            );
             b.put_cf(inner.cf(keys::CF_BODIES), keys::digest_key(&md), &body);
             b.put_cf(
                 inner.cf(keys::CF_REPO_MANIFESTS),
@@ -74,11 +78,13 @@ impl Engine {
         b.put_cf(
             inner.cf(keys::CF_REPOS),
             keys::repo_key(repo),
-            records::encode(&RepoRecord { created_ms: touched_ms }),
+            records::encode(&RepoRecord {
+                created_ms: touched_ms,
+            }),
         );
         for i in 0..n {
             let d = Digest::of(Algorithm::Sha256, &i.to_le_bytes());
-            let garbage = garbage_every > 0 && i % garbage_every == 0;
+            let garbage = garbage_every > 0 && i.is_multiple_of(garbage_every);
             let rec = BlobRecord {
                 size: 1000,
                 tier: Tier::Local,
@@ -92,9 +98,15 @@ impl Engine {
             b.put_cf(
                 inner.cf(keys::CF_LINKS),
                 keys::link_key(repo, &d),
-                records::encode(&LinkRecord { created_ms: touched_ms }),
+                records::encode(&LinkRecord {
+                    created_ms: touched_ms,
+                }),
             );
-            b.put_cf(inner.cf(keys::CF_BLOB_REPOS), keys::blob_repo_key(&d, repo), b"");
+            b.put_cf(
+                inner.cf(keys::CF_BLOB_REPOS),
+                keys::blob_repo_key(&d, repo),
+                b"",
+            );
             if !garbage {
                 live.push(d);
                 if live.len() == PER_MANIFEST {

@@ -404,7 +404,8 @@ impl Engine {
             match f {
                 Fix::DeleteUnindexed(d) => {
                     inner.store.delete(d)?;
-                    out.actions.push(format!("deleted unindexed store file of {d}"));
+                    out.actions
+                        .push(format!("deleted unindexed store file of {d}"));
                 }
                 Fix::FinishDeletion(d) => {
                     inner.store.delete(d)?;
@@ -433,7 +434,8 @@ impl Engine {
                     } else {
                         b.delete_cf(inner.cf(keys::CF_GC_CANDIDATES), k);
                     }
-                    out.actions.push(format!("blob {d}: GC candidate entry fixed"));
+                    out.actions
+                        .push(format!("blob {d}: GC candidate entry fixed"));
                 }
                 Fix::ManifestRepos(d, repos) => {
                     let key = keys::digest_key(d);

@@ -212,10 +212,7 @@ impl GcDigests {
     pub(crate) fn pin(&self, d: &Digest) -> Pin<'_> {
         let mut s = self.sets();
         while s.claimed.contains(d) {
-            s = self
-                .released
-                .wait(s)
-                .unwrap_or_else(|p| p.into_inner());
+            s = self.released.wait(s).unwrap_or_else(|p| p.into_inner());
         }
         *s.pinned.entry(d.clone()).or_default() += 1;
         Pin {
@@ -310,7 +307,7 @@ impl Inner {
         for r in self.scan(keys::CF_GC_CANDIDATES, b"", b"") {
             let (k, _) = r?;
             report.candidates += 1;
-            if report.candidates % 4096 == 0 {
+            if report.candidates.is_multiple_of(4096) {
                 progress("scan candidates", report.candidates);
             }
             let Some(d) = std::str::from_utf8(&k)
@@ -346,7 +343,9 @@ impl Inner {
                 }
             }
             for (d, _) in chunk {
-                if let Some(mut rec) = self.get::<BlobRecord>(keys::CF_BLOBS, &keys::digest_key(d))? {
+                if let Some(mut rec) =
+                    self.get::<BlobRecord>(keys::CF_BLOBS, &keys::digest_key(d))?
+                {
                     if eligible(&rec) {
                         rec.state = BlobState::Marked;
                         self.put_blob_record(&mut b, d, &rec);

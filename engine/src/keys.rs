@@ -258,7 +258,10 @@ mod tests {
             (upload_key("0123abcd"), "0123abcd".to_string()),
             (repo_key(&repo), "proj/app".to_string()),
             (gc_candidate_key(&a), format!("sha256:{hex_a}")),
-            (META_GC_CANDIDATES.to_vec(), "gc_candidates_built".to_string()),
+            (
+                META_GC_CANDIDATES.to_vec(),
+                "gc_candidates_built".to_string(),
+            ),
         ];
         for (got, want) in cases {
             assert_eq!(got, want.as_bytes(), "{want:?}");

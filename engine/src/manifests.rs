@@ -223,8 +223,7 @@ impl Engine {
                     });
                 }
                 // A blob GC is deleting is gone for new references.
-                let Some(rec) = pending.blob(b)?.filter(|r| r.state != BlobState::Deleting)
-                else {
+                let Some(rec) = pending.blob(b)?.filter(|r| r.state != BlobState::Deleting) else {
                     return Err(ManifestError::BlobUnknown {
                         repo: repo.to_string(),
                         digest: b.clone(),
@@ -476,11 +475,19 @@ impl Inner {
     }
 
     /// True if manifest `digest` has a subject that is present in `repo`.
-    pub(crate) fn is_accessory(&self, repo: &RepoName, digest: &Digest) -> Result<bool, StorageError> {
-        let rec: Option<ManifestRecord> = self.get(keys::CF_MANIFESTS, &keys::digest_key(digest))?;
+    pub(crate) fn is_accessory(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<bool, StorageError> {
+        let rec: Option<ManifestRecord> =
+            self.get(keys::CF_MANIFESTS, &keys::digest_key(digest))?;
         match rec.and_then(|m| m.subject) {
             Some(subject) => Ok(self
-                .get_raw(keys::CF_REPO_MANIFESTS, &keys::repo_manifest_key(repo, &subject))?
+                .get_raw(
+                    keys::CF_REPO_MANIFESTS,
+                    &keys::repo_manifest_key(repo, &subject),
+                )?
                 .is_some()),
             None => Ok(false),
         }

@@ -305,10 +305,8 @@ impl Inner {
         };
         let mut put_done = false;
         let first = self.get::<BlobRecord>(keys::CF_BLOBS, &key)?;
-        let deleting = |r: &Option<BlobRecord>| {
-            r.as_ref()
-                .is_some_and(|r| r.state == BlobState::Deleting)
-        };
+        let deleting =
+            |r: &Option<BlobRecord>| r.as_ref().is_some_and(|r| r.state == BlobState::Deleting);
         if !live(&first) && !deleting(&first) {
             self.store_put(digest, path)?;
             put_done = true;

@@ -23,7 +23,10 @@ enum Job {
     /// The periodic online GC.
     ScheduledGc,
     /// A requested GC run, already in the history as `id`.
-    Gc { id: u64, opts: GcOptions },
+    Gc {
+        id: u64,
+        opts: GcOptions,
+    },
 }
 
 /// Owns the background threads; dropping it stops and joins them.

@@ -61,7 +61,7 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
 /// IMPORTANT: the admin check. Harbor allows GC only to system admins.
 /// Accounts and roles (issue #5) are built separately: connect the check
 /// here — every GC endpoint, read or write, goes through this one call.
-fn require_admin(_app: &App, _headers: &HeaderMap) -> Result<(), Response<Body>> {
+fn require_admin(_app: &App, _headers: &HeaderMap) -> Result<(), Box<Response<Body>>> {
     Ok(())
 }
 
@@ -74,7 +74,7 @@ pub async fn dispatch(
     body: Incoming,
 ) -> Response<Body> {
     if let Err(res) = require_admin(app, headers) {
-        return res;
+        return *res;
     }
     let rest = path.strip_prefix(PREFIX).unwrap_or("");
     match (method, rest) {

@@ -205,8 +205,14 @@ async fn handle(
         Ok(res) => res,
         Err(e) => e.into_response(request_id.to_str().unwrap_or_default()),
     };
-    let sent = hyper::body::Body::size_hint(res.body()).exact().unwrap_or(0);
-    let sent = if method == hyper::Method::HEAD { 0 } else { sent };
+    let sent = hyper::body::Body::size_hint(res.body())
+        .exact()
+        .unwrap_or(0);
+    let sent = if method == hyper::Method::HEAD {
+        0
+    } else {
+        sent
+    };
     app.metrics.request(&method, res.status().as_u16(), sent);
     let h = res.headers_mut();
     h.insert(HDR_API_VERSION, REGISTRY_2_0);

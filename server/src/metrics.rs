@@ -13,7 +13,9 @@ use hyper::{Method, Response};
 
 use crate::http::{App, Body};
 
-const METHODS: [&str; 8] = ["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS", "OTHER"];
+const METHODS: [&str; 8] = [
+    "GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS", "OTHER",
+];
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// Request counters of one server. Relaxed atomics: independent counters,
@@ -93,17 +95,61 @@ pub fn render(app: &App, uploads_open: Option<u64>) -> String {
     let e = app.engine.metrics();
     let g = EngineMetrics::get;
     let engine: [(&str, &str, u64); 11] = [
-        ("berth_gc_runs_total", "GC runs completed (including dry runs).", g(&e.gc_runs)),
-        ("berth_gc_failures_total", "GC runs that failed.", g(&e.gc_failures)),
-        ("berth_gc_blobs_reclaimed_total", "Blobs GC deleted.", g(&e.gc_blobs_reclaimed)),
-        ("berth_gc_bytes_reclaimed_total", "Bytes of blobs GC deleted.", g(&e.gc_bytes_reclaimed)),
-        ("berth_gc_manifests_deleted_total", "Untagged manifests GC deleted.", g(&e.gc_manifests_deleted)),
-        ("berth_uploads_expired_total", "Abandoned upload sessions expired.", g(&e.uploads_expired)),
-        ("berth_tier_hits_total", "Blob reads served by the local tier.", g(&e.tier_hits)),
-        ("berth_tier_misses_total", "Blob reads that went to the remote tier.", g(&e.tier_misses)),
-        ("berth_tier_uploads_total", "Blobs copied to the remote tier.", g(&e.tier_uploads)),
-        ("berth_tier_upload_bytes_total", "Bytes copied to the remote tier.", g(&e.tier_upload_bytes)),
-        ("berth_tier_evictions_total", "Local copies evicted from the tier.", g(&e.tier_evictions)),
+        (
+            "berth_gc_runs_total",
+            "GC runs completed (including dry runs).",
+            g(&e.gc_runs),
+        ),
+        (
+            "berth_gc_failures_total",
+            "GC runs that failed.",
+            g(&e.gc_failures),
+        ),
+        (
+            "berth_gc_blobs_reclaimed_total",
+            "Blobs GC deleted.",
+            g(&e.gc_blobs_reclaimed),
+        ),
+        (
+            "berth_gc_bytes_reclaimed_total",
+            "Bytes of blobs GC deleted.",
+            g(&e.gc_bytes_reclaimed),
+        ),
+        (
+            "berth_gc_manifests_deleted_total",
+            "Untagged manifests GC deleted.",
+            g(&e.gc_manifests_deleted),
+        ),
+        (
+            "berth_uploads_expired_total",
+            "Abandoned upload sessions expired.",
+            g(&e.uploads_expired),
+        ),
+        (
+            "berth_tier_hits_total",
+            "Blob reads served by the local tier.",
+            g(&e.tier_hits),
+        ),
+        (
+            "berth_tier_misses_total",
+            "Blob reads that went to the remote tier.",
+            g(&e.tier_misses),
+        ),
+        (
+            "berth_tier_uploads_total",
+            "Blobs copied to the remote tier.",
+            g(&e.tier_uploads),
+        ),
+        (
+            "berth_tier_upload_bytes_total",
+            "Bytes copied to the remote tier.",
+            g(&e.tier_upload_bytes),
+        ),
+        (
+            "berth_tier_evictions_total",
+            "Local copies evicted from the tier.",
+            g(&e.tier_evictions),
+        ),
     ];
     for (name, help, v) in engine {
         sample(&mut out, name, "counter", help, v);
