@@ -142,3 +142,46 @@ fn accounts_offline_user_project_member_robot() {
     assert_eq!(code, 2);
     assert!(err.contains("in use"), "{err}");
 }
+
+#[test]
+fn gc_collects_unreferenced_blobs_and_repair_removes_orphans() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = b"an unreferenced layer".to_vec();
+    let d = Digest::of(Algorithm::Sha256, &data);
+    let orphan = b"bytes whose index commit never happened".to_vec();
+    let od = Digest::of(Algorithm::Sha256, &orphan);
+    {
+        let e = open_engine(dir.path());
+        e.put_blob(&RepoName::parse("p/a").expect("repo"), &d, &data)
+            .expect("put");
+        // A store file without a record, as a crash between put and commit leaves.
+        e.store()
+            .put_bytes(&od, &orphan, berth_engine::PutMode::CreateOnly)
+            .expect("orphan");
+    }
+    let (code, out, err) = berthctl(dir.path(), &["gc", "--dry-run"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("would delete 1 blob(s)"), "{out}");
+    let (code, out, _) = berthctl(dir.path(), &["gc", "--grace-seconds", "3600"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("deleted 0 blob(s)"), "{out}");
+    let (code, out, _) = berthctl(dir.path(), &["gc"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("deleted 1 blob(s), 21 bytes"), "{out}");
+
+    let (code, out, _) = berthctl(dir.path(), &["fsck"]);
+    assert_eq!(code, 0, "an orphan file is a note, not a finding: {out}");
+    assert!(
+        out.contains(&format!("note: blob {od} is stored but not indexed")),
+        "{out}"
+    );
+    let (code, out, _) = berthctl(dir.path(), &["fsck", "--repair"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("repaired: deleted unindexed store file of {od}")),
+        "{out}"
+    );
+    let (code, out, _) = berthctl(dir.path(), &["fsck", "--verify-blobs"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("note:"), "{out}");
+}

@@ -13,7 +13,8 @@ use crate::records::{self, BlobInfo, BlobRecord, BlobState};
 use crate::store::{BlobData, StoreError};
 
 impl Inner {
-    /// The blob record if `digest` is linked in `repo`.
+    /// The blob record if `digest` is linked in `repo`. A record GC is
+    /// deleting is treated as absent.
     pub(crate) fn linked_blob(
         &self,
         repo: &RepoName,
@@ -25,23 +26,37 @@ impl Inner {
         {
             return Ok(None);
         }
-        self.get::<BlobRecord>(keys::CF_BLOBS, &keys::digest_key(digest))
+        self.live_blob(digest)
+    }
+
+    /// The blob record unless absent or being deleted by GC.
+    pub(crate) fn live_blob(&self, digest: &Digest) -> Result<Option<BlobRecord>, StorageError> {
+        Ok(self
+            .get::<BlobRecord>(keys::CF_BLOBS, &keys::digest_key(digest))?
+            .filter(|r| r.state != BlobState::Deleting))
     }
 
     /// Resets a GC mark: any touch of a marked blob makes it active again.
-    fn unmark(&self, digest: &Digest) -> Result<(), StorageError> {
+    /// Returns false if the blob is gone or being deleted (GC decided first).
+    fn unmark(&self, digest: &Digest) -> Result<bool, StorageError> {
         let _g = self.lock()?;
         let key = keys::digest_key(digest);
-        if let Some(mut rec) = self.get::<BlobRecord>(keys::CF_BLOBS, &key)? {
+        let Some(mut rec) = self.get::<BlobRecord>(keys::CF_BLOBS, &key)? else {
+            return Ok(false);
+        };
+        if rec.state == BlobState::Deleting {
+            return Ok(false);
+        }
+        {
             if rec.state == BlobState::Marked {
                 rec.state = BlobState::Active;
                 rec.touched_ms = records::now_ms();
                 let mut b = WriteBatch::default();
-                b.put_cf(&self.cf(keys::CF_BLOBS), key, records::encode(&rec));
+                self.put_blob_record(&mut b, digest, &rec);
                 self.commit(_g, b)?;
             }
         }
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -56,8 +71,8 @@ impl Engine {
         match self.inner.linked_blob(repo, digest)? {
             None => Ok(None),
             Some(rec) => {
-                if rec.state == BlobState::Marked {
-                    self.inner.unmark(digest)?;
+                if rec.state == BlobState::Marked && !self.inner.unmark(digest)? {
+                    return Ok(None);
                 }
                 Ok(Some(BlobInfo {
                     digest: digest.clone(),
@@ -117,17 +132,16 @@ impl Engine {
     ) -> Result<Option<BlobInfo>, BlobError> {
         let inner = &self.inner;
         let _g = inner.lock()?;
-        let key = keys::digest_key(digest);
         let rec = match from {
             Some(src) => inner.linked_blob(src, digest)?,
-            None => inner.get::<BlobRecord>(keys::CF_BLOBS, &key)?,
+            None => inner.live_blob(digest)?,
         };
         let Some(mut rec) = rec else {
             return Ok(None);
         };
         let mut batch = WriteBatch::default();
         inner.link_into(&mut batch, repo, digest, &mut rec, records::now_ms())?;
-        batch.put_cf(&inner.cf(keys::CF_BLOBS), key, records::encode(&rec));
+        inner.put_blob_record(&mut batch, digest, &rec);
         inner.commit(_g, batch)?;
         Ok(Some(BlobInfo {
             digest: digest.clone(),
@@ -135,12 +149,10 @@ impl Engine {
         }))
     }
 
-    /// True if blob `digest` is stored at all (in any repository).
+    /// True if blob `digest` is stored at all (in any repository) and not
+    /// being deleted by GC.
     pub fn blob_exists(&self, digest: &Digest) -> Result<bool, StorageError> {
-        Ok(self
-            .inner
-            .get_raw(keys::CF_BLOBS, &keys::digest_key(digest))?
-            .is_some())
+        Ok(self.inner.live_blob(digest)?.is_some())
     }
 
     /// Removes the link of `digest` from `repo`. The bytes stay until GC
@@ -162,7 +174,7 @@ impl Engine {
         if let Some(mut rec) = inner.get::<BlobRecord>(keys::CF_BLOBS, &key)? {
             rec.links = rec.links.saturating_sub(1);
             rec.touched_ms = records::now_ms();
-            batch.put_cf(&inner.cf(keys::CF_BLOBS), key, records::encode(&rec));
+            inner.put_blob_record(&mut batch, digest, &rec);
         }
         inner.commit(_g, batch)?;
         Ok(true)

@@ -9,9 +9,12 @@ use std::time::Duration;
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 use serde::de::DeserializeOwned;
 
+use crate::digest::Digest;
 use crate::error::StorageError;
+use crate::gc::{GcDigests, GcHistory, GcHook};
 use crate::keys;
-use crate::records;
+use crate::metrics::EngineMetrics;
+use crate::records::{self, BlobRecord};
 use crate::store::{open_backend, Backend, BlobStore};
 use crate::uploads::Session;
 use crate::workers::Workers;
@@ -34,6 +37,15 @@ pub struct EngineConfig {
     pub upload_ttl: Duration,
     /// How often the background worker looks for expired uploads.
     pub expiry_interval: Duration,
+    /// Online GC: run every this often on the worker thread (`None`: off).
+    pub gc_interval: Option<Duration>,
+    /// Online GC: unreferenced blobs touched more recently are kept.
+    pub gc_grace: Duration,
+    /// Counters for `/metrics`, shared with the blob store if it counts too.
+    pub metrics: Arc<EngineMetrics>,
+    /// Test hook called at GC's decision points (see [`crate::gc::GcPoint`]).
+    #[doc(hidden)]
+    pub gc_hook: Option<GcHook>,
 }
 
 impl EngineConfig {
@@ -45,6 +57,10 @@ impl EngineConfig {
             backend: Backend::local(),
             upload_ttl: Duration::from_secs(24 * 3600),
             expiry_interval: Duration::from_secs(600),
+            gc_interval: None,
+            gc_grace: Duration::from_secs(3600),
+            metrics: Arc::new(EngineMetrics::default()),
+            gc_hook: None,
         }
     }
 }
@@ -66,7 +82,7 @@ pub struct IndexStats {
 pub struct Engine {
     pub(crate) inner: Arc<Inner>,
     /// Background workers; dropped (and joined) before `inner` is released.
-    _workers: Workers,
+    pub(crate) workers: Workers,
 }
 
 /// State shared by the engine and its background workers.
@@ -93,6 +109,14 @@ pub(crate) struct Inner {
     /// touched since; dropped when a session completes, is cancelled or
     /// expires. The durable truth is the `uploads` column family.
     pub(crate) sessions: Mutex<HashMap<String, Arc<Mutex<Session>>>>,
+    /// Which digests GC is deleting and which an upload is committing, so
+    /// neither steps on the other (see `gc.rs`). Lifetime: the engine's.
+    pub(crate) gc_digests: GcDigests,
+    /// Held for a whole GC run: one run at a time. Lifetime: the engine's.
+    pub(crate) gc_run: Mutex<()>,
+    /// Recent GC runs, for the Harbor API. Lifetime: the engine's.
+    pub(crate) gc_history: Mutex<GcHistory>,
+    pub(crate) metrics: Arc<EngineMetrics>,
 }
 
 impl Engine {
@@ -122,14 +146,16 @@ impl Engine {
             poison_reason: Mutex::new(String::new()),
             synced_seq: Mutex::new(0),
             sessions: Mutex::new(HashMap::new()),
+            gc_digests: GcDigests::default(),
+            gc_run: Mutex::new(()),
+            gc_history: Mutex::new(GcHistory::default()),
+            metrics: config.metrics.clone(),
         });
         inner.check_format()?;
+        inner.build_gc_candidates()?;
         inner.recover_uploads()?;
         let workers = Workers::start(inner.clone());
-        Ok(Engine {
-            inner,
-            _workers: workers,
-        })
+        Ok(Engine { inner, workers })
     }
 
     /// The blob store holding blob bytes.
@@ -140,6 +166,17 @@ impl Engine {
     /// The data directory.
     pub fn data_dir(&self) -> &Path {
         &self.inner.config.data_dir
+    }
+
+    /// The engine's counters (GC, uploads, tiering) for `/metrics`.
+    pub fn metrics(&self) -> &Arc<EngineMetrics> {
+        &self.inner.metrics
+    }
+
+    /// Number of open upload sessions (a scan of the `uploads` family:
+    /// cheap, sessions are few).
+    pub fn open_uploads(&self) -> Result<u64, StorageError> {
+        self.inner.count(keys::CF_UPLOADS)
     }
 
     /// Counts entries per column family (a full index scan: tools only).
@@ -235,7 +272,52 @@ impl Inner {
             })
     }
 
-    fn count(&self, cf: &'static str) -> Result<u64, StorageError> {
+    /// Puts blob record `rec` of `d` into `batch`, with its `gc_candidates`
+    /// entry: present exactly when the refcount is 0. IMPORTANT: every
+    /// write of a blob record goes through here, so the candidates index
+    /// changes in the same batch as the count it mirrors.
+    pub(crate) fn put_blob_record(&self, batch: &mut WriteBatch, d: &Digest, rec: &BlobRecord) {
+        let key = keys::digest_key(d);
+        batch.put_cf(self.cf(keys::CF_BLOBS), &key, records::encode(rec));
+        let ckey = keys::gc_candidate_key(d);
+        if rec.refcount == 0 {
+            batch.put_cf(self.cf(keys::CF_GC_CANDIDATES), ckey, b"");
+        } else {
+            batch.delete_cf(self.cf(keys::CF_GC_CANDIDATES), ckey);
+        }
+    }
+
+    /// Builds `gc_candidates` from `blobs` once, for an index written before
+    /// the family existed (a fresh index has nothing to scan). Later opens
+    /// find the marker in `meta` and skip this.
+    fn build_gc_candidates(&self) -> Result<(), StorageError> {
+        if self
+            .get_raw(keys::CF_META, keys::META_GC_CANDIDATES)?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let g = self.lock()?;
+        let mut b = WriteBatch::default();
+        let mut n = 0u64;
+        for r in self.scan(keys::CF_BLOBS, b"", b"") {
+            let (k, v) = r?;
+            let rec: BlobRecord =
+                records::decode(&v, || format!("blobs/{}", String::from_utf8_lossy(&k)))?;
+            if rec.refcount == 0 {
+                b.put_cf(self.cf(keys::CF_GC_CANDIDATES), &k, b"");
+                n += 1;
+            }
+        }
+        b.put_cf(self.cf(keys::CF_META), keys::META_GC_CANDIDATES, b"1");
+        self.commit(g, b)?;
+        if n > 0 {
+            tracing::info!(candidates = n, "built the GC candidates index");
+        }
+        Ok(())
+    }
+
+    pub(crate) fn count(&self, cf: &'static str) -> Result<u64, StorageError> {
         let mut n = 0;
         for r in self
             .db

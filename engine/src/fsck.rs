@@ -2,8 +2,14 @@
 //!
 //! Recomputes every derived count (blob refcounts and link counts, manifest
 //! repository counts, per-repository tag and parent counts) from the primary
-//! records and compares; checks every cross reference; and, when asked,
-//! re-hashes every blob. Reports every finding; changes nothing.
+//! records and compares — a full mark from every repository's manifests,
+//! against which the refcounts GC trusts are confirmed; checks every cross
+//! reference and the GC candidates index; and, when asked, re-hashes every
+//! blob. Reports every finding; changes nothing. [`Engine::fsck_repair`]
+//! then applies the fixes that are safe: recomputed counts, the candidates
+//! index, reverse links, interrupted GC deletions, unindexed (orphan) store
+//! files and upload records without a file. A blob missing from the store or
+//! with wrong content cannot be repaired and stays a finding.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -13,7 +19,9 @@ use crate::engine::Engine;
 use crate::error::StorageError;
 use crate::keys;
 use crate::names::RepoName;
-use crate::records::{self, BlobRecord, ManifestRecord, RepoManifestRecord, UploadRecord};
+use crate::records::{
+    self, BlobRecord, BlobState, ManifestRecord, RepoManifestRecord, UploadRecord,
+};
 
 /// One inconsistency.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,6 +54,33 @@ pub struct FsckReport {
     /// Blobs in the store with no index record (left by a crash between the
     /// store put and the index commit; harmless, reclaimable).
     pub unindexed_blobs: Vec<Digest>,
+    /// Blobs with refcount 0 (GC's candidates: garbage once out of grace).
+    pub unreferenced_blobs: u64,
+    /// GC deletions a crash interrupted (records readers do not see).
+    pub interrupted_deletions: Vec<Digest>,
+    /// What [`Engine::fsck_repair`] would change, in order.
+    fixes: Vec<Fix>,
+}
+
+/// One repair, computed by fsck.
+#[derive(Clone, Debug)]
+enum Fix {
+    BlobCounts(Digest, u64, u64),
+    Candidate(Digest, bool),
+    ManifestRepos(Digest, u64),
+    RepoManifestCounts(RepoName, Digest, u64, u64),
+    ReverseLink(Digest, RepoName, bool),
+    RemoveLink(RepoName, Digest),
+    FinishDeletion(Digest),
+    DeleteUnindexed(Digest),
+    DropUpload(String),
+}
+
+/// What a repair changed.
+#[derive(Clone, Debug, Default)]
+pub struct RepairReport {
+    /// One line per change.
+    pub actions: Vec<String>,
 }
 
 impl Engine {
@@ -55,6 +90,7 @@ impl Engine {
         let inner = &self.inner;
         let mut report = FsckReport::default();
         let mut findings: Vec<Finding> = Vec::new();
+        let mut fixes: Vec<Fix> = Vec::new();
         let mut add = |object: String, problem: String| findings.push(Finding { object, problem });
 
         // Primary records.
@@ -83,12 +119,14 @@ impl Engine {
                     format!("link {repo}@{d}"),
                     "links a blob with no record".into(),
                 );
+                fixes.push(Fix::RemoveLink(repo.clone(), d.clone()));
             }
             if inner
                 .get_raw(keys::CF_BLOB_REPOS, &keys::blob_repo_key(&d, &repo))?
                 .is_none()
             {
                 add(format!("link {repo}@{d}"), "reverse link missing".into());
+                fixes.push(Fix::ReverseLink(d.clone(), repo.clone(), true));
             }
             *links_per_blob.entry(d).or_default() += 1;
         }
@@ -104,6 +142,7 @@ impl Engine {
                             format!("reverse link {d}@{repo}"),
                             "has no forward link".into(),
                         );
+                        fixes.push(Fix::ReverseLink(d.clone(), repo.clone(), false));
                     }
                 }
                 None => add(
@@ -172,6 +211,7 @@ impl Engine {
                         m.repos
                     ),
                 );
+                fixes.push(Fix::ManifestRepos(d.clone(), want));
             }
         }
         let mut tags_per: HashMap<(RepoName, Digest), u64> = HashMap::new();
@@ -194,13 +234,16 @@ impl Engine {
         }
         for (k, rec) in &repo_manifests {
             let tags = tags_per.get(k).copied().unwrap_or(0);
+            let p = parents.get(k).copied().unwrap_or(0);
+            if rec.tags != tags || rec.parents != p {
+                fixes.push(Fix::RepoManifestCounts(k.0.clone(), k.1.clone(), tags, p));
+            }
             if rec.tags != tags {
                 add(
                     format!("manifest {}@{}", k.0, k.1),
                     format!("tag count {} but {tags} tags point at it", rec.tags),
                 );
             }
-            let p = parents.get(k).copied().unwrap_or(0);
             if rec.parents != p {
                 add(
                     format!("manifest {}@{}", k.0, k.1),
@@ -231,6 +274,27 @@ impl Engine {
         // Blob records against recomputed counts and the store.
         for (d, rec) in &blobs {
             let want_refs = refcounts.get(d).copied().unwrap_or(0);
+            let want_links = links_per_blob.get(d).copied().unwrap_or(0);
+            if rec.refcount != want_refs || rec.links != want_links {
+                fixes.push(Fix::BlobCounts(d.clone(), want_refs, want_links));
+            }
+            if want_refs == 0 {
+                report.unreferenced_blobs += 1;
+            }
+            let candidate = inner
+                .get_raw(keys::CF_GC_CANDIDATES, &keys::gc_candidate_key(d))?
+                .is_some();
+            if candidate != (want_refs == 0) {
+                add(
+                    format!("blob {d}"),
+                    if candidate {
+                        "listed as a GC candidate but referenced".into()
+                    } else {
+                        "unreferenced but missing from the GC candidates".into()
+                    },
+                );
+                fixes.push(Fix::Candidate(d.clone(), want_refs == 0));
+            }
             if rec.refcount != want_refs {
                 add(
                     format!("blob {d}"),
@@ -240,7 +304,6 @@ impl Engine {
                     ),
                 );
             }
-            let want_links = links_per_blob.get(d).copied().unwrap_or(0);
             if rec.links != want_links {
                 add(
                     format!("blob {d}"),
@@ -249,6 +312,12 @@ impl Engine {
                         rec.links
                     ),
                 );
+            }
+            if rec.state == BlobState::Deleting {
+                // Invisible to readers; its file may or may not be gone.
+                report.interrupted_deletions.push(d.clone());
+                fixes.push(Fix::FinishDeletion(d.clone()));
+                continue;
             }
             match inner.store.stat(d)? {
                 None => add(
@@ -269,8 +338,21 @@ impl Engine {
                 Some(_) => {}
             }
         }
+        for r in inner.scan(keys::CF_GC_CANDIDATES, b"", b"") {
+            let (k, _) = r?;
+            let key = String::from_utf8_lossy(&k).into_owned();
+            match Digest::parse(&key) {
+                Ok(d) if !blobs.contains_key(&d) => {
+                    add(format!("gc candidate {d}"), "has no blob record".into());
+                    fixes.push(Fix::Candidate(d, false));
+                }
+                Ok(_) => {}
+                Err(_) => add(format!("gc_candidates/{key}"), "key is not a digest".into()),
+            }
+        }
         for d in inner.store.list()? {
             if !blobs.contains_key(&d) {
+                fixes.push(Fix::DeleteUnindexed(d.clone()));
                 report.unindexed_blobs.push(d);
             }
         }
@@ -281,21 +363,140 @@ impl Engine {
             let rec: UploadRecord = records::decode(&v, || format!("uploads/{id}"))?;
             match std::fs::metadata(inner.upload_path(&id)) {
                 Ok(m) if m.len() >= rec.offset => {}
-                Ok(m) => add(
-                    format!("upload {id}"),
-                    format!(
-                        "file holds {} bytes, durable offset is {}",
-                        m.len(),
-                        rec.offset
-                    ),
-                ),
-                Err(_) => add(format!("upload {id}"), "file missing".into()),
+                Ok(m) => {
+                    add(
+                        format!("upload {id}"),
+                        format!(
+                            "file holds {} bytes, durable offset is {}",
+                            m.len(),
+                            rec.offset
+                        ),
+                    );
+                    fixes.push(Fix::DropUpload(id));
+                }
+                Err(_) => {
+                    add(format!("upload {id}"), "file missing".into());
+                    fixes.push(Fix::DropUpload(id));
+                }
             }
         }
 
         report.blobs = blobs.len() as u64;
         report.manifests = manifests.len() as u64;
         report.findings = findings;
+        report.fixes = fixes;
         Ok(report)
+    }
+
+    /// Runs [`Engine::fsck`], then applies every safe fix it found (see the
+    /// module docs). Tools only, on an engine no server uses: it deletes
+    /// unindexed store files, which an upload in flight could be about to
+    /// index. Returns the check's report (before repair) and what changed.
+    pub fn fsck_repair(
+        &self,
+        opts: FsckOptions,
+    ) -> Result<(FsckReport, RepairReport), StorageError> {
+        let report = self.fsck(opts)?;
+        let inner = &self.inner;
+        let mut out = RepairReport::default();
+        // Store files first: a record is never removed before its file.
+        for f in &report.fixes {
+            match f {
+                Fix::DeleteUnindexed(d) => {
+                    inner.store.delete(d)?;
+                    out.actions
+                        .push(format!("deleted unindexed store file of {d}"));
+                }
+                Fix::FinishDeletion(d) => {
+                    inner.store.delete(d)?;
+                }
+                _ => {}
+            }
+        }
+        let g = inner.lock()?;
+        let mut b = rocksdb::WriteBatch::default();
+        for f in &report.fixes {
+            match f {
+                Fix::BlobCounts(d, refs, links) => {
+                    let key = keys::digest_key(d);
+                    if let Some(mut rec) = inner.get::<BlobRecord>(keys::CF_BLOBS, &key)? {
+                        rec.refcount = *refs;
+                        rec.links = *links;
+                        inner.put_blob_record(&mut b, d, &rec);
+                        out.actions
+                            .push(format!("blob {d}: refcount {refs}, link count {links}"));
+                    }
+                }
+                Fix::Candidate(d, present) => {
+                    let k = keys::gc_candidate_key(d);
+                    if *present {
+                        b.put_cf(inner.cf(keys::CF_GC_CANDIDATES), k, b"");
+                    } else {
+                        b.delete_cf(inner.cf(keys::CF_GC_CANDIDATES), k);
+                    }
+                    out.actions
+                        .push(format!("blob {d}: GC candidate entry fixed"));
+                }
+                Fix::ManifestRepos(d, repos) => {
+                    let key = keys::digest_key(d);
+                    if let Some(mut m) = inner.get::<ManifestRecord>(keys::CF_MANIFESTS, &key)? {
+                        m.repos = *repos;
+                        b.put_cf(inner.cf(keys::CF_MANIFESTS), key, records::encode(&m));
+                        out.actions
+                            .push(format!("manifest {d}: repository count {repos}"));
+                    }
+                }
+                Fix::RepoManifestCounts(repo, d, tags, parents) => {
+                    let key = keys::repo_manifest_key(repo, d);
+                    if let Some(mut r) =
+                        inner.get::<RepoManifestRecord>(keys::CF_REPO_MANIFESTS, &key)?
+                    {
+                        r.tags = *tags;
+                        r.parents = *parents;
+                        b.put_cf(inner.cf(keys::CF_REPO_MANIFESTS), key, records::encode(&r));
+                        out.actions.push(format!(
+                            "manifest {repo}@{d}: tag count {tags}, parent count {parents}"
+                        ));
+                    }
+                }
+                Fix::ReverseLink(d, repo, present) => {
+                    let k = keys::blob_repo_key(d, repo);
+                    if *present {
+                        b.put_cf(inner.cf(keys::CF_BLOB_REPOS), k, b"");
+                    } else {
+                        b.delete_cf(inner.cf(keys::CF_BLOB_REPOS), k);
+                    }
+                    out.actions.push(format!("reverse link {d}@{repo} fixed"));
+                }
+                Fix::RemoveLink(repo, d) => {
+                    b.delete_cf(inner.cf(keys::CF_LINKS), keys::link_key(repo, d));
+                    b.delete_cf(inner.cf(keys::CF_BLOB_REPOS), keys::blob_repo_key(d, repo));
+                    out.actions
+                        .push(format!("link {repo}@{d} to a missing blob removed"));
+                }
+                Fix::FinishDeletion(d) => {
+                    b.delete_cf(inner.cf(keys::CF_BLOBS), keys::digest_key(d));
+                    b.delete_cf(inner.cf(keys::CF_GC_CANDIDATES), keys::gc_candidate_key(d));
+                    let prefix = keys::blob_repos_prefix(d);
+                    for r in inner.scan(keys::CF_BLOB_REPOS, &prefix, &prefix) {
+                        let (k, _) = r?;
+                        if let Some((_, repo)) = keys::split_digest_repo(&k) {
+                            b.delete_cf(inner.cf(keys::CF_LINKS), keys::link_key(&repo, d));
+                        }
+                        b.delete_cf(inner.cf(keys::CF_BLOB_REPOS), k);
+                    }
+                    out.actions
+                        .push(format!("blob {d}: interrupted GC deletion finished"));
+                }
+                Fix::DropUpload(id) => {
+                    b.delete_cf(inner.cf(keys::CF_UPLOADS), keys::upload_key(id));
+                    let _ = std::fs::remove_file(inner.upload_path(id));
+                    out.actions.push(format!("upload {id}: dropped"));
+                }
+                Fix::DeleteUnindexed(_) => {}
+            }
+        }
+        inner.commit(g, b)?;
+        Ok((report, out))
     }
 }

@@ -34,10 +34,16 @@
 //! meta            "token_key"                          32-byte Ed25519 seed (token signing)
 //! meta            "seq" 0x00 kind                      u64 BE: last id handed out for kind
 //!                                                        ("user", "project", "robot", "member")
+//! gc_candidates   digest                               empty: the blob's refcount is 0
+//!                                                        (GC's work list, see docs/gc.md)
 //! ```
 //!
 //! Architecture Invariant: a blob is readable in a repository only if
 //! `links` holds `repo 0x00 digest`; `blob_repos` always mirrors `links`.
+//!
+//! Architecture Invariant: `gc_candidates` holds a blob's digest exactly when
+//! its `blobs` record has refcount 0; both change in the same batch (see
+//! `Inner::put_blob_record`), so GC scans only candidates, never all blobs.
 
 use crate::digest::Digest;
 use crate::names::{RepoName, Tag};
@@ -57,9 +63,10 @@ pub const CF_USERS: &str = "users";
 pub const CF_PROJECTS: &str = "projects";
 pub const CF_MEMBERS: &str = "members";
 pub const CF_ROBOTS: &str = "robots";
+pub const CF_GC_CANDIDATES: &str = "gc_candidates";
 
 /// Every column family, in the order they are opened.
-pub const ALL_CFS: [&str; 15] = [
+pub const ALL_CFS: [&str; 16] = [
     CF_META,
     CF_BLOBS,
     CF_LINKS,
@@ -75,12 +82,16 @@ pub const ALL_CFS: [&str; 15] = [
     CF_PROJECTS,
     CF_MEMBERS,
     CF_ROBOTS,
+    CF_GC_CANDIDATES,
 ];
 
 /// Key of the format version in `meta`.
 pub const META_FORMAT: &[u8] = b"format";
 /// The index format this code writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
+/// Key in `meta` present once `gc_candidates` has been built from `blobs`
+/// (indexes written before the column family existed get it built at open).
+pub const META_GC_CANDIDATES: &[u8] = b"gc_candidates_built";
 
 const SEP: u8 = 0;
 
@@ -99,6 +110,11 @@ fn join(parts: &[&[u8]]) -> Vec<u8> {
 /// `blobs` and `manifests` and `bodies`: the digest string.
 pub fn digest_key(d: &Digest) -> Vec<u8> {
     d.as_str().as_bytes().to_vec()
+}
+
+/// `gc_candidates`: the digest string.
+pub fn gc_candidate_key(d: &Digest) -> Vec<u8> {
+    digest_key(d)
 }
 
 /// `links`: repo 0x00 digest.
@@ -286,6 +302,11 @@ mod tests {
             (member_key("proj", "alice"), "proj\0alice".to_string()),
             (members_prefix("proj"), "proj\0".to_string()),
             (META_TOKEN_KEY.to_vec(), "token_key".to_string()),
+            (gc_candidate_key(&a), format!("sha256:{hex_a}")),
+            (
+                META_GC_CANDIDATES.to_vec(),
+                "gc_candidates_built".to_string(),
+            ),
         ];
         for (got, want) in cases {
             assert_eq!(got, want.as_bytes(), "{want:?}");

@@ -110,11 +110,7 @@ impl<'a> Pending<'a> {
     fn write(self, repo: &RepoName, batch: &mut WriteBatch) {
         let inner = self.inner;
         for (d, rec) in self.blobs {
-            batch.put_cf(
-                &inner.cf(keys::CF_BLOBS),
-                keys::digest_key(&d),
-                records::encode(&rec),
-            );
+            inner.put_blob_record(batch, &d, &rec);
         }
         for (d, rec) in self.repo_manifests {
             let key = keys::repo_manifest_key(repo, &d);
@@ -229,7 +225,8 @@ impl Engine {
                         digest: b.clone(),
                     });
                 }
-                let Some(rec) = pending.blob(b)? else {
+                // A blob GC is deleting is gone for new references.
+                let Some(rec) = pending.blob(b)?.filter(|r| r.state != BlobState::Deleting) else {
                     return Err(ManifestError::BlobUnknown {
                         repo: repo.to_string(),
                         digest: b.clone(),
@@ -341,62 +338,10 @@ impl Engine {
     /// Deletes manifest `digest` from `repo`, with every tag pointing at it,
     /// releasing its references. Returns false if it was not there.
     pub fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, ManifestError> {
-        let inner = &self.inner;
-        let _g = inner.lock()?;
-        let mut batch = WriteBatch::default();
-        let mut pending = Pending::new(inner);
-        let Some(rm) = pending.repo_manifest(repo, digest)?.clone() else {
-            return Ok(false);
-        };
-        if rm.tags > 0 {
-            let prefix = keys::repo_prefix(repo);
-            for r in inner.scan(keys::CF_TAGS, &prefix, &prefix) {
-                let (k, v) = r?;
-                if v.as_ref() == digest.as_str().as_bytes() {
-                    batch.delete_cf(&inner.cf(keys::CF_TAGS), k);
-                }
-            }
-        }
-        let mkey = keys::digest_key(digest);
-        let mrec: ManifestRecord =
-            inner
-                .get(keys::CF_MANIFESTS, &mkey)?
-                .ok_or_else(|| StorageError::Corrupt {
-                    what: format!("manifests/{digest}"),
-                    detail: format!("linked in {repo} but its record is missing"),
-                })?;
-        let now = records::now_ms();
-        for b in &mrec.blobs {
-            if let Some(rec) = pending.blob(b)? {
-                rec.refcount = rec.refcount.saturating_sub(1);
-                rec.touched_ms = now;
-            }
-        }
-        for c in &mrec.manifests {
-            if let Some(r) = pending.repo_manifest(repo, c)? {
-                r.parents = r.parents.saturating_sub(1);
-            }
-        }
-        if let Some(subject) = &mrec.subject {
-            batch.delete_cf(
-                &inner.cf(keys::CF_REFERRERS),
-                keys::referrer_key(repo, subject, digest),
-            );
-        }
-        if mrec.repos <= 1 {
-            batch.delete_cf(&inner.cf(keys::CF_MANIFESTS), &mkey);
-            batch.delete_cf(&inner.cf(keys::CF_BODIES), &mkey);
-        } else {
-            let mut m = mrec.clone();
-            m.repos -= 1;
-            batch.put_cf(&inner.cf(keys::CF_MANIFESTS), &mkey, records::encode(&m));
-        }
-        *pending.repo_manifest(repo, digest)? = None;
-        pending.write(repo, &mut batch);
-        inner.commit(_g, batch)?;
-        Ok(true)
+        Ok(self.inner.delete_manifest(repo, digest, false)?)
     }
-
+    /// Deletes manifest `digest` from `repo`, with every tag pointing at it,
+    /// releasing its references. Returns false if it was not there.
     /// Removes `tag` from `repo`. The manifest stays. Returns false if the
     /// tag did not exist.
     pub fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, ManifestError> {
@@ -467,5 +412,96 @@ impl Engine {
             keys::CF_REPO_MANIFESTS,
             &keys::repo_manifest_key(repo, digest),
         )
+    }
+}
+
+impl Inner {
+    /// Deletes manifest `digest` from `repo` (see [`Engine::delete_manifest`]).
+    /// With `untagged_only`, only if it has no tags, no parent index in the
+    /// repository and is not an accessory (a referrer whose subject is in
+    /// the repository) — decided under the lock, so a tag or reference
+    /// added concurrently keeps it (GC's `delete_untagged`).
+    pub(crate) fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        untagged_only: bool,
+    ) -> Result<bool, StorageError> {
+        let inner = self;
+        let _g = inner.lock()?;
+        let mut batch = WriteBatch::default();
+        let mut pending = Pending::new(inner);
+        let Some(rm) = pending.repo_manifest(repo, digest)?.clone() else {
+            return Ok(false);
+        };
+        if untagged_only && (rm.tags > 0 || rm.parents > 0 || inner.is_accessory(repo, digest)?) {
+            return Ok(false);
+        }
+        if rm.tags > 0 {
+            let prefix = keys::repo_prefix(repo);
+            for r in inner.scan(keys::CF_TAGS, &prefix, &prefix) {
+                let (k, v) = r?;
+                if v.as_ref() == digest.as_str().as_bytes() {
+                    batch.delete_cf(&inner.cf(keys::CF_TAGS), k);
+                }
+            }
+        }
+        let mkey = keys::digest_key(digest);
+        let mrec: ManifestRecord =
+            inner
+                .get(keys::CF_MANIFESTS, &mkey)?
+                .ok_or_else(|| StorageError::Corrupt {
+                    what: format!("manifests/{digest}"),
+                    detail: format!("linked in {repo} but its record is missing"),
+                })?;
+        let now = records::now_ms();
+        for b in &mrec.blobs {
+            if let Some(rec) = pending.blob(b)? {
+                rec.refcount = rec.refcount.saturating_sub(1);
+                rec.touched_ms = now;
+            }
+        }
+        for c in &mrec.manifests {
+            if let Some(r) = pending.repo_manifest(repo, c)? {
+                r.parents = r.parents.saturating_sub(1);
+            }
+        }
+        if let Some(subject) = &mrec.subject {
+            batch.delete_cf(
+                &inner.cf(keys::CF_REFERRERS),
+                keys::referrer_key(repo, subject, digest),
+            );
+        }
+        if mrec.repos <= 1 {
+            batch.delete_cf(&inner.cf(keys::CF_MANIFESTS), &mkey);
+            batch.delete_cf(&inner.cf(keys::CF_BODIES), &mkey);
+        } else {
+            let mut m = mrec.clone();
+            m.repos -= 1;
+            batch.put_cf(&inner.cf(keys::CF_MANIFESTS), &mkey, records::encode(&m));
+        }
+        *pending.repo_manifest(repo, digest)? = None;
+        pending.write(repo, &mut batch);
+        inner.commit(_g, batch)?;
+        Ok(true)
+    }
+
+    /// True if manifest `digest` has a subject that is present in `repo`.
+    pub(crate) fn is_accessory(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<bool, StorageError> {
+        let rec: Option<ManifestRecord> =
+            self.get(keys::CF_MANIFESTS, &keys::digest_key(digest))?;
+        match rec.and_then(|m| m.subject) {
+            Some(subject) => Ok(self
+                .get_raw(
+                    keys::CF_REPO_MANIFESTS,
+                    &keys::repo_manifest_key(repo, &subject),
+                )?
+                .is_some()),
+            None => Ok(false),
+        }
     }
 }

@@ -80,6 +80,11 @@ pub enum BlobState {
     Active,
     /// Marked by GC as a deletion candidate; any touch resets it to Active.
     Marked,
+    /// GC decided to delete it and holds the deletion: the record is
+    /// invisible to readers, uploads of the same bytes wait for (or, after a
+    /// crash, take over) the deletion, and the store file is being unlinked.
+    /// The record is removed only after the file is gone. See `docs/gc.md`.
+    Deleting,
 }
 
 /// `blobs`: one per stored digest.

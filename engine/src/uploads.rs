@@ -191,6 +191,7 @@ impl Inner {
         }
         if n > 0 {
             tracing::info!(count = n, "expired abandoned upload sessions");
+            crate::metrics::EngineMetrics::add(&self.metrics.uploads_expired, n as u64);
         }
         Ok(n)
     }
@@ -287,15 +288,20 @@ impl Inner {
     /// removing upload session `id` (if any) in the same batch.
     ///
     /// The write path, top to bottom:
-    /// 1. Outside the lock, if the index does not already hold the blob, the
-    ///    store takes the file (CreateOnly: a concurrent identical upload
+    /// 1. Pin the digest against GC (waiting first if GC is deleting it right
+    ///    now). IMPORTANT: while pinned, GC starts no deletion of this
+    ///    digest, so a store file found "already there" stays there.
+    /// 2. Outside the lock, if the index does not already hold the blob live,
+    ///    the store takes the file (CreateOnly: a concurrent identical upload
     ///    that got there first wins, and ours is discarded). Store puts can
-    ///    be slow (S3), so they stay outside the lock.
-    /// 2. Under the lock, re-read the blob record. If it vanished in between
-    ///    (GC) and we skipped the put, put now.
-    /// 3. One synced batch: blob record, link, reverse link, repository
+    ///    be slow (S3), so they stay outside the lock. Never while the record
+    ///    is `Deleting` (a deletion left by a crash): that file may be gone.
+    /// 3. Under the lock, re-read the blob record. If it vanished or is a
+    ///    leftover `Deleting` record and we skipped the put, put now (pinned:
+    ///    nobody unlinks it any more); a leftover record becomes Active again.
+    /// 4. One synced batch: blob record, link, reverse link, repository
     ///    record, upload record removal. This is the commit point.
-    /// 4. Remove the upload file if the store did not take it.
+    /// 5. Remove the upload file if the store did not take it; unpin.
     pub(crate) fn commit_blob(
         &self,
         repo: &RepoName,
@@ -305,17 +311,24 @@ impl Inner {
         upload_id: Option<&str>,
     ) -> Result<BlobInfo, StorageError> {
         self.check_poison()?;
+        let _pin = self.gc_digests.pin(digest);
         let key = keys::digest_key(digest);
-        let indexed = |r: &Option<BlobRecord>| r.as_ref().is_some_and(|r| r.size == size);
+        let live = |r: &Option<BlobRecord>| {
+            r.as_ref()
+                .is_some_and(|r| r.size == size && r.state != BlobState::Deleting)
+        };
         let mut put_done = false;
-        if !indexed(&self.get::<BlobRecord>(keys::CF_BLOBS, &key)?) {
+        let first = self.get::<BlobRecord>(keys::CF_BLOBS, &key)?;
+        let deleting =
+            |r: &Option<BlobRecord>| r.as_ref().is_some_and(|r| r.state == BlobState::Deleting);
+        if !live(&first) && !deleting(&first) {
             self.store_put(digest, path)?;
             put_done = true;
         }
         let _g = self.lock()?;
         let now = records::now_ms();
         let existing = self.get::<BlobRecord>(keys::CF_BLOBS, &key)?;
-        if !indexed(&existing) && !put_done {
+        if !live(&existing) && !put_done {
             self.store_put(digest, path)?;
         }
         let mut rec = match existing {
@@ -331,8 +344,10 @@ impl Inner {
             },
         };
         let mut batch = WriteBatch::default();
+        // link_into sets the state Active: a Marked blob is kept, a leftover
+        // Deleting record is revived (its file was just put back).
         self.link_into(&mut batch, repo, digest, &mut rec, now)?;
-        batch.put_cf(&self.cf(keys::CF_BLOBS), &key, records::encode(&rec));
+        self.put_blob_record(&mut batch, digest, &rec);
         if let Some(id) = upload_id {
             batch.delete_cf(&self.cf(keys::CF_UPLOADS), keys::upload_key(id));
         }

@@ -1,26 +1,39 @@
 //! Background work on worker threads, never on a caller's async path.
 //!
-//! One ticker thread sends periodic jobs into a crossbeam channel; one
-//! worker thread runs them against the engine's shared state. Both stop when
-//! the engine is dropped: the `Workers` drop guard closes the shutdown
-//! channel (waking the ticker at once) and joins the threads, so no job
-//! outlives the engine.
+//! One ticker thread sends periodic jobs (upload expiry; online GC when
+//! `gc_interval` is set) into a crossbeam channel; one worker thread runs
+//! them against the engine's shared state, one at a time. Requested GC runs
+//! ([`crate::Engine::schedule_gc`]) go through the same channel. Both
+//! threads stop when the engine is dropped: the `Workers` drop guard closes
+//! the shutdown channel (waking the ticker at once) and joins the threads,
+//! so no job outlives the engine. A GC run in progress finishes first (each
+//! of its steps is a committed state, so a kill instead is safe too).
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{bounded, select, tick, Receiver, Sender};
+use crossbeam_channel::{bounded, never, select, tick, Receiver, Sender};
 
 use crate::engine::Inner;
+use crate::gc::{GcOptions, GcRunKind};
 
 /// A unit of background work.
 enum Job {
     ExpireUploads,
+    /// The periodic online GC.
+    ScheduledGc,
+    /// A requested GC run, already in the history as `id`.
+    Gc {
+        id: u64,
+        opts: GcOptions,
+    },
 }
 
 /// Owns the background threads; dropping it stops and joins them.
 pub(crate) struct Workers {
     shutdown: Option<Sender<()>>,
+    /// Requested jobs (GC runs). Bounded: requests beyond it are refused.
+    jobs: Sender<Job>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -28,13 +41,15 @@ impl Workers {
     pub(crate) fn start(inner: Arc<Inner>) -> Workers {
         let (shutdown_tx, shutdown_rx) = bounded::<()>(0);
         // Jobs: bounded so a slow worker makes the ticker skip, not pile up.
-        let (job_tx, job_rx) = bounded::<Job>(4);
+        let (job_tx, job_rx) = bounded::<Job>(16);
         let interval = inner.config.expiry_interval;
+        let gc_interval = inner.config.gc_interval;
         let ticker = {
             let shutdown_rx = shutdown_rx.clone();
+            let job_tx = job_tx.clone();
             std::thread::Builder::new()
                 .name("berth-ticker".into())
-                .spawn(move || run_ticker(interval, job_tx, shutdown_rx))
+                .spawn(move || run_ticker(interval, gc_interval, job_tx, shutdown_rx))
         };
         let worker = std::thread::Builder::new()
             .name("berth-worker".into())
@@ -51,16 +66,34 @@ impl Workers {
             .collect();
         Workers {
             shutdown: Some(shutdown_tx),
+            jobs: job_tx,
             threads,
         }
     }
+
+    /// Queues GC run `id` on the worker thread.
+    pub(crate) fn run_gc(&self, id: u64, opts: GcOptions) -> Result<(), String> {
+        self.jobs
+            .try_send(Job::Gc { id, opts })
+            .map_err(|_| "too many GC runs queued; try again when they are done".to_owned())
+    }
 }
 
-fn run_ticker(interval: std::time::Duration, jobs: Sender<Job>, shutdown: Receiver<()>) {
+fn run_ticker(
+    interval: std::time::Duration,
+    gc_interval: Option<std::time::Duration>,
+    jobs: Sender<Job>,
+    shutdown: Receiver<()>,
+) {
     let ticks = tick(interval);
+    let gc_ticks = match gc_interval {
+        Some(i) if !i.is_zero() => tick(i),
+        _ => never(),
+    };
     loop {
         select! {
             recv(ticks) -> _ => { let _ = jobs.try_send(Job::ExpireUploads); }
+            recv(gc_ticks) -> _ => { let _ = jobs.try_send(Job::ScheduledGc); }
             recv(shutdown) -> _ => return,
         }
     }
@@ -74,6 +107,14 @@ fn run_worker(inner: Arc<Inner>, jobs: Receiver<Job>, shutdown: Receiver<()>) {
                     if let Err(e) = inner.expire_uploads(inner.config.upload_ttl) {
                         tracing::warn!(error = %e, "expiring uploads");
                     }
+                }
+                Ok(Job::ScheduledGc) => {
+                    let opts = inner.scheduled_gc_options();
+                    let id = inner.new_gc_run(GcRunKind::Scheduled, opts.clone());
+                    let _ = inner.run_gc(id, &opts, &|_, _| {});
+                }
+                Ok(Job::Gc { id, opts }) => {
+                    let _ = inner.run_gc(id, &opts, &|_, _| {});
                 }
                 Err(_) => return,
             },

@@ -13,7 +13,8 @@
 //!  "auth_enabled": true, "admin_password": "…", "external_url": "https://reg.example.com",
 //!  "trusted_proxies": ["10.0.0.0/8"], "token_service": "berth-registry",
 //!  "token_ttl_seconds": 300, "self_registration": false, "project_creation": "everyone",
-//!  "max_failed_logins": 10, "tls_cert": "/etc/berth/cert.pem", "tls_key": "/etc/berth/key.pem"}
+//!  "max_failed_logins": 10, "tls_cert": "/etc/berth/cert.pem", "tls_key": "/etc/berth/key.pem",
+//!  "gc_interval_seconds": 3600, "gc_grace_seconds": 3600}
 //! ```
 //!
 //! Storage (`docs/storage.md`): `storage_backend` is `local` (default), `s3`
@@ -103,6 +104,7 @@ pub struct TlsConfig {
     pub cert: PathBuf,
     pub key: PathBuf,
 }
+pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(3600);
 
 /// Everything `serve` needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -124,6 +126,10 @@ pub struct Config {
     pub proxy: ProxyConfig,
     pub auth: AuthConfig,
     pub tls: Option<TlsConfig>,
+    /// Online GC runs this often (`None`, from 0: off).
+    pub gc_interval: Option<Duration>,
+    /// Unreferenced blobs touched within this window survive GC.
+    pub gc_grace: Duration,
 }
 
 impl Config {
@@ -139,6 +145,8 @@ impl Config {
             proxy: ProxyConfig::default(),
             auth: AuthConfig::default(),
             tls: None,
+            gc_interval: None,
+            gc_grace: DEFAULT_GC_GRACE,
         }
     }
 
@@ -229,6 +237,15 @@ impl Config {
                     ))
                 }
             },
+            gc_interval: args
+                .gc_interval_seconds
+                .or(file.gc_interval_seconds)
+                .filter(|&s| s > 0)
+                .map(Duration::from_secs),
+            gc_grace: args
+                .gc_grace_seconds
+                .or(file.gc_grace_seconds)
+                .map_or(DEFAULT_GC_GRACE, Duration::from_secs),
         })
     }
 }
@@ -296,7 +313,8 @@ pub struct ServeArgs {
     #[arg(long, env = "BERTH_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// JSON config file (keys: listen, data_dir, read_only, delete_enabled,
-    /// upload_ttl_seconds); flags and environment override it
+    /// upload_ttl_seconds, gc_interval_seconds, gc_grace_seconds); flags and
+    /// environment override it
     #[arg(long, env = "BERTH_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Refuse all writes (405 UNSUPPORTED)
@@ -389,6 +407,12 @@ pub struct ServeArgs {
     /// PEM private key for --tls-cert
     #[arg(long, env = "BERTH_TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
+    /// Run online GC every this many seconds; 0 turns it off [default: 0]
+    #[arg(long, env = "BERTH_GC_INTERVAL_SECONDS", value_name = "SECONDS")]
+    pub gc_interval_seconds: Option<u64>,
+    /// GC keeps unreferenced blobs touched within this many seconds [default: 3600]
+    #[arg(long, env = "BERTH_GC_GRACE_SECONDS", value_name = "SECONDS")]
+    pub gc_grace_seconds: Option<u64>,
 }
 
 /// The config file's contents; every key optional.
@@ -421,6 +445,8 @@ struct FileConfig {
     max_failed_logins: Option<u32>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    gc_interval_seconds: Option<u64>,
+    gc_grace_seconds: Option<u64>,
 }
 
 impl FileConfig {
@@ -444,7 +470,7 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("berth: config {path}: {source} (expected a JSON object with keys listen, data_dir, read_only, delete_enabled, upload_ttl_seconds, storage_backend, s3_endpoint, s3_region, s3_bucket, s3_access_key, s3_secret_key, s3_root, s3_path_style, s3_multipart_threshold, cache_max_bytes, auth_enabled, admin_password, external_url, trusted_proxies, token_service, token_ttl_seconds, self_registration, project_creation, max_failed_logins, tls_cert, tls_key)", path = .path.display())]
+    #[error("berth: config {path}: {source} (expected a JSON object with keys listen, data_dir, read_only, delete_enabled, upload_ttl_seconds, storage_backend, s3_endpoint, s3_region, s3_bucket, s3_access_key, s3_secret_key, s3_root, s3_path_style, s3_multipart_threshold, cache_max_bytes, auth_enabled, admin_password, external_url, trusted_proxies, token_service, token_ttl_seconds, self_registration, project_creation, max_failed_logins, tls_cert, tls_key, gc_interval_seconds, gc_grace_seconds)", path = .path.display())]
     Parse {
         path: PathBuf,
         #[source]
@@ -468,6 +494,8 @@ mod tests {
         assert!(!c.read_only);
         assert!(c.delete_enabled);
         assert_eq!(c.upload_ttl, DEFAULT_UPLOAD_TTL);
+        assert_eq!(c.gc_interval, None);
+        assert_eq!(c.gc_grace, DEFAULT_GC_GRACE);
     }
 
     #[test]
@@ -476,7 +504,7 @@ mod tests {
         let path = dir.path().join("berth.json");
         std::fs::write(
             &path,
-            r#"{"listen":"0.0.0.0:1","data_dir":"/d","read_only":true,"delete_enabled":false,"upload_ttl_seconds":5}"#,
+            r#"{"listen":"0.0.0.0:1","data_dir":"/d","read_only":true,"delete_enabled":false,"upload_ttl_seconds":5,"gc_interval_seconds":7,"gc_grace_seconds":0}"#,
         )
         .unwrap();
         let args = ServeArgs {
@@ -489,14 +517,18 @@ mod tests {
         assert!(c.read_only);
         assert!(!c.delete_enabled);
         assert_eq!(c.upload_ttl, Duration::from_secs(5));
+        assert_eq!(c.gc_interval, Some(Duration::from_secs(7)));
+        assert_eq!(c.gc_grace, Duration::ZERO);
 
         let args = ServeArgs {
             config: Some(path),
             listen: Some("127.0.0.1:2".into()),
             delete_enabled: Some(true),
+            gc_interval_seconds: Some(0),
             ..ServeArgs::default()
         };
         let c = Config::from_args(args).unwrap();
+        assert_eq!(c.gc_interval, None, "0 turns GC off");
         assert_eq!(c.listen, "127.0.0.1:2");
         assert!(c.delete_enabled);
     }

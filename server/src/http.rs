@@ -58,6 +58,12 @@ pub struct App {
     pub proxy: ProxyConfig,
     /// Accounts and tokens (see `auth.rs`); `auth.enabled` is false by default.
     pub auth: Auth,
+    /// Online GC period (`None`: off) and grace window, for the GC API.
+    pub gc_interval: Option<Duration>,
+    pub gc_grace: Duration,
+    pub upload_ttl: Duration,
+    /// Request counters for `/metrics`.
+    pub metrics: crate::metrics::ServerMetrics,
 }
 
 /// Why the server could not run.
@@ -83,6 +89,8 @@ pub async fn open_engine(config: &Config) -> Result<Engine, ServeError> {
     let mut ec = EngineConfig::new(&config.data_dir);
     ec.upload_ttl = config.upload_ttl;
     ec.backend = config.storage.clone();
+    ec.gc_interval = config.gc_interval;
+    ec.gc_grace = config.gc_grace;
     let dir = config.data_dir.display().to_string();
     tokio::task::spawn_blocking(move || Engine::open(ec))
         .await
@@ -130,6 +138,10 @@ pub async fn serve(
         delete_enabled: config.delete_enabled,
         proxy: config.proxy.clone(),
         auth: Auth::new(&config.auth, key),
+        gc_interval: config.gc_interval,
+        gc_grace: config.gc_grace,
+        upload_ttl: config.upload_ttl,
+        metrics: crate::metrics::ServerMetrics::default(),
     });
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -138,7 +150,9 @@ pub async fn serve(
         config.data_dir.display()
     );
     tracing::info!(%addr, read_only = config.read_only, delete_enabled = config.delete_enabled,
-        auth = config.auth.enabled, tls = tls.is_some(), "serving");
+        auth = config.auth.enabled, tls = tls.is_some(),
+        gc_interval_seconds = config.gc_interval.map_or(0, |i| i.as_secs()),
+        gc_grace_seconds = config.gc_grace.as_secs(), "serving");
     run(app.clone(), listener, tls, shutdown).await;
     // IMPORTANT: every connection has ended, so this is the last reference
     // to the engine unless a blocking engine call outlived its request;
@@ -277,6 +291,15 @@ async fn handle(
         Ok(res) => res,
         Err(e) => e.into_response(request_id.to_str().unwrap_or_default()),
     };
+    let sent = hyper::body::Body::size_hint(res.body())
+        .exact()
+        .unwrap_or(0);
+    let sent = if method == hyper::Method::HEAD {
+        0
+    } else {
+        sent
+    };
+    app.metrics.request(&method, res.status().as_u16(), sent);
     let h = res.headers_mut();
     if origin.authoritative {
         absolute_location(h, &origin.base);

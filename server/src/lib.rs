@@ -13,6 +13,8 @@
 //!   [`token_service`]: `/service/token`; [`admin`]: the Harbor-shaped
 //!   `/api/v2.0` admin API; [`proxy`]: the external-URL rule, trusted
 //!   proxies, CIDRs; `tls`: optional native TLS.
+//! - [`metrics`]: `GET /metrics` (Prometheus text format); `gc_api`:
+//!   Harbor's `/api/v2.0/system/gc…` over the engine's online GC.
 //!
 //! Architecture Invariant: handlers call the engine's public API only; the
 //! server never builds index keys or blob paths.
@@ -28,12 +30,14 @@ pub mod auth;
 pub mod config;
 pub mod errors;
 pub mod http;
+pub mod metrics;
 pub mod proxy;
 pub mod token_service;
 
 mod blobs;
 mod body;
 mod catalog;
+mod gc_api;
 mod manifest_parse;
 mod manifests;
 mod referrers;

@@ -131,6 +131,7 @@ impl PutManifest {
             content_length,
         } = self;
         let body = read_limited(body, content_length).await?;
+        app.metrics.received(body.len() as u64);
         let by_digest = match &reference {
             Reference::Digest(d) => Some(d.clone()),
             Reference::Tag(_) => None,

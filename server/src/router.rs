@@ -10,6 +10,8 @@
 //! /v2/<name>/blobs/<digest>              Blob
 //! /v2/<name>/blobs/uploads/[<id>]        Upload (no id: start one)
 //! /v2/<name>/referrers/<digest>          Referrers
+//! /metrics                               Prometheus metrics (metrics.rs)
+//! /api/v2.0/system/gc…                   Harbor GC API (gc_api.rs)
 //! ```
 //!
 //! The last path segment is the reference/digest/id; the segment(s) before
@@ -125,6 +127,13 @@ fn nonempty<'a>(name: &'a str, f: impl FnOnce(&'a str) -> Route<'a>) -> Route<'a
 pub async fn dispatch(app: &Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let (parts, body) = req.into_parts();
     let path = percent_decode(parts.uri.path());
+    if path == "/metrics" && matches!(parts.method, Method::GET | Method::HEAD) {
+        return Ok(crate::metrics::get(app).await);
+    }
+    if crate::gc_api::owns(&path) {
+        auth::require_admin(app, &parts).await?;
+        return Ok(crate::gc_api::dispatch(app, &parts.method, &path, &parts.headers, body).await);
+    }
     let query = Query(parts.uri.query().unwrap_or(""));
     if path == auth::TOKEN_PATH {
         return crate::token_service::handle(app, &parts, query, body).await;

@@ -466,6 +466,7 @@ async fn pump(
             continue;
         }
         total += data.len() as u64;
+        app.metrics.received(data.len() as u64);
         batched += data.len();
         batch.push(data);
         if batched >= WRITE_BATCH {

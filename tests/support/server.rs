@@ -94,6 +94,19 @@ impl TestServer {
         }
     }
 
+    /// Stops the server with SIGTERM (graceful shutdown: in-flight requests
+    /// finish, the engine closes) and waits for it to exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        match self.child.wait() {
+            Ok(s) => s,
+            Err(e) => panic!("waiting for berth serve to stop: {e}"),
+        }
+    }
+
     /// Starts the server again on the same port and data directory (after
     /// [`TestServer::kill9`]; kills the running process first if there is
     /// one). Retries while the old port is still held, up to 30 s.

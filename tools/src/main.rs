@@ -11,8 +11,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use berth_engine::fsck::FsckOptions;
-use berth_engine::{AccountError, Action, Actions, Engine, EngineConfig, Role, StorageError};
+use berth_engine::{
+    AccountError, Action, Actions, Engine, EngineConfig, GcOptions, Role, StorageError,
+};
 use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser)]
 #[command(
@@ -43,6 +46,25 @@ enum Command {
         /// Also re-hash every blob (reads all data).
         #[arg(long)]
         verify_blobs: bool,
+        /// Then fix what can be fixed safely: recomputed counts, the GC
+        /// candidates index, interrupted GC deletions, orphan store files,
+        /// upload records without a file. Exits non-zero if the check found
+        /// anything (re-run to confirm the repair).
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Garbage-collects unreferenced blobs (the same code as online GC).
+    Gc {
+        /// Report what would be deleted; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also delete manifests with no tag, no parent index and no
+        /// present subject (signatures and other accessories are kept).
+        #[arg(long)]
+        delete_untagged: bool,
+        /// Keep unreferenced blobs touched within this many seconds.
+        #[arg(long, default_value_t = 0)]
+        grace_seconds: u64,
     },
     /// Expires upload sessions untouched for the given time.
     ExpireUploads {
@@ -205,15 +227,34 @@ fn run(cli: &Cli) -> Result<ExitCode, CliError> {
             println!("uploads    {}", s.uploads);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Fsck { verify_blobs } => {
-            let report = engine.fsck(FsckOptions {
+        Command::Fsck {
+            verify_blobs,
+            repair,
+        } => {
+            let bar = spinner("fsck: checking the index and the store");
+            let opts = FsckOptions {
                 verify_blobs: *verify_blobs,
-            })?;
+            };
+            let (report, repaired) = if *repair {
+                let (r, fixed) = engine.fsck_repair(opts)?;
+                (r, Some(fixed))
+            } else {
+                (engine.fsck(opts)?, None)
+            };
+            bar.finish_and_clear();
             for f in &report.findings {
                 println!("berthctl: {f}");
             }
             for d in &report.unindexed_blobs {
-                println!("note: blob {d} is stored but not indexed (reclaimable)");
+                println!("note: blob {d} is stored but not indexed (reclaimable: fsck --repair)");
+            }
+            for d in &report.interrupted_deletions {
+                println!("note: blob {d}: a GC deletion was interrupted (finished by the next GC or fsck --repair)");
+            }
+            if let Some(fixed) = &repaired {
+                for a in &fixed.actions {
+                    println!("repaired: {a}");
+                }
             }
             println!(
                 "checked {} blobs and {} manifests: {} finding(s)",
@@ -228,6 +269,36 @@ fn run(cli: &Cli) -> Result<ExitCode, CliError> {
             })
         }
         Command::Bench(_) | Command::S3AbortUploads(_) => unreachable!("handled in main"),
+        Command::Gc {
+            dry_run,
+            delete_untagged,
+            grace_seconds,
+        } => {
+            let bar = spinner("gc");
+            let opts = GcOptions {
+                grace: Duration::from_secs(*grace_seconds),
+                delete_untagged: *delete_untagged,
+                dry_run: *dry_run,
+                upload_ttl: Some(EngineConfig::new(&cli.data_dir).upload_ttl),
+            };
+            let r = engine.gc_with_progress(&opts, &|phase, n| {
+                bar.set_message(format!("gc: {phase}"));
+                bar.set_position(n);
+            })?;
+            bar.finish_and_clear();
+            let verb = if r.dry_run { "would delete" } else { "deleted" };
+            if *delete_untagged {
+                println!("{verb} {} untagged manifest(s)", r.manifests_deleted);
+            }
+            println!(
+                "{verb} {} blob(s), {} bytes, {} repository link(s); {} candidate(s) scanned, {} within the grace window",
+                r.blobs_deleted, r.bytes_reclaimed, r.links_removed, r.candidates, r.in_grace
+            );
+            if !r.dry_run {
+                println!("expired {} upload session(s)", r.uploads_expired);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::ExpireUploads { older_than_seconds } => {
             let n = engine.expire_uploads(Duration::from_secs(*older_than_seconds))?;
             println!("expired {n} upload session(s)");
@@ -300,4 +371,17 @@ fn run(cli: &Cli) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// A spinner with a count on stderr; indicatif hides it when stderr is not
+/// a terminal, so scripted runs print only results.
+fn spinner(msg: &'static str) -> ProgressBar {
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} {pos} [{elapsed}]")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.set_message(msg);
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
 }

@@ -1,0 +1,605 @@
+//! Online garbage collection, driven by the reference counts the engine
+//! keeps. See `docs/gc.md` for the algorithm, the race argument and the
+//! crash points; this is the code.
+//!
+//! A run, top to bottom:
+//! 1. `delete_untagged` (option): delete manifests with no tag, no parent
+//!    index and no present subject, repeating while that frees more (an
+//!    index's children, a deleted subject's referrers).
+//! 2. Expire abandoned upload sessions.
+//! 3. Mark: scan `gc_candidates` (blobs whose refcount is 0 — the scan costs
+//!    what the garbage costs, not what the store holds); under the write
+//!    lock, set every one untouched for the grace window to `Marked`. Any
+//!    later touch (upload completion, mount, link, HEAD, manifest reference)
+//!    sets it `Active` again.
+//! 4. Sweep, one blob at a time: under the lock, re-check (still `Marked`,
+//!    refcount 0, not pinned by an upload in flight) and commit `Deleting`
+//!    while claiming the digest; unlink the store file; under the lock,
+//!    remove the record, its candidate entry and its links; release the
+//!    claim. A record is never removed before its file.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use rocksdb::WriteBatch;
+
+use crate::digest::Digest;
+use crate::engine::{Engine, Inner};
+use crate::error::StorageError;
+use crate::keys;
+use crate::metrics::EngineMetrics;
+use crate::records::{self, BlobRecord, BlobState, RepoManifestRecord};
+
+/// Marks are committed in batches of this many blobs.
+const MARK_BATCH: usize = 1024;
+/// Blobs deleted per sweep step (two commits per step).
+const SWEEP_BATCH: usize = 256;
+/// Runs kept in the history.
+const HISTORY: usize = 50;
+/// Untagged-deletion rounds per run (each round can free the next level).
+const UNTAGGED_ROUNDS: usize = 16;
+
+/// What a GC run does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GcOptions {
+    /// Unreferenced blobs touched within this window are kept.
+    pub grace: Duration,
+    /// Also delete manifests that have no tag, no parent index and are not
+    /// accessories (referrers of a present subject).
+    pub delete_untagged: bool,
+    /// Report what would be deleted; change nothing.
+    pub dry_run: bool,
+    /// Expire upload sessions untouched this long (`None`: leave them).
+    pub upload_ttl: Option<Duration>,
+}
+
+impl Default for GcOptions {
+    fn default() -> Self {
+        GcOptions {
+            grace: Duration::from_secs(3600),
+            delete_untagged: false,
+            dry_run: false,
+            upload_ttl: None,
+        }
+    }
+}
+
+/// What a GC run did (or, dry, would do).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GcReport {
+    pub dry_run: bool,
+    /// Untagged manifests deleted (per repository).
+    pub manifests_deleted: u64,
+    /// Upload sessions expired.
+    pub uploads_expired: u64,
+    /// Entries of the candidates index scanned.
+    pub candidates: u64,
+    /// Candidates kept because they were touched within the grace window.
+    pub in_grace: u64,
+    /// Blobs marked in this run.
+    pub marked: u64,
+    /// Marked blobs kept because they were touched after the mark.
+    pub kept_touched: u64,
+    /// Blobs deleted, their bytes, and the repository links removed with them.
+    pub blobs_deleted: u64,
+    pub bytes_reclaimed: u64,
+    pub links_removed: u64,
+}
+
+/// Where a GC run is, for the test hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GcPoint {
+    /// The marks of this run are committed; nothing deleted yet.
+    Marked,
+    /// `digest` is committed `Deleting` and claimed; its file still exists.
+    Deleting,
+    /// `digest`'s file is unlinked; its record still exists.
+    Unlinked,
+}
+
+/// Test hook: called at each [`GcPoint`] without the write lock held.
+/// Returning `false` aborts the run there (as a crash would, except that
+/// in-memory claims are released).
+pub type GcHook = Arc<dyn Fn(GcPoint, Option<&Digest>) -> bool + Send + Sync>;
+
+/// Progress callback: phase name, items done.
+pub type Progress<'a> = &'a dyn Fn(&'static str, u64);
+
+/// How a run was started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GcRunKind {
+    /// Requested through the API.
+    Manual,
+    /// The periodic online GC.
+    Scheduled,
+    /// Called directly (berthctl, tests).
+    Direct,
+}
+
+/// Where a run stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GcRunStatus {
+    Pending,
+    Running,
+    Success,
+    Error(String),
+}
+
+/// One entry of the GC history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GcRun {
+    pub id: u64,
+    pub kind: GcRunKind,
+    pub options: GcOptions,
+    pub status: GcRunStatus,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+    pub report: Option<GcReport>,
+}
+
+/// The last [`HISTORY`] runs, newest last.
+#[derive(Default)]
+pub(crate) struct GcHistory {
+    next_id: u64,
+    runs: VecDeque<GcRun>,
+}
+
+impl GcHistory {
+    fn add(&mut self, kind: GcRunKind, options: GcOptions) -> u64 {
+        self.next_id += 1;
+        let now = records::now_ms();
+        self.runs.push_back(GcRun {
+            id: self.next_id,
+            kind,
+            options,
+            status: GcRunStatus::Pending,
+            created_ms: now,
+            updated_ms: now,
+            report: None,
+        });
+        while self.runs.len() > HISTORY {
+            self.runs.pop_front();
+        }
+        self.next_id
+    }
+
+    fn update(&mut self, id: u64, status: GcRunStatus, report: Option<GcReport>) {
+        if let Some(r) = self.runs.iter_mut().find(|r| r.id == id) {
+            r.status = status;
+            r.updated_ms = records::now_ms();
+            if report.is_some() {
+                r.report = report;
+            }
+        }
+    }
+}
+
+/// Digests GC is deleting, and digests uploads are committing.
+///
+/// IMPORTANT, the rule that makes dedup safe against GC: GC claims a digest
+/// (under the index write lock, before committing `Deleting`) only if no
+/// upload has it pinned; an upload pins a digest (waiting while it is
+/// claimed) before it looks at the index or the store, and unpins after its
+/// commit. So while an upload may find the store file "already there" and
+/// keep it, nobody unlinks that file. Owned by `Inner`; a mutex over two
+/// small sets (held for a lookup, never across I/O), a condvar that wakes
+/// pinners when a claim is released.
+#[derive(Default)]
+pub(crate) struct GcDigests {
+    state: Mutex<DigestSets>,
+    released: Condvar,
+}
+
+#[derive(Default)]
+struct DigestSets {
+    pinned: HashMap<Digest, usize>,
+    claimed: HashSet<Digest>,
+}
+
+/// Unpins its digest when dropped.
+pub(crate) struct Pin<'a> {
+    owner: &'a GcDigests,
+    digest: Digest,
+}
+
+impl GcDigests {
+    fn sets(&self) -> std::sync::MutexGuard<'_, DigestSets> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Pins `d`, first waiting until no GC deletion of it is in flight.
+    pub(crate) fn pin(&self, d: &Digest) -> Pin<'_> {
+        let mut s = self.sets();
+        while s.claimed.contains(d) {
+            s = self.released.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+        *s.pinned.entry(d.clone()).or_default() += 1;
+        Pin {
+            owner: self,
+            digest: d.clone(),
+        }
+    }
+
+    /// Claims `d` for deletion unless an upload has it pinned (or it is
+    /// already claimed).
+    fn claim(&self, d: &Digest) -> bool {
+        let mut s = self.sets();
+        if s.pinned.contains_key(d) || s.claimed.contains(d) {
+            return false;
+        }
+        s.claimed.insert(d.clone());
+        true
+    }
+
+    fn release(&self, d: &Digest) {
+        self.sets().claimed.remove(d);
+        self.released.notify_all();
+    }
+}
+
+impl Drop for Pin<'_> {
+    fn drop(&mut self) {
+        let mut s = self.owner.sets();
+        if let Some(n) = s.pinned.get_mut(&self.digest) {
+            *n -= 1;
+            if *n == 0 {
+                s.pinned.remove(&self.digest);
+            }
+        }
+    }
+}
+
+/// Releases a claim when dropped (early returns, errors, aborts).
+struct Claim<'a> {
+    owner: &'a GcDigests,
+    digest: &'a Digest,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.owner.release(self.digest);
+    }
+}
+
+fn aborted() -> StorageError {
+    StorageError::Io {
+        op: "gc",
+        path: Default::default(),
+        source: std::io::Error::other("run aborted by the test hook"),
+    }
+}
+
+impl Inner {
+    fn hook(&self, point: GcPoint, d: Option<&Digest>) -> Result<(), StorageError> {
+        match &self.config.gc_hook {
+            Some(h) if !h(point, d) => Err(aborted()),
+            _ => Ok(()),
+        }
+    }
+
+    /// One GC run (see the module docs). One run at a time per engine.
+    pub(crate) fn gc(
+        &self,
+        opts: &GcOptions,
+        progress: Progress<'_>,
+    ) -> Result<GcReport, StorageError> {
+        let _run = self.gc_run.lock().unwrap_or_else(|p| p.into_inner());
+        let mut report = GcReport {
+            dry_run: opts.dry_run,
+            ..GcReport::default()
+        };
+        if opts.delete_untagged {
+            self.gc_untagged(opts, &mut report, progress)?;
+        }
+        if let (Some(ttl), false) = (opts.upload_ttl, opts.dry_run) {
+            report.uploads_expired = self.expire_uploads(ttl)? as u64;
+        }
+        let cutoff = records::now_ms().saturating_sub(opts.grace.as_millis() as u64);
+        let eligible = |r: &BlobRecord| {
+            r.refcount == 0 && r.touched_ms <= cutoff && r.state != BlobState::Deleting
+        };
+
+        // Mark: the candidates, read without the lock, then re-checked.
+        let mut to_mark: Vec<(Digest, u64)> = Vec::new();
+        let mut resume: Vec<Digest> = Vec::new();
+        let mut stale: Vec<Box<[u8]>> = Vec::new();
+        for r in self.scan(keys::CF_GC_CANDIDATES, b"", b"") {
+            let (k, _) = r?;
+            report.candidates += 1;
+            if report.candidates.is_multiple_of(4096) {
+                progress("scan candidates", report.candidates);
+            }
+            let Some(d) = std::str::from_utf8(&k)
+                .ok()
+                .and_then(|s| Digest::parse(s).ok())
+            else {
+                stale.push(k);
+                continue;
+            };
+            match self.get::<BlobRecord>(keys::CF_BLOBS, &k)? {
+                Some(rec) if rec.refcount == 0 && rec.state == BlobState::Deleting => {
+                    resume.push(d) // a deletion a crash interrupted
+                }
+                Some(rec) if eligible(&rec) => to_mark.push((d, rec.size)),
+                Some(rec) if rec.refcount == 0 => report.in_grace += 1,
+                _ => stale.push(k),
+            }
+        }
+        progress("scan candidates", report.candidates);
+        if opts.dry_run {
+            report.blobs_deleted = (to_mark.len() + resume.len()) as u64;
+            report.bytes_reclaimed = to_mark.iter().map(|(_, s)| s).sum();
+            return Ok(report);
+        }
+        let mut marked: Vec<Digest> = Vec::with_capacity(to_mark.len());
+        for (i, chunk) in to_mark.chunks(MARK_BATCH).enumerate() {
+            let g = self.lock()?;
+            let mut b = WriteBatch::default();
+            if i == 0 {
+                // Entries without a zero-refcount record: harmless, tidied.
+                for k in &stale {
+                    b.delete_cf(self.cf(keys::CF_GC_CANDIDATES), k);
+                }
+            }
+            for (d, _) in chunk {
+                if let Some(mut rec) =
+                    self.get::<BlobRecord>(keys::CF_BLOBS, &keys::digest_key(d))?
+                {
+                    if eligible(&rec) {
+                        rec.state = BlobState::Marked;
+                        self.put_blob_record(&mut b, d, &rec);
+                        marked.push(d.clone());
+                    }
+                }
+            }
+            self.commit(g, b)?;
+            progress("mark", marked.len() as u64);
+        }
+        report.marked = marked.len() as u64;
+        self.hook(GcPoint::Marked, None)?;
+
+        // Sweep.
+        resume.extend(marked);
+        let mut done = 0u64;
+        for chunk in resume.chunks(SWEEP_BATCH) {
+            self.gc_delete(chunk, cutoff, &mut report)?;
+            done += chunk.len() as u64;
+            progress("sweep", done);
+        }
+        Ok(report)
+    }
+
+    /// Deletes marked (or crash-interrupted) blobs that are still garbage,
+    /// a batch at a time: one commit for the `Deleting` states, the unlinks,
+    /// one commit for the removals.
+    fn gc_delete(
+        &self,
+        ds: &[Digest],
+        cutoff: u64,
+        report: &mut GcReport,
+    ) -> Result<(), StorageError> {
+        // 1. Decide under the lock, claim, commit Deleting.
+        let mut claimed: Vec<(Claim<'_>, u64)> = Vec::with_capacity(ds.len());
+        {
+            let g = self.lock()?;
+            let mut b = WriteBatch::default();
+            for d in ds {
+                let Some(mut rec) = self.get::<BlobRecord>(keys::CF_BLOBS, &keys::digest_key(d))?
+                else {
+                    continue;
+                };
+                let garbage = rec.refcount == 0
+                    && match rec.state {
+                        BlobState::Marked => rec.touched_ms <= cutoff,
+                        BlobState::Deleting => true,
+                        BlobState::Active => false,
+                    };
+                // IMPORTANT: an upload of these bytes in flight has the
+                // digest pinned; then the blob is about to be used: kept.
+                if !garbage || !self.gc_digests.claim(d) {
+                    report.kept_touched += 1;
+                    continue;
+                }
+                claimed.push((
+                    Claim {
+                        owner: &self.gc_digests,
+                        digest: d,
+                    },
+                    rec.size,
+                ));
+                if rec.state != BlobState::Deleting {
+                    rec.state = BlobState::Deleting;
+                    self.put_blob_record(&mut b, d, &rec);
+                }
+            }
+            self.commit(g, b)?;
+        }
+        // 2. Unlink the files (durably), outside the lock: S3 deletes are slow.
+        let mut existed = Vec::with_capacity(claimed.len());
+        for (c, _) in &claimed {
+            self.hook(GcPoint::Deleting, Some(c.digest))?;
+            match self.store.delete(c.digest) {
+                Ok(e) => existed.push(e),
+                Err(e) => {
+                    let sync = e.is_sync_failure();
+                    let e = StorageError::from(e);
+                    if sync {
+                        self.poison(&e);
+                    }
+                    return Err(e);
+                }
+            }
+            self.hook(GcPoint::Unlinked, Some(c.digest))?;
+        }
+        // 3. Remove the records, their candidate entries and their links.
+        {
+            let g = self.lock()?;
+            let mut b = WriteBatch::default();
+            for (c, _) in &claimed {
+                let d = c.digest;
+                b.delete_cf(self.cf(keys::CF_BLOBS), keys::digest_key(d));
+                b.delete_cf(self.cf(keys::CF_GC_CANDIDATES), keys::gc_candidate_key(d));
+                let prefix = keys::blob_repos_prefix(d);
+                for r in self.scan(keys::CF_BLOB_REPOS, &prefix, &prefix) {
+                    let (k, _) = r?;
+                    if let Some((_, repo)) = keys::split_digest_repo(&k) {
+                        b.delete_cf(self.cf(keys::CF_LINKS), keys::link_key(&repo, d));
+                        report.links_removed += 1;
+                    }
+                    b.delete_cf(self.cf(keys::CF_BLOB_REPOS), k);
+                }
+            }
+            self.commit(g, b)?;
+        }
+        for ((_, size), existed) in claimed.iter().zip(existed) {
+            report.blobs_deleted += 1;
+            if existed {
+                report.bytes_reclaimed += size;
+            }
+        }
+        // Claims are released here, after the records are gone.
+        drop(claimed);
+        Ok(())
+    }
+
+    /// Deletes untagged manifests (see [`GcOptions::delete_untagged`]).
+    fn gc_untagged(
+        &self,
+        opts: &GcOptions,
+        report: &mut GcReport,
+        progress: Progress<'_>,
+    ) -> Result<(), StorageError> {
+        for _ in 0..UNTAGGED_ROUNDS {
+            let mut victims = Vec::new();
+            for r in self.scan(keys::CF_REPO_MANIFESTS, b"", b"") {
+                let (k, v) = r?;
+                let Some((repo, d)) = keys::split_repo_digest(&k) else {
+                    continue;
+                };
+                let rec: RepoManifestRecord =
+                    records::decode(&v, || format!("repo_manifests/{repo}@{d}"))?;
+                if rec.tags == 0 && rec.parents == 0 && !self.is_accessory(&repo, &d)? {
+                    victims.push((repo, d));
+                }
+            }
+            if victims.is_empty() {
+                break;
+            }
+            if opts.dry_run {
+                report.manifests_deleted += victims.len() as u64;
+                break;
+            }
+            let mut deleted = 0;
+            for (repo, d) in &victims {
+                if self.delete_manifest(repo, d, true)? {
+                    deleted += 1;
+                }
+            }
+            report.manifests_deleted += deleted;
+            progress("delete untagged manifests", report.manifests_deleted);
+            if deleted == 0 {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs GC and records it in the history and metrics.
+    pub(crate) fn run_gc(
+        &self,
+        id: u64,
+        opts: &GcOptions,
+        progress: Progress<'_>,
+    ) -> Result<GcReport, StorageError> {
+        self.history().update(id, GcRunStatus::Running, None);
+        let r = self.gc(opts, progress);
+        let m = &self.metrics;
+        EngineMetrics::add(&m.gc_runs, 1);
+        match &r {
+            Ok(report) => {
+                if !report.dry_run {
+                    EngineMetrics::add(&m.gc_blobs_reclaimed, report.blobs_deleted);
+                    EngineMetrics::add(&m.gc_bytes_reclaimed, report.bytes_reclaimed);
+                    EngineMetrics::add(&m.gc_manifests_deleted, report.manifests_deleted);
+                }
+                if report.blobs_deleted + report.manifests_deleted > 0 {
+                    tracing::info!(?report, "gc run done");
+                }
+                self.history()
+                    .update(id, GcRunStatus::Success, Some(report.clone()));
+            }
+            Err(e) => {
+                EngineMetrics::add(&m.gc_failures, 1);
+                tracing::warn!(error = %e, "gc run failed");
+                self.history()
+                    .update(id, GcRunStatus::Error(e.to_string()), None);
+            }
+        }
+        r
+    }
+
+    fn history(&self) -> std::sync::MutexGuard<'_, GcHistory> {
+        self.gc_history.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a pending run to the history; returns its id.
+    pub(crate) fn new_gc_run(&self, kind: GcRunKind, opts: GcOptions) -> u64 {
+        self.history().add(kind, opts)
+    }
+
+    /// The options of the periodic online GC.
+    pub(crate) fn scheduled_gc_options(&self) -> GcOptions {
+        GcOptions {
+            grace: self.config.gc_grace,
+            delete_untagged: false,
+            dry_run: false,
+            upload_ttl: Some(self.config.upload_ttl),
+        }
+    }
+}
+
+impl Engine {
+    /// Runs GC now on this thread and returns what it did. Safe while the
+    /// engine serves requests (see the module docs); one run at a time.
+    pub fn gc(&self, opts: &GcOptions) -> Result<GcReport, StorageError> {
+        self.gc_with_progress(opts, &|_, _| {})
+    }
+
+    /// [`Engine::gc`], reporting progress (phase, items done) as it goes.
+    pub fn gc_with_progress(
+        &self,
+        opts: &GcOptions,
+        progress: Progress<'_>,
+    ) -> Result<GcReport, StorageError> {
+        let id = self.inner.new_gc_run(GcRunKind::Direct, opts.clone());
+        self.inner.run_gc(id, opts, progress)
+    }
+
+    /// Queues a GC run on the engine's worker thread and returns its id at
+    /// once; [`Engine::gc_runs`] shows how it goes.
+    pub fn schedule_gc(&self, opts: GcOptions) -> Result<u64, StorageError> {
+        let id = self.inner.new_gc_run(GcRunKind::Manual, opts.clone());
+        if let Err(e) = self.workers.run_gc(id, opts) {
+            self.inner
+                .history()
+                .update(id, GcRunStatus::Error(e.clone()), None);
+            return Err(StorageError::Io {
+                op: "schedule gc",
+                path: self.data_dir().to_path_buf(),
+                source: std::io::Error::other(e),
+            });
+        }
+        Ok(id)
+    }
+
+    /// Recent GC runs (up to 50), oldest first.
+    pub fn gc_runs(&self) -> Vec<GcRun> {
+        self.inner.history().runs.iter().cloned().collect()
+    }
+
+    /// The default options of the periodic online GC of this engine.
+    pub fn gc_defaults(&self) -> GcOptions {
+        self.inner.scheduled_gc_options()
+    }
+}

@@ -1,0 +1,198 @@
+//! `GET /metrics`: Prometheus text exposition format 0.0.4, written by hand.
+//!
+//! Request counters live here ([`ServerMetrics`], owned by `App`, updated by
+//! the request loop); GC, upload and tier counters live in the engine
+//! ([`berth_engine::EngineMetrics`], shared with the blob store) and are
+//! read at scrape time.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use berth_engine::EngineMetrics;
+use hyper::{Method, Response};
+
+use crate::http::{App, Body};
+
+const METHODS: [&str; 8] = [
+    "GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS", "OTHER",
+];
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Request counters of one server. Relaxed atomics: independent counters,
+/// only read for reporting. Lifetime: the server's.
+#[derive(Default)]
+pub struct ServerMetrics {
+    requests: [[AtomicU64; 5]; 8],
+    /// Request body bytes received (upload PATCH/PUT, manifest PUT).
+    pub bytes_in: AtomicU64,
+    /// Response body bytes sent.
+    pub bytes_out: AtomicU64,
+}
+
+impl ServerMetrics {
+    /// Counts one answered request.
+    pub fn request(&self, method: &Method, status: u16, body_bytes: u64) {
+        let m = METHODS
+            .iter()
+            .position(|m| *m == method.as_str())
+            .unwrap_or(METHODS.len() - 1);
+        let c = usize::from(status / 100).clamp(1, 5) - 1;
+        self.requests[m][c].fetch_add(1, Ordering::Relaxed);
+        self.bytes_out.fetch_add(body_bytes, Ordering::Relaxed);
+    }
+
+    /// Counts received request body bytes.
+    pub fn received(&self, n: u64) {
+        self.bytes_in.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn sample(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    family(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+/// Renders every metric.
+pub fn render(app: &App, uploads_open: Option<u64>) -> String {
+    let mut out = String::with_capacity(4096);
+    let s = &app.metrics;
+    family(
+        &mut out,
+        "berth_http_requests_total",
+        "counter",
+        "HTTP requests answered, by method and status class.",
+    );
+    for (mi, m) in METHODS.iter().enumerate() {
+        for (ci, c) in CLASSES.iter().enumerate() {
+            let v = s.requests[mi][ci].load(Ordering::Relaxed);
+            if v > 0 {
+                let _ = writeln!(
+                    out,
+                    "berth_http_requests_total{{method=\"{m}\",status=\"{c}\"}} {v}"
+                );
+            }
+        }
+    }
+    sample(
+        &mut out,
+        "berth_http_received_bytes_total",
+        "counter",
+        "Request body bytes received.",
+        s.bytes_in.load(Ordering::Relaxed),
+    );
+    sample(
+        &mut out,
+        "berth_http_sent_bytes_total",
+        "counter",
+        "Response body bytes sent.",
+        s.bytes_out.load(Ordering::Relaxed),
+    );
+    let e = app.engine.metrics();
+    let g = EngineMetrics::get;
+    let engine: [(&str, &str, u64); 11] = [
+        (
+            "berth_gc_runs_total",
+            "GC runs completed (including dry runs).",
+            g(&e.gc_runs),
+        ),
+        (
+            "berth_gc_failures_total",
+            "GC runs that failed.",
+            g(&e.gc_failures),
+        ),
+        (
+            "berth_gc_blobs_reclaimed_total",
+            "Blobs GC deleted.",
+            g(&e.gc_blobs_reclaimed),
+        ),
+        (
+            "berth_gc_bytes_reclaimed_total",
+            "Bytes of blobs GC deleted.",
+            g(&e.gc_bytes_reclaimed),
+        ),
+        (
+            "berth_gc_manifests_deleted_total",
+            "Untagged manifests GC deleted.",
+            g(&e.gc_manifests_deleted),
+        ),
+        (
+            "berth_uploads_expired_total",
+            "Abandoned upload sessions expired.",
+            g(&e.uploads_expired),
+        ),
+        (
+            "berth_tier_hits_total",
+            "Blob reads served by the local tier.",
+            g(&e.tier_hits),
+        ),
+        (
+            "berth_tier_misses_total",
+            "Blob reads that went to the remote tier.",
+            g(&e.tier_misses),
+        ),
+        (
+            "berth_tier_uploads_total",
+            "Blobs copied to the remote tier.",
+            g(&e.tier_uploads),
+        ),
+        (
+            "berth_tier_upload_bytes_total",
+            "Bytes copied to the remote tier.",
+            g(&e.tier_upload_bytes),
+        ),
+        (
+            "berth_tier_evictions_total",
+            "Local copies evicted from the tier.",
+            g(&e.tier_evictions),
+        ),
+    ];
+    for (name, help, v) in engine {
+        sample(&mut out, name, "counter", help, v);
+    }
+    if let Some(n) = uploads_open {
+        sample(
+            &mut out,
+            "berth_upload_sessions_open",
+            "gauge",
+            "Upload sessions open (durable, not completed or cancelled).",
+            n,
+        );
+    }
+    out
+}
+
+/// `GET /metrics`.
+pub async fn get(app: &App) -> Response<Body> {
+    let uploads = crate::http::blocking(app, |e| e.open_uploads().ok())
+        .await
+        .ok()
+        .flatten();
+    let mut res = crate::http::json(
+        render(app, uploads).into_bytes(),
+        "text/plain; version=0.0.4; charset=utf-8",
+    );
+    *res.status_mut() = hyper::StatusCode::OK;
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_by_method_and_class() {
+        let m = ServerMetrics::default();
+        m.request(&Method::GET, 200, 10);
+        m.request(&Method::GET, 404, 5);
+        m.request(&Method::from_bytes(b"BREW").unwrap(), 503, 0);
+        assert_eq!(m.requests[0][1].load(Ordering::Relaxed), 1);
+        assert_eq!(m.requests[0][3].load(Ordering::Relaxed), 1);
+        assert_eq!(m.requests[7][4].load(Ordering::Relaxed), 1);
+        assert_eq!(m.bytes_out.load(Ordering::Relaxed), 15);
+    }
+}
