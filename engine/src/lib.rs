@@ -2,8 +2,8 @@
 //!
 //! The engine owns everything that is persisted: blob bytes (through a
 //! [`store::BlobStore`]), and the RocksDB index of blobs, repository links,
-//! manifests, tags, referrers and upload sessions (see [`keys`] for the
-//! keyspace). It knows nothing of HTTP or of OCI's JSON wire formats: the
+//! manifests, tags, referrers, upload sessions and the chart repository
+//! index (see [`keys`] for the keyspace). It knows nothing of HTTP or of OCI's JSON wire formats: the
 //! server parses requests into the typed arguments taken here.
 //!
 //! Entry point: [`Engine::open`]. Every mutating operation is one atomic,
@@ -14,6 +14,7 @@ pub mod durable;
 pub mod store;
 
 mod blobs;
+pub mod charts;
 mod engine;
 mod error;
 pub mod fsck;
@@ -25,12 +26,13 @@ pub mod tags;
 mod uploads;
 mod workers;
 
+pub use charts::{ChartEntry, ChartId, ChartVersion, ChartWrite};
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use engine::{Engine, EngineConfig, IndexStats};
 pub use error::{BlobError, ManifestError, NameError, StorageError, UploadError};
 pub use manifests::{Manifest, ManifestPut, Referrer};
 pub use names::{Reference, RepoName, Tag};
-pub use records::BlobInfo;
+pub use records::{BlobInfo, ChartBlob, ChartRecord, ChartRepoRecord};
 pub use store::{BlobData, BlobStore, PutMode, PutOutcome, StoreError};
 pub use tags::Page;
 pub use uploads::valid_upload_id;

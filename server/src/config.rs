@@ -6,7 +6,8 @@
 //!
 //! ```json
 //! {"listen": "0.0.0.0:5000", "data_dir": "/var/lib/berth", "read_only": false,
-//!  "delete_enabled": true, "upload_ttl_seconds": 86400}
+//!  "delete_enabled": true, "upload_ttl_seconds": 86400,
+//!  "chart_allow_overwrite": false}
 //! ```
 //!
 //! Unknown keys are an error (a typo should not silently change nothing).
@@ -21,6 +22,8 @@ use serde::Deserialize;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5000";
 pub const DEFAULT_DATA_DIR: &str = "./berth-data";
 pub const DEFAULT_UPLOAD_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Memory budget of the rendered `index.yaml` cache.
+pub const DEFAULT_CHART_INDEX_CACHE_BYTES: usize = 256 << 20;
 
 /// Everything `serve` needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,6 +38,14 @@ pub struct Config {
     pub delete_enabled: bool,
     /// Upload sessions untouched this long are expired.
     pub upload_ttl: Duration,
+    /// Re-uploading an existing chart version through the chart API
+    /// replaces it (else `409` unless the request says `?force`).
+    pub chart_allow_overwrite: bool,
+    /// Bounds on uploaded chart archives (not configurable from the
+    /// command line; tests lower them).
+    pub chart_limits: crate::charts::Limits,
+    /// Memory budget of the rendered `index.yaml` cache.
+    pub chart_index_cache_bytes: usize,
 }
 
 impl Config {
@@ -46,6 +57,9 @@ impl Config {
             read_only: false,
             delete_enabled: true,
             upload_ttl: DEFAULT_UPLOAD_TTL,
+            chart_allow_overwrite: false,
+            chart_limits: crate::charts::Limits::default(),
+            chart_index_cache_bytes: DEFAULT_CHART_INDEX_CACHE_BYTES,
         }
     }
 
@@ -75,6 +89,12 @@ impl Config {
                 .upload_ttl_seconds
                 .or(file.upload_ttl_seconds)
                 .map_or(DEFAULT_UPLOAD_TTL, Duration::from_secs),
+            chart_allow_overwrite: args
+                .chart_allow_overwrite
+                .or(file.chart_allow_overwrite)
+                .unwrap_or(false),
+            chart_limits: crate::charts::Limits::default(),
+            chart_index_cache_bytes: DEFAULT_CHART_INDEX_CACHE_BYTES,
         })
     }
 }
@@ -89,7 +109,8 @@ pub struct ServeArgs {
     #[arg(long, env = "BERTH_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// JSON config file (keys: listen, data_dir, read_only, delete_enabled,
-    /// upload_ttl_seconds); flags and environment override it
+    /// upload_ttl_seconds, chart_allow_overwrite); flags and environment
+    /// override it
     #[arg(long, env = "BERTH_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Refuse all writes (405 UNSUPPORTED)
@@ -104,6 +125,10 @@ pub struct ServeArgs {
     /// Expire upload sessions untouched for this many seconds [default: 86400]
     #[arg(long, env = "BERTH_UPLOAD_TTL_SECONDS", value_name = "SECONDS")]
     pub upload_ttl_seconds: Option<u64>,
+    /// Let chart uploads replace an existing chart version (else 409 unless
+    /// the request says ?force) [default: false]
+    #[arg(long, env = "BERTH_CHART_ALLOW_OVERWRITE", value_name = "BOOL", value_parser = BoolishValueParser::new())]
+    pub chart_allow_overwrite: Option<bool>,
 }
 
 /// The config file's contents; every key optional.
@@ -115,6 +140,7 @@ struct FileConfig {
     read_only: Option<bool>,
     delete_enabled: Option<bool>,
     upload_ttl_seconds: Option<u64>,
+    chart_allow_overwrite: Option<bool>,
 }
 
 impl FileConfig {
@@ -138,7 +164,7 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("berth: config {path}: {source} (expected a JSON object with keys listen, data_dir, read_only, delete_enabled, upload_ttl_seconds)", path = .path.display())]
+    #[error("berth: config {path}: {source} (expected a JSON object with keys listen, data_dir, read_only, delete_enabled, upload_ttl_seconds, chart_allow_overwrite)", path = .path.display())]
     Parse {
         path: PathBuf,
         #[source]
@@ -158,6 +184,7 @@ mod tests {
         assert!(!c.read_only);
         assert!(c.delete_enabled);
         assert_eq!(c.upload_ttl, DEFAULT_UPLOAD_TTL);
+        assert!(!c.chart_allow_overwrite);
     }
 
     #[test]
@@ -166,7 +193,7 @@ mod tests {
         let path = dir.path().join("berth.json");
         std::fs::write(
             &path,
-            r#"{"listen":"0.0.0.0:1","data_dir":"/d","read_only":true,"delete_enabled":false,"upload_ttl_seconds":5}"#,
+            r#"{"listen":"0.0.0.0:1","data_dir":"/d","read_only":true,"delete_enabled":false,"upload_ttl_seconds":5,"chart_allow_overwrite":true}"#,
         )
         .unwrap();
         let args = ServeArgs {
@@ -179,16 +206,19 @@ mod tests {
         assert!(c.read_only);
         assert!(!c.delete_enabled);
         assert_eq!(c.upload_ttl, Duration::from_secs(5));
+        assert!(c.chart_allow_overwrite);
 
         let args = ServeArgs {
             config: Some(path),
             listen: Some("127.0.0.1:2".into()),
             delete_enabled: Some(true),
+            chart_allow_overwrite: Some(false),
             ..ServeArgs::default()
         };
         let c = Config::from_args(args).unwrap();
         assert_eq!(c.listen, "127.0.0.1:2");
         assert!(c.delete_enabled);
+        assert!(!c.chart_allow_overwrite);
     }
 
     #[test]

@@ -51,6 +51,17 @@ pub struct App {
     pub engine: Arc<Engine>,
     pub read_only: bool,
     pub delete_enabled: bool,
+    pub charts: ChartsState,
+}
+
+/// The chart repository's settings and its rendered-index cache.
+pub struct ChartsState {
+    /// Re-uploading an existing chart version replaces it (else `409`
+    /// unless the request says `?force`).
+    pub allow_overwrite: bool,
+    pub limits: crate::charts::Limits,
+    /// Rendered `index.yaml` per project, keyed by chart generation.
+    pub cache: crate::charts::IndexCache,
 }
 
 /// Why the server could not run.
@@ -93,6 +104,11 @@ pub async fn serve(
         engine: Arc::new(engine),
         read_only: config.read_only,
         delete_enabled: config.delete_enabled,
+        charts: ChartsState {
+            allow_overwrite: config.chart_allow_overwrite,
+            limits: config.chart_limits,
+            cache: crate::charts::IndexCache::new(config.chart_index_cache_bytes),
+        },
     });
     let addr = listener.local_addr()?;
     eprintln!(
@@ -187,7 +203,8 @@ async fn handle(
     let request_id = ids.for_request(req.headers().get(&HDR_REQUEST_ID));
     let method = req.method().clone();
     let uri = req.uri().clone();
-    let mut res = match crate::router::dispatch(app, req).await {
+    let rid = request_id.to_str().unwrap_or_default().to_owned();
+    let mut res = match crate::router::dispatch(app, req, &rid).await {
         Ok(res) => res,
         Err(e) => e.into_response(request_id.to_str().unwrap_or_default()),
     };

@@ -9,6 +9,8 @@
 //! - One file per resource, each endpoint a typed request parsed from the
 //!   wire and then applied to the engine: `blobs`, `uploads`, `manifests`
 //!   (with `manifest_parse`), `tags`, `referrers`, `catalog`.
+//! - [`charts`]: the Helm chart repository (Harbor `chartrepo` paths,
+//!   ChartMuseum API), its own router, handlers and `index.yaml` cache.
 //!
 //! Architecture Invariant: handlers call the engine's public API only; the
 //! server never builds index keys or blob paths.
@@ -26,6 +28,7 @@ pub mod http;
 mod blobs;
 mod body;
 mod catalog;
+pub mod charts;
 mod manifest_parse;
 mod manifests;
 mod referrers;
