@@ -295,7 +295,7 @@ mod tests {
             (repo_key(&repo), "proj/app".to_string()),
             (
                 chart_key(&project, "nginx", "1.2.3+b.4"),
-                "proj\0nginx\01.2.3+b.4".to_string(),
+                "proj\0nginx\x001.2.3+b.4".to_string(),
             ),
             (charts_prefix(&project), "proj\0".to_string()),
             (

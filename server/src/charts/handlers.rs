@@ -46,7 +46,7 @@ pub fn json(status: StatusCode, v: &Value) -> Response<Body> {
     res
 }
 
-fn header<'h>(headers: &'h HeaderMap, name: hyper::header::HeaderName) -> Option<&'h str> {
+fn header(headers: &HeaderMap, name: hyper::header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 

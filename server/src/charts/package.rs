@@ -255,21 +255,21 @@ fn is_false(b: &bool) -> bool {
 fn string_like<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
-    enum S {
-        S(String),
-        B(bool),
-        I(i64),
-        U(u64),
-        F(f64),
-        N(()),
+    enum Scalar {
+        Str(String),
+        Bool(bool),
+        Int(i64),
+        Uint(u64),
+        Float(f64),
+        Null(()),
     }
-    Ok(match Option::<S>::deserialize(d)? {
-        None | Some(S::N(())) => String::new(),
-        Some(S::S(s)) => s,
-        Some(S::B(b)) => b.to_string(),
-        Some(S::I(i)) => i.to_string(),
-        Some(S::U(u)) => u.to_string(),
-        Some(S::F(f)) => f.to_string(),
+    Ok(match Option::<Scalar>::deserialize(d)? {
+        None | Some(Scalar::Null(())) => String::new(),
+        Some(Scalar::Str(s)) => s,
+        Some(Scalar::Bool(b)) => b.to_string(),
+        Some(Scalar::Int(i)) => i.to_string(),
+        Some(Scalar::Uint(u)) => u.to_string(),
+        Some(Scalar::Float(f)) => f.to_string(),
     })
 }
 
