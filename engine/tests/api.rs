@@ -664,12 +664,6 @@ fn chart_index_follows_manifests_and_tags_in_the_same_batches() {
     // A chart must live in project/name.
     let wrong = repo("lib/other");
     let put = chart_put(&e, &r, "5.0.0", "x", ChartWrite::Create);
-    e.put_blob(
-        &wrong,
-        &put.blobs[0],
-        format!(r#"{{"name":"demo","version":"5.0.0","description":"x"}}"#).as_bytes(),
-    )
-    .expect("blob");
     assert!(matches!(
         e.put_manifest(&wrong, put),
         Err(ManifestError::ChartInvalid { .. })
