@@ -45,6 +45,12 @@ pub enum NameError {
     Tag { tag: String },
     #[error("invalid reference {reference:?}: {reason}")]
     Reference { reference: String, reason: String },
+    #[error("invalid chart {what} {value:?}: {reason}")]
+    Chart {
+        what: &'static str,
+        value: String,
+        reason: &'static str,
+    },
 }
 
 /// Blob reads, links and mounts.
@@ -113,6 +119,14 @@ pub enum ManifestError {
     },
     #[error("manifest content hashes to {actual}, not the claimed {expected}")]
     DigestMismatch { expected: Digest, actual: Digest },
+    #[error("chart {chart} already exists in project {project}")]
+    ChartExists { project: String, chart: String },
+    #[error("chart {chart} cannot be stored in repository {repo}: {reason}")]
+    ChartInvalid {
+        repo: String,
+        chart: String,
+        reason: String,
+    },
     #[error(transparent)]
     Storage(#[from] StorageError),
 }

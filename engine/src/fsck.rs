@@ -1,15 +1,17 @@
 //! Consistency check of the index against itself and the blob store.
 //!
 //! Recomputes every derived count (blob refcounts and link counts, manifest
-//! repository counts, per-repository tag and parent counts) from the primary
-//! records and compares — a full mark from every repository's manifests,
-//! against which the refcounts GC trusts are confirmed; checks every cross
-//! reference and the GC candidates index; and, when asked, re-hashes every
-//! blob. Reports every finding; changes nothing. [`Engine::fsck_repair`]
-//! then applies the fixes that are safe: recomputed counts, the candidates
-//! index, reverse links, interrupted GC deletions, unindexed (orphan) store
-//! files and upload records without a file. A blob missing from the store or
-//! with wrong content cannot be repaired and stays a finding.
+//! repository counts, per-repository tag and parent counts, chart version
+//! counts) from the primary records and compares — a full mark from every
+//! repository's manifests, against which the refcounts GC trusts are
+//! confirmed; checks every cross reference, that every chart entry is
+//! reachable through its version tag, and the GC candidates index; and,
+//! when asked, re-hashes every blob. Reports every finding; changes nothing.
+//! [`Engine::fsck_repair`] then applies the fixes that are safe: recomputed
+//! counts, the candidates index, reverse links, interrupted GC deletions,
+//! unindexed (orphan) store files and upload records without a file. A blob
+//! missing from the store or with wrong content cannot be repaired and stays
+//! a finding.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -18,9 +20,10 @@ use crate::digest::Digest;
 use crate::engine::Engine;
 use crate::error::StorageError;
 use crate::keys;
-use crate::names::RepoName;
+use crate::names::{RepoName, Tag};
 use crate::records::{
-    self, BlobRecord, BlobState, ManifestRecord, RepoManifestRecord, UploadRecord,
+    self, BlobRecord, BlobState, ChartRecord, ChartRepoRecord, ManifestRecord, RepoManifestRecord,
+    UploadRecord,
 };
 
 /// One inconsistency.
@@ -379,6 +382,76 @@ impl Engine {
                     fixes.push(Fix::DropUpload(id));
                 }
             }
+        }
+
+        // The chart index: every entry is reachable through its version tag
+        // (the rule in charts.rs), and per-project version counts match.
+        let mut versions_per: HashMap<RepoName, u64> = HashMap::new();
+        for r in inner.scan(keys::CF_CHARTS, b"", b"") {
+            let (k, v) = r?;
+            let Some((project, name, version)) = keys::split_chart_key(&k) else {
+                add(
+                    format!("charts/{}", String::from_utf8_lossy(&k)),
+                    "malformed key".into(),
+                );
+                continue;
+            };
+            let object = format!("chart {project}/{name}-{version}");
+            *versions_per.entry(project.clone()).or_default() += 1;
+            let rec: ChartRecord = match records::decode(&v, || object.clone()) {
+                Ok(r) => r,
+                Err(e) => {
+                    add(object, e.to_string());
+                    continue;
+                }
+            };
+            let tag = RepoName::parse(&format!("{project}/{name}"))
+                .ok()
+                .zip(Tag::parse(&crate::charts::oci_tag(&version)).ok());
+            let target = match &tag {
+                Some((repo, tag)) => inner
+                    .get_raw(keys::CF_TAGS, &keys::tag_key(repo, tag))?
+                    .map(|v| String::from_utf8_lossy(&v).into_owned()),
+                None => None,
+            };
+            if target.as_deref() != Some(rec.manifest.as_str()) {
+                add(
+                    object,
+                    format!(
+                        "records manifest {} but its version tag points at {}",
+                        rec.manifest,
+                        target.as_deref().unwrap_or("nothing")
+                    ),
+                );
+            }
+        }
+        for r in inner.scan(keys::CF_CHART_REPOS, b"", b"") {
+            let (k, v) = r?;
+            let project = String::from_utf8_lossy(&k).into_owned();
+            let object = format!("chart repository {project}");
+            let rec: ChartRepoRecord = match records::decode(&v, || object.clone()) {
+                Ok(r) => r,
+                Err(e) => {
+                    add(object, e.to_string());
+                    continue;
+                }
+            };
+            let want = RepoName::parse(&project)
+                .ok()
+                .and_then(|p| versions_per.remove(&p))
+                .unwrap_or(0);
+            if rec.versions != want {
+                add(
+                    object,
+                    format!("version count {} but {want} entries", rec.versions),
+                );
+            }
+        }
+        for (project, n) in versions_per {
+            add(
+                format!("chart repository {project}"),
+                format!("{n} chart entries but no chart_repos record"),
+            );
         }
 
         report.blobs = blobs.len() as u64;

@@ -36,7 +36,18 @@
 //!                                                        ("user", "project", "robot", "member")
 //! gc_candidates   digest                               empty: the blob's refcount is 0
 //!                                                        (GC's work list, see docs/gc.md)
+//! charts          project 0x00 name 0x00 version       ChartRecord: Chart.yaml metadata
+//!                                                        (Helm config JSON), tgz and prov
+//!                                                        digests and sizes, manifest
+//!                                                        digest, created
+//! chart_repos     project                              ChartRepoRecord: generation
+//!                                                        (bumped by every chart change),
+//!                                                        updated, version count
 //! ```
+//!
+//! A chart `name-version` of `project` is the OCI manifest tagged
+//! `version` (`+` as `_`) in repository `project/name`; `charts` is the
+//! chart repository's view of it (the source of `index.yaml`).
 //!
 //! Architecture Invariant: a blob is readable in a repository only if
 //! `links` holds `repo 0x00 digest`; `blob_repos` always mirrors `links`.
@@ -64,9 +75,11 @@ pub const CF_PROJECTS: &str = "projects";
 pub const CF_MEMBERS: &str = "members";
 pub const CF_ROBOTS: &str = "robots";
 pub const CF_GC_CANDIDATES: &str = "gc_candidates";
+pub const CF_CHARTS: &str = "charts";
+pub const CF_CHART_REPOS: &str = "chart_repos";
 
 /// Every column family, in the order they are opened.
-pub const ALL_CFS: [&str; 16] = [
+pub const ALL_CFS: [&str; 18] = [
     CF_META,
     CF_BLOBS,
     CF_LINKS,
@@ -83,6 +96,8 @@ pub const ALL_CFS: [&str; 16] = [
     CF_MEMBERS,
     CF_ROBOTS,
     CF_GC_CANDIDATES,
+    CF_CHARTS,
+    CF_CHART_REPOS,
 ];
 
 /// Key of the format version in `meta`.
@@ -194,6 +209,42 @@ pub fn members_prefix(project: &str) -> Vec<u8> {
     join(&[project.as_bytes(), b""])
 }
 
+/// `charts`: project 0x00 name 0x00 version.
+pub fn chart_key(project: &RepoName, name: &str, version: &str) -> Vec<u8> {
+    join(&[
+        project.as_str().as_bytes(),
+        name.as_bytes(),
+        version.as_bytes(),
+    ])
+}
+
+/// Prefix of every `charts` key of one project.
+pub fn charts_prefix(project: &RepoName) -> Vec<u8> {
+    repo_prefix(project)
+}
+
+/// Prefix of the `charts` keys of every version of one chart.
+pub fn chart_versions_prefix(project: &RepoName, name: &str) -> Vec<u8> {
+    join(&[project.as_str().as_bytes(), name.as_bytes(), b""])
+}
+
+/// `chart_repos`: the project name.
+pub fn chart_repo_key(project: &RepoName) -> Vec<u8> {
+    repo_key(project)
+}
+
+/// Splits a `charts` key back into project, chart name and version.
+pub fn split_chart_key(key: &[u8]) -> Option<(RepoName, String, String)> {
+    match parts(key)?.as_slice() {
+        [project, name, version] => Some((
+            RepoName::parse(project).ok()?,
+            (*name).to_owned(),
+            (*version).to_owned(),
+        )),
+        _ => None,
+    }
+}
+
 /// The last part of a key after its prefix, as UTF-8 (tags, digests, repos).
 pub fn suffix<'k>(key: &'k [u8], prefix: &[u8]) -> Option<&'k str> {
     key.strip_prefix(prefix)
@@ -267,6 +318,7 @@ mod tests {
     #[test]
     fn encodings() {
         let repo = RepoName::parse("proj/app").unwrap();
+        let project = RepoName::parse("proj").unwrap();
         let tag = Tag::parse("v1").unwrap();
         let a = d('a');
         let b = d('b');
@@ -307,6 +359,16 @@ mod tests {
                 META_GC_CANDIDATES.to_vec(),
                 "gc_candidates_built".to_string(),
             ),
+            (
+                chart_key(&project, "nginx", "1.2.3+b.4"),
+                "proj\0nginx\x001.2.3+b.4".to_string(),
+            ),
+            (charts_prefix(&project), "proj\0".to_string()),
+            (
+                chart_versions_prefix(&project, "nginx"),
+                "proj\0nginx\0".to_string(),
+            ),
+            (chart_repo_key(&project), "proj".to_string()),
         ];
         for (got, want) in cases {
             assert_eq!(got, want.as_bytes(), "{want:?}");
@@ -335,6 +397,13 @@ mod tests {
             split_referrer_key(&referrer_key(&repo, &a, &b)),
             Some((repo.clone(), a.clone(), b))
         );
+        assert_eq!(
+            split_chart_key(&chart_key(&RepoName::parse("p").unwrap(), "c", "1.0.0")),
+            Some((RepoName::parse("p").unwrap(), "c".into(), "1.0.0".into()))
+        );
+        // Chart "a" never sees the versions of chart "a-b" in its scan.
+        let p = RepoName::parse("p").unwrap();
+        assert!(!chart_key(&p, "a-b", "1.0.0").starts_with(&chart_versions_prefix(&p, "a")));
         assert_eq!(split_repo_digest(b"p/r"), None);
         assert_eq!(prefix_end(b"ab\0"), b"ab\x01".to_vec());
         assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());

@@ -2,9 +2,10 @@
 //!
 //! The engine owns everything that is persisted: blob bytes (through a
 //! [`store::BlobStore`]), and the RocksDB index of blobs, repository links,
-//! manifests, tags, referrers, upload sessions, and accounts, projects and
-//! their members (see [`keys`] for the keyspace; [`accounts`] for the
-//! permission model, [`token`] for the bearer token format). It knows nothing of HTTP or of OCI's JSON wire formats: the
+//! manifests, tags, referrers, upload sessions, the chart repository index,
+//! and accounts, projects and their members (see [`keys`] for the keyspace;
+//! [`accounts`] for the permission model, [`token`] for the bearer token
+//! format). It knows nothing of HTTP or of OCI's JSON wire formats: the
 //! server parses requests into the typed arguments taken here.
 //!
 //! Entry point: [`Engine::open`]. Every mutating operation is one atomic,
@@ -17,6 +18,7 @@ pub mod store;
 
 mod blobs;
 mod bulk;
+pub mod charts;
 mod engine;
 mod error;
 pub mod fsck;
@@ -32,6 +34,7 @@ mod uploads;
 mod workers;
 
 pub use accounts::{Account, AccountError, Action, Actions, NewRobot, Role};
+pub use charts::{ChartEntry, ChartId, ChartVersion, ChartWrite};
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use engine::{Engine, EngineConfig, IndexStats};
 pub use error::{BlobError, ManifestError, NameError, StorageError, UploadError};
@@ -39,7 +42,7 @@ pub use gc::{GcOptions, GcReport, GcRun, GcRunKind, GcRunStatus};
 pub use manifests::{Manifest, ManifestPut, Referrer};
 pub use metrics::EngineMetrics;
 pub use names::{Reference, RepoName, Tag};
-pub use records::BlobInfo;
+pub use records::{BlobInfo, ChartBlob, ChartRecord, ChartRepoRecord};
 pub use store::{BlobData, BlobStore, PutMode, PutOutcome, StoreError};
 pub use tags::Page;
 pub use uploads::valid_upload_id;

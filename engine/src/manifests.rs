@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use rocksdb::WriteBatch;
 
+use crate::charts::{chart_repo_parts, ChartChanges, ChartEntry, ChartId, ChartWrite};
 use crate::digest::{Algorithm, Digest};
 use crate::engine::{Engine, Inner};
 use crate::error::{ManifestError, StorageError};
@@ -39,6 +40,10 @@ pub struct ManifestPut {
     pub annotations: BTreeMap<String, String>,
     /// Tags to point at this manifest, in the same batch.
     pub tags: Vec<Tag>,
+    /// Set when the manifest is a Helm chart to index in the chart
+    /// repository of the repository's project (see `charts.rs`). The
+    /// version's tag is added to `tags`.
+    pub chart: Option<ChartEntry>,
 }
 
 /// A stored manifest.
@@ -62,14 +67,14 @@ pub struct Referrer {
 
 /// Pending record changes of one batch: every record read once, changed in
 /// memory, written once at the end.
-struct Pending<'a> {
+pub(crate) struct Pending<'a> {
     inner: &'a Inner,
     blobs: HashMap<Digest, BlobRecord>,
     repo_manifests: HashMap<Digest, Option<RepoManifestRecord>>,
 }
 
 impl<'a> Pending<'a> {
-    fn new(inner: &'a Inner) -> Self {
+    pub(crate) fn new(inner: &'a Inner) -> Self {
         Pending {
             inner,
             blobs: HashMap::new(),
@@ -92,7 +97,7 @@ impl<'a> Pending<'a> {
         Ok(self.blobs.get_mut(d))
     }
 
-    fn repo_manifest(
+    pub(crate) fn repo_manifest(
         &mut self,
         repo: &RepoName,
         d: &Digest,
@@ -107,7 +112,7 @@ impl<'a> Pending<'a> {
         Ok(self.repo_manifests.entry(d.clone()).or_insert(None))
     }
 
-    fn write(self, repo: &RepoName, batch: &mut WriteBatch) {
+    pub(crate) fn write(self, repo: &RepoName, batch: &mut WriteBatch) {
         let inner = self.inner;
         for (d, rec) in self.blobs {
             inner.put_blob_record(batch, &d, &rec);
@@ -155,11 +160,13 @@ impl Inner {
         }
     }
 
-    /// Moves `tag` to `digest` within `pending`/`batch`. IMPORTANT: the
-    /// caller holds the write lock.
+    /// Moves `tag` to `digest` within `pending`/`batch`; a chart version
+    /// indexed through the tag's old target leaves the chart index.
+    /// IMPORTANT: the caller holds the write lock.
     fn set_tag(
         &self,
         pending: &mut Pending<'_>,
+        charts: &mut ChartChanges,
         batch: &mut WriteBatch,
         repo: &RepoName,
         tag: &Tag,
@@ -173,6 +180,7 @@ impl Inner {
             if let Some(r) = pending.repo_manifest(repo, &old)? {
                 r.tags = r.tags.saturating_sub(1);
             }
+            self.unindex_chart_tag(charts, batch, repo, tag.as_str(), &old)?;
         }
         if let Some(r) = pending.repo_manifest(repo, digest)? {
             r.tags += 1;
@@ -184,14 +192,92 @@ impl Inner {
         );
         Ok(())
     }
+
+    /// Removes manifest `digest` (present in `repo`) within `pending`/
+    /// `batch`: every tag pointing at it (and the chart versions indexed
+    /// through them), `refcount - 1` on its blobs, `parents - 1` on its
+    /// children, its referrers entry, `repos - 1` on its record (record and
+    /// body deleted at 0) and its `repo_manifests` entry. IMPORTANT: the
+    /// caller holds the write lock.
+    pub(crate) fn remove_manifest(
+        &self,
+        pending: &mut Pending<'_>,
+        batch: &mut WriteBatch,
+        charts: &mut ChartChanges,
+        repo: &RepoName,
+        digest: &Digest,
+        now: u64,
+    ) -> Result<(), StorageError> {
+        let Some(rm) = pending.repo_manifest(repo, digest)?.clone() else {
+            return Ok(());
+        };
+        if rm.tags > 0 {
+            let prefix = keys::repo_prefix(repo);
+            for r in self.scan(keys::CF_TAGS, &prefix, &prefix) {
+                let (k, v) = r?;
+                if v.as_ref() == digest.as_str().as_bytes() {
+                    if let Some(tag) = keys::suffix(&k, &prefix) {
+                        self.unindex_chart_tag(charts, batch, repo, tag, digest)?;
+                    }
+                    batch.delete_cf(&self.cf(keys::CF_TAGS), k);
+                }
+            }
+        }
+        let mkey = keys::digest_key(digest);
+        let mrec: ManifestRecord =
+            self.get(keys::CF_MANIFESTS, &mkey)?
+                .ok_or_else(|| StorageError::Corrupt {
+                    what: format!("manifests/{digest}"),
+                    detail: format!("linked in {repo} but its record is missing"),
+                })?;
+        for b in &mrec.blobs {
+            if let Some(rec) = pending.blob(b)? {
+                rec.refcount = rec.refcount.saturating_sub(1);
+                rec.touched_ms = now;
+            }
+        }
+        for c in &mrec.manifests {
+            if let Some(r) = pending.repo_manifest(repo, c)? {
+                r.parents = r.parents.saturating_sub(1);
+            }
+        }
+        if let Some(subject) = &mrec.subject {
+            batch.delete_cf(
+                &self.cf(keys::CF_REFERRERS),
+                keys::referrer_key(repo, subject, digest),
+            );
+        }
+        if mrec.repos <= 1 {
+            batch.delete_cf(&self.cf(keys::CF_MANIFESTS), &mkey);
+            batch.delete_cf(&self.cf(keys::CF_BODIES), &mkey);
+        } else {
+            let mut m = mrec.clone();
+            m.repos -= 1;
+            batch.put_cf(&self.cf(keys::CF_MANIFESTS), &mkey, records::encode(&m));
+        }
+        *pending.repo_manifest(repo, digest)? = None;
+        Ok(())
+    }
+}
+
+/// The project of a repository (its first component), for chart changes.
+fn project_of(repo: &RepoName) -> RepoName {
+    RepoName::parse(repo.project()).unwrap_or_else(|_| repo.clone())
 }
 
 impl Engine {
     /// Stores a manifest in `repo` and points `put.tags` at it, in one
     /// atomic batch. Every referenced blob must be linked in the repository
     /// and every referenced manifest present there. Re-putting an existing
-    /// manifest only moves tags. Returns the manifest's digest.
-    pub fn put_manifest(&self, repo: &RepoName, put: ManifestPut) -> Result<Digest, ManifestError> {
+    /// manifest only moves tags. With `put.chart`, the chart version is
+    /// indexed in the same batch (see `charts.rs`), after `chart.write`
+    /// decided what happens to an existing version. Returns the manifest's
+    /// digest.
+    pub fn put_manifest(
+        &self,
+        repo: &RepoName,
+        mut put: ManifestPut,
+    ) -> Result<Digest, ManifestError> {
         let inner = &self.inner;
         let algorithm = put
             .digest
@@ -208,11 +294,60 @@ impl Engine {
         }
         let blobs = sorted_unique(&put.blobs);
         let children = sorted_unique(&put.manifests);
+        let chart = match &put.chart {
+            None => None,
+            Some(entry) => {
+                let id = chart_id_in(repo, entry)?;
+                for b in std::iter::once(&entry.chart).chain(entry.prov.as_ref()) {
+                    if !blobs.contains(&b.digest) {
+                        return Err(ManifestError::ChartInvalid {
+                            repo: repo.to_string(),
+                            chart: id.to_string(),
+                            reason: format!("blob {} is not a layer of the manifest", b.digest),
+                        });
+                    }
+                }
+                if !put.tags.contains(id.tag()) {
+                    put.tags.push(id.tag().clone());
+                }
+                Some(id)
+            }
+        };
 
         let _g = inner.lock()?;
         let now = records::now_ms();
         let mut batch = WriteBatch::default();
         let mut pending = Pending::new(inner);
+        let mut charts = ChartChanges::new(project_of(repo));
+        if let (Some(id), Some(entry)) = (&chart, &put.chart) {
+            if let Some(old) = inner.get::<records::ChartRecord>(
+                keys::CF_CHARTS,
+                &keys::chart_key(id.project(), id.name(), id.version()),
+            )? {
+                match entry.write {
+                    ChartWrite::Create => {
+                        return Err(ManifestError::ChartExists {
+                            project: id.project().to_string(),
+                            chart: id.to_string(),
+                        })
+                    }
+                    // IMPORTANT: the old manifest goes first, so this
+                    // batch's later puts of the same keys (the version
+                    // tag, the chart entry) win.
+                    ChartWrite::Replace if old.manifest != digest => {
+                        inner.remove_manifest(
+                            &mut pending,
+                            &mut batch,
+                            &mut charts,
+                            repo,
+                            &old.manifest,
+                            now,
+                        )?;
+                    }
+                    ChartWrite::Replace | ChartWrite::Follow => {}
+                }
+            }
+        }
         let present = pending.repo_manifest(repo, &digest)?.is_some();
         if !present {
             for b in &blobs {
@@ -291,9 +426,13 @@ impl Engine {
             inner.ensure_repo(&mut batch, repo, now)?;
         }
         for tag in &put.tags {
-            inner.set_tag(&mut pending, &mut batch, repo, tag, &digest)?;
+            inner.set_tag(&mut pending, &mut charts, &mut batch, repo, tag, &digest)?;
+        }
+        if let (Some(id), Some(entry)) = (&chart, &put.chart) {
+            inner.index_chart(&mut charts, &mut batch, id, entry, &digest, now)?;
         }
         pending.write(repo, &mut batch);
+        charts.write(inner, &mut batch, now)?;
         inner.commit(_g, batch)?;
         Ok(digest)
     }
@@ -340,8 +479,7 @@ impl Engine {
     pub fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, ManifestError> {
         Ok(self.inner.delete_manifest(repo, digest, false)?)
     }
-    /// Deletes manifest `digest` from `repo`, with every tag pointing at it,
-    /// releasing its references. Returns false if it was not there.
+
     /// Removes `tag` from `repo`. The manifest stays. Returns false if the
     /// tag did not exist.
     pub fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, ManifestError> {
@@ -352,11 +490,14 @@ impl Engine {
         };
         let mut batch = WriteBatch::default();
         let mut pending = Pending::new(inner);
+        let mut charts = ChartChanges::new(project_of(repo));
         if let Some(r) = pending.repo_manifest(repo, &digest)? {
             r.tags = r.tags.saturating_sub(1);
         }
+        inner.unindex_chart_tag(&mut charts, &mut batch, repo, tag.as_str(), &digest)?;
         batch.delete_cf(&inner.cf(keys::CF_TAGS), keys::tag_key(repo, tag));
         pending.write(repo, &mut batch);
+        charts.write(inner, &mut batch, records::now_ms())?;
         inner.commit(_g, batch)?;
         Ok(true)
     }
@@ -427,62 +568,21 @@ impl Inner {
         digest: &Digest,
         untagged_only: bool,
     ) -> Result<bool, StorageError> {
-        let inner = self;
-        let _g = inner.lock()?;
+        let _g = self.lock()?;
         let mut batch = WriteBatch::default();
-        let mut pending = Pending::new(inner);
+        let mut pending = Pending::new(self);
         let Some(rm) = pending.repo_manifest(repo, digest)?.clone() else {
             return Ok(false);
         };
-        if untagged_only && (rm.tags > 0 || rm.parents > 0 || inner.is_accessory(repo, digest)?) {
+        if untagged_only && (rm.tags > 0 || rm.parents > 0 || self.is_accessory(repo, digest)?) {
             return Ok(false);
         }
-        if rm.tags > 0 {
-            let prefix = keys::repo_prefix(repo);
-            for r in inner.scan(keys::CF_TAGS, &prefix, &prefix) {
-                let (k, v) = r?;
-                if v.as_ref() == digest.as_str().as_bytes() {
-                    batch.delete_cf(&inner.cf(keys::CF_TAGS), k);
-                }
-            }
-        }
-        let mkey = keys::digest_key(digest);
-        let mrec: ManifestRecord =
-            inner
-                .get(keys::CF_MANIFESTS, &mkey)?
-                .ok_or_else(|| StorageError::Corrupt {
-                    what: format!("manifests/{digest}"),
-                    detail: format!("linked in {repo} but its record is missing"),
-                })?;
         let now = records::now_ms();
-        for b in &mrec.blobs {
-            if let Some(rec) = pending.blob(b)? {
-                rec.refcount = rec.refcount.saturating_sub(1);
-                rec.touched_ms = now;
-            }
-        }
-        for c in &mrec.manifests {
-            if let Some(r) = pending.repo_manifest(repo, c)? {
-                r.parents = r.parents.saturating_sub(1);
-            }
-        }
-        if let Some(subject) = &mrec.subject {
-            batch.delete_cf(
-                &inner.cf(keys::CF_REFERRERS),
-                keys::referrer_key(repo, subject, digest),
-            );
-        }
-        if mrec.repos <= 1 {
-            batch.delete_cf(&inner.cf(keys::CF_MANIFESTS), &mkey);
-            batch.delete_cf(&inner.cf(keys::CF_BODIES), &mkey);
-        } else {
-            let mut m = mrec.clone();
-            m.repos -= 1;
-            batch.put_cf(&inner.cf(keys::CF_MANIFESTS), &mkey, records::encode(&m));
-        }
-        *pending.repo_manifest(repo, digest)? = None;
+        let mut charts = ChartChanges::new(project_of(repo));
+        self.remove_manifest(&mut pending, &mut batch, &mut charts, repo, digest, now)?;
         pending.write(repo, &mut batch);
-        inner.commit(_g, batch)?;
+        charts.write(self, &mut batch, now)?;
+        self.commit(_g, batch)?;
         Ok(true)
     }
 
@@ -504,4 +604,26 @@ impl Inner {
             None => Ok(false),
         }
     }
+}
+
+/// The chart id of `entry` pushed to `repo`, which must be `project/name`.
+fn chart_id_in(repo: &RepoName, entry: &ChartEntry) -> Result<ChartId, ManifestError> {
+    let invalid = |reason: String| ManifestError::ChartInvalid {
+        repo: repo.to_string(),
+        chart: format!("{}-{}", entry.name, entry.version),
+        reason,
+    };
+    let Some((project, name)) = chart_repo_parts(repo) else {
+        return Err(invalid(
+            "charts live in repositories named project/chart".into(),
+        ));
+    };
+    if name != entry.name {
+        return Err(invalid(format!(
+            "the chart is named {:?}, the repository {name:?}",
+            entry.name
+        )));
+    }
+    ChartId::parse(project.as_str(), &entry.name, &entry.version)
+        .map_err(|e| invalid(e.to_string()))
 }

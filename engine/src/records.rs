@@ -219,6 +219,41 @@ pub struct RobotRecord {
     pub created_ms: u64,
 }
 
+/// A blob a chart record refers to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChartBlob {
+    pub digest: Digest,
+    pub size: u64,
+}
+
+/// `charts`: one version of a chart in a project's chart repository.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChartRecord {
+    /// The chart's Chart.yaml metadata as the JSON object Helm writes as an
+    /// OCI chart config. Opaque to the engine.
+    pub metadata: String,
+    /// The chart archive (`.tgz`): the OCI chart layer.
+    pub chart: ChartBlob,
+    /// The provenance file (`.tgz.prov`), if one was uploaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prov: Option<ChartBlob>,
+    /// The OCI manifest in `project/name` holding this version.
+    pub manifest: Digest,
+    pub created_ms: u64,
+}
+
+/// `chart_repos`: the state of one project's chart repository.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChartRepoRecord {
+    /// Bumped in the batch of every change to the project's `charts`
+    /// entries; caches of `index.yaml` are keyed by it.
+    pub generation: u64,
+    /// When the last change was committed.
+    pub updated_ms: u64,
+    /// Number of `charts` entries of the project.
+    pub versions: u64,
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -245,6 +280,21 @@ mod tests {
         let rec: UploadRecord = decode(up, || "upload".into()).unwrap();
         assert_eq!(rec.algorithm, Algorithm::Sha256);
         assert_eq!(encode(&rec), up.to_vec());
+
+        let hex = "a".repeat(64);
+        let chart = format!(
+            "\x01{{\"metadata\":\"{{\\\"name\\\":\\\"c\\\"}}\",\"chart\":{{\"digest\":\"sha256:{hex}\",\"size\":3}},\"manifest\":\"sha256:{hex}\",\"created_ms\":4}}"
+        );
+        let rec: ChartRecord = decode(chart.as_bytes(), || "chart".into()).unwrap();
+        assert_eq!(rec.metadata, r#"{"name":"c"}"#);
+        assert_eq!(rec.chart.size, 3);
+        assert_eq!(rec.prov, None);
+        assert_eq!(encode(&rec), chart.as_bytes().to_vec());
+
+        let repo = b"\x01{\"generation\":7,\"updated_ms\":8,\"versions\":2}";
+        let rec: ChartRepoRecord = decode(repo, || "chart repo".into()).unwrap();
+        assert_eq!(rec.generation, 7);
+        assert_eq!(encode(&rec), repo.to_vec());
     }
 
     /// Fixture: version-1 account records.

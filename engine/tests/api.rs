@@ -484,3 +484,188 @@ fn a_failed_fsync_poisons_the_engine_until_reopened() {
     e.put_blob(&r, &sha(&b), &b).expect("put after reopen");
     assert_clean(&e);
 }
+
+/// A chart version's manifest put with its chart entry.
+fn chart_put(
+    e: &Engine,
+    r: &RepoName,
+    version: &str,
+    description: &str,
+    write: berth_engine::ChartWrite,
+) -> ManifestPut {
+    let name = r.as_str().split('/').nth(1).expect("project/name");
+    let config =
+        format!(r#"{{"name":"{name}","version":"{version}","description":"{description}"}}"#);
+    let tgz = format!("tgz of {name} {version}").into_bytes();
+    let (c, t) = (sha(config.as_bytes()), sha(&tgz));
+    e.put_blob(r, &c, config.as_bytes()).expect("config");
+    e.put_blob(r, &t, &tgz).expect("tgz");
+    ManifestPut {
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        body: format!(r#"{{"config":"{c}","layers":["{t}"]}}"#).into_bytes(),
+        blobs: vec![c, t.clone()],
+        chart: Some(berth_engine::ChartEntry {
+            name: name.into(),
+            version: version.into(),
+            metadata: config,
+            chart: berth_engine::ChartBlob {
+                digest: t,
+                size: tgz.len() as u64,
+            },
+            prov: None,
+            write,
+        }),
+        ..ManifestPut::default()
+    }
+}
+
+#[test]
+fn chart_index_follows_manifests_and_tags_in_the_same_batches() {
+    use berth_engine::{ChartId, ChartWrite};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let e = engine(dir.path());
+    let project = repo("lib");
+    let r = repo("lib/demo");
+    let id = ChartId::parse("lib", "demo", "1.0.0+b.1").expect("id");
+    let generation = |e: &Engine| {
+        e.chart_repo(&project)
+            .expect("repo")
+            .map(|s| (s.generation, s.versions))
+    };
+
+    let first = e
+        .put_manifest(
+            &r,
+            chart_put(&e, &r, "1.0.0+b.1", "one", ChartWrite::Create),
+        )
+        .expect("put chart");
+    assert_eq!(
+        e.get_chart(&id).expect("get").expect("indexed").manifest,
+        first
+    );
+    assert_eq!(generation(&e), Some((1, 1)));
+    // The version tag (with `_` for `+`) was added in the same batch.
+    let tag = Reference::Tag(Tag::parse("1.0.0_b.1").expect("tag"));
+    assert_eq!(
+        e.get_manifest(&r, &tag)
+            .expect("get")
+            .expect("tagged")
+            .digest,
+        first
+    );
+    assert_clean(&e);
+
+    // Create refuses an existing version and changes nothing.
+    let again = chart_put(&e, &r, "1.0.0+b.1", "two", ChartWrite::Create);
+    assert!(matches!(
+        e.put_manifest(&r, again),
+        Err(ManifestError::ChartExists { .. })
+    ));
+    assert_eq!(generation(&e), Some((1, 1)));
+
+    // Replace swaps the manifest; the old one leaves the repository.
+    let second = e
+        .put_manifest(
+            &r,
+            chart_put(&e, &r, "1.0.0+b.1", "two", ChartWrite::Replace),
+        )
+        .expect("replace");
+    assert_ne!(first, second);
+    assert!(e
+        .get_manifest(&r, &Reference::Digest(first))
+        .expect("get")
+        .is_none());
+    assert_eq!(
+        e.get_chart(&id).expect("get").expect("indexed").manifest,
+        second
+    );
+    assert_eq!(generation(&e), Some((2, 1)));
+    assert_clean(&e);
+
+    // A tag delete takes the version out of the index; the manifest stays.
+    assert!(e
+        .delete_tag(&r, &Tag::parse("1.0.0_b.1").expect("tag"))
+        .expect("untag"));
+    assert!(e.get_chart(&id).expect("get").is_none());
+    assert_eq!(generation(&e), Some((3, 0)));
+    assert_clean(&e);
+
+    // Re-tagging (an OCI push that follows) brings it back; a manifest
+    // delete takes it out again.
+    let d = e
+        .put_manifest(
+            &r,
+            chart_put(&e, &r, "1.0.0+b.1", "two", ChartWrite::Follow),
+        )
+        .expect("follow");
+    assert_eq!(d, second);
+    assert_eq!(generation(&e), Some((4, 1)));
+    assert!(e.delete_manifest(&r, &d).expect("delete"));
+    assert!(e.get_chart(&id).expect("get").is_none());
+    assert_eq!(generation(&e), Some((5, 0)));
+    assert_clean(&e);
+
+    // A plain manifest moved onto the version tag un-indexes the chart.
+    e.put_manifest(&r, chart_put(&e, &r, "2.0.0", "x", ChartWrite::Create))
+        .expect("put 2.0.0");
+    let plain = b"plain".to_vec();
+    let pd = sha(&plain);
+    e.put_blob(&r, &pd, &plain).expect("blob");
+    e.put_manifest(
+        &r,
+        ManifestPut {
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            body: format!(r#"{{"config":"{pd}"}}"#).into_bytes(),
+            blobs: vec![pd],
+            tags: vec![Tag::parse("2.0.0").expect("tag")],
+            ..ManifestPut::default()
+        },
+    )
+    .expect("plain over tag");
+    assert!(e.list_charts(&project, None).expect("list").is_empty());
+    assert_clean(&e);
+
+    // Chart API deletes: one version, then all, manifests included.
+    for v in ["3.0.0", "3.1.0", "4.0.0"] {
+        e.put_manifest(&r, chart_put(&e, &r, v, v, ChartWrite::Create))
+            .expect("put");
+    }
+    assert_eq!(
+        e.delete_charts(&project, "demo", Some("3.1.0"))
+            .expect("delete"),
+        1
+    );
+    let left: Vec<_> = e
+        .list_charts(&project, Some("demo"))
+        .expect("list")
+        .into_iter()
+        .map(|v| v.version)
+        .collect();
+    assert_eq!(left, ["3.0.0", "4.0.0"]);
+    assert_eq!(
+        e.delete_charts(&project, "demo", None).expect("delete all"),
+        2
+    );
+    assert_eq!(
+        e.delete_charts(&project, "demo", None).expect("none left"),
+        0
+    );
+    let tags = e.list_tags(&r, None, 100).expect("tags");
+    assert!(
+        !tags
+            .items
+            .iter()
+            .any(|t| t.starts_with('3') || t.starts_with('4')),
+        "{tags:?}"
+    );
+    assert_eq!(generation(&e).map(|g| g.1), Some(0));
+    assert_clean(&e);
+
+    // A chart must live in project/name.
+    let wrong = repo("lib/other");
+    let put = chart_put(&e, &r, "5.0.0", "x", ChartWrite::Create);
+    assert!(matches!(
+        e.put_manifest(&wrong, put),
+        Err(ManifestError::ChartInvalid { .. })
+    ));
+}

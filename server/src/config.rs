@@ -14,7 +14,8 @@
 //!  "trusted_proxies": ["10.0.0.0/8"], "token_service": "berth-registry",
 //!  "token_ttl_seconds": 300, "self_registration": false, "project_creation": "everyone",
 //!  "max_failed_logins": 10, "tls_cert": "/etc/berth/cert.pem", "tls_key": "/etc/berth/key.pem",
-//!  "gc_interval_seconds": 3600, "gc_grace_seconds": 3600}
+//!  "gc_interval_seconds": 3600, "gc_grace_seconds": 3600,
+//!  "chart_allow_overwrite": false}
 //! ```
 //!
 //! Storage (`docs/storage.md`): `storage_backend` is `local` (default), `s3`
@@ -105,6 +106,8 @@ pub struct TlsConfig {
     pub key: PathBuf,
 }
 pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(3600);
+/// Memory budget of the rendered `index.yaml` cache.
+pub const DEFAULT_CHART_INDEX_CACHE_BYTES: usize = 256 << 20;
 
 /// Everything `serve` needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -130,6 +133,14 @@ pub struct Config {
     pub gc_interval: Option<Duration>,
     /// Unreferenced blobs touched within this window survive GC.
     pub gc_grace: Duration,
+    /// Re-uploading an existing chart version through the chart API
+    /// replaces it (else `409` unless the request says `?force`).
+    pub chart_allow_overwrite: bool,
+    /// Bounds on uploaded chart archives (not configurable from the
+    /// command line; tests lower them).
+    pub chart_limits: crate::charts::Limits,
+    /// Memory budget of the rendered `index.yaml` cache.
+    pub chart_index_cache_bytes: usize,
 }
 
 impl Config {
@@ -147,6 +158,9 @@ impl Config {
             tls: None,
             gc_interval: None,
             gc_grace: DEFAULT_GC_GRACE,
+            chart_allow_overwrite: false,
+            chart_limits: crate::charts::Limits::default(),
+            chart_index_cache_bytes: DEFAULT_CHART_INDEX_CACHE_BYTES,
         }
     }
 
@@ -246,6 +260,12 @@ impl Config {
                 .gc_grace_seconds
                 .or(file.gc_grace_seconds)
                 .map_or(DEFAULT_GC_GRACE, Duration::from_secs),
+            chart_allow_overwrite: args
+                .chart_allow_overwrite
+                .or(file.chart_allow_overwrite)
+                .unwrap_or(false),
+            chart_limits: crate::charts::Limits::default(),
+            chart_index_cache_bytes: DEFAULT_CHART_INDEX_CACHE_BYTES,
         })
     }
 }
@@ -315,6 +335,8 @@ pub struct ServeArgs {
     /// JSON config file (keys: listen, data_dir, read_only, delete_enabled,
     /// upload_ttl_seconds, gc_interval_seconds, gc_grace_seconds); flags and
     /// environment override it
+    /// upload_ttl_seconds, chart_allow_overwrite); flags and environment
+    /// override it
     #[arg(long, env = "BERTH_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Refuse all writes (405 UNSUPPORTED)
@@ -413,6 +435,10 @@ pub struct ServeArgs {
     /// GC keeps unreferenced blobs touched within this many seconds [default: 3600]
     #[arg(long, env = "BERTH_GC_GRACE_SECONDS", value_name = "SECONDS")]
     pub gc_grace_seconds: Option<u64>,
+    /// Let chart uploads replace an existing chart version (else 409 unless
+    /// the request says ?force) [default: false]
+    #[arg(long, env = "BERTH_CHART_ALLOW_OVERWRITE", value_name = "BOOL", value_parser = BoolishValueParser::new())]
+    pub chart_allow_overwrite: Option<bool>,
 }
 
 /// The config file's contents; every key optional.
@@ -447,6 +473,7 @@ struct FileConfig {
     tls_key: Option<PathBuf>,
     gc_interval_seconds: Option<u64>,
     gc_grace_seconds: Option<u64>,
+    chart_allow_overwrite: Option<bool>,
 }
 
 impl FileConfig {
@@ -470,7 +497,7 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("berth: config {path}: {source} (expected a JSON object with keys listen, data_dir, read_only, delete_enabled, upload_ttl_seconds, storage_backend, s3_endpoint, s3_region, s3_bucket, s3_access_key, s3_secret_key, s3_root, s3_path_style, s3_multipart_threshold, cache_max_bytes, auth_enabled, admin_password, external_url, trusted_proxies, token_service, token_ttl_seconds, self_registration, project_creation, max_failed_logins, tls_cert, tls_key, gc_interval_seconds, gc_grace_seconds)", path = .path.display())]
+    #[error("berth: config {path}: {source} (expected a JSON object with keys listen, data_dir, read_only, delete_enabled, upload_ttl_seconds, storage_backend, s3_endpoint, s3_region, s3_bucket, s3_access_key, s3_secret_key, s3_root, s3_path_style, s3_multipart_threshold, cache_max_bytes, auth_enabled, admin_password, external_url, trusted_proxies, token_service, token_ttl_seconds, self_registration, project_creation, max_failed_logins, tls_cert, tls_key, gc_interval_seconds, gc_grace_seconds, chart_allow_overwrite)", path = .path.display())]
     Parse {
         path: PathBuf,
         #[source]
@@ -496,6 +523,7 @@ mod tests {
         assert_eq!(c.upload_ttl, DEFAULT_UPLOAD_TTL);
         assert_eq!(c.gc_interval, None);
         assert_eq!(c.gc_grace, DEFAULT_GC_GRACE);
+        assert!(!c.chart_allow_overwrite);
     }
 
     #[test]
@@ -504,7 +532,7 @@ mod tests {
         let path = dir.path().join("berth.json");
         std::fs::write(
             &path,
-            r#"{"listen":"0.0.0.0:1","data_dir":"/d","read_only":true,"delete_enabled":false,"upload_ttl_seconds":5,"gc_interval_seconds":7,"gc_grace_seconds":0}"#,
+            r#"{"listen":"0.0.0.0:1","data_dir":"/d","read_only":true,"delete_enabled":false,"upload_ttl_seconds":5,"gc_interval_seconds":7,"gc_grace_seconds":0,"chart_allow_overwrite":true}"#,
         )
         .unwrap();
         let args = ServeArgs {
@@ -519,18 +547,21 @@ mod tests {
         assert_eq!(c.upload_ttl, Duration::from_secs(5));
         assert_eq!(c.gc_interval, Some(Duration::from_secs(7)));
         assert_eq!(c.gc_grace, Duration::ZERO);
+        assert!(c.chart_allow_overwrite);
 
         let args = ServeArgs {
             config: Some(path),
             listen: Some("127.0.0.1:2".into()),
             delete_enabled: Some(true),
             gc_interval_seconds: Some(0),
+            chart_allow_overwrite: Some(false),
             ..ServeArgs::default()
         };
         let c = Config::from_args(args).unwrap();
         assert_eq!(c.gc_interval, None, "0 turns GC off");
         assert_eq!(c.listen, "127.0.0.1:2");
         assert!(c.delete_enabled);
+        assert!(!c.chart_allow_overwrite);
     }
 
     #[test]

@@ -292,6 +292,7 @@ impl From<NameError> for ApiError {
             NameError::Repository { .. } => Code::NameInvalid,
             NameError::Tag { .. } => Code::ManifestInvalid,
             NameError::Reference { .. } => Code::DigestInvalid,
+            NameError::Chart { .. } => Code::NameInvalid,
         };
         ApiError::new(code, e.to_string())
     }
@@ -343,6 +344,11 @@ impl From<ManifestError> for ApiError {
             }
             ManifestError::DigestMismatch { .. } => Code::DigestInvalid,
             ManifestError::SizeMismatch { .. } => Code::ManifestInvalid,
+            // Chart API conflicts never come through the OCI API (its puts
+            // follow tags); a chart that does not fit its repository does.
+            ManifestError::ChartExists { .. } | ManifestError::ChartInvalid { .. } => {
+                Code::ManifestInvalid
+            }
             ManifestError::Storage(s) => return ApiError::internal(s),
         };
         ApiError::new(code, e.to_string())

@@ -64,6 +64,17 @@ pub struct App {
     pub upload_ttl: Duration,
     /// Request counters for `/metrics`.
     pub metrics: crate::metrics::ServerMetrics,
+    pub charts: ChartsState,
+}
+
+/// The chart repository's settings and its rendered-index cache.
+pub struct ChartsState {
+    /// Re-uploading an existing chart version replaces it (else `409`
+    /// unless the request says `?force`).
+    pub allow_overwrite: bool,
+    pub limits: crate::charts::Limits,
+    /// Rendered `index.yaml` per project, keyed by chart generation.
+    pub cache: crate::charts::IndexCache,
 }
 
 /// Why the server could not run.
@@ -142,6 +153,11 @@ pub async fn serve(
         gc_grace: config.gc_grace,
         upload_ttl: config.upload_ttl,
         metrics: crate::metrics::ServerMetrics::default(),
+        charts: ChartsState {
+            allow_overwrite: config.chart_allow_overwrite,
+            limits: config.chart_limits,
+            cache: crate::charts::IndexCache::new(config.chart_index_cache_bytes),
+        },
     });
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -287,7 +303,8 @@ async fn handle(
     let uri = req.uri().clone();
     let origin = app.proxy.origin(&conn, req.headers(), &uri);
     req.extensions_mut().insert(conn);
-    let mut res = match crate::router::dispatch(app, req).await {
+    let rid = request_id.to_str().unwrap_or_default().to_owned();
+    let mut res = match crate::router::dispatch(app, req, &rid).await {
         Ok(res) => res,
         Err(e) => e.into_response(request_id.to_str().unwrap_or_default()),
     };

@@ -15,6 +15,8 @@
 //!   proxies, CIDRs; `tls`: optional native TLS.
 //! - [`metrics`]: `GET /metrics` (Prometheus text format); `gc_api`:
 //!   Harbor's `/api/v2.0/system/gc…` over the engine's online GC.
+//! - [`charts`]: the Helm chart repository (Harbor `chartrepo` paths,
+//!   ChartMuseum API), its own router, handlers and `index.yaml` cache.
 //!
 //! Architecture Invariant: handlers call the engine's public API only; the
 //! server never builds index keys or blob paths.
@@ -37,6 +39,7 @@ pub mod token_service;
 mod blobs;
 mod body;
 mod catalog;
+pub mod charts;
 mod gc_api;
 mod manifest_parse;
 mod manifests;

@@ -150,6 +150,10 @@ impl PutManifest {
                 let mut put = manifest_parse::parse(content_type.as_deref(), body)?;
                 put.digest = by_digest;
                 put.tags = tags;
+                // The one hook of the chart repository in the OCI API: a Helm
+                // chart pushed to project/name with its version tag is
+                // indexed in the same batch as the manifest.
+                put.chart = crate::charts::oci::chart_entry_for_push(e, &r, &put);
                 let subject = put.subject.clone();
                 let digest = e.put_manifest(&r, put)?;
                 Ok((digest, subject))

@@ -124,7 +124,11 @@ fn nonempty<'a>(name: &'a str, f: impl FnOnce(&'a str) -> Route<'a>) -> Route<'a
 
 /// Parses the request line, checks the server's mode, and hands the request
 /// to its endpoint.
-pub async fn dispatch(app: &Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn dispatch(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    request_id: &str,
+) -> Result<Response<Body>, ApiError> {
     let (parts, body) = req.into_parts();
     let path = percent_decode(parts.uri.path());
     if path == "/metrics" && matches!(parts.method, Method::GET | Method::HEAD) {
@@ -143,6 +147,22 @@ pub async fn dispatch(app: &Arc<App>, req: Request<Incoming>) -> Result<Response
     }
     let route = route(&path);
     let method = &parts.method;
+    // The chart repository's paths (everything outside /v2/) have their own
+    // router and error format.
+    if let Some(chart_route) = crate::charts::route(&path) {
+        let caller = auth::authenticate(app, &parts).await?;
+        return Ok(crate::charts::dispatch(
+            app,
+            caller,
+            chart_route,
+            method,
+            query,
+            &parts.headers,
+            body,
+        )
+        .await
+        .unwrap_or_else(|e| e.into_response(request_id)));
+    }
     let principal = authorize_route(app, &parts, route, method).await?;
 
     let writes = matches!(

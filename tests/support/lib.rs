@@ -31,11 +31,13 @@ pub fn open_engine(dir: &Path) -> Engine {
 }
 
 /// Path of a workspace binary (`berth`, `berthctl`) built by `cargo build --bins`,
-/// or in `$BERTH_BIN_DIR` when set (a copy made right after the build, for
-/// machines where several checkouts share one target directory).
+/// or in `$BERTH_BIN_DIR` when set (e.g. a copy taken right after a release
+/// build, when several worktrees share one target directory).
 pub fn bin_path(name: &str) -> PathBuf {
     if let Some(dir) = std::env::var_os("BERTH_BIN_DIR") {
-        return PathBuf::from(dir).join(name);
+        let p = PathBuf::from(dir).join(name);
+        assert!(p.exists(), "{} not found (BERTH_BIN_DIR)", p.display());
+        return p;
     }
     let exe = std::env::current_exe().expect("current test executable");
     let profile_dir = exe

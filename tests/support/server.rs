@@ -79,6 +79,11 @@ impl TestServer {
         self.addr.to_string()
     }
 
+    /// The server process id (for resource measurements such as RSS).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything the server has written to stderr so far (all restarts).
     pub fn stderr(&self) -> String {
         lock(&self.stderr).clone()
