@@ -978,3 +978,121 @@ async fn auth_admin_api_creates_projects_users_members_and_robots() {
         .json();
     assert!(!users.to_string().contains("argon2"), "{users}");
 }
+
+/// A minimal chart archive: `NAME/Chart.yaml` only.
+fn chart_tgz(name: &str, version: &str) -> Vec<u8> {
+    use std::io::Write as _;
+    let yaml = format!("apiVersion: v2\nname: {name}\nversion: {version}\n");
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(yaml.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    tar.append_data(&mut h, format!("{name}/Chart.yaml"), yaml.as_bytes())
+        .unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&tar.into_inner().unwrap()).unwrap();
+    gz.finish().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_chart_paths_follow_project_permissions() {
+    let w = world(|_| {}).await;
+    let a = w.server.addr;
+    let index = "/chartrepo/priv/index.yaml";
+
+    // Anonymous on a private project: a Basic challenge (helm repo add
+    // --username/--password answers it); a non-member: 403.
+    let r = send(a, "GET", index, &Cred::None, &[], b"").await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("www-authenticate"), Some("Basic realm=\"berth\""));
+    assert_eq!(
+        send(a, "GET", index, &pw("mallory"), &[], b"").await.status,
+        403
+    );
+    // Wrong password: 401, never the index.
+    assert_eq!(
+        send(a, "GET", index, &basic("gus", "nope"), &[], b"")
+            .await
+            .status,
+        401
+    );
+
+    // Push needs developer: the guest is refused, the developer uploads.
+    let tgz = chart_tgz("app", "1.0.0");
+    let upload = "/api/chartrepo/priv/charts";
+    assert_eq!(
+        send(a, "POST", upload, &pw("gus"), &[], &tgz).await.status,
+        403
+    );
+    assert_eq!(
+        send(a, "POST", upload, &Cred::None, &[], &tgz).await.status,
+        401
+    );
+    let r = send(a, "POST", upload, &pw("alice"), &[], &tgz).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+
+    // Members read the index and the archive; ChartMuseum paths too.
+    for path in [
+        index,
+        "/chartrepo/priv/charts/app-1.0.0.tgz",
+        "/priv/index.yaml",
+    ] {
+        let r = send(a, "GET", path, &pw("gus"), &[], b"").await;
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(
+            send(a, "GET", path, &Cred::None, &[], b"").await.status,
+            401,
+            "{path}"
+        );
+    }
+
+    // Delete needs maintainer.
+    let version = "/api/chartrepo/priv/charts/app/1.0.0";
+    assert_eq!(
+        send(a, "DELETE", version, &pw("alice"), &[], b"")
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        send(a, "DELETE", version, &pw("mia"), &[], b"")
+            .await
+            .status,
+        200
+    );
+
+    // A public project's index is open to anonymous callers; the global
+    // index lists only what the caller may read.
+    let r = send(
+        a,
+        "POST",
+        "/api/chartrepo/pub/charts",
+        &basic("admin", ADMIN_PW),
+        &[],
+        &chart_tgz("web", "2.0.0"),
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    assert_eq!(
+        send(a, "GET", "/chartrepo/pub/index.yaml", &Cred::None, &[], b"")
+            .await
+            .status,
+        200
+    );
+    let r = send(
+        a,
+        "POST",
+        upload,
+        &pw("alice"),
+        &[],
+        &chart_tgz("hidden", "1.0.0"),
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    let all = send(a, "GET", "/chartrepo/index.yaml", &pw("mallory"), &[], b"").await;
+    assert_eq!(all.status, 200);
+    let text = String::from_utf8_lossy(&all.body);
+    assert!(text.contains("pub/web"), "{text}");
+    assert!(!text.contains("hidden"), "{text}");
+}
