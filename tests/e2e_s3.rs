@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use berth_engine::store::{S3Config, S3Store};
 use berth_engine::{BlobStore, Digest};
 use berth_testkit::oci_layout::{self, Image};
-use berth_testkit::server::TestServer;
+use berth_testkit::server::{http, TestServer};
 
 const MIB: usize = 1 << 20;
 /// Multipart threshold the servers run with: the big layer is above it.
@@ -186,6 +186,20 @@ fn run_backend(backend: &str) {
     assert!(
         data.join("blobs/sha256").is_dir(),
         "{backend}: the pull did not fill the local cache"
+    );
+    // /metrics counts the reads that went to the bucket.
+    let addr = server.url().parse().expect("addr");
+    let (status, _, body) = http(addr, "GET", "/metrics", &[], b"");
+    assert_eq!(status, 200);
+    let text = String::from_utf8_lossy(&body);
+    let misses: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("berth_tier_misses_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no berth_tier_misses_total in {text}"));
+    assert!(
+        misses > 0,
+        "{backend}: reads from the bucket not counted: {text}"
     );
 }
 

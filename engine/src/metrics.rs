@@ -21,15 +21,6 @@ pub struct EngineMetrics {
     pub gc_manifests_deleted: AtomicU64,
     /// Upload sessions expired (by GC or the expiry worker).
     pub uploads_expired: AtomicU64,
-    /// Tiered store: reads served by the local tier, and reads that had to
-    /// go to the remote tier. Incremented by the store (see `BlobStore`).
-    pub tier_hits: AtomicU64,
-    pub tier_misses: AtomicU64,
-    /// Tiered store: blobs and bytes copied to the remote tier, and local
-    /// copies evicted.
-    pub tier_uploads: AtomicU64,
-    pub tier_upload_bytes: AtomicU64,
-    pub tier_evictions: AtomicU64,
 }
 
 impl EngineMetrics {

@@ -94,7 +94,7 @@ pub fn render(app: &App, uploads_open: Option<u64>) -> String {
     );
     let e = app.engine.metrics();
     let g = EngineMetrics::get;
-    let engine: [(&str, &str, u64); 11] = [
+    let engine: [(&str, &str, u64); 6] = [
         (
             "berth_gc_runs_total",
             "GC runs completed (including dry runs).",
@@ -125,34 +125,65 @@ pub fn render(app: &App, uploads_open: Option<u64>) -> String {
             "Abandoned upload sessions expired.",
             g(&e.uploads_expired),
         ),
-        (
-            "berth_tier_hits_total",
-            "Blob reads served by the local tier.",
-            g(&e.tier_hits),
-        ),
-        (
-            "berth_tier_misses_total",
-            "Blob reads that went to the remote tier.",
-            g(&e.tier_misses),
-        ),
-        (
-            "berth_tier_uploads_total",
-            "Blobs copied to the remote tier.",
-            g(&e.tier_uploads),
-        ),
-        (
-            "berth_tier_upload_bytes_total",
-            "Bytes copied to the remote tier.",
-            g(&e.tier_upload_bytes),
-        ),
-        (
-            "berth_tier_evictions_total",
-            "Local copies evicted from the tier.",
-            g(&e.tier_evictions),
-        ),
     ];
     for (name, help, v) in engine {
         sample(&mut out, name, "counter", help, v);
+    }
+    if let Some(t) = app.engine.store().tier_stats() {
+        let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let tier: [(&str, &str, &str, u64); 8] = [
+            (
+                "berth_tier_hits_total",
+                "counter",
+                "Blob reads served by the local tier.",
+                g(&t.hits),
+            ),
+            (
+                "berth_tier_misses_total",
+                "counter",
+                "Blob reads fetched from the bucket.",
+                g(&t.misses),
+            ),
+            (
+                "berth_tier_uploaded_bytes_total",
+                "counter",
+                "Bytes copied to the bucket.",
+                g(&t.bytes_uploaded),
+            ),
+            (
+                "berth_tier_downloaded_bytes_total",
+                "counter",
+                "Bytes fetched from the bucket into the local cache.",
+                g(&t.bytes_downloaded),
+            ),
+            (
+                "berth_tier_evicted_bytes_total",
+                "counter",
+                "Bytes of local copies evicted.",
+                g(&t.bytes_evicted),
+            ),
+            (
+                "berth_tier_evictions_total",
+                "counter",
+                "Local copies evicted.",
+                g(&t.evictions),
+            ),
+            (
+                "berth_tier_pending_uploads",
+                "gauge",
+                "Blobs waiting to be copied to the bucket.",
+                g(&t.pending_uploads),
+            ),
+            (
+                "berth_tier_cached_bytes",
+                "gauge",
+                "Bytes of local copies in the cache.",
+                g(&t.cached_bytes),
+            ),
+        ];
+        for (name, kind, help, v) in tier {
+            sample(&mut out, name, kind, help, v);
+        }
     }
     if let Some(n) = uploads_open {
         sample(

@@ -215,7 +215,9 @@ fn run(cli: &Cli) -> Result<ExitCode, CliError> {
         }
         .into());
     }
-    let engine = Engine::open(EngineConfig::new(&cli.data_dir))?;
+    let mut ec = EngineConfig::new(&cli.data_dir);
+    ec.backend = storage_backend(&cli.data_dir)?;
+    let engine = Engine::open(ec)?;
     match &cli.command {
         Command::Stats => {
             let s = engine.stats()?;
@@ -384,4 +386,25 @@ fn spinner(msg: &'static str) -> ProgressBar {
     bar.set_message(msg);
     bar.enable_steady_tick(Duration::from_millis(120));
     bar
+}
+
+/// The blob store of the data directory, from the settings the server
+/// reads (`BERTH_STORAGE_BACKEND`, `BERTH_S3_*`, `BERTH_CACHE_MAX_BYTES`,
+/// or the `BERTH_CONFIG` file), so `gc` and `fsck` see the bucket the
+/// server writes to, not only the local cache.
+fn storage_backend(data_dir: &std::path::Path) -> Result<berth_engine::store::Backend, CliError> {
+    use berth_server::config::{Config, ServeArgs};
+    #[derive(Parser)]
+    struct FromEnv {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+    let env = FromEnv::try_parse_from(["berthctl"])
+        .map_err(|e| CliError::Usage(format!("server settings in the environment: {e}")))?;
+    let config = Config::from_args(ServeArgs {
+        data_dir: Some(data_dir.to_path_buf()),
+        ..env.serve
+    })
+    .map_err(|e| CliError::Usage(e.to_string()))?;
+    Ok(config.storage)
 }
