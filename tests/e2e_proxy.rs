@@ -343,3 +343,27 @@ fn b64(s: &str) -> String {
     }
     out
 }
+
+/// Native TLS (`BERTH_TLS_CERT`/`BERTH_TLS_KEY`, rustls): the same login,
+/// push and pull straight against berth's own `https://` port, the
+/// certificate verified; plain HTTP on that port gets no answer.
+#[test]
+fn skopeo_against_native_tls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let certs = make_cert(dir);
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let server = start_berth(
+        &dir.join("data"),
+        &[
+            ("BERTH_TLS_CERT", cert.to_str().unwrap()),
+            ("BERTH_TLS_KEY", key.to_str().unwrap()),
+        ],
+    );
+    login_push_pull(&server, server.addr.port(), dir, &certs, "native");
+    assert!(
+        std::panic::catch_unwind(|| http(server.addr, "GET", "/v2/", &[], b"")).is_err(),
+        "plain HTTP must not be served on the TLS port"
+    );
+}

@@ -229,7 +229,15 @@ fn spawn_ready(
             ));
         }
         let said_listening = *listening.lock().unwrap_or_else(|p| p.into_inner());
-        if said_listening && v2_ok(addr) {
+        // With native TLS the plain-HTTP probe cannot answer; a server that
+        // said it listens and accepts connections is ready.
+        let tls = extra_env.iter().any(|(k, _)| k == "BERTH_TLS_CERT");
+        let answers = if tls {
+            TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
+        } else {
+            v2_ok(addr)
+        };
+        if said_listening && answers {
             return Ok(child);
         }
         if Instant::now() >= deadline {
