@@ -66,7 +66,7 @@ pub enum ProjectCreation {
     Adminonly,
 }
 
-/// Accounts and tokens (issue #5). Off by default.
+/// Accounts and tokens. Off by default.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuthConfig {
     pub enabled: bool,

@@ -14,7 +14,7 @@
 
 use berth_engine::{GcOptions, GcRun, GcRunKind, GcRunStatus};
 use hyper::body::Incoming;
-use hyper::header::{HeaderMap, HeaderValue, LOCATION};
+use hyper::header::{HeaderValue, LOCATION};
 use hyper::{Method, Response, StatusCode};
 use serde::Deserialize;
 
@@ -58,24 +58,10 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     res
 }
 
-/// IMPORTANT: the admin check. Harbor allows GC only to system admins.
-/// Accounts and roles (issue #5) are built separately: connect the check
-/// here — every GC endpoint, read or write, goes through this one call.
-fn require_admin(_app: &App, _headers: &HeaderMap) -> Result<(), Box<Response<Body>>> {
-    Ok(())
-}
-
-/// Dispatches a request under [`PREFIX`].
-pub async fn dispatch(
-    app: &App,
-    method: &Method,
-    path: &str,
-    headers: &HeaderMap,
-    body: Incoming,
-) -> Response<Body> {
-    if let Err(res) = require_admin(app, headers) {
-        return *res;
-    }
+/// Dispatches a request under [`PREFIX`]. The caller has checked that it
+/// comes from a system administrator (`auth::require_admin` in the router):
+/// Harbor allows GC to system admins only, reads included.
+pub async fn dispatch(app: &App, method: &Method, path: &str, body: Incoming) -> Response<Body> {
     let rest = path.strip_prefix(PREFIX).unwrap_or("");
     match (method, rest) {
         (&Method::POST, "/schedule") => {

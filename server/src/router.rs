@@ -136,7 +136,7 @@ pub async fn dispatch(
     }
     if crate::gc_api::owns(&path) {
         auth::require_admin(app, &parts).await?;
-        return Ok(crate::gc_api::dispatch(app, &parts.method, &path, &parts.headers, body).await);
+        return Ok(crate::gc_api::dispatch(app, &parts.method, &path, body).await);
     }
     let query = Query(parts.uri.query().unwrap_or(""));
     if path == auth::TOKEN_PATH {

@@ -1096,3 +1096,39 @@ async fn auth_chart_paths_follow_project_permissions() {
     assert!(text.contains("pub/web"), "{text}");
     assert!(!text.contains("hidden"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_gc_api_is_for_admins_only() {
+    let w = world(|_| {}).await;
+    let a = w.server.addr;
+    let schedule = "/api/v2.0/system/gc/schedule";
+    let manual = br#"{"schedule":{"type":"Manual"}}"#;
+    let json = [("content-type", "application/json")];
+    assert_eq!(
+        send(a, "POST", schedule, &Cred::None, &json, manual)
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        send(a, "POST", schedule, &pw("mia"), &json, manual)
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        send(a, "GET", "/api/v2.0/system/gc", &pw("alice"), &[], b"")
+            .await
+            .status,
+        403
+    );
+    let admin = basic("admin", ADMIN_PW);
+    let r = send(a, "POST", schedule, &admin, &json, manual).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        send(a, "GET", "/api/v2.0/system/gc", &admin, &[], b"")
+            .await
+            .status,
+        200
+    );
+}

@@ -78,7 +78,7 @@ enum Command {
     /// Aborts multipart uploads in the S3 bucket abandoned for longer than
     /// the given age (crashed completions; does not use the data directory).
     S3AbortUploads(Box<bench::SweepArgs>),
-    /// Users (accounts and tokens, issue #5).
+    /// User accounts.
     #[command(subcommand)]
     User(UserCmd),
     /// Projects.
