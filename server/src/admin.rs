@@ -40,7 +40,7 @@ use crate::config::ProjectCreation;
 use crate::errors::{ApiError, Code};
 use crate::http::{blocking, empty, hv, json, read_small_body, App, Body};
 use crate::router::Query;
-use crate::token_service::rfc3339;
+use crate::time::rfc3339_secs;
 
 /// Where the admin API lives.
 pub const PREFIX: &str = "/api/v2.0/";
@@ -98,7 +98,7 @@ fn created(location: String) -> Response<Body> {
 }
 
 fn time(ms: u64) -> String {
-    rfc3339(ms / 1000)
+    rfc3339_secs(ms / 1000)
 }
 
 fn project_json(name: &str, p: &ProjectRecord) -> Value {

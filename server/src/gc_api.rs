@@ -19,6 +19,7 @@ use hyper::{Method, Response, StatusCode};
 use serde::Deserialize;
 
 use crate::http::{App, Body};
+use crate::time::rfc3339_ms;
 
 const PREFIX: &str = "/api/v2.0/system/gc";
 const MAX_BODY: usize = 64 << 10;
@@ -240,48 +241,17 @@ fn run_json(r: &GcRun) -> serde_json::Value {
         "job_parameters": params.to_string(),
         "job_status": status,
         "deleted": false,
-        "creation_time": rfc3339(r.created_ms),
-        "update_time": rfc3339(r.updated_ms),
+        "creation_time": rfc3339_ms(r.created_ms),
+        "update_time": rfc3339_ms(r.updated_ms),
         "schedule": {"type": schedule},
         "error": error,
         "report": report,
     })
 }
 
-/// Milliseconds since the epoch as RFC 3339 UTC (`2026-11-26T08:15:00.123Z`).
-pub fn rfc3339(ms: u64) -> String {
-    let secs = ms / 1000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms % 1000
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn formats_rfc3339() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(1_795_681_800_123), "2026-11-26T08:30:00.123Z");
-        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
-    }
 
     #[test]
     fn owns_only_its_paths() {

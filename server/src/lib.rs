@@ -47,6 +47,7 @@ mod referrers;
 mod router;
 pub mod sendfile;
 mod tags;
+mod time;
 mod tls;
 mod uploads;
 

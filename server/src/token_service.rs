@@ -30,6 +30,7 @@ use crate::auth::{self, ISSUER, REFRESH_AUD_SUFFIX};
 use crate::errors::{ApiError, Code};
 use crate::http::{json, read_small_body, App, Body};
 use crate::router::{percent_decode, Query};
+use crate::time::rfc3339_secs;
 
 /// Largest form body accepted.
 const MAX_FORM: usize = 64 << 10;
@@ -95,7 +96,7 @@ async fn get(app: &App, parts: &Parts, query: Query<'_>) -> Result<Response<Body
         "token": token,
         "access_token": token,
         "expires_in": claims.exp - claims.iat,
-        "issued_at": rfc3339(claims.iat),
+        "issued_at": rfc3339_secs(claims.iat),
     });
     let offline = query.get("offline_token").as_deref() == Some("true");
     if offline && account != Account::Anonymous {
@@ -181,7 +182,7 @@ async fn post(app: &App, parts: &Parts, body: Incoming) -> Result<Response<Body>
         "token": token,
         "scope": granted.join(" "),
         "expires_in": claims.exp - claims.iat,
-        "issued_at": rfc3339(claims.iat),
+        "issued_at": rfc3339_secs(claims.iat),
     });
     if let Some(r) = refresh {
         out["refresh_token"] = json!(r);
@@ -295,39 +296,9 @@ impl Form {
     }
 }
 
-/// `YYYY-MM-DDTHH:MM:SSZ` for Unix seconds.
-pub fn rfc3339(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dates() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(rfc3339(4_102_444_799), "2099-12-31T23:59:59Z");
-    }
 
     #[test]
     fn forms() {

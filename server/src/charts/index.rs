@@ -37,6 +37,8 @@ use berth_engine::{ChartRepoRecord, ChartVersion};
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
+use crate::time::rfc3339_ms;
+
 /// One rendered `index.yaml`.
 pub struct Rendered {
     /// The generation(s) it was rendered from: one project's, or for the
@@ -154,30 +156,6 @@ impl IndexCache {
     }
 }
 
-/// RFC 3339 UTC with milliseconds, as Helm's `time.Time` JSON accepts.
-pub fn rfc3339(ms: u64) -> String {
-    let secs = ms / 1000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms % 1000
-    )
-}
-
 /// `Last-Modified` form of a millisecond timestamp.
 pub fn http_date(ms: u64) -> String {
     httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_millis(ms))
@@ -203,7 +181,7 @@ pub fn entry_value(v: &ChartVersion, url_prefix: &str) -> Map<String, Value> {
     );
     m.insert(
         "created".into(),
-        Value::String(rfc3339(v.record.created_ms)),
+        Value::String(rfc3339_ms(v.record.created_ms)),
     );
     m.insert(
         "digest".into(),
@@ -291,7 +269,7 @@ pub fn render(projects: &[(String, ChartRepoRecord, Vec<ChartVersion>)], global:
         .max()
         .unwrap_or(0);
     out.push_str("\ngenerated: ");
-    write_str(&mut out, &rfc3339(updated));
+    write_str(&mut out, &rfc3339_ms(updated));
     out.push('\n');
     Bytes::from(out)
 }
@@ -406,13 +384,6 @@ fn write_str(out: &mut String, s: &str) {
 mod tests {
     use super::*;
     use berth_engine::{ChartBlob, ChartRecord, Digest};
-
-    #[test]
-    fn rfc3339_dates() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
-        assert_eq!(rfc3339(1_795_678_407_005), "2026-11-26T07:33:27.005Z");
-    }
 
     fn version(name: &str, v: &str, meta: &str) -> ChartVersion {
         let d = Digest::parse(&format!("sha256:{}", "a".repeat(64))).unwrap();
