@@ -393,6 +393,29 @@ impl Inner {
             .store(p.entries.len() as u64, Ordering::Relaxed);
     }
 
+    /// Write-through: `digest` (`size` bytes) is now in the bucket. Counts
+    /// the upload and caches the local copy `put` writes. The cache is
+    /// optional; if `put` fails, no older local copy may stay behind.
+    fn cache_uploaded(
+        &self,
+        digest: &Digest,
+        size: u64,
+        put: impl FnOnce() -> Result<PutOutcome, StoreError>,
+    ) {
+        self.stats.bytes_uploaded.fetch_add(size, Ordering::Relaxed);
+        match put() {
+            Ok(_) => {
+                self.cached(digest, size);
+                self.evict();
+            }
+            Err(e) => {
+                lock(&self.lru).remove(digest);
+                let _ = self.local.delete(digest);
+                tracing::warn!(digest = %digest, error = %e, "tier: caching an uploaded blob failed");
+            }
+        }
+    }
+
     fn cached(&self, d: &Digest, size: u64) {
         let mut lru = lock(&self.lru);
         lru.touch(d, size);
@@ -646,20 +669,10 @@ impl BlobStore for TieredStore {
                 // bytes the bucket has.
                 let outcome = i.remote.upload_file(digest, src, mode)?;
                 if outcome == PutOutcome::Stored {
-                    i.stats.bytes_uploaded.fetch_add(size, Ordering::Relaxed);
                     // The blob is safe in the bucket; the cache is optional.
-                    match i.local.put_file(digest, src, PutMode::Overwrite) {
-                        Ok(_) => {
-                            i.cached(digest, size);
-                            i.evict();
-                        }
-                        Err(e) => {
-                            // Never leave an older copy behind an overwrite.
-                            lock(&i.lru).remove(digest);
-                            let _ = i.local.delete(digest);
-                            tracing::warn!(digest = %digest, error = %e, "tier: caching an uploaded blob failed");
-                        }
-                    }
+                    i.cache_uploaded(digest, size, || {
+                        i.local.put_file(digest, src, PutMode::Overwrite)
+                    });
                 }
                 if src.exists() {
                     fs::remove_file(src)
@@ -685,19 +698,9 @@ impl BlobStore for TieredStore {
             TierMode::WriteThrough => {
                 let outcome = i.remote.put_bytes(digest, data, mode)?;
                 if outcome == PutOutcome::Stored {
-                    i.stats.bytes_uploaded.fetch_add(size, Ordering::Relaxed);
-                    match i.local.put_bytes(digest, data, PutMode::Overwrite) {
-                        Ok(_) => {
-                            i.cached(digest, size);
-                            i.evict();
-                        }
-                        Err(e) => {
-                            // Never leave an older copy behind an overwrite.
-                            lock(&i.lru).remove(digest);
-                            let _ = i.local.delete(digest);
-                            tracing::warn!(digest = %digest, error = %e, "tier: caching an uploaded blob failed");
-                        }
-                    }
+                    i.cache_uploaded(digest, size, || {
+                        i.local.put_bytes(digest, data, PutMode::Overwrite)
+                    });
                 }
                 Ok(outcome)
             }
