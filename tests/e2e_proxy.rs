@@ -96,12 +96,13 @@ impl Drop for Haproxy {
     }
 }
 
-fn haproxy(dir: &Path, backend: SocketAddr, headers: &str) -> Haproxy {
-    let port = free_port();
+/// haproxy terminating TLS on `port` in front of `backend`; `frontend`
+/// lines go into its frontend section (forwarding options, headers).
+fn haproxy(dir: &Path, port: u16, backend: SocketAddr, frontend: &str) -> Haproxy {
     let cfg = format!(
         "global\n  maxconn 256\n\
          defaults\n  mode http\n  timeout connect 5s\n  timeout client 300s\n  timeout server 300s\n\
-         frontend fe\n  bind 127.0.0.1:{port} ssl crt {}\n  option forwardfor\n{headers}  default_backend be\n\
+         frontend fe\n  bind 127.0.0.1:{port} ssl crt {}\n{frontend}  default_backend be\n\
          backend be\n  server berth {backend}\n",
         dir.join("combined.pem").display()
     );
@@ -233,8 +234,9 @@ fn skopeo_through_haproxy_terminating_tls() {
     );
     let proxy = haproxy(
         dir,
+        free_port(),
         server.addr,
-        "  http-request set-header X-Forwarded-Proto https\n",
+        "  option forwardfor\n  http-request set-header X-Forwarded-Proto https\n",
     );
     login_push_pull(&server, proxy.port, dir, &certs, "xfp");
     drop((proxy, server));
@@ -243,8 +245,9 @@ fn skopeo_through_haproxy_terminating_tls() {
     let server = start_berth(&dir.join("d2"), &[("BERTH_TRUSTED_PROXIES", "127.0.0.0/8")]);
     let proxy = haproxy(
         dir,
+        free_port(),
         server.addr,
-        "  http-request set-header Forwarded proto=https;host=%[req.hdr(host)]\n",
+        "  option forwardfor\n  http-request set-header Forwarded proto=https;host=%[req.hdr(host)]\n",
     );
     login_push_pull(&server, proxy.port, dir, &certs, "forwarded");
     drop((proxy, server));
@@ -255,37 +258,7 @@ fn skopeo_through_haproxy_terminating_tls() {
     let port = free_port();
     let external = format!("https://127.0.0.1:{port}");
     let server = start_berth(&data, &[("BERTH_EXTERNAL_URL", external.as_str())]);
-    let cfg_proxy = {
-        // Same as haproxy() but on the chosen port.
-        let cfg = format!(
-            "global\n  maxconn 256\n\
-             defaults\n  mode http\n  timeout connect 5s\n  timeout client 300s\n  timeout server 300s\n\
-             frontend fe\n  bind 127.0.0.1:{port} ssl crt {}\n  default_backend be\n\
-             backend be\n  server berth {}\n",
-            dir.join("combined.pem").display(),
-            server.addr
-        );
-        let path = dir.join("haproxy-ext.cfg");
-        fs::write(&path, cfg).unwrap();
-        let child = Command::new("haproxy")
-            .arg("-db")
-            .arg("-f")
-            .arg(&path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("running haproxy");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "haproxy did not listen on {port}"
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
-        Haproxy { child, port }
-    };
+    let cfg_proxy = haproxy(dir, port, server.addr, "");
     login_push_pull(&server, cfg_proxy.port, dir, &certs, "external");
     // The upload Location is absolute on the external URL.
     let (status, h, _) = http(
