@@ -523,6 +523,7 @@ impl Engine {
             repo: repo.clone(),
             id: id.to_owned(),
             session,
+            holds: true,
             file: None,
             start: 0,
             pos: 0,
@@ -666,6 +667,12 @@ pub struct UploadWriter {
     repo: RepoName,
     id: String,
     session: Arc<Mutex<Session>>,
+    /// True while this writer holds the session's busy flag. IMPORTANT:
+    /// the flag is cleared once, by whoever clears `holds` first (commit,
+    /// complete or drop): a writer that cleared it again on drop, after a
+    /// commit had released it, would clear the flag of the next writer and
+    /// let a third one in on the same offset.
+    holds: bool,
     file: Option<File>,
     start: u64,
     pos: u64,
@@ -807,7 +814,12 @@ impl UploadWriter {
         Ok(info)
     }
 
+    /// Gives the session back (once), caching `hasher` if given.
     fn release(&mut self, hasher: Option<(Hasher, u64)>) {
+        if !self.holds {
+            return;
+        }
+        self.holds = false;
         let mut s = self.session.lock().unwrap_or_else(|p| p.into_inner());
         s.busy = false;
         if hasher.is_some() {
@@ -820,7 +832,6 @@ impl Drop for UploadWriter {
     fn drop(&mut self) {
         // Unacknowledged bytes are abandoned; the cached hasher stays valid
         // for the durable offset because it was only replaced on commit.
-        let mut s = self.session.lock().unwrap_or_else(|p| p.into_inner());
-        s.busy = false;
+        self.release(None);
     }
 }

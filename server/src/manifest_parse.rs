@@ -145,12 +145,14 @@ pub fn parse(content_type: Option<&str>, body: Vec<u8>) -> Result<ManifestPut, A
     match kind {
         Kind::Image if doc.manifests.is_some() => {
             return Err(invalid(format!(
-                "a {media_type} cannot have manifests (expected a manifest, found an index)"
+                "a {} cannot have manifests (expected a manifest, found an index)",
+                put.media_type
             )))
         }
         Kind::Index if doc.config.is_some() || doc.layers.is_some() => {
             return Err(invalid(format!(
-                "a {media_type} cannot have a config or layers (expected an index, found a manifest)"
+                "a {} cannot have a config or layers (expected an index, found a manifest)",
+                put.media_type
             )))
         }
         Kind::Image => {

@@ -221,7 +221,7 @@ fn a_tenant_cannot_drain_another_projects_refcounts() {
         let d = d.as_str().expect("digest");
         let (st, _, b) = call(
             &s,
-            Some(&mallory),
+            Some(mallory.as_str()),
             "POST",
             &format!("/v2/evil/a/blobs/uploads/?mount={d}&from=library/app"),
             &[],
@@ -262,7 +262,7 @@ fn a_tenant_cannot_drain_another_projects_refcounts() {
         answers.push(("index reading of the two-faced body", st, b, 400, "MANIFEST_INVALID"));
         let (st, _, b) = call(
             &s,
-            Some(&mallory),
+            Some(mallory.as_str()),
             "DELETE",
             &format!("/v2/evil/b/manifests/{ed}"),
             &[],

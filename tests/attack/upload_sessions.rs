@@ -65,7 +65,7 @@ fn one_account_cannot_hold_unbounded_upload_sessions() {
         &[
             ("BERTH_AUTH_ENABLED", "true"),
             ("BERTH_ADMIN_PASSWORD", ADMIN_PW),
-            ("BERTH_MAX_UPLOADS_PER_USER", &limit),
+            ("BERTH_MAX_UPLOADS_PER_USER", limit.as_str()),
         ],
     );
     let admin = basic("admin", ADMIN_PW);
@@ -114,7 +114,7 @@ fn one_account_cannot_hold_unbounded_upload_sessions() {
         .split_once("/v2/")
         .map(|(_, p)| format!("/v2/{p}"))
         .expect("Location path");
-    let (st, _, b) = http(s.addr, "DELETE", &path, &[("Authorization", &mallory)], b"");
+    let (st, _, b) = http(s.addr, "DELETE", &path, &[("Authorization", mallory.as_str())], b"");
     assert_eq!(st, 204, "cancel: {}", String::from_utf8_lossy(&b));
     let (st, _, _) = start(&s, &mallory, "mallory/r0");
     assert_eq!(st, 202, "a cancelled session's slot is free again");
