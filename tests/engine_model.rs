@@ -358,7 +358,9 @@ fn typed_setup(engine: &Engine) {
     for r in 0..TYPE_REPOS.len() {
         for c in 0..=CHILD_BLOB {
             let (data, d) = typed_blob(c);
-            engine.put_blob(&typed_repo(r), &d, &data).expect("put_blob");
+            engine
+                .put_blob(&typed_repo(r), &d, &data)
+                .expect("put_blob");
         }
         for c in 0..CHILDREN {
             let put = ManifestPut {
@@ -444,7 +446,11 @@ fn typed_check(engine: &Engine, model: &TypedModel) {
             "stored media type of body {body}"
         );
         if let Some(m) = rec {
-            assert_eq!(m.repos, model.held[body].len() as u64, "repos of body {body}");
+            assert_eq!(
+                m.repos,
+                model.held[body].len() as u64,
+                "repos of body {body}"
+            );
         }
     }
 }

@@ -426,7 +426,9 @@ impl Engine {
             }
             for c in &mrec.manifests {
                 match pending.repo_manifest(repo, c)? {
-                    Some(r) => Count::Parents.up(&mut r.parents, || format!("manifest {repo}@{c}"))?,
+                    Some(r) => {
+                        Count::Parents.up(&mut r.parents, || format!("manifest {repo}@{c}"))?
+                    }
                     None => {
                         return Err(ManifestError::ChildUnknown {
                             repo: repo.to_string(),

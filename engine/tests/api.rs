@@ -699,7 +699,10 @@ fn concurrent_appends_never_lose_an_acknowledged_chunk() {
                                 let start = w.offset();
                                 w.write(&chunk).expect("write");
                                 let status = w.commit().expect("commit");
-                                acked.lock().expect("acked").push((start, status.offset, chunk));
+                                acked
+                                    .lock()
+                                    .expect("acked")
+                                    .push((start, status.offset, chunk));
                                 break;
                             }
                             Err(UploadError::Busy { .. }) => std::thread::yield_now(),
@@ -747,25 +750,34 @@ fn upload_sessions_are_bounded_per_owner() {
     let e = Engine::open(config.clone()).expect("open");
     let r = repo("bound/sessions");
     let ids: Vec<String> = (0..3)
-        .map(|_| e.begin_upload_as(&r, Algorithm::Sha256, "alice").expect("begin").id)
+        .map(|_| {
+            e.begin_upload_as(&r, Algorithm::Sha256, "alice")
+                .expect("begin")
+                .id
+        })
         .collect();
     let refused = e.begin_upload_as(&r, Algorithm::Sha256, "alice");
     assert!(
         matches!(refused, Err(UploadError::TooMany { limit: 3, .. })),
         "{refused:?}"
     );
-    e.begin_upload_as(&r, Algorithm::Sha256, "bob").expect("another owner");
+    e.begin_upload_as(&r, Algorithm::Sha256, "bob")
+        .expect("another owner");
     e.begin_upload(&r, Algorithm::Sha256).expect("ownerless");
     // A refused begin left nothing behind: 3 + bob + ownerless.
     assert_eq!(e.stats().expect("stats").uploads, 5);
 
     e.cancel_upload(&r, &ids[0]).expect("cancel");
-    let again = e.begin_upload_as(&r, Algorithm::Sha256, "alice").expect("slot freed by cancel").id;
+    let again = e
+        .begin_upload_as(&r, Algorithm::Sha256, "alice")
+        .expect("slot freed by cancel")
+        .id;
     let data = b"bounded".to_vec();
     let mut w = e.upload_writer(&r, &ids[1], Some(0)).expect("writer");
     w.write(&data).expect("write");
     w.complete(&sha(&data), None).expect("complete");
-    e.begin_upload_as(&r, Algorithm::Sha256, "alice").expect("slot freed by completion");
+    e.begin_upload_as(&r, Algorithm::Sha256, "alice")
+        .expect("slot freed by completion");
     assert!(matches!(
         e.begin_upload_as(&r, Algorithm::Sha256, "alice"),
         Err(UploadError::TooMany { .. })
@@ -779,12 +791,14 @@ fn upload_sessions_are_bounded_per_owner() {
         Err(UploadError::TooMany { .. })
     ));
     e.cancel_upload(&r, &again).expect("cancel");
-    e.begin_upload_as(&r, Algorithm::Sha256, "alice").expect("slot freed after reopen");
+    e.begin_upload_as(&r, Algorithm::Sha256, "alice")
+        .expect("slot freed after reopen");
     // Expiry takes sessions updated before now.
     std::thread::sleep(Duration::from_millis(5));
     assert_eq!(e.expire_uploads(Duration::ZERO).expect("expire"), 5);
     for _ in 0..3 {
-        e.begin_upload_as(&r, Algorithm::Sha256, "alice").expect("slots freed by expiry");
+        e.begin_upload_as(&r, Algorithm::Sha256, "alice")
+            .expect("slots freed by expiry");
     }
     assert_clean(&e);
 }
@@ -801,7 +815,9 @@ fn one_digest_one_media_type_and_one_reference_list() {
     let layer = b"victim layer".to_vec();
     let ld = sha(&layer);
     e.put_blob(&victim, &ld, &layer).expect("victim layer");
-    e.mount_blob(&attacker, &ld, Some(&victim)).expect("mount").expect("mounted");
+    e.mount_blob(&attacker, &ld, Some(&victim))
+        .expect("mount")
+        .expect("mounted");
     let child_body = b"{\"child\":1}".to_vec();
     let child = e
         .put_manifest(
@@ -839,7 +855,8 @@ fn one_digest_one_media_type_and_one_reference_list() {
     assert_eq!(snapshot(&e), before, "a refused put changes nothing");
     // The same reading elsewhere counts the record's list, and each delete
     // releases exactly that.
-    e.put_manifest(&victim, as_image).expect("same type in another repo");
+    e.put_manifest(&victim, as_image)
+        .expect("same type in another repo");
     assert_eq!(e.blob_record(&ld).expect("rec").expect("rec").refcount, 2);
     assert!(e.delete_manifest(&attacker, &d).expect("delete"));
     assert_eq!(e.blob_record(&ld).expect("rec").expect("rec").refcount, 1);
@@ -849,7 +866,10 @@ fn one_digest_one_media_type_and_one_reference_list() {
     e.put_manifest(&attacker, as_index).expect("index now");
     assert_eq!(e.blob_record(&ld).expect("rec").expect("rec").refcount, 0);
     assert_eq!(
-        e.repo_manifest_record(&attacker, &child).expect("rm").expect("rm").parents,
+        e.repo_manifest_record(&attacker, &child)
+            .expect("rm")
+            .expect("rm")
+            .parents,
         1
     );
     assert_clean(&e);

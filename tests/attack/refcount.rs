@@ -256,10 +256,22 @@ fn a_tenant_cannot_drain_another_projects_refcounts() {
     // the damage first.
     let mut answers = Vec::new();
     let (st, b) = put_manifest(&s, &mallory, "evil/a", ed.as_str(), OCI_MANIFEST, &evil);
-    answers.push(("image reading of the two-faced body", st, b, 400, "MANIFEST_INVALID"));
+    answers.push((
+        "image reading of the two-faced body",
+        st,
+        b,
+        400,
+        "MANIFEST_INVALID",
+    ));
     for _round in 0..3 {
         let (st, b) = put_manifest(&s, &mallory, "evil/b", ed.as_str(), OCI_INDEX, &evil);
-        answers.push(("index reading of the two-faced body", st, b, 400, "MANIFEST_INVALID"));
+        answers.push((
+            "index reading of the two-faced body",
+            st,
+            b,
+            400,
+            "MANIFEST_INVALID",
+        ));
         let (st, _, b) = call(
             &s,
             Some(mallory.as_str()),
@@ -268,7 +280,13 @@ fn a_tenant_cannot_drain_another_projects_refcounts() {
             &[],
             b"",
         );
-        answers.push(("delete of the index reading", st, b, 404, "MANIFEST_UNKNOWN"));
+        answers.push((
+            "delete of the index reading",
+            st,
+            b,
+            404,
+            "MANIFEST_UNKNOWN",
+        ));
     }
     // Unambiguous bytes stored once keep their media type: the same bytes
     // as another type are refused (the engine's rule, behind the parser's).
@@ -280,7 +298,13 @@ fn a_tenant_cannot_drain_another_projects_refcounts() {
     assert_eq!(st, 201, "plain manifest: {}", String::from_utf8_lossy(&b));
     let docker = "application/vnd.docker.distribution.manifest.v2+json";
     let (st, b) = put_manifest(&s, &mallory, "evil/b", pd.as_str(), docker, &plain);
-    answers.push(("the same bytes as another media type", st, b, 400, "MANIFEST_INVALID"));
+    answers.push((
+        "the same bytes as another media type",
+        st,
+        b,
+        400,
+        "MANIFEST_INVALID",
+    ));
 
     run_gc(&s, &admin);
 
@@ -292,8 +316,19 @@ fn a_tenant_cannot_drain_another_projects_refcounts() {
         ("layer", &layer["digest"], Some(&layer_bytes)),
     ] {
         let d = d.as_str().expect("digest");
-        let (st, _, b) = http(s.addr, "GET", &format!("/v2/library/app/blobs/{d}"), &[], b"");
-        assert_eq!(st, 200, "victim {what} {d} after GC: {}", String::from_utf8_lossy(&b));
+        let (st, _, b) = http(
+            s.addr,
+            "GET",
+            &format!("/v2/library/app/blobs/{d}"),
+            &[],
+            b"",
+        );
+        assert_eq!(
+            st,
+            200,
+            "victim {what} {d} after GC: {}",
+            String::from_utf8_lossy(&b)
+        );
         if let Some(want) = bytes {
             assert_eq!(&b, want, "victim {what} bytes");
         }

@@ -38,7 +38,10 @@ fn post_json(s: &TestServer, auth: &str, path: &str, body: Value) {
         s.addr,
         "POST",
         path,
-        &[("Authorization", auth), ("Content-Type", "application/json")],
+        &[
+            ("Authorization", auth),
+            ("Content-Type", "application/json"),
+        ],
         body.to_string().as_bytes(),
     );
     assert_eq!(st, 201, "POST {path}: {}", String::from_utf8_lossy(&b));
@@ -100,7 +103,12 @@ fn one_account_cannot_hold_unbounded_upload_sessions() {
         sessions.push(loc.expect("Location"));
     }
     let (st, _, b) = start(&s, &mallory, "mallory/r9");
-    assert_eq!(st, 429, "one past the bound: {}", String::from_utf8_lossy(&b));
+    assert_eq!(
+        st,
+        429,
+        "one past the bound: {}",
+        String::from_utf8_lossy(&b)
+    );
     let v: Value = serde_json::from_slice(&b).expect("OCI error JSON");
     assert_eq!(v["errors"][0]["code"], "TOOMANYREQUESTS", "{v}");
 
@@ -114,7 +122,13 @@ fn one_account_cannot_hold_unbounded_upload_sessions() {
         .split_once("/v2/")
         .map(|(_, p)| format!("/v2/{p}"))
         .expect("Location path");
-    let (st, _, b) = http(s.addr, "DELETE", &path, &[("Authorization", mallory.as_str())], b"");
+    let (st, _, b) = http(
+        s.addr,
+        "DELETE",
+        &path,
+        &[("Authorization", mallory.as_str())],
+        b"",
+    );
     assert_eq!(st, 204, "cancel: {}", String::from_utf8_lossy(&b));
     let (st, _, _) = start(&s, &mallory, "mallory/r0");
     assert_eq!(st, 202, "a cancelled session's slot is free again");
