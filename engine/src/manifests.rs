@@ -302,6 +302,10 @@ impl Engine {
         }
         let blobs = sorted_unique(&put.blobs);
         let children = sorted_unique(&put.manifests);
+        // Each tag moves once: a repeated tag would take its old target's
+        // tag count down twice.
+        let mut seen = BTreeSet::new();
+        put.tags.retain(|t| seen.insert(t.clone()));
         let chart = match &put.chart {
             None => None,
             Some(entry) => {
