@@ -1,9 +1,12 @@
 //! Model test: random sequences of engine operations checked against a
 //! simple in-memory model after every step, including reopening the engine.
+//! A second model puts and deletes the same bytes under different media
+//! types across repositories (the refcount invariant of the attack suite).
 //! Failing seeds are persisted in `proptest-regressions/engine_model.txt`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use berth_engine::fsck::FsckOptions;
 use berth_engine::{Digest, Engine, ManifestError, ManifestPut, Reference, RepoName, Tag};
 use berth_testkit::{content, open_engine, sha256};
 use proptest::prelude::*;
@@ -255,6 +258,229 @@ proptest! {
                 apply(&engine, &mut model, op);
             }
             check(&engine, &model);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The same bytes under different media types (finding 1 of the security
+// review, the standing attack suite's refcount invariant): bodies that read
+// as an image manifest (config + layers) or as an index (manifests) depending
+// on the type they are pushed with, put and deleted in random order across
+// repositories. One digest keeps one record: a put under another type than
+// the stored one is refused, and every count equals the model's and fsck is
+// clean after every step.
+
+const TYPE_REPOS: [&str; 3] = ["t/a", "t/b", "t/c"];
+const BODIES: usize = 3;
+/// Media types a body may be pushed as: two image types (same reading),
+/// one index type.
+const TYPES: [&str; 3] = [
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.oci.image.index.v1+json",
+];
+const INDEX_TYPE: usize = 2;
+/// Children every index reading references (present in every repository).
+const CHILDREN: usize = 2;
+
+#[derive(Clone, Debug)]
+enum TypedOp {
+    Put { repo: usize, body: usize, ty: usize },
+    Delete { repo: usize, body: usize },
+    Reopen,
+}
+
+fn typed_op() -> impl Strategy<Value = TypedOp> {
+    let r = 0..TYPE_REPOS.len();
+    let b = 0..BODIES;
+    prop_oneof![
+        4 => (r.clone(), b.clone(), 0..TYPES.len())
+            .prop_map(|(repo, body, ty)| TypedOp::Put { repo, body, ty }),
+        3 => (r, b).prop_map(|(repo, body)| TypedOp::Delete { repo, body }),
+        1 => Just(TypedOp::Reopen),
+    ]
+}
+
+fn typed_repo(i: usize) -> RepoName {
+    RepoName::parse(TYPE_REPOS[i]).expect("repo name")
+}
+
+/// Blob `c` of the typed test (config/layers of the image readings; the
+/// last one is what the children reference).
+fn typed_blob(c: usize) -> (Vec<u8>, Digest) {
+    let data = content(&format!("typed-{c}"), 100 + c);
+    let d = sha256(&data);
+    (data, d)
+}
+
+/// Blobs the image reading of `body` references: blob `body` and blob
+/// `body + 1` (mod BODIES), so bodies share blobs.
+fn body_blobs(body: usize) -> [usize; 2] {
+    [body, (body + 1) % BODIES]
+}
+
+/// The child manifests' blob.
+const CHILD_BLOB: usize = BODIES;
+
+fn child_body(c: usize) -> Vec<u8> {
+    format!("{{\"schemaVersion\":2,\"child\":{c}}}").into_bytes()
+}
+
+fn ambiguous_body(body: usize) -> Vec<u8> {
+    format!("{{\"schemaVersion\":2,\"ambiguous\":{body}}}").into_bytes()
+}
+
+/// What the server's parser makes of `body` pushed as `TYPES[ty]`.
+fn typed_put(body: usize, ty: usize) -> ManifestPut {
+    let mut put = ManifestPut {
+        media_type: TYPES[ty].into(),
+        body: ambiguous_body(body),
+        ..Default::default()
+    };
+    if ty == INDEX_TYPE {
+        put.manifests = (0..CHILDREN).map(|c| sha256(&child_body(c))).collect();
+    } else {
+        put.blobs = body_blobs(body).iter().map(|&c| typed_blob(c).1).collect();
+    }
+    put
+}
+
+#[derive(Default)]
+struct TypedModel {
+    /// The stored media type of each body while some repository holds it.
+    stored: [Option<usize>; BODIES],
+    /// Which repositories hold each body.
+    held: [BTreeSet<usize>; BODIES],
+}
+
+fn typed_setup(engine: &Engine) {
+    for r in 0..TYPE_REPOS.len() {
+        for c in 0..=CHILD_BLOB {
+            let (data, d) = typed_blob(c);
+            engine
+                .put_blob(&typed_repo(r), &d, &data)
+                .expect("put_blob");
+        }
+        for c in 0..CHILDREN {
+            let put = ManifestPut {
+                media_type: TYPES[0].into(),
+                body: child_body(c),
+                blobs: vec![typed_blob(CHILD_BLOB).1],
+                ..Default::default()
+            };
+            engine.put_manifest(&typed_repo(r), put).expect("child");
+        }
+    }
+}
+
+fn typed_apply(engine: &Engine, model: &mut TypedModel, op: &TypedOp) {
+    match *op {
+        TypedOp::Put { repo: r, body, ty } => {
+            let res = engine.put_manifest(&typed_repo(r), typed_put(body, ty));
+            match model.stored[body] {
+                Some(stored) if stored != ty => assert!(
+                    matches!(res, Err(ManifestError::MediaTypeConflict { .. })),
+                    "body {body} stored as {} pushed as {}: {res:?}",
+                    TYPES[stored],
+                    TYPES[ty]
+                ),
+                _ => {
+                    let d = res.expect("put_manifest");
+                    assert_eq!(d, sha256(&ambiguous_body(body)));
+                    model.stored[body] = Some(ty);
+                    model.held[body].insert(r);
+                }
+            }
+        }
+        TypedOp::Delete { repo: r, body } => {
+            let d = sha256(&ambiguous_body(body));
+            let got = engine
+                .delete_manifest(&typed_repo(r), &d)
+                .expect("delete_manifest");
+            assert_eq!(got, model.held[body].remove(&r), "delete result");
+            if model.held[body].is_empty() {
+                model.stored[body] = None;
+            }
+        }
+        TypedOp::Reopen => unreachable!("handled by the runner"),
+    }
+}
+
+fn typed_check(engine: &Engine, model: &TypedModel) {
+    let report = engine.fsck(FsckOptions::default()).expect("fsck");
+    assert!(report.findings.is_empty(), "fsck: {:?}", report.findings);
+    for c in 0..=CHILD_BLOB {
+        let (_, d) = typed_blob(c);
+        let mut want = 0u64;
+        for body in 0..BODIES {
+            if model.stored[body].is_some_and(|t| t != INDEX_TYPE) && body_blobs(body).contains(&c)
+            {
+                want += model.held[body].len() as u64;
+            }
+        }
+        if c == CHILD_BLOB {
+            want += (TYPE_REPOS.len() * CHILDREN) as u64;
+        }
+        let rec = engine.blob_record(&d).expect("blob record").expect("blob");
+        assert_eq!(rec.refcount, want, "refcount of blob {c}");
+    }
+    for (r, name) in TYPE_REPOS.iter().enumerate() {
+        let parents = (0..BODIES)
+            .filter(|&b| model.stored[b] == Some(INDEX_TYPE) && model.held[b].contains(&r))
+            .count() as u64;
+        for c in 0..CHILDREN {
+            let rec = engine
+                .repo_manifest_record(&typed_repo(r), &sha256(&child_body(c)))
+                .expect("record")
+                .expect("child present");
+            assert_eq!(rec.parents, parents, "{name}: parents of child {c}");
+        }
+    }
+    for body in 0..BODIES {
+        let d = sha256(&ambiguous_body(body));
+        let rec = engine.manifest_record(&d).expect("manifest record");
+        assert_eq!(
+            rec.as_ref().map(|m| m.media_type.as_str()),
+            model.stored[body].map(|t| TYPES[t]),
+            "stored media type of body {body}"
+        );
+        if let Some(m) = rec {
+            assert_eq!(
+                m.repos,
+                model.held[body].len() as u64,
+                "repos of body {body}"
+            );
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(Config {
+        cases: 32,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "proptest-regressions/engine_model.txt",
+        ))),
+        ..Config::default()
+    })]
+
+    #[test]
+    fn same_bytes_under_other_media_types_keep_counts(
+        ops in proptest::collection::vec(typed_op(), 1..30)
+    ) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut engine = open_engine(dir.path());
+        typed_setup(&engine);
+        let mut model = TypedModel::default();
+        typed_check(&engine, &model);
+        for op in &ops {
+            if let TypedOp::Reopen = op {
+                drop(engine);
+                engine = open_engine(dir.path());
+            } else {
+                typed_apply(&engine, &mut model, op);
+            }
+            typed_check(&engine, &model);
         }
     }
 }

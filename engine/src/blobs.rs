@@ -9,7 +9,7 @@ use crate::engine::{Engine, Inner};
 use crate::error::{BlobError, StorageError};
 use crate::keys;
 use crate::names::RepoName;
-use crate::records::{self, BlobInfo, BlobRecord, BlobState};
+use crate::records::{self, BlobInfo, BlobRecord, BlobState, Count};
 use crate::store::{BlobData, StoreError};
 
 impl Inner {
@@ -172,7 +172,7 @@ impl Engine {
             keys::blob_repo_key(digest, repo),
         );
         if let Some(mut rec) = inner.get::<BlobRecord>(keys::CF_BLOBS, &key)? {
-            rec.links = rec.links.saturating_sub(1);
+            Count::Links.down(&mut rec.links, || format!("blob {digest}"))?;
             rec.touched_ms = records::now_ms();
             inner.put_blob_record(&mut batch, digest, &rec);
         }

@@ -25,7 +25,7 @@ use crate::engine::{Engine, Inner};
 use crate::error::{ManifestError, NameError, StorageError};
 use crate::keys;
 use crate::names::{RepoName, Tag};
-use crate::records::{self, ChartBlob, ChartRecord, ChartRepoRecord};
+use crate::records::{self, ChartBlob, ChartRecord, ChartRepoRecord, Count};
 
 /// Longest chart version accepted (the OCI tag limit).
 pub const MAX_CHART_VERSION_LEN: usize = 128;
@@ -221,8 +221,9 @@ impl ChartChanges {
         }
         batch.delete_cf(&inner.cf(keys::CF_CHARTS), key);
         self.deleted.insert(key.to_vec());
+        let project = self.project.clone();
         let r = self.repo_record(inner)?;
-        r.versions = r.versions.saturating_sub(1);
+        Count::Versions.down(&mut r.versions, || format!("chart repository {project}"))?;
         self.changed = true;
         Ok(())
     }
@@ -237,9 +238,10 @@ impl ChartChanges {
         let existed = self.get(inner, key)?.is_some();
         batch.put_cf(&inner.cf(keys::CF_CHARTS), key, records::encode(rec));
         self.deleted.remove(key);
+        let project = self.project.clone();
         let r = self.repo_record(inner)?;
         if !existed {
-            r.versions += 1;
+            Count::Versions.up(&mut r.versions, || format!("chart repository {project}"))?;
         }
         self.changed = true;
         Ok(())

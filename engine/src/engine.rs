@@ -22,6 +22,12 @@ use crate::workers::Workers;
 /// A raw index entry: key and value bytes.
 pub(crate) type KeyValue = (Box<[u8]>, Box<[u8]>);
 
+/// Default of [`EngineConfig::max_uploads_per_owner`]: far more than any
+/// client keeps open (docker and skopeo push a few layers at a time), few
+/// enough that one account cannot fill the disk with idle sessions before
+/// they expire.
+pub const DEFAULT_MAX_UPLOADS_PER_OWNER: u64 = 256;
+
 /// How to open an engine.
 #[derive(Clone)]
 pub struct EngineConfig {
@@ -37,6 +43,11 @@ pub struct EngineConfig {
     pub upload_ttl: Duration,
     /// How often the background worker looks for expired uploads.
     pub expiry_interval: Duration,
+    /// Open upload sessions one owner may hold at once (sessions begun
+    /// with [`Engine::begin_upload_as`]); one more is
+    /// [`crate::UploadError::TooMany`]. Sessions without an owner are not
+    /// counted.
+    pub max_uploads_per_owner: u64,
     /// Online GC: run every this often on the worker thread (`None`: off).
     pub gc_interval: Option<Duration>,
     /// Online GC: unreferenced blobs touched more recently are kept.
@@ -57,6 +68,7 @@ impl EngineConfig {
             backend: Backend::local(),
             upload_ttl: Duration::from_secs(24 * 3600),
             expiry_interval: Duration::from_secs(600),
+            max_uploads_per_owner: DEFAULT_MAX_UPLOADS_PER_OWNER,
             gc_interval: None,
             gc_grace: Duration::from_secs(3600),
             metrics: Arc::new(EngineMetrics::default()),
@@ -109,6 +121,12 @@ pub(crate) struct Inner {
     /// touched since; dropped when a session completes, is cancelled or
     /// expires. The durable truth is the `uploads` column family.
     pub(crate) sessions: Mutex<HashMap<String, Arc<Mutex<Session>>>>,
+    /// Open upload sessions per owner (records with a non-empty `owner`),
+    /// the admission count of [`EngineConfig::max_uploads_per_owner`].
+    /// Built from the `uploads` records at open, taken before a session's
+    /// record is written and given back after the batch removing it; the
+    /// records stay the durable truth. Lifetime: the engine's.
+    pub(crate) upload_owners: Mutex<HashMap<String, u64>>,
     /// Which digests GC is deleting and which an upload is committing, so
     /// neither steps on the other (see `gc.rs`). Lifetime: the engine's.
     pub(crate) gc_digests: GcDigests,
@@ -146,6 +164,7 @@ impl Engine {
             poison_reason: Mutex::new(String::new()),
             synced_seq: Mutex::new(0),
             sessions: Mutex::new(HashMap::new()),
+            upload_owners: Mutex::new(HashMap::new()),
             gc_digests: GcDigests::default(),
             gc_run: Mutex::new(()),
             gc_history: Mutex::new(GcHistory::default()),

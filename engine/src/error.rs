@@ -28,6 +28,16 @@ pub enum StorageError {
     },
     #[error("index record {what} is corrupt: {detail}")]
     Corrupt { what: String, detail: String },
+    /// A derived count would go below zero or past `u64::MAX`: the index
+    /// already disagrees with what the count counts. The batch is refused
+    /// (nothing is written); `berthctl fsck` reports the count and
+    /// `fsck --repair` recomputes it. See [`crate::records::Count`].
+    #[error("{what}: {count} would go {direction} (the index disagrees with what it counts; run `berthctl fsck`)")]
+    Count {
+        what: String,
+        count: &'static str,
+        direction: &'static str,
+    },
     #[error(
         "the engine refuses writes after an earlier durability failure ({0}); reopen it to recover"
     )]
@@ -78,6 +88,8 @@ pub enum UploadError {
     OffsetMismatch { id: String, expected: u64, got: u64 },
     #[error("upload {id} is being written by another request")]
     Busy { id: String },
+    #[error("{owner} already holds {limit} open upload sessions; finish or cancel one first")]
+    TooMany { owner: String, limit: u64 },
     #[error("upload {id}: content hashes to {actual}, not the claimed {expected}")]
     DigestMismatch {
         id: String,
@@ -119,6 +131,14 @@ pub enum ManifestError {
     },
     #[error("manifest content hashes to {actual}, not the claimed {expected}")]
     DigestMismatch { expected: Digest, actual: Digest },
+    #[error(
+        "manifest {digest} is stored as {stored}; the same bytes cannot be stored as {pushed}"
+    )]
+    MediaTypeConflict {
+        digest: Digest,
+        stored: String,
+        pushed: String,
+    },
     #[error("chart {chart} already exists in project {project}")]
     ChartExists { project: String, chart: String },
     #[error("chart {chart} cannot be stored in repository {repo}: {reason}")]

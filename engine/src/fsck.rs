@@ -76,7 +76,7 @@ enum Fix {
     RemoveLink(RepoName, Digest),
     FinishDeletion(Digest),
     DeleteUnindexed(Digest),
-    DropUpload(String),
+    DropUpload(String, String),
 }
 
 /// What a repair changed.
@@ -299,10 +299,17 @@ impl Engine {
                 fixes.push(Fix::Candidate(d.clone(), want_refs == 0));
             }
             if rec.refcount != want_refs {
+                // Below its references is the dangerous side: GC trusts the
+                // count and could delete a blob manifests still need.
+                let risk = if rec.refcount < want_refs {
+                    " (too low: GC could delete it while referenced)"
+                } else {
+                    " (too high: it is never collected)"
+                };
                 add(
                     format!("blob {d}"),
                     format!(
-                        "refcount {} but {want_refs} manifests reference it",
+                        "refcount {} but {want_refs} manifests reference it{risk}",
                         rec.refcount
                     ),
                 );
@@ -375,11 +382,11 @@ impl Engine {
                             rec.offset
                         ),
                     );
-                    fixes.push(Fix::DropUpload(id));
+                    fixes.push(Fix::DropUpload(id, rec.owner.clone()));
                 }
                 Err(_) => {
                     add(format!("upload {id}"), "file missing".into());
-                    fixes.push(Fix::DropUpload(id));
+                    fixes.push(Fix::DropUpload(id, rec.owner.clone()));
                 }
             }
         }
@@ -561,7 +568,7 @@ impl Engine {
                     out.actions
                         .push(format!("blob {d}: interrupted GC deletion finished"));
                 }
-                Fix::DropUpload(id) => {
+                Fix::DropUpload(id, _) => {
                     b.delete_cf(inner.cf(keys::CF_UPLOADS), keys::upload_key(id));
                     let _ = std::fs::remove_file(inner.upload_path(id));
                     out.actions.push(format!("upload {id}: dropped"));
@@ -570,6 +577,11 @@ impl Engine {
             }
         }
         inner.commit(g, b)?;
+        for f in &report.fixes {
+            if let Fix::DropUpload(_, owner) = f {
+                inner.release_upload_slot(owner);
+            }
+        }
         Ok((report, out))
     }
 }

@@ -24,7 +24,7 @@
 //! tags            repo 0x00 tag                        digest string
 //! referrers       repo 0x00 subject 0x00 referrer      empty (descriptor from `manifests`)
 //! uploads         upload id                            UploadRecord: repo, algorithm,
-//!                                                        durable offset, timestamps
+//!                                                        durable offset, owner, timestamps
 //! repos           repo                                 RepoRecord: created
 //! users           user name                            UserRecord: id, argon2id hash, admin
 //! projects        project name                         ProjectRecord: id, public, owner

@@ -36,7 +36,7 @@ mod workers;
 pub use accounts::{Account, AccountError, Action, Actions, NewRobot, Role};
 pub use charts::{ChartEntry, ChartId, ChartVersion, ChartWrite};
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
-pub use engine::{Engine, EngineConfig, IndexStats};
+pub use engine::{Engine, EngineConfig, IndexStats, DEFAULT_MAX_UPLOADS_PER_OWNER};
 pub use error::{BlobError, ManifestError, NameError, StorageError, UploadError};
 pub use gc::{GcOptions, GcReport, GcRun, GcRunKind, GcRunStatus};
 pub use manifests::{Manifest, ManifestPut, Referrer};

@@ -12,9 +12,12 @@ use crate::engine::{Engine, Inner};
 use crate::error::{ManifestError, StorageError};
 use crate::keys;
 use crate::names::{Reference, RepoName, Tag};
-use crate::records::{self, BlobRecord, BlobState, ManifestRecord, RepoManifestRecord};
+use crate::records::{self, BlobRecord, BlobState, Count, ManifestRecord, RepoManifestRecord};
 
-/// A manifest to store, already parsed by the caller.
+/// A manifest to store, already parsed by the caller. The parsed fields
+/// (`blobs`, `manifests`, `subject`, `artifact_type`, `annotations`) are
+/// used only when the digest has no `manifests` record yet; otherwise the
+/// record is authoritative (see [`Engine::put_manifest`]).
 #[derive(Clone, Debug, Default)]
 pub struct ManifestPut {
     /// Media type the manifest was pushed with.
@@ -178,12 +181,12 @@ impl Inner {
         }
         if let Some(old) = old {
             if let Some(r) = pending.repo_manifest(repo, &old)? {
-                r.tags = r.tags.saturating_sub(1);
+                Count::Tags.down(&mut r.tags, || format!("manifest {repo}@{old}"))?;
             }
             self.unindex_chart_tag(charts, batch, repo, tag.as_str(), &old)?;
         }
         if let Some(r) = pending.repo_manifest(repo, digest)? {
-            r.tags += 1;
+            Count::Tags.up(&mut r.tags, || format!("manifest {repo}@{digest}"))?;
         }
         batch.put_cf(
             &self.cf(keys::CF_TAGS),
@@ -197,8 +200,10 @@ impl Inner {
     /// `batch`: every tag pointing at it (and the chart versions indexed
     /// through them), `refcount - 1` on its blobs, `parents - 1` on its
     /// children, its referrers entry, `repos - 1` on its record (record and
-    /// body deleted at 0) and its `repo_manifests` entry. IMPORTANT: the
-    /// caller holds the write lock.
+    /// body deleted at 0) and its `repo_manifests` entry. The references
+    /// released are the stored record's, the very list
+    /// [`Engine::put_manifest`] counted. IMPORTANT: the caller holds the
+    /// write lock.
     pub(crate) fn remove_manifest(
         &self,
         pending: &mut Pending<'_>,
@@ -232,13 +237,13 @@ impl Inner {
                 })?;
         for b in &mrec.blobs {
             if let Some(rec) = pending.blob(b)? {
-                rec.refcount = rec.refcount.saturating_sub(1);
+                Count::Refcount.down(&mut rec.refcount, || format!("blob {b}"))?;
                 rec.touched_ms = now;
             }
         }
         for c in &mrec.manifests {
             if let Some(r) = pending.repo_manifest(repo, c)? {
-                r.parents = r.parents.saturating_sub(1);
+                Count::Parents.down(&mut r.parents, || format!("manifest {repo}@{c}"))?;
             }
         }
         if let Some(subject) = &mrec.subject {
@@ -247,12 +252,12 @@ impl Inner {
                 keys::referrer_key(repo, subject, digest),
             );
         }
-        if mrec.repos <= 1 {
+        let mut m = mrec;
+        Count::Repos.down(&mut m.repos, || format!("manifest {digest}"))?;
+        if m.repos == 0 {
             batch.delete_cf(&self.cf(keys::CF_MANIFESTS), &mkey);
             batch.delete_cf(&self.cf(keys::CF_BODIES), &mkey);
         } else {
-            let mut m = mrec.clone();
-            m.repos -= 1;
             batch.put_cf(&self.cf(keys::CF_MANIFESTS), &mkey, records::encode(&m));
         }
         *pending.repo_manifest(repo, digest)? = None;
@@ -269,7 +274,10 @@ impl Engine {
     /// Stores a manifest in `repo` and points `put.tags` at it, in one
     /// atomic batch. Every referenced blob must be linked in the repository
     /// and every referenced manifest present there. Re-putting an existing
-    /// manifest only moves tags. With `put.chart`, the chart version is
+    /// manifest only moves tags. A digest stored in any repository keeps
+    /// its one record: a PUT with another media type is refused
+    /// ([`ManifestError::MediaTypeConflict`]), and the references counted
+    /// are the record's, not this request's parse. With `put.chart`, the chart version is
     /// indexed in the same batch (see `charts.rs`), after `chart.write`
     /// decided what happens to an existing version. Returns the manifest's
     /// digest.
@@ -294,6 +302,10 @@ impl Engine {
         }
         let blobs = sorted_unique(&put.blobs);
         let children = sorted_unique(&put.manifests);
+        // Each tag moves once: a repeated tag would take its old target's
+        // tag count down twice.
+        let mut seen = BTreeSet::new();
+        put.tags.retain(|t| seen.insert(t.clone()));
         let chart = match &put.chart {
             None => None,
             Some(entry) => {
@@ -348,9 +360,45 @@ impl Engine {
                 }
             }
         }
+        // IMPORTANT: one digest, one record, one parse. A manifest's
+        // references (blobs, children, subject) are a function of its
+        // stored bytes and stored media type only: the first accepted PUT
+        // of the bytes fixes them in the `manifests` record, and every later
+        // PUT of the same digest, in any repository, counts exactly the
+        // record's lists, the ones `remove_manifest` releases. A PUT that
+        // interprets the bytes as another media type is refused; this
+        // request's parse is used only when no record exists.
+        let mkey = keys::digest_key(&digest);
+        let stored = inner.get::<ManifestRecord>(keys::CF_MANIFESTS, &mkey)?;
+        if let Some(r) = &stored {
+            if r.media_type != put.media_type {
+                return Err(ManifestError::MediaTypeConflict {
+                    digest,
+                    stored: r.media_type.clone(),
+                    pushed: put.media_type,
+                });
+            }
+        }
         let present = pending.repo_manifest(repo, &digest)?.is_some();
         if !present {
-            for b in &blobs {
+            let mut mrec = match stored {
+                Some(r) => r,
+                None => {
+                    batch.put_cf(&inner.cf(keys::CF_BODIES), &mkey, &put.body);
+                    ManifestRecord {
+                        media_type: put.media_type.clone(),
+                        size: put.body.len() as u64,
+                        subject: put.subject.clone(),
+                        artifact_type: put.artifact_type.clone(),
+                        annotations: put.annotations.clone(),
+                        blobs,
+                        manifests: children,
+                        repos: 0,
+                        created_ms: now,
+                    }
+                }
+            };
+            for b in &mrec.blobs {
                 if inner
                     .get_raw(keys::CF_LINKS, &keys::link_key(repo, b))?
                     .is_none()
@@ -376,13 +424,15 @@ impl Engine {
                         });
                     }
                 }
-                rec.refcount += 1;
+                Count::Refcount.up(&mut rec.refcount, || format!("blob {b}"))?;
                 rec.touched_ms = now;
                 rec.state = BlobState::Active;
             }
-            for c in &children {
+            for c in &mrec.manifests {
                 match pending.repo_manifest(repo, c)? {
-                    Some(r) => r.parents += 1,
+                    Some(r) => {
+                        Count::Parents.up(&mut r.parents, || format!("manifest {repo}@{c}"))?
+                    }
                     None => {
                         return Err(ManifestError::ChildUnknown {
                             repo: repo.to_string(),
@@ -391,32 +441,14 @@ impl Engine {
                     }
                 }
             }
-            let mkey = keys::digest_key(&digest);
-            let mut mrec = match inner.get::<ManifestRecord>(keys::CF_MANIFESTS, &mkey)? {
-                Some(r) => r,
-                None => {
-                    batch.put_cf(&inner.cf(keys::CF_BODIES), &mkey, &put.body);
-                    ManifestRecord {
-                        media_type: put.media_type.clone(),
-                        size: put.body.len() as u64,
-                        subject: put.subject.clone(),
-                        artifact_type: put.artifact_type.clone(),
-                        annotations: put.annotations.clone(),
-                        blobs: blobs.clone(),
-                        manifests: children.clone(),
-                        repos: 0,
-                        created_ms: now,
-                    }
-                }
-            };
-            mrec.repos += 1;
+            Count::Repos.up(&mut mrec.repos, || format!("manifest {digest}"))?;
             batch.put_cf(&inner.cf(keys::CF_MANIFESTS), &mkey, records::encode(&mrec));
             *pending.repo_manifest(repo, &digest)? = Some(RepoManifestRecord {
                 created_ms: now,
                 tags: 0,
                 parents: 0,
             });
-            if let Some(subject) = &put.subject {
+            if let Some(subject) = &mrec.subject {
                 batch.put_cf(
                     &inner.cf(keys::CF_REFERRERS),
                     keys::referrer_key(repo, subject, &digest),
@@ -492,7 +524,7 @@ impl Engine {
         let mut pending = Pending::new(inner);
         let mut charts = ChartChanges::new(project_of(repo));
         if let Some(r) = pending.repo_manifest(repo, &digest)? {
-            r.tags = r.tags.saturating_sub(1);
+            Count::Tags.down(&mut r.tags, || format!("manifest {repo}@{digest}"))?;
         }
         inner.unindex_chart_tag(&mut charts, &mut batch, repo, tag.as_str(), &digest)?;
         batch.delete_cf(&inner.cf(keys::CF_TAGS), keys::tag_key(repo, tag));

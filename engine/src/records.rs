@@ -155,6 +155,10 @@ pub struct UploadRecord {
     pub algorithm: Algorithm,
     /// Bytes durably appended and acknowledged.
     pub offset: u64,
+    /// Who began the session (the server's principal key), for the
+    /// per-owner session bound; empty for engine-internal sessions.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub owner: String,
     pub created_ms: u64,
     pub updated_ms: u64,
 }
@@ -252,6 +256,81 @@ pub struct ChartRepoRecord {
     pub updated_ms: u64,
     /// Number of `charts` entries of the project.
     pub versions: u64,
+}
+
+/// The derived counts of the index (`refcount`, `links`, `repos`, `tags`,
+/// `parents`, `versions`). IMPORTANT: every change of a derived count goes
+/// through [`Count::up`] or [`Count::down`]: a count that would go below
+/// zero or past `u64::MAX` is never wrapped or clamped. The change is
+/// refused with [`StorageError::Count`] (logged here), so the caller's whole
+/// batch is dropped and nothing is written; `berthctl fsck` reports the
+/// stored count against the recomputed one and `fsck --repair` fixes it.
+/// A clamp would hide the disagreement and could hand GC a blob that
+/// another manifest still references.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Count {
+    Refcount,
+    Links,
+    Repos,
+    Tags,
+    Parents,
+    Versions,
+}
+
+impl Count {
+    fn name(self) -> &'static str {
+        match self {
+            Count::Refcount => "refcount",
+            Count::Links => "link count",
+            Count::Repos => "repository count",
+            Count::Tags => "tag count",
+            Count::Parents => "parent count",
+            Count::Versions => "version count",
+        }
+    }
+
+    /// `*value += 1`; `what` names the record (`blob sha256:…`).
+    pub(crate) fn up(
+        self,
+        value: &mut u64,
+        what: impl FnOnce() -> String,
+    ) -> Result<(), StorageError> {
+        self.step(value, what, value.checked_add(1), "past u64::MAX")
+    }
+
+    /// `*value -= 1`; `what` names the record (`blob sha256:…`).
+    pub(crate) fn down(
+        self,
+        value: &mut u64,
+        what: impl FnOnce() -> String,
+    ) -> Result<(), StorageError> {
+        self.step(value, what, value.checked_sub(1), "below zero")
+    }
+
+    fn step(
+        self,
+        value: &mut u64,
+        what: impl FnOnce() -> String,
+        next: Option<u64>,
+        direction: &'static str,
+    ) -> Result<(), StorageError> {
+        match next {
+            Some(n) => {
+                *value = n;
+                Ok(())
+            }
+            None => {
+                let what = what();
+                tracing::error!(record = %what, count = self.name(), direction,
+                    "derived count out of range; batch refused, run `berthctl fsck`");
+                Err(StorageError::Count {
+                    what,
+                    count: self.name(),
+                    direction,
+                })
+            }
+        }
+    }
 }
 
 /// Milliseconds since the Unix epoch.

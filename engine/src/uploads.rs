@@ -12,6 +12,7 @@
 //! ([`Session`]); after a restart the first writer re-derives it by hashing
 //! the prefix once.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::FileExt;
@@ -27,7 +28,7 @@ use crate::error::{StorageError, UploadError};
 use crate::keys;
 use crate::names::RepoName;
 use crate::records::{
-    self, BlobInfo, BlobRecord, BlobState, LinkRecord, RepoRecord, Tier, UploadRecord,
+    self, BlobInfo, BlobRecord, BlobState, Count, LinkRecord, RepoRecord, Tier, UploadRecord,
 };
 use crate::store::PutMode;
 
@@ -97,11 +98,52 @@ impl Inner {
         map.remove(id);
     }
 
+    /// Takes one of `owner`'s session slots, refusing the one past
+    /// [`crate::EngineConfig::max_uploads_per_owner`]. The slot goes back
+    /// when the returned guard drops, unless [`UploadSlot::keep`] said the
+    /// session's record was committed (then the batch that removes the
+    /// record gives it back, through [`Inner::release_upload_slot`]).
+    fn take_upload_slot(&self, owner: &str) -> Result<UploadSlot<'_>, UploadError> {
+        if !owner.is_empty() {
+            let limit = self.config.max_uploads_per_owner;
+            let mut map = self.upload_owners.lock().unwrap_or_else(|p| p.into_inner());
+            let n = map.entry(owner.to_owned()).or_default();
+            if *n >= limit {
+                return Err(UploadError::TooMany {
+                    owner: owner.to_owned(),
+                    limit,
+                });
+            }
+            *n += 1;
+        }
+        Ok(UploadSlot {
+            inner: self,
+            owner: owner.to_owned(),
+            kept: false,
+        })
+    }
+
+    /// Gives back the slot of a session of `owner` whose record a committed
+    /// batch removed.
+    pub(crate) fn release_upload_slot(&self, owner: &str) {
+        if owner.is_empty() {
+            return;
+        }
+        let mut map = self.upload_owners.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(owner) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(owner);
+            }
+        }
+    }
+
     /// Startup recovery of upload sessions: truncate every session file to
     /// its durable offset (dropping unacknowledged tails), drop records whose
     /// file is missing, and delete files that have no record.
     pub(crate) fn recover_uploads(&self) -> Result<(), StorageError> {
         let mut live = std::collections::HashSet::new();
+        let mut owners: HashMap<String, u64> = HashMap::new();
         let mut dead = Vec::new();
         for r in self.scan(keys::CF_UPLOADS, b"", b"") {
             let (k, v) = r?;
@@ -125,6 +167,9 @@ impl Inner {
                         dead.push(id);
                         continue;
                     }
+                    if !rec.owner.is_empty() {
+                        *owners.entry(rec.owner).or_default() += 1;
+                    }
                     live.insert(id);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -134,6 +179,7 @@ impl Inner {
                 Err(e) => return Err(StorageError::io("open upload", &path)(e)),
             }
         }
+        *self.upload_owners.lock().unwrap_or_else(|p| p.into_inner()) = owners;
         if !dead.is_empty() {
             let _g = self.lock()?;
             let mut b = WriteBatch::default();
@@ -197,7 +243,7 @@ impl Inner {
     }
 
     fn cancel(&self, repo: &RepoName, id: &str) -> Result<(), UploadError> {
-        self.upload_record(repo, id)?;
+        let rec = self.upload_record(repo, id)?;
         let session = self.session(id);
         let s = session.lock().unwrap_or_else(|p| p.into_inner());
         if s.busy {
@@ -209,6 +255,7 @@ impl Inner {
             b.delete_cf(&self.cf(keys::CF_UPLOADS), keys::upload_key(id));
             self.commit(_g, b)?;
         }
+        self.release_upload_slot(&rec.owner);
         drop(s);
         self.forget_session(id);
         let path = self.upload_path(id);
@@ -236,7 +283,7 @@ impl Inner {
         rec.state = BlobState::Active;
         let link = keys::link_key(repo, digest);
         if self.get_raw(keys::CF_LINKS, &link)?.is_none() {
-            rec.links += 1;
+            Count::Links.up(&mut rec.links, || format!("blob {digest}"))?;
             batch.put_cf(
                 &self.cf(keys::CF_LINKS),
                 link,
@@ -348,12 +395,18 @@ impl Inner {
         // Deleting record is revived (its file was just put back).
         self.link_into(&mut batch, repo, digest, &mut rec, now)?;
         self.put_blob_record(&mut batch, digest, &rec);
+        let mut owner = String::new();
         if let Some(id) = upload_id {
-            batch.delete_cf(&self.cf(keys::CF_UPLOADS), keys::upload_key(id));
+            let key = keys::upload_key(id);
+            if let Some(up) = self.get::<UploadRecord>(keys::CF_UPLOADS, &key)? {
+                owner = up.owner;
+            }
+            batch.delete_cf(&self.cf(keys::CF_UPLOADS), key);
         }
         // IMPORTANT: the commit point. Before it the blob may sit in the
         // store unindexed (fsck reports it; a later commit reuses it).
         self.commit(_g, batch)?;
+        self.release_upload_slot(&owner);
         if path.exists() {
             let _ = std::fs::remove_file(path);
         }
@@ -366,14 +419,29 @@ impl Inner {
 
 impl Engine {
     /// Starts an upload session in `repo`, hashing with `algorithm` as bytes
-    /// arrive. The session is durable before this returns.
+    /// arrive. The session is durable before this returns. It has no owner
+    /// and counts against no bound (engine-internal and tool uploads).
     pub fn begin_upload(
         &self,
         repo: &RepoName,
         algorithm: Algorithm,
     ) -> Result<UploadStatus, UploadError> {
+        self.begin_upload_as(repo, algorithm, "")
+    }
+
+    /// [`Engine::begin_upload`] for `owner` (the server's key for the
+    /// principal): refused with [`UploadError::TooMany`] while `owner`
+    /// holds [`crate::EngineConfig::max_uploads_per_owner`] open sessions.
+    /// A session holds its slot until it completes, is cancelled or expires.
+    pub fn begin_upload_as(
+        &self,
+        repo: &RepoName,
+        algorithm: Algorithm,
+        owner: &str,
+    ) -> Result<UploadStatus, UploadError> {
         let inner = &self.inner;
         inner.check_poison()?;
+        let slot = inner.take_upload_slot(owner)?;
         let mut raw = [0u8; 16];
         getrandom::fill(&mut raw).map_err(|e| StorageError::Io {
             op: "generate upload id",
@@ -394,6 +462,7 @@ impl Engine {
             repo: repo.to_string(),
             algorithm,
             offset: 0,
+            owner: owner.to_owned(),
             created_ms: now,
             updated_ms: now,
         };
@@ -405,8 +474,12 @@ impl Engine {
                 keys::upload_key(&id),
                 records::encode(&rec),
             );
-            inner.commit(_g, b)?;
+            if let Err(e) = inner.commit(_g, b) {
+                let _ = std::fs::remove_file(&path);
+                return Err(e.into());
+            }
         }
+        slot.keep();
         let session = inner.session(&id);
         session.lock().unwrap_or_else(|p| p.into_inner()).hasher =
             Some((Hasher::new(algorithm), 0));
@@ -433,16 +506,8 @@ impl Engine {
     ) -> Result<UploadWriter, UploadError> {
         let inner = &self.inner;
         inner.check_poison()?;
-        let rec = inner.upload_record(repo, id)?;
-        if let Some(o) = offset {
-            if o != rec.offset {
-                return Err(UploadError::OffsetMismatch {
-                    id: id.to_owned(),
-                    expected: rec.offset,
-                    got: o,
-                });
-            }
-        }
+        // An unknown id is refused before it gets a session entry.
+        let algorithm = inner.upload_record(repo, id)?.algorithm;
         let session = inner.session(id);
         let cached = {
             let mut s = session.lock().unwrap_or_else(|p| p.into_inner());
@@ -452,16 +517,44 @@ impl Engine {
             s.busy = true;
             s.hasher.clone()
         };
+        // From here the writer's drop releases the session on every error.
         let mut writer = UploadWriter {
             inner: inner.clone(),
             repo: repo.clone(),
             id: id.to_owned(),
             session,
+            holds: true,
             file: None,
-            start: rec.offset,
-            pos: rec.offset,
-            hasher: Hasher::new(rec.algorithm),
+            start: 0,
+            pos: 0,
+            hasher: Hasher::new(algorithm),
         };
+        // IMPORTANT: the durable offset is read only now that this writer
+        // holds the session. Read before, it could predate the commit of a
+        // writer that released the session in between, and the truncation
+        // below would cut that acknowledged chunk off (finding 12 of the
+        // security review). Commits update the record before they release
+        // the session, so this read sees every acknowledged byte.
+        let rec = match inner.upload_record(repo, id) {
+            Ok(rec) => rec,
+            Err(e) => {
+                // Completed or cancelled in between: no session to keep.
+                drop(writer);
+                inner.forget_session(id);
+                return Err(e);
+            }
+        };
+        if let Some(o) = offset {
+            if o != rec.offset {
+                return Err(UploadError::OffsetMismatch {
+                    id: id.to_owned(),
+                    expected: rec.offset,
+                    got: o,
+                });
+            }
+        }
+        writer.start = rec.offset;
+        writer.pos = rec.offset;
         let path = inner.upload_path(id);
         let file = OpenOptions::new()
             .read(true)
@@ -542,6 +635,29 @@ fn hash_prefix(file: &File, path: &Path, alg: Algorithm, len: u64) -> Result<Has
     Ok(h)
 }
 
+/// One owner's session slot between [`Inner::take_upload_slot`] and the
+/// commit of the session's record; dropped before that, it goes back.
+struct UploadSlot<'a> {
+    inner: &'a Inner,
+    owner: String,
+    kept: bool,
+}
+
+impl UploadSlot<'_> {
+    /// The record is committed: the slot now belongs to the session.
+    fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for UploadSlot<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.inner.release_upload_slot(&self.owner);
+        }
+    }
+}
+
 /// Appends bytes to one upload session. Bytes written are not acknowledged
 /// until [`UploadWriter::commit`] or [`UploadWriter::complete`] returns Ok;
 /// dropping a writer abandons them (the next writer truncates them away).
@@ -551,6 +667,12 @@ pub struct UploadWriter {
     repo: RepoName,
     id: String,
     session: Arc<Mutex<Session>>,
+    /// True while this writer holds the session's busy flag. IMPORTANT:
+    /// the flag is cleared once, by whoever clears `holds` first (commit,
+    /// complete or drop): a writer that cleared it again on drop, after a
+    /// commit had released it, would clear the flag of the next writer and
+    /// let a third one in on the same offset.
+    holds: bool,
     file: Option<File>,
     start: u64,
     pos: u64,
@@ -692,7 +814,12 @@ impl UploadWriter {
         Ok(info)
     }
 
+    /// Gives the session back (once), caching `hasher` if given.
     fn release(&mut self, hasher: Option<(Hasher, u64)>) {
+        if !self.holds {
+            return;
+        }
+        self.holds = false;
         let mut s = self.session.lock().unwrap_or_else(|p| p.into_inner());
         s.busy = false;
         if hasher.is_some() {
@@ -705,7 +832,6 @@ impl Drop for UploadWriter {
     fn drop(&mut self) {
         // Unacknowledged bytes are abandoned; the cached hasher stays valid
         // for the durable offset because it was only replaced on commit.
-        let mut s = self.session.lock().unwrap_or_else(|p| p.into_inner());
-        s.busy = false;
+        self.release(None);
     }
 }

@@ -669,3 +669,208 @@ fn chart_index_follows_manifests_and_tags_in_the_same_batches() {
         Err(ManifestError::ChartInvalid { .. })
     ));
 }
+
+/// Finding 12 of the security review: the durable offset must be read
+/// after the writer holds the session. Threads race appends without an
+/// offset (a PATCH without `Content-Range`), retrying while the session is
+/// busy. Every acknowledged append must start where the previous one
+/// ended, and the session must end up holding exactly the acknowledged
+/// bytes in acknowledgment order: a writer that read the offset before a
+/// concurrent commit would truncate that acknowledged chunk away.
+#[test]
+fn concurrent_appends_never_lose_an_acknowledged_chunk() {
+    const THREADS: usize = 4;
+    const APPENDS: usize = 40;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let e = Arc::new(engine(dir.path()));
+    let r = repo("race/chunks");
+    let id = e.begin_upload(&r, Algorithm::Sha256).expect("begin").id;
+    // (start, end, chunk) of every acknowledged append, as the engine said.
+    let acked = Arc::new(std::sync::Mutex::new(Vec::<(u64, u64, Vec<u8>)>::new()));
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (e, r, id, acked) = (e.clone(), r.clone(), id.clone(), acked.clone());
+            std::thread::spawn(move || {
+                for i in 0..APPENDS {
+                    let chunk = format!("[thread {t} chunk {i}]").into_bytes();
+                    loop {
+                        match e.upload_writer(&r, &id, None) {
+                            Ok(mut w) => {
+                                let start = w.offset();
+                                w.write(&chunk).expect("write");
+                                let status = w.commit().expect("commit");
+                                acked
+                                    .lock()
+                                    .expect("acked")
+                                    .push((start, status.offset, chunk));
+                                break;
+                            }
+                            Err(UploadError::Busy { .. }) => std::thread::yield_now(),
+                            Err(err) => panic!("thread {t}: {err}"),
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("appender panicked");
+    }
+    let mut acked = acked.lock().expect("acked").clone();
+    acked.sort_by_key(|(start, _, _)| *start);
+    let mut want = Vec::new();
+    for (start, end, chunk) in &acked {
+        assert_eq!(
+            *start,
+            want.len() as u64,
+            "an append started at {start}, not where the acknowledged bytes end"
+        );
+        assert_eq!(*end, start + chunk.len() as u64);
+        want.extend_from_slice(chunk);
+    }
+    assert_eq!(acked.len(), THREADS * APPENDS);
+    let status = e.upload_status(&r, &id).expect("status");
+    assert_eq!(status.offset, want.len() as u64, "durable offset");
+    let info = e
+        .complete_upload(&r, &id, &sha(&want), Some(want.len() as u64))
+        .expect("the acknowledged bytes, in order, are the blob");
+    let (_, bytes) = e.read_blob(&r, &info.digest, None).expect("read");
+    assert_eq!(bytes.as_ref(), &want[..]);
+    assert_clean(&e);
+}
+
+/// Open sessions are bounded per owner; completing, cancelling or expiring
+/// one frees its slot, other owners and ownerless sessions are not
+/// affected, and the count survives a reopen.
+#[test]
+fn upload_sessions_are_bounded_per_owner() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = EngineConfig::new(dir.path());
+    config.max_uploads_per_owner = 3;
+    let e = Engine::open(config.clone()).expect("open");
+    let r = repo("bound/sessions");
+    let ids: Vec<String> = (0..3)
+        .map(|_| {
+            e.begin_upload_as(&r, Algorithm::Sha256, "alice")
+                .expect("begin")
+                .id
+        })
+        .collect();
+    let refused = e.begin_upload_as(&r, Algorithm::Sha256, "alice");
+    assert!(
+        matches!(refused, Err(UploadError::TooMany { limit: 3, .. })),
+        "{refused:?}"
+    );
+    e.begin_upload_as(&r, Algorithm::Sha256, "bob")
+        .expect("another owner");
+    e.begin_upload(&r, Algorithm::Sha256).expect("ownerless");
+    // A refused begin left nothing behind: 3 + bob + ownerless.
+    assert_eq!(e.stats().expect("stats").uploads, 5);
+
+    e.cancel_upload(&r, &ids[0]).expect("cancel");
+    let again = e
+        .begin_upload_as(&r, Algorithm::Sha256, "alice")
+        .expect("slot freed by cancel")
+        .id;
+    let data = b"bounded".to_vec();
+    let mut w = e.upload_writer(&r, &ids[1], Some(0)).expect("writer");
+    w.write(&data).expect("write");
+    w.complete(&sha(&data), None).expect("complete");
+    e.begin_upload_as(&r, Algorithm::Sha256, "alice")
+        .expect("slot freed by completion");
+    assert!(matches!(
+        e.begin_upload_as(&r, Algorithm::Sha256, "alice"),
+        Err(UploadError::TooMany { .. })
+    ));
+    drop(e);
+
+    // Reopen: the count is rebuilt from the records.
+    let e = Engine::open(config).expect("reopen");
+    assert!(matches!(
+        e.begin_upload_as(&r, Algorithm::Sha256, "alice"),
+        Err(UploadError::TooMany { .. })
+    ));
+    e.cancel_upload(&r, &again).expect("cancel");
+    e.begin_upload_as(&r, Algorithm::Sha256, "alice")
+        .expect("slot freed after reopen");
+    // Expiry takes sessions updated before now.
+    std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(e.expire_uploads(Duration::ZERO).expect("expire"), 5);
+    for _ in 0..3 {
+        e.begin_upload_as(&r, Algorithm::Sha256, "alice")
+            .expect("slots freed by expiry");
+    }
+    assert_clean(&e);
+}
+
+/// Finding 1 of the security review, at the engine: one digest has one
+/// record and one parse. The same bytes pushed under another media type
+/// (another reading of the body) are refused wherever they are pushed, and
+/// a delete releases exactly what the put counted.
+#[test]
+fn one_digest_one_media_type_and_one_reference_list() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let e = engine(dir.path());
+    let (victim, attacker) = (repo("library/app"), repo("evil/app"));
+    let layer = b"victim layer".to_vec();
+    let ld = sha(&layer);
+    e.put_blob(&victim, &ld, &layer).expect("victim layer");
+    e.mount_blob(&attacker, &ld, Some(&victim))
+        .expect("mount")
+        .expect("mounted");
+    let child_body = b"{\"child\":1}".to_vec();
+    let child = e
+        .put_manifest(
+            &attacker,
+            ManifestPut {
+                media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                body: child_body,
+                ..ManifestPut::default()
+            },
+        )
+        .expect("child");
+    let body = b"{\"ambiguous\":true}".to_vec();
+    let as_image = ManifestPut {
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        body: body.clone(),
+        blobs: vec![ld.clone()],
+        ..ManifestPut::default()
+    };
+    let as_index = ManifestPut {
+        media_type: "application/vnd.oci.image.index.v1+json".into(),
+        body: body.clone(),
+        manifests: vec![child.clone()],
+        ..ManifestPut::default()
+    };
+    let d = e.put_manifest(&attacker, as_image.clone()).expect("image");
+    assert_eq!(e.blob_record(&ld).expect("rec").expect("rec").refcount, 1);
+    let before = snapshot(&e);
+    for r in [&attacker, &victim] {
+        let res = e.put_manifest(r, as_index.clone());
+        assert!(
+            matches!(res, Err(ManifestError::MediaTypeConflict { .. })),
+            "{res:?}"
+        );
+    }
+    assert_eq!(snapshot(&e), before, "a refused put changes nothing");
+    // The same reading elsewhere counts the record's list, and each delete
+    // releases exactly that.
+    e.put_manifest(&victim, as_image)
+        .expect("same type in another repo");
+    assert_eq!(e.blob_record(&ld).expect("rec").expect("rec").refcount, 2);
+    assert!(e.delete_manifest(&attacker, &d).expect("delete"));
+    assert_eq!(e.blob_record(&ld).expect("rec").expect("rec").refcount, 1);
+    assert!(e.delete_manifest(&victim, &d).expect("delete"));
+    assert_eq!(e.blob_record(&ld).expect("rec").expect("rec").refcount, 0);
+    // Once no repository holds the bytes, a new first put decides again.
+    e.put_manifest(&attacker, as_index).expect("index now");
+    assert_eq!(e.blob_record(&ld).expect("rec").expect("rec").refcount, 0);
+    assert_eq!(
+        e.repo_manifest_record(&attacker, &child)
+            .expect("rm")
+            .expect("rm")
+            .parents,
+        1
+    );
+    assert_clean(&e);
+}

@@ -6,7 +6,7 @@
 //!
 //! ```json
 //! {"listen": "0.0.0.0:5000", "data_dir": "/var/lib/berth", "read_only": false,
-//!  "delete_enabled": true, "upload_ttl_seconds": 86400,
+//!  "delete_enabled": true, "upload_ttl_seconds": 86400, "max_uploads_per_user": 256,
 //!  "storage_backend": "s3", "s3_endpoint": "http://rgw:7480", "s3_region": "default",
 //!  "s3_bucket": "registry", "s3_access_key": "AK", "s3_secret_key": "SK",
 //!  "s3_root": "berth", "s3_path_style": true, "cache_max_bytes": 10737418240,
@@ -122,6 +122,9 @@ pub struct Config {
     pub delete_enabled: bool,
     /// Upload sessions untouched this long are expired.
     pub upload_ttl: Duration,
+    /// Open upload sessions one account (or, unauthenticated, one
+    /// repository) may hold; one more is `429 TOOMANYREQUESTS`.
+    pub max_uploads_per_user: u64,
     /// Where blobs live: local disk, an S3 bucket with a local read cache,
     /// or both (tiered).
     pub storage: Backend,
@@ -152,6 +155,7 @@ impl Config {
             read_only: false,
             delete_enabled: true,
             upload_ttl: DEFAULT_UPLOAD_TTL,
+            max_uploads_per_user: berth_engine::DEFAULT_MAX_UPLOADS_PER_OWNER,
             storage: Backend::local(),
             proxy: ProxyConfig::default(),
             auth: AuthConfig::default(),
@@ -192,6 +196,10 @@ impl Config {
                 .upload_ttl_seconds
                 .or(file.upload_ttl_seconds)
                 .map_or(DEFAULT_UPLOAD_TTL, Duration::from_secs),
+            max_uploads_per_user: args
+                .max_uploads_per_user
+                .or(file.max_uploads_per_user)
+                .unwrap_or(berth_engine::DEFAULT_MAX_UPLOADS_PER_OWNER),
             proxy: ProxyConfig {
                 external_url: match args.external_url.or(file.external_url) {
                     Some(u) if !u.trim().is_empty() => {
@@ -351,6 +359,10 @@ pub struct ServeArgs {
     /// Expire upload sessions untouched for this many seconds [default: 86400]
     #[arg(long, env = "BERTH_UPLOAD_TTL_SECONDS", value_name = "SECONDS")]
     pub upload_ttl_seconds: Option<u64>,
+    /// Open upload sessions one account (or, unauthenticated, one
+    /// repository) may hold at once [default: 256]
+    #[arg(long, env = "BERTH_MAX_UPLOADS_PER_USER", value_name = "N")]
+    pub max_uploads_per_user: Option<u64>,
     /// Blob storage: local, s3 (bucket + local read cache) or tiered
     /// (local + background copy to the bucket) [default: local]
     #[arg(long, env = "BERTH_STORAGE_BACKEND", value_name = "BACKEND")]
@@ -450,6 +462,7 @@ struct FileConfig {
     read_only: Option<bool>,
     delete_enabled: Option<bool>,
     upload_ttl_seconds: Option<u64>,
+    max_uploads_per_user: Option<u64>,
     storage_backend: Option<String>,
     s3_endpoint: Option<String>,
     s3_region: Option<String>,
@@ -497,7 +510,7 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("berth: config {path}: {source} (expected a JSON object with keys listen, data_dir, read_only, delete_enabled, upload_ttl_seconds, storage_backend, s3_endpoint, s3_region, s3_bucket, s3_access_key, s3_secret_key, s3_root, s3_path_style, s3_multipart_threshold, cache_max_bytes, auth_enabled, admin_password, external_url, trusted_proxies, token_service, token_ttl_seconds, self_registration, project_creation, max_failed_logins, tls_cert, tls_key, gc_interval_seconds, gc_grace_seconds, chart_allow_overwrite)", path = .path.display())]
+    #[error("berth: config {path}: {source} (expected a JSON object with keys listen, data_dir, read_only, delete_enabled, upload_ttl_seconds, max_uploads_per_user, storage_backend, s3_endpoint, s3_region, s3_bucket, s3_access_key, s3_secret_key, s3_root, s3_path_style, s3_multipart_threshold, cache_max_bytes, auth_enabled, admin_password, external_url, trusted_proxies, token_service, token_ttl_seconds, self_registration, project_creation, max_failed_logins, tls_cert, tls_key, gc_interval_seconds, gc_grace_seconds, chart_allow_overwrite)", path = .path.display())]
     Parse {
         path: PathBuf,
         #[source]

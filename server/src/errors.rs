@@ -327,6 +327,7 @@ impl From<UploadError> for ApiError {
             // `Location` (see `uploads.rs`); this is the bare fallback.
             UploadError::OffsetMismatch { .. } => Code::RangeInvalid,
             UploadError::Busy { .. } => Code::UploadBusy,
+            UploadError::TooMany { .. } => Code::TooManyRequests,
             UploadError::DigestMismatch { .. } | UploadError::Digest { .. } => Code::DigestInvalid,
             UploadError::SizeMismatch { .. } => Code::SizeInvalid,
             UploadError::Storage(s) => return ApiError::internal(s),
@@ -343,7 +344,9 @@ impl From<ManifestError> for ApiError {
                 Code::ManifestBlobUnknown
             }
             ManifestError::DigestMismatch { .. } => Code::DigestInvalid,
-            ManifestError::SizeMismatch { .. } => Code::ManifestInvalid,
+            ManifestError::SizeMismatch { .. } | ManifestError::MediaTypeConflict { .. } => {
+                Code::ManifestInvalid
+            }
             // Chart API conflicts never come through the OCI API (its puts
             // follow tags); a chart that does not fit its repository does.
             ManifestError::ChartExists { .. } | ManifestError::ChartInvalid { .. } => {

@@ -99,6 +99,7 @@ pub enum ServeError {
 pub async fn open_engine(config: &Config) -> Result<Engine, ServeError> {
     let mut ec = EngineConfig::new(&config.data_dir);
     ec.upload_ttl = config.upload_ttl;
+    ec.max_uploads_per_owner = config.max_uploads_per_user;
     ec.backend = config.storage.clone();
     ec.gc_interval = config.gc_interval;
     ec.gc_grace = config.gc_grace;

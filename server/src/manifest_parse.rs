@@ -11,6 +11,16 @@
 //! that contradicts the body's `mediaType` is `MANIFEST_INVALID`; a type
 //! berth does not store is `415 UNSUPPORTED`.
 //!
+//! Ambiguous bodies are `MANIFEST_INVALID`: an image manifest with a
+//! `manifests` field, an index with `config` or `layers`. Such a body would
+//! reference different things depending on the `Content-Type` it came with
+//! (the OCI image-spec v1.0.2 advisory on `mediaType` handling,
+//! GHSA-77vh-xpmg-72qh); CNCF distribution refuses it the same way since
+//! v2.8.0 (`validateManifest` in `manifest/ocischema/manifest.go`,
+//! `validateIndex` in `manifest/manifestlist/manifestlist.go`). The engine
+//! adds the rule that makes the question moot for stored bytes: one digest
+//! has one record, and a PUT under another media type is refused.
+//!
 //! Layers with non-empty `urls` (foreign / non-distributable) are not
 //! required to be in the registry and are left out of `blobs`.
 
@@ -133,6 +143,18 @@ pub fn parse(content_type: Option<&str>, body: Vec<u8>) -> Result<ManifestPut, A
         ..ManifestPut::default()
     };
     match kind {
+        Kind::Image if doc.manifests.is_some() => {
+            return Err(invalid(format!(
+                "a {} cannot have manifests (expected a manifest, found an index)",
+                put.media_type
+            )))
+        }
+        Kind::Index if doc.config.is_some() || doc.layers.is_some() => {
+            return Err(invalid(format!(
+                "a {} cannot have a config or layers (expected an index, found a manifest)",
+                put.media_type
+            )))
+        }
         Kind::Image => {
             let config = doc
                 .config
@@ -250,6 +272,42 @@ mod tests {
         assert_eq!(put.media_type, OCI_INDEX);
         assert_eq!(put.manifests.len(), 1);
         assert_eq!(put.artifact_type, None);
+    }
+
+    /// A body that is both an image manifest and an index is refused under
+    /// either reading, whatever the `Content-Type` (distribution's
+    /// `validateManifest` / `validateIndex`).
+    #[test]
+    fn ambiguous_bodies_are_refused() {
+        let both = format!(
+            r#"{{"schemaVersion":2,
+            "config":{{"mediaType":"c","digest":"{}","size":2}},
+            "layers":[{{"mediaType":"l","digest":"{}","size":3}}],
+            "manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{}","size":1}}]}}"#,
+            d('a'),
+            d('b'),
+            d('c')
+        );
+        for ct in [
+            None,
+            Some(OCI_MANIFEST),
+            Some(OCI_INDEX),
+            Some(DOCKER_MANIFEST),
+            Some(DOCKER_LIST),
+        ] {
+            let e = parse(ct, both.clone().into_bytes()).unwrap_err();
+            assert_eq!(e.code, Code::ManifestInvalid, "{ct:?}");
+        }
+        let index_with_layers = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","layers":[],
+            "manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{}","size":1}}]}}"#,
+            d('c')
+        );
+        let e = parse(None, index_with_layers.into_bytes()).unwrap_err();
+        assert_eq!(e.code, Code::ManifestInvalid);
+        // `null` is absence, as in distribution.
+        let put = parse(Some(OCI_MANIFEST), image(r#","manifests":null"#)).unwrap();
+        assert_eq!(put.blobs.len(), 2);
     }
 
     #[test]

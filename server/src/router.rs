@@ -252,7 +252,8 @@ pub async fn dispatch(
                     start = start.into_session();
                 }
             }
-            start.apply(app, body).await
+            let owner = uploads::session_owner(&principal, name);
+            start.apply(app, body, owner).await
         }
         (Route::Upload { name, id }, &Method::GET) if !id.is_empty() => {
             uploads::UploadStatus::parse(name, id)?.apply(app)

@@ -12,6 +12,11 @@
 //! `OCI-Chunk-Min-Length: 1048576` (spec main): any chunk is accepted, but
 //! each acknowledged chunk costs a data fsync and an index sync, so smaller
 //! chunks mostly measure fsync latency.
+//!
+//! Open sessions are bounded per owner ([`session_owner`]: the signed-in
+//! account, else the repository) by `BERTH_MAX_UPLOADS_PER_USER` (default
+//! 256); one more is `429 TOOMANYREQUESTS` until a session completes, is
+//! cancelled or expires.
 
 use berth_engine::{Algorithm, Digest, RepoName, UploadError, UploadWriter};
 use bytes::Bytes;
@@ -20,6 +25,7 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, LOCATION, RANGE};
 use hyper::{Response, StatusCode};
 
+use crate::auth::Principal;
 use crate::errors::{ApiError, Code};
 use crate::http::{blocking, drain, empty, hv, App, Body, HDR_CONTENT_DIGEST, HDR_UPLOAD_UUID};
 use crate::router::Query;
@@ -102,7 +108,13 @@ impl StartUpload {
         }
     }
 
-    pub async fn apply(self, app: &App, body: Incoming) -> Result<Response<Body>, ApiError> {
+    /// Runs the request; new sessions belong to `owner` ([`session_owner`]).
+    pub async fn apply(
+        self,
+        app: &App,
+        body: Incoming,
+        owner: String,
+    ) -> Result<Response<Body>, ApiError> {
         match self {
             StartUpload::Mount {
                 repo,
@@ -114,13 +126,13 @@ impl StartUpload {
                 let mounted = blocking(app, move |e| e.mount_blob(&r, &d, from.as_ref())).await??;
                 match mounted {
                     Some(info) => Ok(created_blob(&repo, &info.digest)),
-                    None => start_session(app, repo, algorithm).await,
+                    None => start_session(app, repo, algorithm, owner).await,
                 }
             }
             StartUpload::Monolithic { repo, digest } => {
                 let (r, alg) = (repo.clone(), digest.algorithm());
                 let writer = blocking(app, move |e| -> Result<UploadWriter, UploadError> {
-                    let status = e.begin_upload(&r, alg)?;
+                    let status = e.begin_upload_as(&r, alg, &owner)?;
                     e.upload_writer(&r, &status.id, Some(0))
                 })
                 .await??;
@@ -140,8 +152,20 @@ impl StartUpload {
                     }
                 }
             }
-            StartUpload::Session { repo, algorithm } => start_session(app, repo, algorithm).await,
+            StartUpload::Session { repo, algorithm } => {
+                start_session(app, repo, algorithm, owner).await
+            }
         }
+    }
+}
+
+/// Whom upload sessions started by `principal` in `repo` count against:
+/// the signed-in account (user or robot), else the repository (auth off,
+/// or a caller with no name).
+pub fn session_owner(principal: &Principal, repo: &str) -> String {
+    match principal.name() {
+        "" => format!("repository {repo}"),
+        name => format!("account {name}"),
     }
 }
 
@@ -149,9 +173,10 @@ async fn start_session(
     app: &App,
     repo: RepoName,
     algorithm: Algorithm,
+    owner: String,
 ) -> Result<Response<Body>, ApiError> {
     let r = repo.clone();
-    let status = blocking(app, move |e| e.begin_upload(&r, algorithm)).await??;
+    let status = blocking(app, move |e| e.begin_upload_as(&r, algorithm, &owner)).await??;
     let mut res = upload_progress(StatusCode::ACCEPTED, &repo, &status.id, status.offset);
     res.headers_mut()
         .insert(HDR_CHUNK_MIN_LENGTH, HeaderValue::from(CHUNK_MIN_LENGTH));
