@@ -1,5 +1,5 @@
-//! `berth`: the registry server binary. Thin: parses the command line, sets
-//! up logging (`RUST_LOG`, default `info`), binds, and runs
+//! `berth`: the registry server binary. Thin: sets the umask to 0o077,
+//! parses the command line, sets up logging (`RUST_LOG`, default `info`), binds, and runs
 //! [`berth_server::serve`] until SIGTERM or SIGINT.
 
 use std::process::ExitCode;
@@ -24,6 +24,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before anything creates a file: everything berth writes is the
+    // owner's only (see berth_engine::host).
+    berth_engine::host::private_umask();
     let cli = Cli::parse();
     // RUST_LOG takes `level` or `target=level,...` directives (no regex
     // filters, which keeps regex out of the binary); default: info.
