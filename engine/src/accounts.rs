@@ -910,7 +910,7 @@ impl Inner {
         self.commit(g, batch)?;
         let cfs: Vec<_> = keys::ALL_CFS.iter().map(|n| self.cf(n)).collect();
         self.db
-            .flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())
+            .flush_cfs_opt(cfs.as_slice(), &rocksdb::FlushOptions::default())
             .map_err(StorageError::index("flush after deleting the old token key"))?;
         self.db
             .flush()

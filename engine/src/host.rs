@@ -111,7 +111,7 @@ pub(crate) fn check_private(
         return Ok(());
     }
     if allow_open {
-        tracing::warn!(path = %path.display(), mode = format!("{mode:04o}"),
+        tracing::warn!(path = %path.display(), mode = %format!("{mode:04o}"),
             "other users of this host can read {} ({ALLOW_OPEN_ENV}=true)", guarded.what());
         return Ok(());
     }

@@ -86,6 +86,9 @@ pub enum ServeError {
         #[source]
         source: StorageError,
     },
+    /// The data directory is open to other users (the error names it).
+    #[error("berth: {0}")]
+    OpenDataDir(#[source] StorageError),
     #[error("berth: listener: {0}")]
     Io(#[from] std::io::Error),
     #[error("berth: auth: {0}")]
@@ -107,7 +110,10 @@ pub async fn open_engine(config: &Config) -> Result<Engine, ServeError> {
     tokio::task::spawn_blocking(move || Engine::open(ec))
         .await
         .map_err(|e| ServeError::Io(std::io::Error::other(e)))?
-        .map_err(|source| ServeError::Engine { dir, source })
+        .map_err(|source| match source {
+            StorageError::OpenToOthers { .. } => ServeError::OpenDataDir(source),
+            source => ServeError::Engine { dir, source },
+        })
 }
 
 /// Runs berth on `listener` until `shutdown` completes: opens the engine in
@@ -225,7 +231,7 @@ fn admin_at_start(e: &Engine, admin_password: Option<&str>) -> Result<(), ServeE
         .filter(|(_, u)| u.admin)
         .map(|(name, _)| name)
         .collect();
-    tracing::info!(target: "berth::auth", admins = admins.join(","), "system administrators");
+    tracing::info!(target: "berth::auth", admins = %admins.join(","), "system administrators");
     Ok(())
 }
 

@@ -175,7 +175,7 @@ fn an_open_data_dir_is_refused_unless_allowed() {
         "nothing was created in the refused directory"
     );
     let out = Command::new(bin_path("berthctl"))
-        .args(["stats", "--data-dir"])
+        .args(["project", "add", "team", "--data-dir"])
         .arg(&data)
         .output()
         .expect("berthctl");

@@ -202,6 +202,11 @@ fn main() -> ExitCode {
             eprintln!("berthctl: {e}");
             ExitCode::from(2)
         }
+        Err(CliError::Storage(e @ StorageError::OpenToOthers { .. })) => {
+            // The error names the path.
+            eprintln!("berthctl: {e}");
+            ExitCode::from(2)
+        }
         Err(CliError::Storage(e)) => {
             eprintln!("berthctl: {}: {e}", cli.data_dir.display());
             if matches!(e, StorageError::Locked { .. }) {
