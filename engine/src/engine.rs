@@ -131,12 +131,15 @@ impl Engine {
     /// sessions whose file is gone are dropped. The blob store is never
     /// walked.
     ///
-    /// A new data directory is created `0700`; one that other users of the
-    /// host may enter, or a token key file they may read, is refused with
+    /// A new data directory is created `0700` (an existing empty one is made
+    /// `0700`); an existing data directory that other users of the host may
+    /// enter, or a token key file they may read, is refused with
     /// [`StorageError::OpenToOthers`] unless `config.allow_open_data_dir`.
     pub fn open(config: EngineConfig) -> Result<Engine, StorageError> {
         let data = &config.data_dir;
-        host::create_data_dir(data).map_err(StorageError::io("create data dir", data))?;
+        // A directory without an index holds no data directory yet.
+        let fresh = !data.join("index").exists();
+        host::prepare_data_dir(data, fresh).map_err(StorageError::io("create data dir", data))?;
         host::check_private(data, Guarded::DataDir, config.allow_open_data_dir)?;
         let key_file = data.join(crate::accounts::TOKEN_KEY_FILE);
         if key_file.exists() {

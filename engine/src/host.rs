@@ -10,9 +10,10 @@
 //!   umask to `0o077` before anything else, so every file and directory they
 //!   create — RocksDB's files, blobs, upload files, journals — is `0600` /
 //!   `0700` whatever the caller's umask was.
-//! - [`create_data_dir`]: the data directory itself is created `0700`
+//! - [`prepare_data_dir`]: the data directory itself is created `0700`
 //!   explicitly (not through the umask), by the engine and by library users
-//!   alike.
+//!   alike; an empty directory given for a new data directory loses its
+//!   group and other bits before anything is stored in it.
 //! - [`check_private`]: [`crate::Engine::open`] refuses a data directory
 //!   (and the token key file) that group or others may read, write or
 //!   traverse, unless the operator said so
@@ -47,11 +48,22 @@ pub fn private_umask() {
     }
 }
 
-/// Creates `dir` (and missing parents, durably) if it does not exist; `dir`
-/// itself is created with mode `0700`. An existing directory is left as it
-/// is ([`check_private`] judges it).
-pub(crate) fn create_data_dir(dir: &Path) -> io::Result<()> {
+/// Makes `dir` a private data directory before anything is stored in it:
+/// creates it (and missing parents, durably) with mode `0700` if it does
+/// not exist; if it exists but holds no data directory yet (`fresh`: the
+/// operator or a test made an empty directory for berth), takes group and
+/// other bits off it. An existing data directory is left as it is:
+/// [`check_private`] judges it.
+pub(crate) fn prepare_data_dir(dir: &Path, fresh: bool) -> io::Result<()> {
     if dir.is_dir() {
+        if fresh {
+            let mode = fs::metadata(dir)?.permissions().mode() & 0o7777;
+            if mode & OTHERS != 0 {
+                fs::set_permissions(dir, fs::Permissions::from_mode(mode & !OTHERS)).map_err(
+                    |e| io::Error::new(e.kind(), format!("{}: chmod: {e}", dir.display())),
+                )?;
+            }
+        }
         return Ok(());
     }
     let parent = match dir.parent() {
@@ -135,12 +147,17 @@ mod tests {
     fn data_dir_is_created_private_and_open_ones_are_refused() {
         let root = tempfile::tempdir().unwrap();
         let data = root.path().join("a/b/data");
-        create_data_dir(&data).unwrap();
+        prepare_data_dir(&data, true).unwrap();
         assert_eq!(mode(&data), 0o700);
         check_private(&data, Guarded::DataDir, false).unwrap();
 
+        // An empty directory made for berth is made private...
         fs::set_permissions(&data, fs::Permissions::from_mode(0o755)).unwrap();
-        create_data_dir(&data).unwrap(); // an existing directory is left alone
+        prepare_data_dir(&data, true).unwrap();
+        assert_eq!(mode(&data), 0o700);
+        // ...an existing data directory is left alone, and judged.
+        fs::set_permissions(&data, fs::Permissions::from_mode(0o755)).unwrap();
+        prepare_data_dir(&data, false).unwrap();
         assert_eq!(mode(&data), 0o755);
         let e = check_private(&data, Guarded::DataDir, false).unwrap_err();
         let msg = e.to_string();

@@ -403,9 +403,7 @@ async fn create_user(app: &App, parts: &Parts, body: Incoming) -> Result<Respons
     }
     let name = req.username.clone();
     // argon2id hashing: in a verification slot, like every password check.
-    let slot = auth::password_slot(app).await?;
-    let id = blocking(app, move |e| {
-        let _slot = slot;
+    let id = auth::in_password_slot(app, move |e| {
         e.create_user(
             &req.username,
             &req.password,

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use berth_testkit::server::{header, http, TestServer};
+use berth_testkit::server::{http, TestServer};
 use berth_testkit::{bin_path, open_engine};
 use serde_json::Value;
 
@@ -162,18 +162,28 @@ fn a_fresh_data_dir_is_private_and_the_key_never_enters_the_index() {
 fn an_open_data_dir_is_refused_unless_allowed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
+    // An empty directory made for berth (0755 under the usual umask) is
+    // made private before anything is stored in it.
     std::fs::create_dir(&data).expect("mkdir");
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut s = TestServer::start(&data, &[]);
+    s.stop();
+    assert_eq!(mode(&data), 0o700);
 
+    // A data directory left open (as the release with the finding made
+    // them) is refused.
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut before = walk(&data);
+    before.sort();
     let (ok, err) = berth_refusing(&data, &[]);
     assert!(!ok, "berth started on a 0755 data directory");
     assert!(err.contains("mode 0755 lets other users read"), "{err}");
     assert!(err.contains("chmod 700"), "{err}");
     assert!(err.contains("BERTH_ALLOW_OPEN_DATA_DIR=true"), "{err}");
-    assert!(
-        !data.join("index").exists(),
-        "nothing was created in the refused directory"
-    );
+    let mut after = walk(&data);
+    after.sort();
+    assert_eq!(after, before, "nothing changed in the refused directory");
+    assert_eq!(mode(&data), 0o755, "and its mode is the operator's to change");
     let out = Command::new(bin_path("berthctl"))
         .args(["project", "add", "team", "--data-dir"])
         .arg(&data)
@@ -390,6 +400,7 @@ fn a_login_flood_keeps_memory_bounded() {
     );
     assert!(statuses.contains(&401), "some were verified: {statuses:?}");
     let hwm_mib = vm_hwm_kib(s.pid()) / 1024;
+    eprintln!("peak RSS after the flood: {hwm_mib} MiB");
     assert!(
         hwm_mib < 512,
         "peak RSS {hwm_mib} MiB under a login flood\n{}",
