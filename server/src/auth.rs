@@ -765,13 +765,11 @@ type Job = Box<dyn FnOnce() + Send>;
 /// At most `n` argon2id computations at once, on `n` threads of their own,
 /// and a bounded queue for the rest. Waiting requests are futures (a few
 /// hundred bytes each), not blocking threads. Own threads rather than
-/// tokio's blocking pool because of what the allocator keeps: each thread
-/// that ever ran an argon2id keeps its 19 MiB in its malloc arena, so
-/// running them on whichever of the pool's many threads is free makes the
-/// resident set grow with the number of threads that took a turn (measured:
-/// 578 MiB after 150 concurrent logins with 2 slots); `n` fixed threads keep
-/// it at `n` × 19 MiB. The threads end when the channel closes, i.e. when
-/// the server's `Auth` is dropped.
+/// tokio's blocking pool, so argon2id never takes the threads engine calls
+/// need and a fixed, small set of threads ever holds its 19 MiB buffers
+/// (the binary also makes the allocator return them when freed: see
+/// `return_large_buffers` in `main.rs`). The threads end when the channel
+/// closes, i.e. when the server's `Auth` is dropped.
 struct VerifySlots {
     slots: Arc<Semaphore>,
     waiting: AtomicUsize,
