@@ -911,10 +911,12 @@ impl Inner {
         let cfs: Vec<_> = keys::ALL_CFS.iter().map(|n| self.cf(n)).collect();
         self.db
             .flush_cfs_opt(cfs.as_slice(), &rocksdb::FlushOptions::default())
-            .map_err(StorageError::index("flush after deleting the old token key"))?;
-        self.db
-            .flush()
-            .map_err(StorageError::index("flush after deleting the old token key"))?;
+            .map_err(StorageError::index(
+                "flush after deleting the old token key",
+            ))?;
+        self.db.flush().map_err(StorageError::index(
+            "flush after deleting the old token key",
+        ))?;
         let mut opts = rocksdb::CompactOptions::default();
         opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
         self.db

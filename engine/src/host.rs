@@ -177,6 +177,9 @@ mod tests {
         let msg = check_private(&key, Guarded::TokenKey, false)
             .unwrap_err()
             .to_string();
-        assert!(msg.contains("mode 0640") && msg.contains("chmod 600"), "{msg}");
+        assert!(
+            msg.contains("mode 0640") && msg.contains("chmod 600"),
+            "{msg}"
+        );
     }
 }

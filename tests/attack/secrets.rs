@@ -183,7 +183,11 @@ fn an_open_data_dir_is_refused_unless_allowed() {
     let mut after = walk(&data);
     after.sort();
     assert_eq!(after, before, "nothing changed in the refused directory");
-    assert_eq!(mode(&data), 0o755, "and its mode is the operator's to change");
+    assert_eq!(
+        mode(&data),
+        0o755,
+        "and its mode is the operator's to change"
+    );
     let out = Command::new(bin_path("berthctl"))
         .args(["project", "add", "team", "--data-dir"])
         .arg(&data)
