@@ -23,6 +23,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::engine::{Engine, Inner};
 use crate::error::StorageError;
+use crate::host::{self, Guarded};
 use crate::keys;
 use crate::names::RepoName;
 use crate::records::{self, MemberRecord, ProjectRecord, RobotRecord, UserRecord};
@@ -34,6 +35,9 @@ pub const ADMIN_USER: &str = "admin";
 pub const DEFAULT_PROJECT: &str = "library";
 /// Robot account names: `robot$<project>+<name>`.
 pub const ROBOT_PREFIX: &str = "robot$";
+/// The token signing key's file in the data directory (32 raw bytes,
+/// mode `0600`; see [`Engine::token_signing_key`]).
+pub const TOKEN_KEY_FILE: &str = "token.key";
 /// Shortest password accepted.
 pub const MIN_PASSWORD_LEN: usize = 8;
 
@@ -205,6 +209,31 @@ impl Account {
     pub fn is_admin(&self) -> bool {
         matches!(self, Account::User { admin: true, .. })
     }
+}
+
+/// What [`Engine::ensure_admin`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdminSetup {
+    pub account: AdminAccount,
+    /// The public project `library` was missing and has been created.
+    pub library_created: bool,
+}
+
+/// What happened to the `admin` account at start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdminAccount {
+    /// There was none; it was created with the configured password.
+    Created,
+    /// It existed and was changed.
+    Updated {
+        /// The configured password differed from the stored one and now
+        /// replaces it.
+        password_applied: bool,
+        /// It had lost the system administrator flag, which was restored.
+        admin_flag_restored: bool,
+    },
+    /// It existed as configured.
+    Unchanged,
 }
 
 /// A robot just created: its full name and its secret, shown once.
@@ -395,30 +424,88 @@ impl Engine {
         Ok(id)
     }
 
-    /// Creates the administrator (and the public `library` project) unless
-    /// an administrator account exists. Returns whether it was created.
-    /// Without one and without `password`, fails: auth cannot be enabled
-    /// with nobody able to administer it.
-    pub fn ensure_admin(&self, password: Option<&str>) -> Result<bool, AccountError> {
-        if self.user(ADMIN_USER)?.is_some() {
-            return Ok(false);
-        }
-        let Some(password) = password.filter(|p| !p.is_empty()) else {
-            return Err(invalid(
-                "admin account",
-                "none exists yet; set BERTH_ADMIN_PASSWORD to create it on first start",
-            ));
+    /// Makes the administrator account what the operator configured, at
+    /// every start with auth on:
+    ///
+    /// - no `admin` yet: creates it with `password` (required: auth cannot
+    ///   be enabled with nobody able to administer it);
+    /// - `admin` exists and `password` is given but does not verify against
+    ///   the stored hash: the given password replaces it (the operator's
+    ///   setting wins over whatever else set the stored one — never ignored);
+    /// - `admin` exists without the system administrator flag: the flag is
+    ///   restored;
+    /// - the public project `library` is created if it is missing.
+    ///
+    /// The caller logs what changed (see [`AdminSetup`]).
+    pub fn ensure_admin(&self, password: Option<&str>) -> Result<AdminSetup, AccountError> {
+        let password = password.filter(|p| !p.is_empty());
+        let account = match self.user(ADMIN_USER)? {
+            None => {
+                let Some(password) = password else {
+                    return Err(invalid(
+                        "admin account",
+                        "none exists yet; set BERTH_ADMIN_PASSWORD to create it on first start",
+                    ));
+                };
+                match self.create_user(ADMIN_USER, password, true, "", "system admin") {
+                    Ok(_) => AdminAccount::Created,
+                    // Created concurrently: apply the password as for an existing one.
+                    Err(AccountError::Exists { .. }) => self.update_admin(Some(password))?,
+                    Err(e) => return Err(e),
+                }
+            }
+            Some(_) => self.update_admin(password)?,
         };
-        match self.create_user(ADMIN_USER, password, true, "", "system admin") {
-            Ok(_) => {}
-            Err(AccountError::Exists { .. }) => return Ok(false),
+        let library_created = match self.create_project(DEFAULT_PROJECT, true, None) {
+            Ok(_) => true,
+            Err(AccountError::Exists { .. }) => false,
             Err(e) => return Err(e),
+        };
+        Ok(AdminSetup {
+            account,
+            library_created,
+        })
+    }
+
+    /// Applies `password` (if it does not already verify) and the system
+    /// administrator flag to the existing `admin`.
+    fn update_admin(&self, password: Option<&str>) -> Result<AdminAccount, AccountError> {
+        let Some(rec) = self.user(ADMIN_USER)? else {
+            return Err(AccountError::NotFound {
+                what: format!("user {ADMIN_USER}"),
+            });
+        };
+        let new_hash = match password {
+            Some(p) if !verify_password(p, &rec.password_hash) => {
+                valid_password(p)?;
+                Some(hash_password(p)?)
+            }
+            _ => None,
+        };
+        let password_applied = new_hash.is_some();
+        let admin_flag_restored = !rec.admin;
+        if !password_applied && !admin_flag_restored {
+            return Ok(AdminAccount::Unchanged);
         }
-        match self.create_project(DEFAULT_PROJECT, true, None) {
-            Ok(_) | Err(AccountError::Exists { .. }) => {}
-            Err(e) => return Err(e),
+        let inner = &self.inner;
+        let g = inner.lock()?;
+        let key = keys::name_key(ADMIN_USER);
+        let Some(mut rec) = inner.get::<UserRecord>(keys::CF_USERS, &key)? else {
+            return Err(AccountError::NotFound {
+                what: format!("user {ADMIN_USER}"),
+            });
+        };
+        if let Some(h) = new_hash {
+            rec.password_hash = h;
         }
-        Ok(true)
+        rec.admin = true;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(inner.cf(keys::CF_USERS), key, records::encode(&rec));
+        inner.commit(g, batch)?;
+        Ok(AdminAccount::Updated {
+            password_applied,
+            admin_flag_restored,
+        })
     }
 
     /// User `name`'s record.
@@ -748,28 +835,93 @@ impl Engine {
         })
     }
 
-    /// The token signing key, generated and durably stored on first use.
+    /// The token signing key: `<data>/token.key` (32 raw bytes, mode
+    /// `0600`), generated and written durably on first use.
+    ///
+    /// Migration: a data directory written before the key had its own file
+    /// kept it in the index (`meta/token_key`). That seed is moved to the
+    /// file, then deleted from the index, and the index is flushed and the
+    /// `meta` family compacted so the seed does not linger in the WAL or in
+    /// SST files (see [`Inner::purge_index_token_key`]). A crash between
+    /// the two steps leaves both; the next call finds the file and purges
+    /// the index copy again.
     pub fn token_signing_key(&self) -> Result<TokenKey, StorageError> {
         let inner = &self.inner;
-        let read = |v: Vec<u8>| -> Result<TokenKey, StorageError> {
-            let seed: [u8; 32] = v.as_slice().try_into().map_err(|_| StorageError::Corrupt {
-                what: "meta/token_key".into(),
+        let path = inner.config.data_dir.join(TOKEN_KEY_FILE);
+        let parse = |v: &[u8], what: &dyn Fn() -> String| -> Result<TokenKey, StorageError> {
+            let seed: [u8; 32] = v.try_into().map_err(|_| StorageError::Corrupt {
+                what: what(),
                 detail: format!("{} bytes, not 32", v.len()),
             })?;
             Ok(TokenKey::from_seed(&seed))
         };
-        if let Some(v) = inner.get_raw(keys::CF_META, keys::META_TOKEN_KEY)? {
-            return read(v);
-        }
+        // Serializes creation and migration within this process; the index
+        // lock keeps other processes out of the data directory.
         let g = inner.lock()?;
-        if let Some(v) = inner.get_raw(keys::CF_META, keys::META_TOKEN_KEY)? {
-            return read(v);
+        match std::fs::read(&path) {
+            Ok(v) => {
+                host::check_private(&path, Guarded::TokenKey, inner.config.allow_open_data_dir)?;
+                let key = parse(&v, &|| path.display().to_string())?;
+                if inner
+                    .get_raw(keys::CF_META, keys::META_TOKEN_KEY)?
+                    .is_some()
+                {
+                    inner.purge_index_token_key(g)?;
+                }
+                return Ok(key);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StorageError::io("read token key", &path)(e)),
         }
-        let key = TokenKey::generate();
-        let mut batch = WriteBatch::default();
-        batch.put_cf(inner.cf(keys::CF_META), keys::META_TOKEN_KEY, key.seed());
-        inner.commit(g, batch)?;
+        let (key, migrated) = match inner.get_raw(keys::CF_META, keys::META_TOKEN_KEY)? {
+            Some(v) => (parse(&v, &|| "meta/token_key".into())?, true),
+            None => (TokenKey::generate(), false),
+        };
+        // IMPORTANT: the file is durable before the index copy is deleted.
+        if let Err(e) = crate::durable::write_private_file_durable(&path, &key.seed()) {
+            let sync_failed = crate::durable::is_sync_failure(&e);
+            let e = StorageError::io("write token key", &path)(e);
+            if sync_failed {
+                inner.poison(&e);
+            }
+            return Err(e);
+        }
+        if migrated {
+            inner.purge_index_token_key(g)?;
+            tracing::info!(path = %path.display(),
+                "moved the token signing key out of the index into its own file");
+        }
         Ok(key)
+    }
+}
+
+impl Inner {
+    /// Deletes `meta/token_key` from the index (one synced batch under the
+    /// write lock `g`), then makes the deleted seed unreadable from the
+    /// index's files: every column family is flushed (so no WAL file still
+    /// holds the put and RocksDB deletes the old ones) and `meta` is
+    /// compacted down to its bottommost level (so no SST holds it; the old
+    /// SSTs are deleted). What this cannot reach: disk blocks the file
+    /// system freed but did not overwrite, and backups or snapshots taken
+    /// before — rotate the key if those may have leaked.
+    fn purge_index_token_key(&self, g: std::sync::MutexGuard<'_, ()>) -> Result<(), StorageError> {
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.cf(keys::CF_META), keys::META_TOKEN_KEY);
+        self.commit(g, batch)?;
+        let cfs: Vec<_> = keys::ALL_CFS.iter().map(|n| self.cf(n)).collect();
+        self.db
+            .flush_cfs_opt(cfs.as_slice(), &rocksdb::FlushOptions::default())
+            .map_err(StorageError::index(
+                "flush after deleting the old token key",
+            ))?;
+        self.db.flush().map_err(StorageError::index(
+            "flush after deleting the old token key",
+        ))?;
+        let mut opts = rocksdb::CompactOptions::default();
+        opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+        self.db
+            .compact_range_cf_opt(self.cf(keys::CF_META), None::<&[u8]>, None::<&[u8]>, &opts);
+        Ok(())
     }
 }
 
@@ -814,8 +966,17 @@ mod tests {
             e.ensure_admin(None),
             Err(AccountError::Invalid { .. })
         ));
-        assert!(e.ensure_admin(Some("s3cret-admin")).unwrap());
-        assert!(!e.ensure_admin(None).unwrap());
+        let created = AdminSetup {
+            account: AdminAccount::Created,
+            library_created: true,
+        };
+        assert_eq!(e.ensure_admin(Some("s3cret-admin")).unwrap(), created);
+        let unchanged = AdminSetup {
+            account: AdminAccount::Unchanged,
+            library_created: false,
+        };
+        assert_eq!(e.ensure_admin(None).unwrap(), unchanged);
+        assert_eq!(e.ensure_admin(Some("s3cret-admin")).unwrap(), unchanged);
         assert!(e.project(DEFAULT_PROJECT).unwrap().unwrap().public);
         let admin = e.authenticate("admin", "s3cret-admin").unwrap().unwrap();
         assert!(admin.is_admin());
@@ -884,6 +1045,113 @@ mod tests {
     }
 
     #[test]
+    fn ensure_admin_applies_the_configured_password_and_flag() {
+        let (_d, e) = engine();
+        // Someone else made "admin" (say, through the API with auth off),
+        // without the administrator flag; there is no library project.
+        e.create_user(ADMIN_USER, "attacker-password", false, "", "")
+            .unwrap();
+        let setup = e.ensure_admin(Some("operator-password")).unwrap();
+        assert_eq!(
+            setup,
+            AdminSetup {
+                account: AdminAccount::Updated {
+                    password_applied: true,
+                    admin_flag_restored: true,
+                },
+                library_created: true,
+            }
+        );
+        assert_eq!(
+            e.authenticate(ADMIN_USER, "attacker-password").unwrap(),
+            None
+        );
+        let admin = e
+            .authenticate(ADMIN_USER, "operator-password")
+            .unwrap()
+            .unwrap();
+        assert!(admin.is_admin());
+        // Too short a configured password is refused, not ignored.
+        assert!(matches!(
+            e.ensure_admin(Some("short")),
+            Err(AccountError::Invalid { .. })
+        ));
+    }
+
+    /// Every file under `dir` that contains `needle`.
+    fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                out.extend(files_containing(&p, needle));
+            } else if std::fs::read(&p)
+                .unwrap()
+                .windows(needle.len())
+                .any(|w| w == needle)
+            {
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn token_key_moves_out_of_the_index() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let old = TokenKey::generate();
+        {
+            // The layout before the key file: the seed in meta/token_key.
+            let e = Engine::open(EngineConfig::new(dir.path())).unwrap();
+            let g = e.inner.lock().unwrap();
+            let mut b = WriteBatch::default();
+            b.put_cf(e.inner.cf(keys::CF_META), keys::META_TOKEN_KEY, old.seed());
+            e.inner.commit(g, b).unwrap();
+            e.create_user("alice", "alice-password", false, "", "")
+                .unwrap();
+        }
+        let index = dir.path().join("index");
+        assert!(
+            !files_containing(&index, &old.seed()).is_empty(),
+            "control: the old layout has the seed in the index's files"
+        );
+        {
+            let e = Engine::open(EngineConfig::new(dir.path())).unwrap();
+            assert_eq!(e.token_signing_key().unwrap().key_id(), old.key_id());
+            assert_eq!(
+                e.inner
+                    .get_raw(keys::CF_META, keys::META_TOKEN_KEY)
+                    .unwrap(),
+                None
+            );
+            // Everything else is still there.
+            assert!(e.user("alice").unwrap().is_some());
+        }
+        let file = dir.path().join(TOKEN_KEY_FILE);
+        assert_eq!(std::fs::read(&file).unwrap(), old.seed());
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(
+            files_containing(&index, &old.seed()),
+            Vec::<std::path::PathBuf>::new(),
+            "the seed lingers in the index's files"
+        );
+        let e = Engine::open(EngineConfig::new(dir.path())).unwrap();
+        assert_eq!(e.token_signing_key().unwrap().key_id(), old.key_id());
+        drop(e);
+
+        // A key file others may read is refused at open.
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = Engine::open(EngineConfig::new(dir.path())).err().unwrap();
+        assert!(matches!(err, StorageError::OpenToOthers { .. }), "{err}");
+        let mut allow = EngineConfig::new(dir.path());
+        allow.allow_open_data_dir = true;
+        let e = Engine::open(allow).unwrap();
+        assert_eq!(e.token_signing_key().unwrap().key_id(), old.key_id());
+    }
+
+    #[test]
     fn token_key_is_generated_once_and_kept() {
         let dir = tempfile::tempdir().unwrap();
         let kid = {
@@ -894,5 +1162,12 @@ mod tests {
         };
         let e = Engine::open(EngineConfig::new(dir.path())).unwrap();
         assert_eq!(e.token_signing_key().unwrap().key_id(), kid);
+        // Never in the index.
+        assert_eq!(
+            e.inner
+                .get_raw(keys::CF_META, keys::META_TOKEN_KEY)
+                .unwrap(),
+            None
+        );
     }
 }

@@ -17,7 +17,9 @@
 //!   crash — otherwise a file fsync'd and renamed into a new directory can be
 //!   lost together with the directory entry of that directory.
 //! - [`write_file_durable`]: write-temp, fsync, rename, fsync-dir as one call,
-//!   for small files that must be replaced all-or-nothing.
+//!   for small files that must be replaced all-or-nothing;
+//!   [`write_private_file_durable`] the same for a secret (mode `0600` from
+//!   the temp file's creation on, whatever the umask).
 //! - [`fsync_file`]: fsync a file's contents, with an error that
 //!   [`is_sync_failure`] recognizes.
 //!
@@ -141,6 +143,18 @@ pub fn create_dir_all_durable(dir: &Path) -> io::Result<()> {
 /// directory must exist. Meant for small metadata files; blobs go through the
 /// blob store.
 pub fn write_file_durable(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_file_durable_mode(path, bytes, 0o666)
+}
+
+/// [`write_file_durable`] for a secret: the temp file is created with mode
+/// `0600`, so no other user can open it at any point (the umask can only
+/// remove bits).
+pub fn write_private_file_durable(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_file_durable_mode(path, bytes, 0o600)
+}
+
+fn write_file_durable_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let name = path.file_name().ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -157,6 +171,7 @@ pub fn write_file_durable(path: &Path, bytes: &[u8]) -> io::Result<()> {
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(mode)
             .open(&tmp)
             .map_err(|e| annotate(&tmp, "create temp file", e))?;
         file.write_all(bytes)
@@ -235,6 +250,18 @@ mod tests {
         write_file_durable(&p, b"").expect("empty");
         assert_eq!(fs::read(&p).expect("read"), b"");
         assert_eq!(names(dir.path()), vec!["meta.json".to_string()]);
+    }
+
+    #[test]
+    fn write_private_file_durable_is_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("secret");
+        write_private_file_durable(&p, b"k").expect("write");
+        let mode = fs::metadata(&p).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(fs::read(&p).expect("read"), b"k");
+        assert_eq!(names(dir.path()), vec!["secret".to_string()]);
     }
 
     #[test]

@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use crate::digest::Digest;
 use crate::error::StorageError;
 use crate::gc::{GcDigests, GcHistory, GcHook};
+use crate::host::{self, Guarded};
 use crate::keys;
 use crate::metrics::EngineMetrics;
 use crate::records::{self, BlobRecord};
@@ -54,6 +55,10 @@ pub struct EngineConfig {
     pub gc_grace: Duration,
     /// Counters for `/metrics`, shared with the blob store if it counts too.
     pub metrics: Arc<EngineMetrics>,
+    /// Open a data directory (or token key file) that other users of the
+    /// host may read; refused by default (see `host.rs`,
+    /// `BERTH_ALLOW_OPEN_DATA_DIR`).
+    pub allow_open_data_dir: bool,
     /// Test hook called at GC's decision points (see [`crate::gc::GcPoint`]).
     #[doc(hidden)]
     pub gc_hook: Option<GcHook>,
@@ -72,6 +77,7 @@ impl EngineConfig {
             gc_interval: None,
             gc_grace: Duration::from_secs(3600),
             metrics: Arc::new(EngineMetrics::default()),
+            allow_open_data_dir: false,
             gc_hook: None,
         }
     }
@@ -142,10 +148,21 @@ impl Engine {
     /// runs here: upload files are truncated to their durable offsets and
     /// sessions whose file is gone are dropped. The blob store is never
     /// walked.
+    ///
+    /// A new data directory is created `0700` (an existing empty one is made
+    /// `0700`); an existing data directory that other users of the host may
+    /// enter, or a token key file they may read, is refused with
+    /// [`StorageError::OpenToOthers`] unless `config.allow_open_data_dir`.
     pub fn open(config: EngineConfig) -> Result<Engine, StorageError> {
         let data = &config.data_dir;
-        crate::durable::create_dir_all_durable(data)
-            .map_err(StorageError::io("create data dir", data))?;
+        // A directory without an index holds no data directory yet.
+        let fresh = !data.join("index").exists();
+        host::prepare_data_dir(data, fresh).map_err(StorageError::io("create data dir", data))?;
+        host::check_private(data, Guarded::DataDir, config.allow_open_data_dir)?;
+        let key_file = data.join(crate::accounts::TOKEN_KEY_FILE);
+        if key_file.exists() {
+            host::check_private(&key_file, Guarded::TokenKey, config.allow_open_data_dir)?;
+        }
         let uploads_dir = data.join("uploads");
         crate::durable::create_dir_all_durable(&uploads_dir)
             .map_err(StorageError::io("create uploads dir", &uploads_dir))?;

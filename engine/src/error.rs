@@ -44,6 +44,19 @@ pub enum StorageError {
     Poisoned(String),
     #[error("the index at {path} is in use by another process", path = .path.display())]
     Locked { path: PathBuf },
+    /// The data directory or the token key file is open to other users of
+    /// the host (see `host.rs`).
+    #[error(
+        "{path}: mode {mode:04o} lets other users read {what}; {fix} it or set {env}=true",
+        path = .path.display(),
+        env = crate::host::ALLOW_OPEN_ENV
+    )]
+    OpenToOthers {
+        path: PathBuf,
+        mode: u32,
+        what: &'static str,
+        fix: &'static str,
+    },
 }
 
 /// An invalid repository name, tag or reference.

@@ -31,7 +31,10 @@
 //! members         project 0x00 user name               MemberRecord: role
 //! robots          robot name (robot$project+name)      RobotRecord: id, project, actions,
 //!                                                        sha256 of the secret, expiry
-//! meta            "token_key"                          32-byte Ed25519 seed (token signing)
+//! meta            "token_key"                          legacy only: the 32-byte Ed25519 seed
+//!                                                        of the token signing key, which now
+//!                                                        lives in <data>/token.key; moved out
+//!                                                        and purged at first use
 //! meta            "seq" 0x00 kind                      u64 BE: last id handed out for kind
 //!                                                        ("user", "project", "robot", "member")
 //! gc_candidates   digest                               empty: the blob's refcount is 0
@@ -186,7 +189,8 @@ pub fn repo_key(repo: &RepoName) -> Vec<u8> {
     repo.as_str().as_bytes().to_vec()
 }
 
-/// `meta`: the token signing key.
+/// `meta`: where the token signing key was kept before it moved to its own
+/// file; read only to migrate it (see `Engine::token_signing_key`).
 pub const META_TOKEN_KEY: &[u8] = b"token_key";
 
 /// `meta`: the id sequence of one kind of account object.

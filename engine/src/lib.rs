@@ -23,6 +23,7 @@ mod engine;
 mod error;
 pub mod fsck;
 pub mod gc;
+pub mod host;
 pub mod keys;
 mod manifests;
 pub mod metrics;
@@ -33,7 +34,7 @@ pub mod token;
 mod uploads;
 mod workers;
 
-pub use accounts::{Account, AccountError, Action, Actions, NewRobot, Role};
+pub use accounts::{Account, AccountError, Action, Actions, AdminSetup, NewRobot, Role};
 pub use charts::{ChartEntry, ChartId, ChartVersion, ChartWrite};
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use engine::{Engine, EngineConfig, IndexStats, DEFAULT_MAX_UPLOADS_PER_OWNER};

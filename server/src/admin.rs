@@ -25,6 +25,12 @@
 //!
 //! Paths under `/api/v2.0/` that are not listed answer `404`, so other
 //! endpoints (e.g. `system/gc/…`) can be routed before this module.
+//!
+//! With auth off, every endpoint here answers `403 DENIED` (saying auth is
+//! off): with no one signed in, anything created here would be an
+//! anonymous caller's, and would take effect the day auth is turned on
+//! (accounts, roles, robots). Manage accounts with auth on, or offline with
+//! `berthctl`.
 
 use berth_engine::records::ProjectRecord;
 use berth_engine::{Account, Action, Actions, Role};
@@ -54,6 +60,13 @@ pub async fn handle(
     _query: Query<'_>,
     body: Incoming,
 ) -> Result<Response<Body>, ApiError> {
+    if !app.auth.enabled {
+        return Err(ApiError::new(
+            Code::Denied,
+            "auth is off on this registry, so the account and project API is closed: \
+             turn auth on (BERTH_AUTH_ENABLED=true) or use berthctl",
+        ));
+    }
     let segs: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
     let m = &parts.method;
     match (segs.as_slice(), m) {
@@ -389,7 +402,8 @@ async fn create_user(app: &App, parts: &Parts, body: Incoming) -> Result<Respons
         ));
     }
     let name = req.username.clone();
-    let id = blocking(app, move |e| {
+    // argon2id hashing: in a verification slot, like every password check.
+    let id = auth::in_password_slot(app, move |e| {
         e.create_user(
             &req.username,
             &req.password,

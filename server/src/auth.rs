@@ -21,15 +21,27 @@
 //! No header is the anonymous account: pull on public projects.
 //!
 //! Shared state, all owned by [`Auth`] inside the `App` (lifetime: the
-//! server's): the token key (immutable); the failed-login counters (a
+//! server's): the token key (immutable); the login limiter's counters (a
 //! mutex-guarded map, pruned when large — a `Mutex` because updates are
-//! tiny and rare); a cache of recently verified Basic credentials (so
-//! `helm` and Basic-speaking clients do not pay an argon2id verification per
-//! request; keyed by a salted sha256 of name and secret, entries live 60 s).
+//! tiny); the password verification slots (a semaphore: at most
+//! [`verify_slots`] argon2id verifications, 19 MiB each, run at once,
+//! whatever the number of requests); a cache of recently verified Basic
+//! credentials (so `helm` and Basic-speaking clients do not pay an argon2id
+//! verification per request; keyed by a salted sha256 of name and secret,
+//! entries live 60 s and are re-checked against the index on every hit).
+//!
+//! A password check, top to bottom ([`check_password`]): (1) record the
+//! attempt against the source, the name, and the pair — or `429` if any is
+//! over its budget; (2) a cache hit is a success; (3) wait (bounded) for a
+//! verification slot — or `429`; (4) verify on a verification thread, the
+//! slot held until the verification ends; (5) settle the attempt: a success
+//! resets the pair's counter and refunds its own attempt, a failure stays
+//! counted, an attempt that was never verified is refunded.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
@@ -38,6 +50,7 @@ use berth_engine::token::{Access, Claims, TokenKey};
 use berth_engine::{Account, Action, Actions, RepoName};
 use hyper::header::{HeaderValue, AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::http::request::Parts;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{AuthConfig, ProjectCreation};
 use crate::errors::{ApiError, Code};
@@ -58,6 +71,25 @@ const CREDENTIAL_CACHE_TTL: Duration = Duration::from_secs(60);
 const CREDENTIAL_CACHE_MAX: usize = 10_000;
 /// The failed-login window.
 const LOGIN_WINDOW: Duration = Duration::from_secs(60);
+/// The budgets of one source address (any names) and of one name (any
+/// sources), as multiples of the per-pair budget `max_failed_logins`.
+const SOURCE_FACTOR: u32 = 5;
+const ACCOUNT_FACTOR: u32 = 5;
+/// Longest name kept as a limiter key (no account name is longer).
+const MAX_KEY_NAME: usize = 256;
+/// How long a password check waits for a verification slot before `429`.
+const VERIFY_WAIT: Duration = Duration::from_secs(10);
+/// Password checks waiting for a slot beyond this many are refused at once.
+const VERIFY_QUEUE_MAX: usize = 512;
+
+/// How many argon2id verifications (or hashes) run at once: the CPUs,
+/// between 2 and 4. Each holds 19 MiB while it runs, so this bounds the
+/// memory of any login flood.
+pub fn verify_slots() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, 4)
+}
 
 /// Auth state of a running server.
 pub struct Auth {
@@ -68,6 +100,7 @@ pub struct Auth {
     pub project_creation: ProjectCreation,
     pub key: TokenKey,
     limiter: LoginLimiter,
+    slots: VerifySlots,
     cache: CredentialCache,
 }
 
@@ -81,6 +114,7 @@ impl Auth {
             project_creation: cfg.project_creation,
             key,
             limiter: LoginLimiter::new(cfg.max_failed_logins),
+            slots: VerifySlots::new(verify_slots()),
             cache: CredentialCache::new(),
         }
     }
@@ -268,9 +302,15 @@ fn credentials(parts: &Parts) -> Result<Credentials, ()> {
     Err(())
 }
 
-/// Checks a name and secret for this request's source: refused outright
-/// (`429`) while the source is over its failed-login budget; a failure
-/// counts against it. `Ok(None)`: wrong credentials.
+fn too_many(wait: Duration, detail: &'static str) -> ApiError {
+    ApiError::new(Code::TooManyRequests, detail)
+        .with_header(RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1)))
+}
+
+/// Checks a name and secret for this request's source (see the module
+/// docs for the steps). `Ok(None)`: wrong credentials; `429` while the
+/// source, the name or the pair is over its failed-login budget, or when
+/// no verification slot frees up in time.
 pub async fn check_password(
     app: &App,
     parts: &Parts,
@@ -278,28 +318,78 @@ pub async fn check_password(
     secret: &str,
 ) -> Result<Option<Account>, ApiError> {
     let ip = client_ip(app, parts);
-    if let Err(wait) = app.auth.limiter.check(ip) {
-        return Err(ApiError::new(
-            Code::TooManyRequests,
-            "too many failed logins from this address; try again later",
+    // IMPORTANT: the attempt is counted before anything is verified, so
+    // concurrent attempts cannot all pass a budget that each alone sees
+    // as open. Dropping `attempt` unsettled (an error below, a client
+    // that went away) refunds it.
+    let attempt = app.auth.limiter.begin(ip, name).map_err(|wait| {
+        too_many(
+            wait,
+            "too many failed logins from this address or for this account; try again later",
         )
-        .with_header(RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1))));
-    }
+    })?;
     let cache_key = app.auth.cache.key(name, secret);
-    if let Some(a) = app.auth.cache.get(&cache_key) {
-        return Ok(Some(a));
+    if app.auth.cache.get(&cache_key) {
+        // Re-read the account: removed or expired since it was cached → verify
+        // again (and fail); else its current state (admin flag, expiry).
+        match app.engine.account(name)? {
+            Some(a) if a != Account::Anonymous => {
+                attempt.succeeded();
+                return Ok(Some(a));
+            }
+            _ => app.auth.cache.remove(&cache_key),
+        }
     }
-    let (n, s) = (name.to_owned(), secret.to_owned());
-    let account = blocking(app, move |e| e.authenticate(&n, &s)).await??;
+    let account = verify(app, name, secret).await?;
     match &account {
-        Some(a) => app.auth.cache.put(cache_key, a.clone()),
+        Some(_) => {
+            app.auth.cache.put(cache_key);
+            attempt.succeeded();
+        }
         None => {
-            app.auth.limiter.fail(ip);
+            attempt.failed();
             // Names are logged, secrets never.
             tracing::info!(target: "berth::auth", user = name, %ip, "failed login");
         }
     }
     Ok(account)
+}
+
+/// Verifies a name and secret. Users' passwords (argon2id; unknown names
+/// verify against a dummy hash at the same cost) run in a verification
+/// slot; robots' secrets (one sha256) on the blocking pool.
+async fn verify(app: &App, name: &str, secret: &str) -> Result<Option<Account>, ApiError> {
+    let (n, s) = (name.to_owned(), secret.to_owned());
+    if name.starts_with(berth_engine::accounts::ROBOT_PREFIX) {
+        return Ok(blocking(app, move |e| e.authenticate(&n, &s)).await??);
+    }
+    Ok(in_password_slot(app, move |e| e.authenticate(&n, &s)).await??)
+}
+
+/// Runs `f` — an argon2id hash or verification for a request (logins, user
+/// creation) — in a verification slot, on a verification thread. Waits up
+/// to [`VERIFY_WAIT`] for a slot; `429` with `Retry-After` when none frees
+/// up, or at once when [`VERIFY_QUEUE_MAX`] requests are already waiting.
+pub async fn in_password_slot<T, F>(app: &App, f: F) -> Result<T, ApiError>
+where
+    F: FnOnce(&berth_engine::Engine) -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let slot =
+        app.auth.slots.acquire().await.map_err(|wait| {
+            too_many(wait, "too many password checks at once; try again shortly")
+        })?;
+    let engine = app.engine.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    // IMPORTANT: the slot moves into the job and is released when the
+    // computation ends, not when this request does: a client that hangs up
+    // cannot free a slot while its argon2id still runs.
+    app.auth.slots.run(Box::new(move || {
+        let _slot = slot;
+        let _ = tx.send(f(&engine));
+    }));
+    rx.await
+        .map_err(|_| ApiError::internal("a password verification thread failed"))
 }
 
 /// Who is asking: anonymous without credentials; `401` for bad ones.
@@ -484,10 +574,66 @@ pub fn effective_account(app: &App, p: &Principal) -> Result<Account, ApiError> 
 
 // ---- failed-login limiter ---------------------------------------------------
 
-/// Fixed one-minute windows of failed logins per source address.
+/// What one counter counts, in fixed one-minute windows. Every password
+/// check counts on all three; the first over budget refuses it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum LimitKey {
+    /// One source and one name: `max` attempts. This is the budget an
+    /// attacker guessing one account from one address has; someone else
+    /// behind the same address, signing in as someone else, is not
+    /// affected.
+    Pair(IpAddr, String),
+    /// One source, any names (spraying names): `SOURCE_FACTOR × max`.
+    Source(IpAddr),
+    /// One name, any sources (guessing one account from many addresses):
+    /// `ACCOUNT_FACTOR × max`.
+    Name(String),
+}
+
+/// The address an attempt counts against: IPv4 as is (IPv4-mapped IPv6
+/// too), IPv6 by its /64 (one host usually holds a whole /64).
+fn source_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+/// One counter's window: when it started and the attempts counted in it
+/// (failed or still being verified).
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    start: Instant,
+    count: u32,
+}
+
+/// Failed-login counters per source, per name and per pair. Attempts are
+/// counted when they begin ([`LoginLimiter::begin`]) and settled when their
+/// verdict is known ([`Attempt`]): so the budget holds however many
+/// attempts run at once. The map holds at most the attempts of one window
+/// (each one passed the verification slots, which bound their rate), and is
+/// pruned of old windows when large.
 struct LoginLimiter {
     max: u32,
-    state: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    state: Mutex<HashMap<LimitKey, Window>>,
+}
+
+/// An attempt counted by [`LoginLimiter::begin`]. [`Attempt::failed`] keeps
+/// it counted; [`Attempt::succeeded`] resets the pair's counter and
+/// refunds the source and name; dropping it unsettled refunds all three
+/// (nothing was verified).
+struct Attempt<'a> {
+    limiter: &'a LoginLimiter,
+    /// The counted keys and the window each was counted in; empty when the
+    /// limit is off.
+    counted: Vec<(LimitKey, Instant)>,
+    settled: bool,
 }
 
 impl LoginLimiter {
@@ -498,41 +644,206 @@ impl LoginLimiter {
         }
     }
 
-    /// `Err(time left)` while `ip` is over budget.
-    fn check(&self, ip: IpAddr) -> Result<(), Duration> {
-        if self.max == 0 {
-            return Ok(());
-        }
-        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        match state.get(&ip) {
-            Some((start, n)) if *n >= self.max && start.elapsed() < LOGIN_WINDOW => {
-                Err(LOGIN_WINDOW.saturating_sub(start.elapsed()))
-            }
-            _ => Ok(()),
+    fn budget(&self, key: &LimitKey) -> u32 {
+        match key {
+            LimitKey::Pair(..) => self.max,
+            LimitKey::Source(_) => self.max.saturating_mul(SOURCE_FACTOR),
+            LimitKey::Name(_) => self.max.saturating_mul(ACCOUNT_FACTOR),
         }
     }
 
-    fn fail(&self, ip: IpAddr) {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<LimitKey, Window>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts an attempt of `name` from `ip`, or `Err(time left)` if the
+    /// pair, the source or the name is over its budget (then nothing is
+    /// counted).
+    fn begin(&self, ip: IpAddr, name: &str) -> Result<Attempt<'_>, Duration> {
+        let mut attempt = Attempt {
+            limiter: self,
+            counted: Vec::new(),
+            settled: false,
+        };
         if self.max == 0 {
+            return Ok(attempt);
+        }
+        let src = source_of(ip);
+        let name: String = name.chars().take(MAX_KEY_NAME).collect();
+        let keys = [
+            LimitKey::Pair(src, name.clone()),
+            LimitKey::Source(src),
+            LimitKey::Name(name),
+        ];
+        let now = Instant::now();
+        let mut state = self.lock();
+        if state.len() > 100_000 {
+            state.retain(|_, w| now.duration_since(w.start) < LOGIN_WINDOW);
+        }
+        let mut wait = None::<Duration>;
+        for k in &keys {
+            if let Some(w) = state.get(k) {
+                let age = now.duration_since(w.start);
+                if age < LOGIN_WINDOW && w.count >= self.budget(k) {
+                    let left = LOGIN_WINDOW.saturating_sub(age);
+                    wait = Some(wait.map_or(left, |w| w.max(left)));
+                }
+            }
+        }
+        if let Some(w) = wait {
+            return Err(w);
+        }
+        for k in keys {
+            let w = state.entry(k.clone()).or_insert(Window {
+                start: now,
+                count: 0,
+            });
+            if now.duration_since(w.start) >= LOGIN_WINDOW {
+                *w = Window {
+                    start: now,
+                    count: 0,
+                };
+            }
+            w.count = w.count.saturating_add(1);
+            attempt.counted.push((k, w.start));
+        }
+        Ok(attempt)
+    }
+
+    /// Takes back one attempt counted on `key` in the window that started
+    /// at `start` (a later window never pays for an earlier attempt).
+    fn refund(state: &mut HashMap<LimitKey, Window>, key: &LimitKey, start: Instant) {
+        if let Some(w) = state.get_mut(key) {
+            if w.start == start {
+                w.count = w.count.saturating_sub(1);
+                if w.count == 0 {
+                    state.remove(key);
+                }
+            }
+        }
+    }
+}
+
+impl Attempt<'_> {
+    /// The verdict was "wrong credentials": the attempt stays counted.
+    fn failed(mut self) {
+        self.settled = true;
+    }
+
+    /// The credentials were right: the pair starts over (its own counter
+    /// only); the source and the name get this attempt back.
+    fn succeeded(mut self) {
+        self.settled = true;
+        let mut state = self.limiter.lock();
+        for (k, start) in &self.counted {
+            match k {
+                LimitKey::Pair(..) => {
+                    state.remove(k);
+                }
+                _ => LoginLimiter::refund(&mut state, k, *start),
+            }
+        }
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if self.settled || self.counted.is_empty() {
             return;
         }
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if state.len() > 100_000 {
-            state.retain(|_, (start, _)| start.elapsed() < LOGIN_WINDOW);
+        let mut state = self.limiter.lock();
+        for (k, start) in &self.counted {
+            LoginLimiter::refund(&mut state, k, *start);
         }
-        let e = state.entry(ip).or_insert((Instant::now(), 0));
-        if e.0.elapsed() >= LOGIN_WINDOW {
-            *e = (Instant::now(), 0);
+    }
+}
+
+// ---- password verification slots --------------------------------------------
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// At most `n` argon2id computations at once, on `n` threads of their own,
+/// and a bounded queue for the rest. Waiting requests are futures (a few
+/// hundred bytes each), not blocking threads. Own threads rather than
+/// tokio's blocking pool, so argon2id never takes the threads engine calls
+/// need and a fixed, small set of threads ever holds its 19 MiB buffers
+/// (the binary also makes the allocator return them when freed: see
+/// `return_large_buffers` in `main.rs`). The threads end when the channel
+/// closes, i.e. when the server's `Auth` is dropped.
+struct VerifySlots {
+    slots: Arc<Semaphore>,
+    waiting: AtomicUsize,
+    jobs: crossbeam_channel::Sender<Job>,
+}
+
+impl VerifySlots {
+    fn new(n: usize) -> VerifySlots {
+        let (jobs, rx) = crossbeam_channel::unbounded::<Job>();
+        for i in 0..n {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("berth-verify-{i}"))
+                .spawn(move || {
+                    while let Ok(job) = rx.recv() {
+                        // A panicking job loses its answer (the request
+                        // gets 500), not the thread.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start a password verification thread");
+            }
         }
-        e.1 += 1;
+        VerifySlots {
+            slots: Arc::new(Semaphore::new(n)),
+            waiting: AtomicUsize::new(0),
+            jobs,
+        }
+    }
+
+    /// Hands `job` (holding a slot) to a verification thread. With as many
+    /// threads as slots, it starts at once.
+    fn run(&self, job: Job) {
+        // The receivers live as long as `self`; a send fails only if every
+        // thread failed to start, and then the job's answer never comes.
+        let _ = self.jobs.send(job);
+    }
+
+    /// A slot, or `Err(retry after)` when the queue is full or none frees
+    /// up within [`VERIFY_WAIT`].
+    async fn acquire(&self) -> Result<OwnedSemaphorePermit, Duration> {
+        if let Ok(p) = self.slots.clone().try_acquire_owned() {
+            return Ok(p);
+        }
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= VERIFY_QUEUE_MAX {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(Duration::from_secs(1));
+        }
+        // Decrements `waiting` however this future ends (also when dropped).
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        let _waiting = Waiting(&self.waiting);
+        match tokio::time::timeout(VERIFY_WAIT, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(p)) => Ok(p),
+            // Timed out, or (never: it is not closed) the semaphore closed.
+            _ => Err(Duration::from_secs(1)),
+        }
     }
 }
 
 // ---- verified-credential cache ----------------------------------------------
 
+/// Name-and-secret pairs verified in the last [`CREDENTIAL_CACHE_TTL`],
+/// by salted hash. A hit only says the pair was right when verified; the
+/// caller re-reads the account (removed accounts do not come back from the
+/// cache).
 struct CredentialCache {
     salt: [u8; 16],
-    entries: Mutex<HashMap<String, (Account, Instant)>>,
+    entries: Mutex<HashMap<String, Instant>>,
 }
 
 impl CredentialCache {
@@ -557,19 +868,26 @@ impl CredentialCache {
             .to_owned()
     }
 
-    fn get(&self, key: &str) -> Option<Account> {
-        let e = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        e.get(key)
-            .filter(|(_, at)| at.elapsed() < CREDENTIAL_CACHE_TTL)
-            .map(|(a, _)| a.clone())
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn put(&self, key: String, account: Account) {
-        let mut e = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+    fn get(&self, key: &str) -> bool {
+        self.lock()
+            .get(key)
+            .is_some_and(|at| at.elapsed() < CREDENTIAL_CACHE_TTL)
+    }
+
+    fn put(&self, key: String) {
+        let mut e = self.lock();
         if e.len() >= CREDENTIAL_CACHE_MAX {
             e.clear();
         }
-        e.insert(key, (account, Instant::now()));
+        e.insert(key, Instant::now());
+    }
+
+    fn remove(&self, key: &str) {
+        self.lock().remove(key);
     }
 }
 
@@ -578,21 +896,84 @@ mod tests {
     use super::*;
 
     #[test]
-    fn limiter_windows() {
+    fn limiter_counts_pairs_sources_and_names() {
         let l = LoginLimiter::new(2);
         let ip: IpAddr = "1.2.3.4".parse().unwrap();
         let other: IpAddr = "1.2.3.5".parse().unwrap();
-        assert!(l.check(ip).is_ok());
-        l.fail(ip);
-        assert!(l.check(ip).is_ok());
-        l.fail(ip);
-        assert!(l.check(ip).is_err());
-        assert!(l.check(other).is_ok());
+        // Counted at begin: two concurrent attempts fill the pair's budget.
+        let a1 = l.begin(ip, "alice").unwrap();
+        let a2 = l.begin(ip, "alice").unwrap();
+        assert!(l.begin(ip, "alice").is_err());
+        a1.failed();
+        a2.failed();
+        assert!(l.begin(ip, "alice").is_err());
+        // Someone else from the same address, and alice from elsewhere.
+        l.begin(ip, "bob").unwrap().succeeded();
+        l.begin(other, "alice").unwrap().failed();
+        // An attempt never verified is refunded.
+        drop(l.begin(other, "alice").unwrap());
+        l.begin(other, "alice").unwrap().succeeded();
+        // A success resets its own pair only.
+        l.begin(other, "alice").unwrap().failed();
+        l.begin(other, "alice").unwrap().failed();
+        assert!(l.begin(other, "alice").is_err());
+        assert!(l.begin(ip, "alice").is_err());
+        // The source budget (5 × 2) across names.
+        let spray: IpAddr = "9.9.9.9".parse().unwrap();
+        for i in 0..10 {
+            l.begin(spray, &format!("u{i}")).unwrap().failed();
+        }
+        assert!(l.begin(spray, "someone-else").is_err());
+        // The name budget (5 × 2) across sources.
+        for i in 0..10u8 {
+            l.begin(IpAddr::from([10, 0, 0, i]), "carol")
+                .unwrap()
+                .failed();
+        }
+        assert!(l.begin(IpAddr::from([10, 0, 1, 1]), "carol").is_err());
+
         let off = LoginLimiter::new(0);
         for _ in 0..10 {
-            off.fail(ip);
+            off.begin(ip, "alice").unwrap().failed();
         }
-        assert!(off.check(ip).is_ok());
+        assert!(off.begin(ip, "alice").is_ok());
+    }
+
+    #[test]
+    fn ipv6_counts_per_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(source_of(a), source_of(b));
+        assert_ne!(source_of(a), source_of(c));
+        let mapped: IpAddr = "::ffff:1.2.3.4".parse().unwrap();
+        assert_eq!(source_of(mapped), "1.2.3.4".parse::<IpAddr>().unwrap());
+        let l = LoginLimiter::new(1);
+        l.begin(a, "alice").unwrap().failed();
+        assert!(l.begin(b, "alice").is_err());
+        assert!(l.begin(c, "alice").is_ok());
+    }
+
+    #[tokio::test]
+    async fn verify_slots_bound_concurrency() {
+        let s = VerifySlots::new(2);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let p = s.acquire().await.unwrap();
+        s.run(Box::new(move || {
+            let _p = p;
+            let _ = tx.send(std::thread::current().name().map(str::to_owned));
+        }));
+        let name = rx.await.unwrap().unwrap();
+        assert!(name.starts_with("berth-verify-"), "{name}");
+        let p1 = s.acquire().await.unwrap();
+        let _p2 = s.acquire().await.unwrap();
+        assert_eq!(s.slots.available_permits(), 0);
+        let waiter = tokio::spawn({
+            let slots = s.slots.clone();
+            async move { slots.acquire_owned().await.is_ok() }
+        });
+        drop(p1);
+        assert!(waiter.await.unwrap());
     }
 
     #[test]

@@ -116,6 +116,9 @@ pub struct Config {
     pub listen: String,
     /// The engine's data directory.
     pub data_dir: PathBuf,
+    /// Serve from a data directory other users of the host may read
+    /// (refused otherwise; `BERTH_ALLOW_OPEN_DATA_DIR`).
+    pub allow_open_data_dir: bool,
     /// Refuse every write with `405 UNSUPPORTED`.
     pub read_only: bool,
     /// Allow deleting manifests, tags and blobs (else `405 UNSUPPORTED`).
@@ -152,6 +155,7 @@ impl Config {
         Config {
             listen: DEFAULT_LISTEN.to_owned(),
             data_dir: data_dir.into(),
+            allow_open_data_dir: false,
             read_only: false,
             delete_enabled: true,
             upload_ttl: DEFAULT_UPLOAD_TTL,
@@ -190,6 +194,7 @@ impl Config {
                 .data_dir
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            allow_open_data_dir: args.allow_open_data_dir.unwrap_or(false),
             read_only: args.read_only || file.read_only.unwrap_or(false),
             delete_enabled,
             upload_ttl: args
@@ -340,6 +345,10 @@ pub struct ServeArgs {
     /// Data directory (index, blobs, uploads) [default: ./berth-data]
     #[arg(long, env = "BERTH_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Serve from a data directory (or token key file) that other users of
+    /// the host may read; refused otherwise [default: false]
+    #[arg(long, env = "BERTH_ALLOW_OPEN_DATA_DIR", value_name = "BOOL", value_parser = BoolishValueParser::new())]
+    pub allow_open_data_dir: Option<bool>,
     /// JSON config file (keys: listen, data_dir, read_only, delete_enabled,
     /// upload_ttl_seconds, gc_interval_seconds, gc_grace_seconds); flags and
     /// environment override it

@@ -86,6 +86,9 @@ pub enum ServeError {
         #[source]
         source: StorageError,
     },
+    /// The data directory is open to other users (the error names it).
+    #[error("berth: {0}")]
+    OpenDataDir(#[source] StorageError),
     #[error("berth: listener: {0}")]
     Io(#[from] std::io::Error),
     #[error("berth: auth: {0}")]
@@ -103,11 +106,15 @@ pub async fn open_engine(config: &Config) -> Result<Engine, ServeError> {
     ec.backend = config.storage.clone();
     ec.gc_interval = config.gc_interval;
     ec.gc_grace = config.gc_grace;
+    ec.allow_open_data_dir = config.allow_open_data_dir;
     let dir = config.data_dir.display().to_string();
     tokio::task::spawn_blocking(move || Engine::open(ec))
         .await
         .map_err(|e| ServeError::Io(std::io::Error::other(e)))?
-        .map_err(|source| ServeError::Engine { dir, source })
+        .map_err(|source| match source {
+            StorageError::OpenToOthers { .. } => ServeError::OpenDataDir(source),
+            source => ServeError::Engine { dir, source },
+        })
 }
 
 /// Runs berth on `listener` until `shutdown` completes: opens the engine in
@@ -131,12 +138,7 @@ pub async fn serve(
         let enabled = config.auth.enabled;
         tokio::task::spawn_blocking(move || {
             if enabled {
-                // Refuses to enable auth with nobody able to administer it.
-                if e.ensure_admin(admin_password.as_deref())
-                    .map_err(|err| ServeError::Auth(err.to_string()))?
-                {
-                    tracing::info!("created the admin account and the public project library");
-                }
+                admin_at_start(&e, admin_password.as_deref())?;
             }
             e.token_signing_key()
                 .map_err(|err| ServeError::Auth(format!("token signing key: {err}")))
@@ -187,6 +189,50 @@ pub async fn serve(
         let _ = tokio::task::spawn_blocking(move || drop(engine)).await;
     }
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// At every start with auth on: applies `BERTH_ADMIN_PASSWORD` to the
+/// `admin` account (creating it, or replacing a stored password that
+/// differs — never ignoring it), makes sure `library` exists, and logs what
+/// changed and who the system administrators are. Names only: no password
+/// or hash is ever logged. Refuses to start with no admin and no password.
+fn admin_at_start(e: &Engine, admin_password: Option<&str>) -> Result<(), ServeError> {
+    use berth_engine::accounts::AdminAccount;
+    let setup = e
+        .ensure_admin(admin_password)
+        .map_err(|err| ServeError::Auth(err.to_string()))?;
+    match setup.account {
+        AdminAccount::Created => {
+            tracing::info!(target: "berth::auth", "created the admin account")
+        }
+        AdminAccount::Updated {
+            password_applied,
+            admin_flag_restored,
+        } => {
+            if password_applied {
+                tracing::warn!(target: "berth::auth",
+                    "BERTH_ADMIN_PASSWORD differs from the stored password of admin: \
+                     the configured password now applies and the stored one no longer works");
+            }
+            if admin_flag_restored {
+                tracing::warn!(target: "berth::auth",
+                    "the admin account was not a system administrator: restored");
+            }
+        }
+        AdminAccount::Unchanged => {}
+    }
+    if setup.library_created {
+        tracing::info!(target: "berth::auth", "created the public project library");
+    }
+    let admins: Vec<String> = e
+        .users()
+        .map_err(|err| ServeError::Auth(err.to_string()))?
+        .into_iter()
+        .filter(|(_, u)| u.admin)
+        .map(|(name, _)| name)
+        .collect();
+    tracing::info!(target: "berth::auth", admins = %admins.join(","), "system administrators");
     Ok(())
 }
 

@@ -8,4 +8,5 @@
 //! `docs/security.md`.
 
 mod refcount;
+mod secrets;
 mod upload_sessions;

@@ -32,6 +32,10 @@ struct Cli {
         global = true
     )]
     data_dir: PathBuf,
+    /// Open a data directory (or token key file) that other users of the
+    /// host may read; refused otherwise.
+    #[arg(long, env = "BERTH_ALLOW_OPEN_DATA_DIR", global = true)]
+    allow_open_data_dir: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -170,6 +174,9 @@ impl From<AccountError> for CliError {
 }
 
 fn main() -> ExitCode {
+    // Before anything creates a file: everything berthctl writes is the
+    // owner's only (see berth_engine::host).
+    berth_engine::host::private_umask();
     let cli = Cli::parse();
     let standalone = match &cli.command {
         Command::Bench(args) => Some(("bench", bench::run(args))),
@@ -195,6 +202,11 @@ fn main() -> ExitCode {
             eprintln!("berthctl: {e}");
             ExitCode::from(2)
         }
+        Err(CliError::Storage(e @ StorageError::OpenToOthers { .. })) => {
+            // The error names the path.
+            eprintln!("berthctl: {e}");
+            ExitCode::from(2)
+        }
         Err(CliError::Storage(e)) => {
             eprintln!("berthctl: {}: {e}", cli.data_dir.display());
             if matches!(e, StorageError::Locked { .. }) {
@@ -217,6 +229,7 @@ fn run(cli: &Cli) -> Result<ExitCode, CliError> {
     }
     let mut ec = EngineConfig::new(&cli.data_dir);
     ec.backend = storage_backend(&cli.data_dir)?;
+    ec.allow_open_data_dir = cli.allow_open_data_dir;
     let engine = Engine::open(ec)?;
     match &cli.command {
         Command::Stats => {
