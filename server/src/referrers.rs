@@ -2,13 +2,13 @@
 
 use std::collections::BTreeMap;
 
-use berth_engine::{Digest, RepoName};
+use berth_engine::{Digest, Engine, RepoName};
 use hyper::header::HeaderValue;
 use hyper::Response;
 use serde::Serialize;
 
 use crate::errors::ApiError;
-use crate::http::{json, App, Body, HDR_FILTERS_APPLIED};
+use crate::http::{json, Body, HDR_FILTERS_APPLIED};
 use crate::manifest_parse::OCI_INDEX;
 use crate::router::Query;
 
@@ -55,11 +55,9 @@ impl ListReferrers {
         })
     }
 
-    /// Index reads only: runs inline.
-    pub fn apply(self, app: &App) -> Result<Response<Body>, ApiError> {
-        let referrers =
-            app.engine
-                .referrers(&self.repo, &self.subject, self.artifact_type.as_deref())?;
+    /// An index scan of the subject's referrers; runs on the blocking pool.
+    pub fn apply(self, e: &Engine) -> Result<Response<Body>, ApiError> {
+        let referrers = e.referrers(&self.repo, &self.subject, self.artifact_type.as_deref())?;
         let index = Index {
             schema_version: 2,
             media_type: OCI_INDEX,
