@@ -75,6 +75,13 @@ pub struct Lane {
     regions: Mutex<Vec<Weak<Region>>>,
 }
 
+impl std::fmt::Debug for Lane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let live = self.regions().iter().filter(|r| r.strong_count() > 0).count();
+        write!(f, "Lane({live} live regions)")
+    }
+}
+
 impl Lane {
     fn regions(&self) -> MutexGuard<'_, Vec<Weak<Region>>> {
         // Every update is one push or retain: a panic cannot leave the list
