@@ -269,7 +269,9 @@ mod tests {
                 all.push(format!("hidden{p:02}/r{r}"));
             }
         }
-        for name in ["mine/a", "mine/b/c", "mine-x/z", "mine", "zz/last", "hidden30"] {
+        for name in [
+            "mine/a", "mine/b/c", "mine-x/z", "mine", "zz/last", "hidden30",
+        ] {
             all.push(name.to_owned());
         }
         for (i, name) in all.iter().enumerate() {
@@ -290,19 +292,31 @@ mod tests {
             let (names, requests) = follow(&e, n, 20, &visible, &mut reads);
             assert_eq!(names, expected, "n={n}");
             // Each hidden project costs one check, not one per repository.
-            assert!(reads.iter().sum::<usize>() <= 61 + requests * 3, "n={n}: {reads:?}");
+            assert!(
+                reads.iter().sum::<usize>() <= 61 + requests * 3,
+                "n={n}: {reads:?}"
+            );
         }
         // With a budget below the hidden names, pages come back short (even
         // empty) but the walk still ends with every visible name.
         let mut reads = Vec::new();
         let (names, requests) = follow(&e, 1, 3, &visible, &mut reads);
         assert_eq!(names, expected);
-        assert!(requests > 20, "the budget split the walk: {requests} requests");
+        assert!(
+            requests > 20,
+            "the budget split the walk: {requests} requests"
+        );
         // A caller who sees everything gets full pages and `AfterLast`.
         let found = scan(&e, CatalogFrom::Start, 10, 0, |_| Ok(true)).expect("scan");
         assert_eq!(found.items.len(), 10);
         assert_eq!(found.next, Some(Next::AfterLast));
         let found = scan(&e, CatalogFrom::Start, 0, 10, |_| Ok(true)).expect("scan");
-        assert_eq!(found, Found { items: Vec::new(), next: None });
+        assert_eq!(
+            found,
+            Found {
+                items: Vec::new(),
+                next: None
+            }
+        );
     }
 }

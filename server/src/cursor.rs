@@ -84,8 +84,15 @@ mod tests {
         let c = Cursors::new(&[7; 32]);
         let sealed = c.seal("catalog", "p:secret-project");
         assert!(!sealed.contains("secret"));
-        assert_eq!(c.open("catalog", &sealed).as_deref(), Some("p:secret-project"));
-        assert_ne!(c.seal("catalog", "p:x"), c.seal("catalog", "p:x"), "fresh nonce");
+        assert_eq!(
+            c.open("catalog", &sealed).as_deref(),
+            Some("p:secret-project")
+        );
+        assert_ne!(
+            c.seal("catalog", "p:x"),
+            c.seal("catalog", "p:x"),
+            "fresh nonce"
+        );
         assert_eq!(c.open("tags", &sealed), None, "bound to its listing");
         assert_eq!(Cursors::new(&[8; 32]).open("catalog", &sealed), None);
         let mut forged = sealed.into_bytes();

@@ -145,7 +145,11 @@ impl Code {
                 "manifest unknown to registry",
                 S::NOT_FOUND,
             ),
-            Code::TagInvalid => i("TAG_INVALID", "manifest tag did not match URI", S::BAD_REQUEST),
+            Code::TagInvalid => i(
+                "TAG_INVALID",
+                "manifest tag did not match URI",
+                S::BAD_REQUEST,
+            ),
             Code::NameInvalid => i("NAME_INVALID", "invalid repository name", S::BAD_REQUEST),
             Code::NameUnknown => i(
                 "NAME_UNKNOWN",

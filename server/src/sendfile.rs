@@ -77,7 +77,11 @@ pub struct Lane {
 
 impl std::fmt::Debug for Lane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let live = self.regions().iter().filter(|r| r.strong_count() > 0).count();
+        let live = self
+            .regions()
+            .iter()
+            .filter(|r| r.strong_count() > 0)
+            .count();
         write!(f, "Lane({live} live regions)")
     }
 }
@@ -287,7 +291,10 @@ mod tests {
         assert!(lane.lookup(b"elsewhere").is_none());
         assert!(other.lookup(&bytes[100..200]).is_none(), "another lane");
         drop(region);
-        assert!(lane.lookup(&bytes[100..200]).is_none(), "gone with its chunks");
+        assert!(
+            lane.lookup(&bytes[100..200]).is_none(),
+            "gone with its chunks"
+        );
     }
 
     #[tokio::test]
@@ -339,7 +346,11 @@ mod tests {
             (0..BLOBS)
                 .map(|b| {
                     let bytes: Vec<u8> = (0..size)
-                        .map(|i| (i as u64).wrapping_mul(2654435761).wrapping_add(b as u64 * 97) as u8)
+                        .map(|i| {
+                            (i as u64)
+                                .wrapping_mul(2654435761)
+                                .wrapping_add(b as u64 * 97) as u8
+                        })
                         .collect();
                     put(&store, &bytes)
                 })
@@ -385,7 +396,11 @@ mod tests {
                         .expect("join")
                         .expect("get");
                     let (_, map) = data.mapped_file().expect("mapped");
-                    seen.lock().expect("seen").entry(map.as_ptr() as usize).or_default().insert(b);
+                    seen.lock()
+                        .expect("seen")
+                        .entry(map.as_ptr() as usize)
+                        .or_default()
+                        .insert(b);
                     let whole_len = data.len();
                     let body_data = match &range {
                         None => data,
@@ -447,7 +462,8 @@ mod tests {
             t.await.expect("connection task");
         }
         assert!(
-            SENT_ZERO_COPY.load(Ordering::Relaxed) - before >= (CONNECTIONS * ROUNDS * 1_000) as u64
+            SENT_ZERO_COPY.load(Ordering::Relaxed) - before
+                >= (CONNECTIONS * ROUNDS * 1_000) as u64
         );
         let seen = seen.lock().expect("seen");
         assert!(
