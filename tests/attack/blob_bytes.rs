@@ -153,7 +153,7 @@ fn a_tenant_pulling_her_blobs_never_receives_another_projects_bytes() {
             let (own, victim, mallory) = (own.clone(), victim.clone(), mallory.clone());
             thread::spawn(move || {
                 let mut conn = Conn::open(addr);
-                for r in 0..30 {
+                for r in 0..80 {
                     let (d, data) = &own[(c * 5 + r) % own.len()];
                     let path = format!("/v2/mal/app/blobs/{d}");
                     let (got, want) = if r % 2 == 0 {
