@@ -212,3 +212,60 @@ fn s3_backend_push_kill9_wipe_cache_pull() {
 fn tiered_backend_push_kill9_wipe_cache_pull() {
     run_backend("tiered");
 }
+
+/// Blobs only in the bucket are streamed to the client while the cache
+/// fills (`BlobData::Stream`), on the async path: several connections pull
+/// remote-only blobs at once while others keep asking small questions, and
+/// every body hashes to its digest.
+#[test]
+fn remote_only_blobs_stream_to_concurrent_connections() {
+    use berth_testkit::keepalive::Conn;
+    let (env, _bucket) = s3_env("s3");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut server = TestServer::start(&data, &env);
+    let blobs: Vec<(String, Vec<u8>)> = [2 * MIB + 3, 5 * MIB, 9 * MIB + 1]
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| {
+            let bytes = berth_testkit::content(&format!("remote {i}"), len);
+            let d = berth_testkit::sha256(&bytes).to_string();
+            let (status, _, body) = http(
+                server.addr,
+                "POST",
+                &format!("/v2/proj/remote/blobs/uploads/?digest={d}"),
+                &[],
+                &bytes,
+            );
+            assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+            (d, bytes)
+        })
+        .collect();
+    server.kill9();
+    std::fs::remove_dir_all(data.join("blobs")).expect("wipe local blobs");
+    server.restart();
+    let addr = server.addr;
+    let blobs = std::sync::Arc::new(blobs);
+    let pullers: Vec<_> = (0..6)
+        .map(|c| {
+            let blobs = blobs.clone();
+            std::thread::spawn(move || {
+                let mut conn = Conn::open(addr);
+                let (d, bytes) = &blobs[c % blobs.len()];
+                let res = conn.request("GET", &format!("/v2/proj/remote/blobs/{d}"), &[]);
+                assert_eq!(res.status, 200);
+                assert_eq!(res.body.len(), bytes.len());
+                assert!(res.body == *bytes, "connection {c}: not the bytes of {d}");
+            })
+        })
+        .collect();
+    let mut conn = Conn::open(addr);
+    for _ in 0..20 {
+        assert_eq!(conn.request("GET", "/v2/", &[]).status, 200);
+    }
+    for p in pullers {
+        p.join()
+            .unwrap_or_else(|_| panic!("a pull failed\n{}", server.stderr()));
+    }
+}

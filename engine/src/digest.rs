@@ -273,7 +273,7 @@ impl Hasher {
         match algorithm {
             Algorithm::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
             Algorithm::Sha512 => Hasher::Sha512(sha2::Sha512::new()),
-            Algorithm::Blake3 => Hasher::Blake3(Box::new(blake3::Hasher::new())),
+            Algorithm::Blake3 => Hasher::Blake3(Box::default()),
         }
     }
 

@@ -45,6 +45,6 @@ pub use metrics::EngineMetrics;
 pub use names::{Reference, RepoName, Tag};
 pub use records::{BlobInfo, ChartBlob, ChartRecord, ChartRepoRecord};
 pub use store::{BlobData, BlobStore, PutMode, PutOutcome, StoreError};
-pub use tags::Page;
+pub use tags::{CatalogFrom, Page};
 pub use uploads::valid_upload_id;
 pub use uploads::{UploadStatus, UploadWriter};

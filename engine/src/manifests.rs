@@ -535,21 +535,52 @@ impl Engine {
     }
 
     /// Manifests in `repo` whose subject is `subject`, optionally only those
-    /// of one artifact type, in digest order.
+    /// of one artifact type, in digest order (every one: tests and tools;
+    /// the server reads [`Engine::referrers_page`]).
     pub fn referrers(
         &self,
         repo: &RepoName,
         subject: &Digest,
         artifact_type: Option<&str>,
     ) -> Result<Vec<Referrer>, ManifestError> {
+        Ok(self
+            .referrers_page(repo, subject, artifact_type, None, usize::MAX)?
+            .0)
+    }
+
+    /// One bounded page of [`Engine::referrers`]: referrers strictly after
+    /// `after`, reading at most `limit` index keys (a filtered-out referrer
+    /// counts too). Returns the page and, if keys remain, the last digest
+    /// read, where the next page starts.
+    pub fn referrers_page(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+        after: Option<&Digest>,
+        limit: usize,
+    ) -> Result<(Vec<Referrer>, Option<Digest>), ManifestError> {
         let inner = &self.inner;
         let prefix = keys::referrers_prefix(repo, subject);
+        let start = match after {
+            Some(d) => {
+                let mut k = keys::referrer_key(repo, subject, d);
+                k.push(0); // strictly after `d`
+                k
+            }
+            None => prefix.clone(),
+        };
         let mut out = Vec::new();
-        for r in inner.scan(keys::CF_REFERRERS, &prefix, &prefix) {
+        let mut last: Option<Digest> = None;
+        for (read, r) in inner.scan(keys::CF_REFERRERS, &prefix, &start).enumerate() {
             let (k, _) = r?;
+            if read == limit {
+                return Ok((out, last));
+            }
             let Some(d) = keys::suffix(&k, &prefix).and_then(|s| Digest::parse(s).ok()) else {
                 continue;
             };
+            last = Some(d.clone());
             let Some(rec) =
                 inner.get::<ManifestRecord>(keys::CF_MANIFESTS, &keys::digest_key(&d))?
             else {
@@ -566,7 +597,7 @@ impl Engine {
                 annotations: rec.annotations,
             });
         }
-        Ok(out)
+        Ok((out, None))
     }
 
     /// The index record of a manifest's content (tools, tests).

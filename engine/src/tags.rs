@@ -5,6 +5,18 @@ use crate::error::StorageError;
 use crate::keys;
 use crate::names::RepoName;
 
+/// Where a catalog read starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CatalogFrom {
+    /// The first repository.
+    Start,
+    /// Strictly after this repository name.
+    After(String),
+    /// After every repository under `project/` (a reader that may not see
+    /// a project skips all of it with one seek).
+    AfterProject(String),
+}
+
 /// One page of a listing: up to `n` names after `last`, and whether more follow.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Page {
@@ -39,11 +51,27 @@ impl Engine {
 
     /// Repository names in lexical order, strictly after `last`, at most `n`.
     pub fn catalog(&self, last: Option<&str>, n: usize) -> Result<Page, StorageError> {
-        let mut start = Vec::new();
-        if let Some(l) = last {
-            start.extend_from_slice(l.as_bytes());
-            start.push(0);
-        }
+        let from = last.map_or(CatalogFrom::Start, |l| CatalogFrom::After(l.to_owned()));
+        self.catalog_from(&from, n)
+    }
+
+    /// Repository names in lexical order from `from`, at most `n`: one
+    /// bounded index read (at most `n + 1` keys).
+    pub fn catalog_from(&self, from: &CatalogFrom, n: usize) -> Result<Page, StorageError> {
+        let start = match from {
+            CatalogFrom::Start => Vec::new(),
+            CatalogFrom::After(l) => {
+                let mut s = l.as_bytes().to_vec();
+                s.push(0); // strictly after `l`
+                s
+            }
+            CatalogFrom::AfterProject(p) => {
+                // `p0` is the first key after every `p/…` ('0' follows '/').
+                let mut s = p.as_bytes().to_vec();
+                s.push(b'/' + 1);
+                s
+            }
+        };
         self.page(keys::CF_REPOS, b"", &start, n)
     }
 

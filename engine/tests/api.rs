@@ -314,6 +314,34 @@ fn referrers_are_listed_and_filtered() {
         .referrers(&repo("p/other"), &subject, None)
         .expect("other repo")
         .is_empty());
+    // Bounded pages: at most `limit` keys read per page (filtered-out ones
+    // too), resumed after the last digest read, every referrer once.
+    let all: Vec<String> = e
+        .referrers(&r, &subject, None)
+        .expect("all")
+        .iter()
+        .map(|x| x.digest.to_string())
+        .collect();
+    for (filter, want) in [(None, 3), (Some("application/sbom"), 2)] {
+        let mut got = Vec::new();
+        let mut after = None;
+        let mut pages = 0;
+        loop {
+            let (page, next) = e
+                .referrers_page(&r, &subject, filter, after.as_ref(), 1)
+                .expect("page");
+            pages += 1;
+            assert!(page.len() <= 1);
+            got.extend(page.into_iter().map(|x| x.digest.to_string()));
+            match next {
+                Some(d) => after = Some(d),
+                None => break,
+            }
+        }
+        assert_eq!(got.len(), want, "{filter:?}");
+        assert!(got.iter().all(|d| all.contains(d)));
+        assert!(pages >= 3, "{filter:?}: {pages} pages");
+    }
     assert_clean(&e);
 }
 

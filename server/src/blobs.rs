@@ -8,15 +8,16 @@
 //! ignored and the whole blob is served.
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use berth_engine::{Digest, RepoName};
-use bytes::Bytes;
-use hyper::header::{HeaderMap, HeaderValue, ACCEPT_RANGES, CONTENT_RANGE, CONTENT_TYPE, RANGE};
+use hyper::header::{HeaderValue, ACCEPT_RANGES, CONTENT_RANGE, CONTENT_TYPE, RANGE};
+use hyper::http::request::Parts;
 use hyper::{Method, Response, StatusCode};
 
 use crate::errors::{unsatisfied_range, ApiError, Code};
 use crate::http::{blocking, empty, hv, set_content_length, App, Body, HDR_CONTENT_DIGEST};
-use crate::sendfile;
+use crate::sendfile::Lane;
 
 /// A `Range` header as far as blob serving is concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +85,8 @@ pub struct GetBlob {
     pub digest: Digest,
     pub head: bool,
     pub range: Option<ByteRange>,
+    /// The connection's sendfile lane (none under TLS).
+    pub lane: Option<Arc<Lane>>,
 }
 
 impl GetBlob {
@@ -91,8 +94,9 @@ impl GetBlob {
         name: &str,
         digest: &str,
         method: &Method,
-        headers: &HeaderMap,
+        parts: &Parts,
     ) -> Result<GetBlob, ApiError> {
+        let headers = &parts.headers;
         let head = *method == Method::HEAD;
         Ok(GetBlob {
             repo: RepoName::parse(name)?,
@@ -106,6 +110,7 @@ impl GetBlob {
                     .get(RANGE)
                     .and_then(|v| ByteRange::parse(v.as_bytes()))
             },
+            lane: parts.extensions.get::<Arc<Lane>>().cloned(),
         })
     }
 
@@ -115,6 +120,7 @@ impl GetBlob {
             digest,
             head,
             range,
+            lane,
         } = self;
         if head {
             let (repo2, digest2) = (repo.clone(), digest.clone());
@@ -155,18 +161,7 @@ impl GetBlob {
         })
         .await??;
         let (partial, data) = read;
-        let len = data.len() as u64;
-        // Blobs go out chunk by chunk: each sent chunk gives its mapped
-        // pages back, so resident memory stays bounded, and mapped chunks
-        // are sent with sendfile(2) by the connection (see `sendfile`).
-        let registration = sendfile::register(&data);
-        let chunks = data.into_chunks(STREAM_CHUNK).map(move |data| {
-            Bytes::from_owner(sendfile::Chunk {
-                data,
-                registration: registration.clone(),
-            })
-        });
-        let body = Body::chunks(chunks, len);
+        let body = Body::blob(data, lane.as_deref());
         let mut res = Response::new(body);
         blob_headers(&mut res, &digest);
         if let Some((r, size)) = partial {
@@ -181,11 +176,6 @@ impl GetBlob {
         Ok(res)
     }
 }
-
-/// Blobs larger than this are streamed in chunks of this size: 4 MiB keeps
-/// per-chunk overhead (page release, re-faults, frames) small and resident
-/// memory bounded.
-const STREAM_CHUNK: usize = 4 << 20;
 
 fn blob_headers(res: &mut Response<Body>, digest: &Digest) {
     let h = res.headers_mut();

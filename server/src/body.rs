@@ -1,12 +1,22 @@
-//! The response body: one buffer, or a blob streamed as a sequence of
-//! chunks (so a large memory-mapped blob is never resident all at once).
+//! The response body: one buffer, or a stream of chunks (a blob, so a
+//! large memory-mapped blob is never resident all at once and a blob still
+//! arriving from the bucket is sent as it arrives).
 
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use berth_engine::BlobData;
 use bytes::Bytes;
+use futures::{Stream, StreamExt};
 use hyper::body::{Frame, SizeHint};
+
+use crate::sendfile::{Chunk, Lane};
+
+/// Blobs larger than this are streamed in chunks of this size: 4 MiB keeps
+/// per-chunk overhead (page release, re-faults, frames) small and resident
+/// memory bounded.
+pub const STREAM_CHUNK: usize = 4 << 20;
 
 /// A response body with an exact, known length.
 pub struct Body {
@@ -16,7 +26,9 @@ pub struct Body {
 enum Kind {
     Once(Option<Bytes>),
     Chunks {
-        chunks: Box<dyn Iterator<Item = Bytes> + Send>,
+        /// Polled from `poll_frame`: it must never block the thread (a chunk
+        /// that is not there yet is `Pending`, with a waker).
+        chunks: Pin<Box<dyn Stream<Item = Bytes> + Send>>,
         remaining: u64,
     },
 }
@@ -30,13 +42,38 @@ impl Body {
     }
 
     /// A body of `len` bytes produced by `chunks`, one frame per chunk.
+    /// `chunks` must not block (it runs on an async worker).
     pub fn chunks(chunks: impl Iterator<Item = Bytes> + Send + 'static, len: u64) -> Body {
+        Body::stream(futures::stream::iter(chunks), len)
+    }
+
+    /// A body of `len` bytes produced by `chunks`, one frame per chunk.
+    pub fn stream(chunks: impl Stream<Item = Bytes> + Send + 'static, len: u64) -> Body {
         Body {
             kind: Kind::Chunks {
-                chunks: Box::new(chunks),
+                chunks: Box::pin(chunks),
                 remaining: len,
             },
         }
+    }
+
+    /// The body of a blob read: chunks of [`STREAM_CHUNK`] bytes. Mapped
+    /// bytes answered on a connection with a `lane` carry their region, so
+    /// the connection sends them with `sendfile(2)` (see `sendfile`); each
+    /// sent chunk gives its mapped pages back, so resident memory stays
+    /// bounded. A blob still arriving from the bucket yields each chunk
+    /// once it has arrived, without blocking a worker thread
+    /// (`BlobData::into_async_chunks`).
+    pub fn blob(data: BlobData, lane: Option<&Lane>) -> Body {
+        let len = data.len() as u64;
+        let region = lane.and_then(|l| l.open(&data));
+        let chunks = data.into_async_chunks(STREAM_CHUNK).map(move |data| {
+            Bytes::from_owner(Chunk {
+                data,
+                region: region.clone(),
+            })
+        });
+        Body::stream(chunks, len)
     }
 }
 
@@ -46,12 +83,15 @@ impl hyper::body::Body for Body {
 
     fn poll_frame(
         self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let next = match &mut self.get_mut().kind {
             Kind::Once(b) => b.take(),
             Kind::Chunks { chunks, remaining } => {
-                let next = chunks.next();
+                let next = match chunks.as_mut().poll_next(cx) {
+                    Poll::Ready(next) => next,
+                    Poll::Pending => return Poll::Pending,
+                };
                 if let Some(b) = &next {
                     *remaining = remaining.saturating_sub(b.len() as u64);
                 }

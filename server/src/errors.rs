@@ -35,6 +35,9 @@ pub enum Code {
     ManifestBlobUnknown,
     ManifestInvalid,
     ManifestUnknown,
+    /// A tag (in a manifest PUT's reference or `tag` parameter) that is not
+    /// a valid tag.
+    TagInvalid,
     NameInvalid,
     NameUnknown,
     SizeInvalid,
@@ -78,7 +81,7 @@ pub struct CodeInfo {
 
 impl Code {
     /// Every code, for tests and documentation.
-    pub const ALL: [Code; 24] = [
+    pub const ALL: [Code; 25] = [
         Code::BlobUnknown,
         Code::BlobUploadInvalid,
         Code::BlobUploadUnknown,
@@ -86,6 +89,7 @@ impl Code {
         Code::ManifestBlobUnknown,
         Code::ManifestInvalid,
         Code::ManifestUnknown,
+        Code::TagInvalid,
         Code::NameInvalid,
         Code::NameUnknown,
         Code::SizeInvalid,
@@ -140,6 +144,11 @@ impl Code {
                 "MANIFEST_UNKNOWN",
                 "manifest unknown to registry",
                 S::NOT_FOUND,
+            ),
+            Code::TagInvalid => i(
+                "TAG_INVALID",
+                "manifest tag did not match URI",
+                S::BAD_REQUEST,
             ),
             Code::NameInvalid => i("NAME_INVALID", "invalid repository name", S::BAD_REQUEST),
             Code::NameUnknown => i(
@@ -290,7 +299,7 @@ impl From<NameError> for ApiError {
     fn from(e: NameError) -> ApiError {
         let code = match &e {
             NameError::Repository { .. } => Code::NameInvalid,
-            NameError::Tag { .. } => Code::ManifestInvalid,
+            NameError::Tag { .. } => Code::TagInvalid,
             NameError::Reference { .. } => Code::DigestInvalid,
             NameError::Chart { .. } => Code::NameInvalid,
         };
@@ -407,6 +416,7 @@ mod tests {
             (Code::ManifestBlobUnknown, 400),
             (Code::ManifestInvalid, 400),
             (Code::ManifestUnknown, 404),
+            (Code::TagInvalid, 400),
             (Code::NameInvalid, 400),
             (Code::NameUnknown, 404),
             (Code::SizeInvalid, 400),

@@ -27,9 +27,9 @@ use crate::errors::ApiError;
 use crate::proxy::{ConnInfo, ProxyConfig};
 use crate::sendfile;
 
-/// Every response body: one contiguous buffer. Blob and manifest bytes are
-/// wrapped without copying (`Bytes::from_owner` over a memory map or the
-/// engine's `Arc<[u8]>`).
+/// Every response body: one buffer or a chunk stream. Blob and manifest
+/// bytes are wrapped without copying (`Bytes::from_owner` over a memory map
+/// or the engine's `Arc<[u8]>`).
 pub use crate::body::Body;
 
 pub const HDR_API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
@@ -65,6 +65,8 @@ pub struct App {
     /// Request counters for `/metrics`.
     pub metrics: crate::metrics::ServerMetrics,
     pub charts: ChartsState,
+    /// The key of sealed listing cursors (see `cursor.rs`).
+    pub(crate) cursors: crate::cursor::Cursors,
 }
 
 /// The chart repository's settings and its rendered-index cache.
@@ -146,8 +148,10 @@ pub async fn serve(
         .await
         .map_err(|e| ServeError::Io(std::io::Error::other(e)))??
     };
+    let cursors = crate::cursor::Cursors::new(&key.seed());
     let app = Arc::new(App {
         engine,
+        cursors,
         read_only: config.read_only,
         delete_enabled: config.delete_enabled,
         proxy: config.proxy.clone(),
@@ -275,15 +279,20 @@ async fn run(
             peer,
             tls: tls.is_some(),
         };
+        // The connection's sendfile lane (plain TCP only: under TLS the
+        // bytes must pass through rustls).
+        let lane = Arc::new(sendfile::Lane::default());
+        let req_lane = tls.is_none().then(|| lane.clone());
         let service = service_fn(move |req| {
             let app = app.clone();
             let ids = ids.clone();
-            async move { Ok::<_, Infallible>(handle(&app, &ids, info, req).await) }
+            let lane = req_lane.clone();
+            async move { Ok::<_, Infallible>(handle(&app, &ids, info, lane, req).await) }
         });
         match &tls {
             None => {
                 let conn = builder
-                    .serve_connection(TokioIo::new(sendfile::Stream::new(stream)), service)
+                    .serve_connection(TokioIo::new(sendfile::Stream::new(stream, lane)), service)
                     .into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
@@ -334,13 +343,15 @@ async fn run(
 }
 
 /// One request: request id, connection info into the request's
-/// extensions (for `auth` and `proxy`), routing, absolute `Location`s when
+/// extensions (for `auth` and `proxy`; the sendfile lane, if the connection
+/// has one, for blob bodies), routing, absolute `Location`s when
 /// the origin is authoritative, the access log line (method, path, status:
 /// never the query, headers or body, so no credential reaches the log).
 async fn handle(
     app: &Arc<App>,
     ids: &RequestIds,
     conn: ConnInfo,
+    lane: Option<Arc<sendfile::Lane>>,
     mut req: Request<Incoming>,
 ) -> Response<Body> {
     let start = Instant::now();
@@ -350,6 +361,9 @@ async fn handle(
     let uri = req.uri().clone();
     let origin = app.proxy.origin(&conn, req.headers(), &uri);
     req.extensions_mut().insert(conn);
+    if let Some(lane) = lane {
+        req.extensions_mut().insert(lane);
+    }
     let rid = request_id.to_str().unwrap_or_default().to_owned();
     let mut res = match crate::router::dispatch(app, req, &rid).await {
         Ok(res) => res,

@@ -21,11 +21,12 @@
 //! Architecture Invariant: handlers call the engine's public API only; the
 //! server never builds index keys or blob paths.
 //!
-//! Architecture Invariant: nothing that can fsync runs on an async worker.
-//! Engine writes, blob reads (which may touch a GC mark) and upload I/O run
-//! on the blocking pool; index-only reads (manifest GET/HEAD, tags,
-//! referrers, catalog, upload status) run inline, being point lookups and
-//! short scans.
+//! Architecture Invariant: nothing that can fsync or wait runs on an async
+//! worker. Engine writes, blob reads (which may touch a GC mark), upload
+//! I/O and listings (catalog, tags, referrers: index scans, each bounded
+//! per request) run on the blocking pool; a blob body still arriving from
+//! the bucket waits asynchronously. Index point reads (manifest GET/HEAD,
+//! upload status) run inline.
 
 pub mod admin;
 pub mod auth;
@@ -40,6 +41,7 @@ mod blobs;
 mod body;
 mod catalog;
 pub mod charts;
+mod cursor;
 mod gc_api;
 mod manifest_parse;
 mod manifests;

@@ -27,7 +27,10 @@ fn unknown(repo: &RepoName, reference: &Reference) -> ApiError {
 }
 
 /// `GET|HEAD /v2/<name>/manifests/<tag|digest>`: the manifest as pushed,
-/// with its media type as `Content-Type`.
+/// with its media type as `Content-Type`. A reference that is neither a
+/// valid tag nor a valid digest names no manifest: `404 MANIFEST_UNKNOWN`,
+/// as distribution's router answers (its reference pattern does not match)
+/// and the conformance suite expects; only a PUT rejects it (`400`).
 #[derive(Debug)]
 pub struct GetManifest {
     pub repo: RepoName,
@@ -37,9 +40,16 @@ pub struct GetManifest {
 
 impl GetManifest {
     pub fn parse(name: &str, reference: &str, method: &Method) -> Result<GetManifest, ApiError> {
+        let repo = RepoName::parse(name)?;
+        let reference = Reference::parse(reference).map_err(|e| {
+            ApiError::new(
+                Code::ManifestUnknown,
+                format!("no manifest in repository {repo}: {e}"),
+            )
+        })?;
         Ok(GetManifest {
-            repo: RepoName::parse(name)?,
-            reference: Reference::parse(reference)?,
+            repo,
+            reference,
             head: *method == Method::HEAD,
         })
     }

@@ -2,13 +2,13 @@
 
 use std::collections::BTreeMap;
 
-use berth_engine::{Digest, RepoName};
-use hyper::header::HeaderValue;
+use berth_engine::{Digest, Engine, RepoName};
+use hyper::header::{HeaderValue, LINK};
 use hyper::Response;
 use serde::Serialize;
 
 use crate::errors::ApiError;
-use crate::http::{json, App, Body, HDR_FILTERS_APPLIED};
+use crate::http::{hv, json, Body, HDR_FILTERS_APPLIED};
 use crate::manifest_parse::OCI_INDEX;
 use crate::router::Query;
 
@@ -21,7 +21,13 @@ pub struct ListReferrers {
     pub repo: RepoName,
     pub subject: Digest,
     pub artifact_type: Option<String>,
+    /// `last=<digest>`: the page after this referrer (from a `Link`).
+    pub last: Option<Digest>,
 }
+
+/// Referrer keys one request reads at most; a subject with more is paged
+/// with `Link` headers (the spec allows registries to paginate).
+pub const PAGE_KEYS: usize = 1_000;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -45,6 +51,10 @@ struct Descriptor<'a> {
 
 impl ListReferrers {
     pub fn parse(name: &str, digest: &str, query: Query<'_>) -> Result<ListReferrers, ApiError> {
+        let last = match query.get("last").filter(|l| !l.is_empty()) {
+            Some(l) => Some(Digest::parse(&l)?),
+            None => None,
+        };
         Ok(ListReferrers {
             repo: RepoName::parse(name)?,
             subject: Digest::parse(digest)?,
@@ -52,14 +62,20 @@ impl ListReferrers {
                 .get("artifactType")
                 .map(|t| t.into_owned())
                 .filter(|t| !t.is_empty()),
+            last,
         })
     }
 
-    /// Index reads only: runs inline.
-    pub fn apply(self, app: &App) -> Result<Response<Body>, ApiError> {
-        let referrers =
-            app.engine
-                .referrers(&self.repo, &self.subject, self.artifact_type.as_deref())?;
+    /// An index scan of at most [`PAGE_KEYS`] of the subject's referrers;
+    /// runs on the blocking pool. More follow: a `Link` to the next page.
+    pub fn apply(self, e: &Engine) -> Result<Response<Body>, ApiError> {
+        let (referrers, next) = e.referrers_page(
+            &self.repo,
+            &self.subject,
+            self.artifact_type.as_deref(),
+            self.last.as_ref(),
+            PAGE_KEYS,
+        )?;
         let index = Index {
             schema_version: 2,
             media_type: OCI_INDEX,
@@ -82,6 +98,47 @@ impl ListReferrers {
                 HeaderValue::from_static("artifactType"),
             );
         }
+        if let Some(next) = next {
+            let mut link = format!("</v2/{}/referrers/{}?last={next}", self.repo, self.subject);
+            if let Some(t) = &self.artifact_type {
+                link.push_str("&artifactType=");
+                link.push_str(&percent_encode(t));
+            }
+            link.push_str(">; rel=\"next\"");
+            res.headers_mut().insert(LINK, hv(&link));
+        }
         Ok(res)
+    }
+}
+
+/// `s` with everything but RFC 3986 unreserved characters percent-encoded
+/// (an artifact type is a media type: `/`, `+` and `;` must not reach the
+/// query as themselves).
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn artifact_types_are_percent_encoded_in_links() {
+        assert_eq!(
+            percent_encode("application/vnd.x+json; v=1"),
+            "application%2Fvnd.x%2Bjson%3B%20v%3D1"
+        );
+        assert_eq!(
+            crate::router::percent_decode(&percent_encode("a/b+c")),
+            "a/b+c"
+        );
     }
 }

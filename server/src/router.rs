@@ -29,7 +29,6 @@
 //! [`crate::auth::authorize`]).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use berth_engine::{Action, Actions, RepoName};
@@ -40,7 +39,7 @@ use hyper::{Method, Request, Response};
 
 use crate::auth::{self, Principal, Resource};
 use crate::errors::{ApiError, Code};
-use crate::http::{App, Body};
+use crate::http::{blocking, App, Body};
 
 /// A routed path; the `&str`s borrow from the (percent-decoded) path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -191,26 +190,30 @@ pub async fn dispatch(
             Ok(crate::http::json(b"{}".to_vec(), "application/json"))
         }
         (Route::Catalog, &Method::GET) => {
-            // Only repositories of projects the caller may pull from.
-            let mut readable: HashMap<String, bool> = HashMap::new();
-            catalog::ListCatalog::parse(query)?.apply(app, |repo| {
-                let project = repo.split('/').next().unwrap_or(repo);
-                if let Some(&r) = readable.get(project) {
-                    return Ok(r);
-                }
-                let r = auth::permits(
-                    app,
-                    &principal,
-                    Resource::Project(project),
-                    Actions::of(&[Action::Pull]),
-                )?;
-                readable.insert(project.to_owned(), r);
-                Ok(r)
+            // Only repositories of projects the caller may pull from; an
+            // index scan bounded per request, on the blocking pool.
+            let list = catalog::ListCatalog::parse(query, &app.cursors)?;
+            let app = app.clone();
+            tokio::task::spawn_blocking(move || {
+                list.apply(&app.engine, &app.cursors, |project| {
+                    auth::permits(
+                        &app,
+                        &principal,
+                        Resource::Project(project),
+                        Actions::of(&[Action::Pull]),
+                    )
+                })
             })
+            .await
+            .map_err(ApiError::internal)?
         }
-        (Route::Tags { name }, &Method::GET) => tags::ListTags::parse(name, query)?.apply(app),
+        (Route::Tags { name }, &Method::GET) => {
+            let list = tags::ListTags::parse(name, query)?;
+            blocking(app, move |e| list.apply(e)).await?
+        }
         (Route::Referrers { name, digest }, &Method::GET) => {
-            referrers::ListReferrers::parse(name, digest, query)?.apply(app)
+            let list = referrers::ListReferrers::parse(name, digest, query)?;
+            blocking(app, move |e| list.apply(e)).await?
         }
         (Route::Manifest { name, reference }, &Method::GET | &Method::HEAD) => {
             manifests::GetManifest::parse(name, reference, method)?.apply(app)
@@ -226,7 +229,7 @@ pub async fn dispatch(
                 .await
         }
         (Route::Blob { name, digest }, &Method::GET | &Method::HEAD) => {
-            blobs::GetBlob::parse(name, digest, method, &parts.headers)?
+            blobs::GetBlob::parse(name, digest, method, &parts)?
                 .apply(app)
                 .await
         }

@@ -6,13 +6,13 @@
 //! no `Link`; anything but a non-negative integer is `400`. `last` pages
 //! strictly after that name. Order is byte order ("ASCIIbetical").
 
-use berth_engine::{Page, RepoName};
+use berth_engine::{Engine, Page, RepoName};
 use hyper::header::LINK;
 use hyper::Response;
 use serde::Serialize;
 
 use crate::errors::{ApiError, Code};
-use crate::http::{hv, json, App, Body};
+use crate::http::{hv, json, Body};
 use crate::router::Query;
 
 /// The largest page served, whatever `n` asks (a larger `n` gets this many
@@ -85,9 +85,9 @@ impl ListTags {
         })
     }
 
-    /// Index reads only: runs inline.
-    pub fn apply(self, app: &App) -> Result<Response<Body>, ApiError> {
-        let e = &app.engine;
+    /// An index scan of at most `n` (≤ [`MAX_PAGE`]) keys; runs on the
+    /// blocking pool.
+    pub fn apply(self, e: &Engine) -> Result<Response<Body>, ApiError> {
         if !e.repo_exists(&self.repo)? {
             return Err(ApiError::new(
                 Code::NameUnknown,

@@ -470,10 +470,15 @@ async fn unknown_routes_wrong_methods_bad_names_and_digests() {
         let r = s.get(&format!("/v2/repo/blobs/{digest}")).await;
         r.assert_error(400, "DIGEST_INVALID");
     }
-    let r = s.get("/v2/repo/manifests/sha256:nothex").await;
-    r.assert_error(400, "DIGEST_INVALID");
-    let r = s.get("/v2/repo/manifests/.badtag").await;
-    r.assert_error(400, "MANIFEST_INVALID");
+    // A manifest reference that is neither a tag nor a digest names no
+    // manifest (distribution's router, conformance `.INVALID_MANIFEST_NAME`).
+    for reference in ["sha256:nothex", ".INVALID_MANIFEST_NAME", "-bad", "md5:abc"] {
+        let r = s.get(&format!("/v2/repo/manifests/{reference}")).await;
+        r.assert_error(404, "MANIFEST_UNKNOWN");
+        let r = s.head(&format!("/v2/repo/manifests/{reference}")).await;
+        assert_eq!(r.status, 404, "HEAD {reference}");
+        assert!(r.body.is_empty());
+    }
     let r = s.get("/v2/repo/referrers/sha256:short").await;
     r.assert_error(400, "DIGEST_INVALID");
     let r = s
@@ -1231,10 +1236,13 @@ async fn invalid_manifests() {
         .put_manifest(repo, &missing.to_string(), OCI_MANIFEST, &good)
         .await;
     r.assert_error(400, "DIGEST_INVALID");
-    // Invalid tag reference.
+    // Invalid tag reference: a PUT says so.
     s.put_manifest(repo, "-bad", OCI_MANIFEST, &good)
         .await
-        .assert_error(400, "MANIFEST_INVALID");
+        .assert_error(400, "TAG_INVALID");
+    s.put_manifest(repo, ".INVALID_MANIFEST_NAME", OCI_MANIFEST, &good)
+        .await
+        .assert_error(400, "TAG_INVALID");
 
     // Nothing of the above was stored.
     s.get(&format!("/v2/{repo}/manifests/t"))
@@ -1318,7 +1326,7 @@ async fn put_by_digest_with_tags() {
         .body(&m2)
         .send()
         .await;
-    r.assert_error(400, "MANIFEST_INVALID");
+    r.assert_error(400, "TAG_INVALID");
     assert_eq!(
         s.head(&format!("/v2/{repo}/manifests/{d2}")).await.status,
         404

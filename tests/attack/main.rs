@@ -7,6 +7,7 @@
 //! The threat model and how each attack is prevented by design:
 //! `docs/security.md`.
 
+mod blob_bytes;
 mod refcount;
 mod secrets;
 mod upload_sessions;

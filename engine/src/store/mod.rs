@@ -224,10 +224,14 @@ pub enum BlobData {
     },
     /// A blob still arriving in a local file ([`TieredStore`] reading a
     /// blob that is only in the bucket: the bytes are served while they are
-    /// downloaded into the cache). [`BlobData::into_chunks`] yields each
-    /// chunk once it has arrived, waiting for it; `as_ref` waits for the
-    /// whole blob. If the download fails, the chunks stop early (a short
-    /// body, which HTTP clients detect through Content-Length).
+    /// downloaded into the cache). [`BlobData::into_async_chunks`] yields
+    /// each chunk once it has arrived without blocking a thread: what an
+    /// async sender uses. [`BlobData::into_chunks`] blocks the calling
+    /// thread until each chunk has arrived and `as_ref` until the whole blob
+    /// has: call those only where blocking is allowed (a blocking-pool or
+    /// engine thread, never an async worker). If the download fails, the
+    /// chunks stop early (a short body, which HTTP clients detect through
+    /// Content-Length).
     Stream {
         /// The file being filled and its progress.
         src: Arc<StreamSource>,
@@ -250,9 +254,12 @@ pub struct StreamSource {
     file: std::fs::File,
     size: u64,
     /// (bytes written, final error if the download failed). Lifetime: as
-    /// long as any reader; the condvar wakes readers on every change.
+    /// long as any reader. On every change the condvar wakes blocked
+    /// readers and `arrivals` async ones (tokio's `Notify`: a waiter that
+    /// registered before checking the state cannot miss a change).
     state: std::sync::Mutex<(u64, Option<String>)>,
     changed: std::sync::Condvar,
+    arrivals: tokio::sync::Notify,
     /// The whole file mapped, once complete (for `as_ref`).
     map: std::sync::OnceLock<Option<memmap2::Mmap>>,
 }
@@ -265,6 +272,7 @@ impl StreamSource {
             size,
             state: std::sync::Mutex::new((0, None)),
             changed: std::sync::Condvar::new(),
+            arrivals: tokio::sync::Notify::new(),
             map: std::sync::OnceLock::new(),
         }
     }
@@ -274,6 +282,7 @@ impl StreamSource {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         s.0 = written;
         self.changed.notify_all();
+        self.arrivals.notify_waiters();
     }
 
     /// The download ended: `Ok` with every byte written, or failed.
@@ -284,29 +293,51 @@ impl StreamSource {
             Err(e) => s.1 = Some(e),
         }
         self.changed.notify_all();
+        self.arrivals.notify_waiters();
     }
 
-    /// Waits until bytes `[0, end)` are written; false if the download failed.
+    /// Whether bytes `[0, end)` are written: `Some(true)`, `Some(false)` if
+    /// the download failed first, `None` while they are still arriving.
+    fn arrival(&self, end: u64) -> Option<bool> {
+        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if s.0 >= end {
+            Some(true)
+        } else if s.1.is_some() {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
+    /// Blocks the calling thread until bytes `[0, end)` are written; false
+    /// if the download failed. Never call it on an async worker (see
+    /// [`StreamSource::arrived`]).
     fn wait_for(&self, end: u64) -> bool {
-        let wait = || {
-            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            loop {
-                if s.0 >= end {
-                    return true;
-                }
-                if s.1.is_some() {
-                    return false;
-                }
-                s = self.changed.wait(s).unwrap_or_else(|p| p.into_inner());
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if s.0 >= end {
+                return true;
             }
-        };
-        // Reached from a response body polled on a tokio worker: tell the
-        // runtime this thread blocks, so other tasks move elsewhere.
-        match tokio::runtime::Handle::try_current() {
-            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(wait)
+            if s.1.is_some() {
+                return false;
             }
-            _ => wait(),
+            s = self.changed.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Waits, without blocking the thread, until bytes `[0, end)` are
+    /// written; false if the download failed.
+    async fn arrived(&self, end: u64) -> bool {
+        loop {
+            // IMPORTANT: register interest before checking, so a change
+            // between the check and the await still wakes this waiter.
+            let notified = self.arrivals.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(done) = self.arrival(end) {
+                return done;
+            }
+            notified.await;
         }
     }
 
@@ -359,6 +390,49 @@ impl BlobData {
             BlobData::Mapped { map, file, .. } => Some((file, map)),
             BlobData::Shared { .. } | BlobData::Stream { .. } => None,
         }
+    }
+
+    /// The chunks of [`BlobData::into_chunks`] as a stream that never
+    /// blocks its thread: mapped and shared bytes are ready at once; a blob
+    /// still arriving ([`BlobData::Stream`]) yields each chunk once the
+    /// download has reached it (an async wait) and reads it from the cache
+    /// file on tokio's blocking pool. Must be polled inside a tokio runtime.
+    pub fn into_async_chunks(
+        self,
+        chunk: usize,
+    ) -> impl futures::Stream<Item = BlobData> + Send + 'static {
+        use futures::future::Either;
+        let chunk = chunk.max(1);
+        let arriving = match &self {
+            BlobData::Stream { src, start, end } => Some((src.clone(), *start, *end)),
+            BlobData::Mapped { .. } | BlobData::Shared { .. } => None,
+        };
+        let Some((src, start, end)) = arriving else {
+            return Either::Left(futures::stream::iter(self.into_chunks(chunk)));
+        };
+        Either::Right(futures::stream::unfold(start, move |s| {
+            let src = src.clone();
+            async move {
+                if s >= end {
+                    return None;
+                }
+                let e = s.saturating_add(chunk).min(end);
+                if !src.arrived(e as u64).await {
+                    return None;
+                }
+                // The bytes are written: the read does not wait, but it is
+                // file I/O, so it runs on the blocking pool.
+                let buf = tokio::task::spawn_blocking(move || src.read(s, e))
+                    .await
+                    .ok()??;
+                let next = BlobData::Shared {
+                    end: buf.len(),
+                    buf,
+                    start: 0,
+                };
+                Some((next, e))
+            }
+        }))
     }
 
     /// Copies the bytes into a new `Vec`.
@@ -565,6 +639,89 @@ mod tests {
         assert!(!d.is_empty());
         assert_eq!(d.to_vec(), b"world".to_vec());
         assert_eq!(format!("{d:?}"), "BlobData::Shared(6..11, 5 bytes)");
+    }
+
+    /// The chunks of a blob still arriving never block the thread that
+    /// polls them: one single-threaded runtime both feeds the download
+    /// (as the tier's fill thread would) and reads the chunks, so a reader
+    /// that blocked its thread would wait forever for bytes its own thread
+    /// has to write.
+    #[test]
+    fn arriving_chunks_never_block_the_polling_thread() {
+        use futures::StreamExt;
+        use std::io::Write;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("fill");
+        let mut wfile = std::fs::File::create(&path).expect("create");
+        let rfile = std::fs::File::open(&path).expect("open");
+        let bytes: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+        let src = Arc::new(StreamSource::new(rfile, bytes.len() as u64));
+        let data = BlobData::Stream {
+            src: src.clone(),
+            start: 0,
+            end: bytes.len(),
+        };
+        let expected = bytes.clone();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        // The runtime runs on a thread of its own so that a reader that
+        // blocks shows up as no answer, not as a hung test.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let got = rt.block_on(async move {
+                let writer = tokio::spawn(async move {
+                    for (i, part) in bytes.chunks(7_000).enumerate() {
+                        wfile.write_all(part).expect("write");
+                        src.advance(((i + 1) * 7_000).min(bytes.len()) as u64);
+                        tokio::task::yield_now().await;
+                    }
+                    src.finish(Ok(()));
+                });
+                let mut got = Vec::new();
+                let mut chunks = std::pin::pin!(data.into_async_chunks(10_000));
+                while let Some(c) = chunks.next().await {
+                    got.extend_from_slice(c.as_ref());
+                }
+                writer.await.expect("writer");
+                got
+            });
+            let _ = done_tx.send(got);
+        });
+        let got = done_rx
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .expect("the reader blocked the runtime's only thread");
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn a_failed_download_ends_the_async_chunks_early() {
+        use futures::StreamExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("fill");
+        std::fs::write(&path, [1u8; 5_000]).expect("write");
+        let src = Arc::new(StreamSource::new(
+            std::fs::File::open(&path).expect("open"),
+            20_000,
+        ));
+        src.advance(5_000);
+        src.finish(Err("bucket went away".into()));
+        let data = BlobData::Stream {
+            src,
+            start: 0,
+            end: 20_000,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let got: Vec<usize> = rt.block_on(
+            data.into_async_chunks(4_000)
+                .map(|c| c.len())
+                .collect::<Vec<_>>(),
+        );
+        assert_eq!(got, vec![4_000], "only the chunk that arrived whole");
     }
 
     #[test]
