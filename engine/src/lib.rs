@@ -33,7 +33,7 @@ pub mod token;
 mod uploads;
 mod workers;
 
-pub use accounts::{Account, AccountError, Action, Actions, NewRobot, Role};
+pub use accounts::{Account, AccountError, Action, Actions, NewRobot, Role, UserCheck};
 pub use charts::{ChartEntry, ChartId, ChartVersion, ChartWrite};
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use engine::{Engine, EngineConfig, IndexStats};
