@@ -679,7 +679,8 @@ fn tokens_user_names_cannot_be_enumerated() {
         .expect(200);
 
     // Logins: an unknown user and a wrong password answer alike.
-    for path in ["/v2/", "/api/v2.0/users/current", &format!("/service/token?service={SERVICE}")] {
+    let token_service = format!("/service/token?service={SERVICE}");
+    for path in ["/v2/", "/api/v2.0/users/current", token_service.as_str()] {
         let unknown = r.send("GET", path, &basic("nosuchuser", "some-password"), b"");
         let wrong = r.send("GET", path, &basic("dev", "some-password"), b"");
         assert_eq!(unknown.status, 401, "{path}");
