@@ -885,7 +885,10 @@ mod tests {
         // By name: recorded, inert until a user of that name exists.
         e.set_member_checked("priv", "later", Role::Developer, UserCheck::ByName)
             .unwrap();
-        assert_eq!(e.member_role("priv", "later").unwrap(), Some(Role::Developer));
+        assert_eq!(
+            e.member_role("priv", "later").unwrap(),
+            Some(Role::Developer)
+        );
         assert!(e
             .set_member_checked("priv", "bad:name", Role::Guest, UserCheck::ByName)
             .is_err());

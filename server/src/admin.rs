@@ -344,14 +344,16 @@ async fn add_member(
         UserCheck::ByName
     };
     let (project, user) = (name.to_owned(), req.member_user.username.clone());
-    let id = blocking(app, move |e| e.set_member_checked(&project, &user, role, check))
-        .await?
-        .map_err(|e| match e {
-            AccountError::NotFound { what } if what.starts_with("user ") => {
-                ApiError::new(Code::BadRequest, format!("{what} does not exist"))
-            }
-            e => e.into(),
-        })?;
+    let id = blocking(app, move |e| {
+        e.set_member_checked(&project, &user, role, check)
+    })
+    .await?
+    .map_err(|e| match e {
+        AccountError::NotFound { what } if what.starts_with("user ") => {
+            ApiError::new(Code::BadRequest, format!("{what} does not exist"))
+        }
+        e => e.into(),
+    })?;
     tracing::info!(target: "berth::auth", project = name, user = %req.member_user.username,
         role = role.name(), by = p.name(), "member set");
     Ok(created(format!("/api/v2.0/projects/{name}/members/{id}")))

@@ -462,7 +462,11 @@ pub async fn authenticate(app: &App, parts: &Parts) -> Result<Principal, ApiErro
 
 /// What `account` may do on `resource` now (index reads). The catalog is
 /// open to every account: it is filtered per project ([`Resource::Listed`]).
-fn account_actions(app: &App, account: &Account, resource: Resource<'_>) -> Result<Actions, ApiError> {
+fn account_actions(
+    app: &App,
+    account: &Account,
+    resource: Resource<'_>,
+) -> Result<Actions, ApiError> {
     match resource.project() {
         Some(project) => Ok(app.engine.permissions(account, project)?),
         None => Ok(Actions::of(&[Action::Pull])),

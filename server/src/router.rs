@@ -297,13 +297,8 @@ async fn authorize_route(
     let (name, action) = match (route, method) {
         (Route::Base, _) => return auth::require_authenticated(app, parts).await,
         (Route::Catalog, _) => {
-            return auth::authorize(
-                app,
-                parts,
-                Resource::Catalog,
-                Actions::of(&[Action::Pull]),
-            )
-            .await
+            return auth::authorize(app, parts, Resource::Catalog, Actions::of(&[Action::Pull]))
+                .await
         }
         (Route::Tags { name } | Route::Referrers { name, .. }, _) => (name, Pull),
         (Route::Manifest { name, .. } | Route::Blob { name, .. }, &Method::GET | &Method::HEAD) => {

@@ -261,8 +261,7 @@ pub fn grant(app: &App, account: &Account, scopes: &[String]) -> Result<Vec<Acce
                     }),
                 }
             }
-            "registry" if name == "catalog" && !out.iter().any(|a| a.kind == "registry") =>
-            {
+            "registry" if name == "catalog" && !out.iter().any(|a| a.kind == "registry") => {
                 out.push(Access {
                     kind: "registry".into(),
                     name: "catalog".into(),

@@ -149,7 +149,10 @@ impl Registry {
     fn push_image(&self, cred: &Cred, repo: &str, tag: &str, seed: &str) -> (String, String) {
         let layer = berth_testkit::content(seed, 2048);
         let config = format!("{{\"seed\":\"{seed}\"}}").into_bytes();
-        let (ld, cd) = (self.push_blob(cred, repo, &layer), self.push_blob(cred, repo, &config));
+        let (ld, cd) = (
+            self.push_blob(cred, repo, &layer),
+            self.push_blob(cred, repo, &config),
+        );
         let manifest = serde_json::to_vec(&json!({
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
@@ -265,8 +268,13 @@ fn registry() -> Registry {
     let admin = pw("admin");
     for user in ["dev", "guest", "mallory"] {
         let body = json!({"username": user, "password": format!("{user}-password")});
-        r.send("POST", "/api/v2.0/users", &admin, body.to_string().as_bytes())
-            .expect(201);
+        r.send(
+            "POST",
+            "/api/v2.0/users",
+            &admin,
+            body.to_string().as_bytes(),
+        )
+        .expect(201);
     }
     r.send(
         "POST",
@@ -335,7 +343,11 @@ fn tokens_a_developer_token_for_another_repository_cannot_upload_a_chart() {
     }
     assert_eq!(r.victim_view(), before);
     let index = r.send("GET", "/chartrepo/team/index.yaml", &dev, b"");
-    assert!(!index.expect(200).text().contains("evil"), "{}", index.text());
+    assert!(
+        !index.expect(200).text().contains("evil"),
+        "{}",
+        index.text()
+    );
 }
 
 /// A token grants exactly its claim, on every route family. The token is
@@ -371,33 +383,108 @@ fn tokens_a_token_grants_exactly_its_scope_on_every_route_family() {
     let gc = br#"{"schedule":{"type":"Manual"}}"#.to_vec();
     let cases: Vec<(&str, String, Vec<u8>, &str)> = vec![
         // OCI: other actions on the same repository, other repositories.
-        ("POST", "/v2/team/app/blobs/uploads/".into(), vec![], "repository:team/app:pull,push"),
-        ("GET", session.clone(), vec![], "repository:team/app:pull,push"),
-        ("PATCH", session.clone(), b"x".to_vec(), "repository:team/app:pull,push"),
+        (
+            "POST",
+            "/v2/team/app/blobs/uploads/".into(),
+            vec![],
+            "repository:team/app:pull,push",
+        ),
+        (
+            "GET",
+            session.clone(),
+            vec![],
+            "repository:team/app:pull,push",
+        ),
+        (
+            "PATCH",
+            session.clone(),
+            b"x".to_vec(),
+            "repository:team/app:pull,push",
+        ),
         ("DELETE", session, vec![], "repository:team/app:pull,push"),
-        ("PUT", "/v2/team/app/manifests/v2".into(), vec![], "repository:team/app:pull,push"),
-        ("DELETE", format!("/v2/team/app/manifests/{manifest}"), vec![], "repository:team/app:delete"),
-        ("DELETE", format!("/v2/team/app/blobs/{layer}"), vec![], "repository:team/app:delete"),
-        ("GET", "/v2/team/other/tags/list".into(), vec![], "repository:team/other:pull"),
-        ("GET", "/v2/team/app2/manifests/v1".into(), vec![], "repository:team/app2:pull"),
-        ("POST", "/v2/library/x/blobs/uploads/".into(), vec![], "repository:library/x:pull,push"),
+        (
+            "PUT",
+            "/v2/team/app/manifests/v2".into(),
+            vec![],
+            "repository:team/app:pull,push",
+        ),
+        (
+            "DELETE",
+            format!("/v2/team/app/manifests/{manifest}"),
+            vec![],
+            "repository:team/app:delete",
+        ),
+        (
+            "DELETE",
+            format!("/v2/team/app/blobs/{layer}"),
+            vec![],
+            "repository:team/app:delete",
+        ),
+        (
+            "GET",
+            "/v2/team/other/tags/list".into(),
+            vec![],
+            "repository:team/other:pull",
+        ),
+        (
+            "GET",
+            "/v2/team/app2/manifests/v1".into(),
+            vec![],
+            "repository:team/app2:pull",
+        ),
+        (
+            "POST",
+            "/v2/library/x/blobs/uploads/".into(),
+            vec![],
+            "repository:library/x:pull,push",
+        ),
         ("GET", "/v2/_catalog".into(), vec![], "registry:catalog:*"),
         // Charts: Harbor's and ChartMuseum's paths.
         ("GET", "/chartrepo/index.yaml".into(), vec![], ""),
         ("GET", "/chartrepo/team/index.yaml".into(), vec![], ""),
-        ("GET", "/chartrepo/team/charts/app-1.0.0.tgz".into(), vec![], ""),
+        (
+            "GET",
+            "/chartrepo/team/charts/app-1.0.0.tgz".into(),
+            vec![],
+            "",
+        ),
         ("GET", "/api/chartrepo/team/charts".into(), vec![], ""),
-        ("GET", "/api/chartrepo/team/charts/app/1.0.0".into(), vec![], ""),
+        (
+            "GET",
+            "/api/chartrepo/team/charts/app/1.0.0".into(),
+            vec![],
+            "",
+        ),
         ("POST", "/api/chartrepo/team/charts".into(), tgz.clone(), ""),
-        ("DELETE", "/api/chartrepo/team/charts/app/1.0.0".into(), vec![], ""),
-        ("DELETE", "/api/chartrepo/team/charts/app".into(), vec![], ""),
+        (
+            "DELETE",
+            "/api/chartrepo/team/charts/app/1.0.0".into(),
+            vec![],
+            "",
+        ),
+        (
+            "DELETE",
+            "/api/chartrepo/team/charts/app".into(),
+            vec![],
+            "",
+        ),
         ("GET", "/team/index.yaml".into(), vec![], ""),
         ("POST", "/api/team/charts".into(), tgz, ""),
         // The admin API.
         ("GET", "/api/v2.0/projects".into(), vec![], ""),
-        ("POST", "/api/v2.0/projects".into(), br#"{"project_name":"tok"}"#.to_vec(), ""),
+        (
+            "POST",
+            "/api/v2.0/projects".into(),
+            br#"{"project_name":"tok"}"#.to_vec(),
+            "",
+        ),
         ("GET", "/api/v2.0/projects/team".into(), vec![], ""),
-        ("PUT", "/api/v2.0/projects/team".into(), br#"{"metadata":{"public":"true"}}"#.to_vec(), ""),
+        (
+            "PUT",
+            "/api/v2.0/projects/team".into(),
+            br#"{"metadata":{"public":"true"}}"#.to_vec(),
+            "",
+        ),
         ("GET", "/api/v2.0/projects/team/members".into(), vec![], ""),
         ("POST", "/api/v2.0/projects/team/members".into(), member, ""),
         ("GET", "/api/v2.0/users".into(), vec![], ""),
@@ -418,13 +505,20 @@ fn tokens_a_token_grants_exactly_its_scope_on_every_route_family() {
         } else {
             let c = res.challenge();
             assert!(c.starts_with("Bearer realm="), "{method} {path}: {c}");
-            assert!(c.contains("error=\"insufficient_scope\""), "{method} {path}: {c}");
-            assert!(c.contains(&format!("scope=\"{scope}\"")), "{method} {path}: {c}");
+            assert!(
+                c.contains("error=\"insufficient_scope\""),
+                "{method} {path}: {c}"
+            );
+            assert!(
+                c.contains(&format!("scope=\"{scope}\"")),
+                "{method} {path}: {c}"
+            );
         }
     }
     assert_eq!(r.victim_view(), before);
     assert_eq!(
-        r.send("GET", "/api/v2.0/projects/tok", &pw("admin"), b"").status,
+        r.send("GET", "/api/v2.0/projects/tok", &pw("admin"), b"")
+            .status,
         404
     );
 
@@ -470,31 +564,115 @@ fn tokens_a_non_member_cannot_reach_another_projects_private_content() {
     // (method, path, body, status with Basic, with her token)
     let cases: Vec<(&str, String, Vec<u8>, u16, u16)> = vec![
         ("GET", "/v2/team/app/manifests/v1".into(), vec![], 403, 401),
-        ("HEAD", format!("/v2/team/app/manifests/{manifest}"), vec![], 403, 401),
-        ("GET", format!("/v2/team/app/blobs/{layer}"), vec![], 403, 401),
-        ("HEAD", format!("/v2/team/app/blobs/{layer}"), vec![], 403, 401),
+        (
+            "HEAD",
+            format!("/v2/team/app/manifests/{manifest}"),
+            vec![],
+            403,
+            401,
+        ),
+        (
+            "GET",
+            format!("/v2/team/app/blobs/{layer}"),
+            vec![],
+            403,
+            401,
+        ),
+        (
+            "HEAD",
+            format!("/v2/team/app/blobs/{layer}"),
+            vec![],
+            403,
+            401,
+        ),
         ("GET", "/v2/team/app/tags/list".into(), vec![], 403, 401),
-        ("GET", format!("/v2/team/app/referrers/{manifest}"), vec![], 403, 401),
-        ("POST", "/v2/team/app/blobs/uploads/".into(), vec![], 403, 401),
+        (
+            "GET",
+            format!("/v2/team/app/referrers/{manifest}"),
+            vec![],
+            403,
+            401,
+        ),
+        (
+            "POST",
+            "/v2/team/app/blobs/uploads/".into(),
+            vec![],
+            403,
+            401,
+        ),
         ("GET", session.clone(), vec![], 403, 401),
         ("PATCH", session.clone(), b"x".to_vec(), 403, 401),
         ("PUT", format!("{session}?digest={layer}"), vec![], 403, 401),
         ("DELETE", session, vec![], 403, 401),
         ("PUT", "/v2/team/app/manifests/v1".into(), vec![], 403, 401),
-        ("DELETE", format!("/v2/team/app/manifests/{manifest}"), vec![], 403, 401),
-        ("DELETE", format!("/v2/team/app/blobs/{layer}"), vec![], 403, 401),
+        (
+            "DELETE",
+            format!("/v2/team/app/manifests/{manifest}"),
+            vec![],
+            403,
+            401,
+        ),
+        (
+            "DELETE",
+            format!("/v2/team/app/blobs/{layer}"),
+            vec![],
+            403,
+            401,
+        ),
         ("GET", "/chartrepo/team/index.yaml".into(), vec![], 403, 401),
-        ("GET", "/chartrepo/team/charts/app-1.0.0.tgz".into(), vec![], 403, 401),
+        (
+            "GET",
+            "/chartrepo/team/charts/app-1.0.0.tgz".into(),
+            vec![],
+            403,
+            401,
+        ),
         ("GET", "/api/chartrepo/team/charts".into(), vec![], 403, 401),
-        ("GET", "/api/chartrepo/team/charts/app/1.0.0".into(), vec![], 403, 401),
-        ("POST", "/api/chartrepo/team/charts".into(), tgz.clone(), 403, 401),
-        ("DELETE", "/api/chartrepo/team/charts/app/1.0.0".into(), vec![], 403, 401),
+        (
+            "GET",
+            "/api/chartrepo/team/charts/app/1.0.0".into(),
+            vec![],
+            403,
+            401,
+        ),
+        (
+            "POST",
+            "/api/chartrepo/team/charts".into(),
+            tgz.clone(),
+            403,
+            401,
+        ),
+        (
+            "DELETE",
+            "/api/chartrepo/team/charts/app/1.0.0".into(),
+            vec![],
+            403,
+            401,
+        ),
         ("GET", "/team/index.yaml".into(), vec![], 403, 401),
         ("POST", "/api/team/charts".into(), tgz, 403, 401),
         ("GET", "/api/v2.0/projects/team".into(), vec![], 404, 401),
-        ("PUT", "/api/v2.0/projects/team".into(), br#"{"metadata":{"public":"true"}}"#.to_vec(), 403, 401),
-        ("GET", "/api/v2.0/projects/team/members".into(), vec![], 404, 401),
-        ("POST", "/api/v2.0/projects/team/members".into(), member, 403, 401),
+        (
+            "PUT",
+            "/api/v2.0/projects/team".into(),
+            br#"{"metadata":{"public":"true"}}"#.to_vec(),
+            403,
+            401,
+        ),
+        (
+            "GET",
+            "/api/v2.0/projects/team/members".into(),
+            vec![],
+            404,
+            401,
+        ),
+        (
+            "POST",
+            "/api/v2.0/projects/team/members".into(),
+            member,
+            403,
+            401,
+        ),
         ("POST", "/api/v2.0/robots".into(), robot, 403, 401),
     ];
     for (method, path, body, with_basic, with_token) in &cases {
@@ -509,7 +687,11 @@ fn tokens_a_non_member_cannot_reach_another_projects_private_content() {
         assert!(!repos.to_string().contains("team/"), "{repos}");
     }
     let all = r.send("GET", "/chartrepo/index.yaml", &mallory, b"");
-    assert!(!all.expect(200).text().contains("team/app"), "{}", all.text());
+    assert!(
+        !all.expect(200).text().contains("team/app"),
+        "{}",
+        all.text()
+    );
     let projects = r.send("GET", "/api/v2.0/projects", &mallory, b"");
     assert!(!projects.expect(200).text().contains("\"team\""));
 
@@ -550,13 +732,22 @@ fn tokens_any_valid_token_passes_the_version_check() {
         assert_eq!(res.status, 200, "{what}: {}", res.text());
     }
     // The anonymous client then pulls.
-    r.send("GET", "/v2/library/hello/manifests/v1", &anonymous_scoped, b"")
-        .expect(200);
+    r.send(
+        "GET",
+        "/v2/library/hello/manifests/v1",
+        &anonymous_scoped,
+        b"",
+    )
+    .expect(200);
     // Still: no credentials is the challenge docker login needs, and a
     // token that does not verify is refused.
     let res = r.send("GET", "/v2/", &Cred::None, b"");
     res.expect(401);
-    assert!(res.challenge().starts_with("Bearer realm="), "{}", res.challenge());
+    assert!(
+        res.challenge().starts_with("Bearer realm="),
+        "{}",
+        res.challenge()
+    );
     let res = r.send("GET", "/v2/", &Cred::Bearer("not.a.token".into()), b"");
     res.expect(401);
     assert!(res.challenge().contains("error=\"invalid_token\""));
@@ -578,7 +769,10 @@ fn tokens_denials_on_the_token_path_say_why() {
             .error_description()
             .unwrap_or_else(|| panic!("no error_description: {}", res.challenge()))
             .to_owned();
-        let detail = res.json()["errors"][0]["detail"].as_str().unwrap_or("").to_owned();
+        let detail = res.json()["errors"][0]["detail"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
         assert_eq!(detail, description, "the body says it too");
         description
     };
@@ -587,16 +781,29 @@ fn tokens_denials_on_the_token_path_say_why() {
     // say the same.
     let basic = r.send("POST", "/v2/otherproj/x/blobs/uploads/", &pw("admin"), b"");
     basic.expect(403);
-    assert!(basic.text().contains("project otherproj does not exist"), "{}", basic.text());
-    assert_eq!(push(&pw("admin"), "otherproj/x"), "project otherproj does not exist");
+    assert!(
+        basic.text().contains("project otherproj does not exist"),
+        "{}",
+        basic.text()
+    );
+    assert_eq!(
+        push(&pw("admin"), "otherproj/x"),
+        "project otherproj does not exist"
+    );
 
     // A guest lacks push, in a project she sees.
-    assert_eq!(push(&pw("guest"), "team/app"), "guest may not push in project team");
+    assert_eq!(
+        push(&pw("guest"), "team/app"),
+        "guest may not push in project team"
+    );
 
     // A non-member is told the same about a private project and a missing one.
     let private = push(&pw("mallory"), "team/app");
     let missing = push(&pw("mallory"), "nosuch/app");
-    assert_eq!(private, "project team does not exist or mallory may not see it");
+    assert_eq!(
+        private,
+        "project team does not exist or mallory may not see it"
+    );
     assert_eq!(missing.replace("nosuch", "team"), private);
 
     // A token narrower than its account: ask for the scope.
@@ -658,10 +865,19 @@ fn tokens_user_names_cannot_be_enumerated() {
     // Administrators, who may list users anyway, are told.
     let res = add(&pw("admin"), "team", "nosuchuser");
     res.expect(400);
-    assert!(res.text().contains("user nosuchuser does not exist"), "{}", res.text());
+    assert!(
+        res.text().contains("user nosuchuser does not exist"),
+        "{}",
+        res.text()
+    );
     // The recorded name grants nothing to anyone meanwhile.
-    r.send("GET", "/v2/", &basic("nosuchuser", "nosuchuser-password"), b"")
-        .expect(401);
+    r.send(
+        "GET",
+        "/v2/",
+        &basic("nosuchuser", "nosuchuser-password"),
+        b"",
+    )
+    .expect(401);
 
     // A public project's member list is for its members.
     r.send(
@@ -685,7 +901,11 @@ fn tokens_user_names_cannot_be_enumerated() {
         let wrong = r.send("GET", path, &basic("dev", "some-password"), b"");
         assert_eq!(unknown.status, 401, "{path}");
         assert_eq!(
-            (unknown.status, unknown.text(), unknown.challenge().to_owned()),
+            (
+                unknown.status,
+                unknown.text(),
+                unknown.challenge().to_owned()
+            ),
             (wrong.status, wrong.text(), wrong.challenge().to_owned()),
             "{path}"
         );
