@@ -236,6 +236,17 @@ pub enum AdminAccount {
     Unchanged,
 }
 
+/// Whether [`Engine::set_member_checked`] requires the user to exist.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserCheck {
+    /// `NotFound` for an unknown user (callers who may list users anyway).
+    MustExist,
+    /// Record the membership by name whether or not the user exists; it
+    /// grants nothing until a user of that name does. For callers who must
+    /// not learn which user names exist (see docs/security.md).
+    ByName,
+}
+
 /// A robot just created: its full name and its secret, shown once.
 #[derive(Clone, Debug)]
 pub struct NewRobot {
@@ -660,9 +671,22 @@ impl Engine {
         Ok(())
     }
 
-    /// Gives `user` `role` in `project` (replacing an earlier role).
-    /// Returns the membership id.
+    /// Gives `user` `role` in `project` (replacing an earlier role); the
+    /// user must exist. Returns the membership id.
     pub fn set_member(&self, project: &str, user: &str, role: Role) -> Result<u64, AccountError> {
+        self.set_member_checked(project, user, role, UserCheck::MustExist)
+    }
+
+    /// [`Engine::set_member`], with the user's existence checked or not
+    /// (see [`UserCheck`]). The name must be a valid user name either way.
+    pub fn set_member_checked(
+        &self,
+        project: &str,
+        user: &str,
+        role: Role,
+        check: UserCheck,
+    ) -> Result<u64, AccountError> {
+        valid_user_name(user)?;
         let inner = &self.inner;
         let g = inner.lock()?;
         if inner
@@ -673,9 +697,10 @@ impl Engine {
                 what: format!("project {project}"),
             });
         }
-        if inner
-            .get_raw(keys::CF_USERS, &keys::name_key(user))?
-            .is_none()
+        if check == UserCheck::MustExist
+            && inner
+                .get_raw(keys::CF_USERS, &keys::name_key(user))?
+                .is_none()
         {
             return Err(AccountError::NotFound {
                 what: format!("user {user}"),
@@ -1018,6 +1043,19 @@ mod tests {
         assert!(e.remove_member("priv", "bob").unwrap());
         assert_eq!(e.permissions(&bob, "priv").unwrap(), Actions::NONE);
         assert!(e.set_member("priv", "nobody", Role::Guest).is_err());
+        // By name: recorded, inert until a user of that name exists.
+        e.set_member_checked("priv", "later", Role::Developer, UserCheck::ByName)
+            .unwrap();
+        assert_eq!(
+            e.member_role("priv", "later").unwrap(),
+            Some(Role::Developer)
+        );
+        assert!(e
+            .set_member_checked("priv", "bad:name", Role::Guest, UserCheck::ByName)
+            .is_err());
+        assert!(e
+            .set_member_checked("nosuch", "later", Role::Guest, UserCheck::ByName)
+            .is_err());
 
         let r = e
             .create_robot("priv", "ci", Actions::of(&[Action::Pull]), None, "")

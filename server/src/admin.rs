@@ -1,5 +1,6 @@
 //! The admin API, in Harbor v2.0's shape for the basics. Callers sign in
-//! with Basic credentials (or a bearer token); errors use the same
+//! with Basic credentials, as Harbor's API clients do (registry tokens are
+//! refused here by `auth::authenticate`); errors use the same
 //! `{"errors":[{"code","message","detail"}]}` body as the registry, which is
 //! also Harbor's.
 //!
@@ -8,9 +9,10 @@
 //! POST /api/v2.0/projects                 {"project_name":"p","metadata":{"public":"true"}} → 201
 //! GET  /api/v2.0/projects/{name}          one project (404 if the caller cannot see it)
 //! PUT  /api/v2.0/projects/{name}          {"metadata":{"public":"false"}}         (project admin)
-//! GET  /api/v2.0/projects/{name}/members  members                                 (members)
+//! GET  /api/v2.0/projects/{name}/members  members                    (members, admins)
 //! POST /api/v2.0/projects/{name}/members  {"role_id":2,"member_user":{"username":"bob"}} → 201
 //!                                         role_id: 1 projectAdmin, 2 developer, 3 guest, 4 maintainer
+//!                                         (project admin; see `add_member` on unknown users)
 //! GET  /api/v2.0/users                    every user                              (admin)
 //! POST /api/v2.0/users                    {"username","password","email","realname"} → 201
 //!                                         (admin; anyone with self-registration on)
@@ -33,7 +35,7 @@
 //! `berthctl`.
 
 use berth_engine::records::ProjectRecord;
-use berth_engine::{Account, Action, Actions, Role};
+use berth_engine::{Account, AccountError, Action, Actions, Role, UserCheck};
 use hyper::body::Incoming;
 use hyper::header::LOCATION;
 use hyper::http::request::Parts;
@@ -128,7 +130,7 @@ fn project_json(name: &str, p: &ProjectRecord) -> Value {
 /// A signed-in caller (not anonymous), as an account.
 async fn signed_in(app: &App, parts: &Parts) -> Result<(Principal, Account), ApiError> {
     let p = auth::authenticate(app, parts).await?;
-    let a = auth::effective_account(app, &p)?;
+    let a = auth::effective_account(&p);
     if a == Account::Anonymous {
         return Err(auth::challenge(
             app,
@@ -267,18 +269,30 @@ async fn update_project(
     Ok(empty(StatusCode::OK))
 }
 
+/// Members are listed to the project's members and to system
+/// administrators only: a public project is readable by everyone, but its
+/// member list would hand any signed-in caller a list of user names.
 async fn list_members(app: &App, parts: &Parts, name: &str) -> Result<Response<Body>, ApiError> {
-    let (p, _) = signed_in(app, parts).await?;
-    let Some(project) = app.engine.project(name)? else {
-        return Err(not_found(format!("project {name} not found")));
-    };
-    if !auth::permits(
+    let (p, account) = signed_in(app, parts).await?;
+    let visible = auth::permits(
         app,
         &p,
         Resource::Project(name),
         Actions::of(&[Action::Pull]),
-    )? {
+    )?;
+    let (Some(project), true) = (app.engine.project(name)?, visible) else {
         return Err(not_found(format!("project {name} not found")));
+    };
+    let member = match &account {
+        Account::User { admin: true, .. } => true,
+        Account::User { name: user, .. } => app.engine.member_role(name, user)?.is_some(),
+        Account::Robot { .. } | Account::Anonymous => false,
+    };
+    if !member {
+        return Err(ApiError::new(
+            Code::Denied,
+            format!("only members of project {name} may list its members"),
+        ));
     }
     let members: Vec<Value> = app
         .engine
@@ -332,8 +346,27 @@ async fn add_member(
             ),
         ));
     };
+    // Whether the user exists is told only to those who may list users
+    // (system administrators, for whom an unknown name is a 400). A project
+    // admin — which anyone can become by creating a project — gets the same
+    // 201 either way: the membership is recorded by name and takes effect
+    // if and when a user of that name exists.
+    let check = if auth::effective_account(&p).is_admin() {
+        UserCheck::MustExist
+    } else {
+        UserCheck::ByName
+    };
     let (project, user) = (name.to_owned(), req.member_user.username.clone());
-    let id = blocking(app, move |e| e.set_member(&project, &user, role)).await??;
+    let id = blocking(app, move |e| {
+        e.set_member_checked(&project, &user, role, check)
+    })
+    .await?
+    .map_err(|e| match e {
+        AccountError::NotFound { what } if what.starts_with("user ") => {
+            ApiError::new(Code::BadRequest, format!("{what} does not exist"))
+        }
+        e => e.into(),
+    })?;
     tracing::info!(target: "berth::auth", project = name, user = %req.member_user.username,
         role = role.name(), by = p.name(), "member set");
     Ok(created(format!("/api/v2.0/projects/{name}/members/{id}")))
@@ -393,7 +426,7 @@ async fn create_user(app: &App, parts: &Parts, body: Incoming) -> Result<Respons
     } else {
         auth::require_admin(app, parts).await?
     };
-    let by_admin = auth::effective_account(app, &p)?.is_admin();
+    let by_admin = auth::effective_account(&p).is_admin();
     let req: UserReq = read_json(body).await?;
     if req.sysadmin_flag && !by_admin {
         return Err(ApiError::new(

@@ -15,10 +15,18 @@
 //! ```
 //!
 //! Credentials: `Authorization: Bearer <jwt>` from berth's token service
-//! (checked against berth's key, issuer, audience and time; then its
-//! `access` claim decides repository actions), or `Authorization: Basic`
-//! with a user's password or a robot's secret (then the index decides, now).
-//! No header is the anonymous account: pull on public projects.
+//! (checked against berth's key, issuer, audience and time), or
+//! `Authorization: Basic` with a user's password or a robot's secret (then
+//! the index decides, now). No header is the anonymous account: pull on
+//! public projects.
+//!
+//! A bearer token grants exactly its `access` claim, and only on the
+//! registry API (`/v2/…`): it becomes a [`Principal::Token`] holding a
+//! [`Grant`], whose only permission question ([`Grant::actions_on`]) reads
+//! the claim and nothing else — never the account named by `sub`. Off
+//! `/v2` (the admin, chart and GC APIs) a bearer token is refused with the
+//! Basic challenge, as Harbor does: those APIs are driven with Basic
+//! credentials. Any valid token passes `GET /v2/`, which needs no access.
 //!
 //! Shared state, all owned by [`Auth`] inside the `App` (lifetime: the
 //! server's): the token key (immutable); the login limiter's counters (a
@@ -38,6 +46,7 @@
 //! resets the pair's counter and refunds its own attempt, a failure stays
 //! counted, an attempt that was never verified is refunded.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -169,8 +178,9 @@ pub enum Principal {
     Open,
     /// Basic credentials or no credentials (anonymous).
     Account(Account),
-    /// A verified bearer token: its subject (empty: anonymous) and grants.
-    Token { sub: String, access: Vec<Access> },
+    /// A verified bearer token, on a `/v2` path: it grants its claim, and
+    /// only that.
+    Token(Grant),
 }
 
 impl Principal {
@@ -179,8 +189,60 @@ impl Principal {
         match self {
             Principal::Open => "",
             Principal::Account(a) => a.name(),
-            Principal::Token { sub, .. } => sub,
+            Principal::Token(g) => g.subject(),
         }
+    }
+
+    /// No credentials, or a token issued to nobody.
+    pub fn is_anonymous(&self) -> bool {
+        match self {
+            Principal::Open => false,
+            Principal::Account(a) => *a == Account::Anonymous,
+            Principal::Token(g) => g.subject().is_empty(),
+        }
+    }
+}
+
+/// What a verified registry token grants: its `access` claim, nothing more.
+///
+/// The fields are private so that no caller can turn a token back into its
+/// account's permissions: the subject is for logs and for explaining a
+/// refusal, the claim is read only by [`Grant::actions_on`], which does
+/// not see the index at all.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    sub: String,
+    access: Vec<Access>,
+}
+
+impl Grant {
+    /// The account the token was issued to (empty: anonymous).
+    pub fn subject(&self) -> &str {
+        &self.sub
+    }
+
+    /// What the claim grants on `resource`: on a repository, the actions of
+    /// the `repository:NAME` items naming it exactly (`*`: every action); on
+    /// the catalog (and its listed projects), everything if a
+    /// `registry:catalog:*` item is present; on a project, nothing — no claim
+    /// berth issues names one, so project-wide routes never accept a token.
+    pub fn actions_on(&self, resource: Resource<'_>) -> Actions {
+        let (kind, name) = match resource {
+            Resource::Repository(r) => ("repository", r.as_str()),
+            Resource::Catalog | Resource::Listed(_) => ("registry", "catalog"),
+            Resource::Project(_) => return Actions::NONE,
+        };
+        self.access
+            .iter()
+            .filter(|a| a.kind == kind && a.name == name)
+            .flat_map(|a| a.actions.iter())
+            .fold(Actions::NONE, |acc, action| {
+                if action == "*" {
+                    Actions::ALL
+                } else {
+                    acc.union(Action::parse(action).map_or(Actions::NONE, |a| Actions::of(&[a])))
+                }
+            })
     }
 }
 
@@ -189,15 +251,24 @@ impl Principal {
 pub enum Resource<'a> {
     /// A repository; its project is the first path component.
     Repository(&'a RepoName),
-    /// A whole project (chart repositories, project APIs).
+    /// A whole project (chart repositories, project APIs). Tokens never
+    /// reach it: Basic credentials only.
     Project(&'a str),
+    /// The repository list, `/v2/_catalog`: open to every account (it is
+    /// filtered by [`Resource::Listed`]); a token needs `registry:catalog:*`.
+    Catalog,
+    /// A project's repositories as listed in the catalog: shown to whoever
+    /// may pull there; to a token with the catalog grant, what its subject
+    /// may pull now (the claim grants the listing, the subject bounds it).
+    Listed(&'a str),
 }
 
 impl Resource<'_> {
-    fn project(&self) -> &str {
+    fn project(&self) -> Option<&str> {
         match self {
-            Resource::Repository(r) => r.project(),
-            Resource::Project(p) => p,
+            Resource::Repository(r) => Some(r.project()),
+            Resource::Project(p) | Resource::Listed(p) => Some(p),
+            Resource::Catalog => None,
         }
     }
 }
@@ -225,7 +296,8 @@ fn client_ip(app: &App, parts: &Parts) -> IpAddr {
     app.proxy.client_ip(&conn(parts), &parts.headers)
 }
 
-/// Scope string of a challenge: `repository:NAME:pull,push`.
+/// Scope string of a challenge: `repository:NAME:pull,push`,
+/// `registry:catalog:*`.
 fn scope_of(resource: Resource<'_>, actions: Actions) -> Option<String> {
     match resource {
         Resource::Repository(r) => {
@@ -236,21 +308,30 @@ fn scope_of(resource: Resource<'_>, actions: Actions) -> Option<String> {
             }
             Some(format!("repository:{}:{}", r, a.names().join(",")))
         }
+        Resource::Catalog | Resource::Listed(_) => Some("registry:catalog:*".to_owned()),
         Resource::Project(_) => None,
     }
 }
 
+/// Whether `path` (as sent) is the registry API, where bearer tokens are
+/// accepted and challenges name the token service.
+fn is_registry_path(path: &str) -> bool {
+    path == "/v2" || path.starts_with("/v2/")
+}
+
 /// `401 UNAUTHORIZED` with the challenge for this path: Bearer (the token
-/// service) on `/v2` paths, Basic elsewhere (helm and API clients).
+/// service) on `/v2` paths, Basic elsewhere (helm and API clients). With an
+/// `error`, the detail is also its `error_description` (RFC 6750), so
+/// clients that show only the challenge say why.
 pub fn challenge(
     app: &App,
     parts: &Parts,
     scope: Option<&str>,
     error: Option<&str>,
-    detail: &'static str,
+    detail: impl Into<Cow<'static, str>>,
 ) -> ApiError {
-    let path = parts.uri.path();
-    let value = if path == "/v2" || path.starts_with("/v2/") {
+    let detail = detail.into();
+    let value = if is_registry_path(parts.uri.path()) {
         let mut v = format!(
             "Bearer realm=\"{}{TOKEN_PATH}\",service=\"{}\"",
             external_base(app, parts),
@@ -260,13 +341,28 @@ pub fn challenge(
             v.push_str(&format!(",scope=\"{s}\""));
         }
         if let Some(e) = error {
-            v.push_str(&format!(",error=\"{e}\""));
+            v.push_str(&format!(
+                ",error=\"{e}\",error_description=\"{}\"",
+                quoted_string_safe(&detail)
+            ));
         }
         v
     } else {
         "Basic realm=\"berth\"".to_owned()
     };
     ApiError::new(Code::Unauthorized, detail).with_header(WWW_AUTHENTICATE, hv(&value))
+}
+
+/// `s` made safe inside a header's quoted-string: printable ASCII only,
+/// without `"` and `\`.
+fn quoted_string_safe(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '"' | '\\' => '\'',
+            ' '..='~' => c,
+            _ => '?',
+        })
+        .collect()
 }
 
 fn denied(detail: String) -> ApiError {
@@ -392,7 +488,10 @@ where
         .map_err(|_| ApiError::internal("a password verification thread failed"))
 }
 
-/// Who is asking: anonymous without credentials; `401` for bad ones.
+/// Who is asking: anonymous without credentials; `401` for bad ones, and
+/// for a bearer token anywhere but the registry API (`/v2`): the admin,
+/// chart and GC APIs take Basic credentials only, so no token can act
+/// there, whatever its claim.
 pub async fn authenticate(app: &App, parts: &Parts) -> Result<Principal, ApiError> {
     if !app.auth.enabled {
         return Ok(Principal::Open);
@@ -418,16 +517,24 @@ pub async fn authenticate(app: &App, parts: &Parts) -> Result<Principal, ApiErro
                 )),
             }
         }
+        Ok(Credentials::Bearer(_)) if !is_registry_path(parts.uri.path()) => Err(challenge(
+            app,
+            parts,
+            None,
+            None,
+            "registry tokens are accepted on /v2/ only; \
+             sign in here with Basic credentials (a password or a robot secret)",
+        )),
         Ok(Credentials::Bearer(t)) => {
             match app
                 .auth
                 .key
                 .verify(&t, ISSUER, &app.auth.service, now_secs())
             {
-                Ok(c) => Ok(Principal::Token {
+                Ok(c) => Ok(Principal::Token(Grant {
                     sub: c.sub,
                     access: c.access,
-                }),
+                })),
                 Err(e) => {
                     tracing::debug!(target: "berth::auth", error = %e, "refused token");
                     Err(challenge(
@@ -443,49 +550,118 @@ pub async fn authenticate(app: &App, parts: &Parts) -> Result<Principal, ApiErro
     }
 }
 
-/// The account behind a principal, as it stands now (`None`: removed).
-fn account_of(app: &App, p: &Principal) -> Result<Option<Account>, ApiError> {
-    match p {
-        Principal::Open => Ok(None),
-        Principal::Account(a) => Ok(Some(a.clone())),
-        Principal::Token { sub, .. } => Ok(app.engine.account(sub)?),
+/// What `account` may do on `resource` now (index reads). The catalog is
+/// open to every account: it is filtered per project ([`Resource::Listed`]).
+fn account_actions(
+    app: &App,
+    account: &Account,
+    resource: Resource<'_>,
+) -> Result<Actions, ApiError> {
+    match resource.project() {
+        Some(project) => Ok(app.engine.permissions(account, project)?),
+        None => Ok(Actions::of(&[Action::Pull])),
     }
 }
 
 /// Whether `principal` may do all of `actions` on `resource` (no error
 /// when not: for decisions such as mount-or-upload). Index reads only.
+///
+/// A token is asked its claim ([`Grant::actions_on`]) and nothing else;
+/// the one place its subject is looked up is a catalog listing, which the
+/// claim's `registry:catalog:*` grants and the subject's read access
+/// bounds. There is no arm that lets a token fall through to its account.
 pub fn permits(
     app: &App,
     principal: &Principal,
     resource: Resource<'_>,
     actions: Actions,
 ) -> Result<bool, ApiError> {
-    match (principal, resource) {
-        (Principal::Open, _) => Ok(true),
-        (Principal::Token { access, .. }, Resource::Repository(repo)) => {
-            let granted = access
-                .iter()
-                .filter(|a| a.kind == "repository" && a.name == repo.as_str())
-                .flat_map(|a| a.actions.iter())
-                .fold(Actions::NONE, |acc, name| {
-                    if name == "*" {
-                        Actions::ALL
-                    } else {
-                        acc.union(Action::parse(name).map_or(Actions::NONE, |a| Actions::of(&[a])))
-                    }
-                });
-            Ok(granted.contains_all(actions))
+    match principal {
+        Principal::Open => Ok(true),
+        Principal::Account(account) => {
+            Ok(account_actions(app, account, resource)?.contains_all(actions))
         }
-        (p, r) => {
-            let Some(account) = account_of(app, p)? else {
+        Principal::Token(grant) => {
+            if !grant.actions_on(resource).contains_all(actions) {
                 return Ok(false);
-            };
-            Ok(app
-                .engine
-                .permissions(&account, r.project())?
-                .contains_all(actions))
+            }
+            match resource {
+                Resource::Listed(_) => Ok(match app.engine.account(grant.subject())? {
+                    Some(a) => account_actions(app, &a, resource)?.contains_all(actions),
+                    None => false,
+                }),
+                Resource::Repository(_) | Resource::Project(_) | Resource::Catalog => Ok(true),
+            }
         }
     }
+}
+
+/// Why `account` may not do `actions` on `resource` now (`None`: it may),
+/// in words that reveal no more than the account may see: a project it
+/// cannot see at all reads "does not exist or … may not see it" whether it
+/// exists or not; only administrators, who see every project, are told
+/// plainly that it does not exist. The 403 of Basic callers, the
+/// `error_description` of a token's `insufficient_scope`, and the token
+/// service's log line all come from here.
+pub fn refusal(
+    app: &App,
+    account: &Account,
+    resource: Resource<'_>,
+    actions: Actions,
+) -> Result<Option<String>, ApiError> {
+    let Some(project) = resource.project() else {
+        return Ok(None);
+    };
+    let allowed = app.engine.permissions(account, project)?;
+    if allowed.contains_all(actions) {
+        return Ok(None);
+    }
+    let who = match account.name() {
+        "" => "anonymous callers",
+        name => name,
+    };
+    if allowed.is_empty() {
+        return Ok(Some(if account.is_admin() {
+            format!("project {project} does not exist")
+        } else {
+            format!("project {project} does not exist or {who} may not see it")
+        }));
+    }
+    let missing: Vec<&str> = actions
+        .iter()
+        .filter(|a| !allowed.contains(*a))
+        .map(|a| match a {
+            Action::Admin => "manage",
+            a => a.name(),
+        })
+        .collect();
+    Ok(Some(format!(
+        "{who} may not {} in project {project}",
+        missing.join(",")
+    )))
+}
+
+/// Why a token does not allow `actions` on `resource`: what its subject
+/// may not do now (see [`refusal`]), else that the claim lacks the scope.
+fn token_refusal(
+    app: &App,
+    grant: &Grant,
+    resource: Resource<'_>,
+    actions: Actions,
+) -> Result<String, ApiError> {
+    let Some(account) = app.engine.account(grant.subject())? else {
+        return Ok(format!(
+            "the token's account {} no longer exists",
+            grant.subject()
+        ));
+    };
+    if let Some(why) = refusal(app, &account, resource, actions)? {
+        return Ok(why);
+    }
+    Ok(match scope_of(resource, actions) {
+        Some(scope) => format!("the token does not grant {scope}; request a token for it"),
+        None => "registry tokens grant repository access only".to_owned(),
+    })
 }
 
 /// THE entry point: authenticates the request and checks that it may do
@@ -510,65 +686,74 @@ pub async fn authorize(
             None,
             "authentication required",
         )),
-        // A token lacking the scope: the client should ask for a new one.
-        Principal::Token { .. } => Err(challenge(
+        // A token lacking the scope: the client should ask for a new one;
+        // the description says why the token service would not grant it.
+        Principal::Token(grant) => Err(challenge(
             app,
             parts,
             scope.as_deref(),
             Some("insufficient_scope"),
-            "the token does not grant this access",
+            token_refusal(app, grant, resource, actions)?,
         )),
-        Principal::Account(a) => Err(denied(format!(
-            "{} may not {} in project {}",
-            a.name(),
-            actions.names().join(","),
-            resource.project()
-        ))),
+        Principal::Account(a) => Err(denied(
+            refusal(app, a, resource, actions)?
+                .unwrap_or_else(|| format!("{} may not do this", a.name())),
+        )),
     }
 }
 
-/// Any authenticated principal (not anonymous): `GET /v2/`, where a `401`
-/// is what makes `docker login` verify credentials.
+/// `GET /v2/`: any signed-in account, and any valid token — an anonymous
+/// one (`sub:""`, `access:[]`) included: the version check needs no access
+/// items, as in CNCF distribution's token access controller. Only a request
+/// without credentials gets the `401` that makes `docker login` verify a
+/// password.
 pub async fn require_authenticated(app: &App, parts: &Parts) -> Result<Principal, ApiError> {
     let p = authenticate(app, parts).await?;
     match &p {
         Principal::Account(Account::Anonymous) => {
             Err(challenge(app, parts, None, None, "authentication required"))
         }
-        Principal::Token { sub, .. } if sub.is_empty() => {
-            Err(challenge(app, parts, None, None, "authentication required"))
-        }
-        _ => Ok(p),
+        Principal::Open | Principal::Account(_) | Principal::Token(_) => Ok(p),
     }
 }
 
-/// A system administrator (or auth disabled), else `401`/`403`.
+/// A system administrator (or auth disabled), else `401`/`403`. Signed in
+/// with Basic credentials: no token claim grants administration (and
+/// [`authenticate`] refuses tokens off `/v2` before this is asked).
 pub async fn require_admin(app: &App, parts: &Parts) -> Result<Principal, ApiError> {
     let p = authenticate(app, parts).await?;
-    if p == Principal::Open {
-        return Ok(p);
-    }
-    match account_of(app, &p)? {
-        Some(a) if a.is_admin() => Ok(p),
-        Some(Account::Anonymous) | None => {
+    match &p {
+        Principal::Open => Ok(p),
+        Principal::Account(a) if a.is_admin() => Ok(p),
+        Principal::Account(Account::Anonymous) => {
             Err(challenge(app, parts, None, None, "authentication required"))
         }
-        Some(a) => Err(denied(format!(
+        Principal::Account(a) => Err(denied(format!(
             "{} is not a system administrator",
             a.name()
         ))),
+        Principal::Token(_) => Err(challenge(
+            app,
+            parts,
+            None,
+            Some("insufficient_scope"),
+            "registry tokens never grant administration",
+        )),
     }
 }
 
 /// The account of a principal for API handlers that need it (project
-/// creation, listings). `Open` maps to an administrator.
-pub fn effective_account(app: &App, p: &Principal) -> Result<Account, ApiError> {
+/// creation, listings). `Open` maps to an administrator; a token to the
+/// anonymous account — a token is never a login on the API (and does not
+/// get there: [`authenticate`] refuses it off `/v2`).
+pub fn effective_account(p: &Principal) -> Account {
     match p {
-        Principal::Open => Ok(Account::User {
+        Principal::Open => Account::User {
             name: String::new(),
             admin: true,
-        }),
-        _ => Ok(account_of(app, p)?.unwrap_or(Account::Anonymous)),
+        },
+        Principal::Account(a) => a.clone(),
+        Principal::Token(_) => Account::Anonymous,
     }
 }
 
@@ -988,5 +1173,62 @@ mod tests {
             "repository:proj/app:delete"
         );
         assert_eq!(scope_of(Resource::Project("p"), Actions::ALL), None);
+        assert_eq!(
+            scope_of(Resource::Catalog, Actions::of(&[Action::Pull])).unwrap(),
+            "registry:catalog:*"
+        );
+    }
+
+    #[test]
+    fn a_grant_is_exactly_its_claim() {
+        let item = |kind: &str, name: &str, actions: &[&str]| Access {
+            kind: kind.into(),
+            name: name.into(),
+            actions: actions.iter().map(|a| a.to_string()).collect(),
+        };
+        let g = Grant {
+            sub: "admin".into(),
+            access: vec![
+                item("repository", "library/nothing", &["pull"]),
+                item("repository", "team/app", &["pull", "push", "bogus"]),
+                item("repository", "team/all", &["*"]),
+            ],
+        };
+        let repo = |n: &str| RepoName::parse(n).unwrap();
+        let (nothing, app, all, other) = (
+            repo("library/nothing"),
+            repo("team/app"),
+            repo("team/all"),
+            repo("library/other"),
+        );
+        let pull = Actions::of(&[Action::Pull]);
+        let pull_push = Actions::of(&[Action::Pull, Action::Push]);
+        assert_eq!(g.actions_on(Resource::Repository(&nothing)), pull);
+        assert_eq!(g.actions_on(Resource::Repository(&app)), pull_push);
+        assert_eq!(g.actions_on(Resource::Repository(&all)), Actions::ALL);
+        assert_eq!(g.actions_on(Resource::Repository(&other)), Actions::NONE);
+        // Whatever the subject is, a claim never covers a project, the
+        // catalog without its item, or administration.
+        for r in [
+            Resource::Project("library"),
+            Resource::Project("team"),
+            Resource::Catalog,
+            Resource::Listed("team"),
+        ] {
+            assert_eq!(g.actions_on(r), Actions::NONE, "{r:?}");
+        }
+        let c = Grant {
+            sub: String::new(),
+            access: vec![item("registry", "catalog", &["*"])],
+        };
+        assert_eq!(c.actions_on(Resource::Catalog), Actions::ALL);
+        assert_eq!(c.actions_on(Resource::Listed("team")), Actions::ALL);
+        assert_eq!(c.actions_on(Resource::Project("team")), Actions::NONE);
+        assert_eq!(c.actions_on(Resource::Repository(&app)), Actions::NONE);
+    }
+
+    #[test]
+    fn descriptions_are_quoted_string_safe() {
+        assert_eq!(quoted_string_safe("a \"b\" \\ c\n\u{e9}"), "a 'b' ' c??");
     }
 }

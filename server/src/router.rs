@@ -190,8 +190,9 @@ pub async fn dispatch(
             Ok(crate::http::json(b"{}".to_vec(), "application/json"))
         }
         (Route::Catalog, &Method::GET) => {
-            // Only repositories of projects the caller may pull from; an
-            // index scan bounded per request, on the blocking pool.
+            // Only repositories of projects the caller may pull from (with a
+            // token: that its subject may pull from, the claim granting the
+            // listing); an index scan bounded per request, on the blocking pool.
             let list = catalog::ListCatalog::parse(query, &app.cursors)?;
             let app = app.clone();
             tokio::task::spawn_blocking(move || {
@@ -199,7 +200,7 @@ pub async fn dispatch(
                     auth::permits(
                         &app,
                         &principal,
-                        Resource::Project(project),
+                        Resource::Listed(project),
                         Actions::of(&[Action::Pull]),
                     )
                 })
@@ -283,10 +284,12 @@ pub async fn dispatch(
 }
 
 /// Authorizes an OCI route before its handler: `GET /v2/` needs any
-/// authenticated caller (that `401` is what `docker login` checks); the
-/// catalog any caller (it is filtered); reads need `pull`, manifest PUT and
-/// uploads `push`, deletes `delete`, on the repository's project. Unknown
-/// routes and methods protect nothing and answer 404/405.
+/// signed-in account or any valid token (the `401` without credentials is
+/// what `docker login` checks); the catalog any account (it is filtered)
+/// or a token with `registry:catalog:*`; reads need `pull`, manifest PUT
+/// and uploads `push`, deletes `delete`, on the repository (a token: in its
+/// claim for exactly that repository). Unknown routes and methods protect
+/// nothing and answer 404/405.
 async fn authorize_route(
     app: &App,
     parts: &Parts,
@@ -296,7 +299,10 @@ async fn authorize_route(
     use Action::*;
     let (name, action) = match (route, method) {
         (Route::Base, _) => return auth::require_authenticated(app, parts).await,
-        (Route::Catalog, _) => return auth::authenticate(app, parts).await,
+        (Route::Catalog, _) => {
+            return auth::authorize(app, parts, Resource::Catalog, Actions::of(&[Action::Pull]))
+                .await
+        }
         (Route::Tags { name } | Route::Referrers { name, .. }, _) => (name, Pull),
         (Route::Manifest { name, .. } | Route::Blob { name, .. }, &Method::GET | &Method::HEAD) => {
             (name, Pull)

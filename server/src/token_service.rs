@@ -15,8 +15,10 @@
 //!
 //! The token grants the intersection of what was asked and what the account
 //! may do now (see `Engine::permissions`); asking for more is not an error,
-//! the registry then answers `401 insufficient_scope`. Wrong credentials are
-//! `401` and count against the source's failed-login budget.
+//! the registry then answers `401 insufficient_scope`, whose
+//! `error_description` says why (`auth::refusal`), as does this service's
+//! log line (`berth::auth`, "scope not granted in full"). Wrong credentials
+//! are `401` and count against the source's failed-login budget.
 
 use berth_engine::token::Access;
 use berth_engine::{Account, Action, Actions, RepoName};
@@ -195,8 +197,9 @@ async fn post(app: &App, parts: &Parts, body: Incoming) -> Result<Response<Body>
 
 /// What `account` gets of `scopes`: per requested repository, the
 /// requested actions it may do now (`*` only with every action). Scopes
-/// that grant nothing are left out. `registry:catalog:*` is granted to
-/// signed-in accounts (the catalog filters itself).
+/// that grant nothing are left out; each scope not granted in full is
+/// logged with the reason. `registry:catalog:*` is granted to every caller
+/// (the catalog lists only what the token's subject may pull).
 pub fn grant(app: &App, account: &Account, scopes: &[String]) -> Result<Vec<Access>, ApiError> {
     let mut out: Vec<Access> = Vec::new();
     for scope in scopes {
@@ -214,12 +217,15 @@ pub fn grant(app: &App, account: &Account, scopes: &[String]) -> Result<Vec<Acce
                     continue;
                 };
                 let allowed = app.engine.permissions(account, repo.project())?;
+                let mut requested = Actions::NONE;
                 let mut granted = Actions::NONE;
                 let mut star = false;
                 for a in actions.split(',') {
                     if a == "*" {
+                        requested = requested.union(Actions::ALL);
                         star |= allowed == Actions::ALL;
                     } else if let Some(a) = Action::parse(a) {
+                        requested = requested.union(Actions::of(&[a]));
                         if allowed.contains(a) {
                             granted = granted.union(Actions::of(&[a]));
                         }
@@ -228,6 +234,11 @@ pub fn grant(app: &App, account: &Account, scopes: &[String]) -> Result<Vec<Acce
                 let mut names = granted.names();
                 if star {
                     names.push("*".into());
+                }
+                let resource = auth::Resource::Repository(&repo);
+                if let Some(why) = auth::refusal(app, account, resource, requested)? {
+                    tracing::info!(target: "berth::auth", user = account.name(), scope = %scope,
+                        granted = %names.join(","), reason = %why, "scope not granted in full");
                 }
                 if names.is_empty() {
                     continue;
@@ -250,18 +261,17 @@ pub fn grant(app: &App, account: &Account, scopes: &[String]) -> Result<Vec<Acce
                     }),
                 }
             }
-            "registry"
-                if name == "catalog"
-                    && *account != Account::Anonymous
-                    && !out.iter().any(|a| a.kind == "registry") =>
-            {
+            "registry" if name == "catalog" && !out.iter().any(|a| a.kind == "registry") => {
                 out.push(Access {
                     kind: "registry".into(),
                     name: "catalog".into(),
                     actions: vec!["*".into()],
                 });
             }
-            _ => {}
+            _ => {
+                tracing::debug!(target: "berth::auth", user = account.name(), scope = %scope,
+                    "scope not understood; nothing granted");
+            }
         }
     }
     Ok(out)

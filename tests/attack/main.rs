@@ -10,4 +10,5 @@
 mod blob_bytes;
 mod refcount;
 mod secrets;
+mod tokens;
 mod upload_sessions;

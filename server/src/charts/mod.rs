@@ -158,7 +158,9 @@ tokio::task_local! {
 /// upload is push, delete is delete. An anonymous caller without the
 /// permission gets `401` with a Basic challenge (what `helm repo add
 /// --username --password` answers), a signed-in one `403`. Outside a
-/// request (no caller) it refuses.
+/// request (no caller) it refuses. Bearer tokens never get here: the
+/// router's `auth::authenticate` refuses them off `/v2` (and a token's
+/// claim grants nothing on a project).
 pub fn authorize(app: &App, project: &RepoName, action: Action) -> Result<(), ChartError> {
     use berth_engine::{Action as Perm, Actions};
     let actions = match action {
@@ -167,10 +169,8 @@ pub fn authorize(app: &App, project: &RepoName, action: Action) -> Result<(), Ch
         Action::Delete => Actions::of(&[Perm::Delete]),
     };
     let checked = CALLER.try_with(|caller| {
-        let anonymous = matches!(caller, Principal::Account(berth_engine::Account::Anonymous))
-            || matches!(caller, Principal::Token { sub, .. } if sub.is_empty());
         auth::permits(app, caller, Resource::Project(project.as_str()), actions)
-            .map(|ok| (ok, anonymous))
+            .map(|ok| (ok, caller.is_anonymous()))
     });
     match checked {
         Ok(Ok((true, _))) => Ok(()),
