@@ -7,7 +7,7 @@
 use berth_engine::{Digest, Reference, RepoName, Tag};
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use crate::limits::RequestBody;
 use hyper::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use hyper::{Method, Response, StatusCode};
 
@@ -122,7 +122,7 @@ impl PutManifest {
         })
     }
 
-    pub async fn apply(self, app: &App, body: Incoming) -> Result<Response<Body>, ApiError> {
+    pub async fn apply(self, app: &App, body: RequestBody) -> Result<Response<Body>, ApiError> {
         let PutManifest {
             repo,
             reference,
@@ -182,7 +182,7 @@ const DRAIN_LIMIT: usize = 4 * MAX_MANIFEST_BYTES;
 /// Reads a manifest body, refusing more than [`MAX_MANIFEST_BYTES`] (by
 /// `Content-Length` up front, else while reading).
 async fn read_limited(
-    mut body: Incoming,
+    mut body: RequestBody,
     content_length: Option<u64>,
 ) -> Result<Vec<u8>, ApiError> {
     let too_large = || {

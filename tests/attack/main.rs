@@ -7,3 +7,5 @@
 //! The threat model and how each attack is prevented by design:
 //! `docs/security.md`.
 
+
+mod limits;
