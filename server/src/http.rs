@@ -339,7 +339,8 @@ async fn handle(
         Ok(res) => res,
         Err(e) => e.into_response(request_id.to_str().unwrap_or_default()),
     };
-    if body_timed_out.load(Ordering::Relaxed) && version <= hyper::Version::HTTP_11 {
+    if body_timed_out.load(Ordering::Relaxed) && (version == hyper::Version::HTTP_11 || version == hyper::Version::HTTP_10)
+    {
         // The rest of a stalled body is not worth waiting for: answer and
         // close (h2 resets just the stream when the body is dropped).
         res.headers_mut()

@@ -107,17 +107,20 @@ impl HttpBody for RequestBody {
                 Poll::Ready(frame.map(|f| f.map_err(BodyError::Transport)))
             }
             Poll::Pending => {
-                let deadline = Instant::now() + this.idle;
-                let timer = this
-                    .timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
                 if !this.waiting {
-                    timer.as_mut().reset(deadline);
+                    // A new wait: the client has this long from now.
+                    let deadline = Instant::now() + this.idle;
+                    match &mut this.timer {
+                        Some(t) => t.as_mut().reset(deadline),
+                        None => this.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                    }
                     this.waiting = true;
                 }
-                if timer.as_mut().poll(cx).is_ready() {
-                    this.timed_out.store(true, Ordering::Relaxed);
-                    return Poll::Ready(Some(Err(BodyError::Idle(this.idle))));
+                if let Some(t) = &mut this.timer {
+                    if t.as_mut().poll(cx).is_ready() {
+                        this.timed_out.store(true, Ordering::Relaxed);
+                        return Poll::Ready(Some(Err(BodyError::Idle(this.idle))));
+                    }
                 }
                 Poll::Pending
             }
@@ -176,13 +179,17 @@ impl<S: AsyncRead + Unpin> AsyncRead for PrefaceDeadline<S> {
                 }
                 Poll::Ready(r)
             }
-            Poll::Pending => match &mut this.deadline {
-                Some(d) if d.as_mut().poll(cx).is_ready() => Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "the client sent no request in time",
-                ))),
-                _ => Poll::Pending,
-            },
+            Poll::Pending => {
+                if let Some(d) = &mut this.deadline {
+                    if d.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "the client sent no request in time",
+                        )));
+                    }
+                }
+                Poll::Pending
+            }
         }
     }
 }
