@@ -26,9 +26,9 @@
 //! Paths under `/api/v2.0/` that are not listed answer `404`, so other
 //! endpoints (e.g. `system/gc/…`) can be routed before this module.
 
+use crate::limits::RequestBody;
 use berth_engine::records::ProjectRecord;
 use berth_engine::{Account, Action, Actions, Role};
-use crate::limits::RequestBody;
 use hyper::header::LOCATION;
 use hyper::http::request::Parts;
 use hyper::{Method, Response, StatusCode};
@@ -374,7 +374,11 @@ struct UserReq {
     sysadmin_flag: bool,
 }
 
-async fn create_user(app: &App, parts: &Parts, body: RequestBody) -> Result<Response<Body>, ApiError> {
+async fn create_user(
+    app: &App,
+    parts: &Parts,
+    body: RequestBody,
+) -> Result<Response<Body>, ApiError> {
     let p = if app.auth.self_registration {
         auth::authenticate(app, parts).await?
     } else {

@@ -43,6 +43,8 @@ pub const DEFAULT_DATA_DIR: &str = "./berth-data";
 pub const DEFAULT_UPLOAD_TTL: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_TOKEN_SERVICE: &str = "berth-registry";
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(300);
+/// Longest access-token lifetime: a year.
+pub const MAX_TOKEN_TTL_SECS: u64 = 365 * 86_400;
 pub const DEFAULT_MAX_FAILED_LOGINS: u32 = 10;
 
 /// A secret string: `Debug` prints `<redacted>`, so configs can be logged.
@@ -228,10 +230,16 @@ impl Config {
                     .token_service
                     .or(file.token_service)
                     .unwrap_or_else(|| DEFAULT_TOKEN_SERVICE.to_owned()),
-                token_ttl: args
-                    .token_ttl_seconds
-                    .or(file.token_ttl_seconds)
-                    .map_or(DEFAULT_TOKEN_TTL, Duration::from_secs),
+                token_ttl: match args.token_ttl_seconds.or(file.token_ttl_seconds) {
+                    None => DEFAULT_TOKEN_TTL,
+                    Some(s) if s <= MAX_TOKEN_TTL_SECS => Duration::from_secs(s),
+                    // `now + ttl` must stay a time.
+                    Some(s) => {
+                        return Err(ConfigError::Invalid(format!(
+                            "token TTL (BERTH_TOKEN_TTL_SECONDS) must be at most {MAX_TOKEN_TTL_SECS} seconds, not {s}"
+                        )))
+                    }
+                },
                 self_registration: args
                     .self_registration
                     .or(file.self_registration)
@@ -461,7 +469,7 @@ pub struct ServeArgs {
     /// Token service name (`service` and token `aud`) [default: berth-registry]
     #[arg(long, env = "BERTH_TOKEN_SERVICE", value_name = "NAME")]
     pub token_service: Option<String>,
-    /// Lifetime of access tokens in seconds [default: 300]
+    /// Lifetime of access tokens in seconds, at most a year [default: 300]
     #[arg(long, env = "BERTH_TOKEN_TTL_SECONDS", value_name = "SECONDS")]
     pub token_ttl_seconds: Option<u64>,
     /// Let anyone create a user account through the API [default: false]
@@ -496,7 +504,11 @@ pub struct ServeArgs {
     pub body_read_timeout_seconds: Option<u64>,
     /// Close a connection that does not send its first bytes, or an HTTP/1
     /// request head, within this many seconds [default: 30]
-    #[arg(long, env = "BERTH_HEADER_READ_TIMEOUT_SECONDS", value_name = "SECONDS")]
+    #[arg(
+        long,
+        env = "BERTH_HEADER_READ_TIMEOUT_SECONDS",
+        value_name = "SECONDS"
+    )]
     pub header_read_timeout_seconds: Option<u64>,
     /// Serve at most this many connections at once; more wait to be
     /// accepted [default: 4096]
@@ -641,6 +653,13 @@ mod tests {
             let e = Config::from_args(args).unwrap_err().to_string();
             assert!(e.contains("at least 1"), "{e}");
         }
+        let e = Config::from_args(ServeArgs {
+            token_ttl_seconds: Some(u64::MAX),
+            ..ServeArgs::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("token TTL"), "{e}");
     }
 
     #[test]

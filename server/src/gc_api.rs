@@ -12,8 +12,8 @@
 //! Only `Manual` schedules are accepted over the API: the periodic online GC
 //! is configured with `BERTH_GC_INTERVAL_SECONDS` / `BERTH_GC_GRACE_SECONDS`.
 
-use berth_engine::{GcOptions, GcRun, GcRunKind, GcRunStatus};
 use crate::limits::RequestBody;
+use berth_engine::{GcOptions, GcRun, GcRunKind, GcRunStatus};
 use hyper::header::{HeaderValue, LOCATION};
 use hyper::{Method, Response, StatusCode};
 use serde::Deserialize;

@@ -259,7 +259,8 @@ async fn run(
         });
         match &tls {
             None => {
-                let io = PrefaceDeadline::new(sendfile::Stream::new(stream), limits.header_read_timeout);
+                let io =
+                    PrefaceDeadline::new(sendfile::Stream::new(stream), limits.header_read_timeout);
                 let conn = builder
                     .serve_connection(TokioIo::new(io), service)
                     .into_owned();
@@ -333,13 +334,15 @@ async fn handle(
     req.extensions_mut().insert(conn);
     let version = req.version();
     let body_timed_out = Arc::new(AtomicBool::new(false));
-    let req = req.map(|b| RequestBody::new(b, app.limits.body_read_timeout, body_timed_out.clone()));
+    let req =
+        req.map(|b| RequestBody::new(b, app.limits.body_read_timeout, body_timed_out.clone()));
     let rid = request_id.to_str().unwrap_or_default().to_owned();
     let mut res = match crate::router::dispatch(app, req, &rid).await {
         Ok(res) => res,
         Err(e) => e.into_response(request_id.to_str().unwrap_or_default()),
     };
-    if body_timed_out.load(Ordering::Relaxed) && (version == hyper::Version::HTTP_11 || version == hyper::Version::HTTP_10)
+    if body_timed_out.load(Ordering::Relaxed)
+        && (version == hyper::Version::HTTP_11 || version == hyper::Version::HTTP_10)
     {
         // The rest of a stalled body is not worth waiting for: answer and
         // close (h2 resets just the stream when the body is dropped).

@@ -4,10 +4,10 @@
 //! async worker (index point reads, no fsync), and the body is served from
 //! the engine's `Arc<[u8]>` without copying.
 
+use crate::limits::RequestBody;
 use berth_engine::{Digest, Reference, RepoName, Tag};
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use crate::limits::RequestBody;
 use hyper::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use hyper::{Method, Response, StatusCode};
 

@@ -529,10 +529,25 @@ mod tests {
         );
         // X-Forwarded-For: rightmost address that is not a trusted proxy;
         // all trusted: the leftmost; garbage: the proxy that appended it.
-        assert_eq!(ip_of(&[("x-forwarded-for", "6.6.6.6, 1.2.3.4, 10.0.0.5")]), ip("1.2.3.4"));
-        assert_eq!(ip_of(&[("x-forwarded-for", "10.0.0.7, 10.0.0.5")]), ip("10.0.0.7"));
-        assert_eq!(ip_of(&[("x-forwarded-for", "6.6.6.6, junk, 10.0.0.5")]), ip("10.0.0.5"));
-        assert_eq!(ip_of(&[("x-forwarded-for", "6.6.6.6"), ("x-forwarded-for", "1.2.3.4")]), ip("1.2.3.4"));
+        assert_eq!(
+            ip_of(&[("x-forwarded-for", "6.6.6.6, 1.2.3.4, 10.0.0.5")]),
+            ip("1.2.3.4")
+        );
+        assert_eq!(
+            ip_of(&[("x-forwarded-for", "10.0.0.7, 10.0.0.5")]),
+            ip("10.0.0.7")
+        );
+        assert_eq!(
+            ip_of(&[("x-forwarded-for", "6.6.6.6, junk, 10.0.0.5")]),
+            ip("10.0.0.5")
+        );
+        assert_eq!(
+            ip_of(&[
+                ("x-forwarded-for", "6.6.6.6"),
+                ("x-forwarded-for", "1.2.3.4")
+            ]),
+            ip("1.2.3.4")
+        );
 
         // Forwarded: the element whose for= is the first untrusted hop
         // gives the client and the host and scheme it used.

@@ -18,9 +18,9 @@
 //! the registry then answers `401 insufficient_scope`. Wrong credentials are
 //! `401` and count against the source's failed-login budget.
 
+use crate::limits::RequestBody;
 use berth_engine::token::Access;
 use berth_engine::{Account, Action, Actions, RepoName};
-use crate::limits::RequestBody;
 use hyper::header::WWW_AUTHENTICATE;
 use hyper::http::request::Parts;
 use hyper::{Method, Response};

@@ -13,10 +13,10 @@
 //! each acknowledged chunk costs a data fsync and an index sync, so smaller
 //! chunks mostly measure fsync latency.
 
+use crate::limits::RequestBody;
 use berth_engine::{Algorithm, Digest, RepoName, UploadError, UploadWriter};
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use crate::limits::RequestBody;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, LOCATION, RANGE};
 use hyper::{Response, StatusCode};
 
@@ -321,9 +321,7 @@ impl ChunkRange {
             if len != size {
                 return Err(ApiError::new(
                     Code::SizeInvalid,
-                    format!(
-                        "Content-Range {range} is {size} bytes but Content-Length is {len}",
-                    ),
+                    format!("Content-Range {range} is {size} bytes but Content-Length is {len}",),
                 ));
             }
         }
@@ -565,7 +563,16 @@ mod tests {
             ChunkRange::parse("bytes=1-2"),
             Some(ChunkRange { first: 1, last: 2 })
         );
-        for bad in ["", "5", "a-b", "-3", "3-", "1-2-3", "+1-2", "0-18446744073709551616"] {
+        for bad in [
+            "",
+            "5",
+            "a-b",
+            "-3",
+            "3-",
+            "1-2-3",
+            "+1-2",
+            "0-18446744073709551616",
+        ] {
             assert_eq!(ChunkRange::parse(bad), None, "{bad}");
         }
         assert_eq!(ChunkRange { first: 3, last: 3 }.size(), Some(1));

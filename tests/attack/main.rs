@@ -7,5 +7,4 @@
 //! The threat model and how each attack is prevented by design:
 //! `docs/security.md`.
 
-
 mod limits;

@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
+use crate::limits::RequestBody;
 use berth_engine::{
     Algorithm, ChartBlob, ChartId, ChartVersion, ChartWrite, Digest, Engine, RepoName,
 };
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use crate::limits::RequestBody;
 use hyper::header::{
     HeaderMap, HeaderValue, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, ETAG,
     IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, VARY,
@@ -437,7 +437,11 @@ impl Upload {
         })
     }
 
-    pub async fn apply(self, app: &Arc<App>, body: RequestBody) -> Result<Response<Body>, ChartError> {
+    pub async fn apply(
+        self,
+        app: &Arc<App>,
+        body: RequestBody,
+    ) -> Result<Response<Body>, ChartError> {
         authorize(app, &self.project, Action::Push)?;
         let limits = app.charts.limits;
         let max = limits.max_chart_bytes + limits.max_prov_bytes + (64 << 10);

@@ -31,9 +31,9 @@ pub mod package;
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use crate::limits::RequestBody;
 use berth_engine::{ManifestError, NameError, RepoName, StorageError};
 use bytes::Bytes;
-use crate::limits::RequestBody;
 use hyper::header::{HeaderMap, HeaderValue, ALLOW, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Response, StatusCode};
 
