@@ -295,7 +295,8 @@ impl Inner {
         if let (Some(ttl), false) = (opts.upload_ttl, opts.dry_run) {
             report.uploads_expired = self.expire_uploads(ttl)? as u64;
         }
-        let cutoff = records::now_ms().saturating_sub(opts.grace.as_millis() as u64);
+        let cutoff = records::now_ms()
+            .saturating_sub(u64::try_from(opts.grace.as_millis()).unwrap_or(u64::MAX));
         let eligible = |r: &BlobRecord| {
             r.refcount == 0 && r.touched_ms <= cutoff && r.state != BlobState::Deleting
         };

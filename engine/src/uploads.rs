@@ -214,7 +214,8 @@ impl Inner {
 
     /// Expires sessions not updated for `ttl` and not being written.
     pub(crate) fn expire_uploads(&self, ttl: Duration) -> Result<usize, StorageError> {
-        let cutoff = records::now_ms().saturating_sub(ttl.as_millis() as u64);
+        let cutoff =
+            records::now_ms().saturating_sub(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
         let mut expired = Vec::new();
         for r in self.scan(keys::CF_UPLOADS, b"", b"") {
             let (k, v) = r?;

@@ -34,9 +34,9 @@
 //! (accounts, roles, robots). Manage accounts with auth on, or offline with
 //! `berthctl`.
 
+use crate::limits::RequestBody;
 use berth_engine::records::ProjectRecord;
 use berth_engine::{Account, AccountError, Action, Actions, Role, UserCheck};
-use hyper::body::Incoming;
 use hyper::header::LOCATION;
 use hyper::http::request::Parts;
 use hyper::{Method, Response, StatusCode};
@@ -60,7 +60,7 @@ pub async fn handle(
     parts: &Parts,
     rest: &str,
     _query: Query<'_>,
-    body: Incoming,
+    body: RequestBody,
 ) -> Result<Response<Body>, ApiError> {
     if !app.auth.enabled {
         return Err(ApiError::new(
@@ -93,7 +93,7 @@ pub async fn handle(
     }
 }
 
-async fn read_json<T: for<'de> Deserialize<'de>>(body: Incoming) -> Result<T, ApiError> {
+async fn read_json<T: for<'de> Deserialize<'de>>(body: RequestBody) -> Result<T, ApiError> {
     let raw = read_small_body(body, MAX_JSON).await?;
     serde_json::from_slice(&raw)
         .map_err(|e| ApiError::new(Code::BadRequest, format!("invalid JSON body: {e}")))
@@ -218,7 +218,7 @@ impl ProjectReq {
 async fn create_project(
     app: &App,
     parts: &Parts,
-    body: Incoming,
+    body: RequestBody,
 ) -> Result<Response<Body>, ApiError> {
     let (_, account) = signed_in(app, parts).await?;
     if app.auth.project_creation == ProjectCreation::Adminonly && !account.is_admin() {
@@ -252,7 +252,7 @@ async fn update_project(
     app: &App,
     parts: &Parts,
     name: &str,
-    body: Incoming,
+    body: RequestBody,
 ) -> Result<Response<Body>, ApiError> {
     auth::authorize(
         app,
@@ -327,7 +327,7 @@ async fn add_member(
     app: &App,
     parts: &Parts,
     name: &str,
-    body: Incoming,
+    body: RequestBody,
 ) -> Result<Response<Body>, ApiError> {
     let p = auth::authorize(
         app,
@@ -420,7 +420,11 @@ struct UserReq {
     sysadmin_flag: bool,
 }
 
-async fn create_user(app: &App, parts: &Parts, body: Incoming) -> Result<Response<Body>, ApiError> {
+async fn create_user(
+    app: &App,
+    parts: &Parts,
+    body: RequestBody,
+) -> Result<Response<Body>, ApiError> {
     let p = if app.auth.self_registration {
         auth::authenticate(app, parts).await?
     } else {
@@ -508,8 +512,12 @@ struct RobotAccess {
 async fn create_robot(
     app: &App,
     parts: &Parts,
-    body: Incoming,
+    body: RequestBody,
 ) -> Result<Response<Body>, ApiError> {
+    // Authenticate before reading the body: a caller without an account
+    // is answered (401) without waiting on its body. The project check
+    // needs the body's namespace, so it comes after.
+    signed_in(app, parts).await?;
     let req: RobotReq = read_json(body).await?;
     if req.level.as_deref().is_some_and(|l| l != "project") {
         return Err(ApiError::new(
@@ -558,7 +566,7 @@ async fn create_robot(
     }
     let expires_ms = match req.duration {
         None | Some(-1) => None,
-        Some(d) if d > 0 => Some(berth_engine::records::now_ms() + d as u64 * 86_400_000),
+        Some(d) if d > 0 => Some(robot_expiry(berth_engine::records::now_ms(), d)?),
         Some(d) => {
             return Err(ApiError::new(
                 Code::BadRequest,
@@ -584,4 +592,39 @@ async fn create_robot(
     res.headers_mut()
         .insert(LOCATION, hv(&format!("/api/v2.0/robots/{}", robot.id)));
     Ok(res)
+}
+
+/// When a robot created at `now_ms` for `days` (> 0) expires, in Unix
+/// milliseconds. Checked: a duration whose end is not a representable
+/// time (about 213 billion days) is `400`, never an expiry that wrapped
+/// into the past or the near future.
+fn robot_expiry(now_ms: u64, days: i64) -> Result<u64, ApiError> {
+    u64::try_from(days)
+        .ok()
+        .and_then(|d| d.checked_mul(86_400_000))
+        .and_then(|ms| ms.checked_add(now_ms))
+        .ok_or_else(|| {
+            ApiError::new(
+                Code::BadRequest,
+                format!("duration {days}: days past the end of representable time"),
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn robot_expiry_never_wraps() {
+        assert_eq!(robot_expiry(1_000, 1).unwrap(), 86_401_000);
+        // 213503982335 days * 86_400_000 wraps u64 to about 13 hours.
+        for days in [213_503_982_335, i64::MAX] {
+            let e = robot_expiry(1_764_000_000_000, days).unwrap_err();
+            assert_eq!(e.code, Code::BadRequest, "{days}");
+        }
+        let max_days = (u64::MAX - 5) / 86_400_000;
+        assert!(robot_expiry(5, max_days as i64).is_ok());
+        assert!(robot_expiry(6 + 86_400_000, max_days as i64).is_err());
+    }
 }

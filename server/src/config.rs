@@ -15,7 +15,8 @@
 //!  "token_ttl_seconds": 300, "self_registration": false, "project_creation": "everyone",
 //!  "max_failed_logins": 10, "tls_cert": "/etc/berth/cert.pem", "tls_key": "/etc/berth/key.pem",
 //!  "gc_interval_seconds": 3600, "gc_grace_seconds": 3600,
-//!  "chart_allow_overwrite": false}
+//!  "chart_allow_overwrite": false, "body_read_timeout_seconds": 60,
+//!  "header_read_timeout_seconds": 30, "max_connections": 4096}
 //! ```
 //!
 //! Storage (`docs/storage.md`): `storage_backend` is `local` (default), `s3`
@@ -34,6 +35,7 @@ use berth_engine::store::{Backend, BackendKind, S3Config};
 use clap::builder::BoolishValueParser;
 use serde::Deserialize;
 
+use crate::limits::Limits;
 use crate::proxy::{parse_external_url, Cidr, ProxyConfig};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5000";
@@ -41,6 +43,8 @@ pub const DEFAULT_DATA_DIR: &str = "./berth-data";
 pub const DEFAULT_UPLOAD_TTL: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_TOKEN_SERVICE: &str = "berth-registry";
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(300);
+/// Longest access-token lifetime: a year.
+pub const MAX_TOKEN_TTL_SECS: u64 = 365 * 86_400;
 pub const DEFAULT_MAX_FAILED_LOGINS: u32 = 10;
 
 /// A secret string: `Debug` prints `<redacted>`, so configs can be logged.
@@ -147,6 +151,8 @@ pub struct Config {
     pub chart_limits: crate::charts::Limits,
     /// Memory budget of the rendered `index.yaml` cache.
     pub chart_index_cache_bytes: usize,
+    /// Connection permits, header and body read timeouts (`limits.rs`).
+    pub limits: Limits,
 }
 
 impl Config {
@@ -169,6 +175,7 @@ impl Config {
             chart_allow_overwrite: false,
             chart_limits: crate::charts::Limits::default(),
             chart_index_cache_bytes: DEFAULT_CHART_INDEX_CACHE_BYTES,
+            limits: Limits::default(),
         }
     }
 
@@ -184,7 +191,9 @@ impl Config {
             args.delete_enabled.or(file.delete_enabled).unwrap_or(true)
         };
         let storage = storage(&args, &file)?;
+        let limits = limits(&args, &file)?;
         Ok(Config {
+            limits,
             storage,
             listen: args
                 .listen
@@ -234,10 +243,16 @@ impl Config {
                     .token_service
                     .or(file.token_service)
                     .unwrap_or_else(|| DEFAULT_TOKEN_SERVICE.to_owned()),
-                token_ttl: args
-                    .token_ttl_seconds
-                    .or(file.token_ttl_seconds)
-                    .map_or(DEFAULT_TOKEN_TTL, Duration::from_secs),
+                token_ttl: match args.token_ttl_seconds.or(file.token_ttl_seconds) {
+                    None => DEFAULT_TOKEN_TTL,
+                    Some(s) if s <= MAX_TOKEN_TTL_SECS => Duration::from_secs(s),
+                    // `now + ttl` must stay a time.
+                    Some(s) => {
+                        return Err(ConfigError::Invalid(format!(
+                            "token TTL (BERTH_TOKEN_TTL_SECONDS) must be at most {MAX_TOKEN_TTL_SECS} seconds, not {s}"
+                        )))
+                    }
+                },
                 self_registration: args
                     .self_registration
                     .or(file.self_registration)
@@ -281,6 +296,50 @@ impl Config {
             chart_index_cache_bytes: DEFAULT_CHART_INDEX_CACHE_BYTES,
         })
     }
+}
+
+/// Longest header or body read timeout: a day. Timeouts become deadlines
+/// (`now + timeout`), which must stay representable.
+const MAX_READ_TIMEOUT_SECS: u64 = 86_400;
+
+/// Connection and read bounds from flags/environment, then the file; each
+/// must be at least 1, and a timeout at most [`MAX_READ_TIMEOUT_SECS`].
+fn limits(args: &ServeArgs, file: &FileConfig) -> Result<Limits, ConfigError> {
+    let d = Limits::default();
+    let bounded = |name: &str, v: Option<u64>, default: u64, max: u64| match v {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(n) => Err(ConfigError::Invalid(format!(
+            "{name} must be at least 1 and at most {max}, not {n}"
+        ))),
+    };
+    let timeout = |name: &str, v: Option<u64>, default: Duration| {
+        bounded(name, v, default.as_secs(), MAX_READ_TIMEOUT_SECS).map(Duration::from_secs)
+    };
+    let max_connections = bounded(
+        "max connections (BERTH_MAX_CONNECTIONS)",
+        args.max_connections.or(file.max_connections),
+        d.max_connections as u64,
+        u64::MAX,
+    )?;
+    Ok(Limits {
+        body_read_timeout: timeout(
+            "body read timeout (BERTH_BODY_READ_TIMEOUT_SECONDS)",
+            args.body_read_timeout_seconds
+                .or(file.body_read_timeout_seconds),
+            d.body_read_timeout,
+        )?,
+        header_read_timeout: timeout(
+            "header read timeout (BERTH_HEADER_READ_TIMEOUT_SECONDS)",
+            args.header_read_timeout_seconds
+                .or(file.header_read_timeout_seconds),
+            d.header_read_timeout,
+        )?,
+        // tokio's semaphore holds at most usize::MAX >> 3 permits.
+        max_connections: usize::try_from(max_connections)
+            .unwrap_or(usize::MAX)
+            .min(tokio::sync::Semaphore::MAX_PERMITS),
+    })
 }
 
 /// The storage backend from flags/environment, then the file.
@@ -431,7 +490,7 @@ pub struct ServeArgs {
     /// Token service name (`service` and token `aud`) [default: berth-registry]
     #[arg(long, env = "BERTH_TOKEN_SERVICE", value_name = "NAME")]
     pub token_service: Option<String>,
-    /// Lifetime of access tokens in seconds [default: 300]
+    /// Lifetime of access tokens in seconds, at most a year [default: 300]
     #[arg(long, env = "BERTH_TOKEN_TTL_SECONDS", value_name = "SECONDS")]
     pub token_ttl_seconds: Option<u64>,
     /// Let anyone create a user account through the API [default: false]
@@ -460,6 +519,22 @@ pub struct ServeArgs {
     /// the request says ?force) [default: false]
     #[arg(long, env = "BERTH_CHART_ALLOW_OVERWRITE", value_name = "BOOL", value_parser = BoolishValueParser::new())]
     pub chart_allow_overwrite: Option<bool>,
+    /// Fail a request whose body sends nothing for this many seconds, and
+    /// close its connection [default: 60]
+    #[arg(long, env = "BERTH_BODY_READ_TIMEOUT_SECONDS", value_name = "SECONDS")]
+    pub body_read_timeout_seconds: Option<u64>,
+    /// Close a connection that does not send its first bytes, or an HTTP/1
+    /// request head, within this many seconds [default: 30]
+    #[arg(
+        long,
+        env = "BERTH_HEADER_READ_TIMEOUT_SECONDS",
+        value_name = "SECONDS"
+    )]
+    pub header_read_timeout_seconds: Option<u64>,
+    /// Serve at most this many connections at once; more wait to be
+    /// accepted [default: 4096]
+    #[arg(long, env = "BERTH_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<u64>,
 }
 
 /// The config file's contents; every key optional.
@@ -496,6 +571,9 @@ struct FileConfig {
     gc_interval_seconds: Option<u64>,
     gc_grace_seconds: Option<u64>,
     chart_allow_overwrite: Option<bool>,
+    body_read_timeout_seconds: Option<u64>,
+    header_read_timeout_seconds: Option<u64>,
+    max_connections: Option<u64>,
 }
 
 impl FileConfig {
@@ -519,7 +597,7 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("berth: config {path}: {source} (expected a JSON object with keys listen, data_dir, read_only, delete_enabled, upload_ttl_seconds, max_uploads_per_user, storage_backend, s3_endpoint, s3_region, s3_bucket, s3_access_key, s3_secret_key, s3_root, s3_path_style, s3_multipart_threshold, cache_max_bytes, auth_enabled, admin_password, external_url, trusted_proxies, token_service, token_ttl_seconds, self_registration, project_creation, max_failed_logins, tls_cert, tls_key, gc_interval_seconds, gc_grace_seconds, chart_allow_overwrite)", path = .path.display())]
+    #[error("berth: config {path}: {source} (expected a JSON object with keys listen, data_dir, read_only, delete_enabled, upload_ttl_seconds, max_uploads_per_user, storage_backend, s3_endpoint, s3_region, s3_bucket, s3_access_key, s3_secret_key, s3_root, s3_path_style, s3_multipart_threshold, cache_max_bytes, auth_enabled, admin_password, external_url, trusted_proxies, token_service, token_ttl_seconds, self_registration, project_creation, max_failed_logins, tls_cert, tls_key, gc_interval_seconds, gc_grace_seconds, chart_allow_overwrite, body_read_timeout_seconds, header_read_timeout_seconds, max_connections)", path = .path.display())]
     Parse {
         path: PathBuf,
         #[source]
@@ -546,6 +624,64 @@ mod tests {
         assert_eq!(c.gc_interval, None);
         assert_eq!(c.gc_grace, DEFAULT_GC_GRACE);
         assert!(!c.chart_allow_overwrite);
+        assert_eq!(c.limits, Limits::default());
+    }
+
+    #[test]
+    fn limits_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("berth.json");
+        std::fs::write(
+            &path,
+            r#"{"body_read_timeout_seconds":5,"header_read_timeout_seconds":6,"max_connections":7}"#,
+        )
+        .unwrap();
+        let c = Config::from_args(ServeArgs {
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        })
+        .unwrap();
+        assert_eq!(c.limits.body_read_timeout, Duration::from_secs(5));
+        assert_eq!(c.limits.header_read_timeout, Duration::from_secs(6));
+        assert_eq!(c.limits.max_connections, 7);
+        let c = Config::from_args(ServeArgs {
+            config: Some(path),
+            max_connections: Some(u64::MAX),
+            ..ServeArgs::default()
+        })
+        .unwrap();
+        assert_eq!(
+            c.limits.max_connections,
+            tokio::sync::Semaphore::MAX_PERMITS
+        );
+        for args in [
+            ServeArgs {
+                max_connections: Some(0),
+                ..ServeArgs::default()
+            },
+            ServeArgs {
+                body_read_timeout_seconds: Some(0),
+                ..ServeArgs::default()
+            },
+            ServeArgs {
+                header_read_timeout_seconds: Some(0),
+                ..ServeArgs::default()
+            },
+            ServeArgs {
+                body_read_timeout_seconds: Some(u64::MAX),
+                ..ServeArgs::default()
+            },
+        ] {
+            let e = Config::from_args(args).unwrap_err().to_string();
+            assert!(e.contains("at least 1"), "{e}");
+        }
+        let e = Config::from_args(ServeArgs {
+            token_ttl_seconds: Some(u64::MAX),
+            ..ServeArgs::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("token TTL"), "{e}");
     }
 
     #[test]

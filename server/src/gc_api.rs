@@ -12,8 +12,8 @@
 //! Only `Manual` schedules are accepted over the API: the periodic online GC
 //! is configured with `BERTH_GC_INTERVAL_SECONDS` / `BERTH_GC_GRACE_SECONDS`.
 
+use crate::limits::RequestBody;
 use berth_engine::{GcOptions, GcRun, GcRunKind, GcRunStatus};
-use hyper::body::Incoming;
 use hyper::header::{HeaderValue, LOCATION};
 use hyper::{Method, Response, StatusCode};
 use serde::Deserialize;
@@ -62,7 +62,7 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
 /// Dispatches a request under [`PREFIX`]. The caller has checked that it
 /// comes from a system administrator (`auth::require_admin` in the router):
 /// Harbor allows GC to system admins only, reads included.
-pub async fn dispatch(app: &App, method: &Method, path: &str, body: Incoming) -> Response<Body> {
+pub async fn dispatch(app: &App, method: &Method, path: &str, body: RequestBody) -> Response<Body> {
     let rest = path.strip_prefix(PREFIX).unwrap_or("");
     match (method, rest) {
         (&Method::POST, "/schedule") => {
@@ -118,7 +118,7 @@ pub async fn dispatch(app: &App, method: &Method, path: &str, body: Incoming) ->
     }
 }
 
-async fn schedule(app: &App, body: Incoming) -> Response<Body> {
+async fn schedule(app: &App, body: RequestBody) -> Response<Body> {
     let bytes = match read(body).await {
         Ok(b) => b,
         Err(res) => return res,
@@ -179,7 +179,7 @@ async fn schedule(app: &App, body: Incoming) -> Response<Body> {
     }
 }
 
-async fn read(mut body: Incoming) -> Result<Vec<u8>, Response<Body>> {
+async fn read(mut body: RequestBody) -> Result<Vec<u8>, Response<Body>> {
     use http_body_util::BodyExt;
     let mut buf = Vec::new();
     while let Some(frame) = body.frame().await {

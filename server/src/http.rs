@@ -6,7 +6,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,7 @@ use tokio::net::TcpListener;
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::errors::ApiError;
+use crate::limits::{Limits, PrefaceDeadline, RequestBody};
 use crate::proxy::{ConnInfo, ProxyConfig};
 use crate::sendfile;
 
@@ -67,6 +68,8 @@ pub struct App {
     pub charts: ChartsState,
     /// The key of sealed listing cursors (see `cursor.rs`).
     pub(crate) cursors: crate::cursor::Cursors,
+    /// Connection permits and read timeouts (see `limits.rs`).
+    pub limits: Limits,
 }
 
 /// The chart repository's settings and its rendered-index cache.
@@ -165,6 +168,7 @@ pub async fn serve(
             limits: config.chart_limits,
             cache: crate::charts::IndexCache::new(config.chart_index_cache_bytes),
         },
+        limits: config.limits,
     });
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -175,7 +179,9 @@ pub async fn serve(
     tracing::info!(%addr, read_only = config.read_only, delete_enabled = config.delete_enabled,
         auth = config.auth.enabled, tls = tls.is_some(),
         gc_interval_seconds = config.gc_interval.map_or(0, |i| i.as_secs()),
-        gc_grace_seconds = config.gc_grace.as_secs(), "serving");
+        gc_grace_seconds = config.gc_grace.as_secs(),
+        max_connections = config.limits.max_connections,
+        body_read_timeout_seconds = config.limits.body_read_timeout.as_secs(), "serving");
     run(app.clone(), listener, tls, shutdown).await;
     // IMPORTANT: every connection has ended, so this is the last reference
     // to the engine unless a blocking engine call outlived its request;
@@ -243,23 +249,41 @@ fn admin_at_start(e: &Engine, admin_password: Option<&str>) -> Result<(), ServeE
 /// The accept loop. With `tls`, each connection's handshake runs in its
 /// own task (a slow client cannot stall accepting), and ALPN picks h2 or
 /// HTTP/1.1.
+///
+/// Each connection holds one of `limits.max_connections` permits from
+/// before its accept until it ends. With none left the loop stops
+/// accepting (new connections wait in the kernel's backlog) until one
+/// closes; a connection must send its first bytes, and each HTTP/1
+/// request head, within `limits.header_read_timeout`, so silent ones give
+/// their permit back.
 async fn run(
     app: Arc<App>,
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send,
 ) {
+    let limits = app.limits;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
+        .header_read_timeout(limits.header_read_timeout)
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
     let ids = Arc::new(RequestIds::new());
+    // Owned by the loop; each connection task holds one permit and returns
+    // it when it ends (however it ends: the permit is dropped with the task).
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     tokio::pin!(shutdown);
     loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break, // never closed
+            },
+            _ = &mut shutdown => break,
+        };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
@@ -291,11 +315,14 @@ async fn run(
         });
         match &tls {
             None => {
+                let io =
+                    PrefaceDeadline::new(sendfile::Stream::new(stream, lane), limits.header_read_timeout);
                 let conn = builder
-                    .serve_connection(TokioIo::new(sendfile::Stream::new(stream, lane)), service)
+                    .serve_connection(TokioIo::new(io), service)
                     .into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
+                    let _permit = permit;
                     if let Err(e) = conn.await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
@@ -306,6 +333,7 @@ async fn run(
                 let builder = builder.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
+                    let _permit = permit;
                     let handshake =
                         tokio::time::timeout(Duration::from_secs(30), acceptor.accept(stream));
                     let stream = match handshake.await {
@@ -319,8 +347,9 @@ async fn run(
                             return;
                         }
                     };
+                    let io = PrefaceDeadline::new(stream, limits.header_read_timeout);
                     let conn = builder
-                        .serve_connection(TokioIo::new(stream), service)
+                        .serve_connection(TokioIo::new(io), service)
                         .into_owned();
                     if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
@@ -364,11 +393,23 @@ async fn handle(
     if let Some(lane) = lane {
         req.extensions_mut().insert(lane);
     }
+    let version = req.version();
+    let body_timed_out = Arc::new(AtomicBool::new(false));
+    let req =
+        req.map(|b| RequestBody::new(b, app.limits.body_read_timeout, body_timed_out.clone()));
     let rid = request_id.to_str().unwrap_or_default().to_owned();
     let mut res = match crate::router::dispatch(app, req, &rid).await {
         Ok(res) => res,
         Err(e) => e.into_response(request_id.to_str().unwrap_or_default()),
     };
+    if body_timed_out.load(Ordering::Relaxed)
+        && (version == hyper::Version::HTTP_11 || version == hyper::Version::HTTP_10)
+    {
+        // The rest of a stalled body is not worth waiting for: answer and
+        // close (h2 resets just the stream when the body is dropped).
+        res.headers_mut()
+            .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let sent = hyper::body::Body::size_hint(res.body())
         .exact()
         .unwrap_or(0);
@@ -488,7 +529,7 @@ pub fn set_content_length(res: &mut Response<Body>, len: u64) {
 
 /// Reads a whole small request body (forms, JSON), refusing more than
 /// `limit` bytes with `400`.
-pub async fn read_small_body(mut body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
+pub async fn read_small_body(mut body: RequestBody, limit: usize) -> Result<Bytes, ApiError> {
     use http_body_util::BodyExt;
     let mut out = Vec::new();
     while let Some(frame) = body.frame().await {
@@ -515,7 +556,7 @@ pub async fn read_small_body(mut body: Incoming, limit: usize) -> Result<Bytes, 
 /// refusing a request whose body the client is still sending: hyper then
 /// closes the connection, and unread bytes would turn that close into a
 /// reset that can swallow the answer (`413`, `416`) on the client's side.
-pub async fn drain(mut body: Incoming, mut budget: usize) {
+pub async fn drain(mut body: RequestBody, mut budget: usize) {
     use http_body_util::BodyExt;
     while budget > 0 {
         match body.frame().await {

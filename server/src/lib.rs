@@ -13,6 +13,8 @@
 //!   [`token_service`]: `/service/token`; [`admin`]: the Harbor-shaped
 //!   `/api/v2.0` admin API; [`proxy`]: the external-URL rule, trusted
 //!   proxies, CIDRs; `tls`: optional native TLS.
+//! - [`limits`]: connection permits, header and body read timeouts (the
+//!   request body type every handler reads, [`limits::RequestBody`]).
 //! - [`metrics`]: `GET /metrics` (Prometheus text format); `gc_api`:
 //!   Harbor's `/api/v2.0/system/gc…` over the engine's online GC.
 //! - [`charts`]: the Helm chart repository (Harbor `chartrepo` paths,
@@ -33,6 +35,7 @@ pub mod auth;
 pub mod config;
 pub mod errors;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod proxy;
 pub mod token_service;

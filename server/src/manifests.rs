@@ -4,10 +4,10 @@
 //! async worker (index point reads, no fsync), and the body is served from
 //! the engine's `Arc<[u8]>` without copying.
 
+use crate::limits::RequestBody;
 use berth_engine::{Digest, Reference, RepoName, Tag};
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use hyper::{Method, Response, StatusCode};
 
@@ -132,7 +132,7 @@ impl PutManifest {
         })
     }
 
-    pub async fn apply(self, app: &App, body: Incoming) -> Result<Response<Body>, ApiError> {
+    pub async fn apply(self, app: &App, body: RequestBody) -> Result<Response<Body>, ApiError> {
         let PutManifest {
             repo,
             reference,
@@ -192,7 +192,7 @@ const DRAIN_LIMIT: usize = 4 * MAX_MANIFEST_BYTES;
 /// Reads a manifest body, refusing more than [`MAX_MANIFEST_BYTES`] (by
 /// `Content-Length` up front, else while reading).
 async fn read_limited(
-    mut body: Incoming,
+    mut body: RequestBody,
     content_length: Option<u64>,
 ) -> Result<Vec<u8>, ApiError> {
     let too_large = || {

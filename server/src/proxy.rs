@@ -6,9 +6,9 @@
 //!
 //! 1. `BERTH_EXTERNAL_URL` (config `external_url`) when set: always wins.
 //! 2. Otherwise, when the connection's peer address is inside one of the
-//!    `BERTH_TRUSTED_PROXIES` CIDRs: `Forwarded: proto=…;host=…` (RFC 7239,
-//!    first element), else `X-Forwarded-Proto` / `X-Forwarded-Host` (first
-//!    value), each falling back to the request's own scheme and `Host`.
+//!    `BERTH_TRUSTED_PROXIES` CIDRs: the scheme and host that the client
+//!    hop ([`ProxyConfig::client_hop`]) records, each falling back to the
+//!    request's own scheme and `Host`.
 //! 3. Otherwise the request itself: `https` if berth terminated TLS, else
 //!    `http`, and its `Host` (or h2 `:authority`).
 //!
@@ -16,6 +16,31 @@
 //! berth announce a realm or upload URL of its choosing to itself through
 //! an untrusted hop, and only trusted proxies' `X-Forwarded-For`/`for=`
 //! name the client address used for login rate limiting.
+//!
+//! ## The client hop: one walk from the right
+//!
+//! Proxies *append* to forwarding headers, so only the elements to the
+//! right are trustworthy: everything left of what the nearest trusted
+//! proxy appended may have come from the client. [`ProxyConfig::client_hop`]
+//! is the one function that reads them, for the origin and for the
+//! rate-limited client address alike (RFC 7239 §5.2; nginx's
+//! `real_ip_recursive`):
+//!
+//! - `Forwarded` (all lines, in order): walk the elements from the right,
+//!   skipping each whose `for=` is itself a trusted proxy; the first
+//!   element whose `for=` is not (or is obfuscated, `unknown`, missing) was
+//!   appended by the trusted proxy that talked to the client. Its `for=` is
+//!   the client address (if it is an address; else the proxy's own), and
+//!   its `proto=`/`host=` are what the client used. If every hop is
+//!   trusted, the leftmost element counts.
+//! - `X-Forwarded-For`: the same walk over addresses.
+//! - `X-Forwarded-Proto` / `X-Forwarded-Host` carry no per-hop address: the
+//!   last element, which the nearest trusted proxy appended (or set).
+//!
+//! `Forwarded` wins when it names the client (`for=`) or the scheme and
+//! host; `X-Forwarded-*` fill what it leaves out. A trusted proxy must set
+//! or append the headers berth reads; one that passes a client's
+//! forwarding headers through untouched lets the client pick them.
 //!
 //! Cases 1 and 2 are *authoritative*: berth then makes every `Location`
 //! absolute. In case 3 `Location`s stay relative, which a client resolves
@@ -176,36 +201,21 @@ impl ProxyConfig {
             .or_else(|| uri.authority().map(|a| a.to_string()))
             .filter(|h| valid_host(h))
             .unwrap_or_else(|| "localhost".to_owned());
-        if self.is_trusted(conn.peer.ip()) {
-            let fwd = headers
-                .get("forwarded")
-                .and_then(|v| v.to_str().ok())
-                .map(forwarded_first)
-                .unwrap_or_default();
-            let first = |name: &str| -> Option<String> {
-                let v = headers.get(name)?.to_str().ok()?;
-                let f = v.split(',').next()?.trim();
-                (!f.is_empty()).then(|| f.to_owned())
+        let hop = self.client_hop(conn, headers);
+        let proto = hop
+            .proto
+            .map(|p| p.to_ascii_lowercase())
+            .filter(|p| p == "https" || p == "http");
+        let host = hop.host.filter(|h| valid_host(h));
+        if proto.is_some() || host.is_some() {
+            return Origin {
+                base: format!(
+                    "{}://{}",
+                    proto.as_deref().unwrap_or(own_scheme),
+                    host.as_deref().unwrap_or(&own_host)
+                ),
+                authoritative: true,
             };
-            let proto = fwd
-                .proto
-                .or_else(|| first("x-forwarded-proto"))
-                .map(|p| p.to_ascii_lowercase())
-                .filter(|p| p == "https" || p == "http");
-            let host = fwd
-                .host
-                .or_else(|| first("x-forwarded-host"))
-                .filter(|h| valid_host(h));
-            if proto.is_some() || host.is_some() {
-                return Origin {
-                    base: format!(
-                        "{}://{}",
-                        proto.as_deref().unwrap_or(own_scheme),
-                        host.as_deref().unwrap_or(&own_host)
-                    ),
-                    authoritative: true,
-                };
-            }
         }
         Origin {
             base: format!("{own_scheme}://{own_host}"),
@@ -214,41 +224,100 @@ impl ProxyConfig {
     }
 
     /// The client's address: the peer, or — when the peer is a trusted
-    /// proxy — the address that proxy appended last to `X-Forwarded-For`
-    /// (or the last `Forwarded: for=`), which is the one it saw.
+    /// proxy — the client hop's address (see the module docs).
     pub fn client_ip(&self, conn: &ConnInfo, headers: &HeaderMap) -> IpAddr {
+        self.client_hop(conn, headers).ip
+    }
+
+    /// THE reading of forwarding headers (see "The client hop" in the
+    /// module docs): who the client is and what scheme and host it used,
+    /// as the trusted proxies nearest berth recorded them. From an
+    /// untrusted peer: the peer, and no scheme or host.
+    pub fn client_hop(&self, conn: &ConnInfo, headers: &HeaderMap) -> ClientHop {
         let peer = conn.peer.ip().to_canonical();
         if !self.is_trusted(peer) {
-            return peer;
+            return ClientHop {
+                ip: peer,
+                proto: None,
+                host: None,
+            };
         }
-        let from_forwarded = headers
-            .get_all("forwarded")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|el| forwarded_element(el).for_ip)
-            .next_back();
-        let from_xff = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|a| parse_ip(a.trim()))
-            .next_back();
-        from_forwarded.or(from_xff).unwrap_or(peer)
+        let lines = |name: &'static str| {
+            headers
+                .get_all(name)
+                .into_iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(str::trim)
+                .filter(|el| !el.is_empty())
+        };
+        let elements: Vec<Forwarded> = lines("forwarded").map(forwarded_element).collect();
+        let (fwd, fwd_ip) = match self.rightmost_untrusted(peer, &elements, |e| e.for_ip) {
+            Some((el, ip)) => (Some(el), ip),
+            None => (None, peer),
+        };
+        let names_client = elements.iter().any(|e| e.has_for);
+        let ip = if names_client {
+            fwd_ip
+        } else {
+            let xff: Vec<&str> = lines("x-forwarded-for").collect();
+            self.rightmost_untrusted(peer, &xff, |a| parse_ip(a))
+                .map_or(peer, |(_, ip)| ip)
+        };
+        let last = |name: &'static str| lines(name).last().map(str::to_owned);
+        ClientHop {
+            ip,
+            proto: fwd
+                .and_then(|f| f.proto.clone())
+                .or_else(|| last("x-forwarded-proto")),
+            host: fwd
+                .and_then(|f| f.host.clone())
+                .or_else(|| last("x-forwarded-host")),
+        }
+    }
+
+    /// Walks `hops` (leftmost = farthest from berth) from the right,
+    /// skipping each whose address is a trusted proxy, and returns the
+    /// first that is not — with its address, or, if it names none, the
+    /// address of the trusted proxy that appended it. All trusted: the
+    /// leftmost. `None` only for no hops.
+    fn rightmost_untrusted<'a, T>(
+        &self,
+        peer: IpAddr,
+        hops: &'a [T],
+        addr: impl Fn(&T) -> Option<IpAddr>,
+    ) -> Option<(&'a T, IpAddr)> {
+        // The address of the proxy that appended the hop being looked at.
+        let mut appended_by = peer;
+        for (i, hop) in hops.iter().enumerate().rev() {
+            match addr(hop) {
+                Some(ip) if self.is_trusted(ip) && i > 0 => appended_by = ip,
+                Some(ip) => return Some((hop, ip)),
+                None => return Some((hop, appended_by)),
+            }
+        }
+        None
     }
 }
 
+/// What the trusted proxies nearest berth say about the client (see
+/// [`ProxyConfig::client_hop`]). `proto` and `host` are as sent, not yet
+/// validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientHop {
+    pub ip: IpAddr,
+    pub proto: Option<String>,
+    pub host: Option<String>,
+}
+
+/// One `Forwarded` element.
 #[derive(Default)]
 struct Forwarded {
     proto: Option<String>,
     host: Option<String>,
     for_ip: Option<IpAddr>,
-}
-
-/// The first element of a `Forwarded` header (the hop closest to the client).
-fn forwarded_first(v: &str) -> Forwarded {
-    forwarded_element(v.split(',').next().unwrap_or(""))
+    /// It had a `for=`, address or not (`unknown`, `_hidden`).
+    has_for: bool,
 }
 
 fn forwarded_element(el: &str) -> Forwarded {
@@ -261,7 +330,10 @@ fn forwarded_element(el: &str) -> Forwarded {
         match k.trim().to_ascii_lowercase().as_str() {
             "proto" => f.proto = Some(v),
             "host" => f.host = Some(v),
-            "for" => f.for_ip = parse_ip(&v),
+            "for" => {
+                f.has_for = true;
+                f.for_ip = parse_ip(&v);
+            }
             _ => {}
         }
     }
@@ -423,6 +495,94 @@ mod tests {
         assert_eq!(
             p.client_ip(&conn("10.0.0.1"), &HeaderMap::new()),
             ip("10.0.0.1")
+        );
+    }
+
+    /// Appending proxies: only what the nearest trusted proxy appended
+    /// counts, for the origin and the client address alike.
+    #[test]
+    fn client_hop_walks_from_the_right() {
+        let uri: Uri = "/v2/".parse().unwrap();
+        let p = ProxyConfig {
+            external_url: None,
+            trusted: vec![Cidr::parse("10.0.0.0/8").unwrap()],
+        };
+        let proxy = conn("10.0.0.1");
+        let base = |h: &[(&str, &str)]| p.origin(&proxy, &headers(h), &uri).base;
+        let ip_of = |h: &[(&str, &str)]| p.client_ip(&proxy, &headers(h));
+
+        // X-Forwarded-Host/-Proto: the element the proxy appended (last),
+        // in one header line or several.
+        assert_eq!(
+            base(&[
+                ("x-forwarded-host", "evil.example, real.example"),
+                ("x-forwarded-proto", "http, https"),
+            ]),
+            "https://real.example"
+        );
+        assert_eq!(
+            base(&[
+                ("x-forwarded-host", "evil.example"),
+                ("x-forwarded-host", "real.example"),
+            ]),
+            "http://real.example"
+        );
+        // X-Forwarded-For: rightmost address that is not a trusted proxy;
+        // all trusted: the leftmost; garbage: the proxy that appended it.
+        assert_eq!(
+            ip_of(&[("x-forwarded-for", "6.6.6.6, 1.2.3.4, 10.0.0.5")]),
+            ip("1.2.3.4")
+        );
+        assert_eq!(
+            ip_of(&[("x-forwarded-for", "10.0.0.7, 10.0.0.5")]),
+            ip("10.0.0.7")
+        );
+        assert_eq!(
+            ip_of(&[("x-forwarded-for", "6.6.6.6, junk, 10.0.0.5")]),
+            ip("10.0.0.5")
+        );
+        assert_eq!(
+            ip_of(&[
+                ("x-forwarded-for", "6.6.6.6"),
+                ("x-forwarded-for", "1.2.3.4")
+            ]),
+            ip("1.2.3.4")
+        );
+
+        // Forwarded: the element whose for= is the first untrusted hop
+        // gives the client and the host and scheme it used.
+        let chain = [(
+            "forwarded",
+            "for=1.2.3.4;host=reg.example;proto=https, for=10.0.0.3;host=internal:8080;proto=http",
+        )];
+        assert_eq!(base(&chain), "https://reg.example");
+        assert_eq!(ip_of(&chain), ip("1.2.3.4"));
+        // A client posing as a trusted hop is stopped at the element the
+        // proxy appended for it.
+        let forged = [(
+            "forwarded",
+            "for=10.0.0.9;host=evil.example, for=5.6.7.8;host=real.example",
+        )];
+        assert_eq!(base(&forged), "http://real.example");
+        assert_eq!(ip_of(&forged), ip("5.6.7.8"));
+        // No for= (haproxy's set-header): X-Forwarded-For names the client.
+        let h = [
+            ("forwarded", "proto=https;host=reg.example"),
+            ("x-forwarded-for", "1.2.3.4"),
+        ];
+        assert_eq!(base(&h), "https://reg.example");
+        assert_eq!(ip_of(&h), ip("1.2.3.4"));
+        // for=unknown: the proxy that said so.
+        assert_eq!(ip_of(&[("forwarded", "for=unknown")]), ip("10.0.0.1"));
+        // Untrusted peer: nothing forwarded counts.
+        let hop = p.client_hop(&conn("9.9.9.9"), &headers(&chain));
+        assert_eq!(
+            hop,
+            ClientHop {
+                ip: ip("9.9.9.9"),
+                proto: None,
+                host: None
+            }
         );
     }
 

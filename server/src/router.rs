@@ -34,7 +34,7 @@ use std::sync::Arc;
 use berth_engine::{Action, Actions, RepoName};
 use hyper::http::request::Parts;
 
-use hyper::body::Incoming;
+use crate::limits::RequestBody;
 use hyper::{Method, Request, Response};
 
 use crate::auth::{self, Principal, Resource};
@@ -125,7 +125,7 @@ fn nonempty<'a>(name: &'a str, f: impl FnOnce(&'a str) -> Route<'a>) -> Route<'a
 /// to its endpoint.
 pub async fn dispatch(
     app: &Arc<App>,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     request_id: &str,
 ) -> Result<Response<Body>, ApiError> {
     let (parts, body) = req.into_parts();

@@ -20,9 +20,9 @@
 //! log line (`berth::auth`, "scope not granted in full"). Wrong credentials
 //! are `401` and count against the source's failed-login budget.
 
+use crate::limits::RequestBody;
 use berth_engine::token::Access;
 use berth_engine::{Account, Action, Actions, RepoName};
-use hyper::body::Incoming;
 use hyper::header::WWW_AUTHENTICATE;
 use hyper::http::request::Parts;
 use hyper::{Method, Response};
@@ -41,7 +41,7 @@ pub async fn handle(
     app: &App,
     parts: &Parts,
     query: Query<'_>,
-    body: Incoming,
+    body: RequestBody,
 ) -> Result<Response<Body>, ApiError> {
     if !app.auth.enabled {
         return Err(ApiError::new(
@@ -117,7 +117,7 @@ fn expiry(account: &Account) -> Option<u64> {
     }
 }
 
-async fn post(app: &App, parts: &Parts, body: Incoming) -> Result<Response<Body>, ApiError> {
+async fn post(app: &App, parts: &Parts, body: RequestBody) -> Result<Response<Body>, ApiError> {
     let raw = read_small_body(body, MAX_FORM).await?;
     let text = std::str::from_utf8(&raw)
         .map_err(|_| ApiError::new(Code::BadRequest, "the form is not UTF-8"))?;

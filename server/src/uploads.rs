@@ -18,10 +18,10 @@
 //! 256); one more is `429 TOOMANYREQUESTS` until a session completes, is
 //! cancelled or expires.
 
+use crate::limits::RequestBody;
 use berth_engine::{Algorithm, Digest, RepoName, UploadError, UploadWriter};
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, LOCATION, RANGE};
 use hyper::{Response, StatusCode};
 
@@ -112,7 +112,7 @@ impl StartUpload {
     pub async fn apply(
         self,
         app: &App,
-        body: Incoming,
+        body: RequestBody,
         owner: String,
     ) -> Result<Response<Body>, ApiError> {
         match self {
@@ -207,7 +207,7 @@ impl PatchUpload {
         Ok(PatchUpload { repo, id, range })
     }
 
-    pub async fn apply(self, app: &App, body: Incoming) -> Result<Response<Body>, ApiError> {
+    pub async fn apply(self, app: &App, body: RequestBody) -> Result<Response<Body>, ApiError> {
         let PatchUpload { repo, id, range } = self;
         let writer = receive(app, &repo, &id, range, body).await?;
         let status = blocking(app, move |_| writer.commit()).await??;
@@ -256,7 +256,7 @@ impl CompleteUpload {
         })
     }
 
-    pub async fn apply(self, app: &App, body: Incoming) -> Result<Response<Body>, ApiError> {
+    pub async fn apply(self, app: &App, body: RequestBody) -> Result<Response<Body>, ApiError> {
         let CompleteUpload {
             repo,
             id,
@@ -317,8 +317,11 @@ impl CancelUpload {
     }
 }
 
-/// `Content-Range: <first>-<last>` of a chunk, inclusive, with the
-/// request's `Content-Length` if it gave one.
+/// `Content-Range: <first>-<last>` of a chunk, inclusive, as sent. Any two
+/// numbers parse; whether they describe a chunk berth can take is
+/// [`ChunkRange::size`]'s answer (`None`: `last < first`, or a size past
+/// `u64`), refused with `416` and where the upload stands, as the spec
+/// refuses out-of-order chunks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChunkRange {
     pub first: u64,
@@ -339,16 +342,11 @@ impl ChunkRange {
                 "malformed Content-Range; expected <first>-<last>",
             )
         })?;
-        if let Some(len) = content_length(headers) {
-            if len != range.size() {
+        if let (Some(len), Some(size)) = (content_length(headers), range.size()) {
+            if len != size {
                 return Err(ApiError::new(
                     Code::SizeInvalid,
-                    format!(
-                        "Content-Range {}-{} is {} bytes but Content-Length is {len}",
-                        range.first,
-                        range.last,
-                        range.size()
-                    ),
+                    format!("Content-Range {range} is {size} bytes but Content-Length is {len}",),
                 ));
             }
         }
@@ -368,28 +366,33 @@ impl ChunkRange {
             }
             t.parse().ok()
         };
-        let (first, last) = (num(a)?, num(b)?);
-        (first <= last).then_some(ChunkRange { first, last })
+        Some(ChunkRange {
+            first: num(a)?,
+            last: num(b)?,
+        })
     }
 
-    pub fn size(self) -> u64 {
-        self.last - self.first + 1
+    /// `last - first + 1`, or `None` when that is not a byte count: `last`
+    /// before `first`, or `0-18446744073709551615` (2^64 bytes).
+    pub fn size(self) -> Option<u64> {
+        self.last.checked_sub(self.first)?.checked_add(1)
     }
 
     fn check_received(self, n: u64) -> Result<(), ApiError> {
-        if n == self.size() {
+        if self.size() == Some(n) {
             Ok(())
         } else {
             Err(ApiError::new(
                 Code::SizeInvalid,
-                format!(
-                    "Content-Range {}-{} announced {} bytes, the body had {n}",
-                    self.first,
-                    self.last,
-                    self.size()
-                ),
+                format!("Content-Range {self} announced a different size than the {n} bytes of the body"),
             ))
         }
+    }
+}
+
+impl std::fmt::Display for ChunkRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.first, self.last)
     }
 }
 
@@ -429,13 +432,20 @@ async fn open_writer(
         Err(err) => err,
     };
     if let UploadError::OffsetMismatch { expected, .. } = &err {
-        let mut api = ApiError::new(Code::RangeInvalid, err.to_string());
-        api.headers.push((LOCATION, upload_location(repo, id)));
-        api.headers.push((RANGE, progress_range(*expected)));
-        api.headers.push((HDR_UPLOAD_UUID, hv(id)));
-        return Err(api);
+        return Err(range_invalid(repo, id, *expected, err.to_string()));
     }
     Err(err.into())
+}
+
+/// `416 RANGE_INVALID` with the session's `Location`, `Range` (it stands
+/// at `offset`) and `Docker-Upload-UUID`: the spec's answer to a chunk that
+/// does not continue the upload.
+fn range_invalid(repo: &RepoName, id: &str, offset: u64, detail: String) -> ApiError {
+    let mut api = ApiError::new(Code::RangeInvalid, detail);
+    api.headers.push((LOCATION, upload_location(repo, id)));
+    api.headers.push((RANGE, progress_range(offset)));
+    api.headers.push((HDR_UPLOAD_UUID, hv(id)));
+    api
 }
 
 /// Opens the session's writer at the chunk's start (draining the body if
@@ -447,9 +457,23 @@ async fn receive(
     repo: &RepoName,
     id: &str,
     range: Option<ChunkRange>,
-    body: Incoming,
+    body: RequestBody,
 ) -> Result<UploadWriter, ApiError> {
-    let writer = match open_writer(app, repo, id, range.map(|r| r.first)).await {
+    let opened = match range {
+        // IMPORTANT: refused before the writer opens, so the session is
+        // untouched (no busy flag taken, no byte written).
+        Some(r) if r.size().is_none() => match app.engine.upload_status(repo, id) {
+            Ok(status) => Err(range_invalid(
+                repo,
+                id,
+                status.offset,
+                format!("Content-Range {r} is not a chunk: its last byte must be at or after its first, and its size below 2^64"),
+            )),
+            Err(e) => Err(e.into()),
+        },
+        _ => open_writer(app, repo, id, range.map(|r| r.first)).await,
+    };
+    let writer = match opened {
         Ok(w) => w,
         Err(e) => {
             drain(body, DRAIN_ON_REFUSAL).await;
@@ -468,7 +492,7 @@ async fn receive(
 async fn pump(
     app: &App,
     mut writer: UploadWriter,
-    mut body: Incoming,
+    mut body: RequestBody,
 ) -> Result<(UploadWriter, u64), ApiError> {
     let mut batch: Vec<Bytes> = Vec::new();
     let mut batched = 0usize;
@@ -564,10 +588,28 @@ mod tests {
             ChunkRange::parse("bytes=1-2"),
             Some(ChunkRange { first: 1, last: 2 })
         );
-        for bad in ["", "5", "9-2", "a-b", "-3", "3-", "1-2-3", "+1-2"] {
+        for bad in [
+            "",
+            "5",
+            "a-b",
+            "-3",
+            "3-",
+            "1-2-3",
+            "+1-2",
+            "0-18446744073709551616",
+        ] {
             assert_eq!(ChunkRange::parse(bad), None, "{bad}");
         }
-        assert_eq!(ChunkRange { first: 3, last: 3 }.size(), 1);
+        assert_eq!(ChunkRange { first: 3, last: 3 }.size(), Some(1));
+        // Numbers that parse but are no chunk: refused (416), never wrapped.
+        for unsatisfiable in ["9-2", "0-18446744073709551615"] {
+            let r = ChunkRange::parse(unsatisfiable).unwrap();
+            assert_eq!(r.size(), None, "{unsatisfiable}");
+        }
+        assert_eq!(
+            ChunkRange::parse("1-18446744073709551615").unwrap().size(),
+            Some(u64::MAX)
+        );
     }
 
     #[test]

@@ -809,6 +809,41 @@ async fn auth_forwarded_headers_count_only_from_trusted_proxies() {
         .header("location")
         .unwrap()
         .starts_with("https://registry.example.com/v2/priv/app/blobs/uploads/"));
+    // An appending proxy: the client's own values stand left of what the
+    // proxy appended, and only the proxy's (the last) count, for the realm,
+    // the Location and the rate-limited address alike.
+    let appended = [
+        ("x-forwarded-proto", "http, https"),
+        ("x-forwarded-host", "evil.example, registry.example.com"),
+        ("x-forwarded-for", "10.9.9.9, 198.51.100.7"),
+    ];
+    let r = send(a, "GET", "/v2/", &Cred::None, &appended, b"").await;
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Bearer realm=\"https://registry.example.com/service/token\",service=\"berth-registry\"")
+    );
+    let r = send(
+        a,
+        "POST",
+        "/v2/priv/app/blobs/uploads/",
+        &pw("alice"),
+        &appended,
+        b"",
+    )
+    .await;
+    assert!(r
+        .header("location")
+        .unwrap()
+        .starts_with("https://registry.example.com/v2/priv/app/blobs/uploads/"));
+    let forwarded = [(
+        "forwarded",
+        "for=192.0.2.1;host=evil.example;proto=http, for=198.51.100.7;host=registry.example.com;proto=https",
+    )];
+    let r = send(a, "GET", "/v2/", &Cred::None, &forwarded, b"").await;
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Bearer realm=\"https://registry.example.com/service/token\",service=\"berth-registry\"")
+    );
     drop(w);
 
     // The external URL beats any header.

@@ -8,6 +8,7 @@
 //! `docs/security.md`.
 
 mod blob_bytes;
+mod limits;
 mod refcount;
 mod secrets;
 mod tokens;

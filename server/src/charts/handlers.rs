@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
+use crate::limits::RequestBody;
 use berth_engine::{
     Algorithm, ChartBlob, ChartId, ChartVersion, ChartWrite, Digest, Engine, RepoName,
 };
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use hyper::header::{
     HeaderMap, HeaderValue, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, ETAG,
     IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, VARY,
@@ -439,7 +439,11 @@ impl Upload {
         })
     }
 
-    pub async fn apply(self, app: &Arc<App>, body: Incoming) -> Result<Response<Body>, ChartError> {
+    pub async fn apply(
+        self,
+        app: &Arc<App>,
+        body: RequestBody,
+    ) -> Result<Response<Body>, ChartError> {
         authorize(app, &self.project, Action::Push)?;
         let limits = app.charts.limits;
         let max = limits.max_chart_bytes + limits.max_prov_bytes + (64 << 10);
@@ -476,7 +480,7 @@ impl Upload {
 
 /// Reads an upload body, refusing more than `max` bytes (413).
 async fn read_limited(
-    mut body: Incoming,
+    mut body: RequestBody,
     content_length: Option<u64>,
     max: usize,
 ) -> Result<Bytes, ChartError> {

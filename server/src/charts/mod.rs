@@ -31,9 +31,9 @@ pub mod package;
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use crate::limits::RequestBody;
 use berth_engine::{ManifestError, NameError, RepoName, StorageError};
 use bytes::Bytes;
-use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderValue, ALLOW, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Response, StatusCode};
 
@@ -328,7 +328,7 @@ pub async fn dispatch(
     method: &Method,
     query: Query<'_>,
     headers: &HeaderMap,
-    body: Incoming,
+    body: RequestBody,
 ) -> Result<Response<Body>, ChartError> {
     CALLER
         .scope(caller, handle(app, route, method, query, headers, body))
@@ -341,7 +341,7 @@ async fn handle(
     method: &Method,
     query: Query<'_>,
     headers: &HeaderMap,
-    body: Incoming,
+    body: RequestBody,
 ) -> Result<Response<Body>, ChartError> {
     use handlers as h;
     let writes = matches!(*method, Method::POST | Method::PUT | Method::DELETE);

@@ -124,7 +124,7 @@ pub fn chart_entry_for_push(e: &Engine, repo: &RepoName, put: &ManifestPut) -> O
     };
     let doc: Doc = serde_json::from_slice(&put.body).ok()?;
     let config = doc.config?;
-    if config.media_type != HELM_CONFIG || config.size as usize > MAX_CONFIG_BYTES {
+    if config.media_type != HELM_CONFIG || config.size > MAX_CONFIG_BYTES as u64 {
         return skip("config is not a Helm chart config of at most 1 MiB".into());
     }
     let config_digest = Digest::parse(&config.digest).ok()?;
