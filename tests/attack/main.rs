@@ -6,4 +6,3 @@
 //!
 //! The threat model and how each attack is prevented by design:
 //! `docs/security.md`.
-
