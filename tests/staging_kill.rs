@@ -77,7 +77,10 @@ fn try_http(
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw);
-    let bad = || std::io::Error::other(format!("bad response {:?}", &text[..text.len().min(200)]));
+    let bad = || {
+        let start: String = text.chars().take(200).collect();
+        std::io::Error::other(format!("bad response {start:?}"))
+    };
     let status: u16 = text
         .split(' ')
         .nth(1)

@@ -673,6 +673,55 @@ mod tests {
         assert_eq!(store.stat(&d).expect("stat"), None);
     }
 
+    /// What a crash during a commit can leave on disk: the staged file
+    /// still named in `staging/` and already the published blob. Reopening
+    /// it must not hand the blob's bytes to a writer: the staging name goes,
+    /// the blob stays whole.
+    #[test]
+    fn a_staged_file_that_is_also_a_blob_is_never_handed_out() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let data = b"published through a crash".to_vec();
+        let d = Digest::of(Algorithm::Sha256, &data);
+        {
+            let store = LocalStore::open(root.path()).expect("open store");
+            let s = store.stage("crashed").expect("stage");
+            s.write_at(&data, 0).expect("write");
+            s.sync().expect("sync");
+        }
+        let staged = root.path().join("staging/crashed");
+        let blob = root.path().join("sha256").join(&d.hex()[..2]).join(d.hex());
+        fs::create_dir_all(blob.parent().expect("shard")).expect("mkdir shard");
+        fs::hard_link(&staged, &blob).expect("link, as the crash left it");
+
+        let store = LocalStore::open(root.path()).expect("reopen store");
+        assert_eq!(store.staged_ids().expect("ids"), vec!["crashed".to_owned()]);
+        assert!(
+            store.open_staged("crashed").expect("open staged").is_none(),
+            "an alias of a published blob was handed out as a staged blob"
+        );
+        assert!(!staged.exists(), "the staging name was kept");
+        assert!(store.staged_ids().expect("ids").is_empty());
+        assert_eq!(store.get(&d, None).expect("get").as_ref(), &data[..]);
+    }
+
+    #[test]
+    fn commit_leaves_the_blob_one_name() {
+        use std::os::unix::fs::MetadataExt;
+        let root = tempfile::tempdir().expect("tempdir");
+        let store = LocalStore::open(root.path()).expect("open store");
+        let data = b"one name only".to_vec();
+        let d = Digest::of(Algorithm::Sha256, &data);
+        let s = store.stage("single").expect("stage");
+        s.write_at(&data, 0).expect("write");
+        assert_eq!(
+            store.commit(s, &d, PutMode::CreateOnly).expect("commit"),
+            PutOutcome::Stored
+        );
+        let blob = root.path().join("sha256").join(&d.hex()[..2]).join(d.hex());
+        assert_eq!(fs::metadata(&blob).expect("blob").nlink(), 1);
+        assert!(!root.path().join("staging/single").exists());
+    }
+
     #[test]
     fn failed_fsync_refuses_writes_until_reopen() {
         let root = tempfile::tempdir().expect("tempdir");

@@ -150,7 +150,11 @@ impl SimFs {
         let mut s = self.lock();
         let r = f(&mut s)?;
         // Lock order: state, then log.
-        let mut log = self.inner.log.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut log = self
+            .inner
+            .log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(log) = log.as_mut() {
             log.push(s.clone());
         }
