@@ -185,3 +185,99 @@ fn gc_collects_unreferenced_blobs_and_repair_removes_orphans() {
     assert_eq!(code, 0, "{out}");
     assert!(!out.contains("note:"), "{out}");
 }
+
+/// `berthctl` pointed at a live server's data directory is refused before
+/// it touches anything (the lock is taken before the store is opened, which
+/// would empty the store's temp directory), the message names the lock file,
+/// and an upload session the server had open completes afterwards.
+#[test]
+fn berthctl_against_a_live_server_names_the_lock_and_changes_nothing() {
+    use berth_testkit::server::{header, http, TestServer};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[]);
+    let blob = berth_testkit::content("live-lock", 300_000);
+    let d = berth_testkit::sha256(&blob);
+
+    // An upload session with half the bytes acknowledged.
+    let (status, headers, _) = http(server.addr, "POST", "/v2/p/live/blobs/uploads/", &[], b"");
+    assert_eq!(status, 202, "{}", server.stderr());
+    let location = header(&headers, "location").expect("Location").to_owned();
+    let path = location
+        .strip_prefix(&format!("http://{}", server.addr))
+        .unwrap_or(&location)
+        .to_owned();
+    let half = blob.len() / 2;
+    let range = format!("0-{}", half - 1);
+    let (status, headers, _) = http(
+        server.addr,
+        "PATCH",
+        &path,
+        &[
+            ("Content-Type", "application/octet-stream"),
+            ("Content-Range", &range),
+        ],
+        &blob[..half],
+    );
+    assert_eq!(status, 202, "PATCH: {}", server.stderr());
+    let path = header(&headers, "location")
+        .map(|l| {
+            l.strip_prefix(&format!("http://{}", server.addr))
+                .unwrap_or(l)
+                .to_owned()
+        })
+        .unwrap_or(path);
+    let staging = dir.path().join("blobs/staging");
+    let staged_before: Vec<_> = std::fs::read_dir(&staging)
+        .expect("staging dir")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(staged_before.len(), 1, "{staged_before:?}");
+
+    for args in [&["stats"][..], &["fsck"], &["gc"], &["expire-uploads"]] {
+        let (code, out, err) = berthctl(dir.path(), args);
+        assert_ne!(
+            code, 0,
+            "berthctl {args:?} ran against a live server: {out}{err}"
+        );
+        assert!(
+            err.contains("LOCK.berth"),
+            "berthctl {args:?}: message does not name the lock: {err}"
+        );
+    }
+    let staged_after: Vec<_> = std::fs::read_dir(&staging)
+        .expect("staging dir")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(
+        staged_after, staged_before,
+        "berthctl changed the staging area"
+    );
+
+    // The session completes, and the blob reads back bit for bit.
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let (status, _, body) = http(
+        server.addr,
+        "PUT",
+        &format!("{path}{sep}digest={d}"),
+        &[("Content-Type", "application/octet-stream")],
+        &blob[half..],
+    );
+    assert_eq!(
+        status,
+        201,
+        "PUT: {} {}",
+        String::from_utf8_lossy(&body),
+        server.stderr()
+    );
+    let (status, _, got) = http(
+        server.addr,
+        "GET",
+        &format!("/v2/p/live/blobs/{d}"),
+        &[],
+        b"",
+    );
+    assert_eq!(status, 200);
+    assert!(got == blob, "blob read back differs");
+}

@@ -168,8 +168,8 @@ fn run_backend(backend: &str) {
         std::thread::sleep(Duration::from_millis(200));
     }
     // The big layer went up as a multipart upload: nothing left staged.
-    let leftovers: Vec<_> = std::fs::read_dir(data.join("uploads"))
-        .expect("uploads dir")
+    let leftovers: Vec<_> = std::fs::read_dir(data.join("blobs/staging"))
+        .expect("staging dir")
         .filter_map(Result::ok)
         .map(|e| e.file_name())
         .collect();

@@ -443,7 +443,7 @@ fn chunked_upload_resumes_after_kill9_at_acknowledged_offset() {
     torn.flush().unwrap();
     // Give the server a chance to write some of the torn bytes to the upload
     // file (if it streams), so the kill leaves a torn tail to truncate.
-    let uploads_dir = data.path().join("uploads");
+    let uploads_dir = data.path().join("blobs/staging");
     let deadline = Instant::now() + Duration::from_secs(5);
     while files_len(&uploads_dir) <= first.len() as u64 && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(10));
@@ -565,7 +565,7 @@ fn acknowledged_push_survives_kill9_and_interrupted_push_completes_after_restart
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawning skopeo");
-    let mid_upload = wait_for_upload_bytes(&data.path().join("uploads"), &mut push);
+    let mid_upload = wait_for_upload_bytes(&data.path().join("blobs/staging"), &mut push);
     server.kill9();
     let interrupted = push.wait_with_output().expect("waiting for skopeo");
     eprintln!(

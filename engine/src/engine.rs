@@ -32,8 +32,9 @@ pub const DEFAULT_MAX_UPLOADS_PER_OWNER: u64 = 256;
 /// How to open an engine.
 #[derive(Clone)]
 pub struct EngineConfig {
-    /// Root of everything persisted: `index/` (RocksDB), `blobs/` (local
-    /// store, unless `store` is given) and `uploads/` (upload session files).
+    /// Root of everything persisted: `LOCK.berth` (the directory's lock),
+    /// `index/` (RocksDB) and `blobs/` (local store, with the staged bytes
+    /// of upload sessions in `blobs/staging/`, unless `store` is given).
     pub data_dir: PathBuf,
     /// The blob store; `None` opens the one `backend` names
     /// ([`crate::store::open_backend`]).
@@ -106,8 +107,12 @@ pub struct Engine {
 /// State shared by the engine and its background workers.
 pub(crate) struct Inner {
     pub(crate) db: DB,
+    /// The data directory's lock (`<data>/LOCK.berth`, `flock`ed
+    /// exclusively), taken before anything in the directory is touched and
+    /// held as long as the engine: the store, the workers and the index all
+    /// end before it is released. Never read; kept for its lifetime.
+    _lock: DataDirLock,
     pub(crate) store: Arc<dyn BlobStore>,
-    pub(crate) uploads_dir: PathBuf,
     pub(crate) config: EngineConfig,
     /// Serializes every read-modify-write of the index (refcounts, tag
     /// moves, upload offsets) so each batch is computed from a state no one
@@ -145,14 +150,20 @@ pub(crate) struct Inner {
 
 impl Engine {
     /// Opens (creating if needed) the engine in `config.data_dir`. Recovery
-    /// runs here: upload files are truncated to their durable offsets and
-    /// sessions whose file is gone are dropped. The blob store is never
-    /// walked.
+    /// runs here: staged uploads are cut back to their durable offsets and
+    /// sessions whose staged bytes are gone are dropped. The blob store is
+    /// never walked.
     ///
     /// A new data directory is created `0700` (an existing empty one is made
     /// `0700`); an existing data directory that other users of the host may
     /// enter, or a token key file they may read, is refused with
     /// [`StorageError::OpenToOthers`] unless `config.allow_open_data_dir`.
+    ///
+    /// IMPORTANT, the order: the data directory's lock first (after only
+    /// creating the directory and reading modes), then the store (which
+    /// cleans its temp files and starts background threads) and the index.
+    /// A second process on the same directory gets [`StorageError::Locked`]
+    /// naming the lock file and has changed nothing.
     pub fn open(config: EngineConfig) -> Result<Engine, StorageError> {
         let data = &config.data_dir;
         // A directory without an index holds no data directory yet.
@@ -163,9 +174,7 @@ impl Engine {
         if key_file.exists() {
             host::check_private(&key_file, Guarded::TokenKey, config.allow_open_data_dir)?;
         }
-        let uploads_dir = data.join("uploads");
-        crate::durable::create_dir_all_durable(&uploads_dir)
-            .map_err(StorageError::io("create uploads dir", &uploads_dir))?;
+        let lock = DataDirLock::acquire(data)?;
         let store: Arc<dyn BlobStore> = match &config.store {
             Some(s) => s.clone(),
             None => open_backend(data, &config.backend)?,
@@ -173,8 +182,8 @@ impl Engine {
         let db = open_db(&data.join("index"))?;
         let inner = Arc::new(Inner {
             db,
+            _lock: lock,
             store,
-            uploads_dir,
             config: config.clone(),
             write_lock: Mutex::new(()),
             poisoned: AtomicBool::new(false),
@@ -226,6 +235,43 @@ impl Engine {
             uploads: i.count(keys::CF_UPLOADS)?,
             repos: i.count(keys::CF_REPOS)?,
         })
+    }
+}
+
+/// Name of the data directory's lock file.
+pub const LOCK_FILE: &str = "LOCK.berth";
+
+/// An exclusive `flock(2)` on `<data>/LOCK.berth`: one engine per data
+/// directory. The kernel drops it when the file is closed or the process
+/// dies (SIGKILL included), so a stale lock never needs cleaning up.
+pub(crate) struct DataDirLock {
+    _file: std::fs::File,
+}
+
+impl DataDirLock {
+    /// Takes the lock without waiting; [`StorageError::Locked`] if another
+    /// process (or another engine in this one) holds it.
+    pub(crate) fn acquire(data: &Path) -> Result<DataDirLock, StorageError> {
+        use std::os::unix::io::AsRawFd;
+        let path = data.join(LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(StorageError::io("open data directory lock", &path))?;
+        // SAFETY: flock on a file descriptor we own; no memory is involved.
+        let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if r != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                StorageError::Locked { path }
+            } else {
+                StorageError::io("lock data directory", &path)(e)
+            });
+        }
+        Ok(DataDirLock { _file: file })
     }
 }
 

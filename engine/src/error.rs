@@ -42,7 +42,9 @@ pub enum StorageError {
         "the engine refuses writes after an earlier durability failure ({0}); reopen it to recover"
     )]
     Poisoned(String),
-    #[error("the index at {path} is in use by another process", path = .path.display())]
+    /// Another process holds the data directory's lock file
+    /// (`<data>/LOCK.berth`): the directory is in use.
+    #[error("data directory in use by another process: lock {path} is held", path = .path.display())]
     Locked { path: PathBuf },
     /// The data directory or the token key file is open to other users of
     /// the host (see `host.rs`).

@@ -371,21 +371,24 @@ impl Engine {
             let (k, v) = r?;
             let id = String::from_utf8_lossy(&k).into_owned();
             let rec: UploadRecord = records::decode(&v, || format!("uploads/{id}"))?;
-            match std::fs::metadata(inner.upload_path(&id)) {
-                Ok(m) if m.len() >= rec.offset => {}
-                Ok(m) => {
+            let len = match inner.store.open_staged(&id)? {
+                Some(staged) => Some(staged.len()?),
+                None => None,
+            };
+            match len {
+                Some(n) if n >= rec.offset => {}
+                Some(n) => {
                     add(
                         format!("upload {id}"),
                         format!(
-                            "file holds {} bytes, durable offset is {}",
-                            m.len(),
+                            "staged blob holds {n} bytes, durable offset is {}",
                             rec.offset
                         ),
                     );
                     fixes.push(Fix::DropUpload(id, rec.owner.clone()));
                 }
-                Err(_) => {
-                    add(format!("upload {id}"), "file missing".into());
+                None => {
+                    add(format!("upload {id}"), "staged blob missing".into());
                     fixes.push(Fix::DropUpload(id, rec.owner.clone()));
                 }
             }
@@ -570,7 +573,9 @@ impl Engine {
                 }
                 Fix::DropUpload(id, _) => {
                     b.delete_cf(inner.cf(keys::CF_UPLOADS), keys::upload_key(id));
-                    let _ = std::fs::remove_file(inner.upload_path(id));
+                    if let Err(e) = inner.store.abort(id) {
+                        tracing::warn!(upload = %id, error = %e, "aborting a dropped upload's staged blob");
+                    }
                     out.actions.push(format!("upload {id}: dropped"));
                 }
                 Fix::DeleteUnindexed(_) => {}

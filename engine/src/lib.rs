@@ -46,7 +46,7 @@ pub use manifests::{Manifest, ManifestPut, Referrer};
 pub use metrics::EngineMetrics;
 pub use names::{Reference, RepoName, Tag};
 pub use records::{BlobInfo, ChartBlob, ChartRecord, ChartRepoRecord};
-pub use store::{BlobData, BlobStore, PutMode, PutOutcome, StoreError};
+pub use store::{BlobData, BlobStore, PutMode, PutOutcome, Staged, StoreError};
 pub use tags::{CatalogFrom, Page};
 pub use uploads::valid_upload_id;
 pub use uploads::{UploadStatus, UploadWriter};

@@ -1,22 +1,20 @@
 //! Write-ahead upload sessions and the blob commit path.
 //!
-//! A session is a file `<data>/uploads/<id>` plus an `uploads` record holding
-//! the durable offset. The record is durable before the id is returned; each
-//! acknowledged append has fsync'd the file and durably recorded the new
-//! offset; completion verifies size and digest, puts the file into the blob
-//! store and commits blob + link + session removal in one batch. See
-//! `docs/design.md` for the crash analysis.
+//! A session is a blob staged in the blob store under the upload id
+//! ([`crate::store::BlobStore::stage`]) plus an `uploads` record holding the
+//! durable offset. The engine never builds a path for it: the store owns
+//! what it stages. The staged blob and the record are durable before the id
+//! is returned; each acknowledged append has synced the staged bytes and
+//! durably recorded the new offset; completion verifies size and digest,
+//! commits the staged blob into the store and commits blob + link + session
+//! removal in one batch. See `docs/design.md` for the crash analysis.
 //!
-//! Hash state: the durable file prefix `[0, offset)` *is* the resumable hash
+//! Hash state: the durable prefix `[0, offset)` *is* the resumable hash
 //! state. While the process lives the running hasher is kept in memory
 //! ([`Session`]); after a restart the first writer re-derives it by hashing
 //! the prefix once.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::Read;
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,7 +28,7 @@ use crate::names::RepoName;
 use crate::records::{
     self, BlobInfo, BlobRecord, BlobState, Count, LinkRecord, RepoRecord, Tier, UploadRecord,
 };
-use crate::store::PutMode;
+use crate::store::{PutMode, Staged, StoreError};
 
 /// Writes at least this large hash on a second thread while writing.
 const PARALLEL_HASH_MIN: usize = 1 << 20;
@@ -62,11 +60,6 @@ pub fn valid_upload_id(id: &str) -> bool {
 }
 
 impl Inner {
-    /// The one place upload file paths are built.
-    pub(crate) fn upload_path(&self, id: &str) -> PathBuf {
-        self.uploads_dir.join(id)
-    }
-
     fn upload_record(&self, repo: &RepoName, id: &str) -> Result<UploadRecord, UploadError> {
         let not_found = || UploadError::NotFound {
             repo: repo.to_string(),
@@ -138,9 +131,23 @@ impl Inner {
         }
     }
 
-    /// Startup recovery of upload sessions: truncate every session file to
-    /// its durable offset (dropping unacknowledged tails), drop records whose
-    /// file is missing, and delete files that have no record.
+    /// A store error; a failed sync in it poisons the engine.
+    pub(crate) fn store_err(&self, e: StoreError) -> StorageError {
+        let sync_failure = e.is_sync_failure();
+        let e = StorageError::from(e);
+        if sync_failure {
+            self.poison(&e);
+        }
+        e
+    }
+
+    /// Startup recovery of upload sessions, deciding by the store's staged
+    /// ids: cut every session's staged blob back to its durable offset
+    /// (dropping unacknowledged tails), drop records whose staged blob is
+    /// gone (or shorter than the offset), and abort staged ids that have no
+    /// record. IMPORTANT: the store never hands out a staged blob that is
+    /// also a published one (`open_staged`), so the cut can only shorten
+    /// bytes no blob owns.
     pub(crate) fn recover_uploads(&self) -> Result<(), StorageError> {
         let mut live = std::collections::HashSet::new();
         let mut owners: HashMap<String, u64> = HashMap::new();
@@ -149,35 +156,27 @@ impl Inner {
             let (k, v) = r?;
             let id = String::from_utf8_lossy(&k).into_owned();
             let rec: UploadRecord = records::decode(&v, || format!("uploads/{id}"))?;
-            let path = self.upload_path(&id);
-            match OpenOptions::new().write(true).open(&path) {
-                Ok(f) => {
-                    let len = f
-                        .metadata()
-                        .map_err(StorageError::io("stat upload", &path))?
-                        .len();
-                    if len > rec.offset {
-                        tracing::info!(upload = %id, durable = rec.offset, len, "truncating unacknowledged upload tail");
-                        f.set_len(rec.offset)
-                            .map_err(StorageError::io("truncate upload", &path))?;
-                        f.sync_all()
-                            .map_err(StorageError::io("fsync upload", &path))?;
-                    } else if len < rec.offset {
-                        tracing::warn!(upload = %id, durable = rec.offset, len, "upload file shorter than its durable offset; dropping session");
-                        dead.push(id);
-                        continue;
-                    }
-                    if !rec.owner.is_empty() {
-                        *owners.entry(rec.owner).or_default() += 1;
-                    }
-                    live.insert(id);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    tracing::warn!(upload = %id, "upload file missing; dropping session");
-                    dead.push(id);
-                }
-                Err(e) => return Err(StorageError::io("open upload", &path)(e)),
+            let Some(staged) = self.store.open_staged(&id).map_err(|e| self.store_err(e))? else {
+                tracing::warn!(upload = %id, "staged upload missing; dropping session");
+                dead.push(id);
+                continue;
+            };
+            let len = staged.len().map_err(|e| self.store_err(e))?;
+            if len > rec.offset {
+                tracing::info!(upload = %id, durable = rec.offset, len, "truncating unacknowledged upload tail");
+                staged
+                    .truncate(rec.offset)
+                    .and_then(|()| staged.sync())
+                    .map_err(|e| self.store_err(e))?;
+            } else if len < rec.offset {
+                tracing::warn!(upload = %id, durable = rec.offset, len, "staged upload shorter than its durable offset; dropping session");
+                dead.push(id);
+                continue;
             }
+            if !rec.owner.is_empty() {
+                *owners.entry(rec.owner).or_default() += 1;
+            }
+            live.insert(id);
         }
         *self.upload_owners.lock().unwrap_or_else(|p| p.into_inner()) = owners;
         if !dead.is_empty() {
@@ -188,25 +187,12 @@ impl Inner {
             }
             self.commit(_g, b)?;
         }
-        let dir = std::fs::read_dir(&self.uploads_dir)
-            .map_err(StorageError::io("list uploads", &self.uploads_dir))?;
-        for entry in dir {
-            let entry = entry.map_err(StorageError::io("list uploads", &self.uploads_dir))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(id) = name.strip_suffix(crate::store::MULTIPART_SIDECAR_SUFFIX) {
-                // A resumable store put's progress (S3 multipart): kept with
-                // its live session, else the remote upload is aborted.
-                if !live.contains(id) {
-                    tracing::info!(upload = %id, "aborting the store upload of a dropped session");
-                    if let Err(e) = self.store.discard_staged(&self.upload_path(id)) {
-                        tracing::warn!(upload = %id, error = %e, "aborting a dropped session's store upload");
-                    }
+        for id in self.store.staged_ids().map_err(|e| self.store_err(e))? {
+            if !live.contains(&id) {
+                tracing::info!(upload = %id, "aborting a staged upload without a session record");
+                if let Err(e) = self.store.abort(&id) {
+                    tracing::warn!(upload = %id, error = %e, "aborting a staged upload");
                 }
-                continue;
-            }
-            if !live.contains(&name) {
-                tracing::info!(file = %name, "removing upload file without a session record");
-                let _ = std::fs::remove_file(entry.path());
             }
         }
         Ok(())
@@ -259,12 +245,9 @@ impl Inner {
         self.release_upload_slot(&rec.owner);
         drop(s);
         self.forget_session(id);
-        let path = self.upload_path(id);
-        if let Err(e) = self.store.discard_staged(&path) {
-            tracing::warn!(upload = %id, error = %e, "releasing the store upload of a cancelled session");
-        }
-        if let Err(e) = std::fs::remove_file(&path) {
-            tracing::warn!(upload = %id, error = %e, "removing cancelled upload file");
+        // A failure leaves an orphan staged id, aborted by the next open.
+        if let Err(e) = self.store.abort(id) {
+            tracing::warn!(upload = %id, error = %e, "aborting the staged blob of a cancelled session");
         }
         Ok(())
     }
@@ -317,31 +300,26 @@ impl Inner {
         Ok(())
     }
 
-    /// Hands `path` to the blob store; a failed fsync there poisons the engine.
-    fn store_put(&self, digest: &Digest, path: &Path) -> Result<(), StorageError> {
-        match self.store.put_file(digest, path, PutMode::CreateOnly) {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let sync_failure = e.is_sync_failure();
-                let e = StorageError::from(e);
-                if sync_failure {
-                    self.poison(&e);
-                }
-                Err(e)
-            }
-        }
+    /// Commits `staged` into the blob store as `digest`; a failed fsync
+    /// there poisons the engine.
+    fn store_commit(&self, digest: &Digest, staged: Staged) -> Result<(), StorageError> {
+        self.store
+            .commit(staged, digest, PutMode::CreateOnly)
+            .map(|_| ())
+            .map_err(|e| self.store_err(e))
     }
 
-    /// Commits verified content at `path` as blob `digest` linked in `repo`,
-    /// removing upload session `id` (if any) in the same batch.
+    /// Commits the verified, staged content of upload `staged.id()` as blob
+    /// `digest` linked in `repo`, removing the upload session in the same
+    /// batch.
     ///
     /// The write path, top to bottom:
     /// 1. Pin the digest against GC (waiting first if GC is deleting it right
     ///    now). IMPORTANT: while pinned, GC starts no deletion of this
     ///    digest, so a store file found "already there" stays there.
     /// 2. Outside the lock, if the index does not already hold the blob live,
-    ///    the store takes the file (CreateOnly: a concurrent identical upload
-    ///    that got there first wins, and ours is discarded). Store puts can
+    ///    the store commits the staged blob (CreateOnly: a concurrent
+    ///    identical upload that got there first wins, and ours is dropped). Store puts can
     ///    be slow (S3), so they stay outside the lock. Never while the record
     ///    is `Deleting` (a deletion left by a crash): that file may be gone.
     /// 3. Under the lock, re-read the blob record. If it vanished or is a
@@ -349,15 +327,16 @@ impl Inner {
     ///    nobody unlinks it any more); a leftover record becomes Active again.
     /// 4. One synced batch: blob record, link, reverse link, repository
     ///    record, upload record removal. This is the commit point.
-    /// 5. Remove the upload file if the store did not take it; unpin.
+    /// 5. Abort the staged blob if the store did not take it; unpin.
     pub(crate) fn commit_blob(
         &self,
         repo: &RepoName,
         digest: &Digest,
         size: u64,
-        path: &Path,
-        upload_id: Option<&str>,
+        staged: Staged,
     ) -> Result<BlobInfo, StorageError> {
+        let upload_id = staged.id().to_owned();
+        let mut staged = Some(staged);
         self.check_poison()?;
         let _pin = self.gc_digests.pin(digest);
         let key = keys::digest_key(digest);
@@ -365,19 +344,21 @@ impl Inner {
             r.as_ref()
                 .is_some_and(|r| r.size == size && r.state != BlobState::Deleting)
         };
-        let mut put_done = false;
         let first = self.get::<BlobRecord>(keys::CF_BLOBS, &key)?;
         let deleting =
             |r: &Option<BlobRecord>| r.as_ref().is_some_and(|r| r.state == BlobState::Deleting);
         if !live(&first) && !deleting(&first) {
-            self.store_put(digest, path)?;
-            put_done = true;
+            if let Some(s) = staged.take() {
+                self.store_commit(digest, s)?;
+            }
         }
         let _g = self.lock()?;
         let now = records::now_ms();
         let existing = self.get::<BlobRecord>(keys::CF_BLOBS, &key)?;
-        if !live(&existing) && !put_done {
-            self.store_put(digest, path)?;
+        if !live(&existing) {
+            if let Some(s) = staged.take() {
+                self.store_commit(digest, s)?;
+            }
         }
         let mut rec = match existing {
             Some(r) if r.size == size => r,
@@ -397,19 +378,21 @@ impl Inner {
         self.link_into(&mut batch, repo, digest, &mut rec, now)?;
         self.put_blob_record(&mut batch, digest, &rec);
         let mut owner = String::new();
-        if let Some(id) = upload_id {
-            let key = keys::upload_key(id);
-            if let Some(up) = self.get::<UploadRecord>(keys::CF_UPLOADS, &key)? {
-                owner = up.owner;
-            }
-            batch.delete_cf(&self.cf(keys::CF_UPLOADS), key);
+        let ukey = keys::upload_key(&upload_id);
+        if let Some(up) = self.get::<UploadRecord>(keys::CF_UPLOADS, &ukey)? {
+            owner = up.owner;
         }
+        batch.delete_cf(&self.cf(keys::CF_UPLOADS), ukey);
         // IMPORTANT: the commit point. Before it the blob may sit in the
         // store unindexed (fsck reports it; a later commit reuses it).
         self.commit(_g, batch)?;
         self.release_upload_slot(&owner);
-        if path.exists() {
-            let _ = std::fs::remove_file(path);
+        if staged.take().is_some() {
+            // The blob was already stored: drop our copy. A failure leaves
+            // an orphan staged id, aborted by the next open.
+            if let Err(e) = self.store.abort(&upload_id) {
+                tracing::warn!(upload = %upload_id, error = %e, "aborting the staged copy of a stored blob");
+            }
         }
         Ok(BlobInfo {
             digest: digest.clone(),
@@ -446,18 +429,13 @@ impl Engine {
         let mut raw = [0u8; 16];
         getrandom::fill(&mut raw).map_err(|e| StorageError::Io {
             op: "generate upload id",
-            path: inner.uploads_dir.clone(),
+            path: inner.config.data_dir.clone(),
             source: std::io::Error::other(e.to_string()),
         })?;
         let id = hex::encode(raw);
-        let path = inner.upload_path(&id);
-        // IMPORTANT: the file exists durably before the record names it, so
-        // recovery never sees a record without its file.
-        let r = File::create(&path)
-            .and_then(|f| f.sync_all())
-            .and_then(|_| crate::durable::fsync_dir(&inner.uploads_dir))
-            .map_err(StorageError::io("create upload", &path));
-        inner.poison_on_err(r)?;
+        // IMPORTANT: the staged blob exists durably before the record names
+        // it, so recovery never sees a record without its staged blob.
+        drop(inner.store.stage(&id).map_err(|e| inner.store_err(e))?);
         let now = records::now_ms();
         let rec = UploadRecord {
             repo: repo.to_string(),
@@ -525,7 +503,7 @@ impl Engine {
             id: id.to_owned(),
             session,
             holds: true,
-            file: None,
+            staged: None,
             start: 0,
             pos: 0,
             hasher: Hasher::new(algorithm),
@@ -556,20 +534,35 @@ impl Engine {
         }
         writer.start = rec.offset;
         writer.pos = rec.offset;
-        let path = inner.upload_path(id);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(StorageError::io("open upload", &path))?;
+        // The store hands out only a staged blob that no published blob
+        // shares bytes with, so the cut below cannot damage one.
+        let Some(staged) = inner
+            .store
+            .open_staged(id)
+            .map_err(|e| inner.store_err(e))?
+        else {
+            // Its bytes are gone (recovery drops such sessions at open; this
+            // is one lost since): the session cannot go on.
+            tracing::warn!(upload = %id, "staged upload missing; dropping session");
+            let _g = inner.lock()?;
+            let mut b = WriteBatch::default();
+            b.delete_cf(&inner.cf(keys::CF_UPLOADS), keys::upload_key(id));
+            inner.commit(_g, b)?;
+            inner.release_upload_slot(&rec.owner);
+            return Err(UploadError::NotFound {
+                repo: repo.to_string(),
+                id: id.to_owned(),
+            });
+        };
         // Drop any unacknowledged tail left by a failed earlier request.
-        file.set_len(rec.offset)
-            .map_err(StorageError::io("truncate upload", &path))?;
+        staged
+            .truncate(rec.offset)
+            .map_err(|e| inner.store_err(e))?;
         writer.hasher = match cached {
             Some((h, n)) if n == rec.offset && h.algorithm() == rec.algorithm => h,
-            _ => hash_prefix(&file, &path, rec.algorithm, rec.offset)?,
+            _ => hash_prefix(&staged, rec.algorithm, rec.offset)?,
         };
-        writer.file = Some(file);
+        writer.staged = Some(staged);
         Ok(writer)
     }
 
@@ -614,24 +607,21 @@ impl Engine {
     }
 }
 
-fn hash_prefix(file: &File, path: &Path, alg: Algorithm, len: u64) -> Result<Hasher, StorageError> {
+/// Hashes the first `len` staged bytes.
+fn hash_prefix(staged: &Staged, alg: Algorithm, len: u64) -> Result<Hasher, StorageError> {
     let mut h = Hasher::new(alg);
-    let mut reader = file.take(len);
     let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = reader
-            .read(&mut buf)
-            .map_err(StorageError::io("read upload", path))?;
-        if n == 0 {
-            break;
-        }
+    let mut at = 0u64;
+    while at < len {
+        let n = (len - at).min(buf.len() as u64) as usize;
+        staged
+            .read_at(&mut buf[..n], at)
+            .map_err(|e| StorageError::Corrupt {
+                what: format!("uploads/{}", staged.id()),
+                detail: format!("staged blob shorter than its durable offset {len}: {e}"),
+            })?;
         h.update(&buf[..n]);
-    }
-    if reader.limit() != 0 {
-        return Err(StorageError::Corrupt {
-            what: path.display().to_string(),
-            detail: format!("upload file shorter than its durable offset {len}"),
-        });
+        at += n as u64;
     }
     Ok(h)
 }
@@ -674,7 +664,9 @@ pub struct UploadWriter {
     /// commit had released it, would clear the flag of the next writer and
     /// let a third one in on the same offset.
     holds: bool,
-    file: Option<File>,
+    /// The session's staged blob; `None` once a write failed or it was
+    /// handed to the commit.
+    staged: Option<Staged>,
     start: u64,
     pos: u64,
     hasher: Hasher,
@@ -701,14 +693,22 @@ impl UploadWriter {
     /// second thread while this one writes, so the cost is max(hash, write)
     /// rather than their sum.
     pub fn write_all<B: AsRef<[u8]> + Sync>(&mut self, chunks: &[B]) -> Result<(), UploadError> {
-        let path = self.inner.upload_path(&self.id);
-        let file = self.file.as_ref().ok_or_else(|| UploadError::Busy {
+        let staged = self.staged.as_ref().ok_or_else(|| UploadError::Busy {
             id: self.id.clone(),
         })?;
         let len: usize = chunks.iter().map(|c| c.as_ref().len()).sum();
-        let write_at = |mut pos: u64| -> std::io::Result<()> {
+        let end = u64::try_from(len)
+            .ok()
+            .and_then(|n| self.pos.checked_add(n))
+            .ok_or_else(|| {
+                UploadError::Storage(StorageError::Corrupt {
+                    what: format!("uploads/{}", self.id),
+                    detail: "upload size overflows".to_owned(),
+                })
+            })?;
+        let write_at = |mut pos: u64| -> Result<(), StoreError> {
             for c in chunks {
-                file.write_all_at(c.as_ref(), pos)?;
+                staged.write_at(c.as_ref(), pos)?;
                 pos += c.as_ref().len() as u64;
             }
             Ok(())
@@ -726,10 +726,10 @@ impl UploadWriter {
         if let Err(e) = written {
             // The hasher may now be ahead of the file: this writer is done.
             // The session's cached hasher still matches its durable offset.
-            self.file = None;
-            return Err(StorageError::io("write upload", &path)(e).into());
+            self.staged = None;
+            return Err(StorageError::from(e).into());
         }
-        self.pos += len as u64;
+        self.pos = end;
         Ok(())
     }
 
@@ -737,11 +737,8 @@ impl UploadWriter {
         if self.pos == self.start {
             return Ok(());
         }
-        let path = self.inner.upload_path(&self.id);
-        let r = match &self.file {
-            Some(f) => f
-                .sync_data()
-                .map_err(StorageError::io("fsync upload", &path)),
+        let r = match &self.staged {
+            Some(s) => s.sync().map_err(StorageError::from),
             None => Ok(()),
         };
         self.inner.poison_on_err(r)
@@ -790,14 +787,13 @@ impl UploadWriter {
             }
         }
         self.sync()?;
-        let path = self.inner.upload_path(&self.id);
         let actual = if digest.algorithm() == self.hasher.algorithm() {
             self.hasher.clone().finalize()
         } else {
-            let file = self.file.as_ref().ok_or_else(|| UploadError::Busy {
+            let staged = self.staged.as_ref().ok_or_else(|| UploadError::Busy {
                 id: self.id.clone(),
             })?;
-            hash_prefix(file, &path, digest.algorithm(), self.pos)?.finalize()
+            hash_prefix(staged, digest.algorithm(), self.pos)?.finalize()
         };
         if &actual != digest {
             return Err(UploadError::DigestMismatch {
@@ -806,10 +802,12 @@ impl UploadWriter {
                 actual,
             });
         }
-        self.file = None;
+        let staged = self.staged.take().ok_or_else(|| UploadError::Busy {
+            id: self.id.clone(),
+        })?;
         let info = self
             .inner
-            .commit_blob(&self.repo, digest, self.pos, &path, Some(&self.id))?;
+            .commit_blob(&self.repo, digest, self.pos, staged)?;
         self.release(None);
         self.inner.forget_session(&self.id);
         Ok(info)

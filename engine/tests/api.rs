@@ -400,7 +400,7 @@ fn abandoned_uploads_expire() {
         1
     );
     assert!(e.upload_status(&r, &st.id).is_err());
-    assert!(!dir.path().join("uploads").join(&st.id).exists());
+    assert!(!dir.path().join("blobs/staging").join(&st.id).exists());
 }
 
 #[test]
@@ -416,7 +416,7 @@ fn second_open_of_a_held_data_dir_is_refused() {
     );
 }
 
-/// A store whose Nth `put_file` fails as a failed fsync would: a real
+/// A store whose Nth `commit` fails as a failed fsync would: a real
 /// `fsync` error (EINVAL from fsyncing a character device), tagged by the
 /// durability helpers exactly as a failing disk's would be.
 struct FailingStore {
@@ -428,10 +428,25 @@ impl berth_engine::BlobStore for FailingStore {
     fn name(&self) -> &'static str {
         "failing"
     }
-    fn put_file(
+    fn stage(&self, id: &str) -> Result<berth_engine::Staged, berth_engine::StoreError> {
+        self.inner.stage(id)
+    }
+    fn open_staged(
         &self,
+        id: &str,
+    ) -> Result<Option<berth_engine::Staged>, berth_engine::StoreError> {
+        self.inner.open_staged(id)
+    }
+    fn staged_ids(&self) -> Result<Vec<String>, berth_engine::StoreError> {
+        self.inner.staged_ids()
+    }
+    fn abort(&self, id: &str) -> Result<(), berth_engine::StoreError> {
+        self.inner.abort(id)
+    }
+    fn commit(
+        &self,
+        staged: berth_engine::Staged,
         digest: &Digest,
-        src: &std::path::Path,
         mode: berth_engine::PutMode,
     ) -> Result<berth_engine::PutOutcome, berth_engine::StoreError> {
         use std::sync::atomic::Ordering;
@@ -442,11 +457,11 @@ impl berth_engine::BlobStore for FailingStore {
                 berth_engine::durable::fsync_file(&file, dev).expect_err("fsync of a device fails");
             return Err(berth_engine::StoreError::Io {
                 op: "store file",
-                path: src.to_path_buf(),
+                path: std::path::PathBuf::from(staged.id()),
                 source,
             });
         }
-        self.inner.put_file(digest, src, mode)
+        self.inner.commit(staged, digest, mode)
     }
     fn put_bytes(
         &self,
@@ -471,9 +486,6 @@ impl berth_engine::BlobStore for FailingStore {
     }
     fn list(&self) -> Result<Vec<Digest>, berth_engine::StoreError> {
         self.inner.list()
-    }
-    fn tmp_dir(&self) -> Option<&std::path::Path> {
-        self.inner.tmp_dir()
     }
 }
 

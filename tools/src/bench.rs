@@ -2,7 +2,7 @@
 //! storage backends (local disk, an S3/Ceph bucket, tiered).
 //!
 //! For each size, four timed phases over `count` distinct blobs, run by
-//! `concurrency` threads: `put` (`put_file` of a staged file, as upload
+//! `concurrency` threads: `put` (`commit` of a staged blob, as upload
 //! completion does; staging is not timed), `get` (whole blob, every byte
 //! touched), `stat`, `delete`. Digests are synthetic (stores do not re-hash,
 //! see `BlobStore`), so hashing cost is not measured. Runs in its own store
@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_engine::store::{
-    LocalStore, S3Config, S3Store, TierMode, TieredStore, DEFAULT_CACHE_MAX_BYTES,
+    LocalStore, S3Config, S3Store, Staged, TierMode, TieredStore, DEFAULT_CACHE_MAX_BYTES,
 };
 use berth_engine::{Algorithm, BlobStore, Digest, PutMode};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -157,7 +157,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
             "size", "op", "ops/s", "MB/s", "p50 ms", "p90 ms", "p99 ms"
         );
         for (label, size) in &sizes {
-            bench_size(store.as_ref(), args, &work, label, *size)?;
+            bench_size(store.as_ref(), args, label, *size)?;
         }
         Ok(())
     })();
@@ -198,6 +198,9 @@ fn open_store(args: &BenchArgs, work: &Path, tag: &str) -> Result<Arc<dyn BlobSt
     }
     let remote = S3Store::open(c).map_err(|e| e.to_string())?;
     if args.backend == "s3" {
+        let remote = remote
+            .with_staging_dir(&work.join("staging"))
+            .map_err(|e| e.to_string())?;
         return Ok(Arc::new(remote));
     }
     let t = TieredStore::open(
@@ -214,15 +217,9 @@ fn open_store(args: &BenchArgs, work: &Path, tag: &str) -> Result<Arc<dyn BlobSt
 fn bench_size(
     store: &dyn BlobStore,
     args: &BenchArgs,
-    work: &Path,
     label: &str,
     size: u64,
 ) -> Result<(), String> {
-    let stage_dir = store
-        .tmp_dir()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| work.join("stage"));
-    std::fs::create_dir_all(&stage_dir).map_err(|e| format!("{}: {e}", stage_dir.display()))?;
     // Distinct content per blob: a shared pseudo-random body, blob index in
     // the first 8 bytes.
     let mut body = vec![0u8; size as usize];
@@ -237,23 +234,34 @@ fn bench_size(
     let digests: Vec<Digest> = (0..args.count)
         .map(|i| Digest::of(Algorithm::Blake3, format!("bench {size} {i}").as_bytes()))
         .collect();
-    let stage = |i: usize| -> Result<PathBuf, String> {
-        let p = stage_dir.join(format!("bench-{size}-{i}"));
+    let stage = |i: usize| -> Result<Option<Staged>, String> {
+        let id = format!("bench-{size}-{i}");
         let n = body.len().min(8);
         let mut data = body.clone();
         data[..n].copy_from_slice(&(i as u64).to_le_bytes()[..n]);
-        std::fs::write(&p, &data).map_err(|e| format!("{}: {e}", p.display()))?;
-        Ok(p)
+        let s = store.stage(&id).map_err(|e| e.to_string())?;
+        s.write_at(&data, 0)
+            .and_then(|()| s.sync())
+            .map_err(|e| e.to_string())?;
+        Ok(Some(s))
     };
-    let staged = (0..args.count).map(stage).collect::<Result<Vec<_>, _>>()?;
+    // Each put takes its staged blob out of its slot.
+    let staged: Vec<Mutex<Option<Staged>>> = (0..args.count)
+        .map(|i| stage(i).map(Mutex::new))
+        .collect::<Result<_, _>>()?;
     drop(body);
 
     let ops: [(&str, Box<Op<'_>>); 4] = [
         (
             "put",
             Box::new(|i| {
+                let s = staged[i]
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take()
+                    .ok_or_else(|| format!("blob {i} already put"))?;
                 store
-                    .put_file(&digests[i], &staged[i], PutMode::CreateOnly)
+                    .commit(s, &digests[i], PutMode::CreateOnly)
                     .map(|_| size)
                     .map_err(|e| e.to_string())
             }),
@@ -321,8 +329,8 @@ fn bench_size(
             pct(0.99)
         );
     }
-    for p in &staged {
-        let _ = std::fs::remove_file(p);
+    for i in 0..args.count {
+        let _ = store.abort(&format!("bench-{size}-{i}"));
     }
     Ok(())
 }

@@ -1,11 +1,10 @@
 //! [`MemoryStore`]: blobs in a hash map, for tests and benchmarks.
 
 use std::collections::HashMap;
-use std::fs;
 use std::ops::Range;
-use std::path::Path;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
+use super::staging::{valid_staged_id, Body, Staged};
 use super::{check_range, BlobData, BlobStore, PutMode, PutOutcome, StoreError};
 use crate::digest::Digest;
 
@@ -20,6 +19,9 @@ pub struct MemoryStore {
     /// data already handed out. No code panics while holding the lock, so a
     /// poisoned lock still guards a consistent map and is used as is.
     blobs: RwLock<HashMap<Digest, Arc<[u8]>>>,
+    /// Staged blobs by id; each buffer is shared with its [`Staged`]
+    /// handles. Same locking rule as `blobs`.
+    staged: Mutex<HashMap<String, Arc<Mutex<Vec<u8>>>>>,
 }
 
 impl MemoryStore {
@@ -48,17 +50,70 @@ impl BlobStore for MemoryStore {
         "memory"
     }
 
-    /// Reads `src` into memory, inserts it, then removes `src`.
-    fn put_file(
+    fn stage(&self, id: &str) -> Result<Staged, StoreError> {
+        let mut staged = self.staged.lock().unwrap_or_else(PoisonError::into_inner);
+        if !valid_staged_id(id) || staged.contains_key(id) {
+            return Err(StoreError::io(
+                "create staged blob",
+                std::path::Path::new(&format!("memory:{id}")),
+                std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "invalid or already staged id",
+                ),
+            ));
+        }
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        staged.insert(id.to_owned(), buf.clone());
+        Ok(Staged::new(id, Body::Memory(buf)))
+    }
+
+    fn open_staged(&self, id: &str) -> Result<Option<Staged>, StoreError> {
+        let staged = self.staged.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(staged
+            .get(id)
+            .map(|buf| Staged::new(id, Body::Memory(buf.clone()))))
+    }
+
+    fn staged_ids(&self) -> Result<Vec<String>, StoreError> {
+        let staged = self.staged.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut ids: Vec<String> = staged.keys().cloned().collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Copies the staged buffer into the map (so no later write through a
+    /// stale handle can reach the published blob), then drops the staged id.
+    fn commit(
         &self,
+        staged: Staged,
         digest: &Digest,
-        src: &Path,
         mode: PutMode,
     ) -> Result<PutOutcome, StoreError> {
-        let data = fs::read(src).map_err(|e| StoreError::io("read source file", src, e))?;
-        let outcome = self.insert(digest, Arc::from(data), mode);
-        fs::remove_file(src).map_err(|e| StoreError::io("remove stored source file", src, e))?;
-        Ok(outcome)
+        let data: Arc<[u8]> = match staged.body() {
+            Body::Memory(buf) => Arc::from(
+                buf.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .as_slice(),
+            ),
+            Body::File { path, .. } => {
+                return Err(StoreError::io(
+                    "commit staged blob",
+                    path,
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        "not staged by this store",
+                    ),
+                ))
+            }
+        };
+        self.abort(staged.id())?;
+        Ok(self.insert(digest, data, mode))
+    }
+
+    fn abort(&self, id: &str) -> Result<(), StoreError> {
+        let mut staged = self.staged.lock().unwrap_or_else(PoisonError::into_inner);
+        staged.remove(id);
+        Ok(())
     }
 
     fn put_bytes(
@@ -98,10 +153,6 @@ impl BlobStore for MemoryStore {
         out.sort();
         Ok(out)
     }
-
-    fn tmp_dir(&self) -> Option<&Path> {
-        None
-    }
 }
 
 #[cfg(test)]
@@ -111,7 +162,6 @@ mod tests {
 
     #[test]
     fn shared_suite() {
-        let scratch = tempfile::tempdir().expect("tempdir");
-        testsuite::run_all(&MemoryStore::new(), scratch.path());
+        testsuite::run_all(&MemoryStore::new());
     }
 }

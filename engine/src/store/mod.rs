@@ -12,8 +12,9 @@
 //! (tests, benchmarks). Every backend passes the shared suite in
 //! [`testsuite`]. [`open_backend`] builds the one a configuration names.
 //!
-//! Stores trust their callers on content: `put_*` does not re-hash. The
-//! engine verifies digests before calling `put_*` (DESIGN: "digests are always
+//! Stores trust their callers on content: `put_bytes` and `commit` do not
+//! re-hash. The
+//! engine verifies digests before calling them (DESIGN: "digests are always
 //! verified before a blob becomes visible").
 
 use std::fmt;
@@ -24,9 +25,14 @@ use std::sync::Arc;
 use crate::digest::Digest;
 
 mod backend;
+#[cfg(test)]
+mod crash;
+pub mod fs;
 mod local;
 mod memory;
 pub mod s3;
+pub mod simfs;
+mod staging;
 pub mod testsuite;
 mod tiered;
 
@@ -34,24 +40,8 @@ pub use backend::{open_backend, Backend, BackendKind, DEFAULT_CACHE_MAX_BYTES};
 pub use local::LocalStore;
 pub use memory::MemoryStore;
 pub use s3::{S3Config, S3Store};
+pub use staging::{valid_staged_id, Staged};
 pub use tiered::{TierMode, TierStats, TieredStore};
-
-/// The multipart sidecar of a `put_file` source: `<src>.s3mpu`, next to it.
-///
-/// A store that uploads a source in resumable pieces ([`S3Store`]) records
-/// its progress there, so a `put_file` of the same source after a crash
-/// resumes. The owner of the source (the engine's upload sessions) keeps the
-/// sidecar of a live source and hands the source to
-/// [`BlobStore::discard_staged`] when it abandons it. The one place the name
-/// is built.
-pub fn multipart_sidecar(src: &Path) -> PathBuf {
-    let mut name = src.file_name().unwrap_or_default().to_os_string();
-    name.push(MULTIPART_SIDECAR_SUFFIX);
-    src.with_file_name(name)
-}
-
-/// File name suffix of [`multipart_sidecar`] files.
-pub const MULTIPART_SIDECAR_SUFFIX: &str = ".s3mpu";
 
 /// A blob store backend.
 ///
@@ -60,8 +50,11 @@ pub const MULTIPART_SIDECAR_SUFFIX: &str = ".s3mpu";
 /// concurrently from many threads.
 ///
 /// Visibility and atomicity, common to all backends:
-/// - A blob becomes visible to `get`/`stat`/`list` all at once when `put_*`
-///   returns `Ok` — never partially written, never before the data is durable.
+/// - A blob becomes visible to `get`/`stat`/`list` all at once when `put_bytes`
+///   or `commit` returns `Ok` — never partially written, never before the
+///   data is durable.
+/// - The store owns what it stages: a staged blob is written only through
+///   its [`Staged`] handle, and never shares bytes with a published blob.
 /// - `Overwrite` replaces a blob atomically: a concurrent `get` sees the old
 ///   or the new bytes, never a mix. A `BlobData` already handed out keeps the
 ///   bytes it was created with, even across overwrite or delete.
@@ -75,33 +68,57 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Short backend name for logs and metrics (`"local"`, `"memory"`, …).
     fn name(&self) -> &'static str;
 
-    /// Stores the file at `src` as blob `digest`, taking ownership of the file.
+    /// Creates staged blob `id` (see `staging.rs`), empty: the caller
+    /// writes it with [`Staged::write_at`], makes it durable with
+    /// [`Staged::sync`], and hands it to [`BlobStore::commit`] or gives it up
+    /// with [`BlobStore::abort`]. The staged id exists durably when this
+    /// returns and survives restarts ([`BlobStore::open_staged`],
+    /// [`BlobStore::staged_ids`]). `id` must satisfy [`valid_staged_id`]
+    /// and not be staged already.
     ///
-    /// `src` is a local file the caller has fully written and fsync'd and
-    /// whose content hashes to `digest` (the caller verified that; the store
-    /// does not re-hash). After `Ok`, the blob is durably readable and `src`
-    /// no longer exists — with [`PutMode::CreateOnly`] on an existing blob,
-    /// the existing bytes are left untouched, `src` is removed and
-    /// [`PutOutcome::AlreadyPresent`] is returned. With
+    /// Backends: [`LocalStore`] a file in `<root>/staging`; [`S3Store`] a
+    /// file in its local staging directory, uploaded at commit;
+    /// [`TieredStore`] its local store's; [`MemoryStore`] a buffer (not
+    /// durable).
+    fn stage(&self, id: &str) -> Result<Staged, StoreError>;
+
+    /// Reopens staged blob `id` (after a restart, or for the next request
+    /// of an upload); `None` if it is not staged. IMPORTANT: a staged blob
+    /// never shares bytes with a published blob: one that a crash left as a
+    /// second name of a published blob is dropped here (the blob is kept)
+    /// and reported as `None`.
+    fn open_staged(&self, id: &str) -> Result<Option<Staged>, StoreError>;
+
+    /// Every staged id, sorted: what recovery compares with its records.
+    fn staged_ids(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Publishes `staged` as blob `digest`: syncs it, then makes it visible
+    /// all at once. After `Ok` the blob is durably readable and the staged
+    /// id no longer exists — with [`PutMode::CreateOnly`] on an existing
+    /// blob, the existing bytes are left untouched, the staged bytes are
+    /// dropped and [`PutOutcome::AlreadyPresent`] is returned. With
     /// [`PutMode::Overwrite`] an existing blob is replaced atomically. After
-    /// `Err`, `src` may still exist and the caller remains responsible for it.
-    /// The removal of `src` is not necessarily durable: after a crash `src`
-    /// may reappear, and its creator's recovery must treat it as an orphan.
+    /// `Err` the staged id may still exist (reopen it or abort it).
     ///
-    /// Backends: [`LocalStore`] hard-links (`CreateOnly`) or renames
-    /// (`Overwrite`) `src` into place in O(1), so `src` must be on the
-    /// store's filesystem (else the put fails with `EXDEV`) — create it under
-    /// [`BlobStore::tmp_dir`] or elsewhere on the same filesystem.
-    /// [`MemoryStore`] reads the file into memory, then removes it.
-    fn put_file(
+    /// The caller verified that the staged bytes hash to `digest`; the store
+    /// does not re-hash. [`LocalStore`] moves the staged file into place in
+    /// O(1) (`renameat2(RENAME_NOREPLACE)`); [`S3Store`] uploads it
+    /// (multipart, resumable across crashes: the upload id and part ETags
+    /// are kept in the staging area with the staged id).
+    fn commit(
         &self,
+        staged: Staged,
         digest: &Digest,
-        src: &Path,
         mode: PutMode,
     ) -> Result<PutOutcome, StoreError>;
 
+    /// Gives up staged blob `id`: removes it and whatever the store keeps
+    /// for it ([`S3Store`] aborts its multipart upload). Absent is fine.
+    /// Never touches a published blob.
+    fn abort(&self, id: &str) -> Result<(), StoreError>;
+
     /// Stores `data` as blob `digest`. Same visibility, durability and mode
-    /// semantics as [`BlobStore::put_file`]; `data` must hash to `digest`.
+    /// semantics as [`BlobStore::commit`]; `data` must hash to `digest`.
     ///
     /// [`LocalStore`] writes a temp file in its tmp dir, fsyncs it and
     /// durably renames it into place.
@@ -142,26 +159,6 @@ pub trait BlobStore: Send + Sync + 'static {
     /// may or may not be included.
     fn list(&self) -> Result<Vec<Digest>, StoreError>;
 
-    /// A directory where callers may create files that
-    /// [`BlobStore::put_file`] can take cheaply (by rename).
-    ///
-    /// [`LocalStore`]: `<root>/tmp`. Its contents are deleted when the store
-    /// is opened, so nothing that must survive a restart (such as a resumable
-    /// upload session) belongs there. `None` for backends where any local
-    /// path is as good as another ([`MemoryStore`]).
-    fn tmp_dir(&self) -> Option<&Path>;
-
-    /// The caller abandons the `put_file` source `src` (its upload was
-    /// cancelled or expired, or recovery found it orphaned): release
-    /// whatever the store keeps for a resumable put of it. [`S3Store`]
-    /// aborts the multipart upload recorded in `src`'s
-    /// [`multipart_sidecar`] and removes the sidecar; the default does
-    /// nothing. `src` itself is the caller's to remove.
-    fn discard_staged(&self, src: &Path) -> Result<(), StoreError> {
-        let _ = src;
-        Ok(())
-    }
-
     /// Tier counters (cache hits, misses, bytes uploaded, evicted) of a
     /// tiered store, for `/metrics`; `None` for single-tier stores.
     fn tier_stats(&self) -> Option<&TierStats> {
@@ -169,7 +166,7 @@ pub trait BlobStore: Send + Sync + 'static {
     }
 }
 
-/// Conditional-write mode for `put_*`.
+/// Conditional-write mode for `put_bytes` and `commit`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PutMode {
     /// Store only if the digest is absent; an existing blob is left untouched
@@ -181,7 +178,7 @@ pub enum PutMode {
     Overwrite,
 }
 
-/// What a successful `put_*` did.
+/// What a successful `put_bytes` or `commit` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PutOutcome {
     /// The bytes given were stored.

@@ -13,15 +13,19 @@
 //! copied into a bucket with any S3 tool.
 //!
 //! Writes:
-//! - `put_bytes` and `put_file` below [`S3Config::multipart_threshold`]:
-//!   one PutObject. `CreateOnly` sends `If-None-Match: *` (Ceph RGW, MinIO
-//!   and AWS honour it; exactly one concurrent create wins).
-//! - `put_file` from the threshold up: a multipart upload straight to the
+//! - `put_bytes`, and `commit` of a staged blob below
+//!   [`S3Config::multipart_threshold`]: one PutObject. `CreateOnly` sends
+//!   `If-None-Match: *` (Ceph RGW, MinIO and AWS honour it; exactly one
+//!   concurrent create wins).
+//! - `commit` from the threshold up: a multipart upload straight to the
 //!   final key, resumable across crashes. Its upload id and the ETag of every
-//!   uploaded part are recorded durably in a sidecar file next to the source
-//!   (`<src>.s3mpu`, see [`super::multipart_sidecar`]); a `put_file` of the
-//!   same source after a crash uploads only the parts that are missing and
-//!   completes the same upload. `CreateOnly` is a HEAD first: S3
+//!   uploaded part are recorded durably in the store's staging area, in a
+//!   sidecar of the staged id (`<staging>/<id>.s3mpu`); a `commit` of the
+//!   same staged id after a crash uploads only the parts that are missing and
+//!   completes the same upload; `abort` of the id aborts it.
+//!   Staged blobs are local files: the store needs a staging directory
+//!   ([`S3Store::with_staging_dir`]); the tiered store uses its local
+//!   store's instead. `CreateOnly` is a HEAD first: S3
 //!   CompleteMultipartUpload has no create-only form (RGW ignores
 //!   `If-None-Match` there), so two concurrent multipart puts of one digest
 //!   may both report `Stored` — harmless for content-addressed blobs, whose
@@ -61,14 +65,16 @@ use object_store::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{check_range, multipart_sidecar, BlobData, BlobStore, PutMode, PutOutcome, StoreError};
+use super::fs::RealFs;
+use super::staging::{Staged, StagingDir};
+use super::{check_range, BlobData, BlobStore, PutMode, PutOutcome, StoreError};
 use crate::digest::{Algorithm, Digest};
 
-/// Default size from which `put_file` uses a multipart upload.
+/// Default size from which `commit` uses a multipart upload.
 pub const DEFAULT_MULTIPART_THRESHOLD: u64 = 16 << 20;
 /// Default multipart part size (S3 requires at least 5 MiB for all but the last).
 pub const DEFAULT_PART_SIZE: u64 = 8 << 20;
-/// Multipart parts uploaded concurrently by one `put_file`.
+/// Multipart parts uploaded concurrently by one `commit`.
 const PARTS_IN_FLIGHT: usize = 4;
 
 /// Where and how to reach the bucket. The keys users know from Harbor and
@@ -89,7 +95,7 @@ pub struct S3Config {
     /// Path-style requests (`endpoint/bucket/key`), what Ceph RGW and MinIO
     /// on an IP address need. `false` = virtual-hosted style.
     pub path_style: bool,
-    /// `put_file` of at least this many bytes uses a multipart upload.
+    /// `commit` of at least this many bytes uses a multipart upload.
     pub multipart_threshold: u64,
     /// Part size of multipart uploads (at least 5 MiB).
     pub part_size: u64,
@@ -191,7 +197,13 @@ pub struct S3Store {
     /// and shut down in the background on drop (dropping a runtime may not
     /// block inside another runtime's worker).
     rt: Option<tokio::runtime::Runtime>,
+    /// Local files of staged blobs and their multipart sidecars; `None`
+    /// until [`S3Store::with_staging_dir`] (staging is then refused).
+    staging: Option<StagingDir>,
 }
+
+/// Sidecar suffix of a staged blob's multipart state.
+pub(crate) const MULTIPART_SUFFIX: &str = "s3mpu";
 
 /// What a multipart sidecar file records (JSON). Written durably before the
 /// first part is uploaded and after every batch of parts.
@@ -248,6 +260,22 @@ impl S3Store {
             prefix: config.prefix(),
             config,
             rt: Some(rt),
+            staging: None,
+        })
+    }
+
+    /// Keeps staged blobs (and their multipart state) in `dir`, created
+    /// durably if missing; its contents survive restarts.
+    pub fn with_staging_dir(mut self, dir: &Path) -> Result<S3Store, StoreError> {
+        self.staging = Some(StagingDir::open(dir.to_path_buf(), Arc::new(RealFs))?);
+        Ok(self)
+    }
+
+    fn staging(&self) -> Result<&StagingDir, StoreError> {
+        self.staging.as_ref().ok_or_else(|| StoreError::Remote {
+            op: "stage blob",
+            key: format!("s3://{}/{}", self.config.bucket, self.prefix),
+            message: "this S3 store has no staging directory".to_owned(),
         })
     }
 
@@ -323,12 +351,14 @@ impl S3Store {
         }
     }
 
-    /// Uploads the file at `src` (of `size` bytes) as blob `digest` without
-    /// removing it; multipart and resumable from the threshold up.
+    /// Uploads the file at `src` as blob `digest` without removing it;
+    /// multipart from the threshold up, resumable from the state kept in
+    /// `sidecar` (removed once the upload is complete or abandoned).
     pub(crate) fn upload_file(
         &self,
         digest: &Digest,
         src: &Path,
+        sidecar: &Path,
         mode: PutMode,
     ) -> Result<PutOutcome, StoreError> {
         let size = fs::metadata(src)
@@ -339,18 +369,34 @@ impl S3Store {
             return self.put_single(digest, PutPayload::from(data), mode);
         }
         if mode == PutMode::CreateOnly && self.head(digest)?.is_some() {
-            self.discard_staged(src)?;
+            self.abort_recorded(sidecar)?;
             return Ok(PutOutcome::AlreadyPresent);
         }
-        self.multipart(digest, src, size)?;
+        self.multipart(digest, src, sidecar, size)?;
         Ok(PutOutcome::Stored)
+    }
+
+    /// Aborts the multipart upload recorded in `sidecar`, if any, and
+    /// removes the sidecar.
+    pub(crate) fn abort_recorded(&self, sidecar: &Path) -> Result<(), StoreError> {
+        if let Some(rec) = read_sidecar(sidecar)? {
+            self.abort(&rec);
+        }
+        fs::remove_file(sidecar)
+            .or_else(ignore_not_found)
+            .map_err(|e| StoreError::io("remove multipart sidecar", sidecar, e))
     }
 
     /// The resumable multipart upload of `src` to `digest`'s key. See the
     /// module docs and `docs/storage.md` ("Multipart resume protocol").
-    fn multipart(&self, digest: &Digest, src: &Path, size: u64) -> Result<(), StoreError> {
+    fn multipart(
+        &self,
+        digest: &Digest,
+        src: &Path,
+        sidecar: &Path,
+        size: u64,
+    ) -> Result<(), StoreError> {
         let key = self.key(digest);
-        let sidecar = multipart_sidecar(src);
         let part_size = self.config.part_size.max(5 << 20);
         let nparts = size.div_ceil(part_size) as usize;
 
@@ -624,17 +670,54 @@ impl BlobStore for S3Store {
         "s3"
     }
 
-    fn put_file(
+    fn stage(&self, id: &str) -> Result<Staged, StoreError> {
+        self.staging()?.create(id)
+    }
+
+    fn open_staged(&self, id: &str) -> Result<Option<Staged>, StoreError> {
+        self.staging()?.open_existing(id)
+    }
+
+    fn staged_ids(&self) -> Result<Vec<String>, StoreError> {
+        match &self.staging {
+            Some(s) => s.ids(),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Uploads the staged file (resumable, see the module docs), then
+    /// removes the staged id.
+    fn commit(
         &self,
+        staged: Staged,
         digest: &Digest,
-        src: &Path,
         mode: PutMode,
     ) -> Result<PutOutcome, StoreError> {
-        let outcome = self.upload_file(digest, src, mode)?;
-        fs::remove_file(src)
-            .or_else(ignore_not_found)
-            .map_err(|e| StoreError::io("remove stored source file", src, e))?;
+        let staging = self.staging()?;
+        let id = staged.id().to_owned();
+        let src = staged
+            .path()
+            .filter(|p| p.parent() == Some(staging.dir()))
+            .map(Path::to_path_buf)
+            .ok_or_else(|| StoreError::Remote {
+                op: "commit staged blob",
+                key: id.clone(),
+                message: "not staged by this store".to_owned(),
+            })?;
+        staged.sync()?;
+        drop(staged);
+        let sidecar = staging.sidecar(&id, MULTIPART_SUFFIX)?;
+        let outcome = self.upload_file(digest, &src, &sidecar, mode)?;
+        staging.remove(&id)?;
         Ok(outcome)
+    }
+
+    fn abort(&self, id: &str) -> Result<(), StoreError> {
+        let Some(staging) = &self.staging else {
+            return Ok(());
+        };
+        self.abort_recorded(&staging.sidecar(id, MULTIPART_SUFFIX)?)?;
+        staging.remove(id)
     }
 
     fn put_bytes(
@@ -720,20 +803,6 @@ impl BlobStore for S3Store {
 
     fn list(&self) -> Result<Vec<Digest>, StoreError> {
         Ok(self.list_sizes()?.into_iter().map(|(d, _)| d).collect())
-    }
-
-    fn tmp_dir(&self) -> Option<&Path> {
-        None
-    }
-
-    fn discard_staged(&self, src: &Path) -> Result<(), StoreError> {
-        let sidecar = multipart_sidecar(src);
-        if let Some(rec) = read_sidecar(&sidecar)? {
-            self.abort(&rec);
-        }
-        fs::remove_file(&sidecar)
-            .or_else(ignore_not_found)
-            .map_err(|e| StoreError::io("remove multipart sidecar", &sidecar, e))
     }
 }
 
@@ -1056,8 +1125,9 @@ mod tests {
     use super::*;
     use crate::store::testsuite;
 
-    /// A store on a fresh root prefix in the shared test bucket.
-    pub(crate) fn test_store(label: &str) -> S3Store {
+    /// A store on a fresh root prefix in the shared test bucket, staging
+    /// in `staging`.
+    pub(crate) fn test_store(label: &str, staging: &Path) -> S3Store {
         let mut c = S3Config::from_test_env("berth-test");
         c.root = format!(
             "{label}-{}",
@@ -1066,25 +1136,30 @@ mod tests {
         // Small parts so multipart is exercised without huge blobs.
         c.multipart_threshold = 6 << 20;
         c.part_size = 5 << 20;
-        S3Store::open(c).expect("open S3 store")
+        S3Store::open(c)
+            .and_then(|s| s.with_staging_dir(staging))
+            .expect("open S3 store")
     }
 
     #[test]
     fn s3_shared_suite() {
-        let store = test_store("suite");
-        let scratch = tempfile::tempdir().expect("tempdir");
-        testsuite::run_all(&store, scratch.path());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = test_store("suite", dir.path());
+        testsuite::run_all(&store);
     }
 
     #[test]
-    fn s3_multipart_resumes_from_sidecar() {
-        let store = test_store("mpu");
+    fn s3_multipart_resumes_from_staged_state() {
         let dir = tempfile::tempdir().expect("tempdir");
+        let store = test_store("mpu", dir.path());
         let data: Vec<u8> = (0..(16u32 << 20) + 3).map(|i| (i % 251) as u8).collect();
         let d = Digest::of(Algorithm::Sha256, &data);
-        let src = dir.path().join("upload");
-        fs::write(&src, &data).expect("write src");
+        let staged = store.stage("upload1").expect("stage");
+        staged.write_at(&data, 0).expect("write");
+        staged.sync().expect("sync");
+        drop(staged);
         let key = store.key(&d);
+        let sidecar = dir.path().join("upload1.s3mpu");
 
         // Simulate a crash after part 0 of 4: create the upload and send one
         // part by hand, recording it as the store would.
@@ -1108,42 +1183,59 @@ mod tests {
             part_size,
             parts,
         };
-        write_sidecar(&multipart_sidecar(&src), &rec).expect("sidecar");
+        write_sidecar(&sidecar, &rec).expect("sidecar");
 
         // A fresh store (as after restart) resumes the same upload.
-        let store2 = S3Store::open(store.config.clone()).expect("reopen");
+        let store2 = S3Store::open(store.config.clone())
+            .and_then(|s| s.with_staging_dir(dir.path()))
+            .expect("reopen");
+        assert_eq!(
+            store2.staged_ids().expect("ids"),
+            vec!["upload1".to_owned()]
+        );
+        let staged = store2
+            .open_staged("upload1")
+            .expect("open staged")
+            .expect("still staged");
         assert_eq!(
             store2
-                .put_file(&d, &src, PutMode::CreateOnly)
-                .expect("resumed put"),
+                .commit(staged, &d, PutMode::CreateOnly)
+                .expect("resumed commit"),
             PutOutcome::Stored
         );
-        assert!(!src.exists(), "src removed");
-        assert!(!multipart_sidecar(&src).exists(), "sidecar removed");
+        assert!(
+            store2.staged_ids().expect("ids").is_empty(),
+            "staged id removed"
+        );
+        assert!(!sidecar.exists(), "sidecar removed");
         let got = store2.get(&d, None).expect("get");
         assert!(got.as_ref() == data.as_slice(), "resumed blob bytes differ");
         assert_eq!(store2.stat(&d).expect("stat"), Some(data.len() as u64));
         let mid = store2.get(&d, Some(5_000_000..6_000_000)).expect("range");
         assert!(mid.as_ref() == &data[5_000_000..6_000_000]);
 
-        // CreateOnly of existing content: AlreadyPresent, src and sidecar gone.
-        fs::write(&src, &data).expect("write src");
-        write_sidecar(&multipart_sidecar(&src), &rec).expect("stale sidecar");
+        // CreateOnly of existing content: AlreadyPresent, staged id and
+        // sidecar gone.
+        let staged = store2.stage("upload2").expect("stage");
+        staged.write_at(&data, 0).expect("write");
+        write_sidecar(&dir.path().join("upload2.s3mpu"), &rec).expect("stale sidecar");
         assert_eq!(
-            store2.put_file(&d, &src, PutMode::CreateOnly).expect("put"),
+            store2.commit(staged, &d, PutMode::CreateOnly).expect("put"),
             PutOutcome::AlreadyPresent
         );
-        assert!(!src.exists() && !multipart_sidecar(&src).exists());
+        assert!(store2.staged_ids().expect("ids").is_empty());
+        assert!(!dir.path().join("upload2.s3mpu").exists());
         assert!(store2.delete(&d).expect("delete"));
     }
 
     #[test]
-    fn s3_discard_staged_aborts_upload() {
-        let store = test_store("abort");
+    fn s3_abort_aborts_the_multipart_upload() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let src = dir.path().join("upload");
+        let store = test_store("abort", dir.path());
         let d = Digest::of(Algorithm::Sha256, b"abort me");
         let key = store.key(&d);
+        let staged = store.stage("gone").expect("stage");
+        staged.write_at(b"abort me", 0).expect("write");
         let (s3, k) = (store.s3.clone(), key.clone());
         let upload_id = store
             .run(async move { s3.create_multipart(&k).await })
@@ -1155,9 +1247,11 @@ mod tests {
             part_size: 5 << 20,
             parts: vec![None],
         };
-        write_sidecar(&multipart_sidecar(&src), &rec).expect("sidecar");
-        store.discard_staged(&src).expect("discard");
-        assert!(!multipart_sidecar(&src).exists());
+        let sidecar = dir.path().join("gone.s3mpu");
+        write_sidecar(&sidecar, &rec).expect("sidecar");
+        BlobStore::abort(&store, "gone").expect("abort");
+        assert!(!sidecar.exists());
+        assert!(store.staged_ids().expect("ids").is_empty());
         // The upload is gone: a part upload now fails.
         let (s3, k, id) = (store.s3.clone(), key.clone(), upload_id);
         let r =
@@ -1167,7 +1261,8 @@ mod tests {
 
     #[test]
     fn s3_sweep_aborts_stale_multipart_uploads() {
-        let store = test_store("sweep");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = test_store("sweep", dir.path());
         let d = Digest::of(Algorithm::Sha256, b"sweep me");
         let key = store.key(&d);
         let (s3, k) = (store.s3.clone(), key.clone());

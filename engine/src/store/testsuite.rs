@@ -8,38 +8,173 @@
 //! Rules for callers:
 //! - Give each run a store no one else is writing to, and run the functions
 //!   sequentially ([`list_returns_exactly_what_was_put`] compares whole
-//!   listings). Blobs written by one function are deleted before it returns,
-//!   so the functions can run in any order on one store.
-//! - `scratch` is a writable directory for staging `put_file` sources when
-//!   the store has no [`BlobStore::tmp_dir`].
+//!   listings). Blobs written and ids staged by one function are deleted
+//!   before it returns, so the functions can run in any order on one store,
+//!   and [`store_is_empty`] holds after each.
 //!
 //! Some checks deliberately store bytes under a digest they do not hash to,
 //! to observe whether a put replaced content; they rely on the trait's
 //! contract that stores do not re-hash.
 
-use std::fs::{self, File};
-use std::io::Write;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Barrier;
 
-use super::{BlobStore, PutMode, PutOutcome, StoreError};
+use super::{BlobStore, PutMode, PutOutcome, Staged, StoreError};
 use crate::digest::{Algorithm, Digest};
 
-/// Runs every check below, in order.
-pub fn run_all(store: &dyn BlobStore, scratch: &Path) {
+/// Runs every check below, in order, then checks the store is empty.
+pub fn run_all(store: &dyn BlobStore) {
     missing_blob(store);
-    roundtrip(store, scratch);
+    roundtrip(store);
     ranges(store);
     stat_reports_size(store);
-    create_only_keeps_existing(store, scratch);
-    overwrite_replaces(store, scratch);
+    create_only_keeps_existing(store);
+    overwrite_replaces(store);
     data_survives_overwrite_and_delete(store);
     delete_then_not_found(store);
-    put_file_removes_src(store, scratch);
-    concurrent_put_file_converges(store, scratch);
-    list_returns_exactly_what_was_put(store, scratch);
+    commit_removes_staged(store);
+    staged_writes_read_back(store);
+    staged_is_never_an_alias(store);
+    abort_after_partial_write_leaves_nothing(store);
+    concurrent_commit_converges(store);
+    list_returns_exactly_what_was_put(store);
+    store_is_empty(store);
+}
+
+/// Nothing is stored and nothing staged (after the checks, which clean up).
+pub fn store_is_empty(store: &dyn BlobStore) {
+    let name = store.name();
+    assert_eq!(
+        list(store),
+        Vec::<Digest>::new(),
+        "{name}: blobs left at the end"
+    );
+    assert_eq!(
+        staged_ids(store),
+        Vec::<String>::new(),
+        "{name}: staged ids left at the end"
+    );
+}
+
+/// A staged blob reads back what was written (out of order, overwritten,
+/// cut back), `open_staged` finds it, and `truncate` never grows it.
+pub fn staged_writes_read_back(store: &dyn BlobStore) {
+    let name = store.name();
+    let id = new_id("readback");
+    let s = store
+        .stage(&id)
+        .unwrap_or_else(|e| panic!("{name}: stage {id}: {e}"));
+    assert_eq!(
+        s.len().expect("len"),
+        0,
+        "{name}: new staged {id} not empty"
+    );
+    let data = content("staged readback", 10_000);
+    s.write_at(&data[5000..], 5000).expect("write tail");
+    s.write_at(&data[..5000], 0).expect("write head");
+    s.sync().expect("sync");
+    assert_eq!(s.len().expect("len"), 10_000, "{name}: staged {id} length");
+    drop(s);
+    assert!(
+        staged_ids(store).contains(&id),
+        "{name}: staged_ids lacks {id}"
+    );
+    let s = store
+        .open_staged(&id)
+        .unwrap_or_else(|e| panic!("{name}: open_staged {id}: {e}"))
+        .unwrap_or_else(|| panic!("{name}: open_staged {id}: not found"));
+    let mut buf = vec![0u8; 10_000];
+    s.read_at(&mut buf, 0).expect("read back");
+    assert!(buf == data, "{name}: staged {id} reads back other bytes");
+    s.truncate(4000).expect("cut back");
+    assert_eq!(
+        s.len().expect("len"),
+        4000,
+        "{name}: staged {id} after truncate"
+    );
+    assert!(
+        s.truncate(4001).is_err(),
+        "{name}: truncate grew staged {id}"
+    );
+    let mut past = [0u8; 1];
+    assert!(
+        s.read_at(&mut past, 4000).is_err(),
+        "{name}: read past the end of staged {id}"
+    );
+    drop(s);
+    abort(store, &id);
+    assert!(
+        store.open_staged(&id).expect("open_staged").is_none(),
+        "{name}: {id} still staged after abort"
+    );
+}
+
+/// After a commit, a new staged blob under the same id is a new file:
+/// writing, cutting back and aborting it never reaches the published blob
+/// (the staging name is not a second name of the blob).
+pub fn staged_is_never_an_alias(store: &dyn BlobStore) {
+    let name = store.name();
+    let data = content("alias", 20_000);
+    let d = Digest::of(Algorithm::Sha256, &data);
+    let id = new_id("alias");
+    for mode in [PutMode::CreateOnly, PutMode::Overwrite] {
+        let s = stage_with(store, &id, &data);
+        commit(store, s, &d, mode);
+        assert!(
+            store.open_staged(&id).expect("open_staged").is_none(),
+            "{name}: {id} still staged after commit {mode:?}"
+        );
+        let s = store
+            .stage(&id)
+            .unwrap_or_else(|e| panic!("{name}: stage {id} again after commit: {e}"));
+        assert_eq!(
+            s.len().expect("len"),
+            0,
+            "{name}: restaged {id} holds the committed bytes"
+        );
+        s.write_at(b"garbage", 0).expect("write");
+        s.truncate(3).expect("truncate");
+        s.sync().expect("sync");
+        drop(s);
+        abort(store, &id);
+        expect_bytes(
+            store,
+            &d,
+            None,
+            &data,
+            "get after restaging and aborting its id",
+        );
+    }
+    delete(store, &d);
+}
+
+/// Abort after a partial, synced write leaves nothing: no staged id, no
+/// blob, nothing listed.
+pub fn abort_after_partial_write_leaves_nothing(store: &dyn BlobStore) {
+    let name = store.name();
+    let before = list(store);
+    let id = new_id("partial");
+    let data = content("partial", 7 << 20);
+    let s = stage_with(store, &id, &data[..3 << 20]);
+    drop(s);
+    abort(store, &id);
+    abort(store, &id); // absent is fine
+    assert!(
+        !staged_ids(store).contains(&id),
+        "{name}: {id} staged after abort"
+    );
+    assert!(
+        store.open_staged(&id).expect("open_staged").is_none(),
+        "{name}: open_staged {id} after abort"
+    );
+    let d = Digest::of(Algorithm::Sha256, &data);
+    assert_eq!(stat(store, &d), None, "{name}: aborted {d} stored");
+    assert_eq!(
+        list(store),
+        before,
+        "{name}: list changed by an aborted stage"
+    );
 }
 
 /// `get`, `stat` and `delete` of a blob never stored: NotFound, None, false.
@@ -55,8 +190,8 @@ pub fn missing_blob(store: &dyn BlobStore) {
 }
 
 /// Put then get returns the same bytes, for 0 B, 1 B, 4 KiB and 1 MiB + 7,
-/// through both `put_bytes` and `put_file`, with every algorithm.
-pub fn roundtrip(store: &dyn BlobStore, scratch: &Path) {
+/// through both `put_bytes` and `commit`, with every algorithm.
+pub fn roundtrip(store: &dyn BlobStore) {
     let name = store.name();
     let mut stored = Vec::new();
     for (i, len) in [0, 1, 4096, (1 << 20) + 7].into_iter().enumerate() {
@@ -77,13 +212,13 @@ pub fn roundtrip(store: &dyn BlobStore, scratch: &Path) {
 
         let data = content(&format!("roundtrip file {len}"), len);
         let d = Digest::of(file_alg, &data);
-        let src = stage(store, scratch, "roundtrip", &data);
+        let src = stage_with(store, &new_id("roundtrip"), &data);
         assert_eq!(
-            put_file(store, &d, &src, PutMode::CreateOnly),
+            commit(store, src, &d, PutMode::CreateOnly),
             PutOutcome::Stored,
-            "{name}: put_file of new {len}-byte blob {d}"
+            "{name}: commit of new {len}-byte blob {d}"
         );
-        expect_bytes(store, &d, None, &data, "get after put_file");
+        expect_bytes(store, &d, None, &data, "get after commit");
         stored.push(d);
     }
     for d in &stored {
@@ -168,8 +303,8 @@ pub fn stat_reports_size(store: &dyn BlobStore) {
 }
 
 /// `CreateOnly` on an existing blob returns AlreadyPresent and leaves its
-/// content untouched, via `put_bytes` and `put_file` (whose src is removed).
-pub fn create_only_keeps_existing(store: &dyn BlobStore, scratch: &Path) {
+/// content untouched, via `put_bytes` and `commit` (whose staged id is removed).
+pub fn create_only_keeps_existing(store: &dyn BlobStore) {
     let name = store.name();
     let original = content("create-only original", 5000);
     let impostor = content("create-only impostor", 3000);
@@ -192,30 +327,30 @@ pub fn create_only_keeps_existing(store: &dyn BlobStore, scratch: &Path) {
         "get after put_bytes CreateOnly on existing",
     );
 
-    let src = stage(store, scratch, "create-only", &impostor);
+    let id = new_id("create-only");
+    let src = stage_with(store, &id, &impostor);
     assert_eq!(
-        put_file(store, &d, &src, PutMode::CreateOnly),
+        commit(store, src, &d, PutMode::CreateOnly),
         PutOutcome::AlreadyPresent,
-        "{name}: put_file CreateOnly over existing {d}"
+        "{name}: commit CreateOnly over existing {d}"
     );
     expect_bytes(
         store,
         &d,
         None,
         &original,
-        "get after put_file CreateOnly on existing",
+        "get after commit CreateOnly on existing",
     );
     assert!(
-        !src.exists(),
-        "{name}: put_file AlreadyPresent left src {} behind",
-        src.display()
+        !staged_ids(store).contains(&id),
+        "{name}: commit AlreadyPresent left staged {id} behind"
     );
     delete(store, &d);
 }
 
 /// `Overwrite` replaces an existing blob (and stores an absent one), via
-/// `put_bytes` and `put_file`; always returns Stored.
-pub fn overwrite_replaces(store: &dyn BlobStore, scratch: &Path) {
+/// `put_bytes` and `commit`; always returns Stored.
+pub fn overwrite_replaces(store: &dyn BlobStore) {
     let name = store.name();
     let first = content("overwrite first", 7000);
     let second = content("overwrite second", 100);
@@ -245,17 +380,17 @@ pub fn overwrite_replaces(store: &dyn BlobStore, scratch: &Path) {
         "{name}: stat after Overwrite of {d}"
     );
 
-    let src = stage(store, scratch, "overwrite", &third);
+    let id = new_id("overwrite");
+    let src = stage_with(store, &id, &third);
     assert_eq!(
-        put_file(store, &d, &src, PutMode::Overwrite),
+        commit(store, src, &d, PutMode::Overwrite),
         PutOutcome::Stored,
-        "{name}: put_file Overwrite of existing {d}"
+        "{name}: commit Overwrite of existing {d}"
     );
-    expect_bytes(store, &d, None, &third, "get after put_file Overwrite");
+    expect_bytes(store, &d, None, &third, "get after commit Overwrite");
     assert!(
-        !src.exists(),
-        "{name}: put_file Overwrite left src {} behind",
-        src.display()
+        !staged_ids(store).contains(&id),
+        "{name}: commit Overwrite left staged {id} behind"
     );
     delete(store, &d);
 }
@@ -311,53 +446,54 @@ pub fn delete_then_not_found(store: &dyn BlobStore) {
     delete(store, &d);
 }
 
-/// `put_file` removes its source on success, whatever the outcome.
-pub fn put_file_removes_src(store: &dyn BlobStore, scratch: &Path) {
+/// `commit` removes the staged id on success, whatever the outcome.
+pub fn commit_removes_staged(store: &dyn BlobStore) {
     let name = store.name();
-    let data = content("removes src", 2048);
+    let data = content("removes staged", 2048);
     let d = Digest::of(Algorithm::Sha256, &data);
     for (mode, want) in [
         (PutMode::CreateOnly, PutOutcome::Stored),
         (PutMode::CreateOnly, PutOutcome::AlreadyPresent),
         (PutMode::Overwrite, PutOutcome::Stored),
     ] {
-        let src = stage(store, scratch, "removes-src", &data);
+        let id = new_id("removes-staged");
+        let src = stage_with(store, &id, &data);
         assert_eq!(
-            put_file(store, &d, &src, mode),
+            commit(store, src, &d, mode),
             want,
-            "{name}: put_file {mode:?} of {d}"
+            "{name}: commit {mode:?} of {d}"
         );
         assert!(
-            !src.exists(),
-            "{name}: put_file {mode:?} ({want:?}) of {d} left src {} behind",
-            src.display()
+            !staged_ids(store).contains(&id) && store.open_staged(&id).expect("open").is_none(),
+            "{name}: commit {mode:?} ({want:?}) of {d} left staged {id} behind"
         );
-        expect_bytes(store, &d, None, &data, "get after put_file");
+        expect_bytes(store, &d, None, &data, "get after commit");
     }
     delete(store, &d);
 }
 
-/// Four threads `put_file` the same content at once: with `CreateOnly`
-/// exactly one is Stored and the rest AlreadyPresent; with `Overwrite` all
-/// are Stored. Either way no error, one readable copy, and no src left.
-pub fn concurrent_put_file_converges(store: &dyn BlobStore, scratch: &Path) {
+/// Four threads commit the same content at once: with `CreateOnly`
+/// exactly one is Stored and the rest AlreadyPresent (a multipart S3
+/// commit may report Stored more than once, see `s3.rs`); with `Overwrite`
+/// all are Stored. Either way no error, one readable copy, nothing staged.
+pub fn concurrent_commit_converges(store: &dyn BlobStore) {
     const THREADS: usize = 4;
     let name = store.name();
     let data = content("concurrent", 256 * 1024 + 3);
     let d = Digest::of(Algorithm::Sha256, &data);
     for mode in [PutMode::CreateOnly, PutMode::Overwrite] {
-        let srcs: Vec<PathBuf> = (0..THREADS)
-            .map(|_| stage(store, scratch, "concurrent", &data))
+        let srcs: Vec<Staged> = (0..THREADS)
+            .map(|_| stage_with(store, &new_id("concurrent"), &data))
             .collect();
         let barrier = Barrier::new(THREADS);
         let outcomes: Vec<PutOutcome> = std::thread::scope(|s| {
             let handles: Vec<_> = srcs
-                .iter()
+                .into_iter()
                 .map(|src| {
                     let (d, barrier) = (&d, &barrier);
                     s.spawn(move || {
                         barrier.wait();
-                        store.put_file(d, src, mode)
+                        store.commit(src, d, mode)
                     })
                 })
                 .collect();
@@ -365,9 +501,9 @@ pub fn concurrent_put_file_converges(store: &dyn BlobStore, scratch: &Path) {
                 .into_iter()
                 .map(|h| match h.join() {
                     Ok(Ok(outcome)) => outcome,
-                    Ok(Err(e)) => panic!("{name}: concurrent put_file {mode:?} of {d}: {e}"),
+                    Ok(Err(e)) => panic!("{name}: concurrent commit {mode:?} of {d}: {e}"),
                     Err(_) => {
-                        panic!("{name}: concurrent put_file {mode:?} of {d}: thread panicked")
+                        panic!("{name}: concurrent commit {mode:?} of {d}: thread panicked")
                     }
                 })
                 .collect()
@@ -382,20 +518,18 @@ pub fn concurrent_put_file_converges(store: &dyn BlobStore, scratch: &Path) {
         };
         assert_eq!(
             stored, want,
-            "{name}: concurrent put_file {mode:?} of {d}: outcomes {outcomes:?}"
+            "{name}: concurrent commit {mode:?} of {d}: outcomes {outcomes:?}"
         );
-        for src in &srcs {
-            assert!(
-                !src.exists(),
-                "{name}: concurrent put_file left src {} behind",
-                src.display()
-            );
-        }
-        expect_bytes(store, &d, None, &data, "get after concurrent put_file");
+        assert_eq!(
+            staged_ids(store),
+            Vec::<String>::new(),
+            "{name}: concurrent commit left staged ids behind"
+        );
+        expect_bytes(store, &d, None, &data, "get after concurrent commit");
         let listed = list(store).into_iter().filter(|x| *x == d).count();
         assert_eq!(
             listed, 1,
-            "{name}: {d} listed {listed} times after concurrent put_file"
+            "{name}: {d} listed {listed} times after concurrent commit"
         );
     }
     delete(store, &d);
@@ -403,7 +537,7 @@ pub fn concurrent_put_file_converges(store: &dyn BlobStore, scratch: &Path) {
 
 /// `list` returns exactly the blobs stored — none missing, none extra, no
 /// temp files — before and after puts and deletes.
-pub fn list_returns_exactly_what_was_put(store: &dyn BlobStore, scratch: &Path) {
+pub fn list_returns_exactly_what_was_put(store: &dyn BlobStore) {
     let name = store.name();
     let before = list(store);
     let mut put = Vec::new();
@@ -412,16 +546,17 @@ pub fn list_returns_exactly_what_was_put(store: &dyn BlobStore, scratch: &Path) 
             let data = content(&format!("list {i} {j}"), i * 100 + j);
             let d = Digest::of(alg, &data);
             if j == 0 {
-                let src = stage(store, scratch, "list", &data);
-                put_file(store, &d, &src, PutMode::CreateOnly);
+                let src = stage_with(store, &new_id("list"), &data);
+                commit(store, src, &d, PutMode::CreateOnly);
             } else {
                 put_bytes(store, &d, &data, PutMode::CreateOnly);
             }
             put.push(d);
         }
     }
-    // A staged file that was never put must not show up.
-    let stray = stage(store, scratch, "list-stray", b"not a blob");
+    // A staged blob that was never committed must not show up.
+    let stray = new_id("list-stray");
+    drop(stage_with(store, &stray, b"not a blob"));
 
     let mut want = before.clone();
     want.extend(put.iter().cloned());
@@ -442,7 +577,7 @@ pub fn list_returns_exactly_what_was_put(store: &dyn BlobStore, scratch: &Path) 
         before,
         "{name}: list after deleting what was put"
     );
-    let _ = fs::remove_file(stray);
+    abort(store, &stray);
 }
 
 // ---- helpers ----
@@ -463,30 +598,48 @@ fn content(tag: &str, len: usize) -> Vec<u8> {
     out
 }
 
-/// Writes and fsyncs a `put_file` source in the store's tmp dir, else in `scratch`.
-fn stage(store: &dyn BlobStore, scratch: &Path, label: &str, data: &[u8]) -> PathBuf {
+/// A fresh staged id for this process.
+fn new_id(label: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let dir = store.tmp_dir().unwrap_or(scratch);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let path = dir.join(format!("testsuite-{}-{label}-{n}", std::process::id()));
-    let mut f = File::create(&path)
-        .unwrap_or_else(|e| panic!("testsuite: create source file {}: {e}", path.display()));
-    f.write_all(data)
-        .and_then(|()| f.sync_all())
-        .unwrap_or_else(|e| panic!("testsuite: write source file {}: {e}", path.display()));
-    path
+    format!("suite-{label}-{}-{n}", std::process::id())
+}
+
+/// Stages `data` under `id`, synced.
+fn stage_with(store: &dyn BlobStore, id: &str, data: &[u8]) -> Staged {
+    let name = store.name();
+    let s = store
+        .stage(id)
+        .unwrap_or_else(|e| panic!("{name}: stage {id}: {e}"));
+    s.write_at(data, 0)
+        .and_then(|()| s.sync())
+        .unwrap_or_else(|e| panic!("{name}: write staged {id}: {e}"));
+    s
+}
+
+fn commit(store: &dyn BlobStore, s: Staged, d: &Digest, mode: PutMode) -> PutOutcome {
+    let id = s.id().to_owned();
+    store
+        .commit(s, d, mode)
+        .unwrap_or_else(|e| panic!("{}: commit {mode:?} of {id} as {d}: {e}", store.name()))
+}
+
+fn abort(store: &dyn BlobStore, id: &str) {
+    store
+        .abort(id)
+        .unwrap_or_else(|e| panic!("{}: abort {id}: {e}", store.name()))
+}
+
+fn staged_ids(store: &dyn BlobStore) -> Vec<String> {
+    store
+        .staged_ids()
+        .unwrap_or_else(|e| panic!("{}: staged_ids: {e}", store.name()))
 }
 
 fn put_bytes(store: &dyn BlobStore, d: &Digest, data: &[u8], mode: PutMode) -> PutOutcome {
     store
         .put_bytes(d, data, mode)
         .unwrap_or_else(|e| panic!("{}: put_bytes {mode:?} of {d}: {e}", store.name()))
-}
-
-fn put_file(store: &dyn BlobStore, d: &Digest, src: &Path, mode: PutMode) -> PutOutcome {
-    store
-        .put_file(d, src, mode)
-        .unwrap_or_else(|e| panic!("{}: put_file {mode:?} of {d}: {e}", store.name()))
 }
 
 fn get(store: &dyn BlobStore, d: &Digest, range: Option<Range<u64>>) -> super::BlobData {

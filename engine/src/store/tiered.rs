@@ -17,9 +17,16 @@
 //! ```text
 //! <tier>/pending/<alg>-<hex>     journal: blob not yet in the bucket; content
 //!                                "c" (create-only) or "o" (overwrite)
-//! <tier>/staging/<alg>-<hex>     hard link of the local blob being uploaded,
-//!                                with its multipart sidecar (<…>.s3mpu)
+//! <tier>/staging/<alg>-<hex>     hard link of the local blob being copied up
+//!                                (read only, never written), with its
+//!                                multipart sidecar (<…>.s3mpu)
 //! ```
+//!
+//! Staged blobs ([`BlobStore::stage`]) are the local store's
+//! (`<data>/blobs/staging/<id>`); a write-through commit keeps the S3
+//! multipart state of its upload beside the staged file
+//! (`<id>.s3mpu`), so a commit interrupted by a crash resumes the same
+//! upload and `abort` aborts it.
 //!
 //! IMPORTANT, write-back ordering: the journal entry is durable *before* the
 //! local put, so a crash between the two leaves an entry without a blob
@@ -49,6 +56,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::s3::MULTIPART_SUFFIX;
+use super::staging::Staged;
 use super::{
     BlobData, BlobStore, LocalStore, PutMode, PutOutcome, S3Store, StoreError, StreamSource,
 };
@@ -300,17 +309,24 @@ impl Inner {
         self.staging_dir.join(entry_name(d))
     }
 
+    /// The multipart sidecar of a staged copy-up (`<staged>.s3mpu`).
+    fn staging_sidecar(&self, d: &Digest) -> PathBuf {
+        self.staging_dir
+            .join(format!("{}.{MULTIPART_SUFFIX}", entry_name(d)))
+    }
+
     /// Removes staged files whose blob is no longer pending (aborting their
     /// multipart uploads).
     fn clean_staging(&self) -> Result<(), StoreError> {
         let p = lock(&self.pending);
+        let suffix = format!(".{MULTIPART_SUFFIX}");
         for entry in read_dir(&self.staging_dir)? {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let base = name.trim_end_matches(super::MULTIPART_SIDECAR_SUFFIX);
+            let base = name.trim_end_matches(&suffix);
             let keep = parse_entry_name(base).is_some_and(|d| p.entries.contains_key(&d));
             if !keep {
-                if name.ends_with(super::MULTIPART_SIDECAR_SUFFIX) {
-                    self.remote.discard_staged(&self.staging_dir.join(base))?;
+                if name.ends_with(&suffix) {
+                    self.remote.abort_recorded(&entry.path())?;
                 } else {
                     let _ = fs::remove_file(entry.path());
                 }
@@ -466,7 +482,7 @@ impl Inner {
 
     /// Fetches `d` from the bucket into the local cache.
     fn fill(&self, d: &Digest) -> Result<(), StoreError> {
-        let tmp_dir = self.local.tmp_dir().expect("local store has a tmp dir");
+        let tmp_dir = self.local.tmp_dir();
         let name = random_hex(16).map_err(|e| StoreError::io("name cache file", tmp_dir, e))?;
         let tmp = tmp_dir.join(format!("fill-{name}"));
         let r = self.remote.download_to(d, &tmp).and_then(|size| {
@@ -494,7 +510,7 @@ impl Inner {
     /// they arrive. The finished file is placed in the local store.
     fn stream_fill(this: &Arc<Inner>, d: &Digest, size: u64) -> Result<BlobData, StoreError> {
         use std::io::Write;
-        let tmp_dir = this.local.tmp_dir().expect("local store has a tmp dir");
+        let tmp_dir = this.local.tmp_dir();
         let name = random_hex(16).map_err(|e| StoreError::io("name cache file", tmp_dir, e))?;
         let tmp = tmp_dir.join(format!("fill-{name}"));
         let mut wfile =
@@ -637,7 +653,15 @@ impl Inner {
                 .map_err(|e| StoreError::io("sync directory", &self.staging_dir, e))?;
         }
         let size = fs::metadata(&staged).map(|m| m.len()).unwrap_or(0);
-        let outcome = self.remote.put_file(d, &staged, mode)?;
+        let outcome = self
+            .remote
+            .upload_file(d, &staged, &self.staging_sidecar(d), mode)?;
+        fs::remove_file(&staged)
+            .or_else(|e| match e.kind() {
+                io::ErrorKind::NotFound => Ok(()),
+                _ => Err(e),
+            })
+            .map_err(|e| StoreError::io("remove staged upload", &staged, e))?;
         if outcome == PutOutcome::Stored {
             self.stats.bytes_uploaded.fetch_add(size, Ordering::Relaxed);
         }
@@ -653,37 +677,59 @@ impl BlobStore for TieredStore {
         }
     }
 
-    fn put_file(
+    fn stage(&self, id: &str) -> Result<Staged, StoreError> {
+        self.inner.local.stage(id)
+    }
+
+    fn open_staged(&self, id: &str) -> Result<Option<Staged>, StoreError> {
+        self.inner.local.open_staged(id)
+    }
+
+    fn staged_ids(&self) -> Result<Vec<String>, StoreError> {
+        self.inner.local.staged_ids()
+    }
+
+    fn commit(
         &self,
+        staged: Staged,
         digest: &Digest,
-        src: &Path,
         mode: PutMode,
     ) -> Result<PutOutcome, StoreError> {
         let i = &self.inner;
-        let size = fs::metadata(src)
-            .map_err(|e| StoreError::io("stat source file", src, e))?
-            .len();
+        let size = staged.len()?;
         match i.mode {
             TierMode::WriteThrough => {
+                let id = staged.id().to_owned();
+                let src = i.local.staged_path(&staged)?;
+                staged.sync()?;
+                // The multipart state lives with the staged id, so a commit
+                // interrupted by a crash resumes the same upload.
+                let sidecar = i.local.staging_sidecar(&id, MULTIPART_SUFFIX)?;
                 // IMPORTANT: the bucket first; the cache only ever holds
                 // bytes the bucket has.
-                let outcome = i.remote.upload_file(digest, src, mode)?;
+                let outcome = i.remote.upload_file(digest, &src, &sidecar, mode)?;
                 if outcome == PutOutcome::Stored {
                     // The blob is safe in the bucket; the cache is optional.
                     i.cache_uploaded(digest, size, || {
-                        i.local.put_file(digest, src, PutMode::Overwrite)
+                        i.local.commit(staged, digest, PutMode::Overwrite)
                     });
+                } else {
+                    drop(staged);
                 }
-                if src.exists() {
-                    fs::remove_file(src)
-                        .map_err(|e| StoreError::io("remove stored source file", src, e))?;
-                }
+                i.local.abort(&id)?;
                 Ok(outcome)
             }
             TierMode::WriteBack => {
-                i.put_back(digest, mode, size, || i.local.put_file(digest, src, mode))
+                i.put_back(digest, mode, size, || i.local.commit(staged, digest, mode))
             }
         }
+    }
+
+    fn abort(&self, id: &str) -> Result<(), StoreError> {
+        let i = &self.inner;
+        i.remote
+            .abort_recorded(&i.local.staging_sidecar(id, MULTIPART_SUFFIX)?)?;
+        i.local.abort(id)
     }
 
     fn put_bytes(
@@ -776,14 +822,6 @@ impl BlobStore for TieredStore {
         Ok(all)
     }
 
-    fn tmp_dir(&self) -> Option<&Path> {
-        self.inner.local.tmp_dir()
-    }
-
-    fn discard_staged(&self, src: &Path) -> Result<(), StoreError> {
-        self.inner.remote.discard_staged(src)
-    }
-
     fn tier_stats(&self) -> Option<&TierStats> {
         Some(&self.inner.stats)
     }
@@ -838,17 +876,15 @@ mod tests {
     #[test]
     fn tiered_write_through_shared_suite() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let scratch = tempfile::tempdir().expect("tempdir");
         let store = open(TierMode::WriteThrough, dir.path(), &root("wt"), 1 << 30);
-        testsuite::run_all(&store, scratch.path());
+        testsuite::run_all(&store);
     }
 
     #[test]
     fn tiered_write_back_shared_suite() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let scratch = tempfile::tempdir().expect("tempdir");
         let store = open(TierMode::WriteBack, dir.path(), &root("wb"), 1 << 30);
-        testsuite::run_all(&store, scratch.path());
+        testsuite::run_all(&store);
     }
 
     #[test]
@@ -856,9 +892,8 @@ mod tests {
         // A budget of one byte: every read after a put is a miss served
         // through the cache.
         let dir = tempfile::tempdir().expect("tempdir");
-        let scratch = tempfile::tempdir().expect("tempdir");
         let store = open(TierMode::WriteThrough, dir.path(), &root("tiny"), 1);
-        testsuite::run_all(&store, scratch.path());
+        testsuite::run_all(&store);
     }
 
     #[test]
