@@ -454,7 +454,9 @@ impl Engine {
                 records::encode(&rec),
             );
             if let Err(e) = inner.commit(_g, b) {
-                let _ = std::fs::remove_file(&path);
+                // The staged id without a record would be aborted at the
+                // next open; abort it now.
+                let _ = inner.store.abort(&id);
                 return Err(e.into());
             }
         }
