@@ -34,9 +34,7 @@ pub mod token;
 mod uploads;
 mod workers;
 
-pub use accounts::{
-    Account, AccountError, Action, Actions, AdminSetup, NewRobot, Role, UserCheck,
-};
+pub use accounts::{Account, AccountError, Action, Actions, AdminSetup, NewRobot, Role, UserCheck};
 pub use charts::{ChartEntry, ChartId, ChartVersion, ChartWrite};
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use engine::{Engine, EngineConfig, IndexStats, DEFAULT_MAX_UPLOADS_PER_OWNER};

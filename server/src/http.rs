@@ -315,8 +315,10 @@ async fn run(
         });
         match &tls {
             None => {
-                let io =
-                    PrefaceDeadline::new(sendfile::Stream::new(stream, lane), limits.header_read_timeout);
+                let io = PrefaceDeadline::new(
+                    sendfile::Stream::new(stream, lane),
+                    limits.header_read_timeout,
+                );
                 let conn = builder
                     .serve_connection(TokioIo::new(io), service)
                     .into_owned();

@@ -16,20 +16,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 
-use base64::Engine as _;
 use berth_testkit::keepalive::Conn;
 use berth_testkit::server::{http, TestServer};
 use berth_testkit::{content, sha256};
 
+use super::basic;
+
 const ADMIN_PW: &str = "attack-admin-password";
 const MIB: usize = 1 << 20;
-
-fn auth(user: &str, pw: &str) -> String {
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"))
-    )
-}
 
 fn call(server: &TestServer, method: &str, path: &str, who: &str, body: &[u8]) -> u16 {
     let (status, _, res) = http(
@@ -73,7 +67,7 @@ fn a_tenant_pulling_her_blobs_never_receives_another_projects_bytes() {
             ("BERTH_ADMIN_PASSWORD", ADMIN_PW),
         ],
     );
-    let admin = auth("admin", ADMIN_PW);
+    let admin = basic("admin", ADMIN_PW);
     call(
         &server,
         "POST",
@@ -81,7 +75,7 @@ fn a_tenant_pulling_her_blobs_never_receives_another_projects_bytes() {
         &admin,
         br#"{"username":"mallory","password":"mallory-password"}"#,
     );
-    let mallory = auth("mallory", "mallory-password");
+    let mallory = basic("mallory", "mallory-password");
     call(
         &server,
         "POST",

@@ -13,3 +13,11 @@ mod refcount;
 mod secrets;
 mod tokens;
 mod upload_sessions;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+
+/// The `Authorization` value of Basic credentials `user:password`.
+pub fn basic(user: &str, password: &str) -> String {
+    format!("Basic {}", STANDARD.encode(format!("{user}:{password}")))
+}

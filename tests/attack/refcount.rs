@@ -22,30 +22,12 @@ use berth_testkit::server::{header, http, TestServer};
 use berth_testkit::{bin_path, content, sha256};
 use serde_json::{json, Value};
 
+use super::basic;
+
 const ADMIN_PW: &str = "attack-admin-pw";
 const MALLORY_PW: &str = "mallory-pw-123";
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-
-/// Standard base64 of `user:password`, for a Basic header.
-fn basic(user: &str, password: &str) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let b = format!("{user}:{password}").into_bytes();
-    let mut out = String::from("Basic ");
-    for c in b.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
 
 /// One request as `auth` (a Basic header value, or none); returns status,
 /// headers and body.

@@ -27,6 +27,8 @@ use berth_testkit::server::{http, TestServer};
 use berth_testkit::{bin_path, open_engine};
 use serde_json::Value;
 
+use super::basic;
+
 const ADMIN_PW: &str = "operator-admin-password";
 
 fn auth_env(admin_pw: &str) -> Vec<(&'static str, String)> {
@@ -39,10 +41,6 @@ fn auth_env(admin_pw: &str) -> Vec<(&'static str, String)> {
 fn start(data: &Path, env: &[(&str, String)]) -> TestServer {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     TestServer::start(data, &env)
-}
-
-fn basic(user: &str, secret: &str) -> String {
-    format!("Basic {}", STANDARD.encode(format!("{user}:{secret}")))
 }
 
 fn mode(p: &Path) -> u32 {

@@ -11,27 +11,10 @@
 use berth_testkit::server::{header, http, TestServer};
 use serde_json::{json, Value};
 
+use super::basic;
+
 const ADMIN_PW: &str = "attack-admin-pw";
 const LIMIT: usize = 4;
-
-fn basic(user: &str, password: &str) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let b = format!("{user}:{password}").into_bytes();
-    let mut out = String::from("Basic ");
-    for c in b.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
 
 fn post_json(s: &TestServer, auth: &str, path: &str, body: Value) {
     let (st, _, b) = http(
