@@ -169,6 +169,8 @@ fn read_back(server: &TestServer, blob: &[u8], what: &str) {
     );
 }
 
+/// A blob whose push started this cycle, and whether it was acknowledged.
+type Push = (Vec<u8>, bool);
 #[test]
 fn sigkill_while_pushing_loses_and_damages_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -179,8 +181,7 @@ fn sigkill_while_pushing_loses_and_damages_nothing() {
     let mut kills_mid_push = 0;
     for cycle in 0..CYCLES {
         let stop = Arc::new(AtomicBool::new(false));
-        // (blob, acknowledged) per push started this cycle.
-        let pushed: Arc<Mutex<Vec<(Vec<u8>, bool)>>> = Arc::default();
+        let pushed: Arc<Mutex<Vec<Push>>> = Arc::default();
         let threads: Vec<_> = (0..PUSHERS)
             .map(|p| {
                 let (stop, pushed, addr) = (stop.clone(), pushed.clone(), server.addr);

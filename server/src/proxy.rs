@@ -264,7 +264,7 @@ impl ProxyConfig {
             self.rightmost_untrusted(peer, &xff, |a| parse_ip(a))
                 .map_or(peer, |(_, ip)| ip)
         };
-        let last = |name: &'static str| lines(name).last().map(str::to_owned);
+        let last = |name: &'static str| lines(name).next_back().map(str::to_owned);
         ClientHop {
             ip,
             proto: fwd

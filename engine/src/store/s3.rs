@@ -401,7 +401,7 @@ impl S3Store {
         let nparts = size.div_ceil(part_size) as usize;
 
         // 1. Resume the recorded upload if it is for this key and source.
-        let mut rec = match read_sidecar(&sidecar)? {
+        let mut rec = match read_sidecar(sidecar)? {
             Some(r) if r.key == key.as_ref() && r.size == size && r.part_size == part_size => {
                 let done = r.parts.iter().filter(|p| p.is_some()).count();
                 tracing::info!(key = %key, upload_id = %r.upload_id, done, parts = nparts,
@@ -425,7 +425,7 @@ impl S3Store {
                     part_size,
                     parts: vec![None; nparts],
                 };
-                write_sidecar(&sidecar, &r)?;
+                write_sidecar(sidecar, &r)?;
                 r
             }
         };
@@ -458,7 +458,7 @@ impl S3Store {
                     Err(e) => std::panic::resume_unwind(e.into_panic()),
                 }
             }
-            write_sidecar(&sidecar, &rec)?;
+            write_sidecar(sidecar, &rec)?;
             if let Some(e) = first_err {
                 // The sidecar keeps the parts that made it; a retry resumes.
                 return Err(e);
@@ -490,13 +490,13 @@ impl S3Store {
                 // progress" for an upload completed or aborted before):
                 // forget it, so the next attempt starts afresh.
                 self.abort(&rec);
-                let _ = fs::remove_file(&sidecar);
+                let _ = fs::remove_file(sidecar);
                 return Err(self.remote("complete multipart upload", &key, e));
             }
         }
-        fs::remove_file(&sidecar)
+        fs::remove_file(sidecar)
             .or_else(ignore_not_found)
-            .map_err(|e| StoreError::io("remove multipart sidecar", &sidecar, e))?;
+            .map_err(|e| StoreError::io("remove multipart sidecar", sidecar, e))?;
         Ok(())
     }
 
