@@ -3,21 +3,7 @@
 use std::process::Command;
 
 use berth_engine::{Algorithm, Digest, RepoName};
-use berth_testkit::{bin_path, open_engine};
-
-fn berthctl(data: &std::path::Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(bin_path("berthctl"))
-        .args(args)
-        .arg("--data-dir")
-        .arg(data)
-        .output()
-        .expect("run berthctl");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use berth_testkit::{berthctl, bin_path, open_engine};
 
 #[test]
 fn fsck_is_clean_then_reports_a_lost_blob() {

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use berth_engine::Digest;
 use berth_testkit::server::{http, TestServer};
-use berth_testkit::{bin_path, content, sha256};
+use berth_testkit::{berthctl, content, sha256};
 
 const CYCLES: usize = 28;
 const PUSHERS: usize = 3;
@@ -255,16 +255,8 @@ fn sigkill_while_pushing_loses_and_damages_nothing() {
         read_back(&server, b, "end");
     }
     server.stop();
-    let out = std::process::Command::new(bin_path("berthctl"))
-        .args(["fsck", "--verify-blobs", "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .expect("run berthctl");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "fsck --verify-blobs: {text}");
+    let (code, stdout, stderr) = berthctl(dir.path(), &["fsck", "--verify-blobs"]);
+    let text = format!("{stdout}{stderr}");
+    assert_eq!(code, 0, "fsck --verify-blobs: {text}");
     eprintln!("{text}");
 }

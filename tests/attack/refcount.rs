@@ -15,11 +15,8 @@
 //! references counted on put are the record's, the ones released on delete;
 //! a body that reads as both is refused; counts never go below zero.
 
-use std::path::Path;
-use std::process::Command;
-
 use berth_testkit::server::{header, http, TestServer};
-use berth_testkit::{bin_path, content, sha256};
+use berth_testkit::{berthctl, content, sha256};
 use serde_json::{json, Value};
 
 use super::basic;
@@ -98,21 +95,6 @@ fn assert_oci_error(st: u16, body: &[u8], status: u16, code: &str, what: &str) {
     assert_eq!(st, status, "{what}: {}", String::from_utf8_lossy(body));
     let v: Value = serde_json::from_slice(body).unwrap_or_else(|e| panic!("{what}: not JSON: {e}"));
     assert_eq!(v["errors"][0]["code"], code, "{what}: {v}");
-}
-
-fn berthctl(data: &Path, args: &[&str]) -> (i32, String) {
-    let out = Command::new(bin_path("berthctl"))
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .output()
-        .expect("run berthctl");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
 }
 
 /// Runs one GC through Harbor's API as admin and waits (bounded) for it.
@@ -317,7 +299,8 @@ fn a_tenant_cannot_drain_another_projects_refcounts() {
     }
 
     s.stop();
-    let (code, out) = berthctl(&data, &["fsck", "--verify-blobs"]);
+    let (code, stdout, stderr) = berthctl(&data, &["fsck", "--verify-blobs"]);
+    let out = format!("{stdout}{stderr}");
     assert_eq!(code, 0, "berthctl fsck after the attack:\n{out}");
 
     for (what, st, body, status, code) in answers {

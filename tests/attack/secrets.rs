@@ -24,7 +24,7 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use berth_testkit::server::{http, TestServer};
-use berth_testkit::{bin_path, open_engine};
+use berth_testkit::{berthctl, bin_path, open_engine};
 use serde_json::Value;
 
 use super::basic;
@@ -186,13 +186,8 @@ fn an_open_data_dir_is_refused_unless_allowed() {
         0o755,
         "and its mode is the operator's to change"
     );
-    let out = Command::new(bin_path("berthctl"))
-        .args(["project", "add", "team", "--data-dir"])
-        .arg(&data)
-        .output()
-        .expect("berthctl");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, _, err) = berthctl(&data, &["project", "add", "team"]);
+    assert_ne!(code, 0);
     assert!(err.contains("mode 0755 lets other users read"), "{err}");
 
     // The operator's override.

@@ -31,6 +31,22 @@ pub fn open_engine(dir: &Path) -> Engine {
     }
 }
 
+/// Runs `berthctl ARGS… --data-dir DATA` to completion: its exit code (-1
+/// when killed by a signal), stdout and stderr.
+pub fn berthctl(data: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(bin_path("berthctl"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .output()
+        .expect("run berthctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Path of a workspace binary (`berth`, `berthctl`) built by `cargo build --bins`,
 /// or in `$BERTH_BIN_DIR` when set (e.g. a copy taken right after a release
 /// build, when several worktrees share one target directory).
