@@ -21,11 +21,15 @@ use std::collections::HashSet;
 
 use rocksdb::WriteBatch;
 
+use crate::digest::{Algorithm, Digest};
 use crate::engine::{Engine, Inner};
 use crate::error::{ManifestError, NameError, StorageError};
 use crate::keys;
+use crate::manifests::{check_put, project_of, ManifestPut, Pending};
 use crate::names::{RepoName, Tag};
-use crate::records::{self, ChartBlob, ChartRecord, ChartRepoRecord, Count};
+use crate::records::{
+    self, BlobRecord, BlobState, ChartBlob, ChartRecord, ChartRepoRecord, Count, Tier,
+};
 
 /// Longest chart version accepted (the OCI tag limit).
 pub const MAX_CHART_VERSION_LEN: usize = 128;
@@ -412,6 +416,128 @@ impl Engine {
         Ok(out)
     }
 
+    /// Stores a chart version uploaded through the chart API: the bytes of
+    /// every blob its manifest references (`blobs`: the config, the chart
+    /// archive and the provenance file, if any) and the manifest itself
+    /// (`put`, whose `chart` entry names the version). Returns the
+    /// manifest's digest. The manifest's repository is `project/name`.
+    ///
+    /// The write path, top to bottom:
+    /// 1. Check the put (digest, chart entry, layers) and that every blob
+    ///    given is a blob of the manifest; refuse an existing version early
+    ///    when not overwriting (nothing is stored then).
+    /// 2. Pin every digest against GC (as an upload's commit does).
+    /// 3. Outside the lock, store the bytes of each blob the index does not
+    ///    hold live (CreateOnly: identical content is stored once). A crash
+    ///    from here to 5 leaves at worst unindexed store files: no record
+    ///    names them, `fsck` lists them, `fsck --repair` deletes them, and a
+    ///    later upload of the same bytes reuses them.
+    /// 4. Under the lock, re-read each blob record (storing the bytes now
+    ///    if GC took the blob in between), link every blob into the
+    ///    repository, then the manifest, its tags, the chart entry and the
+    ///    chart repository's generation: all in one batch.
+    /// 5. Commit the batch, synced once. IMPORTANT: this is the only commit
+    ///    point: before it nothing of the chart is visible, after it all is.
+    pub fn put_chart(
+        &self,
+        project: &RepoName,
+        blobs: &[&[u8]],
+        mut put: ManifestPut,
+    ) -> Result<Digest, ManifestError> {
+        let inner = &self.inner;
+        let Some(entry) = &put.chart else {
+            return Err(ManifestError::ChartInvalid {
+                repo: project.to_string(),
+                chart: String::new(),
+                reason: "the manifest carries no chart entry".into(),
+            });
+        };
+        let id = ChartId::parse(project.as_str(), &entry.name, &entry.version).map_err(|e| {
+            ManifestError::ChartInvalid {
+                repo: project.to_string(),
+                chart: format!("{}-{}", entry.name, entry.version),
+                reason: e.to_string(),
+            }
+        })?;
+        let repo = id.repo().clone();
+        let checked = check_put(&repo, &mut put)?;
+        // 1. Every blob given is one the manifest references, once each.
+        let mut given: Vec<(Digest, &[u8])> = Vec::with_capacity(blobs.len());
+        for data in blobs {
+            let d = Digest::of(Algorithm::Sha256, data);
+            if !put.blobs.contains(&d) {
+                return Err(ManifestError::ChartInvalid {
+                    repo: repo.to_string(),
+                    chart: id.to_string(),
+                    reason: format!("blob {d} is not referenced by the manifest"),
+                });
+            }
+            if given.iter().all(|(g, _)| g != &d) {
+                given.push((d, data));
+            }
+        }
+        if put.chart.as_ref().map(|c| c.write) == Some(ChartWrite::Create)
+            && self.get_chart(&id)?.is_some()
+        {
+            return Err(ManifestError::ChartExists {
+                project: project.to_string(),
+                chart: id.to_string(),
+            });
+        }
+        inner.check_poison()?;
+        // 2. Pinned until the batch is committed (or this fails).
+        let _pins: Vec<_> = given.iter().map(|(d, _)| inner.gc_digests.pin(d)).collect();
+        let live = |d: &Digest, size: u64| -> Result<bool, StorageError> {
+            Ok(inner
+                .get::<BlobRecord>(keys::CF_BLOBS, &keys::digest_key(d))?
+                .is_some_and(|r| r.size == size && r.state != BlobState::Deleting))
+        };
+        // 3. The bytes, outside the lock.
+        let mut stored = HashSet::new();
+        for (d, data) in &given {
+            if !live(d, data.len() as u64)? {
+                inner.store_bytes(d, data)?;
+                stored.insert(d.clone());
+            }
+        }
+        // 4. One batch.
+        let _g = inner.lock()?;
+        let now = records::now_ms();
+        let mut batch = WriteBatch::default();
+        let mut pending = Pending::new(inner);
+        let mut charts = ChartChanges::new(project_of(&repo));
+        for (d, data) in &given {
+            let size = data.len() as u64;
+            let existing = inner.get::<BlobRecord>(keys::CF_BLOBS, &keys::digest_key(d))?;
+            let is_live = existing
+                .as_ref()
+                .is_some_and(|r| r.size == size && r.state != BlobState::Deleting);
+            if !is_live && !stored.contains(d) {
+                inner.store_bytes(d, data)?;
+            }
+            let rec = match existing {
+                Some(r) if r.size == size => r,
+                _ => BlobRecord {
+                    size,
+                    tier: Tier::Local,
+                    refcount: 0,
+                    links: 0,
+                    state: BlobState::Active,
+                    created_ms: now,
+                    touched_ms: now,
+                },
+            };
+            pending.link_blob(&mut batch, &repo, d, rec, now)?;
+        }
+        let digest =
+            inner.manifest_into_batch(&mut pending, &mut charts, &mut batch, &repo, put, checked, now)?;
+        pending.write(&repo, &mut batch);
+        charts.write(inner, &mut batch, now)?;
+        // 5. The commit point.
+        inner.commit(_g, batch)?;
+        Ok(digest)
+    }
+
     /// Deletes chart `name` of `project`: one version, or every version
     /// when `version` is None. Each version's OCI manifest is deleted from
     /// `project/name` (with its tags) in the same batch. Returns how many
@@ -486,6 +612,9 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::names::Reference;
+    use crate::store::BlobStore;
+    use std::sync::Arc;
 
     #[test]
     fn chart_ids() {
@@ -507,5 +636,173 @@ mod tests {
         ] {
             assert!(ChartId::parse(p, n, v).is_err(), "{p} {n} {v:?}");
         }
+    }
+
+    /// A memory store whose `put_bytes` fails for the digests in `fail`.
+    struct FailingStore {
+        mem: crate::store::MemoryStore,
+        fail: std::sync::Mutex<HashSet<Digest>>,
+    }
+
+    impl crate::store::BlobStore for FailingStore {
+        fn name(&self) -> &'static str {
+            "failing"
+        }
+        fn stage(&self, id: &str) -> Result<crate::store::Staged, crate::store::StoreError> {
+            self.mem.stage(id)
+        }
+        fn open_staged(
+            &self,
+            id: &str,
+        ) -> Result<Option<crate::store::Staged>, crate::store::StoreError> {
+            self.mem.open_staged(id)
+        }
+        fn staged_ids(&self) -> Result<Vec<String>, crate::store::StoreError> {
+            self.mem.staged_ids()
+        }
+        fn commit(
+            &self,
+            staged: crate::store::Staged,
+            digest: &Digest,
+            mode: crate::store::PutMode,
+        ) -> Result<crate::store::PutOutcome, crate::store::StoreError> {
+            self.mem.commit(staged, digest, mode)
+        }
+        fn abort(&self, id: &str) -> Result<(), crate::store::StoreError> {
+            self.mem.abort(id)
+        }
+        fn put_bytes(
+            &self,
+            digest: &Digest,
+            data: &[u8],
+            mode: crate::store::PutMode,
+        ) -> Result<crate::store::PutOutcome, crate::store::StoreError> {
+            if self.fail.lock().unwrap().contains(digest) {
+                return Err(crate::store::StoreError::Remote {
+                    op: "put object",
+                    key: digest.to_string(),
+                    message: "injected failure".into(),
+                });
+            }
+            self.mem.put_bytes(digest, data, mode)
+        }
+        fn get(
+            &self,
+            digest: &Digest,
+            range: Option<std::ops::Range<u64>>,
+        ) -> Result<crate::store::BlobData, crate::store::StoreError> {
+            self.mem.get(digest, range)
+        }
+        fn stat(&self, digest: &Digest) -> Result<Option<u64>, crate::store::StoreError> {
+            self.mem.stat(digest)
+        }
+        fn delete(&self, digest: &Digest) -> Result<bool, crate::store::StoreError> {
+            self.mem.delete(digest)
+        }
+        fn list(&self) -> Result<Vec<Digest>, crate::store::StoreError> {
+            self.mem.list()
+        }
+    }
+
+    /// A chart manifest over `blobs` (config, archive, provenance), as the
+    /// chart API builds one; the engine reads only its references.
+    fn chart_put(name: &str, version: &str, blobs: &[&[u8]], write: ChartWrite) -> ManifestPut {
+        let digests: Vec<Digest> = blobs
+            .iter()
+            .map(|b| Digest::of(Algorithm::Sha256, b))
+            .collect();
+        let blob = |i: usize| ChartBlob {
+            digest: digests[i].clone(),
+            size: blobs[i].len() as u64,
+        };
+        ManifestPut {
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            body: format!("{{\"chart\":\"{name}-{version}\",\"blobs\":{digests:?}}}")
+                .into_bytes(),
+            blobs: digests.clone(),
+            chart: Some(ChartEntry {
+                name: name.into(),
+                version: version.into(),
+                metadata: String::from_utf8_lossy(blobs[0]).into_owned(),
+                chart: blob(1),
+                prov: (blobs.len() > 2).then(|| blob(2)),
+                write,
+            }),
+            ..ManifestPut::default()
+        }
+    }
+
+    #[test]
+    fn a_chart_upload_is_one_commit_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(FailingStore {
+            mem: crate::store::MemoryStore::new(),
+            fail: std::sync::Mutex::new(HashSet::new()),
+        });
+        let mut config = crate::EngineConfig::new(dir.path());
+        config.store = Some(store.clone());
+        let e = Engine::open(config).unwrap();
+        let project = RepoName::parse("proj").unwrap();
+        let commits = || crate::EngineMetrics::get(&e.metrics().index_commits);
+
+        // A whole chart: blobs, links, manifest, tag, chart entry and the
+        // repository's generation in one commit.
+        let v1: [&[u8]; 3] = [b"{\"name\":\"app\"}", b"archive one", b"prov one"];
+        let before = commits();
+        let digest = e
+            .put_chart(&project, &v1, chart_put("app", "1.0.0", &v1, ChartWrite::Create))
+            .unwrap();
+        assert_eq!(commits() - before, 1, "one commit point");
+        let id = ChartId::parse("proj", "app", "1.0.0").unwrap();
+        let rec = e.get_chart(&id).unwrap().expect("chart entry");
+        assert_eq!(rec.manifest, digest);
+        assert_eq!(e.chart_repo(&project).unwrap().unwrap().generation, 1);
+        for b in v1 {
+            let d = Digest::of(Algorithm::Sha256, b);
+            let r = e.blob_record(&d).unwrap().expect("blob indexed");
+            assert_eq!((r.refcount, r.links), (1, 1), "{d}");
+            assert!(e.stat_blob(id.repo(), &d).unwrap().is_some());
+        }
+        let tag = Reference::Tag(id.tag().clone());
+        assert!(e.get_manifest(id.repo(), &tag).unwrap().is_some());
+
+        // The store fails on the provenance file, after the config and the
+        // archive were stored: nothing of version 2 is in the index.
+        let v2: [&[u8]; 3] = [b"{\"name\":\"app\",\"v\":2}", b"archive two", b"prov two"];
+        store
+            .fail
+            .lock()
+            .unwrap()
+            .insert(Digest::of(Algorithm::Sha256, v2[2]));
+        let before = commits();
+        let err = e
+            .put_chart(&project, &v2, chart_put("app", "2.0.0", &v2, ChartWrite::Create))
+            .unwrap_err();
+        assert!(matches!(err, ManifestError::Storage(_)), "{err}");
+        assert_eq!(commits(), before, "no commit");
+        let id2 = ChartId::parse("proj", "app", "2.0.0").unwrap();
+        assert!(e.get_chart(&id2).unwrap().is_none());
+        let tag2 = Reference::Tag(id2.tag().clone());
+        assert!(e.get_manifest(id2.repo(), &tag2).unwrap().is_none());
+        assert_eq!(e.chart_repo(&project).unwrap().unwrap().generation, 1);
+        for b in v2 {
+            let d = Digest::of(Algorithm::Sha256, b);
+            assert!(e.blob_record(&d).unwrap().is_none(), "{d} not indexed");
+        }
+        // The archive's bytes reached the store unindexed: what fsck lists.
+        let archive = Digest::of(Algorithm::Sha256, v2[1]);
+        assert!(store.mem.stat(&archive).unwrap().is_some());
+
+        // The same upload once the store works: reuses the stored bytes.
+        store.fail.lock().unwrap().clear();
+        e.put_chart(&project, &v2, chart_put("app", "2.0.0", &v2, ChartWrite::Create))
+            .unwrap();
+        assert!(e.get_chart(&id2).unwrap().is_some());
+        assert_eq!(e.chart_repo(&project).unwrap().unwrap().generation, 2);
+        // A second upload of a version is refused before anything is stored.
+        let err = e
+            .put_chart(&project, &v2, chart_put("app", "2.0.0", &v2, ChartWrite::Create))
+            .unwrap_err();
+        assert!(matches!(err, ManifestError::ChartExists { .. }), "{err}");
     }
 }

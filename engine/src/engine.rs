@@ -472,6 +472,7 @@ impl Inner {
             .write_opt(batch, &wo)
             .map_err(StorageError::index("write batch"));
         self.poison_on_err(r)?;
+        EngineMetrics::add(&self.metrics.index_commits, 1);
         let seq = self.db.latest_sequence_number();
         drop(guard);
         let mut synced = self.synced_seq.lock().unwrap_or_else(|p| p.into_inner());

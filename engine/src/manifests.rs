@@ -1,7 +1,7 @@
 //! Manifests, their tags and referrers, with reference counts kept in the
 //! same atomic batch as the change that moves them.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use rocksdb::WriteBatch;
@@ -74,6 +74,8 @@ pub(crate) struct Pending<'a> {
     inner: &'a Inner,
     blobs: HashMap<Digest, BlobRecord>,
     repo_manifests: HashMap<Digest, Option<RepoManifestRecord>>,
+    /// Blobs linked into the repository earlier in this batch.
+    linked: HashSet<Digest>,
 }
 
 impl<'a> Pending<'a> {
@@ -82,7 +84,26 @@ impl<'a> Pending<'a> {
             inner,
             blobs: HashMap::new(),
             repo_manifests: HashMap::new(),
+            linked: HashSet::new(),
         }
+    }
+
+    /// Links blob `d` into `repo` in `batch` ([`Inner::link_into`]), with
+    /// `rec` as its record from now on in this batch (a blob the batch
+    /// itself indexes has no stored record yet). IMPORTANT: the caller
+    /// holds the write lock.
+    pub(crate) fn link_blob(
+        &mut self,
+        batch: &mut WriteBatch,
+        repo: &RepoName,
+        d: &Digest,
+        mut rec: BlobRecord,
+        now: u64,
+    ) -> Result<(), StorageError> {
+        self.inner.link_into(batch, repo, d, &mut rec, now)?;
+        self.blobs.insert(d.clone(), rec);
+        self.linked.insert(d.clone());
+        Ok(())
     }
 
     fn blob(&mut self, d: &Digest) -> Result<Option<&mut BlobRecord>, StorageError> {
@@ -265,72 +286,92 @@ impl Inner {
     }
 }
 
-/// The project of a repository (its first component), for chart changes.
-fn project_of(repo: &RepoName) -> RepoName {
-    RepoName::parse(repo.project()).unwrap_or_else(|_| repo.clone())
+/// A manifest put checked before the write lock is taken: its digest, its
+/// sorted references, and the chart version it indexes (if any).
+pub(crate) struct CheckedPut {
+    digest: Digest,
+    blobs: Vec<Digest>,
+    children: Vec<Digest>,
+    chart: Option<ChartId>,
 }
 
-impl Engine {
-    /// Stores a manifest in `repo` and points `put.tags` at it, in one
-    /// atomic batch. Every referenced blob must be linked in the repository
-    /// and every referenced manifest present there. Re-putting an existing
-    /// manifest only moves tags. A digest stored in any repository keeps
-    /// its one record: a PUT with another media type is refused
-    /// ([`ManifestError::MediaTypeConflict`]), and the references counted
-    /// are the record's, not this request's parse. With `put.chart`, the chart version is
-    /// indexed in the same batch (see `charts.rs`), after `chart.write`
-    /// decided what happens to an existing version. Returns the manifest's
-    /// digest.
-    pub fn put_manifest(
-        &self,
-        repo: &RepoName,
-        mut put: ManifestPut,
-    ) -> Result<Digest, ManifestError> {
-        let inner = &self.inner;
-        let algorithm = put
-            .digest
-            .as_ref()
-            .map_or(Algorithm::Sha256, |d| d.algorithm());
-        let digest = Digest::of(algorithm, &put.body);
-        if let Some(claimed) = &put.digest {
-            if claimed != &digest {
-                return Err(ManifestError::DigestMismatch {
-                    expected: claimed.clone(),
-                    actual: digest,
-                });
-            }
+/// Checks what can be checked without the index: the claimed digest, the
+/// chart entry against the repository and the layers. De-duplicates
+/// `put.tags` and adds the chart version's tag.
+pub(crate) fn check_put(
+    repo: &RepoName,
+    put: &mut ManifestPut,
+) -> Result<CheckedPut, ManifestError> {
+    let algorithm = put
+        .digest
+        .as_ref()
+        .map_or(Algorithm::Sha256, |d| d.algorithm());
+    let digest = Digest::of(algorithm, &put.body);
+    if let Some(claimed) = &put.digest {
+        if claimed != &digest {
+            return Err(ManifestError::DigestMismatch {
+                expected: claimed.clone(),
+                actual: digest,
+            });
         }
-        let blobs = sorted_unique(&put.blobs);
-        let children = sorted_unique(&put.manifests);
-        // Each tag moves once: a repeated tag would take its old target's
-        // tag count down twice.
-        let mut seen = BTreeSet::new();
-        put.tags.retain(|t| seen.insert(t.clone()));
-        let chart = match &put.chart {
-            None => None,
-            Some(entry) => {
-                let id = chart_id_in(repo, entry)?;
-                for b in std::iter::once(&entry.chart).chain(entry.prov.as_ref()) {
-                    if !blobs.contains(&b.digest) {
-                        return Err(ManifestError::ChartInvalid {
-                            repo: repo.to_string(),
-                            chart: id.to_string(),
-                            reason: format!("blob {} is not a layer of the manifest", b.digest),
-                        });
-                    }
+    }
+    let blobs = sorted_unique(&put.blobs);
+    let children = sorted_unique(&put.manifests);
+    // Each tag moves once: a repeated tag would take its old target's
+    // tag count down twice.
+    let mut seen = BTreeSet::new();
+    put.tags.retain(|t| seen.insert(t.clone()));
+    let chart = match &put.chart {
+        None => None,
+        Some(entry) => {
+            let id = chart_id_in(repo, entry)?;
+            for b in std::iter::once(&entry.chart).chain(entry.prov.as_ref()) {
+                if !blobs.contains(&b.digest) {
+                    return Err(ManifestError::ChartInvalid {
+                        repo: repo.to_string(),
+                        chart: id.to_string(),
+                        reason: format!("blob {} is not a layer of the manifest", b.digest),
+                    });
                 }
-                if !put.tags.contains(id.tag()) {
-                    put.tags.push(id.tag().clone());
-                }
-                Some(id)
             }
-        };
+            if !put.tags.contains(id.tag()) {
+                put.tags.push(id.tag().clone());
+            }
+            Some(id)
+        }
+    };
+    Ok(CheckedPut {
+        digest,
+        blobs,
+        children,
+        chart,
+    })
+}
 
-        let _g = inner.lock()?;
-        let now = records::now_ms();
-        let mut batch = WriteBatch::default();
-        let mut pending = Pending::new(inner);
-        let mut charts = ChartChanges::new(project_of(repo));
+impl Inner {
+    /// The body of [`Engine::put_manifest`] and [`Engine::put_chart`]:
+    /// stores the manifest of `put` in `repo` and moves its tags, within
+    /// `pending`/`charts`/`batch` (the caller writes and commits them).
+    /// Blobs linked earlier in the same batch count as linked
+    /// ([`Pending::link_blob`]). IMPORTANT: the caller holds the write lock.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn manifest_into_batch(
+        &self,
+        pending: &mut Pending<'_>,
+        charts: &mut ChartChanges,
+        batch: &mut WriteBatch,
+        repo: &RepoName,
+        put: ManifestPut,
+        checked: CheckedPut,
+        now: u64,
+    ) -> Result<Digest, ManifestError> {
+        let inner = self;
+        let CheckedPut {
+            digest,
+            blobs,
+            children,
+            chart,
+        } = checked;
         if let (Some(id), Some(entry)) = (&chart, &put.chart) {
             if let Some(old) = inner.get::<records::ChartRecord>(
                 keys::CF_CHARTS,
@@ -347,14 +388,7 @@ impl Engine {
                     // batch's later puts of the same keys (the version
                     // tag, the chart entry) win.
                     ChartWrite::Replace if old.manifest != digest => {
-                        inner.remove_manifest(
-                            &mut pending,
-                            &mut batch,
-                            &mut charts,
-                            repo,
-                            &old.manifest,
-                            now,
-                        )?;
+                        inner.remove_manifest(pending, batch, charts, repo, &old.manifest, now)?;
                     }
                     ChartWrite::Replace | ChartWrite::Follow => {}
                 }
@@ -399,9 +433,10 @@ impl Engine {
                 }
             };
             for b in &mrec.blobs {
-                if inner
-                    .get_raw(keys::CF_LINKS, &keys::link_key(repo, b))?
-                    .is_none()
+                if !pending.linked.contains(b)
+                    && inner
+                        .get_raw(keys::CF_LINKS, &keys::link_key(repo, b))?
+                        .is_none()
                 {
                     return Err(ManifestError::BlobUnknown {
                         repo: repo.to_string(),
@@ -455,14 +490,55 @@ impl Engine {
                     b"",
                 );
             }
-            inner.ensure_repo(&mut batch, repo, now)?;
+            inner.ensure_repo(batch, repo, now)?;
         }
         for tag in &put.tags {
-            inner.set_tag(&mut pending, &mut charts, &mut batch, repo, tag, &digest)?;
+            inner.set_tag(pending, charts, batch, repo, tag, &digest)?;
         }
         if let (Some(id), Some(entry)) = (&chart, &put.chart) {
-            inner.index_chart(&mut charts, &mut batch, id, entry, &digest, now)?;
+            inner.index_chart(charts, batch, id, entry, &digest, now)?;
         }
+        Ok(digest)
+    }
+}
+
+/// The project of a repository (its first component), for chart changes.
+pub(crate) fn project_of(repo: &RepoName) -> RepoName {
+    RepoName::parse(repo.project()).unwrap_or_else(|_| repo.clone())
+}
+
+impl Engine {
+    /// Stores a manifest in `repo` and points `put.tags` at it, in one
+    /// atomic batch. Every referenced blob must be linked in the repository
+    /// and every referenced manifest present there. Re-putting an existing
+    /// manifest only moves tags. A digest stored in any repository keeps
+    /// its one record: a PUT with another media type is refused
+    /// ([`ManifestError::MediaTypeConflict`]), and the references counted
+    /// are the record's, not this request's parse. With `put.chart`, the chart version is
+    /// indexed in the same batch (see `charts.rs`), after `chart.write`
+    /// decided what happens to an existing version. Returns the manifest's
+    /// digest.
+    pub fn put_manifest(
+        &self,
+        repo: &RepoName,
+        mut put: ManifestPut,
+    ) -> Result<Digest, ManifestError> {
+        let inner = &self.inner;
+        let checked = check_put(repo, &mut put)?;
+        let _g = inner.lock()?;
+        let now = records::now_ms();
+        let mut batch = WriteBatch::default();
+        let mut pending = Pending::new(inner);
+        let mut charts = ChartChanges::new(project_of(repo));
+        let digest = inner.manifest_into_batch(
+            &mut pending,
+            &mut charts,
+            &mut batch,
+            repo,
+            put,
+            checked,
+            now,
+        )?;
         pending.write(repo, &mut batch);
         charts.write(inner, &mut batch, now)?;
         inner.commit(_g, batch)?;

@@ -21,6 +21,9 @@ pub struct EngineMetrics {
     pub gc_manifests_deleted: AtomicU64,
     /// Upload sessions expired (by GC or the expiry worker).
     pub uploads_expired: AtomicU64,
+    /// Index batches committed (each one atomic write, synced with its
+    /// group): how many commit points an operation has.
+    pub index_commits: AtomicU64,
 }
 
 impl EngineMetrics {

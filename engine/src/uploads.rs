@@ -309,6 +309,16 @@ impl Inner {
             .map_err(|e| self.store_err(e))
     }
 
+    /// Stores `data` (which hashes to `digest`) in the blob store, unless
+    /// it is there already; a failed fsync there poisons the engine. The
+    /// caller pins `digest` and indexes it in a later batch.
+    pub(crate) fn store_bytes(&self, digest: &Digest, data: &[u8]) -> Result<(), StorageError> {
+        self.store
+            .put_bytes(digest, data, PutMode::CreateOnly)
+            .map(|_| ())
+            .map_err(|e| self.store_err(e))
+    }
+
     /// Commits the verified, staged content of upload `staged.id()` as blob
     /// `digest` linked in `repo`, removing the upload session in the same
     /// batch.
