@@ -1,8 +1,7 @@
 //! The admin API, in Harbor v2.0's shape for the basics. Callers sign in
-//! with Basic credentials, as Harbor's API clients do (registry tokens are
-//! refused here by `auth::authenticate`); errors use the same
-//! `{"errors":[{"code","message","detail"}]}` body as the registry, which is
-//! also Harbor's.
+//! with Basic credentials, as Harbor's API clients do (the route table
+//! takes no registry tokens here); errors are Harbor's
+//! `{"errors":[{"code","message"}]}` (`errors::Surface::Harbor`).
 //!
 //! ```text
 //! GET  /api/v2.0/projects                 projects the caller may pull from
@@ -26,7 +25,9 @@
 //! ```
 //!
 //! Paths under `/api/v2.0/` that are not listed answer `404`, so other
-//! endpoints (e.g. `system/gc/…`) can be routed before this module.
+//! endpoints (e.g. `system/gc/…`) can be routed before this module. Each
+//! endpoint's guard is in [`resolve`], the admin API's rows of the route
+//! table; handlers get the admitted caller and never authenticate.
 //!
 //! With auth off, every endpoint here answers `403 DENIED` (saying auth is
 //! off): with no one signed in, anything created here would be an
@@ -43,11 +44,10 @@ use hyper::{Method, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::auth::{self, Principal, Resource};
+use crate::auth::{self, Guard, Principal, Resource, Target};
 use crate::config::ProjectCreation;
 use crate::errors::{ApiError, Code};
 use crate::http::{blocking, empty, hv, json, read_small_body, App, Body};
-use crate::router::Query;
 use crate::time::rfc3339_secs;
 
 /// Where the admin API lives.
@@ -55,13 +55,31 @@ pub const PREFIX: &str = "/api/v2.0/";
 
 const MAX_JSON: usize = 64 << 10;
 
-pub async fn handle(
+/// An admin API endpoint, as routed (`name`: the project in the path).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint<'a> {
+    ListProjects,
+    CreateProject,
+    GetProject(&'a str),
+    UpdateProject(&'a str),
+    ListMembers(&'a str),
+    AddMember(&'a str),
+    ListUsers,
+    CreateUser,
+    CurrentUser,
+    ListRobots,
+    CreateRobot,
+}
+
+/// The route table's rows for [`PREFIX`] (`rest` is the path after it):
+/// each endpoint with the guard it needs. With auth off every path here is
+/// `403`: see the module docs.
+pub fn resolve<'a>(
     app: &App,
-    parts: &Parts,
-    rest: &str,
-    _query: Query<'_>,
-    body: RequestBody,
-) -> Result<Response<Body>, ApiError> {
+    method: &Method,
+    rest: &'a str,
+) -> Result<(Endpoint<'a>, Guard<'a>), ApiError> {
+    use Endpoint as E;
     if !app.auth.enabled {
         return Err(ApiError::new(
             Code::Denied,
@@ -69,27 +87,60 @@ pub async fn handle(
              turn auth on (BERTH_AUTH_ENABLED=true) or use berthctl",
         ));
     }
-    let segs: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
-    let m = &parts.method;
-    match (segs.as_slice(), m) {
-        (["projects"], &Method::GET) => list_projects(app, parts).await,
-        (["projects"], &Method::POST) => create_project(app, parts, body).await,
-        (["projects", name], &Method::GET) => get_project(app, parts, name).await,
-        (["projects", name], &Method::PUT) => update_project(app, parts, name, body).await,
-        (["projects", name, "members"], &Method::GET) => list_members(app, parts, name).await,
-        (["projects", name, "members"], &Method::POST) => add_member(app, parts, name, body).await,
-        (["users"], &Method::GET) => list_users(app, parts).await,
-        (["users"], &Method::POST) => create_user(app, parts, body).await,
-        (["users", "current"], &Method::GET) => current_user(app, parts).await,
-        (["robots"], &Method::GET) => list_robots(app, parts).await,
-        (["robots"], &Method::POST) => create_robot(app, parts, body).await,
+    let admin_of = |name| Guard::Access(Target::Project(name), Actions::of(&[Action::Admin]));
+    let segs: Vec<&'a str> = rest.trim_end_matches('/').split('/').collect();
+    let m = method;
+    Ok(match (segs.as_slice(), m) {
+        (["projects"], &Method::GET) => (E::ListProjects, Guard::Caller),
+        (["projects"], &Method::POST) => (E::CreateProject, Guard::SignedIn),
+        (["projects", name], &Method::GET) => (E::GetProject(name), Guard::Caller),
+        (["projects", name], &Method::PUT) => (E::UpdateProject(name), admin_of(name)),
+        (["projects", name, "members"], &Method::GET) => (E::ListMembers(name), Guard::SignedIn),
+        (["projects", name, "members"], &Method::POST) => (E::AddMember(name), admin_of(name)),
+        (["users"], &Method::GET) => (E::ListUsers, Guard::Admin),
+        // With self-registration anyone may sign up (only administrators
+        // create administrators: see `create_user`).
+        (["users"], &Method::POST) if app.auth.self_registration => (E::CreateUser, Guard::Caller),
+        (["users"], &Method::POST) => (E::CreateUser, Guard::Admin),
+        (["users", "current"], &Method::GET) => (E::CurrentUser, Guard::SignedIn),
+        (["robots"], &Method::GET) => (E::ListRobots, Guard::Admin),
+        // The project is in the body: `create_robot` checks it.
+        (["robots"], &Method::POST) => (E::CreateRobot, Guard::SignedIn),
         (["projects"] | ["users"] | ["robots"] | ["projects", _, "members"], _) => {
-            Err(ApiError::method_not_allowed("GET, POST"))
+            return Err(ApiError::method_not_allowed("GET, POST"))
         }
-        _ => Err(ApiError::new(
-            Code::RouteUnknown,
-            format!("no endpoint at {}", parts.uri.path()),
-        )),
+        (["projects", _], _) => return Err(ApiError::method_not_allowed("GET, PUT")),
+        (["users", "current"], _) => return Err(ApiError::method_not_allowed("GET")),
+        _ => {
+            return Err(ApiError::new(
+                Code::RouteUnknown,
+                format!("no endpoint at {PREFIX}{rest}"),
+            ))
+        }
+    })
+}
+
+/// Runs an admin endpoint for the caller its guard admitted.
+pub async fn handle(
+    app: &App,
+    endpoint: Endpoint<'_>,
+    caller: &Principal,
+    parts: &Parts,
+    body: RequestBody,
+) -> Result<Response<Body>, ApiError> {
+    use Endpoint as E;
+    match endpoint {
+        E::ListProjects => list_projects(app, caller).await,
+        E::CreateProject => create_project(app, caller, body).await,
+        E::GetProject(name) => get_project(app, caller, name).await,
+        E::UpdateProject(name) => update_project(app, name, body).await,
+        E::ListMembers(name) => list_members(app, caller, name).await,
+        E::AddMember(name) => add_member(app, caller, name, body).await,
+        E::ListUsers => list_users(app).await,
+        E::CreateUser => create_user(app, caller, body).await,
+        E::CurrentUser => current_user(app, caller).await,
+        E::ListRobots => list_robots(app).await,
+        E::CreateRobot => create_robot(app, caller, parts, body).await,
     }
 }
 
@@ -127,33 +178,16 @@ fn project_json(name: &str, p: &ProjectRecord) -> Value {
     })
 }
 
-/// A signed-in caller (not anonymous), as an account.
-async fn signed_in(app: &App, parts: &Parts) -> Result<(Principal, Account), ApiError> {
-    let p = auth::authenticate(app, parts).await?;
-    let a = auth::effective_account(&p);
-    if a == Account::Anonymous {
-        return Err(auth::challenge(
-            app,
-            parts,
-            None,
-            None,
-            "sign in to use the API",
-        ));
-    }
-    Ok((p, a))
-}
-
 fn not_found(what: String) -> ApiError {
     ApiError::new(Code::NotFound, what)
 }
 
-async fn list_projects(app: &App, parts: &Parts) -> Result<Response<Body>, ApiError> {
-    let p = auth::authenticate(app, parts).await?;
+async fn list_projects(app: &App, caller: &Principal) -> Result<Response<Body>, ApiError> {
     let mut out = Vec::new();
     for (name, rec) in app.engine.projects()? {
         if auth::permits(
             app,
-            &p,
+            caller,
             Resource::Project(&name),
             Actions::of(&[Action::Pull]),
         )? {
@@ -163,11 +197,14 @@ async fn list_projects(app: &App, parts: &Parts) -> Result<Response<Body>, ApiEr
     ok_json(&Value::Array(out))
 }
 
-async fn get_project(app: &App, parts: &Parts, name: &str) -> Result<Response<Body>, ApiError> {
-    let p = auth::authenticate(app, parts).await?;
+async fn get_project(
+    app: &App,
+    caller: &Principal,
+    name: &str,
+) -> Result<Response<Body>, ApiError> {
     let visible = auth::permits(
         app,
-        &p,
+        caller,
         Resource::Project(name),
         Actions::of(&[Action::Pull]),
     )?;
@@ -217,10 +254,10 @@ impl ProjectReq {
 
 async fn create_project(
     app: &App,
-    parts: &Parts,
+    caller: &Principal,
     body: RequestBody,
 ) -> Result<Response<Body>, ApiError> {
-    let (_, account) = signed_in(app, parts).await?;
+    let account = auth::effective_account(caller);
     if app.auth.project_creation == ProjectCreation::Adminonly && !account.is_admin() {
         return Err(ApiError::new(
             Code::Denied,
@@ -248,19 +285,12 @@ async fn create_project(
     Ok(res)
 }
 
+/// Admitted as the project's administrator.
 async fn update_project(
     app: &App,
-    parts: &Parts,
     name: &str,
     body: RequestBody,
 ) -> Result<Response<Body>, ApiError> {
-    auth::authorize(
-        app,
-        parts,
-        Resource::Project(name),
-        Actions::of(&[Action::Admin]),
-    )
-    .await?;
     let req: ProjectReq = read_json(body).await?;
     if let Some(public) = req.public() {
         let n = name.to_owned();
@@ -272,11 +302,15 @@ async fn update_project(
 /// Members are listed to the project's members and to system
 /// administrators only: a public project is readable by everyone, but its
 /// member list would hand any signed-in caller a list of user names.
-async fn list_members(app: &App, parts: &Parts, name: &str) -> Result<Response<Body>, ApiError> {
-    let (p, account) = signed_in(app, parts).await?;
+async fn list_members(
+    app: &App,
+    caller: &Principal,
+    name: &str,
+) -> Result<Response<Body>, ApiError> {
+    let account = auth::effective_account(caller);
     let visible = auth::permits(
         app,
-        &p,
+        caller,
         Resource::Project(name),
         Actions::of(&[Action::Pull]),
     )?;
@@ -323,19 +357,13 @@ struct MemberUser {
     username: String,
 }
 
+/// Admitted as the project's administrator.
 async fn add_member(
     app: &App,
-    parts: &Parts,
+    p: &Principal,
     name: &str,
     body: RequestBody,
 ) -> Result<Response<Body>, ApiError> {
-    let p = auth::authorize(
-        app,
-        parts,
-        Resource::Project(name),
-        Actions::of(&[Action::Admin]),
-    )
-    .await?;
     let req: MemberReq = read_json(body).await?;
     let Some(role) = Role::from_id(req.role_id) else {
         return Err(ApiError::new(
@@ -351,7 +379,7 @@ async fn add_member(
     // admin — which anyone can become by creating a project — gets the same
     // 201 either way: the membership is recorded by name and takes effect
     // if and when a user of that name exists.
-    let check = if auth::effective_account(&p).is_admin() {
+    let check = if auth::effective_account(p).is_admin() {
         UserCheck::MustExist
     } else {
         UserCheck::ByName
@@ -383,8 +411,8 @@ fn user_json(name: &str, u: &berth_engine::records::UserRecord) -> Value {
     })
 }
 
-async fn list_users(app: &App, parts: &Parts) -> Result<Response<Body>, ApiError> {
-    auth::require_admin(app, parts).await?;
+/// Admitted as a system administrator.
+async fn list_users(app: &App) -> Result<Response<Body>, ApiError> {
     let users: Vec<Value> = app
         .engine
         .users()?
@@ -394,8 +422,8 @@ async fn list_users(app: &App, parts: &Parts) -> Result<Response<Body>, ApiError
     ok_json(&Value::Array(users))
 }
 
-async fn current_user(app: &App, parts: &Parts) -> Result<Response<Body>, ApiError> {
-    let (_, account) = signed_in(app, parts).await?;
+async fn current_user(app: &App, caller: &Principal) -> Result<Response<Body>, ApiError> {
+    let account = auth::effective_account(caller);
     match &account {
         Account::User { name, .. } if !name.is_empty() => match app.engine.user(name)? {
             Some(u) => ok_json(&user_json(name, &u)),
@@ -420,17 +448,13 @@ struct UserReq {
     sysadmin_flag: bool,
 }
 
+/// Admitted as a system administrator, or (self-registration) anyone.
 async fn create_user(
     app: &App,
-    parts: &Parts,
+    p: &Principal,
     body: RequestBody,
 ) -> Result<Response<Body>, ApiError> {
-    let p = if app.auth.self_registration {
-        auth::authenticate(app, parts).await?
-    } else {
-        auth::require_admin(app, parts).await?
-    };
-    let by_admin = auth::effective_account(&p).is_admin();
+    let by_admin = auth::effective_account(p).is_admin();
     let req: UserReq = read_json(body).await?;
     if req.sysadmin_flag && !by_admin {
         return Err(ApiError::new(
@@ -454,8 +478,8 @@ async fn create_user(
     Ok(created(format!("/api/v2.0/users/{id}")))
 }
 
-async fn list_robots(app: &App, parts: &Parts) -> Result<Response<Body>, ApiError> {
-    auth::require_admin(app, parts).await?;
+/// Admitted as a system administrator.
+async fn list_robots(app: &App) -> Result<Response<Body>, ApiError> {
     let robots: Vec<Value> = app
         .engine
         .robots()?
@@ -509,15 +533,15 @@ struct RobotAccess {
     action: String,
 }
 
+/// Admitted signed in (so a caller without an account is answered `401`
+/// without waiting on its body); the project is the body's namespace, so
+/// its check comes here, on the admitted caller.
 async fn create_robot(
     app: &App,
+    p: &Principal,
     parts: &Parts,
     body: RequestBody,
 ) -> Result<Response<Body>, ApiError> {
-    // Authenticate before reading the body: a caller without an account
-    // is answered (401) without waiting on its body. The project check
-    // needs the body's namespace, so it comes after.
-    signed_in(app, parts).await?;
     let req: RobotReq = read_json(body).await?;
     if req.level.as_deref().is_some_and(|l| l != "project") {
         return Err(ApiError::new(
@@ -537,13 +561,13 @@ async fn create_robot(
             "permission kind must be project",
         ));
     }
-    let p = auth::authorize(
+    auth::check(
         app,
         parts,
+        p,
         Resource::Project(&perm.namespace),
         Actions::of(&[Action::Admin]),
-    )
-    .await?;
+    )?;
     let mut actions = Actions::NONE;
     for a in &perm.access {
         if a.resource

@@ -1,17 +1,19 @@
-//! Authentication and authorization: the one entry point every route calls
-//! before its handler.
+//! Authentication and authorization: the one entry point ([`admit`]) the
+//! router calls with each route's [`Guard`] before its handler.
 //!
 //! ```text
-//! authorize(app, parts, Resource::Repository(&repo), Actions::of(&[Action::Pull]))
-//!     -> Ok(Principal)            allowed (or auth is off: Principal::Open)
+//! admit(app, parts, tokens, Guard::Access(Target::Repository("p/app"), Actions::of(&[Action::Pull])))
+//!     -> Ok(Principal)            allowed (or auth is off: Principal::Open); the
+//!                                 router hands it to the handler as its caller
 //!     -> Err(401 UNAUTHORIZED)    no / bad credentials, or a token without the scope;
 //!                                 WWW-Authenticate: Bearer realm="<origin>/service/token",
 //!                                 service="…",scope="repository:NAME:pull" (on /v2 paths;
 //!                                 Basic realm="berth" elsewhere, for helm)
 //!     -> Err(403 DENIED)          valid Basic credentials without the permission
 //!     -> Err(429 TOOMANYREQUESTS) too many failed logins from this source
-//! require_admin(app, parts)       a system administrator, else 401/403
-//! authenticate(app, parts)        who is asking (anonymous allowed), 401 on bad credentials
+//! Guard::Admin                    a system administrator, else 401/403
+//! Guard::Caller                   who is asking (anonymous allowed), 401 on bad credentials
+//! check(app, parts, &caller, resource, actions)   the same check for a caller already admitted
 //! ```
 //!
 //! Credentials: `Authorization: Bearer <jwt>` from berth's token service
@@ -489,10 +491,10 @@ where
 }
 
 /// Who is asking: anonymous without credentials; `401` for bad ones, and
-/// for a bearer token anywhere but the registry API (`/v2`): the admin,
-/// chart and GC APIs take Basic credentials only, so no token can act
-/// there, whatever its claim.
-pub async fn authenticate(app: &App, parts: &Parts) -> Result<Principal, ApiError> {
+/// for a bearer token where the route does not take `tokens` (everything
+/// but the registry API, `/v2`: the admin, chart and GC APIs take Basic
+/// credentials only, so no token can act there, whatever its claim).
+pub async fn authenticate(app: &App, parts: &Parts, tokens: bool) -> Result<Principal, ApiError> {
     if !app.auth.enabled {
         return Ok(Principal::Open);
     }
@@ -517,7 +519,7 @@ pub async fn authenticate(app: &App, parts: &Parts) -> Result<Principal, ApiErro
                 )),
             }
         }
-        Ok(Credentials::Bearer(_)) if !is_registry_path(parts.uri.path()) => Err(challenge(
+        Ok(Credentials::Bearer(_)) if !tokens => Err(challenge(
             app,
             parts,
             None,
@@ -664,21 +666,115 @@ fn token_refusal(
     })
 }
 
-/// THE entry point: authenticates the request and checks that it may do
-/// `actions` on `resource`. See the module docs for the answers.
-pub async fn authorize(
+/// What a route needs from its caller before its handler runs: declared
+/// by each entry of the route table (`router.rs`) and checked by [`admit`],
+/// the one place requests are authorized.
+#[derive(Clone, Copy, Debug)]
+pub enum Guard<'a> {
+    /// Nobody is asked: `/metrics`, the chart health check, the token
+    /// service (which checks the credentials it is sent itself). The
+    /// handler gets the anonymous account (`Open` with auth off).
+    Public,
+    /// Who is asking, anonymous allowed: the handler shows only what the
+    /// caller may see (the global chart index, project listings).
+    Caller,
+    /// Any account but anonymous, any valid token (`GET /v2/`: the `401`
+    /// without credentials is what `docker login` checks).
+    SignedIn,
+    /// `actions` on a repository, a project or the catalog.
+    Access(Target<'a>, Actions),
+    /// A system administrator.
+    Admin,
+}
+
+/// What a [`Guard::Access`] is on, as routed (a repository name is
+/// validated only when auth is on, as part of the check).
+#[derive(Clone, Copy, Debug)]
+pub enum Target<'a> {
+    Repository(&'a str),
+    Project(&'a str),
+    Catalog,
+}
+
+/// THE entry point: authenticates the request (bearer tokens only if the
+/// route takes `tokens`) and checks `guard`. Returns the caller, which the
+/// router hands to the handler: no handler authenticates or authorizes
+/// from ambient state. See the module docs for the answers.
+pub async fn admit(
     app: &App,
     parts: &Parts,
+    tokens: bool,
+    guard: Guard<'_>,
+) -> Result<Principal, ApiError> {
+    if !app.auth.enabled {
+        return Ok(Principal::Open);
+    }
+    match guard {
+        Guard::Public => Ok(Principal::Account(Account::Anonymous)),
+        Guard::Caller => authenticate(app, parts, tokens).await,
+        Guard::SignedIn => {
+            let p = authenticate(app, parts, tokens).await?;
+            if p.is_anonymous() && !matches!(p, Principal::Token(_)) {
+                return Err(challenge(app, parts, None, None, "authentication required"));
+            }
+            Ok(p)
+        }
+        Guard::Access(target, actions) => {
+            let p = authenticate(app, parts, tokens).await?;
+            match target {
+                Target::Repository(name) => {
+                    let repo = RepoName::parse(name)?;
+                    check(app, parts, &p, Resource::Repository(&repo), actions)?;
+                }
+                Target::Project(name) => {
+                    check(app, parts, &p, Resource::Project(name), actions)?
+                }
+                Target::Catalog => check(app, parts, &p, Resource::Catalog, actions)?,
+            }
+            Ok(p)
+        }
+        Guard::Admin => {
+            let p = authenticate(app, parts, tokens).await?;
+            match &p {
+                Principal::Open => Ok(p),
+                Principal::Account(a) if a.is_admin() => Ok(p),
+                Principal::Account(Account::Anonymous) => {
+                    Err(challenge(app, parts, None, None, "authentication required"))
+                }
+                Principal::Account(a) => Err(denied(format!(
+                    "{} is not a system administrator",
+                    a.name()
+                ))),
+                Principal::Token(_) => Err(challenge(
+                    app,
+                    parts,
+                    None,
+                    Some("insufficient_scope"),
+                    "registry tokens never grant administration",
+                )),
+            }
+        }
+    }
+}
+
+/// Checks that the already authenticated `principal` may do `actions` on
+/// `resource`: `Ok`, or the refusal (`401` with a challenge for anonymous
+/// callers and tokens lacking the scope, `403 DENIED` for accounts). Used
+/// by [`admit`], and by handlers whose resource is named in the request
+/// body (a robot's project), with the caller they were handed.
+pub fn check(
+    app: &App,
+    parts: &Parts,
+    principal: &Principal,
     resource: Resource<'_>,
     actions: Actions,
-) -> Result<Principal, ApiError> {
-    let principal = authenticate(app, parts).await?;
-    if permits(app, &principal, resource, actions)? {
-        return Ok(principal);
+) -> Result<(), ApiError> {
+    if permits(app, principal, resource, actions)? {
+        return Ok(());
     }
     let scope = scope_of(resource, actions);
-    match &principal {
-        Principal::Open => Ok(principal),
+    match principal {
+        Principal::Open => Ok(()),
         Principal::Account(Account::Anonymous) => Err(challenge(
             app,
             parts,
@@ -698,46 +794,6 @@ pub async fn authorize(
         Principal::Account(a) => Err(denied(
             refusal(app, a, resource, actions)?
                 .unwrap_or_else(|| format!("{} may not do this", a.name())),
-        )),
-    }
-}
-
-/// `GET /v2/`: any signed-in account, and any valid token — an anonymous
-/// one (`sub:""`, `access:[]`) included: the version check needs no access
-/// items, as in CNCF distribution's token access controller. Only a request
-/// without credentials gets the `401` that makes `docker login` verify a
-/// password.
-pub async fn require_authenticated(app: &App, parts: &Parts) -> Result<Principal, ApiError> {
-    let p = authenticate(app, parts).await?;
-    match &p {
-        Principal::Account(Account::Anonymous) => {
-            Err(challenge(app, parts, None, None, "authentication required"))
-        }
-        Principal::Open | Principal::Account(_) | Principal::Token(_) => Ok(p),
-    }
-}
-
-/// A system administrator (or auth disabled), else `401`/`403`. Signed in
-/// with Basic credentials: no token claim grants administration (and
-/// [`authenticate`] refuses tokens off `/v2` before this is asked).
-pub async fn require_admin(app: &App, parts: &Parts) -> Result<Principal, ApiError> {
-    let p = authenticate(app, parts).await?;
-    match &p {
-        Principal::Open => Ok(p),
-        Principal::Account(a) if a.is_admin() => Ok(p),
-        Principal::Account(Account::Anonymous) => {
-            Err(challenge(app, parts, None, None, "authentication required"))
-        }
-        Principal::Account(a) => Err(denied(format!(
-            "{} is not a system administrator",
-            a.name()
-        ))),
-        Principal::Token(_) => Err(challenge(
-            app,
-            parts,
-            None,
-            Some("insufficient_scope"),
-            "registry tokens never grant administration",
         )),
     }
 }

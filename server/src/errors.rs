@@ -1,16 +1,20 @@
-//! The HTTP boundary for errors: the one table of OCI error codes, and the
-//! mapping from engine errors to them.
-//!
-//! Every failed request is answered with the distribution spec's JSON body
+//! The HTTP boundary for errors: one error type ([`ApiError`]: a [`Code`],
+//! what failed on what, headers), the one table of codes, the one mapping
+//! from engine errors to codes, and one renderer per API surface
+//! ([`Surface`], declared by every route in `router.rs`):
 //!
 //! ```text
-//! {"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown to registry","detail":"…"}]}
+//! Registry  /v2, /service/token  {"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown to registry","detail":"…"}]}
+//! Harbor    /api/v2.0/…          {"errors":[{"code":"NOT_FOUND","message":"project p not found"}]}
+//! Charts    chart repository     {"error":"chart demo-9.9.9 not found in project lib"}
 //! ```
 //!
-//! where `code` and `message` come from [`Code::info`] and `detail` says what
-//! failed on what (usually the engine error's message). Only real storage
-//! failures become `500`; they are logged with the request id and their
-//! detail is kept out of the body (it names server paths).
+//! `code` and the generic `message` come from [`Code::info`], `detail` says
+//! what failed on what (usually the engine error's message); the Harbor and
+//! ChartMuseum bodies carry the detail as their message. The status is the
+//! code's on every surface. Only real storage failures become `500`; they
+//! are logged with the request id and their detail is kept out of the body
+//! (it names server paths).
 
 use std::borrow::Cow;
 
@@ -52,6 +56,8 @@ pub enum Code {
     RangeInvalid,
     /// A manifest body over the size limit (the spec answers `413`).
     ManifestTooLarge,
+    /// Another request body over its limit (chart uploads, API bodies).
+    TooLarge,
     /// Another request is writing the same upload session.
     UploadBusy,
     /// `n` of a tag or catalog listing is not a non-negative integer
@@ -81,7 +87,7 @@ pub struct CodeInfo {
 
 impl Code {
     /// Every code, for tests and documentation.
-    pub const ALL: [Code; 25] = [
+    pub const ALL: [Code; 26] = [
         Code::BlobUnknown,
         Code::BlobUploadInvalid,
         Code::BlobUploadUnknown,
@@ -100,6 +106,7 @@ impl Code {
         Code::TooManyRequests,
         Code::RangeInvalid,
         Code::ManifestTooLarge,
+        Code::TooLarge,
         Code::UploadBusy,
         Code::PaginationInvalid,
         Code::RouteUnknown,
@@ -186,6 +193,7 @@ impl Code {
                 S::RANGE_NOT_SATISFIABLE,
             ),
             Code::ManifestTooLarge => i("SIZE_INVALID", "manifest too large", S::PAYLOAD_TOO_LARGE),
+            Code::TooLarge => i("SIZE_INVALID", "request body too large", S::PAYLOAD_TOO_LARGE),
             Code::UploadBusy => i(
                 "BLOB_UPLOAD_INVALID",
                 "the upload is being written by another request",
@@ -261,19 +269,26 @@ impl ApiError {
         self
     }
 
-    /// Renders the spec's JSON body.
-    pub fn into_response(self, request_id: &str) -> Response<Body> {
+    /// Renders the error as `surface` answers errors (see the module docs).
+    pub fn into_response(self, surface: Surface, request_id: &str) -> Response<Body> {
         let info = self.code.info();
         if let Some(internal) = &self.internal {
             tracing::error!(request_id, error = %internal, "storage failure");
         }
-        let body = serde_json::json!({
-            "errors": [{
-                "code": info.wire,
-                "message": info.message,
-                "detail": self.detail.as_deref(),
-            }]
-        });
+        let said = self.detail.as_deref().unwrap_or(info.message);
+        let body = match surface {
+            Surface::Registry => serde_json::json!({
+                "errors": [{
+                    "code": info.wire,
+                    "message": info.message,
+                    "detail": self.detail.as_deref(),
+                }]
+            }),
+            Surface::Harbor => serde_json::json!({
+                "errors": [{"code": info.wire, "message": said}]
+            }),
+            Surface::Charts => serde_json::json!({ "error": said }),
+        };
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
         let mut res = Response::new(Body::new(Bytes::from(bytes)));
         *res.status_mut() = info.status;
@@ -285,6 +300,21 @@ impl ApiError {
         }
         res
     }
+}
+
+/// An API surface: how its errors look on the wire. Every route declares
+/// its surface in the route table (`router.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Surface {
+    /// The OCI distribution API (`/v2`) and the token service: the
+    /// distribution spec's error JSON.
+    Registry,
+    /// The Harbor-shaped API (`/api/v2.0/…`, GC included): Harbor's
+    /// `Errors` JSON (`{"errors":[{"code","message"}]}`).
+    Harbor,
+    /// The chart repository (Harbor's `chartrepo` and ChartMuseum's
+    /// paths): ChartMuseum's `{"error": "…"}`.
+    Charts,
 }
 
 // ---- engine errors → codes -------------------------------------------------
@@ -356,11 +386,11 @@ impl From<ManifestError> for ApiError {
             ManifestError::SizeMismatch { .. } | ManifestError::MediaTypeConflict { .. } => {
                 Code::ManifestInvalid
             }
-            // Chart API conflicts never come through the OCI API (its puts
-            // follow tags); a chart that does not fit its repository does.
-            ManifestError::ChartExists { .. } | ManifestError::ChartInvalid { .. } => {
-                Code::ManifestInvalid
-            }
+            // A chart version that exists (the chart API without
+            // overwrite; OCI puts follow tags and never get it).
+            ManifestError::ChartExists { .. } => Code::Conflict,
+            // A chart that does not fit its repository.
+            ManifestError::ChartInvalid { .. } => Code::ManifestInvalid,
             ManifestError::Storage(s) => return ApiError::internal(s),
         };
         ApiError::new(code, e.to_string())
@@ -376,6 +406,12 @@ impl From<AccountError> for ApiError {
             AccountError::Storage(s) => return ApiError::internal(s),
         };
         ApiError::new(code, e.to_string())
+    }
+}
+
+impl From<crate::charts::package::PackageError> for ApiError {
+    fn from(e: crate::charts::package::PackageError) -> ApiError {
+        ApiError::new(Code::BadRequest, e.to_string())
     }
 }
 

@@ -18,7 +18,8 @@ use hyper::header::{HeaderValue, LOCATION};
 use hyper::{Method, Response, StatusCode};
 use serde::Deserialize;
 
-use crate::http::{App, Body};
+use crate::errors::{ApiError, Code};
+use crate::http::{read_small_body, App, Body};
 use crate::time::rfc3339_ms;
 
 const PREFIX: &str = "/api/v2.0/system/gc";
@@ -51,31 +52,43 @@ struct Parameters {
     dry_run: bool,
 }
 
-/// Harbor-style error: `{"errors":[{"code":…,"message":…}]}`.
-fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
-    let body = serde_json::json!({"errors": [{"code": code, "message": message}]});
-    let mut res = crate::http::json(body.to_string().into_bytes(), "application/json");
-    *res.status_mut() = status;
-    res
+/// A GC API endpoint, as routed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint<'a> {
+    /// `POST …/schedule`: start a manual run.
+    Schedule,
+    /// `GET …/schedule`.
+    GetSchedule,
+    /// `GET /api/v2.0/system/gc`.
+    Runs,
+    /// `GET …/<id>` (as sent: an id that is not a number is not found).
+    Run(&'a str),
 }
 
-/// Dispatches a request under [`PREFIX`]. The caller has checked that it
-/// comes from a system administrator (`auth::require_admin` in the router):
-/// Harbor allows GC to system admins only, reads included.
-pub async fn dispatch(app: &App, method: &Method, path: &str, body: RequestBody) -> Response<Body> {
+/// The route table's rows for [`PREFIX`]: the endpoint and whether it
+/// writes (refused in read-only mode). Every one is for system
+/// administrators (Harbor allows GC to them only, reads included).
+pub fn resolve<'a>(method: &Method, path: &'a str) -> Result<(Endpoint<'a>, bool), ApiError> {
     let rest = path.strip_prefix(PREFIX).unwrap_or("");
     match (method, rest) {
-        (&Method::POST, "/schedule") => {
-            if app.read_only {
-                return error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "UNSUPPORTED",
-                    "the registry is in read-only mode",
-                );
-            }
-            schedule(app, body).await
-        }
-        (&Method::GET, "/schedule") => {
+        (&Method::POST, "/schedule") => Ok((Endpoint::Schedule, true)),
+        (&Method::GET, "/schedule") => Ok((Endpoint::GetSchedule, false)),
+        (_, "/schedule") => Err(ApiError::method_not_allowed("GET, POST")),
+        (&Method::GET, "" | "/") => Ok((Endpoint::Runs, false)),
+        (&Method::GET, id) => Ok((Endpoint::Run(id.strip_prefix('/').unwrap_or(id)), false)),
+        _ => Err(ApiError::method_not_allowed("GET")),
+    }
+}
+
+/// Runs a GC API endpoint for an admitted administrator.
+pub async fn handle(
+    app: &App,
+    endpoint: Endpoint<'_>,
+    body: RequestBody,
+) -> Result<Response<Body>, ApiError> {
+    match endpoint {
+        Endpoint::Schedule => schedule(app, body).await,
+        Endpoint::GetSchedule => {
             let (kind, secs) = match app.gc_interval {
                 Some(i) => ("Custom", i.as_secs()),
                 None => ("None", 0),
@@ -84,9 +97,9 @@ pub async fn dispatch(app: &App, method: &Method, path: &str, body: RequestBody)
                 "schedule": {"type": kind, "interval_seconds": secs},
                 "parameters": {"grace_seconds": app.gc_grace.as_secs(), "delete_untagged": false},
             });
-            crate::http::json(body.to_string().into_bytes(), "application/json")
+            Ok(crate::http::json(body.to_string().into_bytes(), "application/json"))
         }
-        (&Method::GET, "" | "/") => {
+        Endpoint::Runs => {
             let runs = app.engine.gc_runs();
             let list: Vec<_> = runs.iter().rev().map(run_json).collect();
             let mut res = crate::http::json(
@@ -96,59 +109,43 @@ pub async fn dispatch(app: &App, method: &Method, path: &str, body: RequestBody)
             if let Ok(v) = HeaderValue::from_str(&runs.len().to_string()) {
                 res.headers_mut().insert("x-total-count", v);
             }
-            res
+            Ok(res)
         }
-        (&Method::GET, id) => {
+        Endpoint::Run(id) => {
             let run = id
-                .strip_prefix('/')
-                .and_then(|id| id.parse::<u64>().ok())
+                .parse::<u64>()
+                .ok()
                 .and_then(|id| app.engine.gc_runs().into_iter().find(|r| r.id == id));
             match run {
-                Some(r) => {
-                    crate::http::json(run_json(&r).to_string().into_bytes(), "application/json")
-                }
-                None => error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such GC run"),
+                Some(r) => Ok(crate::http::json(
+                    run_json(&r).to_string().into_bytes(),
+                    "application/json",
+                )),
+                None => Err(ApiError::new(Code::NotFound, format!("no GC run {id:?}"))),
             }
         }
-        _ => error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "METHOD_NOT_ALLOWED",
-            "method not allowed",
-        ),
     }
 }
 
-async fn schedule(app: &App, body: RequestBody) -> Response<Body> {
-    let bytes = match read(body).await {
-        Ok(b) => b,
-        Err(res) => return res,
-    };
+async fn schedule(app: &App, body: RequestBody) -> Result<Response<Body>, ApiError> {
+    let bytes = read_small_body(body, MAX_BODY).await?;
     let req: ScheduleRequest = if bytes.is_empty() {
         ScheduleRequest::default()
     } else {
-        match serde_json::from_slice(&bytes) {
-            Ok(r) => r,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "BAD_REQUEST",
-                    &format!("invalid GC schedule: {e}"),
-                )
-            }
-        }
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::new(Code::BadRequest, format!("invalid GC schedule: {e}")))?
     };
     match req.schedule.as_ref().map(|s| s.kind.as_str()) {
         Some("Manual") => {}
         other => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "BAD_REQUEST",
-                &format!(
+            return Err(ApiError::new(
+                Code::BadRequest,
+                format!(
                     "schedule type {:?} is not supported here: only {{\"schedule\":{{\"type\":\"Manual\"}}}}; \
                      periodic GC is set with BERTH_GC_INTERVAL_SECONDS",
                     other.unwrap_or("(none)")
                 ),
-            )
+            ))
         }
     }
     let opts = GcOptions {
@@ -157,51 +154,14 @@ async fn schedule(app: &App, body: RequestBody) -> Response<Body> {
         dry_run: req.parameters.dry_run,
         upload_ttl: Some(app.upload_ttl),
     };
-    let r = crate::http::blocking(app, move |e| e.schedule_gc(opts)).await;
-    match r {
-        Ok(Ok(id)) => {
-            let mut res = crate::http::empty(StatusCode::CREATED);
-            if let Ok(v) = HeaderValue::from_str(&format!("{PREFIX}/{id}")) {
-                res.headers_mut().insert(LOCATION, v);
-            }
-            res
-        }
-        Ok(Err(e)) => error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "TOO_MANY_REQUESTS",
-            &e.to_string(),
-        ),
-        Err(_) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL_SERVER_ERROR",
-            "scheduling GC failed",
-        ),
+    let id = crate::http::blocking(app, move |e| e.schedule_gc(opts))
+        .await?
+        .map_err(|e| ApiError::new(Code::TooManyRequests, e.to_string()))?;
+    let mut res = crate::http::empty(StatusCode::CREATED);
+    if let Ok(v) = HeaderValue::from_str(&format!("{PREFIX}/{id}")) {
+        res.headers_mut().insert(LOCATION, v);
     }
-}
-
-async fn read(mut body: RequestBody) -> Result<Vec<u8>, Response<Body>> {
-    use http_body_util::BodyExt;
-    let mut buf = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            error(
-                StatusCode::BAD_REQUEST,
-                "BAD_REQUEST",
-                &format!("reading the request body: {e}"),
-            )
-        })?;
-        if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > MAX_BODY {
-                return Err(error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "BAD_REQUEST",
-                    "request body too large",
-                ));
-            }
-            buf.extend_from_slice(&data);
-        }
-    }
-    Ok(buf)
+    Ok(res)
 }
 
 /// One run in Harbor's `GCHistory` shape, with berth's report added.

@@ -400,10 +400,7 @@ async fn handle(
     let req =
         req.map(|b| RequestBody::new(b, app.limits.body_read_timeout, body_timed_out.clone()));
     let rid = request_id.to_str().unwrap_or_default().to_owned();
-    let mut res = match crate::router::dispatch(app, req, &rid).await {
-        Ok(res) => res,
-        Err(e) => e.into_response(request_id.to_str().unwrap_or_default()),
-    };
+    let mut res = crate::router::dispatch(app, req, &rid).await;
     if body_timed_out.load(Ordering::Relaxed)
         && (version == hyper::Version::HTTP_11 || version == hyper::Version::HTTP_10)
     {

@@ -31,14 +31,14 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use berth_engine::{Action, Actions, RepoName};
+use berth_engine::{Action, Actions};
 use hyper::http::request::Parts;
 
 use crate::limits::RequestBody;
 use hyper::{Method, Request, Response};
 
-use crate::auth::{self, Principal, Resource};
-use crate::errors::{ApiError, Code};
+use crate::auth::{self, Guard, Principal, Resource, Target};
+use crate::errors::{ApiError, Code, Surface};
 use crate::http::{blocking, App, Body};
 
 /// A routed path; the `&str`s borrow from the (percent-decoded) path.
@@ -121,75 +121,258 @@ fn nonempty<'a>(name: &'a str, f: impl FnOnce(&'a str) -> Route<'a>) -> Route<'a
     }
 }
 
-/// Parses the request line, checks the server's mode, and hands the request
-/// to its endpoint.
+// ---- the route table -------------------------------------------------------
+
+/// One entry of the route table: what a request is, and what must hold
+/// before its handler runs. Built by [`resolve`] from the method and the
+/// parsed path; applied by [`dispatch`] in one order for every surface:
+/// guard (authentication and authorization), then read-only, then the
+/// delete policy, then the handler with the admitted caller.
+#[derive(Clone, Copy, Debug)]
+pub struct Entry<'a> {
+    /// Which API answers, and so how its errors look.
+    pub surface: Surface,
+    /// What the caller must be or may do ([`auth::admit`]).
+    pub guard: Guard<'a>,
+    /// Whether bearer tokens are accepted (the registry API only).
+    pub tokens: bool,
+    /// Refused (`405`) while the registry is read-only.
+    pub writes: bool,
+    /// A content delete: refused (`405`) when deletes are disabled.
+    pub deletes: bool,
+    /// The handler.
+    pub endpoint: Endpoint<'a>,
+}
+
+/// Every handler, with what its path names.
+#[derive(Clone, Copy, Debug)]
+pub enum Endpoint<'a> {
+    Metrics,
+    Token,
+    Gc(crate::gc_api::Endpoint<'a>),
+    Admin(crate::admin::Endpoint<'a>),
+    Chart(crate::charts::Endpoint<'a>),
+    Base,
+    Catalog,
+    ListTags { name: &'a str },
+    ListReferrers { name: &'a str, digest: &'a str },
+    GetManifest { name: &'a str, reference: &'a str },
+    PutManifest { name: &'a str, reference: &'a str },
+    DeleteManifest { name: &'a str, reference: &'a str },
+    GetBlob { name: &'a str, digest: &'a str },
+    DeleteBlob { name: &'a str, digest: &'a str },
+    StartUpload { name: &'a str },
+    UploadStatus { name: &'a str, id: &'a str },
+    PatchUpload { name: &'a str, id: &'a str },
+    CompleteUpload { name: &'a str, id: &'a str },
+    CancelUpload { name: &'a str, id: &'a str },
+}
+
+/// The surface a path belongs to, for answers given before (or without)
+/// an entry: `404` and `405`.
+pub fn surface_of(path: &str) -> Surface {
+    if path.starts_with(crate::admin::PREFIX) || crate::gc_api::owns(path) {
+        Surface::Harbor
+    } else if crate::charts::route(path).is_some() {
+        Surface::Charts
+    } else {
+        Surface::Registry
+    }
+}
+
+/// THE route table: the entry of `method` on `path` (percent-decoded), or
+/// the surface's `404`/`405` (with `Allow`). Families in order: `/metrics`,
+/// the GC API, the token service, the rest of `/api/v2.0/`, the chart
+/// repository, the OCI API.
+pub fn resolve<'a>(app: &App, method: &Method, path: &'a str) -> Result<Entry<'a>, ApiError> {
+    use Method as M;
+    let read = matches!(*method, M::GET | M::HEAD);
+    let not_allowed = |allow| Err(ApiError::method_not_allowed(allow));
+    let entry = |surface, guard, endpoint| Entry {
+        surface,
+        guard,
+        tokens: surface == Surface::Registry,
+        writes: false,
+        deletes: false,
+        endpoint,
+    };
+    let pull = Actions::of(&[Action::Pull]);
+    let push = Actions::of(&[Action::Push]);
+    let delete = Actions::of(&[Action::Delete]);
+
+    if path == "/metrics" {
+        return match read {
+            true => Ok(entry(Surface::Registry, Guard::Public, Endpoint::Metrics)),
+            false => not_allowed("GET, HEAD"),
+        };
+    }
+    if crate::gc_api::owns(path) {
+        let (endpoint, writes) = crate::gc_api::resolve(method, path)?;
+        return Ok(Entry {
+            writes,
+            ..entry(Surface::Harbor, Guard::Admin, Endpoint::Gc(endpoint))
+        });
+    }
+    if path == auth::TOKEN_PATH {
+        if !app.auth.enabled {
+            return Err(ApiError::new(
+                Code::RouteUnknown,
+                "auth is disabled on this registry: there is no token service",
+            ));
+        }
+        // The token service is the login: it checks the credentials it
+        // is sent itself (and takes no tokens).
+        return match *method {
+            M::GET | M::POST => Ok(Entry {
+                tokens: false,
+                ..entry(Surface::Registry, Guard::Public, Endpoint::Token)
+            }),
+            _ => not_allowed("GET, POST"),
+        };
+    }
+    if let Some(rest) = path.strip_prefix(crate::admin::PREFIX) {
+        let (endpoint, guard) = crate::admin::resolve(app, method, rest)?;
+        return Ok(entry(Surface::Harbor, guard, Endpoint::Admin(endpoint)));
+    }
+
+    let oci = route(path);
+    if oci == Route::Unknown {
+        if let Some(chart) = crate::charts::route(path) {
+            let (endpoint, guard) = crate::charts::resolve(method, chart)?;
+            let writes = matches!(*method, M::POST | M::PUT | M::PATCH | M::DELETE);
+            return Ok(Entry {
+                writes,
+                deletes: *method == M::DELETE,
+                ..entry(Surface::Charts, guard, Endpoint::Chart(endpoint))
+            });
+        }
+    }
+    let repo = |name, actions| Guard::Access(Target::Repository(name), actions);
+    let reg = |guard, endpoint| entry(Surface::Registry, guard, endpoint);
+    let write = |e: Entry<'a>| Entry { writes: true, ..e };
+    let content_delete = |e: Entry<'a>| Entry {
+        writes: true,
+        deletes: true,
+        ..e
+    };
+    Ok(match (oci, method) {
+        (Route::Base, &M::GET | &M::HEAD) => reg(Guard::SignedIn, Endpoint::Base),
+        (Route::Catalog, &M::GET) => reg(Guard::Access(Target::Catalog, pull), Endpoint::Catalog),
+        (Route::Tags { name }, &M::GET) => reg(repo(name, pull), Endpoint::ListTags { name }),
+        (Route::Referrers { name, digest }, &M::GET) => {
+            reg(repo(name, pull), Endpoint::ListReferrers { name, digest })
+        }
+        (Route::Manifest { name, reference }, &M::GET | &M::HEAD) => {
+            reg(repo(name, pull), Endpoint::GetManifest { name, reference })
+        }
+        (Route::Manifest { name, reference }, &M::PUT) => write(reg(
+            repo(name, push),
+            Endpoint::PutManifest { name, reference },
+        )),
+        (Route::Manifest { name, reference }, &M::DELETE) => content_delete(reg(
+            repo(name, delete),
+            Endpoint::DeleteManifest { name, reference },
+        )),
+        (Route::Blob { name, digest }, &M::GET | &M::HEAD) => {
+            reg(repo(name, pull), Endpoint::GetBlob { name, digest })
+        }
+        (Route::Blob { name, digest }, &M::DELETE) => content_delete(reg(
+            repo(name, delete),
+            Endpoint::DeleteBlob { name, digest },
+        )),
+        (Route::Upload { name, id: "" }, &M::POST) => {
+            write(reg(repo(name, push), Endpoint::StartUpload { name }))
+        }
+        (Route::Upload { name, id }, &M::GET) if !id.is_empty() => {
+            reg(repo(name, push), Endpoint::UploadStatus { name, id })
+        }
+        (Route::Upload { name, id }, &M::PATCH) if !id.is_empty() => {
+            write(reg(repo(name, push), Endpoint::PatchUpload { name, id }))
+        }
+        (Route::Upload { name, id }, &M::PUT) if !id.is_empty() => {
+            write(reg(repo(name, push), Endpoint::CompleteUpload { name, id }))
+        }
+        // Cancelling an upload is not a content delete.
+        (Route::Upload { name, id }, &M::DELETE) if !id.is_empty() => {
+            write(reg(repo(name, push), Endpoint::CancelUpload { name, id }))
+        }
+        (Route::Unknown, _) => {
+            return Err(ApiError::new(
+                Code::RouteUnknown,
+                format!("no endpoint at {path}"),
+            ))
+        }
+        (route, _) => return not_allowed(route.allowed()),
+    })
+}
+
+/// Answers a request: resolves its entry in the route table, admits the
+/// caller against the entry's guard, applies the read-only and delete
+/// policies, and runs the handler with the caller. Every error is
+/// rendered by the surface of the path.
 pub async fn dispatch(
     app: &Arc<App>,
     req: Request<RequestBody>,
     request_id: &str,
-) -> Result<Response<Body>, ApiError> {
+) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let path = percent_decode(parts.uri.path());
-    if path == "/metrics" && matches!(parts.method, Method::GET | Method::HEAD) {
-        return Ok(crate::metrics::get(app).await);
+    let entry = match resolve(app, &parts.method, &path) {
+        Ok(entry) => entry,
+        Err(e) => return e.into_response(surface_of(&path), request_id),
+    };
+    match admit_and_run(app, &parts, entry, body).await {
+        Ok(res) => res,
+        Err(e) => e.into_response(entry.surface, request_id),
     }
-    if crate::gc_api::owns(&path) {
-        auth::require_admin(app, &parts).await?;
-        return Ok(crate::gc_api::dispatch(app, &parts.method, &path, body).await);
+}
+
+async fn admit_and_run(
+    app: &Arc<App>,
+    parts: &Parts,
+    entry: Entry<'_>,
+    body: RequestBody,
+) -> Result<Response<Body>, ApiError> {
+    let caller = auth::admit(app, parts, entry.tokens, entry.guard).await?;
+    if entry.writes && app.read_only {
+        return Err(ApiError::new(
+            Code::Unsupported,
+            "the registry is in read-only mode",
+        ));
+    }
+    if entry.deletes && !app.delete_enabled {
+        return Err(ApiError::new(
+            Code::Unsupported,
+            "deletes are disabled on this registry",
+        ));
     }
     let query = Query(parts.uri.query().unwrap_or(""));
-    if path == auth::TOKEN_PATH {
-        return crate::token_service::handle(app, &parts, query, body).await;
-    }
-    if let Some(rest) = path.strip_prefix(crate::admin::PREFIX) {
-        return crate::admin::handle(app, &parts, rest, query, body).await;
-    }
-    let route = route(&path);
-    let method = &parts.method;
-    // The chart repository's paths (everything outside /v2/) have their own
-    // router and error format.
-    if let Some(chart_route) = crate::charts::route(&path) {
-        let caller = auth::authenticate(app, &parts).await?;
-        return Ok(crate::charts::dispatch(
-            app,
-            caller,
-            chart_route,
-            method,
-            query,
-            &parts.headers,
-            body,
-        )
-        .await
-        .unwrap_or_else(|e| e.into_response(request_id)));
-    }
-    let principal = authorize_route(app, &parts, route, method).await?;
+    run(app, entry.endpoint, caller, parts, query, body).await
+}
 
-    let writes = matches!(
-        *method,
-        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
-    );
-    if writes && route != Route::Unknown {
-        if app.read_only {
-            return Err(ApiError::new(
-                Code::Unsupported,
-                "the registry is in read-only mode",
-            ));
-        }
-        let content_delete = matches!(route, Route::Blob { .. } | Route::Manifest { .. });
-        if *method == Method::DELETE && content_delete && !app.delete_enabled {
-            return Err(ApiError::new(
-                Code::Unsupported,
-                "deletes are disabled on this registry",
-            ));
-        }
-    }
-
+/// Runs the handler of an admitted request. `caller` is who the guard
+/// admitted; handlers that show or do more or less by caller (catalog,
+/// mounts, upload owners, listings) take it from here.
+async fn run(
+    app: &Arc<App>,
+    endpoint: Endpoint<'_>,
+    caller: Principal,
+    parts: &Parts,
+    query: Query<'_>,
+    body: RequestBody,
+) -> Result<Response<Body>, ApiError> {
     use crate::{blobs, catalog, manifests, referrers, tags, uploads};
-    match (route, method) {
-        (Route::Base, &Method::GET | &Method::HEAD) => {
-            Ok(crate::http::json(b"{}".to_vec(), "application/json"))
+    let method = &parts.method;
+    match endpoint {
+        Endpoint::Metrics => Ok(crate::metrics::get(app).await),
+        Endpoint::Token => crate::token_service::handle(app, parts, query, body).await,
+        Endpoint::Gc(e) => crate::gc_api::handle(app, e, body).await,
+        Endpoint::Admin(e) => crate::admin::handle(app, e, &caller, parts, body).await,
+        Endpoint::Chart(e) => {
+            crate::charts::handle(app, e, &caller, method, query, &parts.headers, body).await
         }
-        (Route::Catalog, &Method::GET) => {
+        Endpoint::Base => Ok(crate::http::json(b"{}".to_vec(), "application/json")),
+        Endpoint::Catalog => {
             // Only repositories of projects the caller may pull from (with a
             // token: that its subject may pull from, the claim granting the
             // listing); an index scan bounded per request, on the blocking pool.
@@ -199,7 +382,7 @@ pub async fn dispatch(
                 list.apply(&app.engine, &app.cursors, |project| {
                     auth::permits(
                         &app,
-                        &principal,
+                        &caller,
                         Resource::Listed(project),
                         Actions::of(&[Action::Pull]),
                     )
@@ -208,36 +391,36 @@ pub async fn dispatch(
             .await
             .map_err(ApiError::internal)?
         }
-        (Route::Tags { name }, &Method::GET) => {
+        Endpoint::ListTags { name } => {
             let list = tags::ListTags::parse(name, query)?;
             blocking(app, move |e| list.apply(e)).await?
         }
-        (Route::Referrers { name, digest }, &Method::GET) => {
+        Endpoint::ListReferrers { name, digest } => {
             let list = referrers::ListReferrers::parse(name, digest, query)?;
             blocking(app, move |e| list.apply(e)).await?
         }
-        (Route::Manifest { name, reference }, &Method::GET | &Method::HEAD) => {
+        Endpoint::GetManifest { name, reference } => {
             manifests::GetManifest::parse(name, reference, method)?.apply(app)
         }
-        (Route::Manifest { name, reference }, &Method::PUT) => {
+        Endpoint::PutManifest { name, reference } => {
             manifests::PutManifest::parse(name, reference, query, &parts.headers)?
                 .apply(app, body)
                 .await
         }
-        (Route::Manifest { name, reference }, &Method::DELETE) => {
+        Endpoint::DeleteManifest { name, reference } => {
             manifests::DeleteManifest::parse(name, reference)?
                 .apply(app)
                 .await
         }
-        (Route::Blob { name, digest }, &Method::GET | &Method::HEAD) => {
-            blobs::GetBlob::parse(name, digest, method, &parts)?
+        Endpoint::GetBlob { name, digest } => {
+            blobs::GetBlob::parse(name, digest, method, parts)?
                 .apply(app)
                 .await
         }
-        (Route::Blob { name, digest }, &Method::DELETE) => {
+        Endpoint::DeleteBlob { name, digest } => {
             blobs::DeleteBlob::parse(name, digest)?.apply(app).await
         }
-        (Route::Upload { name, id: "" }, &Method::POST) => {
+        Endpoint::StartUpload { name } => {
             let mut start = uploads::StartUpload::parse(name, query)?;
             if let uploads::StartUpload::Mount { from, .. } = &start {
                 // A mount must not reveal (or copy) a blob the caller
@@ -245,86 +428,35 @@ pub async fn dispatch(
                 let readable = match from {
                     Some(src) => auth::permits(
                         app,
-                        &principal,
+                        &caller,
                         Resource::Repository(src),
                         Actions::of(&[Action::Pull]),
                     )?,
                     // Mount from anywhere: only when nothing is private to anyone.
-                    None => principal == Principal::Open,
+                    None => caller == Principal::Open,
                 };
                 if !readable {
                     start = start.into_session();
                 }
             }
-            let owner = uploads::session_owner(&principal, name);
+            let owner = uploads::session_owner(&caller, name);
             start.apply(app, body, owner).await
         }
-        (Route::Upload { name, id }, &Method::GET) if !id.is_empty() => {
-            uploads::UploadStatus::parse(name, id)?.apply(app)
-        }
-        (Route::Upload { name, id }, &Method::PATCH) if !id.is_empty() => {
+        Endpoint::UploadStatus { name, id } => uploads::UploadStatus::parse(name, id)?.apply(app),
+        Endpoint::PatchUpload { name, id } => {
             uploads::PatchUpload::parse(name, id, &parts.headers)?
                 .apply(app, body)
                 .await
         }
-        (Route::Upload { name, id }, &Method::PUT) if !id.is_empty() => {
+        Endpoint::CompleteUpload { name, id } => {
             uploads::CompleteUpload::parse(name, id, query, &parts.headers)?
                 .apply(app, body)
                 .await
         }
-        (Route::Upload { name, id }, &Method::DELETE) if !id.is_empty() => {
+        Endpoint::CancelUpload { name, id } => {
             uploads::CancelUpload::parse(name, id)?.apply(app).await
         }
-        (Route::Unknown, _) => Err(ApiError::new(
-            Code::RouteUnknown,
-            format!("no endpoint at {}", parts.uri.path()),
-        )),
-        (route, _) => Err(ApiError::method_not_allowed(route.allowed())),
     }
-}
-
-/// Authorizes an OCI route before its handler: `GET /v2/` needs any
-/// signed-in account or any valid token (the `401` without credentials is
-/// what `docker login` checks); the catalog any account (it is filtered)
-/// or a token with `registry:catalog:*`; reads need `pull`, manifest PUT
-/// and uploads `push`, deletes `delete`, on the repository (a token: in its
-/// claim for exactly that repository). Unknown routes and methods protect
-/// nothing and answer 404/405.
-async fn authorize_route(
-    app: &App,
-    parts: &Parts,
-    route: Route<'_>,
-    method: &Method,
-) -> Result<Principal, ApiError> {
-    use Action::*;
-    let (name, action) = match (route, method) {
-        (Route::Base, _) => return auth::require_authenticated(app, parts).await,
-        (Route::Catalog, _) => {
-            return auth::authorize(app, parts, Resource::Catalog, Actions::of(&[Action::Pull]))
-                .await
-        }
-        (Route::Tags { name } | Route::Referrers { name, .. }, _) => (name, Pull),
-        (Route::Manifest { name, .. } | Route::Blob { name, .. }, &Method::GET | &Method::HEAD) => {
-            (name, Pull)
-        }
-        (Route::Manifest { name, .. }, &Method::PUT) => (name, Push),
-        (Route::Manifest { name, .. } | Route::Blob { name, .. }, &Method::DELETE) => {
-            (name, Delete)
-        }
-        (Route::Upload { name, .. }, _) => (name, Push),
-        _ => return Ok(Principal::Open),
-    };
-    if !app.auth.enabled {
-        return Ok(Principal::Open);
-    }
-    let repo = RepoName::parse(name)?;
-    auth::authorize(
-        app,
-        parts,
-        Resource::Repository(&repo),
-        Actions::of(&[action]),
-    )
-    .await
 }
 
 /// A raw query string. Lookups scan it (queries here are a few pairs).

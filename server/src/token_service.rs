@@ -76,7 +76,7 @@ fn bad_credentials() -> ApiError {
 
 async fn get(app: &App, parts: &Parts, query: Query<'_>) -> Result<Response<Body>, ApiError> {
     check_service(app, query.get("service").as_deref())?;
-    let account = match auth::authenticate(app, parts).await {
+    let account = match auth::authenticate(app, parts, false).await {
         Ok(auth::Principal::Account(a)) => a,
         // Bearer credentials are not a login.
         Ok(_) => return Err(bad_credentials()),

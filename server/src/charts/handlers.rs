@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use crate::limits::RequestBody;
 use berth_engine::{
-    Algorithm, ChartBlob, ChartId, ChartVersion, ChartWrite, Digest, Engine, RepoName,
+    Algorithm, ChartBlob, ChartId, ChartVersion, ChartWrite, Digest, Engine, ManifestError,
+    RepoName,
 };
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -19,20 +20,29 @@ use serde_json::Value;
 use super::index::{self, Rendered};
 use super::oci::{chart_manifest, ChartBlobs};
 use super::package::{self, Metadata};
-use super::{authorize, multipart, project, Action, ChartError};
+use super::{multipart, project, UploadKind};
+use crate::auth::{self, Principal, Resource};
+use crate::errors::{ApiError, Code};
 use crate::http::{drain, empty, hv, set_content_length, App, Body};
 use crate::router::Query;
 
 /// Runs `f` on the blocking pool (engine writes fsync; renders and
-/// archive checks are CPU work).
-async fn blocking<T, F>(app: &App, f: F) -> Result<T, ChartError>
+/// archive checks are CPU work). Needs no caller: every permission was
+/// checked before the handler ran.
+async fn blocking<T, F>(app: &App, f: F) -> Result<T, ApiError>
 where
-    F: FnOnce(&Engine) -> Result<T, ChartError> + Send + 'static,
+    F: FnOnce(&Engine) -> Result<T, ApiError> + Send + 'static,
     T: Send + 'static,
 {
-    crate::http::blocking(app, f)
-        .await
-        .map_err(|e| ChartError::internal(format!("{:?}", e.internal)))?
+    crate::http::blocking(app, f).await?
+}
+
+fn not_found(message: String) -> ApiError {
+    ApiError::new(Code::NotFound, message)
+}
+
+fn bad_request(message: impl Into<std::borrow::Cow<'static, str>>) -> ApiError {
+    ApiError::new(Code::BadRequest, message)
 }
 
 /// A JSON response.
@@ -77,20 +87,24 @@ pub struct GetIndex {
 }
 
 impl GetIndex {
-    pub fn parse(p: Option<&str>, headers: &HeaderMap) -> Result<GetIndex, ChartError> {
+    pub fn parse(p: Option<&str>, headers: &HeaderMap) -> Result<GetIndex, ApiError> {
         Ok(GetIndex {
             project: p.map(project).transpose()?,
             headers: headers.clone(),
         })
     }
 
-    pub async fn apply(self, app: &Arc<App>, head: bool) -> Result<Response<Body>, ChartError> {
+    /// `caller` is who the router admitted: for one project, one who may
+    /// read it; for the global index, anyone (it lists what they may read).
+    pub async fn apply(
+        self,
+        app: &Arc<App>,
+        caller: &Principal,
+        head: bool,
+    ) -> Result<Response<Body>, ApiError> {
         let rendered = match &self.project {
-            Some(p) => {
-                authorize(app, p, Action::Read)?;
-                project_index(app, p).await?
-            }
-            None => global_index(app).await?,
+            Some(p) => project_index(app, p).await?,
+            None => global_index(app, caller).await?,
         };
         let not_modified = match header(&self.headers, IF_NONE_MATCH) {
             Some(inm) => inm
@@ -109,7 +123,7 @@ impl GetIndex {
                 let r = rendered.clone();
                 tokio::task::spawn_blocking(move || r.gzip())
                     .await
-                    .map_err(ChartError::internal)?
+                    .map_err(ApiError::internal)?
             } else {
                 rendered.body.clone()
             };
@@ -137,7 +151,7 @@ impl GetIndex {
 
 /// One project's index: the cached render if the project's generation is
 /// unchanged (one index point read), else a fresh render, cached.
-async fn project_index(app: &Arc<App>, p: &RepoName) -> Result<Arc<Rendered>, ChartError> {
+async fn project_index(app: &Arc<App>, p: &RepoName) -> Result<Arc<Rendered>, ApiError> {
     let generation = app.engine.chart_repo(p)?.map_or(0, |r| r.generation);
     let slot = format!("p:{p}");
     let key = vec![(p.to_string(), generation)];
@@ -159,13 +173,14 @@ async fn project_index(app: &Arc<App>, p: &RepoName) -> Result<Arc<Rendered>, Ch
 
 /// Harbor's `/chartrepo/index.yaml`: every project the caller may read,
 /// entries named `project/chart`, URLs relative to `/chartrepo/`.
-async fn global_index(app: &Arc<App>) -> Result<Arc<Rendered>, ChartError> {
-    let projects: Vec<_> = app
-        .engine
-        .chart_projects()?
-        .into_iter()
-        .filter(|(p, _)| authorize(app, p, Action::Read).is_ok())
-        .collect();
+async fn global_index(app: &Arc<App>, caller: &Principal) -> Result<Arc<Rendered>, ApiError> {
+    let pull = berth_engine::Actions::of(&[berth_engine::Action::Pull]);
+    let mut projects = Vec::new();
+    for (p, rec) in app.engine.chart_projects()? {
+        if auth::permits(app, caller, Resource::Project(p.as_str()), pull)? {
+            projects.push((p, rec));
+        }
+    }
     let key: Vec<(String, u64)> = projects
         .iter()
         .map(|(p, r)| (p.to_string(), r.generation))
@@ -199,7 +214,7 @@ fn resolve_stem(
     e: &Engine,
     p: &RepoName,
     stem: &str,
-) -> Result<Option<(ChartId, berth_engine::ChartRecord)>, ChartError> {
+) -> Result<Option<(ChartId, berth_engine::ChartRecord)>, ApiError> {
     for (i, _) in stem.match_indices('-') {
         let (name, version) = (&stem[..i], &stem[i + 1..]);
         let Ok(id) = ChartId::parse(p.as_str(), name, version) else {
@@ -221,13 +236,13 @@ pub struct GetFile {
 }
 
 impl GetFile {
-    pub fn parse(p: &str, file: &str) -> Result<GetFile, ChartError> {
+    pub fn parse(p: &str, file: &str) -> Result<GetFile, ApiError> {
         let (stem, prov) = if let Some(s) = file.strip_suffix(".tgz.prov") {
             (s, true)
         } else if let Some(s) = file.strip_suffix(".tgz") {
             (s, false)
         } else {
-            return Err(ChartError::not_found(format!(
+            return Err(not_found(format!(
                 "{file:?} is not a chart file (NAME-VERSION.tgz or .tgz.prov)"
             )));
         };
@@ -238,8 +253,7 @@ impl GetFile {
         })
     }
 
-    pub async fn apply(self, app: &Arc<App>, head: bool) -> Result<Response<Body>, ChartError> {
-        authorize(app, &self.project, Action::Read)?;
+    pub async fn apply(self, app: &Arc<App>, head: bool) -> Result<Response<Body>, ApiError> {
         let GetFile {
             project,
             stem,
@@ -248,14 +262,13 @@ impl GetFile {
         } = self;
         let (digest, data) = blocking(app, move |e| {
             let Some((id, rec)) = resolve_stem(e, &project, &stem)? else {
-                return Err(ChartError::not_found(format!(
+                return Err(not_found(format!(
                     "chart {stem} not found in project {project}"
                 )));
             };
             let blob = if prov {
-                rec.prov.ok_or_else(|| {
-                    ChartError::not_found(format!("chart {id} has no provenance file"))
-                })?
+                rec.prov
+                    .ok_or_else(|| not_found(format!("chart {id} has no provenance file")))?
             } else {
                 rec.chart
             };
@@ -300,15 +313,14 @@ pub struct ListCharts {
 }
 
 impl ListCharts {
-    pub fn parse(p: &str, name: Option<&str>) -> Result<ListCharts, ChartError> {
+    pub fn parse(p: &str, name: Option<&str>) -> Result<ListCharts, ApiError> {
         Ok(ListCharts {
             project: project(p)?,
             name: name.map(str::to_owned),
         })
     }
 
-    pub async fn apply(self, app: &Arc<App>) -> Result<Response<Body>, ChartError> {
-        authorize(app, &self.project, Action::Read)?;
+    pub async fn apply(self, app: &Arc<App>) -> Result<Response<Body>, ApiError> {
         let ListCharts { project, name, .. } = self;
         blocking(app, move |e| {
             let versions = e.list_charts(&project, name.as_deref())?;
@@ -316,7 +328,7 @@ impl ListCharts {
             match name {
                 Some(n) => {
                     let Some(vs) = sorted.get(&n) else {
-                        return Err(ChartError::not_found(format!(
+                        return Err(not_found(format!(
                             "chart {n} not found in project {project}"
                         )));
                     };
@@ -349,7 +361,7 @@ pub struct GetVersion {
 }
 
 impl GetVersion {
-    pub fn parse(p: &str, name: &str, version: &str) -> Result<GetVersion, ChartError> {
+    pub fn parse(p: &str, name: &str, version: &str) -> Result<GetVersion, ApiError> {
         Ok(GetVersion {
             project: project(p)?,
             name: name.to_owned(),
@@ -357,8 +369,7 @@ impl GetVersion {
         })
     }
 
-    pub async fn apply(self, app: &Arc<App>) -> Result<Response<Body>, ChartError> {
-        authorize(app, &self.project, Action::Read)?;
+    pub async fn apply(self, app: &Arc<App>) -> Result<Response<Body>, ApiError> {
         let GetVersion {
             project,
             name,
@@ -367,7 +378,7 @@ impl GetVersion {
         } = self;
         blocking(app, move |e| {
             let not_found = || {
-                ChartError::not_found(format!(
+                not_found(format!(
                     "chart {name}-{version} not found in project {project}"
                 ))
             };
@@ -397,15 +408,6 @@ impl GetVersion {
     }
 }
 
-/// Which endpoint an upload came through.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum UploadKind {
-    /// `POST …/charts`: multipart `chart` (+ optional `prov`), or a raw tgz.
-    Chart,
-    /// `POST …/prov`: multipart `prov`, or a raw provenance file.
-    Prov,
-}
-
 /// `POST /api/…/{p}/charts[?force]` and `POST /api/…/{p}/prov[?force]`.
 /// `201 {"saved": true}`; `409` if the version (or its provenance file)
 /// exists, unless overwrite is allowed by config or `?force`; `400` with
@@ -424,7 +426,7 @@ impl Upload {
         query: Query<'_>,
         headers: &HeaderMap,
         kind: UploadKind,
-    ) -> Result<Upload, ChartError> {
+    ) -> Result<Upload, ApiError> {
         let force = query
             .get("force")
             .is_some_and(|v| !matches!(v.as_ref(), "false" | "0"));
@@ -443,15 +445,14 @@ impl Upload {
         self,
         app: &Arc<App>,
         body: RequestBody,
-    ) -> Result<Response<Body>, ChartError> {
-        authorize(app, &self.project, Action::Push)?;
+    ) -> Result<Response<Body>, ApiError> {
         let limits = app.charts.limits;
         let max = limits.max_chart_bytes + limits.max_prov_bytes + (64 << 10);
         let body = read_limited(body, self.content_length, max).await?;
         let (chart, prov) = match (&self.boundary, self.kind) {
             (Some(b), _) => {
                 let mut fields = multipart::parse(&body, b)
-                    .map_err(|e| ChartError::bad_request(format!("upload form: {e}")))?;
+                    .map_err(|e| bad_request(format!("upload form: {e}")))?;
                 (fields.remove("chart"), fields.remove("prov"))
             }
             (None, UploadKind::Chart) => (Some(body), None),
@@ -466,7 +467,7 @@ impl Upload {
         blocking(app, move |e| match (chart, prov) {
             (Some(chart), prov) => save_chart(e, &project, &chart, prov.as_deref(), write, &limits),
             (None, Some(prov)) => save_prov(e, &project, &prov, write, &limits),
-            (None, None) => Err(ChartError::bad_request(
+            (None, None) => Err(bad_request(
                 "the upload form has no \"chart\" or \"prov\" field",
             )),
         })
@@ -483,10 +484,10 @@ async fn read_limited(
     mut body: RequestBody,
     content_length: Option<u64>,
     max: usize,
-) -> Result<Bytes, ChartError> {
+) -> Result<Bytes, ApiError> {
     let too_large = || {
-        ChartError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
+        ApiError::new(
+            Code::TooLarge,
             format!("uploads are limited to {max} bytes"),
         )
     };
@@ -497,7 +498,7 @@ async fn read_limited(
     let mut buf = Vec::with_capacity(content_length.unwrap_or(0) as usize);
     while let Some(frame) = body.frame().await {
         let frame =
-            frame.map_err(|e| ChartError::bad_request(format!("reading the request body: {e}")))?;
+            frame.map_err(|e| bad_request(format!("reading the request body: {e}")))?;
         if let Ok(data) = frame.into_data() {
             if buf.len() + data.len() > max {
                 drain(body, max).await;
@@ -513,23 +514,28 @@ fn sha256(data: &[u8]) -> Digest {
     Digest::of(Algorithm::Sha256, data)
 }
 
-/// Stores one blob in `repo` unless it is already readable there.
-fn store_blob(e: &Engine, repo: &RepoName, data: &[u8]) -> Result<ChartBlob, ChartError> {
-    let digest = sha256(data);
-    if e.stat_blob(repo, &digest)?.is_none() {
-        e.put_blob(repo, &digest, data)?;
-    }
-    Ok(ChartBlob {
-        digest,
+fn blob_of(data: &[u8]) -> ChartBlob {
+    ChartBlob {
+        digest: sha256(data),
         size: data.len() as u64,
-    })
+    }
+}
+
+/// An existing version when not overwriting: `409`, with the way out.
+fn conflict_hint(e: ManifestError) -> ApiError {
+    match e {
+        ManifestError::ChartExists { .. } => ApiError::new(
+            Code::Conflict,
+            format!("{e} (upload with ?force to overwrite)"),
+        ),
+        e => e.into(),
+    }
 }
 
 /// A chart upload, top to bottom: validate everything (nothing is stored
-/// for a bad chart), refuse an existing version early when not
-/// overwriting, store the blobs (content-addressed: an identical blob is
-/// stored once), then one manifest put that tags the version and indexes
-/// it in the same batch (where the existence check is authoritative).
+/// for a bad chart), then one engine operation ([`Engine::put_chart`])
+/// that stores the blobs and commits manifest, tag, chart entry and the
+/// repository's generation in one batch: the whole chart or nothing.
 fn save_chart(
     e: &Engine,
     project: &RepoName,
@@ -537,60 +543,53 @@ fn save_chart(
     prov: Option<&[u8]>,
     write: ChartWrite,
     limits: &package::Limits,
-) -> Result<(), ChartError> {
+) -> Result<(), ApiError> {
     let pkg = package::inspect(chart, limits)?;
     let meta = pkg.metadata;
     let digest = sha256(chart);
     if let Some(prov) = prov {
         let p = package::inspect_prov(prov, limits)?;
         if p.name != meta.name || p.version != meta.version {
-            return Err(ChartError::bad_request(format!(
+            return Err(bad_request(format!(
                 "the provenance file signs {}-{}, not the uploaded chart {}-{}",
                 p.name, p.version, meta.name, meta.version
             )));
         }
         if p.digest.as_ref().is_some_and(|d| d != digest.as_str()) {
-            return Err(ChartError::bad_request(
+            return Err(bad_request(
                 "the provenance file's digest does not match the uploaded chart",
             ));
         }
     }
-    let id = ChartId::parse(project.as_str(), &meta.name, &meta.version)?;
-    if write == ChartWrite::Create && e.get_chart(&id)?.is_some() {
-        return Err(ChartError::new(
-            StatusCode::CONFLICT,
-            format!(
-                "chart {id} already exists in project {project} (upload with ?force to overwrite)"
-            ),
-        ));
-    }
-    let repo = id.repo();
+    // The version must be a valid chart id before anything is stored.
+    ChartId::parse(project.as_str(), &meta.name, &meta.version)?;
     let config = meta.to_config_json();
     let blobs = ChartBlobs {
-        chart: store_blob(e, repo, chart)?,
-        prov: prov.map(|p| store_blob(e, repo, p)).transpose()?,
-        config: {
-            store_blob(e, repo, config.as_bytes())?;
-            config
-        },
+        chart: blob_of(chart),
+        prov: prov.map(blob_of),
+        config: config.clone(),
     };
-    e.put_manifest(repo, chart_manifest(&meta, &blobs, write))?;
+    let mut bytes: Vec<&[u8]> = vec![config.as_bytes(), chart];
+    bytes.extend(prov);
+    e.put_chart(project, &bytes, chart_manifest(&meta, &blobs, write))
+        .map_err(conflict_hint)?;
     Ok(())
 }
 
 /// A provenance upload for a stored chart: the chart's manifest is
-/// replaced by one with the provenance layer, in one batch.
+/// replaced by one with the provenance layer, the provenance blob stored
+/// with it, in one engine operation.
 fn save_prov(
     e: &Engine,
     project: &RepoName,
     prov: &[u8],
     write: ChartWrite,
     limits: &package::Limits,
-) -> Result<(), ChartError> {
+) -> Result<(), ApiError> {
     let p = package::inspect_prov(prov, limits)?;
     let id = ChartId::parse(project.as_str(), &p.name, &p.version)?;
     let Some(rec) = e.get_chart(&id)? else {
-        return Err(ChartError::not_found(format!(
+        return Err(not_found(format!(
             "chart {id} not found in project {project}; upload the chart before its provenance file"
         )));
     };
@@ -598,27 +597,27 @@ fn save_prov(
         .as_ref()
         .is_some_and(|d| d != rec.chart.digest.as_str())
     {
-        return Err(ChartError::bad_request(format!(
+        return Err(bad_request(format!(
             "the provenance file's digest does not match chart {id}"
         )));
     }
     if rec.prov.is_some() && write == ChartWrite::Create {
-        return Err(ChartError::new(
-            StatusCode::CONFLICT,
+        return Err(ApiError::new(
+            Code::Conflict,
             format!("chart {id} already has a provenance file (upload with ?force to overwrite)"),
         ));
     }
-    let meta: Metadata = serde_json::from_str(&rec.metadata).unwrap_or_default();
+    let mut meta: Metadata = serde_json::from_str(&rec.metadata).unwrap_or_default();
+    meta.name = id.name().to_owned();
+    meta.version = id.version().to_owned();
     let blobs = ChartBlobs {
         config: rec.metadata.clone(),
         chart: rec.chart.clone(),
-        prov: Some(store_blob(e, id.repo(), prov)?),
+        prov: Some(blob_of(prov)),
     };
-    let mut meta = meta;
-    meta.name = id.name().to_owned();
-    meta.version = id.version().to_owned();
-    e.put_manifest(
-        id.repo(),
+    e.put_chart(
+        project,
+        &[prov],
         chart_manifest(&meta, &blobs, ChartWrite::Replace),
     )?;
     Ok(())
@@ -633,7 +632,7 @@ pub struct Delete {
 }
 
 impl Delete {
-    pub fn parse(p: &str, name: &str, version: Option<&str>) -> Result<Delete, ChartError> {
+    pub fn parse(p: &str, name: &str, version: Option<&str>) -> Result<Delete, ApiError> {
         Ok(Delete {
             project: project(p)?,
             name: name.to_owned(),
@@ -641,8 +640,7 @@ impl Delete {
         })
     }
 
-    pub async fn apply(self, app: &Arc<App>) -> Result<Response<Body>, ChartError> {
-        authorize(app, &self.project, Action::Delete)?;
+    pub async fn apply(self, app: &Arc<App>) -> Result<Response<Body>, ApiError> {
         let Delete {
             project,
             name,
@@ -656,7 +654,7 @@ impl Delete {
                     Some(v) => format!("{name}-{v}"),
                     None => name.clone(),
                 };
-                return Err(ChartError::not_found(format!(
+                return Err(not_found(format!(
                     "chart {what} not found in project {project}"
                 )));
             }

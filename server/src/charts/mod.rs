@@ -16,11 +16,14 @@
 //!
 //! `v2`, `api` and `chartrepo` are therefore not usable as ChartMuseum-style
 //! project names (Harbor's paths win). Errors are ChartMuseum's JSON
-//! `{"error": "…"}` with a 4xx status; only storage failures are 500.
+//! `{"error": "…"}` with a 4xx status (`errors::Surface::Charts`: the same
+//! error type and engine-error mapping as every surface); only storage
+//! failures are 500.
 //!
-//! Auth: every handler calls [`authorize`] with the project and the
-//! [`Action`] it needs before touching anything; that one function is where
-//! project permissions plug in.
+//! Auth: [`resolve`] gives each endpoint its guard (the project and the
+//! permission it needs), and the router checks it before the handler runs,
+//! as for every route; handlers get the admitted caller as an argument
+//! (the global index filters by it) and never authorize themselves.
 
 mod handlers;
 pub mod index;
@@ -28,16 +31,15 @@ mod multipart;
 pub mod oci;
 pub mod package;
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::limits::RequestBody;
-use berth_engine::{ManifestError, NameError, RepoName, StorageError};
-use bytes::Bytes;
-use hyper::header::{HeaderMap, HeaderValue, ALLOW, CONTENT_TYPE, WWW_AUTHENTICATE};
+use berth_engine::{Action as Perm, Actions, RepoName};
+use hyper::header::HeaderMap;
 use hyper::{Method, Response, StatusCode};
 
-use crate::auth::{self, Principal, Resource};
+use crate::auth::{Guard, Principal, Target};
+use crate::errors::{ApiError, Code};
 use crate::http::{App, Body};
 use crate::router::Query;
 
@@ -133,253 +135,87 @@ fn api_route<'a>(project: &'a str, rest: &[&'a str]) -> Option<Route<'a>> {
     }
 }
 
-/// What a request does to a project's charts, for [`authorize`].
+/// Which endpoint an upload came through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    /// Read the index, download charts, list (Harbor: project read).
-    Read,
-    /// Upload charts and provenance (Harbor: project push).
-    Push,
-    /// Delete versions or charts (Harbor: project delete).
-    Delete,
+pub enum UploadKind {
+    /// `POST …/charts`: multipart `chart` (+ optional `prov`), or a raw tgz.
+    Chart,
+    /// `POST …/prov`: multipart `prov`, or a raw provenance file.
+    Prov,
 }
 
-tokio::task_local! {
-    /// The caller of the chart request being handled, set by [`dispatch`]
-    /// for the whole request.
-    static CALLER: Principal;
+/// A chart repository endpoint, as routed: a [`Route`] and a method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint<'a> {
+    Health,
+    GlobalIndex,
+    Index {
+        project: &'a str,
+    },
+    File {
+        project: &'a str,
+        file: &'a str,
+    },
+    List {
+        project: &'a str,
+        name: Option<&'a str>,
+    },
+    Version {
+        project: &'a str,
+        name: &'a str,
+        version: &'a str,
+    },
+    Upload {
+        project: &'a str,
+        kind: UploadKind,
+    },
+    Delete {
+        project: &'a str,
+        name: &'a str,
+        version: Option<&'a str>,
+    },
 }
 
-/// THE permission check of the chart repository: may the caller do
-/// `action` on `project`? Every chart handler calls it before touching the
-/// engine; the global index calls it per project with [`Action::Read`] and
-/// lists only the projects it allows. The same project permissions as
-/// `docker pull/push` and manifest deletes (`auth::permits`): read is pull,
-/// upload is push, delete is delete. An anonymous caller without the
-/// permission gets `401` with a Basic challenge (what `helm repo add
-/// --username --password` answers), a signed-in one `403`. Outside a
-/// request (no caller) it refuses. Bearer tokens never get here: the
-/// router's `auth::authenticate` refuses them off `/v2` (and a token's
-/// claim grants nothing on a project).
-pub fn authorize(app: &App, project: &RepoName, action: Action) -> Result<(), ChartError> {
-    use berth_engine::{Action as Perm, Actions};
-    let actions = match action {
-        Action::Read => Actions::of(&[Perm::Pull]),
-        Action::Push => Actions::of(&[Perm::Pull, Perm::Push]),
-        Action::Delete => Actions::of(&[Perm::Delete]),
+/// The route table's rows for the chart repository: the endpoint of
+/// `method` on `route` and the guard it needs. The same project
+/// permissions as `docker pull/push` and manifest deletes: reading is
+/// pull, uploading push (and pull), deleting delete. An anonymous caller
+/// without the permission gets `401` with a Basic challenge (what `helm
+/// repo add --username --password` answers), a signed-in one `403`. The
+/// project name is checked first (`400`).
+pub fn resolve<'a>(
+    method: &Method,
+    route: Route<'a>,
+) -> Result<(Endpoint<'a>, Guard<'a>), ApiError> {
+    use Endpoint as E;
+    use Perm::{Delete, Pull, Push};
+    let on = |project: &'a str, actions: &[Perm]| -> Result<Guard<'a>, ApiError> {
+        self::project(project)?;
+        Ok(Guard::Access(Target::Project(project), Actions::of(actions)))
     };
-    let checked = CALLER.try_with(|caller| {
-        auth::permits(app, caller, Resource::Project(project.as_str()), actions)
-            .map(|ok| (ok, caller.is_anonymous()))
-    });
-    match checked {
-        Ok(Ok((true, _))) => Ok(()),
-        Ok(Ok((false, true))) => Err(ChartError::unauthorized(format!(
-            "authentication required for project {project}"
-        ))),
-        Ok(Ok((false, false))) => Err(ChartError::forbidden(format!(
-            "not allowed to {} in project {project}",
-            match action {
-                Action::Read => "read charts",
-                Action::Push => "upload charts",
-                Action::Delete => "delete charts",
-            }
-        ))),
-        Ok(Err(e)) => Err(ChartError::internal(format!("{e:?}"))),
-        Err(_) => Err(ChartError::internal(
-            "chart permission check outside a request",
-        )),
-    }
-}
-
-/// A failed chart request: ChartMuseum's `{"error": "…"}` with a status.
-#[derive(Debug)]
-pub struct ChartError {
-    pub status: StatusCode,
-    pub message: Cow<'static, str>,
-    /// For 500s: the full error, logged but not sent.
-    internal: Option<String>,
-    allow: Option<&'static str>,
-}
-
-impl ChartError {
-    pub fn new(status: StatusCode, message: impl Into<Cow<'static, str>>) -> ChartError {
-        ChartError {
-            status,
-            message: message.into(),
-            internal: None,
-            allow: None,
+    let read = matches!(*method, Method::GET | Method::HEAD);
+    Ok(match (route, method) {
+        (Route::Health, _) if read => (E::Health, Guard::Public),
+        // Every project the caller may read: filtered by the handler.
+        (Route::GlobalIndex, _) if read => (E::GlobalIndex, Guard::Caller),
+        (Route::Index { project }, _) if read => (E::Index { project }, on(project, &[Pull])?),
+        (Route::File { project, file }, _) if read => {
+            (E::File { project, file }, on(project, &[Pull])?)
         }
-    }
-
-    pub fn bad_request(message: impl Into<Cow<'static, str>>) -> ChartError {
-        ChartError::new(StatusCode::BAD_REQUEST, message)
-    }
-
-    pub fn not_found(message: impl Into<Cow<'static, str>>) -> ChartError {
-        ChartError::new(StatusCode::NOT_FOUND, message)
-    }
-
-    /// 401: credentials needed (sent with a Basic challenge).
-    pub fn unauthorized(message: impl Into<Cow<'static, str>>) -> ChartError {
-        ChartError::new(StatusCode::UNAUTHORIZED, message)
-    }
-
-    /// 403: the caller may not do this.
-    pub fn forbidden(message: impl Into<Cow<'static, str>>) -> ChartError {
-        ChartError::new(StatusCode::FORBIDDEN, message)
-    }
-
-    pub fn internal(e: impl std::fmt::Display) -> ChartError {
-        ChartError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            message: "internal storage error".into(),
-            internal: Some(e.to_string()),
-            allow: None,
-        }
-    }
-
-    pub fn into_response(self, request_id: &str) -> Response<Body> {
-        if let Some(internal) = &self.internal {
-            tracing::error!(request_id, error = %internal, "storage failure");
-        }
-        let body = serde_json::json!({ "error": self.message });
-        let mut res = Response::new(Body::new(Bytes::from(
-            serde_json::to_vec(&body).unwrap_or_default(),
-        )));
-        *res.status_mut() = self.status;
-        res.headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if let Some(a) = self.allow {
-            res.headers_mut().insert(ALLOW, HeaderValue::from_static(a));
-        }
-        if self.status == StatusCode::UNAUTHORIZED {
-            res.headers_mut().insert(
-                WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"berth\""),
-            );
-        }
-        res
-    }
-}
-
-impl From<StorageError> for ChartError {
-    fn from(e: StorageError) -> ChartError {
-        ChartError::internal(e)
-    }
-}
-
-impl From<NameError> for ChartError {
-    fn from(e: NameError) -> ChartError {
-        ChartError::bad_request(e.to_string())
-    }
-}
-
-impl From<ManifestError> for ChartError {
-    fn from(e: ManifestError) -> ChartError {
-        match e {
-            ManifestError::ChartExists { .. } => ChartError::new(
-                StatusCode::CONFLICT,
-                format!("{e} (upload with ?force to overwrite)"),
-            ),
-            ManifestError::Storage(s) => ChartError::internal(s),
-            e => ChartError::bad_request(e.to_string()),
-        }
-    }
-}
-
-impl From<berth_engine::UploadError> for ChartError {
-    fn from(e: berth_engine::UploadError) -> ChartError {
-        match e {
-            berth_engine::UploadError::Storage(s) => ChartError::internal(s),
-            e => ChartError::bad_request(e.to_string()),
-        }
-    }
-}
-
-impl From<berth_engine::BlobError> for ChartError {
-    fn from(e: berth_engine::BlobError) -> ChartError {
-        match e {
-            berth_engine::BlobError::Storage(s) => ChartError::internal(s),
-            e => ChartError::not_found(e.to_string()),
-        }
-    }
-}
-
-impl From<package::PackageError> for ChartError {
-    fn from(e: package::PackageError) -> ChartError {
-        ChartError::bad_request(e.to_string())
-    }
-}
-
-/// A validated project name (one repository path component).
-pub fn project(p: &str) -> Result<RepoName, ChartError> {
-    if p.contains('/') {
-        return Err(ChartError::bad_request(format!("invalid project {p:?}")));
-    }
-    RepoName::parse(p).map_err(|_| ChartError::bad_request(format!("invalid project {p:?}")))
-}
-
-/// Handles a chart repository request.
-pub async fn dispatch(
-    app: &Arc<App>,
-    caller: Principal,
-    route: Route<'_>,
-    method: &Method,
-    query: Query<'_>,
-    headers: &HeaderMap,
-    body: RequestBody,
-) -> Result<Response<Body>, ChartError> {
-    CALLER
-        .scope(caller, handle(app, route, method, query, headers, body))
-        .await
-}
-
-async fn handle(
-    app: &Arc<App>,
-    route: Route<'_>,
-    method: &Method,
-    query: Query<'_>,
-    headers: &HeaderMap,
-    body: RequestBody,
-) -> Result<Response<Body>, ChartError> {
-    use handlers as h;
-    let writes = matches!(*method, Method::POST | Method::PUT | Method::DELETE);
-    if writes && app.read_only {
-        return Err(ChartError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "the registry is in read-only mode",
-        ));
-    }
-    if *method == Method::DELETE && !app.delete_enabled {
-        return Err(ChartError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "deletes are disabled on this registry",
-        ));
-    }
-    let head = *method == Method::HEAD;
-    match (route, method) {
-        (Route::Health, &Method::GET | &Method::HEAD) => Ok(h::json(
-            StatusCode::OK,
-            &serde_json::json!({"healthy": true}),
-        )),
-        (Route::GlobalIndex, &Method::GET | &Method::HEAD) => {
-            h::GetIndex::parse(None, headers)?.apply(app, head).await
-        }
-        (Route::Index { project }, &Method::GET | &Method::HEAD) => {
-            h::GetIndex::parse(Some(project), headers)?
-                .apply(app, head)
-                .await
-        }
-        (Route::File { project, file }, &Method::GET | &Method::HEAD) => {
-            h::GetFile::parse(project, file)?.apply(app, head).await
-        }
-        (Route::Charts { project }, &Method::GET) => {
-            h::ListCharts::parse(project, None)?.apply(app).await
-        }
-        (Route::Chart { project, name }, &Method::GET) => {
-            h::ListCharts::parse(project, Some(name))?.apply(app).await
-        }
+        (Route::Charts { project }, &Method::GET) => (
+            E::List {
+                project,
+                name: None,
+            },
+            on(project, &[Pull])?,
+        ),
+        (Route::Chart { project, name }, &Method::GET) => (
+            E::List {
+                project,
+                name: Some(name),
+            },
+            on(project, &[Pull])?,
+        ),
         (
             Route::Version {
                 project,
@@ -387,24 +223,36 @@ async fn handle(
                 version,
             },
             &Method::GET,
-        ) => {
-            h::GetVersion::parse(project, name, version)?
-                .apply(app)
-                .await
-        }
-        (Route::Charts { project }, &Method::POST) => {
-            h::Upload::parse(project, query, headers, h::UploadKind::Chart)?
-                .apply(app, body)
-                .await
-        }
-        (Route::Prov { project }, &Method::POST) => {
-            h::Upload::parse(project, query, headers, h::UploadKind::Prov)?
-                .apply(app, body)
-                .await
-        }
-        (Route::Chart { project, name }, &Method::DELETE) => {
-            h::Delete::parse(project, name, None)?.apply(app).await
-        }
+        ) => (
+            E::Version {
+                project,
+                name,
+                version,
+            },
+            on(project, &[Pull])?,
+        ),
+        (Route::Charts { project }, &Method::POST) => (
+            E::Upload {
+                project,
+                kind: UploadKind::Chart,
+            },
+            on(project, &[Pull, Push])?,
+        ),
+        (Route::Prov { project }, &Method::POST) => (
+            E::Upload {
+                project,
+                kind: UploadKind::Prov,
+            },
+            on(project, &[Pull, Push])?,
+        ),
+        (Route::Chart { project, name }, &Method::DELETE) => (
+            E::Delete {
+                project,
+                name,
+                version: None,
+            },
+            on(project, &[Delete])?,
+        ),
         (
             Route::Version {
                 project,
@@ -412,19 +260,76 @@ async fn handle(
                 version,
             },
             &Method::DELETE,
-        ) => {
-            h::Delete::parse(project, name, Some(version))?
+        ) => (
+            E::Delete {
+                project,
+                name,
+                version: Some(version),
+            },
+            on(project, &[Delete])?,
+        ),
+        (route, _) => return Err(ApiError::method_not_allowed(route.allowed())),
+    })
+}
+
+/// A validated project name (one repository path component).
+pub fn project(p: &str) -> Result<RepoName, ApiError> {
+    let invalid = || ApiError::new(Code::BadRequest, format!("invalid project {p:?}"));
+    if p.contains('/') {
+        return Err(invalid());
+    }
+    RepoName::parse(p).map_err(|_| invalid())
+}
+
+/// Runs a chart repository endpoint for the caller its guard admitted.
+pub async fn handle(
+    app: &Arc<App>,
+    endpoint: Endpoint<'_>,
+    caller: &Principal,
+    method: &Method,
+    query: Query<'_>,
+    headers: &HeaderMap,
+    body: RequestBody,
+) -> Result<Response<Body>, ApiError> {
+    use handlers as h;
+    use Endpoint as E;
+    let head = *method == Method::HEAD;
+    match endpoint {
+        E::Health => Ok(h::json(
+            StatusCode::OK,
+            &serde_json::json!({"healthy": true}),
+        )),
+        E::GlobalIndex => {
+            h::GetIndex::parse(None, headers)?
+                .apply(app, caller, head)
+                .await
+        }
+        E::Index { project } => {
+            h::GetIndex::parse(Some(project), headers)?
+                .apply(app, caller, head)
+                .await
+        }
+        E::File { project, file } => h::GetFile::parse(project, file)?.apply(app, head).await,
+        E::List { project, name } => h::ListCharts::parse(project, name)?.apply(app).await,
+        E::Version {
+            project,
+            name,
+            version,
+        } => {
+            h::GetVersion::parse(project, name, version)?
                 .apply(app)
                 .await
         }
-        (route, _) => {
-            let mut e = ChartError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method not allowed on this endpoint",
-            );
-            e.allow = Some(route.allowed());
-            Err(e)
+        E::Upload { project, kind } => {
+            h::Upload::parse(project, query, headers, kind)?
+                .apply(app, body)
+                .await
         }
+        E::Delete {
+            project,
+            name,
+            version,
+        } => h::Delete::parse(project, name, version)?.apply(app).await,
     }
 }
 
