@@ -48,6 +48,7 @@ use crate::auth::{self, Guard, Principal, Resource, Target};
 use crate::config::ProjectCreation;
 use crate::errors::{ApiError, Code};
 use crate::http::{blocking, empty, hv, json, read_small_body, App, Body};
+use crate::router::TableConfig;
 use crate::time::rfc3339_secs;
 
 /// Where the admin API lives.
@@ -75,12 +76,12 @@ pub enum Endpoint<'a> {
 /// each endpoint with the guard it needs. With auth off every path here is
 /// `403`: see the module docs.
 pub fn resolve<'a>(
-    app: &App,
+    config: TableConfig,
     method: &Method,
     rest: &'a str,
 ) -> Result<(Endpoint<'a>, Guard<'a>), ApiError> {
     use Endpoint as E;
-    if !app.auth.enabled {
+    if !config.auth {
         return Err(ApiError::new(
             Code::Denied,
             "auth is off on this registry, so the account and project API is closed: \
@@ -100,7 +101,7 @@ pub fn resolve<'a>(
         (["users"], &Method::GET) => (E::ListUsers, Guard::Admin),
         // With self-registration anyone may sign up (only administrators
         // create administrators: see `create_user`).
-        (["users"], &Method::POST) if app.auth.self_registration => (E::CreateUser, Guard::Caller),
+        (["users"], &Method::POST) if config.self_registration => (E::CreateUser, Guard::Caller),
         (["users"], &Method::POST) => (E::CreateUser, Guard::Admin),
         (["users", "current"], &Method::GET) => (E::CurrentUser, Guard::SignedIn),
         (["robots"], &Method::GET) => (E::ListRobots, Guard::Admin),

@@ -480,4 +480,42 @@ mod tests {
             );
         }
     }
+
+    /// One error, three bodies: each surface's shape, the same status and
+    /// headers everywhere, and a 500's detail on none of them.
+    #[test]
+    fn each_surface_renders_its_own_body() {
+        use http_body_util::BodyExt;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let body = |res: Response<Body>| {
+            let collected = rt.block_on(res.into_body().collect());
+            let bytes = collected.map(|c| c.to_bytes()).unwrap_or_default();
+            serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()
+        };
+        let err = || ApiError::method_not_allowed("GET");
+        for surface in [Surface::Registry, Surface::Harbor, Surface::Charts] {
+            let res = err().into_response(surface, "r");
+            assert_eq!(res.status(), 405);
+            assert_eq!(res.headers()[ALLOW], "GET");
+            let v = body(res);
+            let said = "method not allowed on this endpoint";
+            match surface {
+                Surface::Registry => {
+                    assert_eq!(v["errors"][0]["code"], "UNSUPPORTED");
+                    assert_eq!(v["errors"][0]["message"], "the operation is unsupported");
+                    assert_eq!(v["errors"][0]["detail"], said);
+                }
+                Surface::Harbor => {
+                    assert_eq!(v["errors"][0]["code"], "UNSUPPORTED");
+                    assert_eq!(v["errors"][0]["message"], said);
+                    assert!(v["errors"][0].get("detail").is_none(), "{v}");
+                }
+                Surface::Charts => assert_eq!(v, serde_json::json!({ "error": said })),
+            }
+            let v = body(ApiError::internal("/data/x: disk on fire").into_response(surface, "r"));
+            assert!(!v.to_string().contains("disk on fire"), "{v}");
+        }
+    }
 }

@@ -1,6 +1,34 @@
-//! The OCI path grammar, query strings, and dispatch to handlers.
+//! THE route table: every request of every surface — the OCI API (`/v2`),
+//! the chart repository, the Harbor-shaped API (`/api/v2.0/…`, GC
+//! included), the token service and `/metrics` — is resolved here to one
+//! [`Entry`] that declares
 //!
-//! Repository names contain slashes, so a path is routed by its tail:
+//! ```text
+//! surface    which API answers: how its errors look (errors::Surface)
+//! guard      what the caller must be or may do, from the parsed path (auth::Guard)
+//! tokens     whether bearer tokens are accepted (the registry API only)
+//! writes     refused while the registry is read-only
+//! deletes    a content delete: refused when deletes are disabled
+//! endpoint   the handler
+//! ```
+//!
+//! and [`dispatch`] applies them in one order for every route: resolve
+//! (`404`, `405` with `Allow`), [`auth::admit`] (the one authorization),
+//! read-only, deletes, then the handler with the admitted caller as an
+//! argument. No handler authenticates, authorizes or checks a policy from
+//! ambient state. Families, in the order they are matched:
+//!
+//! ```text
+//! /metrics                               Prometheus metrics (metrics.rs)
+//! /api/v2.0/system/gc…                   Harbor GC API (gc_api.rs: resolve)
+//! /service/token                         Docker token service (token_service.rs)
+//! /api/v2.0/…                            Harbor-shaped admin API (admin.rs: resolve)
+//! /chartrepo/…, /api/…, /{p}/…           chart repository (charts/mod.rs: route, resolve)
+//! /v2/…                                  OCI distribution API (below)
+//! ```
+//!
+//! The OCI path grammar: repository names contain slashes, so a path is
+//! routed by its tail:
 //!
 //! ```text
 //! /v2/                                   Base
@@ -10,23 +38,13 @@
 //! /v2/<name>/blobs/<digest>              Blob
 //! /v2/<name>/blobs/uploads/[<id>]        Upload (no id: start one)
 //! /v2/<name>/referrers/<digest>          Referrers
-//! /metrics                               Prometheus metrics (metrics.rs)
-//! /api/v2.0/system/gc…                   Harbor GC API (gc_api.rs)
 //! ```
 //!
 //! The last path segment is the reference/digest/id; the segment(s) before
 //! it say which resource; everything before that is `<name>`. So
 //! `/v2/a/blobs/uploads/manifests/x` is manifest `x` of repository
-//! `a/blobs/uploads`. The name is validated by the handler
-//! ([`berth_engine::RepoName::parse`]), not here.
-//!
-//! Besides `/v2`, two families are dispatched before the OCI grammar:
-//! `/service/token` (the Docker token service, `token_service.rs`) and
-//! `/api/v2.0/…` (the Harbor-shaped admin API, `admin.rs`).
-//!
-//! Every OCI route is authorized before its handler runs
-//! ([`authorize_route`]: route + method → resource + actions, then
-//! [`crate::auth::authorize`]).
+//! `a/blobs/uploads`. The name is validated by the guard (with auth on)
+//! and by the handler ([`berth_engine::RepoName::parse`]), not here.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -168,6 +186,25 @@ pub enum Endpoint<'a> {
     CancelUpload { name: &'a str, id: &'a str },
 }
 
+/// The configuration the route table depends on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableConfig {
+    /// Auth is on (else the token service does not exist, and the account
+    /// API is closed).
+    pub auth: bool,
+    /// Anyone may create a user account.
+    pub self_registration: bool,
+}
+
+impl TableConfig {
+    pub fn of(app: &App) -> TableConfig {
+        TableConfig {
+            auth: app.auth.enabled,
+            self_registration: app.auth.self_registration,
+        }
+    }
+}
+
 /// The surface a path belongs to, for answers given before (or without)
 /// an entry: `404` and `405`.
 pub fn surface_of(path: &str) -> Surface {
@@ -184,7 +221,11 @@ pub fn surface_of(path: &str) -> Surface {
 /// the surface's `404`/`405` (with `Allow`). Families in order: `/metrics`,
 /// the GC API, the token service, the rest of `/api/v2.0/`, the chart
 /// repository, the OCI API.
-pub fn resolve<'a>(app: &App, method: &Method, path: &'a str) -> Result<Entry<'a>, ApiError> {
+pub fn resolve<'a>(
+    config: TableConfig,
+    method: &Method,
+    path: &'a str,
+) -> Result<Entry<'a>, ApiError> {
     use Method as M;
     let read = matches!(*method, M::GET | M::HEAD);
     let not_allowed = |allow| Err(ApiError::method_not_allowed(allow));
@@ -202,7 +243,10 @@ pub fn resolve<'a>(app: &App, method: &Method, path: &'a str) -> Result<Entry<'a
 
     if path == "/metrics" {
         return match read {
-            true => Ok(entry(Surface::Registry, Guard::Public, Endpoint::Metrics)),
+            true => Ok(Entry {
+                tokens: false,
+                ..entry(Surface::Registry, Guard::Public, Endpoint::Metrics)
+            }),
             false => not_allowed("GET, HEAD"),
         };
     }
@@ -214,7 +258,7 @@ pub fn resolve<'a>(app: &App, method: &Method, path: &'a str) -> Result<Entry<'a
         });
     }
     if path == auth::TOKEN_PATH {
-        if !app.auth.enabled {
+        if !config.auth {
             return Err(ApiError::new(
                 Code::RouteUnknown,
                 "auth is disabled on this registry: there is no token service",
@@ -231,7 +275,7 @@ pub fn resolve<'a>(app: &App, method: &Method, path: &'a str) -> Result<Entry<'a
         };
     }
     if let Some(rest) = path.strip_prefix(crate::admin::PREFIX) {
-        let (endpoint, guard) = crate::admin::resolve(app, method, rest)?;
+        let (endpoint, guard) = crate::admin::resolve(config, method, rest)?;
         return Ok(entry(Surface::Harbor, guard, Endpoint::Admin(endpoint)));
     }
 
@@ -317,7 +361,7 @@ pub async fn dispatch(
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let path = percent_decode(parts.uri.path());
-    let entry = match resolve(app, &parts.method, &path) {
+    let entry = match resolve(TableConfig::of(app), &parts.method, &path) {
         Ok(entry) => entry,
         Err(e) => return e.into_response(surface_of(&path), request_id),
     };
@@ -519,6 +563,154 @@ fn hex_val(c: u8) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Properties of the whole table, over a path of every route and
+    /// every method: the guards, policies and surfaces are declared, and
+    /// declared consistently.
+    #[test]
+    fn the_table_declares_every_route() {
+        let config = TableConfig {
+            auth: true,
+            self_registration: false,
+        };
+        let paths = [
+            "/metrics",
+            "/service/token",
+            "/v2/",
+            "/v2/_catalog",
+            "/v2/p/app/tags/list",
+            "/v2/p/app/manifests/latest",
+            "/v2/p/app/blobs/sha256:aa",
+            "/v2/p/app/blobs/uploads/",
+            "/v2/p/app/blobs/uploads/0123456789abcdef0123456789abcdef",
+            "/v2/p/app/referrers/sha256:aa",
+            "/health",
+            "/api/chartrepo/health",
+            "/chartrepo/index.yaml",
+            "/chartrepo/p/index.yaml",
+            "/p/index.yaml",
+            "/chartrepo/p/charts/app-1.0.0.tgz",
+            "/api/chartrepo/p/charts",
+            "/api/p/charts/app",
+            "/api/chartrepo/p/charts/app/1.0.0",
+            "/api/p/prov",
+            "/api/v2.0/projects",
+            "/api/v2.0/projects/p",
+            "/api/v2.0/projects/p/members",
+            "/api/v2.0/users",
+            "/api/v2.0/users/current",
+            "/api/v2.0/robots",
+            "/api/v2.0/system/gc",
+            "/api/v2.0/system/gc/schedule",
+            "/api/v2.0/system/gc/7",
+        ];
+        let methods = [
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ];
+        let public = ["/metrics", "/service/token", "/health", "/api/chartrepo/health"];
+        let mut entries = 0;
+        for path in paths {
+            let mut allowed = 0;
+            for method in &methods {
+                let e = match resolve(config, method, path) {
+                    Ok(e) => e,
+                    Err(err) => {
+                        // Not this method: 405 with the methods that are.
+                        assert_eq!(err.code, Code::Unsupported, "{method} {path}");
+                        let allow = err.headers.iter().find(|(n, _)| n == hyper::header::ALLOW);
+                        let allow = allow.map(|(_, v)| v.to_str().unwrap_or(""));
+                        assert!(
+                            allow.is_some_and(|a| !a.contains(method.as_str())),
+                            "{method} {path}: {allow:?}"
+                        );
+                        continue;
+                    }
+                };
+                allowed += 1;
+                entries += 1;
+                let read = matches!(*method, Method::GET | Method::HEAD);
+                // Every changing method is a write, but the login and the
+                // account API (read-only mode is about content, as Harbor's:
+                // accounts, projects and robots are still managed).
+                let accounts = path.starts_with("/api/v2.0/") && !path.contains("/system/gc");
+                assert_eq!(
+                    e.writes,
+                    !read && path != "/service/token" && !accounts,
+                    "{method} {path}: writes"
+                );
+                assert!(!e.deletes || *method == Method::DELETE, "{method} {path}");
+                // Tokens act on the registry API only.
+                assert_eq!(e.tokens, path.starts_with("/v2"), "{method} {path}: tokens");
+                let surface = if path.starts_with("/api/v2.0/") {
+                    Surface::Harbor
+                } else if path.starts_with("/v2") || public[..2].contains(&path) {
+                    Surface::Registry
+                } else {
+                    Surface::Charts
+                };
+                assert_eq!(e.surface, surface, "{method} {path}");
+                assert_eq!(surface_of(path), surface, "{path}");
+                assert_eq!(
+                    matches!(e.guard, Guard::Public),
+                    public.contains(&path),
+                    "{method} {path}: {:?}",
+                    e.guard
+                );
+                if path.starts_with("/api/v2.0/system/gc") {
+                    assert!(matches!(e.guard, Guard::Admin), "{method} {path}");
+                }
+                // Chart and registry writes name what they act on.
+                if e.writes && !path.starts_with("/api/v2.0/") {
+                    assert!(
+                        matches!(e.guard, Guard::Access(..)),
+                        "{method} {path}: {:?}",
+                        e.guard
+                    );
+                }
+            }
+            assert!(allowed > 0, "{path}: no method");
+        }
+        assert!(entries >= 40, "{entries}");
+        // Content deletes, and only those, follow the delete policy.
+        for (path, deletes) in [
+            ("/v2/p/app/manifests/latest", true),
+            ("/v2/p/app/blobs/sha256:aa", true),
+            ("/api/p/charts/app", true),
+            ("/api/chartrepo/p/charts/app/1.0.0", true),
+            ("/v2/p/app/blobs/uploads/0123456789abcdef0123456789abcdef", false),
+        ] {
+            let e = resolve(config, &Method::DELETE, path).unwrap();
+            assert_eq!(e.deletes, deletes, "{path}");
+        }
+        // Unknown paths are each surface's 404.
+        for path in ["/v2/p/app/nothing/x", "/api/v2.0/nothing", "/nothing"] {
+            let e = resolve(config, &Method::GET, path).unwrap_err();
+            assert_eq!(e.code, Code::RouteUnknown, "{path}");
+        }
+        // With auth off, no token service and no account API.
+        let off = TableConfig {
+            auth: false,
+            self_registration: false,
+        };
+        let e = resolve(off, &Method::GET, "/service/token").unwrap_err();
+        assert_eq!(e.code, Code::RouteUnknown);
+        let e = resolve(off, &Method::GET, "/api/v2.0/projects").unwrap_err();
+        assert_eq!(e.code, Code::Denied);
+        // Self-registration opens user creation to any caller.
+        let open = TableConfig {
+            auth: true,
+            self_registration: true,
+        };
+        let e = resolve(open, &Method::POST, "/api/v2.0/users").unwrap();
+        assert!(matches!(e.guard, Guard::Caller));
+        let e = resolve(config, &Method::POST, "/api/v2.0/users").unwrap();
+        assert!(matches!(e.guard, Guard::Admin));
+    }
 
     #[test]
     fn routes() {
