@@ -529,8 +529,15 @@ impl Engine {
             };
             pending.link_blob(&mut batch, &repo, d, rec, now)?;
         }
-        let digest =
-            inner.manifest_into_batch(&mut pending, &mut charts, &mut batch, &repo, put, checked, now)?;
+        let digest = inner.manifest_into_batch(
+            &mut pending,
+            &mut charts,
+            &mut batch,
+            &repo,
+            put,
+            checked,
+            now,
+        )?;
         pending.write(&repo, &mut batch);
         charts.write(inner, &mut batch, now)?;
         // 5. The commit point.
@@ -717,8 +724,7 @@ mod tests {
         };
         ManifestPut {
             media_type: "application/vnd.oci.image.manifest.v1+json".into(),
-            body: format!("{{\"chart\":\"{name}-{version}\",\"blobs\":{digests:?}}}")
-                .into_bytes(),
+            body: format!("{{\"chart\":\"{name}-{version}\",\"blobs\":{digests:?}}}").into_bytes(),
             blobs: digests.clone(),
             chart: Some(ChartEntry {
                 name: name.into(),
@@ -750,7 +756,11 @@ mod tests {
         let v1: [&[u8]; 3] = [b"{\"name\":\"app\"}", b"archive one", b"prov one"];
         let before = commits();
         let digest = e
-            .put_chart(&project, &v1, chart_put("app", "1.0.0", &v1, ChartWrite::Create))
+            .put_chart(
+                &project,
+                &v1,
+                chart_put("app", "1.0.0", &v1, ChartWrite::Create),
+            )
             .unwrap();
         assert_eq!(commits() - before, 1, "one commit point");
         let id = ChartId::parse("proj", "app", "1.0.0").unwrap();
@@ -776,7 +786,11 @@ mod tests {
             .insert(Digest::of(Algorithm::Sha256, v2[2]));
         let before = commits();
         let err = e
-            .put_chart(&project, &v2, chart_put("app", "2.0.0", &v2, ChartWrite::Create))
+            .put_chart(
+                &project,
+                &v2,
+                chart_put("app", "2.0.0", &v2, ChartWrite::Create),
+            )
             .unwrap_err();
         assert!(matches!(err, ManifestError::Storage(_)), "{err}");
         assert_eq!(commits(), before, "no commit");
@@ -795,13 +809,21 @@ mod tests {
 
         // The same upload once the store works: reuses the stored bytes.
         store.fail.lock().unwrap().clear();
-        e.put_chart(&project, &v2, chart_put("app", "2.0.0", &v2, ChartWrite::Create))
-            .unwrap();
+        e.put_chart(
+            &project,
+            &v2,
+            chart_put("app", "2.0.0", &v2, ChartWrite::Create),
+        )
+        .unwrap();
         assert!(e.get_chart(&id2).unwrap().is_some());
         assert_eq!(e.chart_repo(&project).unwrap().unwrap().generation, 2);
         // A second upload of a version is refused before anything is stored.
         let err = e
-            .put_chart(&project, &v2, chart_put("app", "2.0.0", &v2, ChartWrite::Create))
+            .put_chart(
+                &project,
+                &v2,
+                chart_put("app", "2.0.0", &v2, ChartWrite::Create),
+            )
             .unwrap_err();
         assert!(matches!(err, ManifestError::ChartExists { .. }), "{err}");
     }

@@ -726,9 +726,7 @@ pub async fn admit(
                     let repo = RepoName::parse(name)?;
                     check(app, parts, &p, Resource::Repository(&repo), actions)?;
                 }
-                Target::Project(name) => {
-                    check(app, parts, &p, Resource::Project(name), actions)?
-                }
+                Target::Project(name) => check(app, parts, &p, Resource::Project(name), actions)?,
                 Target::Catalog => check(app, parts, &p, Resource::Catalog, actions)?,
             }
             Ok(p)

@@ -193,7 +193,11 @@ impl Code {
                 S::RANGE_NOT_SATISFIABLE,
             ),
             Code::ManifestTooLarge => i("SIZE_INVALID", "manifest too large", S::PAYLOAD_TOO_LARGE),
-            Code::TooLarge => i("SIZE_INVALID", "request body too large", S::PAYLOAD_TOO_LARGE),
+            Code::TooLarge => i(
+                "SIZE_INVALID",
+                "request body too large",
+                S::PAYLOAD_TOO_LARGE,
+            ),
             Code::UploadBusy => i(
                 "BLOB_UPLOAD_INVALID",
                 "the upload is being written by another request",

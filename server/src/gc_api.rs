@@ -97,7 +97,10 @@ pub async fn handle(
                 "schedule": {"type": kind, "interval_seconds": secs},
                 "parameters": {"grace_seconds": app.gc_grace.as_secs(), "delete_untagged": false},
             });
-            Ok(crate::http::json(body.to_string().into_bytes(), "application/json"))
+            Ok(crate::http::json(
+                body.to_string().into_bytes(),
+                "application/json",
+            ))
         }
         Endpoint::Runs => {
             let runs = app.engine.gc_runs();

@@ -612,7 +612,12 @@ mod tests {
             Method::PATCH,
             Method::DELETE,
         ];
-        let public = ["/metrics", "/service/token", "/health", "/api/chartrepo/health"];
+        let public = [
+            "/metrics",
+            "/service/token",
+            "/health",
+            "/api/chartrepo/health",
+        ];
         let mut entries = 0;
         for path in paths {
             let mut allowed = 0;
@@ -682,7 +687,10 @@ mod tests {
             ("/v2/p/app/blobs/sha256:aa", true),
             ("/api/p/charts/app", true),
             ("/api/chartrepo/p/charts/app/1.0.0", true),
-            ("/v2/p/app/blobs/uploads/0123456789abcdef0123456789abcdef", false),
+            (
+                "/v2/p/app/blobs/uploads/0123456789abcdef0123456789abcdef",
+                false,
+            ),
         ] {
             let e = resolve(config, &Method::DELETE, path).unwrap();
             assert_eq!(e.deletes, deletes, "{path}");

@@ -10,6 +10,7 @@
 mod blob_bytes;
 mod limits;
 mod refcount;
+mod routes;
 mod secrets;
 mod tokens;
 mod upload_sessions;

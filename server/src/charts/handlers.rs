@@ -497,8 +497,7 @@ async fn read_limited(
     }
     let mut buf = Vec::with_capacity(content_length.unwrap_or(0) as usize);
     while let Some(frame) = body.frame().await {
-        let frame =
-            frame.map_err(|e| bad_request(format!("reading the request body: {e}")))?;
+        let frame = frame.map_err(|e| bad_request(format!("reading the request body: {e}")))?;
         if let Ok(data) = frame.into_data() {
             if buf.len() + data.len() > max {
                 drain(body, max).await;

@@ -191,7 +191,10 @@ pub fn resolve<'a>(
     use Perm::{Delete, Pull, Push};
     let on = |project: &'a str, actions: &[Perm]| -> Result<Guard<'a>, ApiError> {
         self::project(project)?;
-        Ok(Guard::Access(Target::Project(project), Actions::of(actions)))
+        Ok(Guard::Access(
+            Target::Project(project),
+            Actions::of(actions),
+        ))
     };
     let read = matches!(*method, Method::GET | Method::HEAD);
     Ok(match (route, method) {
