@@ -94,7 +94,7 @@ pub fn render(app: &App, uploads_open: Option<u64>) -> String {
     );
     let e = app.engine.metrics();
     let g = EngineMetrics::get;
-    let engine: [(&str, &str, u64); 6] = [
+    let engine: [(&str, &str, u64); 7] = [
         (
             "berth_gc_runs_total",
             "GC runs completed (including dry runs).",
@@ -124,6 +124,11 @@ pub fn render(app: &App, uploads_open: Option<u64>) -> String {
             "berth_uploads_expired_total",
             "Abandoned upload sessions expired.",
             g(&e.uploads_expired),
+        ),
+        (
+            "berth_index_commits_total",
+            "Index batches committed (each atomic and synced).",
+            g(&e.index_commits),
         ),
     ];
     for (name, help, v) in engine {
