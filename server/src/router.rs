@@ -229,10 +229,11 @@ pub fn resolve<'a>(
     use Method as M;
     let read = matches!(*method, M::GET | M::HEAD);
     let not_allowed = |allow| Err(ApiError::method_not_allowed(allow));
+    // Tokens, writes and deletes are off unless a row says otherwise.
     let entry = |surface, guard, endpoint| Entry {
         surface,
         guard,
-        tokens: surface == Surface::Registry,
+        tokens: false,
         writes: false,
         deletes: false,
         endpoint,
@@ -243,10 +244,7 @@ pub fn resolve<'a>(
 
     if path == "/metrics" {
         return match read {
-            true => Ok(Entry {
-                tokens: false,
-                ..entry(Surface::Registry, Guard::Public, Endpoint::Metrics)
-            }),
+            true => Ok(entry(Surface::Registry, Guard::Public, Endpoint::Metrics)),
             false => not_allowed("GET, HEAD"),
         };
     }
@@ -267,10 +265,7 @@ pub fn resolve<'a>(
         // The token service is the login: it checks the credentials it
         // is sent itself (and takes no tokens).
         return match *method {
-            M::GET | M::POST => Ok(Entry {
-                tokens: false,
-                ..entry(Surface::Registry, Guard::Public, Endpoint::Token)
-            }),
+            M::GET | M::POST => Ok(entry(Surface::Registry, Guard::Public, Endpoint::Token)),
             _ => not_allowed("GET, POST"),
         };
     }
@@ -292,7 +287,11 @@ pub fn resolve<'a>(
         }
     }
     let repo = |name, actions| Guard::Access(Target::Repository(name), actions);
-    let reg = |guard, endpoint| entry(Surface::Registry, guard, endpoint);
+    // The registry API: the one family that takes bearer tokens.
+    let reg = |guard, endpoint| Entry {
+        tokens: true,
+        ..entry(Surface::Registry, guard, endpoint)
+    };
     let write = |e: Entry<'a>| Entry { writes: true, ..e };
     let content_delete = |e: Entry<'a>| Entry {
         writes: true,
