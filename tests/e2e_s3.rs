@@ -369,8 +369,5 @@ fn s3_abort_uploads_over_https() {
     args.extend(["--s3-ca-file", ca.as_str()]);
     let (code, out, err) = berth_testkit::berthctl(dir.path(), &args);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(
-        out.contains("aborted 0 stale multipart upload(s)"),
-        "{out}"
-    );
+    assert!(out.contains("aborted 0 stale multipart upload(s)"), "{out}");
 }

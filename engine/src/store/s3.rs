@@ -42,6 +42,14 @@
 //! ([`BlobData::Shared`]); the engine's `s3` and `tiered` backends put a
 //! local read cache in front (see [`super::TieredStore`]).
 //!
+//! Transport: `http://` or `https://`. One `ClientOptions` (built from
+//! [`S3Config`]: timeouts, the extra CA certificates of
+//! [`S3Config::ca_file`]) serves object_store's client and the bucket client
+//! of [`bucket`], which makes the calls object_store has no API for
+//! (CreateBucket, ListMultipartUploads) with object_store's own SigV4 signer
+//! and HTTP client. No request to the bucket is signed, sent or parsed by
+//! code of ours.
+//!
 //! Every call is blocking: the store owns a small tokio runtime and runs each
 //! request on it, waiting on the calling thread without entering the runtime
 //! (so it is safe from `spawn_blocking` threads and plain threads alike).
@@ -60,8 +68,8 @@ use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as ObjPath;
 use object_store::{
-    BackoffConfig, Certificate, ClientOptions, ObjectStore, PutMode as ObjPutMode, PutOptions, PutPayload,
-    RetryConfig,
+    BackoffConfig, Certificate, ClientOptions, ObjectStore, PutMode as ObjPutMode, PutOptions,
+    PutPayload, RetryConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -1024,22 +1032,32 @@ mod tests {
         let d = Digest::of(Algorithm::Sha256, b"tls");
         let e = store.stat(&d).expect_err("HEAD without the CA").to_string();
         assert!(e.contains("head object"), "{e}");
-        let e = store.create_bucket().expect_err("PUT without the CA").to_string();
+        let e = store
+            .create_bucket()
+            .expect_err("PUT without the CA")
+            .to_string();
         assert!(
-            e.contains("create bucket") && e.contains("https://127.0.0.1") && e.contains("certificate"),
+            e.contains("create bucket")
+                && e.contains("https://127.0.0.1")
+                && e.contains("certificate"),
             "the error names the operation, the endpoint and the cause: {e}"
         );
         assert!(store.abort_stale_multipart(Duration::ZERO).is_err());
 
         let dir = tempfile::tempdir().expect("tempdir");
         c.ca_file = Some(dir.path().join("missing.pem"));
-        let e = S3Store::open(c.clone()).expect_err("missing CA file").to_string();
+        let e = S3Store::open(c.clone())
+            .expect_err("missing CA file")
+            .to_string();
         assert!(e.contains("missing.pem"), "{e}");
         let empty = dir.path().join("empty.pem");
         fs::write(&empty, b"no certificate here\n").expect("write");
         c.ca_file = Some(empty);
         let e = S3Store::open(c).expect_err("empty CA file").to_string();
-        assert!(e.contains("empty.pem") && e.contains("no PEM certificate"), "{e}");
+        assert!(
+            e.contains("empty.pem") && e.contains("no PEM certificate"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1235,7 +1253,10 @@ mod tests {
         assert_eq!(got.len(), n);
         assert!(got == want, "listed uploads differ from the created ones");
         assert_eq!(
-            store.abort_stale_multipart(Duration::ZERO).expect("sweep").len(),
+            store
+                .abort_stale_multipart(Duration::ZERO)
+                .expect("sweep")
+                .len(),
             n
         );
         assert!(store.multipart_uploads().expect("list").is_empty());
@@ -1278,7 +1299,9 @@ mod tests {
                 parts: vec![Some(p0.content_id), None],
             };
             write_sidecar(
-                &dir.path().join("blobs/staging").join(format!("crashed.{MULTIPART_SUFFIX}")),
+                &dir.path()
+                    .join("blobs/staging")
+                    .join(format!("crashed.{MULTIPART_SUFFIX}")),
                 &rec,
             )
             .expect("sidecar");
@@ -1299,7 +1322,11 @@ mod tests {
         assert!(!upload_alive(&remote, &d, &upload_id));
         assert!(engine.store().staged_ids().expect("ids").is_empty());
         assert!(!dir.path().join("blobs/staging/crashed.s3mpu").exists());
-        assert_eq!(remote.stat(&d).expect("stat"), None, "nothing was published");
+        assert_eq!(
+            remote.stat(&d).expect("stat"),
+            None,
+            "nothing was published"
+        );
     }
 
     #[test]

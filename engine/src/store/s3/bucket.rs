@@ -131,7 +131,10 @@ impl BucketClient {
                     .ok_or_else(|| {
                         self.error(
                             OP,
-                            format!("upload {} of {}: bad Initiated {:?}", u.upload_id, u.key, u.initiated),
+                            format!(
+                                "upload {} of {}: bad Initiated {:?}",
+                                u.upload_id, u.key, u.initiated
+                            ),
                         )
                     })?;
                 out.push(Upload {
@@ -185,11 +188,12 @@ impl BucketClient {
             .await
             .map_err(|e| self.error(op, error_chain(&e)))?;
         let status = response.status();
-        let body = response
-            .into_body()
-            .bytes()
-            .await
-            .map_err(|e| self.error(op, format!("HTTP {status}, reading the body: {}", error_chain(&e))))?;
+        let body = response.into_body().bytes().await.map_err(|e| {
+            self.error(
+                op,
+                format!("HTTP {status}, reading the body: {}", error_chain(&e)),
+            )
+        })?;
         Ok((status, body))
     }
 
@@ -342,7 +346,10 @@ mod tests {
         let e = S3Error::parse(
             b"<Error><Code>AccessDenied</Code><Message>no</Message><RequestId>r</RequestId></Error>",
         );
-        assert_eq!((e.code.as_str(), e.message.as_str()), ("AccessDenied", "no"));
+        assert_eq!(
+            (e.code.as_str(), e.message.as_str()),
+            ("AccessDenied", "no")
+        );
         assert_eq!(S3Error::parse(b"not xml").code, "");
     }
 }
