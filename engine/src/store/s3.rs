@@ -215,6 +215,24 @@ impl S3Config {
         Ok(options)
     }
 
+    /// The access key and region go into a header of every request (the
+    /// SigV4 `Authorization`); the signers expect visible ASCII there and
+    /// panic on anything else, so anything else is refused here.
+    fn check_header_values(&self) -> Result<(), StoreError> {
+        for (what, v) in [("access key", &self.access_key), ("region", &self.region)] {
+            if !v.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(StoreError::Remote {
+                    op: "configure S3 client",
+                    key: format!("s3://{}", self.bucket),
+                    message: format!(
+                        "the {what} may hold only visible ASCII characters (no spaces or controls)"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Logs a warning when the secret key's signatures (and every blob) go
     /// over plain HTTP to a host other than this one.
     fn warn_if_plain_http(&self) {
@@ -316,6 +334,7 @@ impl S3Store {
             key: config.bucket.clone(),
             message: e.to_string(),
         };
+        config.check_header_values()?;
         config.warn_if_plain_http();
         let options = config.client_options()?;
         let bucket = bucket::BucketClient::new(&config, &options)?;
@@ -1327,6 +1346,24 @@ mod tests {
             None,
             "nothing was published"
         );
+    }
+
+    /// Settings that would make the SigV4 signer panic are refused at open;
+    /// no request is made (no server needed).
+    #[test]
+    fn header_unsafe_settings_are_refused() {
+        let ok = S3Config::new("https://127.0.0.1:1", "eu-1", "b", "AK", "sk");
+        assert!(S3Store::open(ok.clone()).is_ok());
+        for (ak, region) in [("A\nK", "eu-1"), ("AK", "eu 1"), ("AK\u{e9}", "eu-1")] {
+            let mut c = ok.clone();
+            c.access_key = ak.into();
+            c.region = region.into();
+            let e = S3Store::open(c).expect_err("refused").to_string();
+            assert!(e.contains("visible ASCII"), "{e}");
+        }
+        let mut c = ok;
+        c.endpoint = "rgw:7480".into();
+        assert!(S3Store::open(c).is_err(), "an endpoint without a scheme");
     }
 
     #[test]
