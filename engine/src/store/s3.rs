@@ -236,8 +236,17 @@ impl S3Config {
     /// Logs a warning when the secret key's signatures (and every blob) go
     /// over plain HTTP to a host other than this one.
     fn warn_if_plain_http(&self) {
+        if self.plain_http_to_remote() {
+            tracing::warn!(endpoint = %self.endpoint, bucket = %self.bucket,
+                "S3: signed requests and blob bytes go over plain HTTP to a remote host; \
+                 use an https:// endpoint (BERTH_S3_CA_FILE for a private CA)");
+        }
+    }
+
+    /// Whether the endpoint is `http://` on a host other than loopback.
+    fn plain_http_to_remote(&self) -> bool {
         let Ok(url) = url::Url::parse(&self.endpoint) else {
-            return;
+            return false;
         };
         let loopback = match url.host() {
             Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
@@ -245,11 +254,7 @@ impl S3Config {
             Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
             None => false,
         };
-        if url.scheme() == "http" && !loopback {
-            tracing::warn!(endpoint = %self.endpoint, bucket = %self.bucket,
-                "S3: signed requests and blob bytes go over plain HTTP to a remote host; \
-                 use an https:// endpoint (BERTH_S3_CA_FILE for a private CA)");
-        }
+        url.scheme() == "http" && !loopback
     }
 
     /// The object key prefix with a trailing slash, or empty.
@@ -1364,6 +1369,25 @@ mod tests {
         let mut c = ok;
         c.endpoint = "rgw:7480".into();
         assert!(S3Store::open(c).is_err(), "an endpoint without a scheme");
+    }
+
+    #[test]
+    fn plain_http_to_a_remote_host_is_flagged() {
+        let flagged =
+            |endpoint: &str| S3Config::new(endpoint, "r", "b", "ak", "sk").plain_http_to_remote();
+        for remote in ["http://rgw.example:7480", "http://10.0.0.5", "HTTP://Rgw/"] {
+            assert!(flagged(remote), "{remote}");
+        }
+        for fine in [
+            "https://rgw.example",
+            "http://127.0.0.1:7480",
+            "http://127.9.9.9",
+            "http://[::1]:80",
+            "http://localhost:7480",
+            "",
+        ] {
+            assert!(!flagged(fine), "{fine}");
+        }
     }
 
     #[test]
