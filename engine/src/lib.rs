@@ -24,6 +24,7 @@ mod error;
 pub mod fsck;
 pub mod gc;
 pub mod host;
+mod index;
 pub mod keys;
 mod manifests;
 pub mod metrics;
