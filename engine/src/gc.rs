@@ -373,19 +373,29 @@ impl Inner {
             report.bytes_reclaimed = to_mark.iter().map(|(_, s)| s).sum();
             return Ok(report);
         }
-        let mut marked: Vec<Digest> = Vec::with_capacity(to_mark.len());
-        for (i, chunk) in to_mark.chunks(MARK_BATCH).enumerate() {
+        if !stale.is_empty() {
+            // Entries without a zero-refcount record: harmless, tidied.
+            // IMPORTANT: re-checked under the lock, since a blob may have
+            // reached refcount 0 (and its entry been written) after the scan.
             let g = self.lock()?;
             let mut b = Batch::default();
-            if i == 0 {
-                // Entries without a zero-refcount record: harmless, tidied.
-                for k in &stale {
-                    match k {
-                        Stale::Entry(k) => b.delete(k),
-                        Stale::Corrupt(k) => b.delete_corrupt(k),
+            for k in &stale {
+                match k {
+                    Stale::Entry(k) => {
+                        let rec = self.index.get(&BlobKey(k.0.clone()))?;
+                        if !rec.is_some_and(|r| r.refcount == 0) {
+                            b.delete(k);
+                        }
                     }
+                    Stale::Corrupt(k) => b.delete_corrupt(k),
                 }
             }
+            self.commit(g, b)?;
+        }
+        let mut marked: Vec<Digest> = Vec::with_capacity(to_mark.len());
+        for chunk in to_mark.chunks(MARK_BATCH) {
+            let g = self.lock()?;
+            let mut b = Batch::default();
             for (d, _) in chunk {
                 if let Some(mut rec) = self.index.get(&BlobKey(d.clone()))? {
                     if eligible(&rec) {
