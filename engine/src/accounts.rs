@@ -545,11 +545,7 @@ impl Engine {
     /// call it off the async path.
     pub fn authenticate(&self, name: &str, secret: &str) -> Result<Option<Account>, StorageError> {
         if name.starts_with(ROBOT_PREFIX) {
-            let Some(rec) = self
-                .inner
-                .index
-                .get(&RobotKey(name.to_owned()))?
-            else {
+            let Some(rec) = self.inner.index.get(&RobotKey(name.to_owned()))? else {
                 return Ok(None);
             };
             if !constant_time_eq(&sha256_hex(secret), &rec.secret_sha256) {
@@ -688,9 +684,7 @@ impl Engine {
                 what: format!("project {project}"),
             });
         }
-        if check == UserCheck::MustExist
-            && !inner.index.contains(&UserKey(user.to_owned()))?
-        {
+        if check == UserCheck::MustExist && !inner.index.contains(&UserKey(user.to_owned()))? {
             return Err(AccountError::NotFound {
                 what: format!("user {user}"),
             });
@@ -1137,10 +1131,7 @@ mod tests {
         {
             let e = Engine::open(EngineConfig::new(dir.path())).unwrap();
             assert_eq!(e.token_signing_key().unwrap().key_id(), old.key_id());
-            assert_eq!(
-                e.inner.index.get(&TokenSeedKey).unwrap(),
-                None
-            );
+            assert_eq!(e.inner.index.get(&TokenSeedKey).unwrap(), None);
             // Everything else is still there.
             assert!(e.user("alice").unwrap().is_some());
         }
@@ -1179,9 +1170,6 @@ mod tests {
         let e = Engine::open(EngineConfig::new(dir.path())).unwrap();
         assert_eq!(e.token_signing_key().unwrap().key_id(), kid);
         // Never in the index.
-        assert_eq!(
-            e.inner.index.get(&TokenSeedKey).unwrap(),
-            None
-        );
+        assert_eq!(e.inner.index.get(&TokenSeedKey).unwrap(), None);
     }
 }

@@ -11,7 +11,9 @@ use crate::error::StorageError;
 use crate::gc::{GcDigests, GcHistory, GcHook};
 use crate::host::{self, Guarded};
 use crate::index::{Batch, Index};
-use crate::keys::{self, BlobKey, Cf, FormatKey, GcCandidateKey, GcCandidatesBuiltKey, WholeFamily};
+use crate::keys::{
+    self, BlobKey, Cf, FormatKey, GcCandidateKey, GcCandidatesBuiltKey, WholeFamily,
+};
 use crate::metrics::EngineMetrics;
 use crate::records::{BlobRecord, Empty, FormatVersion, Marker};
 use crate::store::{open_backend, Backend, BlobStore};

@@ -602,7 +602,10 @@ mod tests {
         assert!(has(&report, &tag_object, "corrupt key"), "{f:?}");
         assert!(has(&report, "tags/p/r:v1", "corrupt value"), "{f:?}");
         let link_object = format!("links/{}", hex::encode(b"p/r"));
-        assert!(has(&report, &link_object, "corrupt key: 1 parts, not 2"), "{f:?}");
+        assert!(
+            has(&report, &link_object, "corrupt key: 1 parts, not 2"),
+            "{f:?}"
+        );
         let blob_object = format!("blobs/{}", hex::encode(b"sha256:abc"));
         assert!(has(&report, &blob_object, "corrupt key: digest"), "{f:?}");
         // The rest of the index is still checked.

@@ -383,7 +383,7 @@ impl Inner {
                 match k {
                     Stale::Entry(k) => {
                         let rec = self.index.get(&BlobKey(k.0.clone()))?;
-                        if !rec.is_some_and(|r| r.refcount == 0) {
+                        if rec.is_none_or(|r| r.refcount != 0) {
                             b.delete(k);
                         }
                     }

@@ -34,6 +34,9 @@ use crate::error::StorageError;
 use crate::keys::{Cf, CorruptKey, IndexKey, Scan};
 use crate::records::Record;
 
+/// A key and value as stored.
+type RawEntry = (Box<[u8]>, Box<[u8]>);
+
 /// The RocksDB index of an engine. Owned by `Inner`; lives as long as the
 /// engine.
 pub(crate) struct Index {
@@ -42,8 +45,15 @@ pub(crate) struct Index {
 
 /// One change of a [`Batch`], already encoded.
 enum Op {
-    Put { cf: Cf, key: Vec<u8>, value: Vec<u8> },
-    Delete { cf: Cf, key: Vec<u8> },
+    Put {
+        cf: Cf,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        cf: Cf,
+        key: Vec<u8>,
+    },
 }
 
 /// Changes to apply atomically with [`Index::write`], in order (a later
@@ -156,7 +166,7 @@ impl Index {
     fn raw_scan<K: IndexKey>(
         &self,
         scan: Scan<K>,
-    ) -> impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>), StorageError>> + '_ {
+    ) -> impl Iterator<Item = Result<RawEntry, StorageError>> + '_ {
         let mut ro = ReadOptions::default();
         if let Some(end) = scan.end_bytes() {
             ro.set_iterate_upper_bound(end);

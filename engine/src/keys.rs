@@ -932,7 +932,8 @@ mod tests {
         let hex_a = "a".repeat(64);
         let hex_b = "b".repeat(64);
         let chart = ChartId::parse("proj", "nginx", "1.2.3+b.4").unwrap();
-        let cases: Vec<((Cf, Vec<u8>), &str, String)> = vec![
+        type Case = ((Cf, Vec<u8>), &'static str, String);
+        let cases: Vec<Case> = vec![
             (enc(FormatKey), "meta", "format".into()),
             (enc(BlobKey(a.clone())), "blobs", format!("sha256:{hex_a}")),
             (
@@ -1036,11 +1037,21 @@ mod tests {
         let cases: Vec<(Vec<u8>, Vec<u8>, String, String)> = vec![
             {
                 let s = TagKey::of_repo(&repo);
-                (s.prefix.clone(), s.start, "proj/app\0".into(), "proj/app\0".into())
+                (
+                    s.prefix.clone(),
+                    s.start,
+                    "proj/app\0".into(),
+                    "proj/app\0".into(),
+                )
             },
             {
                 let s = TagKey::of_repo_after(&repo, "v1");
-                (s.prefix.clone(), s.start, "proj/app\0".into(), "proj/app\0v1\0".into())
+                (
+                    s.prefix.clone(),
+                    s.start,
+                    "proj/app\0".into(),
+                    "proj/app\0v1\0".into(),
+                )
             },
             {
                 let s = BlobRepoKey::of_blob(&a);
@@ -1087,7 +1098,10 @@ mod tests {
             assert_eq!(start, want_start.as_bytes());
             assert!(start.starts_with(&prefix));
         }
-        assert_eq!(TagKey::of_repo(&repo).end_bytes(), Some(b"proj/app\x01".to_vec()));
+        assert_eq!(
+            TagKey::of_repo(&repo).end_bytes(),
+            Some(b"proj/app\x01".to_vec())
+        );
         assert_eq!(RepoKey::all().end_bytes(), None);
         let s: Scan<RepoKey> = Scan::prefix(b"a\xff".to_vec());
         assert_eq!(s.end_bytes(), Some(b"b".to_vec()));
@@ -1165,8 +1179,11 @@ mod tests {
 
     fn arb_repo() -> impl Strategy<Value = RepoName> {
         // A small alphabet, so repositories share prefixes ("a", "a/b", "ab").
-        prop::collection::vec(prop::sample::select(vec!["a", "b", "ab", "a-b", "b.c"]), 1..4)
-            .prop_map(|parts| RepoName::parse(&parts.join("/")).unwrap())
+        prop::collection::vec(
+            prop::sample::select(vec!["a", "b", "ab", "a-b", "b.c"]),
+            1..4,
+        )
+        .prop_map(|parts| RepoName::parse(&parts.join("/")).unwrap())
     }
 
     fn arb_digest() -> impl Strategy<Value = Digest> {

@@ -216,13 +216,13 @@ impl Inner {
             }
         }
         let mkey = ManifestKey(digest.clone());
-        let mrec: ManifestRecord =
-            self.index
-                .get(&mkey)?
-                .ok_or_else(|| StorageError::Corrupt {
-                    what: format!("manifests/{digest}"),
-                    detail: format!("linked in {repo} but its record is missing"),
-                })?;
+        let mrec: ManifestRecord = self
+            .index
+            .get(&mkey)?
+            .ok_or_else(|| StorageError::Corrupt {
+                what: format!("manifests/{digest}"),
+                detail: format!("linked in {repo} but its record is missing"),
+            })?;
         for b in &mrec.blobs {
             if let Some(rec) = pending.blob(b)? {
                 Count::Refcount.down(&mut rec.refcount, || format!("blob {b}"))?;
@@ -627,9 +627,7 @@ impl Inner {
     ) -> Result<bool, StorageError> {
         let rec = self.index.get(&ManifestKey(digest.clone()))?;
         match rec.and_then(|m| m.subject) {
-            Some(subject) => self
-                .index
-                .contains(&RepoManifestKey(repo.clone(), subject)),
+            Some(subject) => self.index.contains(&RepoManifestKey(repo.clone(), subject)),
             None => Ok(false),
         }
     }

@@ -25,8 +25,7 @@ use crate::index::Batch;
 use crate::keys::{BlobKey, BlobRepoKey, LinkKey, RepoKey, UploadKey, WholeFamily};
 use crate::names::RepoName;
 use crate::records::{
-    self, BlobInfo, BlobRecord, BlobState, Count, Empty, LinkRecord, RepoRecord, Tier,
-    UploadRecord,
+    self, BlobInfo, BlobRecord, BlobState, Count, Empty, LinkRecord, RepoRecord, Tier, UploadRecord,
 };
 use crate::store::{PutMode, Staged, StoreError};
 
