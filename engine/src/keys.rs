@@ -802,7 +802,7 @@ impl fmt::Display for ChartKey {
 
 /// A `meta` key that is one fixed string.
 macro_rules! meta_key {
-    ($(#[$doc:meta])* $name:ident, $bytes:expr, $value:ty) => {
+    ($(#[$doc:meta])* $name:ident, $text:literal, $value:ty) => {
         $(#[$doc])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
         pub struct $name;
@@ -811,16 +811,16 @@ macro_rules! meta_key {
             const CF: Cf = Cf::Meta;
             type Value = $value;
             fn encode(&self) -> Vec<u8> {
-                $bytes.to_vec()
+                $text.as_bytes().to_vec()
             }
             fn decode(bytes: &[u8]) -> Result<Self, CorruptKey> {
-                if bytes == $bytes {
+                if bytes == $text.as_bytes() {
                     Ok($name)
                 } else {
                     Err(CorruptKey {
                         cf: Self::CF,
                         key: bytes.to_vec(),
-                        reason: format!("not {:?}", String::from_utf8_lossy($bytes)),
+                        reason: format!("not {:?}", $text),
                     })
                 }
             }
@@ -828,7 +828,7 @@ macro_rules! meta_key {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{}/{}", Self::CF, String::from_utf8_lossy($bytes))
+                write!(f, "{}/{}", Self::CF, $text)
             }
         }
     };
@@ -837,7 +837,7 @@ macro_rules! meta_key {
 meta_key!(
     /// `meta/format`: the index format version.
     FormatKey,
-    b"format",
+    "format",
     FormatVersion
 );
 meta_key!(
@@ -845,7 +845,7 @@ meta_key!(
     /// built from `blobs` (indexes written before the family existed get
     /// it built at open).
     GcCandidatesBuiltKey,
-    b"gc_candidates_built",
+    "gc_candidates_built",
     Marker
 );
 meta_key!(
@@ -853,7 +853,7 @@ meta_key!(
     /// moved to its own file; read only to migrate it (see
     /// `Engine::token_signing_key`).
     TokenSeedKey,
-    b"token_key",
+    "token_key",
     TokenSeed
 );
 

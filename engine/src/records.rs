@@ -1,8 +1,14 @@
-//! Index values: one record type per column family (see [`crate::keys`]).
+//! Index values: one record type per key type (see [`crate::keys`]), each
+//! implementing [`Record`]. This module is the only code that builds or
+//! parses value bytes.
 //!
-//! Every record is encoded as one version byte followed by its JSON form.
-//! JSON keeps records readable in `berthctl` dumps and tolerant of added
-//! fields; records are small, and RocksDB compresses blocks with lz4.
+//! Most records are one version byte followed by their JSON form. JSON
+//! keeps records readable in `berthctl` dumps and tolerant of added fields;
+//! records are small, and RocksDB compresses blocks with lz4. The rest keep
+//! the raw layouts they always had: a tag's target digest string
+//! ([`TagRecord`]), a manifest's bytes ([`ManifestBody`]), no bytes at all
+//! ([`Empty`]), big-endian integers in `meta` ([`FormatVersion`], [`Seq`]),
+//! the marker `1` ([`Marker`]) and the legacy token seed ([`TokenSeed`]).
 
 use std::collections::BTreeMap;
 
@@ -543,6 +549,37 @@ mod tests {
         let rec = RobotRecord::decode(robot).unwrap();
         assert_eq!(rec.expires_ms, Some(9));
         assert_eq!(rec.encode(), robot.to_vec());
+    }
+
+    /// Fixture: the records that are not JSON, byte for byte as written
+    /// before they had types. A change that breaks these is an index format
+    /// change.
+    #[test]
+    fn raw_record_fixtures() {
+        let hex = "a".repeat(64);
+        let d = Digest::parse(&format!("sha256:{hex}")).unwrap();
+        let tag = TagRecord(d.clone());
+        assert_eq!(tag.encode(), format!("sha256:{hex}").into_bytes());
+        assert_eq!(TagRecord::decode(&tag.encode()), Ok(tag));
+        assert!(TagRecord::decode(b"sha256:abc").is_err());
+        assert!(TagRecord::decode(b"\xff").is_err());
+
+        assert_eq!(Empty.encode(), b"");
+        assert_eq!(Empty::decode(b""), Ok(Empty));
+        assert!(Empty::decode(b"x").is_err());
+
+        assert_eq!(ManifestBody(b"{}".to_vec()).encode(), b"{}");
+        assert_eq!(FormatVersion(1).encode(), [0, 0, 0, 1]);
+        assert_eq!(FormatVersion::decode(&[0, 0, 0, 1]), Ok(FormatVersion(1)));
+        assert!(FormatVersion::decode(&[1]).is_err());
+        assert_eq!(Seq(258).encode(), [0, 0, 0, 0, 0, 0, 1, 2]);
+        assert_eq!(Seq::decode(&[0, 0, 0, 0, 0, 0, 1, 2]), Ok(Seq(258)));
+        assert!(Seq::decode(&[0; 4]).is_err());
+        assert_eq!(Marker.encode(), b"1");
+        assert!(Marker::decode(b"0").is_err());
+        assert_eq!(TokenSeed([7; 32]).encode(), [7; 32]);
+        assert_eq!(TokenSeed::decode(&[7; 32]), Ok(TokenSeed([7; 32])));
+        assert!(TokenSeed::decode(&[7; 31]).is_err());
     }
 
     #[test]
