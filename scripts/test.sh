@@ -19,13 +19,19 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --all-targets
 log=$(mktemp)
 # The S3 and tiered tests run against a real Ceph RGW (../shared/s3 sits
-# beside the project root); its S3_* variables are exported for the tests,
-# which fail without them. Stopped (and its data purged) on exit.
+# beside the project root), over plain HTTP and through a TLS-terminating
+# haproxy with a private CA (scripts/s3-tls-front.sh); their S3_* variables
+# are exported for the tests, which fail without them. Both are stopped
+# (and the RGW data purged) on exit.
 dir=$(mktemp -d)
-trap 'bash ../shared/s3/ceph-rgw-stop.sh "$dir/rgw" --purge >/dev/null 2>&1 || true; rm -rf "$dir" "$log"' EXIT
+trap 'bash scripts/s3-tls-front.sh stop "$dir/tls" >/dev/null 2>&1 || true; bash ../shared/s3/ceph-rgw-stop.sh "$dir/rgw" --purge >/dev/null 2>&1 || true; rm -rf "$dir" "$log"' EXIT
 bash ../shared/s3/ceph-rgw-start.sh auto "$dir/rgw" >/dev/null
 set -a
 . "$dir/rgw/s3.env"
+set +a
+bash scripts/s3-tls-front.sh start "$S3_ENDPOINT" "$dir/tls" >/dev/null
+set -a
+. "$dir/tls/s3-tls.env"
 set +a
 cargo test --workspace --all-targets 2>&1 | tee "$log"
 # One closing line over every test binary (cargo prints one per binary).

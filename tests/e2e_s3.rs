@@ -3,15 +3,21 @@
 //! skopeo. Covers a layer above the multipart threshold, kill -9 + restart,
 //! and a pull after the local cache is wiped (served from the bucket).
 //!
-//! Needs the S3 server `scripts/test.sh` starts (`S3_ENDPOINT`, …; the tests
-//! fail, naming the fix, without it), `skopeo` on PATH and the `berth`
-//! binary built.
+//! And the same bucket over HTTPS: the server and `berthctl
+//! s3-abort-uploads` against RGW behind a TLS-terminating haproxy whose
+//! certificate a private CA signed, trusted through `BERTH_S3_CA_FILE`.
+//!
+//! Needs the S3 server and TLS front `scripts/test.sh` starts
+//! (`S3_ENDPOINT`, `S3_HTTPS_ENDPOINT`, `S3_CA_FILE`, …; the tests fail,
+//! naming the fix, without them), `skopeo` on PATH and the `berth` and
+//! `berthctl` binaries built.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use berth_engine::store::s3::TestTransport;
 use berth_engine::store::{S3Config, S3Store};
 use berth_engine::{BlobStore, Digest};
 use berth_testkit::oci_layout::{self, Image};
@@ -88,13 +94,18 @@ fn assert_pull_matches(server: &TestServer, src: &Path, tag: &str, repo: &str, i
 /// Server environment for `backend` on a fresh root prefix of the test
 /// bucket; also returns a client on the same prefix.
 fn s3_env(backend: &str) -> (Vec<(String, String)>, S3Store) {
-    let mut c = S3Config::from_test_env("berth-e2e");
+    s3_env_over(TestTransport::Http, backend)
+}
+
+/// [`s3_env`] with the bucket reached over `transport`.
+fn s3_env_over(transport: TestTransport, backend: &str) -> (Vec<(String, String)>, S3Store) {
+    let mut c = S3Config::from_test_env_over(transport, "berth-e2e");
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos();
     c.root = format!("{backend}-{}-{nanos:x}", std::process::id());
-    let env = vec![
+    let mut env = vec![
         ("BERTH_STORAGE_BACKEND", backend.to_owned()),
         ("BERTH_S3_ENDPOINT", c.endpoint.clone()),
         ("BERTH_S3_REGION", c.region.clone()),
@@ -103,10 +114,11 @@ fn s3_env(backend: &str) -> (Vec<(String, String)>, S3Store) {
         ("BERTH_S3_SECRET_KEY", c.secret_key.clone()),
         ("BERTH_S3_ROOT", c.root.clone()),
         ("BERTH_S3_MULTIPART_THRESHOLD", THRESHOLD.to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
+    ];
+    if let Some(ca) = &c.ca_file {
+        env.push(("BERTH_S3_CA_FILE", ca.display().to_string()));
+    }
+    let env = env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
     (env, S3Store::open(c).expect("open S3 client"))
 }
 
@@ -268,4 +280,94 @@ fn remote_only_blobs_stream_to_concurrent_connections() {
         p.join()
             .unwrap_or_else(|_| panic!("a pull failed\n{}", server.stderr()));
     }
+}
+
+/// The `s3` backend with the bucket behind TLS and a private CA
+/// (`BERTH_S3_ENDPOINT=https://…`, `BERTH_S3_CA_FILE`): a blob above the
+/// multipart threshold is in the bucket when its upload is acknowledged,
+/// and after kill -9 and a wiped cache it is served from the bucket.
+#[test]
+fn s3_backend_over_https_with_a_private_ca() {
+    let (env, bucket) = s3_env_over(TestTransport::Https, "s3");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert!(env.contains(&("BERTH_S3_ENDPOINT", bucket.config().endpoint.as_str())));
+    assert!(bucket.config().endpoint.starts_with("https://"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut server = TestServer::start(&data, &env);
+    let bytes = berth_testkit::content("over https", THRESHOLD + 2 * MIB + 5);
+    let d = berth_testkit::sha256(&bytes);
+    let (status, _, body) = http(
+        server.addr,
+        "POST",
+        &format!("/v2/proj/tls/blobs/uploads/?digest={d}"),
+        &[],
+        &bytes,
+    );
+    assert_eq!(
+        status,
+        201,
+        "{}\n--- server stderr ---\n{}",
+        String::from_utf8_lossy(&body),
+        server.stderr()
+    );
+    assert_eq!(
+        bucket.stat(&d).expect("stat in bucket"),
+        Some(bytes.len() as u64),
+        "write-through: acknowledged means in the bucket"
+    );
+    assert!(
+        bucket.multipart_uploads().expect("list").is_empty(),
+        "the multipart upload was completed, not left behind"
+    );
+    server.kill9();
+    std::fs::remove_dir_all(data.join("blobs")).expect("wipe local blobs");
+    server.restart();
+    let (status, _, body) = http(
+        server.addr,
+        "GET",
+        &format!("/v2/proj/tls/blobs/{d}"),
+        &[],
+        b"",
+    );
+    assert_eq!(status, 200, "{}", server.stderr());
+    assert!(body == bytes, "the blob read back from the bucket differs");
+}
+
+/// `berthctl s3-abort-uploads` over HTTPS: it trusts the private CA given
+/// with `--s3-ca-file` and fails, naming the certificate, without it.
+#[test]
+fn s3_abort_uploads_over_https() {
+    let (_, bucket) = s3_env_over(TestTransport::Https, "sweep");
+    let c = bucket.config();
+    let ca = c.ca_file.clone().expect("ca file");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = ca.display().to_string();
+    let mut args = vec![
+        "s3-abort-uploads",
+        "--older-than-seconds",
+        "0",
+        "--s3-endpoint",
+        &c.endpoint,
+        "--s3-region",
+        &c.region,
+        "--s3-bucket",
+        &c.bucket,
+        "--s3-access-key",
+        &c.access_key,
+        "--s3-secret-key",
+        &c.secret_key,
+        "--s3-root",
+        &c.root,
+    ];
+    let (code, out, err) = berth_testkit::berthctl(dir.path(), &args);
+    assert_ne!(code, 0, "succeeded without the CA: {out}");
+    assert!(
+        err.contains("list multipart uploads") && err.contains("certificate"),
+        "the error names the call and the cause: {err}"
+    );
+    args.extend(["--s3-ca-file", ca.as_str()]);
+    let (code, out, err) = berth_testkit::berthctl(dir.path(), &args);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("aborted 0 stale multipart upload(s)"), "{out}");
 }

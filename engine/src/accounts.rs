@@ -18,15 +18,18 @@ use std::sync::OnceLock;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
-use rocksdb::WriteBatch;
 use sha2::{Digest as _, Sha256};
 
 use crate::engine::{Engine, Inner};
 use crate::error::StorageError;
 use crate::host::{self, Guarded};
-use crate::keys;
+use crate::index::Batch;
+use crate::keys::{
+    IdKind, IndexKey, MemberKey, ProjectKey, RobotKey, Scan, SeqKey, TokenSeedKey, UserKey,
+    WholeFamily,
+};
 use crate::names::RepoName;
-use crate::records::{self, MemberRecord, ProjectRecord, RobotRecord, UserRecord};
+use crate::records::{self, MemberRecord, ProjectRecord, RobotRecord, Seq, TokenSeed, UserRecord};
 use crate::token::TokenKey;
 
 /// The administrator account created on first start.
@@ -364,20 +367,14 @@ fn robot_full_name(project: &str, name: &str) -> String {
 
 impl Inner {
     /// The next id of `kind`, written into `batch` (call under the lock).
-    fn next_id(&self, batch: &mut WriteBatch, kind: &str) -> Result<u64, StorageError> {
-        let key = keys::seq_key(kind);
-        let last = match self.get_raw(keys::CF_META, &key)? {
-            Some(v) if v.len() == 8 => u64::from_be_bytes(v[..8].try_into().unwrap_or([0; 8])),
-            Some(_) => {
-                return Err(StorageError::Corrupt {
-                    what: format!("meta/seq/{kind}"),
-                    detail: "not a u64".into(),
-                })
-            }
-            None => 0,
-        };
-        let id = last + 1;
-        batch.put_cf(self.cf(keys::CF_META), key, id.to_be_bytes());
+    fn next_id(&self, batch: &mut Batch, kind: IdKind) -> Result<u64, StorageError> {
+        let key = SeqKey(kind);
+        let Seq(last) = self.index.get(&key)?.unwrap_or(Seq(0));
+        let id = last.checked_add(1).ok_or_else(|| StorageError::Corrupt {
+            what: key.to_string(),
+            detail: "id sequence exhausted".into(),
+        })?;
+        batch.put(&key, &Seq(id));
         Ok(id)
     }
 
@@ -414,14 +411,14 @@ impl Engine {
         let password_hash = hash_password(password)?;
         let inner = &self.inner;
         let g = inner.lock()?;
-        let key = keys::name_key(name);
-        if inner.get_raw(keys::CF_USERS, &key)?.is_some() {
+        let key = UserKey(name.to_owned());
+        if inner.index.contains(&key)? {
             return Err(AccountError::Exists {
                 what: format!("user {name}"),
             });
         }
-        let mut batch = WriteBatch::default();
-        let id = inner.next_id(&mut batch, "user")?;
+        let mut batch = Batch::default();
+        let id = inner.next_id(&mut batch, IdKind::User)?;
         let rec = UserRecord {
             id,
             password_hash,
@@ -430,7 +427,7 @@ impl Engine {
             realname: realname.to_owned(),
             created_ms: records::now_ms(),
         };
-        batch.put_cf(inner.cf(keys::CF_USERS), key, records::encode(&rec));
+        batch.put(&key, &rec);
         inner.commit(g, batch)?;
         Ok(id)
     }
@@ -500,8 +497,8 @@ impl Engine {
         }
         let inner = &self.inner;
         let g = inner.lock()?;
-        let key = keys::name_key(ADMIN_USER);
-        let Some(mut rec) = inner.get::<UserRecord>(keys::CF_USERS, &key)? else {
+        let key = UserKey(ADMIN_USER.to_owned());
+        let Some(mut rec) = inner.index.get(&key)? else {
             return Err(AccountError::NotFound {
                 what: format!("user {ADMIN_USER}"),
             });
@@ -510,8 +507,8 @@ impl Engine {
             rec.password_hash = h;
         }
         rec.admin = true;
-        let mut batch = WriteBatch::default();
-        batch.put_cf(inner.cf(keys::CF_USERS), key, records::encode(&rec));
+        let mut batch = Batch::default();
+        batch.put(&key, &rec);
         inner.commit(g, batch)?;
         Ok(AdminAccount::Updated {
             password_applied,
@@ -521,27 +518,25 @@ impl Engine {
 
     /// User `name`'s record.
     pub fn user(&self, name: &str) -> Result<Option<UserRecord>, StorageError> {
-        self.inner.get(keys::CF_USERS, &keys::name_key(name))
+        self.inner.index.get(&UserKey(name.to_owned()))
     }
 
     /// Every user, by name.
     pub fn users(&self) -> Result<Vec<(String, UserRecord)>, StorageError> {
-        self.list(keys::CF_USERS, b"")
+        self.list(UserKey::all(), |UserKey(name)| name)
     }
 
-    fn list<T: serde::de::DeserializeOwned>(
+    /// The records of `scan`, each with the name `name` takes from its key.
+    fn list<K: IndexKey>(
         &self,
-        cf: &'static str,
-        prefix: &[u8],
-    ) -> Result<Vec<(String, T)>, StorageError> {
-        let mut out = Vec::new();
-        for r in self.inner.scan(cf, prefix, prefix) {
-            let (k, v) = r?;
-            let name = keys::suffix(&k, prefix).unwrap_or_default().to_owned();
-            let rec = records::decode(&v, || format!("{cf}/{name}"))?;
-            out.push((name, rec));
-        }
-        Ok(out)
+        scan: Scan<K>,
+        name: impl Fn(K) -> String,
+    ) -> Result<Vec<(String, K::Value)>, StorageError> {
+        self.inner
+            .index
+            .scan(scan)
+            .map(|r| r.map(|(k, rec)| (name(k), rec)))
+            .collect()
     }
 
     /// Checks a name and secret: a user's password, or a robot's secret
@@ -550,10 +545,7 @@ impl Engine {
     /// call it off the async path.
     pub fn authenticate(&self, name: &str, secret: &str) -> Result<Option<Account>, StorageError> {
         if name.starts_with(ROBOT_PREFIX) {
-            let Some(rec) = self
-                .inner
-                .get::<RobotRecord>(keys::CF_ROBOTS, &keys::name_key(name))?
-            else {
+            let Some(rec) = self.inner.index.get(&RobotKey(name.to_owned()))? else {
                 return Ok(None);
             };
             if !constant_time_eq(&sha256_hex(secret), &rec.secret_sha256) {
@@ -587,7 +579,8 @@ impl Engine {
         if name.starts_with(ROBOT_PREFIX) {
             return Ok(self
                 .inner
-                .get::<RobotRecord>(keys::CF_ROBOTS, &keys::name_key(name))?
+                .index
+                .get(&RobotKey(name.to_owned()))?
                 .filter(|r| r.expires_ms.is_none_or(|e| e > records::now_ms()))
                 .map(|r| self.inner.robot_account(name, r)));
         }
@@ -607,37 +600,34 @@ impl Engine {
         valid_project_name(name)?;
         let inner = &self.inner;
         let g = inner.lock()?;
-        let key = keys::name_key(name);
-        if inner.get_raw(keys::CF_PROJECTS, &key)?.is_some() {
+        let key = ProjectKey(name.to_owned());
+        if inner.index.contains(&key)? {
             return Err(AccountError::Exists {
                 what: format!("project {name}"),
             });
         }
         let now = records::now_ms();
-        let mut batch = WriteBatch::default();
-        let id = inner.next_id(&mut batch, "project")?;
+        let mut batch = Batch::default();
+        let id = inner.next_id(&mut batch, IdKind::Project)?;
         let rec = ProjectRecord {
             id,
             public,
             owner: owner.unwrap_or_default().to_owned(),
             created_ms: now,
         };
-        batch.put_cf(inner.cf(keys::CF_PROJECTS), key, records::encode(&rec));
+        batch.put(&key, &rec);
         if let Some(owner) = owner {
-            if inner
-                .get_raw(keys::CF_USERS, &keys::name_key(owner))?
-                .is_some()
-            {
+            if inner.index.contains(&UserKey(owner.to_owned()))? {
                 let member = MemberRecord {
-                    id: inner.next_id(&mut batch, "member")?,
+                    id: inner.next_id(&mut batch, IdKind::Member)?,
                     role: Role::ProjectAdmin.id(),
                     created_ms: now,
                 };
-                batch.put_cf(
-                    inner.cf(keys::CF_MEMBERS),
-                    keys::member_key(name, owner),
-                    records::encode(&member),
-                );
+                let key = MemberKey {
+                    project: name.to_owned(),
+                    user: owner.to_owned(),
+                };
+                batch.put(&key, &member);
             }
         }
         inner.commit(g, batch)?;
@@ -646,27 +636,27 @@ impl Engine {
 
     /// Project `name`'s record.
     pub fn project(&self, name: &str) -> Result<Option<ProjectRecord>, StorageError> {
-        self.inner.get(keys::CF_PROJECTS, &keys::name_key(name))
+        self.inner.index.get(&ProjectKey(name.to_owned()))
     }
 
     /// Every project, by name.
     pub fn projects(&self) -> Result<Vec<(String, ProjectRecord)>, StorageError> {
-        self.list(keys::CF_PROJECTS, b"")
+        self.list(ProjectKey::all(), |ProjectKey(name)| name)
     }
 
     /// Makes a project public or private.
     pub fn set_project_public(&self, name: &str, public: bool) -> Result<(), AccountError> {
         let inner = &self.inner;
         let g = inner.lock()?;
-        let key = keys::name_key(name);
-        let Some(mut rec) = inner.get::<ProjectRecord>(keys::CF_PROJECTS, &key)? else {
+        let key = ProjectKey(name.to_owned());
+        let Some(mut rec) = inner.index.get(&key)? else {
             return Err(AccountError::NotFound {
                 what: format!("project {name}"),
             });
         };
         rec.public = public;
-        let mut batch = WriteBatch::default();
-        batch.put_cf(inner.cf(keys::CF_PROJECTS), key, records::encode(&rec));
+        let mut batch = Batch::default();
+        batch.put(&key, &rec);
         inner.commit(g, batch)?;
         Ok(())
     }
@@ -689,35 +679,31 @@ impl Engine {
         valid_user_name(user)?;
         let inner = &self.inner;
         let g = inner.lock()?;
-        if inner
-            .get_raw(keys::CF_PROJECTS, &keys::name_key(project))?
-            .is_none()
-        {
+        if !inner.index.contains(&ProjectKey(project.to_owned()))? {
             return Err(AccountError::NotFound {
                 what: format!("project {project}"),
             });
         }
-        if check == UserCheck::MustExist
-            && inner
-                .get_raw(keys::CF_USERS, &keys::name_key(user))?
-                .is_none()
-        {
+        if check == UserCheck::MustExist && !inner.index.contains(&UserKey(user.to_owned()))? {
             return Err(AccountError::NotFound {
                 what: format!("user {user}"),
             });
         }
-        let key = keys::member_key(project, user);
-        let mut batch = WriteBatch::default();
-        let id = match inner.get::<MemberRecord>(keys::CF_MEMBERS, &key)? {
+        let key = MemberKey {
+            project: project.to_owned(),
+            user: user.to_owned(),
+        };
+        let mut batch = Batch::default();
+        let id = match inner.index.get(&key)? {
             Some(m) => m.id,
-            None => inner.next_id(&mut batch, "member")?,
+            None => inner.next_id(&mut batch, IdKind::Member)?,
         };
         let rec = MemberRecord {
             id,
             role: role.id(),
             created_ms: records::now_ms(),
         };
-        batch.put_cf(inner.cf(keys::CF_MEMBERS), key, records::encode(&rec));
+        batch.put(&key, &rec);
         inner.commit(g, batch)?;
         Ok(id)
     }
@@ -726,26 +712,33 @@ impl Engine {
     pub fn remove_member(&self, project: &str, user: &str) -> Result<bool, AccountError> {
         let inner = &self.inner;
         let g = inner.lock()?;
-        let key = keys::member_key(project, user);
-        if inner.get_raw(keys::CF_MEMBERS, &key)?.is_none() {
+        let key = MemberKey {
+            project: project.to_owned(),
+            user: user.to_owned(),
+        };
+        if !inner.index.contains(&key)? {
             return Ok(false);
         }
-        let mut batch = WriteBatch::default();
-        batch.delete_cf(inner.cf(keys::CF_MEMBERS), key);
+        let mut batch = Batch::default();
+        batch.delete(&key);
         inner.commit(g, batch)?;
         Ok(true)
     }
 
     /// The members of `project`, by user name.
     pub fn members(&self, project: &str) -> Result<Vec<(String, MemberRecord)>, StorageError> {
-        self.list(keys::CF_MEMBERS, &keys::members_prefix(project))
+        self.list(MemberKey::of_project(project), |k| k.user)
     }
 
     /// `user`'s role in `project`, if any.
     pub fn member_role(&self, project: &str, user: &str) -> Result<Option<Role>, StorageError> {
         Ok(self
             .inner
-            .get::<MemberRecord>(keys::CF_MEMBERS, &keys::member_key(project, user))?
+            .index
+            .get(&MemberKey {
+                project: project.to_owned(),
+                user: user.to_owned(),
+            })?
             .and_then(|m| Role::from_id(m.role)))
     }
 
@@ -783,23 +776,20 @@ impl Engine {
         let full = robot_full_name(project, name);
         let inner = &self.inner;
         let g = inner.lock()?;
-        if inner
-            .get_raw(keys::CF_PROJECTS, &keys::name_key(project))?
-            .is_none()
-        {
+        if !inner.index.contains(&ProjectKey(project.to_owned()))? {
             return Err(AccountError::NotFound {
                 what: format!("project {project}"),
             });
         }
-        let key = keys::name_key(&full);
-        if inner.get_raw(keys::CF_ROBOTS, &key)?.is_some() {
+        let key = RobotKey(full.clone());
+        if inner.index.contains(&key)? {
             return Err(AccountError::Exists {
                 what: format!("robot {full}"),
             });
         }
         let created_ms = records::now_ms();
-        let mut batch = WriteBatch::default();
-        let id = inner.next_id(&mut batch, "robot")?;
+        let mut batch = Batch::default();
+        let id = inner.next_id(&mut batch, IdKind::Robot)?;
         let rec = RobotRecord {
             id,
             project: project.to_owned(),
@@ -809,7 +799,7 @@ impl Engine {
             description: description.to_owned(),
             created_ms,
         };
-        batch.put_cf(inner.cf(keys::CF_ROBOTS), key, records::encode(&rec));
+        batch.put(&key, &rec);
         inner.commit(g, batch)?;
         Ok(NewRobot {
             id,
@@ -822,7 +812,7 @@ impl Engine {
 
     /// Every robot, by full name.
     pub fn robots(&self) -> Result<Vec<(String, RobotRecord)>, StorageError> {
-        self.list(keys::CF_ROBOTS, b"")
+        self.list(RobotKey::all(), |RobotKey(name)| name)
     }
 
     /// What `account` may do in `project` now. Nothing in a project that
@@ -887,10 +877,7 @@ impl Engine {
             Ok(v) => {
                 host::check_private(&path, Guarded::TokenKey, inner.config.allow_open_data_dir)?;
                 let key = parse(&v, &|| path.display().to_string())?;
-                if inner
-                    .get_raw(keys::CF_META, keys::META_TOKEN_KEY)?
-                    .is_some()
-                {
+                if inner.index.contains(&TokenSeedKey)? {
                     inner.purge_index_token_key(g)?;
                 }
                 return Ok(key);
@@ -898,8 +885,8 @@ impl Engine {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(StorageError::io("read token key", &path)(e)),
         }
-        let (key, migrated) = match inner.get_raw(keys::CF_META, keys::META_TOKEN_KEY)? {
-            Some(v) => (parse(&v, &|| "meta/token_key".into())?, true),
+        let (key, migrated) = match inner.index.get(&TokenSeedKey)? {
+            Some(TokenSeed(seed)) => (TokenKey::from_seed(&seed), true),
             None => (TokenKey::generate(), false),
         };
         // IMPORTANT: the file is durable before the index copy is deleted.
@@ -930,23 +917,10 @@ impl Inner {
     /// system freed but did not overwrite, and backups or snapshots taken
     /// before — rotate the key if those may have leaked.
     fn purge_index_token_key(&self, g: std::sync::MutexGuard<'_, ()>) -> Result<(), StorageError> {
-        let mut batch = WriteBatch::default();
-        batch.delete_cf(self.cf(keys::CF_META), keys::META_TOKEN_KEY);
+        let mut batch = Batch::default();
+        batch.delete(&TokenSeedKey);
         self.commit(g, batch)?;
-        let cfs: Vec<_> = keys::ALL_CFS.iter().map(|n| self.cf(n)).collect();
-        self.db
-            .flush_cfs_opt(cfs.as_slice(), &rocksdb::FlushOptions::default())
-            .map_err(StorageError::index(
-                "flush after deleting the old token key",
-            ))?;
-        self.db.flush().map_err(StorageError::index(
-            "flush after deleting the old token key",
-        ))?;
-        let mut opts = rocksdb::CompactOptions::default();
-        opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
-        self.db
-            .compact_range_cf_opt(self.cf(keys::CF_META), None::<&[u8]>, None::<&[u8]>, &opts);
-        Ok(())
+        self.index.purge_deleted(TokenSeedKey::CF)
     }
 }
 
@@ -1143,8 +1117,8 @@ mod tests {
             // The layout before the key file: the seed in meta/token_key.
             let e = Engine::open(EngineConfig::new(dir.path())).unwrap();
             let g = e.inner.lock().unwrap();
-            let mut b = WriteBatch::default();
-            b.put_cf(e.inner.cf(keys::CF_META), keys::META_TOKEN_KEY, old.seed());
+            let mut b = Batch::default();
+            b.put(&TokenSeedKey, &TokenSeed(old.seed()));
             e.inner.commit(g, b).unwrap();
             e.create_user("alice", "alice-password", false, "", "")
                 .unwrap();
@@ -1157,12 +1131,7 @@ mod tests {
         {
             let e = Engine::open(EngineConfig::new(dir.path())).unwrap();
             assert_eq!(e.token_signing_key().unwrap().key_id(), old.key_id());
-            assert_eq!(
-                e.inner
-                    .get_raw(keys::CF_META, keys::META_TOKEN_KEY)
-                    .unwrap(),
-                None
-            );
+            assert_eq!(e.inner.index.get(&TokenSeedKey).unwrap(), None);
             // Everything else is still there.
             assert!(e.user("alice").unwrap().is_some());
         }
@@ -1201,11 +1170,6 @@ mod tests {
         let e = Engine::open(EngineConfig::new(dir.path())).unwrap();
         assert_eq!(e.token_signing_key().unwrap().key_id(), kid);
         // Never in the index.
-        assert_eq!(
-            e.inner
-                .get_raw(keys::CF_META, keys::META_TOKEN_KEY)
-                .unwrap(),
-            None
-        );
+        assert_eq!(e.inner.index.get(&TokenSeedKey).unwrap(), None);
     }
 }

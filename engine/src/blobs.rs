@@ -2,12 +2,11 @@
 
 use std::ops::Range;
 
-use rocksdb::WriteBatch;
-
 use crate::digest::Digest;
 use crate::engine::{Engine, Inner};
 use crate::error::{BlobError, StorageError};
-use crate::keys;
+use crate::index::Batch;
+use crate::keys::{BlobKey, BlobRepoKey, LinkKey};
 use crate::names::RepoName;
 use crate::records::{self, BlobInfo, BlobRecord, BlobState, Count};
 use crate::store::{BlobData, StoreError};
@@ -20,9 +19,9 @@ impl Inner {
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<Option<BlobRecord>, StorageError> {
-        if self
-            .get_raw(keys::CF_LINKS, &keys::link_key(repo, digest))?
-            .is_none()
+        if !self
+            .index
+            .contains(&LinkKey(repo.clone(), digest.clone()))?
         {
             return Ok(None);
         }
@@ -32,7 +31,8 @@ impl Inner {
     /// The blob record unless absent or being deleted by GC.
     pub(crate) fn live_blob(&self, digest: &Digest) -> Result<Option<BlobRecord>, StorageError> {
         Ok(self
-            .get::<BlobRecord>(keys::CF_BLOBS, &keys::digest_key(digest))?
+            .index
+            .get(&BlobKey(digest.clone()))?
             .filter(|r| r.state != BlobState::Deleting))
     }
 
@@ -40,8 +40,7 @@ impl Inner {
     /// Returns false if the blob is gone or being deleted (GC decided first).
     fn unmark(&self, digest: &Digest) -> Result<bool, StorageError> {
         let _g = self.lock()?;
-        let key = keys::digest_key(digest);
-        let Some(mut rec) = self.get::<BlobRecord>(keys::CF_BLOBS, &key)? else {
+        let Some(mut rec) = self.index.get(&BlobKey(digest.clone()))? else {
             return Ok(false);
         };
         if rec.state == BlobState::Deleting {
@@ -51,7 +50,7 @@ impl Inner {
             if rec.state == BlobState::Marked {
                 rec.state = BlobState::Active;
                 rec.touched_ms = records::now_ms();
-                let mut b = WriteBatch::default();
+                let mut b = Batch::default();
                 self.put_blob_record(&mut b, digest, &rec);
                 self.commit(_g, b)?;
             }
@@ -139,7 +138,7 @@ impl Engine {
         let Some(mut rec) = rec else {
             return Ok(None);
         };
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         inner.link_into(&mut batch, repo, digest, &mut rec, records::now_ms())?;
         inner.put_blob_record(&mut batch, digest, &rec);
         inner.commit(_g, batch)?;
@@ -160,18 +159,14 @@ impl Engine {
     pub fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, BlobError> {
         let inner = &self.inner;
         let _g = inner.lock()?;
-        let link = keys::link_key(repo, digest);
-        if inner.get_raw(keys::CF_LINKS, &link)?.is_none() {
+        let link = LinkKey(repo.clone(), digest.clone());
+        if !inner.index.contains(&link)? {
             return Ok(false);
         }
-        let key = keys::digest_key(digest);
-        let mut batch = WriteBatch::default();
-        batch.delete_cf(&inner.cf(keys::CF_LINKS), link);
-        batch.delete_cf(
-            &inner.cf(keys::CF_BLOB_REPOS),
-            keys::blob_repo_key(digest, repo),
-        );
-        if let Some(mut rec) = inner.get::<BlobRecord>(keys::CF_BLOBS, &key)? {
+        let mut batch = Batch::default();
+        batch.delete(&link);
+        batch.delete(&BlobRepoKey(digest.clone(), repo.clone()));
+        if let Some(mut rec) = inner.index.get(&BlobKey(digest.clone()))? {
             Count::Links.down(&mut rec.links, || format!("blob {digest}"))?;
             rec.touched_ms = records::now_ms();
             inner.put_blob_record(&mut batch, digest, &rec);
@@ -182,6 +177,6 @@ impl Engine {
 
     /// The index record of a blob (tools, tests).
     pub fn blob_record(&self, digest: &Digest) -> Result<Option<BlobRecord>, StorageError> {
-        self.inner.get(keys::CF_BLOBS, &keys::digest_key(digest))
+        self.inner.index.get(&BlobKey(digest.clone()))
     }
 }

@@ -8,15 +8,15 @@
 
 use std::collections::BTreeMap;
 
-use rocksdb::{WriteBatch, WriteOptions};
-
 use crate::digest::{Algorithm, Digest};
 use crate::engine::Engine;
 use crate::error::StorageError;
-use crate::keys;
+use crate::index::Batch;
+use crate::keys::{BlobRepoKey, BodyKey, LinkKey, ManifestKey, RepoKey, RepoManifestKey};
 use crate::names::RepoName;
 use crate::records::{
-    self, BlobRecord, BlobState, LinkRecord, ManifestRecord, RepoManifestRecord, RepoRecord, Tier,
+    BlobRecord, BlobState, Empty, LinkRecord, ManifestBody, ManifestRecord, RepoManifestRecord,
+    RepoRecord, Tier,
 };
 
 /// Blobs referenced by each synthetic manifest.
@@ -39,13 +39,10 @@ impl Engine {
     ) -> Result<(), StorageError> {
         let inner = &self.inner;
         let _g = inner.lock()?;
-        let mut wo = WriteOptions::default();
-        wo.set_sync(false);
-        wo.disable_wal(true);
-        let mut b = WriteBatch::default();
+        let mut b = Batch::default();
         let mut live: Vec<Digest> = Vec::new();
         let mut manifests = 0u64;
-        let flush_manifest = |b: &mut WriteBatch, live: &mut Vec<Digest>, m: u64| {
+        let flush_manifest = |b: &mut Batch, live: &mut Vec<Digest>, m: u64| {
             let body = format!("{{\"bench\":{m}}}").into_bytes();
             let md = Digest::of(Algorithm::Sha256, &body);
             let rec = ManifestRecord {
@@ -59,28 +56,22 @@ impl Engine {
                 repos: 1,
                 created_ms: touched_ms,
             };
-            b.put_cf(
-                inner.cf(keys::CF_MANIFESTS),
-                keys::digest_key(&md),
-                records::encode(&rec),
-            );
-            b.put_cf(inner.cf(keys::CF_BODIES), keys::digest_key(&md), &body);
-            b.put_cf(
-                inner.cf(keys::CF_REPO_MANIFESTS),
-                keys::repo_manifest_key(repo, &md),
-                records::encode(&RepoManifestRecord {
+            b.put(&ManifestKey(md.clone()), &rec);
+            b.put(&BodyKey(md.clone()), &ManifestBody(body));
+            b.put(
+                &RepoManifestKey(repo.clone(), md),
+                &RepoManifestRecord {
                     created_ms: touched_ms,
                     tags: 0,
                     parents: 0,
-                }),
+                },
             );
         };
-        b.put_cf(
-            inner.cf(keys::CF_REPOS),
-            keys::repo_key(repo),
-            records::encode(&RepoRecord {
+        b.put(
+            &RepoKey(repo.clone()),
+            &RepoRecord {
                 created_ms: touched_ms,
-            }),
+            },
         );
         for i in 0..n {
             let d = Digest::of(Algorithm::Sha256, &i.to_le_bytes());
@@ -95,18 +86,13 @@ impl Engine {
                 touched_ms,
             };
             inner.put_blob_record(&mut b, &d, &rec);
-            b.put_cf(
-                inner.cf(keys::CF_LINKS),
-                keys::link_key(repo, &d),
-                records::encode(&LinkRecord {
+            b.put(
+                &LinkKey(repo.clone(), d.clone()),
+                &LinkRecord {
                     created_ms: touched_ms,
-                }),
+                },
             );
-            b.put_cf(
-                inner.cf(keys::CF_BLOB_REPOS),
-                keys::blob_repo_key(&d, repo),
-                b"",
-            );
+            b.put(&BlobRepoKey(d.clone(), repo.clone()), &Empty);
             if !garbage {
                 live.push(d);
                 if live.len() == PER_MANIFEST {
@@ -115,26 +101,13 @@ impl Engine {
                 }
             }
             if b.len() >= BATCH {
-                let full = std::mem::take(&mut b);
-                inner
-                    .db
-                    .write_opt(full, &wo)
-                    .map_err(StorageError::index("bulk write"))?;
+                inner.index.write_unlogged(std::mem::take(&mut b))?;
             }
         }
         if !live.is_empty() {
             flush_manifest(&mut b, &mut live, manifests);
         }
-        inner
-            .db
-            .write_opt(b, &wo)
-            .map_err(StorageError::index("bulk write"))?;
-        for name in keys::ALL_CFS {
-            inner
-                .db
-                .flush_cf(inner.cf(name))
-                .map_err(StorageError::index("bulk flush"))?;
-        }
-        Ok(())
+        inner.index.write_unlogged(b)?;
+        inner.index.flush_all()
     }
 }

@@ -19,12 +19,11 @@
 
 use std::collections::HashSet;
 
-use rocksdb::WriteBatch;
-
 use crate::digest::{Algorithm, Digest};
 use crate::engine::{Engine, Inner};
 use crate::error::{ManifestError, NameError, StorageError};
-use crate::keys;
+use crate::index::Batch;
+use crate::keys::{BlobKey, ChartKey, ChartRepoKey, WholeFamily};
 use crate::manifests::{check_put, project_of, ManifestPut, Pending};
 use crate::names::{RepoName, Tag};
 use crate::records::{
@@ -116,10 +115,6 @@ impl ChartId {
     pub fn tag(&self) -> &Tag {
         &self.tag
     }
-
-    fn key(&self) -> Vec<u8> {
-        keys::chart_key(&self.project, &self.name, &self.version)
-    }
 }
 
 impl std::fmt::Display for ChartId {
@@ -183,7 +178,7 @@ pub(crate) struct ChartChanges {
     repo: Option<ChartRepoRecord>,
     changed: bool,
     /// Keys deleted earlier in this batch (a later put re-creates them).
-    deleted: HashSet<Vec<u8>>,
+    deleted: HashSet<ChartKey>,
 }
 
 impl ChartChanges {
@@ -199,7 +194,8 @@ impl ChartChanges {
     fn repo_record(&mut self, inner: &Inner) -> Result<&mut ChartRepoRecord, StorageError> {
         if self.repo.is_none() {
             let r = inner
-                .get::<ChartRepoRecord>(keys::CF_CHART_REPOS, &keys::chart_repo_key(&self.project))?
+                .index
+                .get(&ChartRepoKey(self.project.clone()))?
                 .unwrap_or_default();
             self.repo = Some(r);
         }
@@ -207,24 +203,24 @@ impl ChartChanges {
     }
 
     /// The entry at `key` as this batch sees it.
-    fn get(&self, inner: &Inner, key: &[u8]) -> Result<Option<ChartRecord>, StorageError> {
+    fn get(&self, inner: &Inner, key: &ChartKey) -> Result<Option<ChartRecord>, StorageError> {
         if self.deleted.contains(key) {
             return Ok(None);
         }
-        inner.get(keys::CF_CHARTS, key)
+        inner.index.get(key)
     }
 
     fn delete(
         &mut self,
         inner: &Inner,
-        batch: &mut WriteBatch,
-        key: &[u8],
+        batch: &mut Batch,
+        key: &ChartKey,
     ) -> Result<(), StorageError> {
         if self.get(inner, key)?.is_none() {
             return Ok(());
         }
-        batch.delete_cf(&inner.cf(keys::CF_CHARTS), key);
-        self.deleted.insert(key.to_vec());
+        batch.delete(key);
+        self.deleted.insert(key.clone());
         let project = self.project.clone();
         let r = self.repo_record(inner)?;
         Count::Versions.down(&mut r.versions, || format!("chart repository {project}"))?;
@@ -235,12 +231,12 @@ impl ChartChanges {
     fn put(
         &mut self,
         inner: &Inner,
-        batch: &mut WriteBatch,
-        key: &[u8],
+        batch: &mut Batch,
+        key: &ChartKey,
         rec: &ChartRecord,
     ) -> Result<(), StorageError> {
         let existed = self.get(inner, key)?.is_some();
-        batch.put_cf(&inner.cf(keys::CF_CHARTS), key, records::encode(rec));
+        batch.put(key, rec);
         self.deleted.remove(key);
         let project = self.project.clone();
         let r = self.repo_record(inner)?;
@@ -255,18 +251,17 @@ impl ChartChanges {
     pub(crate) fn write(
         mut self,
         inner: &Inner,
-        batch: &mut WriteBatch,
+        batch: &mut Batch,
         now: u64,
     ) -> Result<(), StorageError> {
         if !self.changed {
             return Ok(());
         }
-        let key = keys::chart_repo_key(&self.project);
+        let key = ChartRepoKey(self.project.clone());
         let r = self.repo_record(inner)?;
         r.generation += 1;
         r.updated_ms = now;
-        let encoded = records::encode(r);
-        batch.put_cf(&inner.cf(keys::CF_CHART_REPOS), key, encoded);
+        batch.put(&key, r);
         Ok(())
     }
 }
@@ -288,9 +283,9 @@ impl Inner {
     pub(crate) fn unindex_chart_tag(
         &self,
         charts: &mut ChartChanges,
-        batch: &mut WriteBatch,
+        batch: &mut Batch,
         repo: &RepoName,
-        tag: &str,
+        tag: &Tag,
         digest: &crate::digest::Digest,
     ) -> Result<(), StorageError> {
         let Some((project, name)) = chart_repo_parts(repo) else {
@@ -299,7 +294,11 @@ impl Inner {
         if project != charts.project {
             return Ok(());
         }
-        let key = keys::chart_key(&project, name, &tag.replace('_', "+"));
+        // A tag that names no valid chart version indexes no chart.
+        let Ok(id) = ChartId::parse(project.as_str(), name, &tag.as_str().replace('_', "+")) else {
+            return Ok(());
+        };
+        let key = ChartKey(id);
         if let Some(rec) = charts.get(self, &key)? {
             if &rec.manifest == digest {
                 charts.delete(self, batch, &key)?;
@@ -313,13 +312,13 @@ impl Inner {
     pub(crate) fn index_chart(
         &self,
         charts: &mut ChartChanges,
-        batch: &mut WriteBatch,
+        batch: &mut Batch,
         id: &ChartId,
         entry: &ChartEntry,
         manifest: &crate::digest::Digest,
         now: u64,
     ) -> Result<(), StorageError> {
-        let key = id.key();
+        let key = ChartKey(id.clone());
         let created_ms = match charts.get(self, &key)? {
             // Re-putting the same manifest keeps the version's creation time.
             Some(old) if &old.manifest == manifest => old.created_ms,
@@ -339,7 +338,7 @@ impl Inner {
 impl Engine {
     /// The chart version `id`, if indexed.
     pub fn get_chart(&self, id: &ChartId) -> Result<Option<ChartRecord>, StorageError> {
-        self.inner.get(keys::CF_CHARTS, &id.key())
+        self.inner.index.get(&ChartKey(id.clone()))
     }
 
     /// Every indexed version in `project` (of chart `name` only, if given),
@@ -349,23 +348,16 @@ impl Engine {
         project: &RepoName,
         name: Option<&str>,
     ) -> Result<Vec<ChartVersion>, StorageError> {
-        let prefix = match name {
-            Some(n) => keys::chart_versions_prefix(project, n),
-            None => keys::charts_prefix(project),
+        let scan = match name {
+            Some(n) => ChartKey::of_chart(project, n),
+            None => ChartKey::of_project(project),
         };
         let mut out = Vec::new();
-        for r in self.inner.scan(keys::CF_CHARTS, &prefix, &prefix) {
-            let (k, v) = r?;
-            let Some((_, name, version)) = keys::split_chart_key(&k) else {
-                return Err(StorageError::Corrupt {
-                    what: format!("charts/{}", String::from_utf8_lossy(&k)),
-                    detail: "key is not project/name/version".into(),
-                });
-            };
-            let record: ChartRecord = records::decode(&v, || format!("charts/{project}/{name}"))?;
+        for r in self.inner.index.scan(scan) {
+            let (ChartKey(id), record) = r?;
             out.push(ChartVersion {
-                name,
-                version,
+                name: id.name().to_owned(),
+                version: id.version().to_owned(),
                 record,
             });
         }
@@ -375,8 +367,7 @@ impl Engine {
     /// The chart repository state of `project` (None: no chart ever).
     /// A point read: cheap enough for every `index.yaml` request.
     pub fn chart_repo(&self, project: &RepoName) -> Result<Option<ChartRepoRecord>, StorageError> {
-        self.inner
-            .get(keys::CF_CHART_REPOS, &keys::chart_repo_key(project))
+        self.inner.index.get(&ChartRepoKey(project.clone()))
     }
 
     /// The chart repository of `project` as one consistent view: its state
@@ -405,13 +396,9 @@ impl Engine {
     /// Every project that has had a chart, with its state, in name order.
     pub fn chart_projects(&self) -> Result<Vec<(RepoName, ChartRepoRecord)>, StorageError> {
         let mut out = Vec::new();
-        for r in self.inner.scan(keys::CF_CHART_REPOS, b"", b"") {
-            let (k, v) = r?;
-            let name = String::from_utf8_lossy(&k).into_owned();
-            let rec: ChartRepoRecord = records::decode(&v, || format!("chart_repos/{name}"))?;
-            if let Ok(p) = RepoName::parse(&name) {
-                out.push((p, rec));
-            }
+        for r in self.inner.index.scan(ChartRepoKey::all()) {
+            let (ChartRepoKey(project), rec) = r?;
+            out.push((project, rec));
         }
         Ok(out)
     }
@@ -489,7 +476,8 @@ impl Engine {
         let _pins: Vec<_> = given.iter().map(|(d, _)| inner.gc_digests.pin(d)).collect();
         let live = |d: &Digest, size: u64| -> Result<bool, StorageError> {
             Ok(inner
-                .get::<BlobRecord>(keys::CF_BLOBS, &keys::digest_key(d))?
+                .index
+                .get(&BlobKey(d.clone()))?
                 .is_some_and(|r| r.size == size && r.state != BlobState::Deleting))
         };
         // 3. The bytes, outside the lock.
@@ -503,12 +491,12 @@ impl Engine {
         // 4. One batch.
         let _g = inner.lock()?;
         let now = records::now_ms();
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         let mut pending = Pending::new(inner);
         let mut charts = ChartChanges::new(project_of(&repo));
         for (d, data) in &given {
             let size = data.len() as u64;
-            let existing = inner.get::<BlobRecord>(keys::CF_BLOBS, &keys::digest_key(d))?;
+            let existing = inner.index.get(&BlobKey(d.clone()))?;
             let is_live = existing
                 .as_ref()
                 .is_some_and(|r| r.size == size && r.state != BlobState::Deleting);
@@ -567,30 +555,24 @@ impl Engine {
         let repo = probe.repo().clone();
         let _g = inner.lock()?;
         let now = records::now_ms();
-        let targets: Vec<(Vec<u8>, ChartRecord)> = match version {
-            Some(v) => {
-                let key = keys::chart_key(project, name, v);
-                match inner.get::<ChartRecord>(keys::CF_CHARTS, &key)? {
+        let targets: Vec<(ChartKey, ChartRecord)> = match version {
+            Some(_) => {
+                // `probe` is this very version, validated.
+                let key = ChartKey(probe);
+                match inner.index.get(&key)? {
                     Some(r) => vec![(key, r)],
                     None => Vec::new(),
                 }
             }
-            None => {
-                let prefix = keys::chart_versions_prefix(project, name);
-                let mut t = Vec::new();
-                for r in inner.scan(keys::CF_CHARTS, &prefix, &prefix) {
-                    let (k, v) = r?;
-                    let rec: ChartRecord =
-                        records::decode(&v, || format!("charts/{project}/{name}"))?;
-                    t.push((k.to_vec(), rec));
-                }
-                t
-            }
+            None => inner
+                .index
+                .scan(ChartKey::of_chart(project, name))
+                .collect::<Result<_, _>>()?,
         };
         if targets.is_empty() {
             return Ok(0);
         }
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         let mut pending = crate::manifests::Pending::new(inner);
         let mut charts = ChartChanges::new(project.clone());
         let mut manifests = HashSet::new();

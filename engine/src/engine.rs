@@ -6,22 +6,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
-use serde::de::DeserializeOwned;
-
 use crate::digest::Digest;
 use crate::error::StorageError;
 use crate::gc::{GcDigests, GcHistory, GcHook};
 use crate::host::{self, Guarded};
-use crate::keys;
+use crate::index::{Batch, Index};
+use crate::keys::{
+    self, BlobKey, Cf, FormatKey, GcCandidateKey, GcCandidatesBuiltKey, WholeFamily,
+};
 use crate::metrics::EngineMetrics;
-use crate::records::{self, BlobRecord};
+use crate::records::{BlobRecord, Empty, FormatVersion, Marker};
 use crate::store::{open_backend, Backend, BlobStore};
 use crate::uploads::Session;
 use crate::workers::Workers;
-
-/// A raw index entry: key and value bytes.
-pub(crate) type KeyValue = (Box<[u8]>, Box<[u8]>);
 
 /// Default of [`EngineConfig::max_uploads_per_owner`]: far more than any
 /// client keeps open (docker and skopeo push a few layers at a time), few
@@ -106,7 +103,8 @@ pub struct Engine {
 
 /// State shared by the engine and its background workers.
 pub(crate) struct Inner {
-    pub(crate) db: DB,
+    /// The index; every read and write of it goes through `index.rs`.
+    pub(crate) index: Index,
     /// The data directory's lock (`<data>/LOCK.berth`, `flock`ed
     /// exclusively), taken before anything in the directory is touched and
     /// held as long as the engine: the store, the workers and the index all
@@ -179,9 +177,9 @@ impl Engine {
             Some(s) => s.clone(),
             None => open_backend(data, &config.backend)?,
         };
-        let db = open_db(&data.join("index"))?;
+        let index = Index::open(&data.join("index"))?;
         let inner = Arc::new(Inner {
-            db,
+            index,
             _lock: lock,
             store,
             config: config.clone(),
@@ -221,19 +219,19 @@ impl Engine {
     /// Number of open upload sessions (a scan of the `uploads` family:
     /// cheap, sessions are few).
     pub fn open_uploads(&self) -> Result<u64, StorageError> {
-        self.inner.count(keys::CF_UPLOADS)
+        self.inner.index.count(Cf::Uploads)
     }
 
     /// Counts entries per column family (a full index scan: tools only).
     pub fn stats(&self) -> Result<IndexStats, StorageError> {
         let i = &self.inner;
         Ok(IndexStats {
-            blobs: i.count(keys::CF_BLOBS)?,
-            links: i.count(keys::CF_LINKS)?,
-            manifests: i.count(keys::CF_MANIFESTS)?,
-            tags: i.count(keys::CF_TAGS)?,
-            uploads: i.count(keys::CF_UPLOADS)?,
-            repos: i.count(keys::CF_REPOS)?,
+            blobs: i.index.count(Cf::Blobs)?,
+            links: i.index.count(Cf::Links)?,
+            manifests: i.index.count(Cf::Manifests)?,
+            tags: i.index.count(Cf::Tags)?,
+            uploads: i.index.count(Cf::Uploads)?,
+            repos: i.index.count(Cf::Repos)?,
         })
     }
 }
@@ -275,97 +273,18 @@ impl DataDirLock {
     }
 }
 
-fn open_db(path: &Path) -> Result<DB, StorageError> {
-    let mut opts = Options::default();
-    opts.create_if_missing(true);
-    opts.create_missing_column_families(true);
-    opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-    opts.increase_parallelism(2);
-    let cfs = keys::ALL_CFS.iter().map(|name| {
-        let mut o = Options::default();
-        o.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        ColumnFamilyDescriptor::new(*name, o)
-    });
-    DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| {
-        if e.to_string().contains("lock") {
-            StorageError::Locked {
-                path: path.to_path_buf(),
-            }
-        } else {
-            StorageError::Index {
-                op: "open",
-                source: e,
-            }
-        }
-    })
-}
-
 impl Inner {
-    pub(crate) fn cf(&self, name: &'static str) -> &ColumnFamily {
-        // Every name in keys::ALL_CFS is created at open.
-        self.db
-            .cf_handle(name)
-            .expect("column family is created at open")
-    }
-
-    /// Reads one raw value.
-    pub(crate) fn get_raw(
-        &self,
-        cf: &'static str,
-        key: &[u8],
-    ) -> Result<Option<Vec<u8>>, StorageError> {
-        self.db
-            .get_cf(self.cf(cf), key)
-            .map_err(StorageError::index("get"))
-    }
-
-    /// Reads and decodes one record.
-    pub(crate) fn get<T: DeserializeOwned>(
-        &self,
-        cf: &'static str,
-        key: &[u8],
-    ) -> Result<Option<T>, StorageError> {
-        match self.get_raw(cf, key)? {
-            None => Ok(None),
-            Some(v) => {
-                records::decode(&v, || format!("{cf}/{}", String::from_utf8_lossy(key))).map(Some)
-            }
-        }
-    }
-
-    /// Iterates keys and values under `prefix`, starting at `start` (inclusive,
-    /// must itself start with `prefix`), in key order.
-    pub(crate) fn scan(
-        &self,
-        cf: &'static str,
-        prefix: &[u8],
-        start: &[u8],
-    ) -> impl Iterator<Item = Result<KeyValue, StorageError>> + '_ {
-        let mut ro = rocksdb::ReadOptions::default();
-        ro.set_iterate_upper_bound(keys::prefix_end(prefix));
-        let mode = rocksdb::IteratorMode::From(start, rocksdb::Direction::Forward);
-        let prefix = prefix.to_vec();
-        self.db
-            .iterator_cf_opt(self.cf(cf), ro, mode)
-            .map(|r| r.map_err(StorageError::index("scan")))
-            .take_while(move |r| match r {
-                Ok((k, _)) => k.starts_with(&prefix),
-                Err(_) => true,
-            })
-    }
-
     /// Puts blob record `rec` of `d` into `batch`, with its `gc_candidates`
     /// entry: present exactly when the refcount is 0. IMPORTANT: every
     /// write of a blob record goes through here, so the candidates index
     /// changes in the same batch as the count it mirrors.
-    pub(crate) fn put_blob_record(&self, batch: &mut WriteBatch, d: &Digest, rec: &BlobRecord) {
-        let key = keys::digest_key(d);
-        batch.put_cf(self.cf(keys::CF_BLOBS), &key, records::encode(rec));
-        let ckey = keys::gc_candidate_key(d);
+    pub(crate) fn put_blob_record(&self, batch: &mut Batch, d: &Digest, rec: &BlobRecord) {
+        batch.put(&BlobKey(d.clone()), rec);
+        let candidate = GcCandidateKey(d.clone());
         if rec.refcount == 0 {
-            batch.put_cf(self.cf(keys::CF_GC_CANDIDATES), ckey, b"");
+            batch.put(&candidate, &Empty);
         } else {
-            batch.delete_cf(self.cf(keys::CF_GC_CANDIDATES), ckey);
+            batch.delete(&candidate);
         }
     }
 
@@ -373,42 +292,25 @@ impl Inner {
     /// the family existed (a fresh index has nothing to scan). Later opens
     /// find the marker in `meta` and skip this.
     fn build_gc_candidates(&self) -> Result<(), StorageError> {
-        if self
-            .get_raw(keys::CF_META, keys::META_GC_CANDIDATES)?
-            .is_some()
-        {
+        if self.index.contains(&GcCandidatesBuiltKey)? {
             return Ok(());
         }
         let g = self.lock()?;
-        let mut b = WriteBatch::default();
+        let mut b = Batch::default();
         let mut n = 0u64;
-        for r in self.scan(keys::CF_BLOBS, b"", b"") {
-            let (k, v) = r?;
-            let rec: BlobRecord =
-                records::decode(&v, || format!("blobs/{}", String::from_utf8_lossy(&k)))?;
+        for r in self.index.scan(BlobKey::all()) {
+            let (BlobKey(d), rec) = r?;
             if rec.refcount == 0 {
-                b.put_cf(self.cf(keys::CF_GC_CANDIDATES), &k, b"");
+                b.put(&GcCandidateKey(d), &Empty);
                 n += 1;
             }
         }
-        b.put_cf(self.cf(keys::CF_META), keys::META_GC_CANDIDATES, b"1");
+        b.put(&GcCandidatesBuiltKey, &Marker);
         self.commit(g, b)?;
         if n > 0 {
             tracing::info!(candidates = n, "built the GC candidates index");
         }
         Ok(())
-    }
-
-    pub(crate) fn count(&self, cf: &'static str) -> Result<u64, StorageError> {
-        let mut n = 0;
-        for r in self
-            .db
-            .iterator_cf(self.cf(cf), rocksdb::IteratorMode::Start)
-        {
-            r.map_err(StorageError::index("count"))?;
-            n += 1;
-        }
-        Ok(n)
     }
 
     /// Takes the index write lock, refusing if the engine is poisoned.
@@ -463,54 +365,37 @@ impl Inner {
     pub(crate) fn commit(
         &self,
         guard: MutexGuard<'_, ()>,
-        batch: WriteBatch,
+        batch: Batch,
     ) -> Result<(), StorageError> {
-        let mut wo = WriteOptions::default();
-        wo.set_sync(false);
-        let r = self
-            .db
-            .write_opt(batch, &wo)
-            .map_err(StorageError::index("write batch"));
-        self.poison_on_err(r)?;
+        let r = self.index.write(batch);
+        let seq = self.poison_on_err(r)?;
         EngineMetrics::add(&self.metrics.index_commits, 1);
-        let seq = self.db.latest_sequence_number();
         drop(guard);
         let mut synced = self.synced_seq.lock().unwrap_or_else(|p| p.into_inner());
         if *synced >= seq {
             return Ok(()); // another committer's sync covered this batch
         }
         self.check_poison()?;
-        let upto = self.db.latest_sequence_number();
-        let r = self
-            .db
-            .flush_wal(true)
-            .map_err(StorageError::index("sync WAL"));
-        self.poison_on_err(r)?;
-        *synced = upto;
+        let r = self.index.sync_wal();
+        *synced = self.poison_on_err(r)?;
         Ok(())
     }
 
     fn check_format(&self) -> Result<(), StorageError> {
-        let cf = self.cf(keys::CF_META);
-        match self
-            .db
-            .get_cf(cf, keys::META_FORMAT)
-            .map_err(StorageError::index("read format"))?
-        {
-            Some(v) if v.as_slice() == keys::FORMAT_VERSION.to_be_bytes() => Ok(()),
-            Some(v) => Err(StorageError::Corrupt {
-                what: "meta/format".into(),
+        match self.index.get(&FormatKey)? {
+            Some(FormatVersion(v)) if v == keys::FORMAT_VERSION => Ok(()),
+            Some(FormatVersion(v)) => Err(StorageError::Corrupt {
+                what: FormatKey.to_string(),
                 detail: format!(
-                    "index format {:?} is not the supported version {}",
-                    v,
+                    "index format {v} is not the supported version {}",
                     keys::FORMAT_VERSION
                 ),
             }),
             None => {
-                let _g = self.lock()?;
-                let mut b = WriteBatch::default();
-                b.put_cf(cf, keys::META_FORMAT, keys::FORMAT_VERSION.to_be_bytes());
-                self.commit(_g, b)
+                let g = self.lock()?;
+                let mut b = Batch::default();
+                b.put(&FormatKey, &FormatVersion(keys::FORMAT_VERSION));
+                self.commit(g, b)
             }
         }
     }

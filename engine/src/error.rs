@@ -26,8 +26,13 @@ pub enum StorageError {
         #[source]
         source: std::io::Error,
     },
+    /// An index value (or a cross reference between records) does not
+    /// hold what it must; `what` names the key.
     #[error("index record {what} is corrupt: {detail}")]
     Corrupt { what: String, detail: String },
+    /// An index key does not decode as a key of its column family.
+    #[error(transparent)]
+    CorruptKey(#[from] crate::keys::CorruptKey),
     /// A derived count would go below zero or past `u64::MAX`: the index
     /// already disagrees with what the count counts. The batch is refused
     /// (nothing is written); `berthctl fsck` reports the count and

@@ -19,12 +19,13 @@ use std::fmt;
 use crate::digest::Digest;
 use crate::engine::Engine;
 use crate::error::StorageError;
-use crate::keys;
-use crate::names::{RepoName, Tag};
-use crate::records::{
-    self, BlobRecord, BlobState, ChartRecord, ChartRepoRecord, ManifestRecord, RepoManifestRecord,
-    UploadRecord,
+use crate::index::{Batch, Index};
+use crate::keys::{
+    BlobKey, BlobRepoKey, BodyKey, ChartKey, ChartRepoKey, GcCandidateKey, IndexKey, LinkKey,
+    ManifestKey, ReferrerKey, RepoManifestKey, Scan, TagKey, UploadKey, WholeFamily,
 };
+use crate::names::RepoName;
+use crate::records::{BlobRecord, BlobState, Empty, ManifestRecord, RepoManifestRecord, TagRecord};
 
 /// One inconsistency.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,28 +96,18 @@ impl Engine {
         let mut findings: Vec<Finding> = Vec::new();
         let mut fixes: Vec<Fix> = Vec::new();
         let mut add = |object: String, problem: String| findings.push(Finding { object, problem });
+        // Entries whose key or value does not decode, one finding each.
+        let mut corrupt: Vec<Finding> = Vec::new();
 
         // Primary records.
         let mut blobs: HashMap<Digest, BlobRecord> = HashMap::new();
-        for r in inner.scan(keys::CF_BLOBS, b"", b"") {
-            let (k, v) = r?;
-            let key = String::from_utf8_lossy(&k).into_owned();
-            let Ok(d) = Digest::parse(&key) else {
-                add(format!("blobs/{key}"), "key is not a digest".into());
-                continue;
-            };
-            blobs.insert(d, records::decode(&v, || format!("blobs/{key}"))?);
+        for r in entries(&inner.index, BlobKey::all(), &mut corrupt) {
+            let (BlobKey(d), rec) = r?;
+            blobs.insert(d, rec);
         }
         let mut links_per_blob: HashMap<Digest, u64> = HashMap::new();
-        for r in inner.scan(keys::CF_LINKS, b"", b"") {
-            let (k, _) = r?;
-            let Some((repo, d)) = keys::split_repo_digest(&k) else {
-                add(
-                    format!("links/{}", String::from_utf8_lossy(&k)),
-                    "malformed key".into(),
-                );
-                continue;
-            };
+        for r in entry_keys(&inner.index, LinkKey::all(), &mut corrupt) {
+            let LinkKey(repo, d) = r?;
             if !blobs.contains_key(&d) {
                 add(
                     format!("link {repo}@{d}"),
@@ -124,62 +115,38 @@ impl Engine {
                 );
                 fixes.push(Fix::RemoveLink(repo.clone(), d.clone()));
             }
-            if inner
-                .get_raw(keys::CF_BLOB_REPOS, &keys::blob_repo_key(&d, &repo))?
-                .is_none()
+            if !inner
+                .index
+                .contains(&BlobRepoKey(d.clone(), repo.clone()))?
             {
                 add(format!("link {repo}@{d}"), "reverse link missing".into());
                 fixes.push(Fix::ReverseLink(d.clone(), repo.clone(), true));
             }
             *links_per_blob.entry(d).or_default() += 1;
         }
-        for r in inner.scan(keys::CF_BLOB_REPOS, b"", b"") {
-            let (k, _) = r?;
-            match keys::split_digest_repo(&k) {
-                Some((d, repo)) => {
-                    if inner
-                        .get_raw(keys::CF_LINKS, &keys::link_key(&repo, &d))?
-                        .is_none()
-                    {
-                        add(
-                            format!("reverse link {d}@{repo}"),
-                            "has no forward link".into(),
-                        );
-                        fixes.push(Fix::ReverseLink(d.clone(), repo.clone(), false));
-                    }
-                }
-                None => add(
-                    format!("blob_repos/{}", String::from_utf8_lossy(&k)),
-                    "malformed key".into(),
-                ),
+        for r in entry_keys(&inner.index, BlobRepoKey::all(), &mut corrupt) {
+            let BlobRepoKey(d, repo) = r?;
+            if !inner.index.contains(&LinkKey(repo.clone(), d.clone()))? {
+                add(
+                    format!("reverse link {d}@{repo}"),
+                    "has no forward link".into(),
+                );
+                fixes.push(Fix::ReverseLink(d, repo, false));
             }
         }
 
         // Manifests per repository, recomputing derived counts.
         let mut manifests: HashMap<Digest, ManifestRecord> = HashMap::new();
-        for r in inner.scan(keys::CF_MANIFESTS, b"", b"") {
-            let (k, v) = r?;
-            let key = String::from_utf8_lossy(&k).into_owned();
-            let Ok(d) = Digest::parse(&key) else {
-                add(format!("manifests/{key}"), "key is not a digest".into());
-                continue;
-            };
-            if inner.get_raw(keys::CF_BODIES, &k)?.is_none() {
+        for r in entries(&inner.index, ManifestKey::all(), &mut corrupt) {
+            let (ManifestKey(d), rec) = r?;
+            if !inner.index.contains(&BodyKey(d.clone()))? {
                 add(format!("manifest {d}"), "body missing".into());
             }
-            manifests.insert(d, records::decode(&v, || format!("manifests/{key}"))?);
+            manifests.insert(d, rec);
         }
         let mut repo_manifests: HashMap<(RepoName, Digest), RepoManifestRecord> = HashMap::new();
-        for r in inner.scan(keys::CF_REPO_MANIFESTS, b"", b"") {
-            let (k, v) = r?;
-            let Some((repo, d)) = keys::split_repo_digest(&k) else {
-                add(
-                    format!("repo_manifests/{}", String::from_utf8_lossy(&k)),
-                    "malformed key".into(),
-                );
-                continue;
-            };
-            let rec = records::decode(&v, || format!("repo_manifests/{repo}@{d}"))?;
+        for r in entries(&inner.index, RepoManifestKey::all(), &mut corrupt) {
+            let (RepoManifestKey(repo, d), rec) = r?;
             repo_manifests.insert((repo, d), rec);
         }
         let mut refcounts: HashMap<Digest, u64> = HashMap::new();
@@ -218,22 +185,15 @@ impl Engine {
             }
         }
         let mut tags_per: HashMap<(RepoName, Digest), u64> = HashMap::new();
-        for r in inner.scan(keys::CF_TAGS, b"", b"") {
-            let (k, v) = r?;
-            let key = String::from_utf8_lossy(&k).replace('\0', ":");
-            let d = Digest::parse(&String::from_utf8_lossy(&v)).ok();
-            match (keys::split_tag_key(&k), d) {
-                (Some((repo, _)), Some(d)) => {
-                    if !repo_manifests.contains_key(&(repo.clone(), d.clone())) {
-                        add(
-                            format!("tag {key}"),
-                            format!("points at {d}, which is not in the repository"),
-                        );
-                    }
-                    *tags_per.entry((repo, d)).or_default() += 1;
-                }
-                _ => add(format!("tag {key}"), "malformed key or value".into()),
+        for r in entries(&inner.index, TagKey::all(), &mut corrupt) {
+            let (TagKey(repo, tag), TagRecord(d)) = r?;
+            if !repo_manifests.contains_key(&(repo.clone(), d.clone())) {
+                add(
+                    format!("tag {repo}:{tag}"),
+                    format!("points at {d}, which is not in the repository"),
+                );
             }
+            *tags_per.entry((repo, d)).or_default() += 1;
         }
         for (k, rec) in &repo_manifests {
             let tags = tags_per.get(k).copied().unwrap_or(0);
@@ -254,16 +214,12 @@ impl Engine {
                 );
             }
         }
-        for r in inner.scan(keys::CF_REFERRERS, b"", b"") {
-            let (k, _) = r?;
-            let parsed = keys::split_referrer_key(&k);
-            let Some((repo, subject, referrer)) = parsed else {
-                add(
-                    format!("referrers/{}", String::from_utf8_lossy(&k)),
-                    "malformed key".into(),
-                );
-                continue;
-            };
+        for r in entry_keys(&inner.index, ReferrerKey::all(), &mut corrupt) {
+            let ReferrerKey {
+                repo,
+                subject,
+                referrer,
+            } = r?;
             let ok = repo_manifests.contains_key(&(repo.clone(), referrer.clone()))
                 && manifests.get(&referrer).and_then(|m| m.subject.as_ref()) == Some(&subject);
             if !ok {
@@ -284,9 +240,7 @@ impl Engine {
             if want_refs == 0 {
                 report.unreferenced_blobs += 1;
             }
-            let candidate = inner
-                .get_raw(keys::CF_GC_CANDIDATES, &keys::gc_candidate_key(d))?
-                .is_some();
+            let candidate = inner.index.contains(&GcCandidateKey(d.clone()))?;
             if candidate != (want_refs == 0) {
                 add(
                     format!("blob {d}"),
@@ -348,16 +302,11 @@ impl Engine {
                 Some(_) => {}
             }
         }
-        for r in inner.scan(keys::CF_GC_CANDIDATES, b"", b"") {
-            let (k, _) = r?;
-            let key = String::from_utf8_lossy(&k).into_owned();
-            match Digest::parse(&key) {
-                Ok(d) if !blobs.contains_key(&d) => {
-                    add(format!("gc candidate {d}"), "has no blob record".into());
-                    fixes.push(Fix::Candidate(d, false));
-                }
-                Ok(_) => {}
-                Err(_) => add(format!("gc_candidates/{key}"), "key is not a digest".into()),
+        for r in entries(&inner.index, GcCandidateKey::all(), &mut corrupt) {
+            let (GcCandidateKey(d), Empty) = r?;
+            if !blobs.contains_key(&d) {
+                add(format!("gc candidate {d}"), "has no blob record".into());
+                fixes.push(Fix::Candidate(d, false));
             }
         }
         for d in inner.store.list()? {
@@ -367,10 +316,8 @@ impl Engine {
             }
         }
 
-        for r in inner.scan(keys::CF_UPLOADS, b"", b"") {
-            let (k, v) = r?;
-            let id = String::from_utf8_lossy(&k).into_owned();
-            let rec: UploadRecord = records::decode(&v, || format!("uploads/{id}"))?;
+        for r in entries(&inner.index, UploadKey::all(), &mut corrupt) {
+            let (UploadKey(id), rec) = r?;
             let len = match inner.store.open_staged(&id)? {
                 Some(staged) => Some(staged.len()?),
                 None => None,
@@ -397,59 +344,29 @@ impl Engine {
         // The chart index: every entry is reachable through its version tag
         // (the rule in charts.rs), and per-project version counts match.
         let mut versions_per: HashMap<RepoName, u64> = HashMap::new();
-        for r in inner.scan(keys::CF_CHARTS, b"", b"") {
-            let (k, v) = r?;
-            let Some((project, name, version)) = keys::split_chart_key(&k) else {
-                add(
-                    format!("charts/{}", String::from_utf8_lossy(&k)),
-                    "malformed key".into(),
-                );
-                continue;
-            };
-            let object = format!("chart {project}/{name}-{version}");
-            *versions_per.entry(project.clone()).or_default() += 1;
-            let rec: ChartRecord = match records::decode(&v, || object.clone()) {
-                Ok(r) => r,
-                Err(e) => {
-                    add(object, e.to_string());
-                    continue;
-                }
-            };
-            let tag = RepoName::parse(&format!("{project}/{name}"))
-                .ok()
-                .zip(Tag::parse(&crate::charts::oci_tag(&version)).ok());
-            let target = match &tag {
-                Some((repo, tag)) => inner
-                    .get_raw(keys::CF_TAGS, &keys::tag_key(repo, tag))?
-                    .map(|v| String::from_utf8_lossy(&v).into_owned()),
-                None => None,
-            };
-            if target.as_deref() != Some(rec.manifest.as_str()) {
+        for r in entries(&inner.index, ChartKey::all(), &mut corrupt) {
+            let (ChartKey(id), rec) = r?;
+            let object = format!("chart {}/{id}", id.project());
+            *versions_per.entry(id.project().clone()).or_default() += 1;
+            let target = inner
+                .index
+                .get(&TagKey(id.repo().clone(), id.tag().clone()))?
+                .map(|TagRecord(d)| d);
+            if target.as_ref() != Some(&rec.manifest) {
                 add(
                     object,
                     format!(
                         "records manifest {} but its version tag points at {}",
                         rec.manifest,
-                        target.as_deref().unwrap_or("nothing")
+                        target.map_or("nothing".to_owned(), |d| d.to_string())
                     ),
                 );
             }
         }
-        for r in inner.scan(keys::CF_CHART_REPOS, b"", b"") {
-            let (k, v) = r?;
-            let project = String::from_utf8_lossy(&k).into_owned();
+        for r in entries(&inner.index, ChartRepoKey::all(), &mut corrupt) {
+            let (ChartRepoKey(project), rec) = r?;
             let object = format!("chart repository {project}");
-            let rec: ChartRepoRecord = match records::decode(&v, || object.clone()) {
-                Ok(r) => r,
-                Err(e) => {
-                    add(object, e.to_string());
-                    continue;
-                }
-            };
-            let want = RepoName::parse(&project)
-                .ok()
-                .and_then(|p| versions_per.remove(&p))
-                .unwrap_or(0);
+            let want = versions_per.remove(&project).unwrap_or(0);
             if rec.versions != want {
                 add(
                     object,
@@ -464,6 +381,8 @@ impl Engine {
             );
         }
 
+        // Entries that do not decode: reported, never guessed at or repaired.
+        findings.extend(corrupt);
         report.blobs = blobs.len() as u64;
         report.manifests = manifests.len() as u64;
         report.findings = findings;
@@ -497,12 +416,11 @@ impl Engine {
             }
         }
         let g = inner.lock()?;
-        let mut b = rocksdb::WriteBatch::default();
+        let mut b = Batch::default();
         for f in &report.fixes {
             match f {
                 Fix::BlobCounts(d, refs, links) => {
-                    let key = keys::digest_key(d);
-                    if let Some(mut rec) = inner.get::<BlobRecord>(keys::CF_BLOBS, &key)? {
+                    if let Some(mut rec) = inner.index.get(&BlobKey(d.clone()))? {
                         rec.refcount = *refs;
                         rec.links = *links;
                         inner.put_blob_record(&mut b, d, &rec);
@@ -511,68 +429,57 @@ impl Engine {
                     }
                 }
                 Fix::Candidate(d, present) => {
-                    let k = keys::gc_candidate_key(d);
+                    let k = GcCandidateKey(d.clone());
                     if *present {
-                        b.put_cf(inner.cf(keys::CF_GC_CANDIDATES), k, b"");
+                        b.put(&k, &Empty);
                     } else {
-                        b.delete_cf(inner.cf(keys::CF_GC_CANDIDATES), k);
+                        b.delete(&k);
                     }
                     out.actions
                         .push(format!("blob {d}: GC candidate entry fixed"));
                 }
                 Fix::ManifestRepos(d, repos) => {
-                    let key = keys::digest_key(d);
-                    if let Some(mut m) = inner.get::<ManifestRecord>(keys::CF_MANIFESTS, &key)? {
+                    let key = ManifestKey(d.clone());
+                    if let Some(mut m) = inner.index.get(&key)? {
                         m.repos = *repos;
-                        b.put_cf(inner.cf(keys::CF_MANIFESTS), key, records::encode(&m));
+                        b.put(&key, &m);
                         out.actions
                             .push(format!("manifest {d}: repository count {repos}"));
                     }
                 }
                 Fix::RepoManifestCounts(repo, d, tags, parents) => {
-                    let key = keys::repo_manifest_key(repo, d);
-                    if let Some(mut r) =
-                        inner.get::<RepoManifestRecord>(keys::CF_REPO_MANIFESTS, &key)?
-                    {
+                    let key = RepoManifestKey(repo.clone(), d.clone());
+                    if let Some(mut r) = inner.index.get(&key)? {
                         r.tags = *tags;
                         r.parents = *parents;
-                        b.put_cf(inner.cf(keys::CF_REPO_MANIFESTS), key, records::encode(&r));
+                        b.put(&key, &r);
                         out.actions.push(format!(
                             "manifest {repo}@{d}: tag count {tags}, parent count {parents}"
                         ));
                     }
                 }
                 Fix::ReverseLink(d, repo, present) => {
-                    let k = keys::blob_repo_key(d, repo);
+                    let k = BlobRepoKey(d.clone(), repo.clone());
                     if *present {
-                        b.put_cf(inner.cf(keys::CF_BLOB_REPOS), k, b"");
+                        b.put(&k, &Empty);
                     } else {
-                        b.delete_cf(inner.cf(keys::CF_BLOB_REPOS), k);
+                        b.delete(&k);
                     }
                     out.actions.push(format!("reverse link {d}@{repo} fixed"));
                 }
                 Fix::RemoveLink(repo, d) => {
-                    b.delete_cf(inner.cf(keys::CF_LINKS), keys::link_key(repo, d));
-                    b.delete_cf(inner.cf(keys::CF_BLOB_REPOS), keys::blob_repo_key(d, repo));
+                    b.delete(&LinkKey(repo.clone(), d.clone()));
+                    b.delete(&BlobRepoKey(d.clone(), repo.clone()));
                     out.actions
                         .push(format!("link {repo}@{d} to a missing blob removed"));
                 }
                 Fix::FinishDeletion(d) => {
-                    b.delete_cf(inner.cf(keys::CF_BLOBS), keys::digest_key(d));
-                    b.delete_cf(inner.cf(keys::CF_GC_CANDIDATES), keys::gc_candidate_key(d));
-                    let prefix = keys::blob_repos_prefix(d);
-                    for r in inner.scan(keys::CF_BLOB_REPOS, &prefix, &prefix) {
-                        let (k, _) = r?;
-                        if let Some((_, repo)) = keys::split_digest_repo(&k) {
-                            b.delete_cf(inner.cf(keys::CF_LINKS), keys::link_key(&repo, d));
-                        }
-                        b.delete_cf(inner.cf(keys::CF_BLOB_REPOS), k);
-                    }
+                    inner.remove_blob_entries(&mut b, d)?;
                     out.actions
                         .push(format!("blob {d}: interrupted GC deletion finished"));
                 }
                 Fix::DropUpload(id, _) => {
-                    b.delete_cf(inner.cf(keys::CF_UPLOADS), keys::upload_key(id));
+                    b.delete(&UploadKey(id.clone()));
                     if let Err(e) = inner.store.abort(id) {
                         tracing::warn!(upload = %id, error = %e, "aborting a dropped upload's staged blob");
                     }
@@ -588,5 +495,170 @@ impl Engine {
             }
         }
         Ok((report, out))
+    }
+}
+
+/// The finding for an entry that does not decode, if `e` is one.
+fn corrupt_finding(e: &StorageError) -> Option<Finding> {
+    match e {
+        StorageError::CorruptKey(k) => Some(Finding {
+            object: k.object(),
+            problem: format!("corrupt key: {}", k.reason),
+        }),
+        StorageError::Corrupt { what, detail } => Some(Finding {
+            object: what.clone(),
+            problem: format!("corrupt value: {detail}"),
+        }),
+        _ => None,
+    }
+}
+
+/// The decoded entries of `scan`; one that does not decode becomes a
+/// finding in `corrupt` and the scan goes on.
+fn entries<'a, K: IndexKey>(
+    index: &'a Index,
+    scan: Scan<K>,
+    corrupt: &'a mut Vec<Finding>,
+) -> impl Iterator<Item = Result<(K, K::Value), StorageError>> + 'a {
+    index.scan(scan).filter_map(move |r| match r {
+        Ok(entry) => Some(Ok(entry)),
+        Err(e) => match corrupt_finding(&e) {
+            Some(f) => {
+                corrupt.push(f);
+                None
+            }
+            None => Some(Err(e)),
+        },
+    })
+}
+
+/// The decoded keys of `scan`, as [`entries`] (values are not read).
+fn entry_keys<'a, K: IndexKey>(
+    index: &'a Index,
+    scan: Scan<K>,
+    corrupt: &'a mut Vec<Finding>,
+) -> impl Iterator<Item = Result<K, StorageError>> + 'a {
+    index.scan_keys(scan).filter_map(move |r| match r {
+        Ok(key) => Some(Ok(key)),
+        Err(e) => match corrupt_finding(&e) {
+            Some(f) => {
+                corrupt.push(f);
+                None
+            }
+            None => Some(Err(e)),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::Algorithm;
+    use crate::error::ManifestError;
+    use crate::keys::Cf;
+    use crate::names::{Reference, Tag};
+    use crate::records::{Record, UploadRecord};
+    use crate::{EngineConfig, GcOptions};
+
+    fn plant(e: &Engine, entries: &[(Cf, &[u8], &[u8])]) {
+        let g = e.inner.lock().unwrap();
+        let mut b = Batch::default();
+        for (cf, k, v) in entries {
+            b.put_raw(*cf, k, v);
+        }
+        e.inner.commit(g, b).unwrap();
+    }
+
+    fn has(report: &FsckReport, object: &str, problem: &str) -> bool {
+        report
+            .findings
+            .iter()
+            .any(|f| f.object == object && f.problem.contains(problem))
+    }
+
+    /// Keys and values that do not decode are findings naming the family
+    /// and the key (hex for a key), and errors for readers: never lossy
+    /// strings, never skipped.
+    #[test]
+    fn corrupt_entries_are_findings_and_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Engine::open(EngineConfig::new(dir.path())).unwrap();
+        let repo = RepoName::parse("p/r").unwrap();
+        let d = Digest::of(Algorithm::Sha256, b"hello");
+        e.put_blob(&repo, &d, b"hello").unwrap();
+        let bad_tag = b"p/r\0\xffbad";
+        plant(
+            &e,
+            &[
+                (Cf::Tags, bad_tag, d.as_str().as_bytes()),
+                (Cf::Tags, b"p/r\0v1", b"not a digest"),
+                (Cf::Links, b"p/r", b""),
+                (Cf::Blobs, b"sha256:abc", b"\x01{}"),
+            ],
+        );
+        let report = e.fsck(FsckOptions::default()).unwrap();
+        let f = &report.findings;
+        let tag_object = format!("tags/{}", hex::encode(bad_tag));
+        assert!(has(&report, &tag_object, "corrupt key"), "{f:?}");
+        assert!(has(&report, "tags/p/r:v1", "corrupt value"), "{f:?}");
+        let link_object = format!("links/{}", hex::encode(b"p/r"));
+        assert!(
+            has(&report, &link_object, "corrupt key: 1 parts, not 2"),
+            "{f:?}"
+        );
+        let blob_object = format!("blobs/{}", hex::encode(b"sha256:abc"));
+        assert!(has(&report, &blob_object, "corrupt key: digest"), "{f:?}");
+        // The rest of the index is still checked.
+        assert_eq!(report.blobs, 1);
+
+        // Readers get the error, naming the family and the key.
+        match e.list_tags(&repo, None, 10) {
+            Err(StorageError::CorruptKey(k)) => {
+                assert_eq!((k.cf, k.key.as_slice()), (Cf::Tags, &bad_tag[..]))
+            }
+            other => panic!("{other:?}"),
+        }
+        let v1 = Reference::Tag(Tag::parse("v1").unwrap());
+        match e.get_manifest(&repo, &v1) {
+            Err(ManifestError::Storage(StorageError::Corrupt { what, .. })) => {
+                assert_eq!(what, "tags/p/r:v1")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// The entries that can hold nothing live are tidied: a corrupt GC
+    /// candidate by GC, an upload record under a key that is no upload id
+    /// by recovery at open.
+    #[test]
+    fn gc_and_recovery_drop_corrupt_entries_that_hold_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let e = Engine::open(EngineConfig::new(dir.path())).unwrap();
+            let rec = UploadRecord {
+                repo: "p/r".into(),
+                algorithm: Algorithm::Sha256,
+                offset: 0,
+                owner: String::new(),
+                created_ms: 0,
+                updated_ms: 0,
+            };
+            plant(
+                &e,
+                &[
+                    (Cf::GcCandidates, b"junk", b""),
+                    (Cf::Uploads, b"../not-an-id", &rec.encode()),
+                ],
+            );
+            let report = e.fsck(FsckOptions::default()).unwrap();
+            assert_eq!(report.findings.len(), 2, "{:?}", report.findings);
+            e.gc(&GcOptions::default()).unwrap();
+            let report = e.fsck(FsckOptions::default()).unwrap();
+            assert_eq!(report.findings.len(), 1, "{:?}", report.findings);
+        }
+        let e = Engine::open(EngineConfig::new(dir.path())).unwrap();
+        let report = e.fsck(FsckOptions::default()).unwrap();
+        assert!(report.findings.is_empty(), "{:?}", report.findings);
+        assert_eq!(e.open_uploads().unwrap(), 0);
     }
 }

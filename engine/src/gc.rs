@@ -22,14 +22,15 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use rocksdb::WriteBatch;
-
 use crate::digest::Digest;
 use crate::engine::{Engine, Inner};
 use crate::error::StorageError;
-use crate::keys;
+use crate::index::Batch;
+use crate::keys::{
+    BlobKey, BlobRepoKey, CorruptKey, GcCandidateKey, LinkKey, RepoManifestKey, WholeFamily,
+};
 use crate::metrics::EngineMetrics;
-use crate::records::{self, BlobRecord, BlobState, RepoManifestRecord};
+use crate::records::{self, BlobRecord, BlobState};
 
 /// Marks are committed in batches of this many blobs.
 const MARK_BATCH: usize = 1024;
@@ -270,7 +271,45 @@ fn aborted() -> StorageError {
     }
 }
 
+/// A `gc_candidates` entry to tidy away: no zero-refcount blob record
+/// behind it, or a key that is not a digest at all.
+enum Stale {
+    Entry(GcCandidateKey),
+    Corrupt(CorruptKey),
+}
+
 impl Inner {
+    /// Removes, in `batch`, blob `d`'s record, its candidate entry and its
+    /// links in every repository (found through `blob_repos`); returns how
+    /// many links. IMPORTANT: only once the blob's store file is gone.
+    /// Used by GC's sweep and fsck's repair of an interrupted deletion.
+    pub(crate) fn remove_blob_entries(
+        &self,
+        batch: &mut Batch,
+        d: &Digest,
+    ) -> Result<u64, StorageError> {
+        batch.delete(&BlobKey(d.clone()));
+        batch.delete(&GcCandidateKey(d.clone()));
+        let mut links = 0;
+        for r in self.index.scan_keys(BlobRepoKey::of_blob(d)) {
+            match r {
+                Ok(reverse) => {
+                    batch.delete(&LinkKey(reverse.1.clone(), d.clone()));
+                    batch.delete(&reverse);
+                    links += 1;
+                }
+                // Under this blob's prefix but naming no repository: it
+                // mirrors no link, and goes with the blob.
+                Err(StorageError::CorruptKey(k)) => {
+                    tracing::warn!(key = %k, blob = %d, "removing a corrupt reverse link");
+                    batch.delete_corrupt(&k);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(links)
+    }
+
     fn hook(&self, point: GcPoint, d: Option<&Digest>) -> Result<(), StorageError> {
         match &self.config.gc_hook {
             Some(h) if !h(point, d) => Err(aborted()),
@@ -304,27 +343,28 @@ impl Inner {
         // Mark: the candidates, read without the lock, then re-checked.
         let mut to_mark: Vec<(Digest, u64)> = Vec::new();
         let mut resume: Vec<Digest> = Vec::new();
-        let mut stale: Vec<Box<[u8]>> = Vec::new();
-        for r in self.scan(keys::CF_GC_CANDIDATES, b"", b"") {
-            let (k, _) = r?;
+        let mut stale: Vec<Stale> = Vec::new();
+        for r in self.index.scan_keys(GcCandidateKey::all()) {
             report.candidates += 1;
             if report.candidates.is_multiple_of(4096) {
                 progress("scan candidates", report.candidates);
             }
-            let Some(d) = std::str::from_utf8(&k)
-                .ok()
-                .and_then(|s| Digest::parse(s).ok())
-            else {
-                stale.push(k);
-                continue;
+            let GcCandidateKey(d) = match r {
+                Ok(k) => k,
+                Err(StorageError::CorruptKey(k)) => {
+                    tracing::warn!(key = %k, "removing a corrupt GC candidate entry");
+                    stale.push(Stale::Corrupt(k));
+                    continue;
+                }
+                Err(e) => return Err(e),
             };
-            match self.get::<BlobRecord>(keys::CF_BLOBS, &k)? {
+            match self.index.get(&BlobKey(d.clone()))? {
                 Some(rec) if rec.refcount == 0 && rec.state == BlobState::Deleting => {
                     resume.push(d) // a deletion a crash interrupted
                 }
                 Some(rec) if eligible(&rec) => to_mark.push((d, rec.size)),
                 Some(rec) if rec.refcount == 0 => report.in_grace += 1,
-                _ => stale.push(k),
+                _ => stale.push(Stale::Entry(GcCandidateKey(d))),
             }
         }
         progress("scan candidates", report.candidates);
@@ -333,20 +373,31 @@ impl Inner {
             report.bytes_reclaimed = to_mark.iter().map(|(_, s)| s).sum();
             return Ok(report);
         }
-        let mut marked: Vec<Digest> = Vec::with_capacity(to_mark.len());
-        for (i, chunk) in to_mark.chunks(MARK_BATCH).enumerate() {
+        if !stale.is_empty() {
+            // Entries without a zero-refcount record: harmless, tidied.
+            // IMPORTANT: re-checked under the lock, since a blob may have
+            // reached refcount 0 (and its entry been written) after the scan.
             let g = self.lock()?;
-            let mut b = WriteBatch::default();
-            if i == 0 {
-                // Entries without a zero-refcount record: harmless, tidied.
-                for k in &stale {
-                    b.delete_cf(self.cf(keys::CF_GC_CANDIDATES), k);
+            let mut b = Batch::default();
+            for k in &stale {
+                match k {
+                    Stale::Entry(k) => {
+                        let rec = self.index.get(&BlobKey(k.0.clone()))?;
+                        if rec.is_none_or(|r| r.refcount != 0) {
+                            b.delete(k);
+                        }
+                    }
+                    Stale::Corrupt(k) => b.delete_corrupt(k),
                 }
             }
+            self.commit(g, b)?;
+        }
+        let mut marked: Vec<Digest> = Vec::with_capacity(to_mark.len());
+        for chunk in to_mark.chunks(MARK_BATCH) {
+            let g = self.lock()?;
+            let mut b = Batch::default();
             for (d, _) in chunk {
-                if let Some(mut rec) =
-                    self.get::<BlobRecord>(keys::CF_BLOBS, &keys::digest_key(d))?
-                {
+                if let Some(mut rec) = self.index.get(&BlobKey(d.clone()))? {
                     if eligible(&rec) {
                         rec.state = BlobState::Marked;
                         self.put_blob_record(&mut b, d, &rec);
@@ -384,10 +435,9 @@ impl Inner {
         let mut claimed: Vec<(Claim<'_>, u64)> = Vec::with_capacity(ds.len());
         {
             let g = self.lock()?;
-            let mut b = WriteBatch::default();
+            let mut b = Batch::default();
             for d in ds {
-                let Some(mut rec) = self.get::<BlobRecord>(keys::CF_BLOBS, &keys::digest_key(d))?
-                else {
+                let Some(mut rec) = self.index.get(&BlobKey(d.clone()))? else {
                     continue;
                 };
                 let garbage = rec.refcount == 0
@@ -436,20 +486,9 @@ impl Inner {
         // 3. Remove the records, their candidate entries and their links.
         {
             let g = self.lock()?;
-            let mut b = WriteBatch::default();
+            let mut b = Batch::default();
             for (c, _) in &claimed {
-                let d = c.digest;
-                b.delete_cf(self.cf(keys::CF_BLOBS), keys::digest_key(d));
-                b.delete_cf(self.cf(keys::CF_GC_CANDIDATES), keys::gc_candidate_key(d));
-                let prefix = keys::blob_repos_prefix(d);
-                for r in self.scan(keys::CF_BLOB_REPOS, &prefix, &prefix) {
-                    let (k, _) = r?;
-                    if let Some((_, repo)) = keys::split_digest_repo(&k) {
-                        b.delete_cf(self.cf(keys::CF_LINKS), keys::link_key(&repo, d));
-                        report.links_removed += 1;
-                    }
-                    b.delete_cf(self.cf(keys::CF_BLOB_REPOS), k);
-                }
+                report.links_removed += self.remove_blob_entries(&mut b, c.digest)?;
             }
             self.commit(g, b)?;
         }
@@ -473,13 +512,8 @@ impl Inner {
     ) -> Result<(), StorageError> {
         for _ in 0..UNTAGGED_ROUNDS {
             let mut victims = Vec::new();
-            for r in self.scan(keys::CF_REPO_MANIFESTS, b"", b"") {
-                let (k, v) = r?;
-                let Some((repo, d)) = keys::split_repo_digest(&k) else {
-                    continue;
-                };
-                let rec: RepoManifestRecord =
-                    records::decode(&v, || format!("repo_manifests/{repo}@{d}"))?;
+            for r in self.index.scan(RepoManifestKey::all()) {
+                let (RepoManifestKey(repo, d), rec) = r?;
                 if rec.tags == 0 && rec.parents == 0 && !self.is_accessory(&repo, &d)? {
                     victims.push((repo, d));
                 }

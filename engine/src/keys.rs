@@ -1,51 +1,69 @@
-//! The index keyspace: every RocksDB column family and key encoding.
+//! The index keyspace: every column family and key encoding.
 //!
-//! This module is the only code that builds or parses index keys. Values are
-//! the records in [`crate::records`]. Separators are a single `0x00` byte,
-//! which cannot occur in repository names, tags, digests or upload ids, so a
-//! prefix scan over `repo 0x00` sees exactly one repository's entries and
-//! iteration order is byte order of the parts (tags come out sorted).
+//! This module is the only code that builds or parses index keys. Each key
+//! family is one type implementing [`IndexKey`]: it names its column family
+//! ([`Cf`]) and its value type (a [`Record`] from [`crate::records`]), and
+//! it encodes and decodes itself. A key of one family cannot be used in
+//! another, and a value written under a key is always that key's record
+//! type: the index functions (`index.rs`) take only typed keys and values.
+//! Scans take a [`Scan`], built only here from a key type's prefix
+//! constructors, so a scan yields exactly the keys of its own family and
+//! prefix, decoded. A key that does not decode (wrong number of parts, not
+//! UTF-8, a part that is not a valid repository name, tag, digest, upload
+//! id or chart version) is a [`CorruptKey`] naming the family and the key
+//! bytes in hex, never a lossy string.
+//!
+//! Separators are a single `0x00` byte, which cannot occur in repository
+//! names, tags, digests or upload ids, so a prefix scan over `repo 0x00`
+//! sees exactly one repository's entries and iteration order is byte order
+//! of the parts (tags come out sorted).
 //!
 //! ```text
-//! column family   key                                  value (records.rs)
-//! -------------   ----------------------------------   -------------------------------
-//! meta            "format"                             u32 BE format version
-//! blobs           digest                               BlobRecord: size, tier, refcount,
-//!                                                        links, state, timestamps
-//! links           repo 0x00 digest                     LinkRecord: created
-//! blob_repos      digest 0x00 repo                     empty (reverse of links, for GC)
-//! manifests       digest                               ManifestRecord: media type, size,
-//!                                                        subject, artifact type,
-//!                                                        annotations, referenced blobs and
-//!                                                        manifests, repository count
-//! bodies          digest                               the manifest bytes exactly as pushed
-//! repo_manifests  repo 0x00 digest                     RepoManifestRecord: created, tag
-//!                                                        count, parent count
-//! tags            repo 0x00 tag                        digest string
-//! referrers       repo 0x00 subject 0x00 referrer      empty (descriptor from `manifests`)
-//! uploads         upload id                            UploadRecord: repo, algorithm,
-//!                                                        durable offset, owner, timestamps
-//! repos           repo                                 RepoRecord: created
-//! users           user name                            UserRecord: id, argon2id hash, admin
-//! projects        project name                         ProjectRecord: id, public, owner
-//! members         project 0x00 user name               MemberRecord: role
-//! robots          robot name (robot$project+name)      RobotRecord: id, project, actions,
-//!                                                        sha256 of the secret, expiry
-//! meta            "token_key"                          legacy only: the 32-byte Ed25519 seed
-//!                                                        of the token signing key, which now
-//!                                                        lives in <data>/token.key; moved out
-//!                                                        and purged at first use
-//! meta            "seq" 0x00 kind                      u64 BE: last id handed out for kind
-//!                                                        ("user", "project", "robot", "member")
-//! gc_candidates   digest                               empty: the blob's refcount is 0
-//!                                                        (GC's work list, see docs/gc.md)
-//! charts          project 0x00 name 0x00 version       ChartRecord: Chart.yaml metadata
-//!                                                        (Helm config JSON), tgz and prov
-//!                                                        digests and sizes, manifest
-//!                                                        digest, created
-//! chart_repos     project                              ChartRepoRecord: generation
-//!                                                        (bumped by every chart change),
-//!                                                        updated, version count
+//! column family   key type / key                          value type (records.rs)
+//! -------------   -------------------------------------   -------------------------------
+//! meta            FormatKey: "format"                     FormatVersion: u32 BE
+//! blobs           BlobKey: digest                         BlobRecord: size, tier, refcount,
+//!                                                           links, state, timestamps
+//! links           LinkKey: repo 0x00 digest               LinkRecord: created
+//! blob_repos      BlobRepoKey: digest 0x00 repo           Empty (reverse of links, for GC)
+//! manifests       ManifestKey: digest                     ManifestRecord: media type, size,
+//!                                                           subject, artifact type,
+//!                                                           annotations, referenced blobs and
+//!                                                           manifests, repository count
+//! bodies          BodyKey: digest                         ManifestBody: the manifest bytes
+//!                                                           exactly as pushed
+//! repo_manifests  RepoManifestKey: repo 0x00 digest       RepoManifestRecord: created, tag
+//!                                                           count, parent count
+//! tags            TagKey: repo 0x00 tag                   TagRecord: the digest string
+//! referrers       ReferrerKey:                            Empty (descriptor from `manifests`)
+//!                   repo 0x00 subject 0x00 referrer
+//! uploads         UploadKey: upload id (32 hex)           UploadRecord: repo, algorithm,
+//!                                                           durable offset, owner, timestamps
+//! repos           RepoKey: repo                           RepoRecord: created
+//! users           UserKey: user name                      UserRecord: id, argon2id hash, admin
+//! projects        ProjectKey: project name                ProjectRecord: id, public, owner
+//! members         MemberKey: project 0x00 user name       MemberRecord: role
+//! robots          RobotKey: robot name                    RobotRecord: id, project, actions,
+//!                   (robot$project+name)                    sha256 of the secret, expiry
+//! meta            TokenSeedKey: "token_key"               TokenSeed: legacy only, the 32-byte
+//!                                                           Ed25519 seed of the token signing
+//!                                                           key, which now lives in
+//!                                                           <data>/token.key; moved out and
+//!                                                           purged at first use
+//! meta            SeqKey: "seq" 0x00 kind                 Seq: u64 BE, last id handed out for
+//!                                                           kind ("user", "project", "robot",
+//!                                                           "member")
+//! meta            GcCandidatesBuiltKey:                   Marker: "1"
+//!                   "gc_candidates_built"
+//! gc_candidates   GcCandidateKey: digest                  Empty: the blob's refcount is 0
+//!                                                           (GC's work list, see docs/gc.md)
+//! charts          ChartKey:                               ChartRecord: Chart.yaml metadata
+//!                   project 0x00 name 0x00 version          (Helm config JSON), tgz and prov
+//!                                                           digests and sizes, manifest
+//!                                                           digest, created
+//! chart_repos     ChartRepoKey: project                   ChartRepoRecord: generation
+//!                                                           (bumped by every chart change),
+//!                                                           updated, version count
 //! ```
 //!
 //! A chart `name-version` of `project` is the OCI manifest tagged
@@ -59,57 +77,193 @@
 //! its `blobs` record has refcount 0; both change in the same batch (see
 //! `Inner::put_blob_record`), so GC scans only candidates, never all blobs.
 
+use std::fmt;
+use std::marker::PhantomData;
+
+use crate::charts::ChartId;
 use crate::digest::Digest;
 use crate::names::{RepoName, Tag};
+use crate::records::{
+    BlobRecord, ChartRecord, ChartRepoRecord, Empty, FormatVersion, LinkRecord, ManifestBody,
+    ManifestRecord, Marker, MemberRecord, ProjectRecord, Record, RepoManifestRecord, RepoRecord,
+    RobotRecord, Seq, TagRecord, TokenSeed, UploadRecord, UserRecord,
+};
 
-pub const CF_META: &str = "meta";
-pub const CF_BLOBS: &str = "blobs";
-pub const CF_LINKS: &str = "links";
-pub const CF_BLOB_REPOS: &str = "blob_repos";
-pub const CF_MANIFESTS: &str = "manifests";
-pub const CF_BODIES: &str = "bodies";
-pub const CF_REPO_MANIFESTS: &str = "repo_manifests";
-pub const CF_TAGS: &str = "tags";
-pub const CF_REFERRERS: &str = "referrers";
-pub const CF_UPLOADS: &str = "uploads";
-pub const CF_REPOS: &str = "repos";
-pub const CF_USERS: &str = "users";
-pub const CF_PROJECTS: &str = "projects";
-pub const CF_MEMBERS: &str = "members";
-pub const CF_ROBOTS: &str = "robots";
-pub const CF_GC_CANDIDATES: &str = "gc_candidates";
-pub const CF_CHARTS: &str = "charts";
-pub const CF_CHART_REPOS: &str = "chart_repos";
+/// A column family of the index. Its name (the RocksDB column family name)
+/// is known only here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Cf {
+    Meta,
+    Blobs,
+    Links,
+    BlobRepos,
+    Manifests,
+    Bodies,
+    RepoManifests,
+    Tags,
+    Referrers,
+    Uploads,
+    Repos,
+    Users,
+    Projects,
+    Members,
+    Robots,
+    GcCandidates,
+    Charts,
+    ChartRepos,
+}
 
-/// Every column family, in the order they are opened.
-pub const ALL_CFS: [&str; 18] = [
-    CF_META,
-    CF_BLOBS,
-    CF_LINKS,
-    CF_BLOB_REPOS,
-    CF_MANIFESTS,
-    CF_BODIES,
-    CF_REPO_MANIFESTS,
-    CF_TAGS,
-    CF_REFERRERS,
-    CF_UPLOADS,
-    CF_REPOS,
-    CF_USERS,
-    CF_PROJECTS,
-    CF_MEMBERS,
-    CF_ROBOTS,
-    CF_GC_CANDIDATES,
-    CF_CHARTS,
-    CF_CHART_REPOS,
-];
+impl Cf {
+    /// Every column family, in the order they are opened.
+    pub const ALL: [Cf; 18] = [
+        Cf::Meta,
+        Cf::Blobs,
+        Cf::Links,
+        Cf::BlobRepos,
+        Cf::Manifests,
+        Cf::Bodies,
+        Cf::RepoManifests,
+        Cf::Tags,
+        Cf::Referrers,
+        Cf::Uploads,
+        Cf::Repos,
+        Cf::Users,
+        Cf::Projects,
+        Cf::Members,
+        Cf::Robots,
+        Cf::GcCandidates,
+        Cf::Charts,
+        Cf::ChartRepos,
+    ];
 
-/// Key of the format version in `meta`.
-pub const META_FORMAT: &[u8] = b"format";
-/// The index format this code writes and reads.
+    /// The column family's name in the index. Changing one is a format change.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cf::Meta => "meta",
+            Cf::Blobs => "blobs",
+            Cf::Links => "links",
+            Cf::BlobRepos => "blob_repos",
+            Cf::Manifests => "manifests",
+            Cf::Bodies => "bodies",
+            Cf::RepoManifests => "repo_manifests",
+            Cf::Tags => "tags",
+            Cf::Referrers => "referrers",
+            Cf::Uploads => "uploads",
+            Cf::Repos => "repos",
+            Cf::Users => "users",
+            Cf::Projects => "projects",
+            Cf::Members => "members",
+            Cf::Robots => "robots",
+            Cf::GcCandidates => "gc_candidates",
+            Cf::Charts => "charts",
+            Cf::ChartRepos => "chart_repos",
+        }
+    }
+}
+
+impl fmt::Display for Cf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The index format this code writes and reads (`meta/format`).
 pub const FORMAT_VERSION: u32 = 1;
-/// Key in `meta` present once `gc_candidates` has been built from `blobs`
-/// (indexes written before the column family existed get it built at open).
-pub const META_GC_CANDIDATES: &[u8] = b"gc_candidates_built";
+
+/// A key in the index that does not decode as a key of its family.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("index key {cf}/{} is corrupt: {reason}", hex::encode(.key))]
+pub struct CorruptKey {
+    /// The family the key was read from.
+    pub cf: Cf,
+    /// The key's bytes as stored.
+    pub key: Vec<u8>,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl CorruptKey {
+    /// `cf/hex-of-the-key`, for reports.
+    pub fn object(&self) -> String {
+        format!("{}/{}", self.cf, hex::encode(&self.key))
+    }
+}
+
+/// One key family: its column family, its value type and its encoding.
+/// `decode(encode(k)) == k` for every key; `decode` refuses every byte
+/// string `encode` cannot produce.
+pub trait IndexKey: Sized + fmt::Display + 'static {
+    /// The column family holding keys of this type.
+    const CF: Cf;
+    /// The record stored under keys of this type.
+    type Value: Record;
+    /// The key's bytes.
+    fn encode(&self) -> Vec<u8>;
+    /// Parses key bytes read from [`Self::CF`].
+    fn decode(bytes: &[u8]) -> Result<Self, CorruptKey>;
+}
+
+/// A key type that is the only key type of its column family, so the whole
+/// family can be scanned as keys of this type (`meta` holds several).
+pub trait WholeFamily: IndexKey {
+    /// Every key of the family, in byte order.
+    fn all() -> Scan<Self> {
+        Scan::prefix(Vec::new())
+    }
+}
+
+/// A prefix scan over keys of type `K`: every key starting with `prefix`,
+/// from `start` on (inclusive; `start` itself starts with `prefix`), in byte
+/// order. Built only by the constructors in this module, so a scan never
+/// reaches keys of another family or outside its prefix.
+#[derive(Clone, Debug)]
+pub struct Scan<K> {
+    prefix: Vec<u8>,
+    start: Vec<u8>,
+    _key: PhantomData<fn() -> K>,
+}
+
+impl<K: IndexKey> Scan<K> {
+    fn prefix(prefix: Vec<u8>) -> Scan<K> {
+        Scan {
+            start: prefix.clone(),
+            prefix,
+            _key: PhantomData,
+        }
+    }
+
+    /// The scan starting strictly after every key whose next part (after
+    /// the prefix) is `part`, and after every key extending it.
+    fn after_part(mut self, part: &[u8]) -> Scan<K> {
+        self.start = self.prefix.clone();
+        self.start.extend_from_slice(part);
+        self.start.push(SEP);
+        self
+    }
+
+    /// The bytes every key of the scan starts with.
+    pub(crate) fn prefix_bytes(&self) -> &[u8] {
+        &self.prefix
+    }
+
+    /// The first key the scan may return (inclusive).
+    pub(crate) fn start_bytes(&self) -> &[u8] {
+        &self.start
+    }
+
+    /// The smallest key after every key of the scan (exclusive upper bound),
+    /// or `None` when the scan runs to the end of the family.
+    pub(crate) fn end_bytes(&self) -> Option<Vec<u8>> {
+        let mut end = self.prefix.clone();
+        while let Some(last) = end.pop() {
+            if last < u8::MAX {
+                end.push(last + 1);
+                return Some(end);
+            }
+        }
+        None
+    }
+}
 
 const SEP: u8 = 0;
 
@@ -125,200 +279,649 @@ fn join(parts: &[&[u8]]) -> Vec<u8> {
     k
 }
 
-/// `blobs` and `manifests` and `bodies`: the digest string.
-pub fn digest_key(d: &Digest) -> Vec<u8> {
-    d.as_str().as_bytes().to_vec()
+/// `parts` followed by a separator: the prefix of keys continuing them.
+fn prefix_of(parts: &[&[u8]]) -> Vec<u8> {
+    let mut p = join(parts);
+    p.push(SEP);
+    p
 }
 
-/// `gc_candidates`: the digest string.
-pub fn gc_candidate_key(d: &Digest) -> Vec<u8> {
-    digest_key(d)
+/// Decoding: the key split into exactly `N` UTF-8 parts.
+fn split<const N: usize>(cf: Cf, bytes: &[u8]) -> Result<[&str; N], CorruptKey> {
+    let corrupt = |reason: String| CorruptKey {
+        cf,
+        key: bytes.to_vec(),
+        reason,
+    };
+    let mut out = [""; N];
+    let mut n = 0;
+    for part in bytes.split(|&b| b == SEP) {
+        let slot = out.get_mut(n).ok_or_else(|| {
+            corrupt(format!(
+                "more than {N} 0x00-separated part{}",
+                if N == 1 { "" } else { "s" }
+            ))
+        })?;
+        *slot = std::str::from_utf8(part)
+            .map_err(|_| corrupt(format!("part {} is not UTF-8", n + 1)))?;
+        n += 1;
+    }
+    if n != N {
+        return Err(corrupt(format!("{n} parts, not {N}")));
+    }
+    Ok(out)
 }
 
-/// `links`: repo 0x00 digest.
-pub fn link_key(repo: &RepoName, d: &Digest) -> Vec<u8> {
-    join(&[repo.as_str().as_bytes(), d.as_str().as_bytes()])
+/// Decoding: one part parsed, its error kept as the reason.
+fn part<T, E: fmt::Display>(
+    cf: Cf,
+    bytes: &[u8],
+    what: &str,
+    parsed: Result<T, E>,
+) -> Result<T, CorruptKey> {
+    parsed.map_err(|e| CorruptKey {
+        cf,
+        key: bytes.to_vec(),
+        reason: format!("{what}: {e}"),
+    })
 }
 
-/// `blob_repos`: digest 0x00 repo.
-pub fn blob_repo_key(d: &Digest, repo: &RepoName) -> Vec<u8> {
-    join(&[d.as_str().as_bytes(), repo.as_str().as_bytes()])
+fn digest(cf: Cf, bytes: &[u8], s: &str) -> Result<Digest, CorruptKey> {
+    part(cf, bytes, "digest", Digest::parse(s))
 }
 
-/// Prefix of every `blob_repos` key of one digest.
-pub fn blob_repos_prefix(d: &Digest) -> Vec<u8> {
-    join(&[d.as_str().as_bytes(), b""])
+fn repo(cf: Cf, bytes: &[u8], s: &str) -> Result<RepoName, CorruptKey> {
+    part(cf, bytes, "repository", RepoName::parse(s))
 }
 
-/// `repo_manifests`: repo 0x00 digest.
-pub fn repo_manifest_key(repo: &RepoName, d: &Digest) -> Vec<u8> {
-    link_key(repo, d)
+/// An account name part: non-empty UTF-8 without a separator (the
+/// accounts module validates the grammar before writing).
+fn name(cf: Cf, bytes: &[u8], s: &str) -> Result<String, CorruptKey> {
+    if s.is_empty() {
+        return Err(CorruptKey {
+            cf,
+            key: bytes.to_vec(),
+            reason: "empty name".into(),
+        });
+    }
+    Ok(s.to_owned())
 }
 
-/// `tags`: repo 0x00 tag.
-pub fn tag_key(repo: &RepoName, tag: &Tag) -> Vec<u8> {
-    join(&[repo.as_str().as_bytes(), tag.as_str().as_bytes()])
+/// A key type that is one digest: `blobs`, `manifests`, `bodies`, `gc_candidates`.
+macro_rules! digest_key {
+    ($(#[$doc:meta])* $name:ident, $cf:expr, $value:ty) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+        pub struct $name(pub Digest);
+
+        impl IndexKey for $name {
+            const CF: Cf = $cf;
+            type Value = $value;
+            fn encode(&self) -> Vec<u8> {
+                self.0.as_str().as_bytes().to_vec()
+            }
+            fn decode(bytes: &[u8]) -> Result<Self, CorruptKey> {
+                let [d] = split::<1>(Self::CF, bytes)?;
+                Ok($name(digest(Self::CF, bytes, d)?))
+            }
+        }
+
+        impl WholeFamily for $name {}
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}/{}", Self::CF, self.0)
+            }
+        }
+    };
 }
 
-/// Prefix of every per-repository key (`links`, `repo_manifests`, `tags`, `referrers`).
-pub fn repo_prefix(repo: &RepoName) -> Vec<u8> {
-    join(&[repo.as_str().as_bytes(), b""])
+digest_key!(
+    /// `blobs`: a stored blob.
+    BlobKey,
+    Cf::Blobs,
+    BlobRecord
+);
+digest_key!(
+    /// `manifests`: a manifest's content metadata.
+    ManifestKey,
+    Cf::Manifests,
+    ManifestRecord
+);
+digest_key!(
+    /// `bodies`: a manifest's bytes.
+    BodyKey,
+    Cf::Bodies,
+    ManifestBody
+);
+digest_key!(
+    /// `gc_candidates`: a blob whose refcount is 0.
+    GcCandidateKey,
+    Cf::GcCandidates,
+    Empty
+);
+
+/// A key type that is repository 0x00 digest: `links`, `repo_manifests`.
+macro_rules! repo_digest_key {
+    ($(#[$doc:meta])* $name:ident, $cf:expr, $value:ty) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+        pub struct $name(pub RepoName, pub Digest);
+
+        impl IndexKey for $name {
+            const CF: Cf = $cf;
+            type Value = $value;
+            fn encode(&self) -> Vec<u8> {
+                join(&[self.0.as_str().as_bytes(), self.1.as_str().as_bytes()])
+            }
+            fn decode(bytes: &[u8]) -> Result<Self, CorruptKey> {
+                let [r, d] = split::<2>(Self::CF, bytes)?;
+                Ok($name(repo(Self::CF, bytes, r)?, digest(Self::CF, bytes, d)?))
+            }
+        }
+
+        impl WholeFamily for $name {}
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}/{}@{}", Self::CF, self.0, self.1)
+            }
+        }
+    };
 }
 
-/// `referrers`: repo 0x00 subject 0x00 referrer.
-pub fn referrer_key(repo: &RepoName, subject: &Digest, referrer: &Digest) -> Vec<u8> {
-    join(&[
-        repo.as_str().as_bytes(),
-        subject.as_str().as_bytes(),
-        referrer.as_str().as_bytes(),
-    ])
-}
+repo_digest_key!(
+    /// `links`: blob `.1` is readable in repository `.0`.
+    LinkKey,
+    Cf::Links,
+    LinkRecord
+);
+repo_digest_key!(
+    /// `repo_manifests`: manifest `.1` is present in repository `.0`.
+    RepoManifestKey,
+    Cf::RepoManifests,
+    RepoManifestRecord
+);
 
-/// Prefix of the `referrers` keys of one subject in one repository.
-pub fn referrers_prefix(repo: &RepoName, subject: &Digest) -> Vec<u8> {
-    join(&[repo.as_str().as_bytes(), subject.as_str().as_bytes(), b""])
-}
+/// `blob_repos`: blob `.0` is linked in repository `.1` (reverse of `links`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct BlobRepoKey(pub Digest, pub RepoName);
 
-/// `uploads`: the upload id.
-pub fn upload_key(id: &str) -> Vec<u8> {
-    id.as_bytes().to_vec()
-}
-
-/// `repos`: the repository name.
-pub fn repo_key(repo: &RepoName) -> Vec<u8> {
-    repo.as_str().as_bytes().to_vec()
-}
-
-/// `meta`: where the token signing key was kept before it moved to its own
-/// file; read only to migrate it (see `Engine::token_signing_key`).
-pub const META_TOKEN_KEY: &[u8] = b"token_key";
-
-/// `meta`: the id sequence of one kind of account object.
-pub fn seq_key(kind: &str) -> Vec<u8> {
-    join(&[b"seq", kind.as_bytes()])
-}
-
-/// `users`, `projects`, `robots`: the name.
-pub fn name_key(name: &str) -> Vec<u8> {
-    name.as_bytes().to_vec()
-}
-
-/// `members`: project 0x00 user.
-pub fn member_key(project: &str, user: &str) -> Vec<u8> {
-    join(&[project.as_bytes(), user.as_bytes()])
-}
-
-/// Prefix of every `members` key of one project.
-pub fn members_prefix(project: &str) -> Vec<u8> {
-    join(&[project.as_bytes(), b""])
-}
-
-/// `charts`: project 0x00 name 0x00 version.
-pub fn chart_key(project: &RepoName, name: &str, version: &str) -> Vec<u8> {
-    join(&[
-        project.as_str().as_bytes(),
-        name.as_bytes(),
-        version.as_bytes(),
-    ])
-}
-
-/// Prefix of every `charts` key of one project.
-pub fn charts_prefix(project: &RepoName) -> Vec<u8> {
-    repo_prefix(project)
-}
-
-/// Prefix of the `charts` keys of every version of one chart.
-pub fn chart_versions_prefix(project: &RepoName, name: &str) -> Vec<u8> {
-    join(&[project.as_str().as_bytes(), name.as_bytes(), b""])
-}
-
-/// `chart_repos`: the project name.
-pub fn chart_repo_key(project: &RepoName) -> Vec<u8> {
-    repo_key(project)
-}
-
-/// Splits a `charts` key back into project, chart name and version.
-pub fn split_chart_key(key: &[u8]) -> Option<(RepoName, String, String)> {
-    match parts(key)?.as_slice() {
-        [project, name, version] => Some((
-            RepoName::parse(project).ok()?,
-            (*name).to_owned(),
-            (*version).to_owned(),
-        )),
-        _ => None,
+impl BlobRepoKey {
+    /// Every reverse link of one blob.
+    pub fn of_blob(d: &Digest) -> Scan<BlobRepoKey> {
+        Scan::prefix(prefix_of(&[d.as_str().as_bytes()]))
     }
 }
 
-/// The last part of a key after its prefix, as UTF-8 (tags, digests, repos).
-pub fn suffix<'k>(key: &'k [u8], prefix: &[u8]) -> Option<&'k str> {
-    key.strip_prefix(prefix)
-        .and_then(|s| std::str::from_utf8(s).ok())
-}
-
-/// The `0x00`-separated parts of a key, each as UTF-8.
-fn parts(key: &[u8]) -> Option<Vec<&str>> {
-    key.split(|&b| b == SEP)
-        .map(|p| std::str::from_utf8(p).ok())
-        .collect()
-}
-
-/// Splits a `links`/`repo_manifests` key back into repository and digest.
-pub fn split_repo_digest(key: &[u8]) -> Option<(RepoName, Digest)> {
-    match parts(key)?.as_slice() {
-        [repo, d] => Some((RepoName::parse(repo).ok()?, Digest::parse(d).ok()?)),
-        _ => None,
+impl IndexKey for BlobRepoKey {
+    const CF: Cf = Cf::BlobRepos;
+    type Value = Empty;
+    fn encode(&self) -> Vec<u8> {
+        join(&[self.0.as_str().as_bytes(), self.1.as_str().as_bytes()])
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, CorruptKey> {
+        let [d, r] = split::<2>(Self::CF, bytes)?;
+        Ok(BlobRepoKey(
+            digest(Self::CF, bytes, d)?,
+            repo(Self::CF, bytes, r)?,
+        ))
     }
 }
 
-/// Splits a `blob_repos` key back into digest and repository.
-pub fn split_digest_repo(key: &[u8]) -> Option<(Digest, RepoName)> {
-    match parts(key)?.as_slice() {
-        [d, repo] => Some((Digest::parse(d).ok()?, RepoName::parse(repo).ok()?)),
-        _ => None,
+impl WholeFamily for BlobRepoKey {}
+
+impl fmt::Display for BlobRepoKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}@{}", Self::CF, self.0, self.1)
     }
 }
 
-/// Splits a `tags` key back into repository and tag.
-pub fn split_tag_key(key: &[u8]) -> Option<(RepoName, Tag)> {
-    match parts(key)?.as_slice() {
-        [repo, tag] => Some((RepoName::parse(repo).ok()?, Tag::parse(tag).ok()?)),
-        _ => None,
+/// `tags`: tag `.1` of repository `.0`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TagKey(pub RepoName, pub Tag);
+
+impl TagKey {
+    /// Every tag of one repository, in byte order.
+    pub fn of_repo(repo: &RepoName) -> Scan<TagKey> {
+        Scan::prefix(prefix_of(&[repo.as_str().as_bytes()]))
+    }
+
+    /// The tags of `repo` strictly after `last` (any string: a client's
+    /// pagination marker need not be a tag).
+    pub fn of_repo_after(repo: &RepoName, last: &str) -> Scan<TagKey> {
+        TagKey::of_repo(repo).after_part(last.as_bytes())
     }
 }
 
-/// Splits a `referrers` key back into repository, subject and referrer.
-pub fn split_referrer_key(key: &[u8]) -> Option<(RepoName, Digest, Digest)> {
-    match parts(key)?.as_slice() {
-        [repo, subject, referrer] => Some((
-            RepoName::parse(repo).ok()?,
-            Digest::parse(subject).ok()?,
-            Digest::parse(referrer).ok()?,
-        )),
-        _ => None,
+impl IndexKey for TagKey {
+    const CF: Cf = Cf::Tags;
+    type Value = TagRecord;
+    fn encode(&self) -> Vec<u8> {
+        join(&[self.0.as_str().as_bytes(), self.1.as_str().as_bytes()])
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, CorruptKey> {
+        let [r, t] = split::<2>(Self::CF, bytes)?;
+        Ok(TagKey(
+            repo(Self::CF, bytes, r)?,
+            part(Self::CF, bytes, "tag", Tag::parse(t))?,
+        ))
     }
 }
 
-/// The smallest key strictly after every key starting with `prefix`.
-pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < u8::MAX {
-            end.push(last + 1);
-            return end;
+impl WholeFamily for TagKey {}
+
+impl fmt::Display for TagKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}:{}", Self::CF, self.0, self.1)
+    }
+}
+
+/// `referrers`: manifest `referrer` in `repo` has subject `subject`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ReferrerKey {
+    pub repo: RepoName,
+    pub subject: Digest,
+    pub referrer: Digest,
+}
+
+impl ReferrerKey {
+    /// Every referrer of `subject` in `repo`, in digest order.
+    pub fn of_subject(repo: &RepoName, subject: &Digest) -> Scan<ReferrerKey> {
+        Scan::prefix(prefix_of(&[
+            repo.as_str().as_bytes(),
+            subject.as_str().as_bytes(),
+        ]))
+    }
+
+    /// The referrers of `subject` in `repo` strictly after `after`.
+    pub fn of_subject_after(
+        repo: &RepoName,
+        subject: &Digest,
+        after: &Digest,
+    ) -> Scan<ReferrerKey> {
+        ReferrerKey::of_subject(repo, subject).after_part(after.as_str().as_bytes())
+    }
+}
+
+impl IndexKey for ReferrerKey {
+    const CF: Cf = Cf::Referrers;
+    type Value = Empty;
+    fn encode(&self) -> Vec<u8> {
+        join(&[
+            self.repo.as_str().as_bytes(),
+            self.subject.as_str().as_bytes(),
+            self.referrer.as_str().as_bytes(),
+        ])
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, CorruptKey> {
+        let [r, s, d] = split::<3>(Self::CF, bytes)?;
+        Ok(ReferrerKey {
+            repo: repo(Self::CF, bytes, r)?,
+            subject: digest(Self::CF, bytes, s)?,
+            referrer: digest(Self::CF, bytes, d)?,
+        })
+    }
+}
+
+impl WholeFamily for ReferrerKey {}
+
+impl fmt::Display for ReferrerKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{}@{} (subject {})",
+            Self::CF,
+            self.repo,
+            self.referrer,
+            self.subject
+        )
+    }
+}
+
+/// `uploads`: an upload session, by id (32 lowercase hex characters).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct UploadKey(pub String);
+
+impl IndexKey for UploadKey {
+    const CF: Cf = Cf::Uploads;
+    type Value = UploadRecord;
+    fn encode(&self) -> Vec<u8> {
+        self.0.as_bytes().to_vec()
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, CorruptKey> {
+        let [id] = split::<1>(Self::CF, bytes)?;
+        if !crate::uploads::valid_upload_id(id) {
+            return Err(CorruptKey {
+                cf: Self::CF,
+                key: bytes.to_vec(),
+                reason: "not an upload id (32 lowercase hex characters)".into(),
+            });
+        }
+        Ok(UploadKey(id.to_owned()))
+    }
+}
+
+impl WholeFamily for UploadKey {}
+
+impl fmt::Display for UploadKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", Self::CF, self.0)
+    }
+}
+
+/// A key type that is one repository (or project) name: `repos`, `chart_repos`.
+macro_rules! repo_key {
+    ($(#[$doc:meta])* $name:ident, $cf:expr, $value:ty) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+        pub struct $name(pub RepoName);
+
+        impl IndexKey for $name {
+            const CF: Cf = $cf;
+            type Value = $value;
+            fn encode(&self) -> Vec<u8> {
+                self.0.as_str().as_bytes().to_vec()
+            }
+            fn decode(bytes: &[u8]) -> Result<Self, CorruptKey> {
+                let [r] = split::<1>(Self::CF, bytes)?;
+                Ok($name(repo(Self::CF, bytes, r)?))
+            }
+        }
+
+        impl WholeFamily for $name {}
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}/{}", Self::CF, self.0)
+            }
+        }
+    };
+}
+
+repo_key!(
+    /// `repos`: a repository that has held a link or manifest.
+    RepoKey,
+    Cf::Repos,
+    RepoRecord
+);
+repo_key!(
+    /// `chart_repos`: the chart repository of a project.
+    ChartRepoKey,
+    Cf::ChartRepos,
+    ChartRepoRecord
+);
+
+impl RepoKey {
+    /// Repositories strictly after `last` (any string: a client's
+    /// pagination marker need not be a repository name).
+    pub fn after(last: &str) -> Scan<RepoKey> {
+        RepoKey::all().after_part(last.as_bytes())
+    }
+
+    /// Repositories after every one under `project/` (and `project`
+    /// itself): one seek past a project a reader may not see.
+    pub fn after_project(project: &str) -> Scan<RepoKey> {
+        let mut s = RepoKey::all();
+        // `p0` is the first key after every `p/…` ('0' follows '/').
+        s.start = project.as_bytes().to_vec();
+        s.start.push(b'/' + 1);
+        s
+    }
+}
+
+/// A key type that is one account name: `users`, `projects`, `robots`.
+macro_rules! name_key {
+    ($(#[$doc:meta])* $name:ident, $cf:expr, $value:ty) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+        pub struct $name(pub String);
+
+        impl IndexKey for $name {
+            const CF: Cf = $cf;
+            type Value = $value;
+            fn encode(&self) -> Vec<u8> {
+                self.0.as_bytes().to_vec()
+            }
+            fn decode(bytes: &[u8]) -> Result<Self, CorruptKey> {
+                let [n] = split::<1>(Self::CF, bytes)?;
+                Ok($name(name(Self::CF, bytes, n)?))
+            }
+        }
+
+        impl WholeFamily for $name {}
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}/{}", Self::CF, self.0)
+            }
+        }
+    };
+}
+
+name_key!(
+    /// `users`: a person's account, by user name.
+    UserKey,
+    Cf::Users,
+    UserRecord
+);
+name_key!(
+    /// `projects`: a project, by name.
+    ProjectKey,
+    Cf::Projects,
+    ProjectRecord
+);
+name_key!(
+    /// `robots`: a robot account, by full name (`robot$project+name`).
+    RobotKey,
+    Cf::Robots,
+    RobotRecord
+);
+
+/// `members`: user `user` has a role in project `project`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct MemberKey {
+    pub project: String,
+    pub user: String,
+}
+
+impl MemberKey {
+    /// Every member of one project, by user name.
+    pub fn of_project(project: &str) -> Scan<MemberKey> {
+        Scan::prefix(prefix_of(&[project.as_bytes()]))
+    }
+}
+
+impl IndexKey for MemberKey {
+    const CF: Cf = Cf::Members;
+    type Value = MemberRecord;
+    fn encode(&self) -> Vec<u8> {
+        join(&[self.project.as_bytes(), self.user.as_bytes()])
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, CorruptKey> {
+        let [p, u] = split::<2>(Self::CF, bytes)?;
+        Ok(MemberKey {
+            project: name(Self::CF, bytes, p)?,
+            user: name(Self::CF, bytes, u)?,
+        })
+    }
+}
+
+impl WholeFamily for MemberKey {}
+
+impl fmt::Display for MemberKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", Self::CF, self.project, self.user)
+    }
+}
+
+/// `charts`: one version of a chart in a project's chart repository.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ChartKey(pub ChartId);
+
+impl ChartKey {
+    /// Every chart version of a project, by name then version bytes.
+    pub fn of_project(project: &RepoName) -> Scan<ChartKey> {
+        Scan::prefix(prefix_of(&[project.as_str().as_bytes()]))
+    }
+
+    /// Every version of chart `name` of `project`, in version byte order.
+    pub fn of_chart(project: &RepoName, name: &str) -> Scan<ChartKey> {
+        Scan::prefix(prefix_of(&[project.as_str().as_bytes(), name.as_bytes()]))
+    }
+}
+
+impl IndexKey for ChartKey {
+    const CF: Cf = Cf::Charts;
+    type Value = ChartRecord;
+    fn encode(&self) -> Vec<u8> {
+        join(&[
+            self.0.project().as_str().as_bytes(),
+            self.0.name().as_bytes(),
+            self.0.version().as_bytes(),
+        ])
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, CorruptKey> {
+        let [p, n, v] = split::<3>(Self::CF, bytes)?;
+        Ok(ChartKey(part(
+            Self::CF,
+            bytes,
+            "chart",
+            ChartId::parse(p, n, v),
+        )?))
+    }
+}
+
+impl WholeFamily for ChartKey {}
+
+impl fmt::Display for ChartKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", Self::CF, self.0.project(), self.0)
+    }
+}
+
+/// A `meta` key that is one fixed string.
+macro_rules! meta_key {
+    ($(#[$doc:meta])* $name:ident, $text:literal, $value:ty) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub struct $name;
+
+        impl IndexKey for $name {
+            const CF: Cf = Cf::Meta;
+            type Value = $value;
+            fn encode(&self) -> Vec<u8> {
+                $text.as_bytes().to_vec()
+            }
+            fn decode(bytes: &[u8]) -> Result<Self, CorruptKey> {
+                if bytes == $text.as_bytes() {
+                    Ok($name)
+                } else {
+                    Err(CorruptKey {
+                        cf: Self::CF,
+                        key: bytes.to_vec(),
+                        reason: format!("not {:?}", $text),
+                    })
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}/{}", Self::CF, $text)
+            }
+        }
+    };
+}
+
+meta_key!(
+    /// `meta/format`: the index format version.
+    FormatKey,
+    "format",
+    FormatVersion
+);
+meta_key!(
+    /// `meta/gc_candidates_built`: present once `gc_candidates` has been
+    /// built from `blobs` (indexes written before the family existed get
+    /// it built at open).
+    GcCandidatesBuiltKey,
+    "gc_candidates_built",
+    Marker
+);
+meta_key!(
+    /// `meta/token_key`: where the token signing key was kept before it
+    /// moved to its own file; read only to migrate it (see
+    /// `Engine::token_signing_key`).
+    TokenSeedKey,
+    "token_key",
+    TokenSeed
+);
+
+/// A kind of account object with its own id sequence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IdKind {
+    User,
+    Project,
+    Member,
+    Robot,
+}
+
+impl IdKind {
+    const ALL: [IdKind; 4] = [IdKind::User, IdKind::Project, IdKind::Member, IdKind::Robot];
+
+    fn name(self) -> &'static str {
+        match self {
+            IdKind::User => "user",
+            IdKind::Project => "project",
+            IdKind::Member => "member",
+            IdKind::Robot => "robot",
         }
     }
-    vec![u8::MAX; prefix.len() + 1]
+}
+
+/// `meta/seq 0x00 kind`: the id sequence of one kind of account object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SeqKey(pub IdKind);
+
+impl IndexKey for SeqKey {
+    const CF: Cf = Cf::Meta;
+    type Value = Seq;
+    fn encode(&self) -> Vec<u8> {
+        join(&[b"seq", self.0.name().as_bytes()])
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, CorruptKey> {
+        let [seq, kind] = split::<2>(Self::CF, bytes)?;
+        match IdKind::ALL.into_iter().find(|k| k.name() == kind) {
+            Some(k) if seq == "seq" => Ok(SeqKey(k)),
+            _ => Err(CorruptKey {
+                cf: Self::CF,
+                key: bytes.to_vec(),
+                reason: "not seq 0x00 user|project|member|robot".into(),
+            }),
+        }
+    }
+}
+
+impl fmt::Display for SeqKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/seq/{}", Self::CF, self.0.name())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn d(c: char) -> Digest {
         Digest::parse(&format!("sha256:{}", c.to_string().repeat(64))).unwrap()
     }
 
-    /// Pins every key encoding: changing one is a format change.
+    fn enc<K: IndexKey>(k: K) -> (Cf, Vec<u8>) {
+        (K::CF, k.encode())
+    }
+
+    /// Pins every key encoding and family: changing one is a format change.
     #[test]
     fn encodings() {
         let repo = RepoName::parse("proj/app").unwrap();
@@ -328,91 +931,390 @@ mod tests {
         let b = d('b');
         let hex_a = "a".repeat(64);
         let hex_b = "b".repeat(64);
-        let cases: Vec<(Vec<u8>, String)> = vec![
-            (digest_key(&a), format!("sha256:{hex_a}")),
-            (link_key(&repo, &a), format!("proj/app\0sha256:{hex_a}")),
+        let chart = ChartId::parse("proj", "nginx", "1.2.3+b.4").unwrap();
+        type Case = ((Cf, Vec<u8>), &'static str, String);
+        let cases: Vec<Case> = vec![
+            (enc(FormatKey), "meta", "format".into()),
+            (enc(BlobKey(a.clone())), "blobs", format!("sha256:{hex_a}")),
             (
-                blob_repo_key(&a, &repo),
-                format!("sha256:{hex_a}\0proj/app"),
-            ),
-            (blob_repos_prefix(&a), format!("sha256:{hex_a}\0")),
-            (
-                repo_manifest_key(&repo, &a),
+                enc(LinkKey(repo.clone(), a.clone())),
+                "links",
                 format!("proj/app\0sha256:{hex_a}"),
             ),
-            (tag_key(&repo, &tag), "proj/app\0v1".to_string()),
-            (repo_prefix(&repo), "proj/app\0".to_string()),
             (
-                referrer_key(&repo, &a, &b),
+                enc(BlobRepoKey(a.clone(), repo.clone())),
+                "blob_repos",
+                format!("sha256:{hex_a}\0proj/app"),
+            ),
+            (
+                enc(ManifestKey(a.clone())),
+                "manifests",
+                format!("sha256:{hex_a}"),
+            ),
+            (enc(BodyKey(a.clone())), "bodies", format!("sha256:{hex_a}")),
+            (
+                enc(RepoManifestKey(repo.clone(), a.clone())),
+                "repo_manifests",
+                format!("proj/app\0sha256:{hex_a}"),
+            ),
+            (
+                enc(TagKey(repo.clone(), tag.clone())),
+                "tags",
+                "proj/app\0v1".into(),
+            ),
+            (
+                enc(ReferrerKey {
+                    repo: repo.clone(),
+                    subject: a.clone(),
+                    referrer: b.clone(),
+                }),
+                "referrers",
                 format!("proj/app\0sha256:{hex_a}\0sha256:{hex_b}"),
             ),
             (
-                referrers_prefix(&repo, &a),
-                format!("proj/app\0sha256:{hex_a}\0"),
+                enc(UploadKey("0123456789abcdef0123456789abcdef".into())),
+                "uploads",
+                "0123456789abcdef0123456789abcdef".into(),
             ),
-            (upload_key("0123abcd"), "0123abcd".to_string()),
-            (repo_key(&repo), "proj/app".to_string()),
-            (seq_key("user"), "seq\0user".to_string()),
-            (name_key("alice"), "alice".to_string()),
-            (name_key("robot$proj+ci"), "robot$proj+ci".to_string()),
-            (member_key("proj", "alice"), "proj\0alice".to_string()),
-            (members_prefix("proj"), "proj\0".to_string()),
-            (META_TOKEN_KEY.to_vec(), "token_key".to_string()),
-            (gc_candidate_key(&a), format!("sha256:{hex_a}")),
+            (enc(RepoKey(repo.clone())), "repos", "proj/app".into()),
+            (enc(UserKey("alice".into())), "users", "alice".into()),
+            (enc(ProjectKey("proj".into())), "projects", "proj".into()),
             (
-                META_GC_CANDIDATES.to_vec(),
-                "gc_candidates_built".to_string(),
+                enc(MemberKey {
+                    project: "proj".into(),
+                    user: "alice".into(),
+                }),
+                "members",
+                "proj\0alice".into(),
             ),
             (
-                chart_key(&project, "nginx", "1.2.3+b.4"),
-                "proj\0nginx\x001.2.3+b.4".to_string(),
+                enc(RobotKey("robot$proj+ci".into())),
+                "robots",
+                "robot$proj+ci".into(),
             ),
-            (charts_prefix(&project), "proj\0".to_string()),
+            (enc(TokenSeedKey), "meta", "token_key".into()),
+            (enc(SeqKey(IdKind::User)), "meta", "seq\0user".into()),
+            (enc(SeqKey(IdKind::Project)), "meta", "seq\0project".into()),
+            (enc(SeqKey(IdKind::Member)), "meta", "seq\0member".into()),
+            (enc(SeqKey(IdKind::Robot)), "meta", "seq\0robot".into()),
             (
-                chart_versions_prefix(&project, "nginx"),
-                "proj\0nginx\0".to_string(),
+                enc(GcCandidatesBuiltKey),
+                "meta",
+                "gc_candidates_built".into(),
             ),
-            (chart_repo_key(&project), "proj".to_string()),
+            (
+                enc(GcCandidateKey(a.clone())),
+                "gc_candidates",
+                format!("sha256:{hex_a}"),
+            ),
+            (
+                enc(ChartKey(chart)),
+                "charts",
+                "proj\0nginx\x001.2.3+b.4".into(),
+            ),
+            (
+                enc(ChartRepoKey(project.clone())),
+                "chart_repos",
+                "proj".into(),
+            ),
         ];
-        for (got, want) in cases {
+        for ((cf, got), family, want) in cases {
+            assert_eq!(cf.name(), family, "{want:?}");
             assert_eq!(got, want.as_bytes(), "{want:?}");
         }
+        // Every family is opened, once.
+        let names: std::collections::HashSet<_> = Cf::ALL.iter().map(|c| c.name()).collect();
+        assert_eq!(names.len(), Cf::ALL.len());
     }
 
+    /// Pins every prefix encoding.
     #[test]
-    fn splits_and_prefixes() {
+    fn prefixes() {
+        let repo = RepoName::parse("proj/app").unwrap();
+        let project = RepoName::parse("proj").unwrap();
+        let a = d('a');
+        let hex_a = "a".repeat(64);
+        let cases: Vec<(Vec<u8>, Vec<u8>, String, String)> = vec![
+            {
+                let s = TagKey::of_repo(&repo);
+                (
+                    s.prefix.clone(),
+                    s.start,
+                    "proj/app\0".into(),
+                    "proj/app\0".into(),
+                )
+            },
+            {
+                let s = TagKey::of_repo_after(&repo, "v1");
+                (
+                    s.prefix.clone(),
+                    s.start,
+                    "proj/app\0".into(),
+                    "proj/app\0v1\0".into(),
+                )
+            },
+            {
+                let s = BlobRepoKey::of_blob(&a);
+                let p = format!("sha256:{hex_a}\0");
+                (s.prefix.clone(), s.start, p.clone(), p)
+            },
+            {
+                let s = ReferrerKey::of_subject_after(&repo, &a, &d('b'));
+                (
+                    s.prefix.clone(),
+                    s.start,
+                    format!("proj/app\0sha256:{hex_a}\0"),
+                    format!("proj/app\0sha256:{hex_a}\0sha256:{}\0", "b".repeat(64)),
+                )
+            },
+            {
+                let s = MemberKey::of_project("proj");
+                (s.prefix.clone(), s.start, "proj\0".into(), "proj\0".into())
+            },
+            {
+                let s = ChartKey::of_project(&project);
+                (s.prefix.clone(), s.start, "proj\0".into(), "proj\0".into())
+            },
+            {
+                let s = ChartKey::of_chart(&project, "nginx");
+                (
+                    s.prefix.clone(),
+                    s.start,
+                    "proj\0nginx\0".into(),
+                    "proj\0nginx\0".into(),
+                )
+            },
+            {
+                let s = RepoKey::after("a/b");
+                (s.prefix.clone(), s.start, "".into(), "a/b\0".into())
+            },
+            {
+                let s = RepoKey::after_project("a");
+                (s.prefix.clone(), s.start, "".into(), "a0".into())
+            },
+        ];
+        for (prefix, start, want_prefix, want_start) in cases {
+            assert_eq!(prefix, want_prefix.as_bytes());
+            assert_eq!(start, want_start.as_bytes());
+            assert!(start.starts_with(&prefix));
+        }
+        assert_eq!(
+            TagKey::of_repo(&repo).end_bytes(),
+            Some(b"proj/app\x01".to_vec())
+        );
+        assert_eq!(RepoKey::all().end_bytes(), None);
+        let s: Scan<RepoKey> = Scan::prefix(b"a\xff".to_vec());
+        assert_eq!(s.end_bytes(), Some(b"b".to_vec()));
+    }
+
+    /// Decoding refuses what encoding cannot produce: keys of another
+    /// family's layout, a wrong number of parts, bad separators, names,
+    /// tags and digests, non-UTF-8. Every error names its family.
+    #[test]
+    fn corrupt_keys_are_errors() {
         let repo = RepoName::parse("p/r").unwrap();
-        let a = d('c');
-        assert_eq!(
-            split_repo_digest(&link_key(&repo, &a)),
-            Some((repo.clone(), a.clone()))
-        );
-        assert_eq!(
-            split_digest_repo(&blob_repo_key(&a, &repo)),
-            Some((a.clone(), repo.clone()))
-        );
-        let tag = Tag::parse("v1").unwrap();
-        assert_eq!(
-            split_tag_key(&tag_key(&repo, &tag)),
-            Some((repo.clone(), tag))
-        );
-        let b = d('b');
-        assert_eq!(
-            split_referrer_key(&referrer_key(&repo, &a, &b)),
-            Some((repo.clone(), a.clone(), b))
-        );
-        assert_eq!(
-            split_chart_key(&chart_key(&RepoName::parse("p").unwrap(), "c", "1.0.0")),
-            Some((RepoName::parse("p").unwrap(), "c".into(), "1.0.0".into()))
-        );
-        // Chart "a" never sees the versions of chart "a-b" in its scan.
-        let p = RepoName::parse("p").unwrap();
-        assert!(!chart_key(&p, "a-b", "1.0.0").starts_with(&chart_versions_prefix(&p, "a")));
-        assert_eq!(split_repo_digest(b"p/r"), None);
-        assert_eq!(prefix_end(b"ab\0"), b"ab\x01".to_vec());
-        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
-        // "p/r" and "p/r/x" never share a prefix scan.
-        let child = RepoName::parse("p/r/x").unwrap();
-        assert!(!link_key(&child, &a).starts_with(&repo_prefix(&repo)));
+        let a = d('a');
+        let tag_bytes = TagKey(repo.clone(), Tag::parse("v1").unwrap()).encode();
+        let link_bytes = LinkKey(repo.clone(), a.clone()).encode();
+        let blob_repo_bytes = BlobRepoKey(a.clone(), repo.clone()).encode();
+        let referrer_bytes = ReferrerKey {
+            repo: repo.clone(),
+            subject: a.clone(),
+            referrer: d('b'),
+        }
+        .encode();
+        let digest_bytes = BlobKey(a.clone()).encode();
+
+        fn bad<K: IndexKey + fmt::Debug>(bytes: &[u8]) {
+            match K::decode(bytes) {
+                Ok(k) => panic!("{} decoded {bytes:?} as {k:?}", K::CF),
+                Err(e) => {
+                    assert_eq!(e.cf, K::CF);
+                    assert_eq!(e.key, bytes);
+                    assert!(e.to_string().contains(&hex::encode(bytes)), "{e}");
+                }
+            }
+        }
+        // Another family's layout.
+        bad::<LinkKey>(&tag_bytes);
+        bad::<TagKey>(&link_bytes);
+        bad::<LinkKey>(&blob_repo_bytes);
+        bad::<BlobRepoKey>(&link_bytes);
+        bad::<TagKey>(&referrer_bytes);
+        bad::<ReferrerKey>(&link_bytes);
+        bad::<BlobKey>(&link_bytes);
+        bad::<RepoKey>(&digest_bytes);
+        bad::<UploadKey>(&digest_bytes);
+        bad::<ChartKey>(&referrer_bytes);
+        bad::<MemberKey>(&referrer_bytes);
+        bad::<SeqKey>(b"format");
+        bad::<FormatKey>(b"seq\0user");
+        bad::<GcCandidatesBuiltKey>(b"token_key");
+        // Separators: missing, doubled, trailing, leading.
+        bad::<LinkKey>(b"p/rsha256:aa");
+        bad::<TagKey>(b"p/r\0\0v1");
+        bad::<TagKey>(b"p/r\0v1\0");
+        bad::<TagKey>(b"\0p/r\0v1");
+        bad::<BlobKey>(&[digest_bytes.as_slice(), b"\0"].concat());
+        bad::<SeqKey>(b"seq\0user\0");
+        // Bad parts.
+        bad::<TagKey>(b"P/R\0v1");
+        bad::<TagKey>(b"p/r\0v:1");
+        bad::<TagKey>(b"p/r\0\xffv1");
+        bad::<LinkKey>(b"p/r\0sha256:abc");
+        bad::<BlobKey>(b"md5:aaaa");
+        bad::<BlobKey>(b"");
+        bad::<RepoKey>(b"a//b");
+        bad::<UploadKey>(b"0123456789ABCDEF0123456789ABCDEF");
+        bad::<UploadKey>(b"short");
+        bad::<UserKey>(b"");
+        bad::<UserKey>(b"\xff");
+        bad::<MemberKey>(b"proj\0");
+        bad::<ChartKey>(b"proj\0nginx\0");
+        bad::<ChartKey>(b"proj/x\0nginx\x001.0.0");
+        bad::<ChartKey>(b"proj\0nginx\0-1");
+        bad::<SeqKey>(b"seq\0widget");
+        bad::<SeqKey>(b"sequence\0user");
+    }
+
+    fn arb_repo() -> impl Strategy<Value = RepoName> {
+        // A small alphabet, so repositories share prefixes ("a", "a/b", "ab").
+        prop::collection::vec(
+            prop::sample::select(vec!["a", "b", "ab", "a-b", "b.c"]),
+            1..4,
+        )
+        .prop_map(|parts| RepoName::parse(&parts.join("/")).unwrap())
+    }
+
+    fn arb_digest() -> impl Strategy<Value = Digest> {
+        (
+            prop::sample::select(crate::digest::Algorithm::ALL.to_vec()),
+            prop::sample::select(vec!['a', 'b', '0']),
+        )
+            .prop_map(|(alg, c)| {
+                let hex = c.to_string().repeat(alg.hex_len());
+                Digest::parse(&format!("{}:{hex}", alg.name())).unwrap()
+            })
+    }
+
+    fn arb_tag() -> impl Strategy<Value = Tag> {
+        "[A-Za-z0-9_][A-Za-z0-9._-]{0,5}".prop_map(|t| Tag::parse(&t).unwrap())
+    }
+
+    fn arb_name() -> impl Strategy<Value = String> {
+        "[a-z0-9._@-]{1,6}"
+    }
+
+    fn arb_chart() -> impl Strategy<Value = ChartId> {
+        (
+            prop::sample::select(vec!["p", "pq", "q"]),
+            prop::sample::select(vec!["c", "cd", "c-d"]),
+            "[0-9a-z][0-9a-z.+-]{0,5}",
+        )
+            .prop_map(|(p, n, v)| ChartId::parse(p, n, &v).unwrap())
+    }
+
+    fn roundtrip<K: IndexKey + fmt::Debug + PartialEq>(k: K) -> Result<(), TestCaseError> {
+        let bytes = k.encode();
+        let decoded = K::decode(&bytes);
+        prop_assert_eq!(decoded.as_ref(), Ok(&k));
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn every_key_round_trips(
+            repo in arb_repo(),
+            d1 in arb_digest(),
+            d2 in arb_digest(),
+            tag in arb_tag(),
+            n1 in arb_name(),
+            n2 in arb_name(),
+            chart in arb_chart(),
+            id in "[0-9a-f]{32}",
+        ) {
+            roundtrip(FormatKey)?;
+            roundtrip(GcCandidatesBuiltKey)?;
+            roundtrip(TokenSeedKey)?;
+            for k in IdKind::ALL {
+                roundtrip(SeqKey(k))?;
+            }
+            roundtrip(BlobKey(d1.clone()))?;
+            roundtrip(ManifestKey(d1.clone()))?;
+            roundtrip(BodyKey(d1.clone()))?;
+            roundtrip(GcCandidateKey(d1.clone()))?;
+            roundtrip(LinkKey(repo.clone(), d1.clone()))?;
+            roundtrip(RepoManifestKey(repo.clone(), d1.clone()))?;
+            roundtrip(BlobRepoKey(d1.clone(), repo.clone()))?;
+            roundtrip(TagKey(repo.clone(), tag))?;
+            roundtrip(ReferrerKey { repo: repo.clone(), subject: d1, referrer: d2 })?;
+            roundtrip(UploadKey(id))?;
+            roundtrip(RepoKey(repo.clone()))?;
+            roundtrip(ChartRepoKey(repo))?;
+            roundtrip(UserKey(n1.clone()))?;
+            roundtrip(ProjectKey(n1.clone()))?;
+            roundtrip(RobotKey(format!("robot${n1}+{n2}")))?;
+            roundtrip(MemberKey { project: n1, user: n2 })?;
+            roundtrip(ChartKey(chart))?;
+        }
+
+        /// A prefix scan covers exactly its own keys: a key starts with the
+        /// scan's prefix if and only if its parts are the scan's.
+        #[test]
+        fn prefixes_hold_exactly_their_keys(
+            r1 in arb_repo(),
+            r2 in arb_repo(),
+            d1 in arb_digest(),
+            d2 in arb_digest(),
+            s1 in arb_digest(),
+            s2 in arb_digest(),
+            tag in arb_tag(),
+            p1 in arb_name(),
+            p2 in arb_name(),
+            user in arb_name(),
+            c1 in arb_chart(),
+            c2 in arb_chart(),
+        ) {
+            let has = |scan_prefix: &[u8], key: Vec<u8>| key.starts_with(scan_prefix);
+
+            let tags = TagKey::of_repo(&r1);
+            prop_assert_eq!(has(tags.prefix_bytes(), TagKey(r2.clone(), tag.clone()).encode()), r1 == r2);
+
+            let reverse = BlobRepoKey::of_blob(&d1);
+            prop_assert_eq!(has(reverse.prefix_bytes(), BlobRepoKey(d2.clone(), r1.clone()).encode()), d1 == d2);
+
+            let refs = ReferrerKey::of_subject(&r1, &s1);
+            let key = ReferrerKey { repo: r2.clone(), subject: s2.clone(), referrer: d1.clone() };
+            prop_assert_eq!(has(refs.prefix_bytes(), key.encode()), r1 == r2 && s1 == s2);
+
+            let members = MemberKey::of_project(&p1);
+            let key = MemberKey { project: p2.clone(), user };
+            prop_assert_eq!(has(members.prefix_bytes(), key.encode()), p1 == p2);
+
+            let charts = ChartKey::of_project(c1.project());
+            prop_assert_eq!(
+                has(charts.prefix_bytes(), ChartKey(c2.clone()).encode()),
+                c1.project() == c2.project()
+            );
+            let versions = ChartKey::of_chart(c1.project(), c1.name());
+            prop_assert_eq!(
+                has(versions.prefix_bytes(), ChartKey(c2.clone()).encode()),
+                c1.project() == c2.project() && c1.name() == c2.name()
+            );
+
+            // "after" starts are inside their scan and after the named key.
+            let after = TagKey::of_repo_after(&r1, tag.as_str());
+            prop_assert!(after.start_bytes().starts_with(after.prefix_bytes()));
+            prop_assert!(after.start_bytes() > TagKey(r1.clone(), tag.clone()).encode().as_slice());
+            let after = ReferrerKey::of_subject_after(&r1, &s1, &d1);
+            let key = ReferrerKey { repo: r1.clone(), subject: s1.clone(), referrer: d1.clone() };
+            prop_assert!(after.start_bytes() > key.encode().as_slice());
+            prop_assert!(after.start_bytes().starts_with(after.prefix_bytes()));
+            // The bounds [prefix, end) hold exactly the scan's keys.
+            let end = tags.end_bytes().expect("a repository prefix has an end");
+            let key = TagKey(r2.clone(), tag).encode();
+            let inside = tags.prefix_bytes() <= key.as_slice() && key.as_slice() < end.as_slice();
+            prop_assert_eq!(inside, r1 == r2);
+        }
     }
 }

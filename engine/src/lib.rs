@@ -3,8 +3,9 @@
 //! The engine owns everything that is persisted: blob bytes (through a
 //! [`store::BlobStore`]), and the RocksDB index of blobs, repository links,
 //! manifests, tags, referrers, upload sessions, the chart repository index,
-//! and accounts, projects and their members (see [`keys`] for the keyspace;
-//! [`accounts`] for the permission model, [`token`] for the bearer token
+//! and accounts, projects and their members (see [`keys`] for the keyspace,
+//! [`records`] for the values, `index.rs` for the only code that touches
+//! RocksDB; [`accounts`] for the permission model, [`token`] for the bearer token
 //! format). It knows nothing of HTTP or of OCI's JSON wire formats: the
 //! server parses requests into the typed arguments taken here.
 //!
@@ -24,6 +25,7 @@ mod error;
 pub mod fsck;
 pub mod gc;
 pub mod host;
+mod index;
 pub mod keys;
 mod manifests;
 pub mod metrics;

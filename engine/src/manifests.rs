@@ -4,15 +4,19 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use rocksdb::WriteBatch;
-
 use crate::charts::{chart_repo_parts, ChartChanges, ChartEntry, ChartId, ChartWrite};
 use crate::digest::{Algorithm, Digest};
 use crate::engine::{Engine, Inner};
 use crate::error::{ManifestError, StorageError};
-use crate::keys;
+use crate::index::Batch;
+use crate::keys::{
+    BlobKey, BodyKey, ChartKey, LinkKey, ManifestKey, ReferrerKey, RepoManifestKey, TagKey,
+};
 use crate::names::{Reference, RepoName, Tag};
-use crate::records::{self, BlobRecord, BlobState, Count, ManifestRecord, RepoManifestRecord};
+use crate::records::{
+    self, BlobRecord, BlobState, Count, Empty, ManifestBody, ManifestRecord, RepoManifestRecord,
+    TagRecord,
+};
 
 /// A manifest to store, already parsed by the caller. The parsed fields
 /// (`blobs`, `manifests`, `subject`, `artifact_type`, `annotations`) are
@@ -94,7 +98,7 @@ impl<'a> Pending<'a> {
     /// holds the write lock.
     pub(crate) fn link_blob(
         &mut self,
-        batch: &mut WriteBatch,
+        batch: &mut Batch,
         repo: &RepoName,
         d: &Digest,
         mut rec: BlobRecord,
@@ -108,10 +112,7 @@ impl<'a> Pending<'a> {
 
     fn blob(&mut self, d: &Digest) -> Result<Option<&mut BlobRecord>, StorageError> {
         if !self.blobs.contains_key(d) {
-            match self
-                .inner
-                .get::<BlobRecord>(keys::CF_BLOBS, &keys::digest_key(d))?
-            {
+            match self.inner.index.get(&BlobKey(d.clone()))? {
                 Some(r) => {
                     self.blobs.insert(d.clone(), r);
                 }
@@ -127,27 +128,25 @@ impl<'a> Pending<'a> {
         d: &Digest,
     ) -> Result<&mut Option<RepoManifestRecord>, StorageError> {
         if !self.repo_manifests.contains_key(d) {
-            let r = self.inner.get::<RepoManifestRecord>(
-                keys::CF_REPO_MANIFESTS,
-                &keys::repo_manifest_key(repo, d),
-            )?;
+            let r = self
+                .inner
+                .index
+                .get(&RepoManifestKey(repo.clone(), d.clone()))?;
             self.repo_manifests.insert(d.clone(), r);
         }
         Ok(self.repo_manifests.entry(d.clone()).or_insert(None))
     }
 
-    pub(crate) fn write(self, repo: &RepoName, batch: &mut WriteBatch) {
+    pub(crate) fn write(self, repo: &RepoName, batch: &mut Batch) {
         let inner = self.inner;
         for (d, rec) in self.blobs {
             inner.put_blob_record(batch, &d, &rec);
         }
         for (d, rec) in self.repo_manifests {
-            let key = keys::repo_manifest_key(repo, &d);
+            let key = RepoManifestKey(repo.clone(), d);
             match rec {
-                Some(r) => {
-                    batch.put_cf(&inner.cf(keys::CF_REPO_MANIFESTS), key, records::encode(&r))
-                }
-                None => batch.delete_cf(&inner.cf(keys::CF_REPO_MANIFESTS), key),
+                Some(r) => batch.put(&key, &r),
+                None => batch.delete(&key),
             }
         }
     }
@@ -169,18 +168,10 @@ impl Inner {
     ) -> Result<Option<Digest>, StorageError> {
         match reference {
             Reference::Digest(d) => Ok(Some(d.clone())),
-            Reference::Tag(t) => match self.get_raw(keys::CF_TAGS, &keys::tag_key(repo, t))? {
-                None => Ok(None),
-                Some(v) => {
-                    let s = String::from_utf8_lossy(&v);
-                    Digest::parse(&s)
-                        .map(Some)
-                        .map_err(|e| StorageError::Corrupt {
-                            what: format!("tags/{repo}/{t}"),
-                            detail: e.to_string(),
-                        })
-                }
-            },
+            Reference::Tag(t) => Ok(self
+                .index
+                .get(&TagKey(repo.clone(), t.clone()))?
+                .map(|TagRecord(d)| d)),
         }
     }
 
@@ -191,7 +182,7 @@ impl Inner {
         &self,
         pending: &mut Pending<'_>,
         charts: &mut ChartChanges,
-        batch: &mut WriteBatch,
+        batch: &mut Batch,
         repo: &RepoName,
         tag: &Tag,
         digest: &Digest,
@@ -204,15 +195,14 @@ impl Inner {
             if let Some(r) = pending.repo_manifest(repo, &old)? {
                 Count::Tags.down(&mut r.tags, || format!("manifest {repo}@{old}"))?;
             }
-            self.unindex_chart_tag(charts, batch, repo, tag.as_str(), &old)?;
+            self.unindex_chart_tag(charts, batch, repo, tag, &old)?;
         }
         if let Some(r) = pending.repo_manifest(repo, digest)? {
             Count::Tags.up(&mut r.tags, || format!("manifest {repo}@{digest}"))?;
         }
-        batch.put_cf(
-            &self.cf(keys::CF_TAGS),
-            keys::tag_key(repo, tag),
-            digest.as_str().as_bytes(),
+        batch.put(
+            &TagKey(repo.clone(), tag.clone()),
+            &TagRecord(digest.clone()),
         );
         Ok(())
     }
@@ -228,7 +218,7 @@ impl Inner {
     pub(crate) fn remove_manifest(
         &self,
         pending: &mut Pending<'_>,
-        batch: &mut WriteBatch,
+        batch: &mut Batch,
         charts: &mut ChartChanges,
         repo: &RepoName,
         digest: &Digest,
@@ -238,24 +228,22 @@ impl Inner {
             return Ok(());
         };
         if rm.tags > 0 {
-            let prefix = keys::repo_prefix(repo);
-            for r in self.scan(keys::CF_TAGS, &prefix, &prefix) {
-                let (k, v) = r?;
-                if v.as_ref() == digest.as_str().as_bytes() {
-                    if let Some(tag) = keys::suffix(&k, &prefix) {
-                        self.unindex_chart_tag(charts, batch, repo, tag, digest)?;
-                    }
-                    batch.delete_cf(&self.cf(keys::CF_TAGS), k);
+            for r in self.index.scan(TagKey::of_repo(repo)) {
+                let (key, TagRecord(target)) = r?;
+                if &target == digest {
+                    self.unindex_chart_tag(charts, batch, repo, &key.1, digest)?;
+                    batch.delete(&key);
                 }
             }
         }
-        let mkey = keys::digest_key(digest);
-        let mrec: ManifestRecord =
-            self.get(keys::CF_MANIFESTS, &mkey)?
-                .ok_or_else(|| StorageError::Corrupt {
-                    what: format!("manifests/{digest}"),
-                    detail: format!("linked in {repo} but its record is missing"),
-                })?;
+        let mkey = ManifestKey(digest.clone());
+        let mrec: ManifestRecord = self
+            .index
+            .get(&mkey)?
+            .ok_or_else(|| StorageError::Corrupt {
+                what: format!("manifests/{digest}"),
+                detail: format!("linked in {repo} but its record is missing"),
+            })?;
         for b in &mrec.blobs {
             if let Some(rec) = pending.blob(b)? {
                 Count::Refcount.down(&mut rec.refcount, || format!("blob {b}"))?;
@@ -268,18 +256,19 @@ impl Inner {
             }
         }
         if let Some(subject) = &mrec.subject {
-            batch.delete_cf(
-                &self.cf(keys::CF_REFERRERS),
-                keys::referrer_key(repo, subject, digest),
-            );
+            batch.delete(&ReferrerKey {
+                repo: repo.clone(),
+                subject: subject.clone(),
+                referrer: digest.clone(),
+            });
         }
         let mut m = mrec;
         Count::Repos.down(&mut m.repos, || format!("manifest {digest}"))?;
         if m.repos == 0 {
-            batch.delete_cf(&self.cf(keys::CF_MANIFESTS), &mkey);
-            batch.delete_cf(&self.cf(keys::CF_BODIES), &mkey);
+            batch.delete(&mkey);
+            batch.delete(&BodyKey(digest.clone()));
         } else {
-            batch.put_cf(&self.cf(keys::CF_MANIFESTS), &mkey, records::encode(&m));
+            batch.put(&mkey, &m);
         }
         *pending.repo_manifest(repo, digest)? = None;
         Ok(())
@@ -359,7 +348,7 @@ impl Inner {
         &self,
         pending: &mut Pending<'_>,
         charts: &mut ChartChanges,
-        batch: &mut WriteBatch,
+        batch: &mut Batch,
         repo: &RepoName,
         put: ManifestPut,
         checked: CheckedPut,
@@ -373,10 +362,7 @@ impl Inner {
             chart,
         } = checked;
         if let (Some(id), Some(entry)) = (&chart, &put.chart) {
-            if let Some(old) = inner.get::<records::ChartRecord>(
-                keys::CF_CHARTS,
-                &keys::chart_key(id.project(), id.name(), id.version()),
-            )? {
+            if let Some(old) = inner.index.get(&ChartKey(id.clone()))? {
                 match entry.write {
                     ChartWrite::Create => {
                         return Err(ManifestError::ChartExists {
@@ -402,8 +388,8 @@ impl Inner {
         // record's lists, the ones `remove_manifest` releases. A PUT that
         // interprets the bytes as another media type is refused; this
         // request's parse is used only when no record exists.
-        let mkey = keys::digest_key(&digest);
-        let stored = inner.get::<ManifestRecord>(keys::CF_MANIFESTS, &mkey)?;
+        let mkey = ManifestKey(digest.clone());
+        let stored = inner.index.get(&mkey)?;
         if let Some(r) = &stored {
             if r.media_type != put.media_type {
                 return Err(ManifestError::MediaTypeConflict {
@@ -418,7 +404,7 @@ impl Inner {
             let mut mrec = match stored {
                 Some(r) => r,
                 None => {
-                    batch.put_cf(&inner.cf(keys::CF_BODIES), &mkey, &put.body);
+                    batch.put(&BodyKey(digest.clone()), &ManifestBody(put.body.clone()));
                     ManifestRecord {
                         media_type: put.media_type.clone(),
                         size: put.body.len() as u64,
@@ -434,9 +420,7 @@ impl Inner {
             };
             for b in &mrec.blobs {
                 if !pending.linked.contains(b)
-                    && inner
-                        .get_raw(keys::CF_LINKS, &keys::link_key(repo, b))?
-                        .is_none()
+                    && !inner.index.contains(&LinkKey(repo.clone(), b.clone()))?
                 {
                     return Err(ManifestError::BlobUnknown {
                         repo: repo.to_string(),
@@ -477,17 +461,20 @@ impl Inner {
                 }
             }
             Count::Repos.up(&mut mrec.repos, || format!("manifest {digest}"))?;
-            batch.put_cf(&inner.cf(keys::CF_MANIFESTS), &mkey, records::encode(&mrec));
+            batch.put(&mkey, &mrec);
             *pending.repo_manifest(repo, &digest)? = Some(RepoManifestRecord {
                 created_ms: now,
                 tags: 0,
                 parents: 0,
             });
             if let Some(subject) = &mrec.subject {
-                batch.put_cf(
-                    &inner.cf(keys::CF_REFERRERS),
-                    keys::referrer_key(repo, subject, &digest),
-                    b"",
+                batch.put(
+                    &ReferrerKey {
+                        repo: repo.clone(),
+                        subject: subject.clone(),
+                        referrer: digest.clone(),
+                    },
+                    &Empty,
                 );
             }
             inner.ensure_repo(batch, repo, now)?;
@@ -527,7 +514,7 @@ impl Engine {
         let checked = check_put(repo, &mut put)?;
         let _g = inner.lock()?;
         let now = records::now_ms();
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         let mut pending = Pending::new(inner);
         let mut charts = ChartChanges::new(project_of(repo));
         let digest = inner.manifest_into_batch(
@@ -555,20 +542,16 @@ impl Engine {
         let Some(digest) = inner.resolve(repo, reference)? else {
             return Ok(None);
         };
-        if inner
-            .get_raw(
-                keys::CF_REPO_MANIFESTS,
-                &keys::repo_manifest_key(repo, &digest),
-            )?
-            .is_none()
+        if !inner
+            .index
+            .contains(&RepoManifestKey(repo.clone(), digest.clone()))?
         {
             return Ok(None);
         }
-        let key = keys::digest_key(&digest);
-        let rec: Option<ManifestRecord> = inner.get(keys::CF_MANIFESTS, &key)?;
-        let body = inner.get_raw(keys::CF_BODIES, &key)?;
+        let rec = inner.index.get(&ManifestKey(digest.clone()))?;
+        let body = inner.index.get(&BodyKey(digest.clone()))?;
         match (rec, body) {
-            (Some(rec), Some(body)) => Ok(Some(Manifest {
+            (Some(rec), Some(ManifestBody(body))) => Ok(Some(Manifest {
                 digest,
                 media_type: rec.media_type,
                 body: body.into(),
@@ -596,14 +579,14 @@ impl Engine {
         let Some(digest) = inner.resolve(repo, &Reference::Tag(tag.clone()))? else {
             return Ok(false);
         };
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         let mut pending = Pending::new(inner);
         let mut charts = ChartChanges::new(project_of(repo));
         if let Some(r) = pending.repo_manifest(repo, &digest)? {
             Count::Tags.down(&mut r.tags, || format!("manifest {repo}@{digest}"))?;
         }
-        inner.unindex_chart_tag(&mut charts, &mut batch, repo, tag.as_str(), &digest)?;
-        batch.delete_cf(&inner.cf(keys::CF_TAGS), keys::tag_key(repo, tag));
+        inner.unindex_chart_tag(&mut charts, &mut batch, repo, tag, &digest)?;
+        batch.delete(&TagKey(repo.clone(), tag.clone()));
         pending.write(repo, &mut batch);
         charts.write(inner, &mut batch, records::now_ms())?;
         inner.commit(_g, batch)?;
@@ -637,29 +620,19 @@ impl Engine {
         limit: usize,
     ) -> Result<(Vec<Referrer>, Option<Digest>), ManifestError> {
         let inner = &self.inner;
-        let prefix = keys::referrers_prefix(repo, subject);
-        let start = match after {
-            Some(d) => {
-                let mut k = keys::referrer_key(repo, subject, d);
-                k.push(0); // strictly after `d`
-                k
-            }
-            None => prefix.clone(),
+        let scan = match after {
+            Some(d) => ReferrerKey::of_subject_after(repo, subject, d),
+            None => ReferrerKey::of_subject(repo, subject),
         };
         let mut out = Vec::new();
         let mut last: Option<Digest> = None;
-        for (read, r) in inner.scan(keys::CF_REFERRERS, &prefix, &start).enumerate() {
-            let (k, _) = r?;
+        for (read, r) in inner.index.scan_keys(scan).enumerate() {
             if read == limit {
                 return Ok((out, last));
             }
-            let Some(d) = keys::suffix(&k, &prefix).and_then(|s| Digest::parse(s).ok()) else {
-                continue;
-            };
+            let d = r?.referrer;
             last = Some(d.clone());
-            let Some(rec) =
-                inner.get::<ManifestRecord>(keys::CF_MANIFESTS, &keys::digest_key(&d))?
-            else {
+            let Some(rec) = inner.index.get(&ManifestKey(d.clone()))? else {
                 continue;
             };
             if artifact_type.is_some_and(|t| rec.artifact_type.as_deref() != Some(t)) {
@@ -678,8 +651,7 @@ impl Engine {
 
     /// The index record of a manifest's content (tools, tests).
     pub fn manifest_record(&self, digest: &Digest) -> Result<Option<ManifestRecord>, StorageError> {
-        self.inner
-            .get(keys::CF_MANIFESTS, &keys::digest_key(digest))
+        self.inner.index.get(&ManifestKey(digest.clone()))
     }
 
     /// The per-repository record of a manifest (tools, tests).
@@ -688,10 +660,9 @@ impl Engine {
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<Option<RepoManifestRecord>, StorageError> {
-        self.inner.get(
-            keys::CF_REPO_MANIFESTS,
-            &keys::repo_manifest_key(repo, digest),
-        )
+        self.inner
+            .index
+            .get(&RepoManifestKey(repo.clone(), digest.clone()))
     }
 }
 
@@ -708,7 +679,7 @@ impl Inner {
         untagged_only: bool,
     ) -> Result<bool, StorageError> {
         let _g = self.lock()?;
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         let mut pending = Pending::new(self);
         let Some(rm) = pending.repo_manifest(repo, digest)?.clone() else {
             return Ok(false);
@@ -731,15 +702,9 @@ impl Inner {
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<bool, StorageError> {
-        let rec: Option<ManifestRecord> =
-            self.get(keys::CF_MANIFESTS, &keys::digest_key(digest))?;
+        let rec = self.index.get(&ManifestKey(digest.clone()))?;
         match rec.and_then(|m| m.subject) {
-            Some(subject) => Ok(self
-                .get_raw(
-                    keys::CF_REPO_MANIFESTS,
-                    &keys::repo_manifest_key(repo, &subject),
-                )?
-                .is_some()),
+            Some(subject) => self.index.contains(&RepoManifestKey(repo.clone(), subject)),
             None => Ok(false),
         }
     }

@@ -1,8 +1,14 @@
-//! Index values: one record type per column family (see [`crate::keys`]).
+//! Index values: one record type per key type (see [`crate::keys`]), each
+//! implementing [`Record`]. This module is the only code that builds or
+//! parses value bytes.
 //!
-//! Every record is encoded as one version byte followed by its JSON form.
-//! JSON keeps records readable in `berthctl` dumps and tolerant of added
-//! fields; records are small, and RocksDB compresses blocks with lz4.
+//! Most records are one version byte followed by their JSON form. JSON
+//! keeps records readable in `berthctl` dumps and tolerant of added fields;
+//! records are small, and RocksDB compresses blocks with lz4. The rest keep
+//! the raw layouts they always had: a tag's target digest string
+//! ([`TagRecord`]), a manifest's bytes ([`ManifestBody`]), no bytes at all
+//! ([`Empty`]), big-endian integers in `meta` ([`FormatVersion`], [`Seq`]),
+//! the marker `1` ([`Marker`]) and the legacy token seed ([`TokenSeed`]).
 
 use std::collections::BTreeMap;
 
@@ -12,37 +18,181 @@ use serde::{Deserialize, Serialize};
 use crate::digest::{Algorithm, Digest};
 use crate::error::StorageError;
 
-/// Version byte in front of every record written by this code.
+/// Version byte in front of every JSON record written by this code.
 const RECORD_VERSION: u8 = 1;
 
-/// Encodes a record value.
-pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+/// An index value. Every key type in [`crate::keys`] names the one record
+/// type stored under it, and the index reads and writes values only through
+/// this trait: no value bytes are built or parsed elsewhere.
+pub trait Record: Sized {
+    /// The value's bytes.
+    fn encode(&self) -> Vec<u8>;
+    /// Parses value bytes; the error says what is wrong (the index names
+    /// the key in [`StorageError::Corrupt`]).
+    fn decode(bytes: &[u8]) -> Result<Self, String>;
+}
+
+/// Encodes a JSON record: the version byte, then the JSON.
+fn encode_json<T: Serialize>(value: &T) -> Vec<u8> {
     let mut out = vec![RECORD_VERSION];
     // Serializing these plain structs to a Vec cannot fail.
     serde_json::to_writer(&mut out, value).expect("record serialization is infallible");
     out
 }
 
-/// Decodes a record value; `what` names the record in the error.
-pub fn decode<T: DeserializeOwned>(
-    bytes: &[u8],
-    what: impl FnOnce() -> String,
-) -> Result<T, StorageError> {
+/// Decodes a JSON record.
+fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     match bytes.split_first() {
-        Some((&RECORD_VERSION, body)) => {
-            serde_json::from_slice(body).map_err(|e| StorageError::Corrupt {
-                what: what(),
-                detail: e.to_string(),
-            })
+        Some((&RECORD_VERSION, body)) => serde_json::from_slice(body).map_err(|e| e.to_string()),
+        Some((v, _)) => Err(format!("unknown record version {v}")),
+        None => Err("empty record".into()),
+    }
+}
+
+/// The records stored as a version byte and JSON.
+macro_rules! json_records {
+    ($($t:ty),* $(,)?) => {
+        $(impl Record for $t {
+            fn encode(&self) -> Vec<u8> {
+                encode_json(self)
+            }
+            fn decode(bytes: &[u8]) -> Result<Self, String> {
+                decode_json(bytes)
+            }
+        })*
+    };
+}
+
+json_records!(
+    BlobRecord,
+    LinkRecord,
+    ManifestRecord,
+    RepoManifestRecord,
+    UploadRecord,
+    RepoRecord,
+    UserRecord,
+    ProjectRecord,
+    MemberRecord,
+    RobotRecord,
+    ChartRecord,
+    ChartRepoRecord,
+);
+
+/// An empty value: the key alone is the fact (`blob_repos`, `referrers`,
+/// `gc_candidates`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Empty;
+
+impl Record for Empty {
+    fn encode(&self) -> Vec<u8> {
+        Vec::new()
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, String> {
+        if bytes.is_empty() {
+            Ok(Empty)
+        } else {
+            Err(format!("{} bytes where none belong", bytes.len()))
         }
-        Some((v, _)) => Err(StorageError::Corrupt {
-            what: what(),
-            detail: format!("unknown record version {v}"),
-        }),
-        None => Err(StorageError::Corrupt {
-            what: what(),
-            detail: "empty record".into(),
-        }),
+    }
+}
+
+/// `bodies`: a manifest's bytes exactly as pushed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManifestBody(pub Vec<u8>);
+
+impl Record for ManifestBody {
+    fn encode(&self) -> Vec<u8> {
+        self.0.clone()
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, String> {
+        Ok(ManifestBody(bytes.to_vec()))
+    }
+}
+
+/// `tags`: the manifest a tag points at, stored as the digest string.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TagRecord(pub Digest);
+
+impl Record for TagRecord {
+    fn encode(&self) -> Vec<u8> {
+        self.0.as_str().as_bytes().to_vec()
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let s = std::str::from_utf8(bytes).map_err(|_| "tag target is not UTF-8".to_owned())?;
+        Digest::parse(s)
+            .map(TagRecord)
+            .map_err(|e| format!("tag target: {e}"))
+    }
+}
+
+/// `meta/format`: the index format version, u32 big-endian.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FormatVersion(pub u32);
+
+impl Record for FormatVersion {
+    fn encode(&self) -> Vec<u8> {
+        self.0.to_be_bytes().to_vec()
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let b: [u8; 4] = bytes
+            .try_into()
+            .map_err(|_| format!("{} bytes, not a u32", bytes.len()))?;
+        Ok(FormatVersion(u32::from_be_bytes(b)))
+    }
+}
+
+/// `meta/seq…`: the last id handed out, u64 big-endian.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Seq(pub u64);
+
+impl Record for Seq {
+    fn encode(&self) -> Vec<u8> {
+        self.0.to_be_bytes().to_vec()
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let b: [u8; 8] = bytes
+            .try_into()
+            .map_err(|_| format!("{} bytes, not a u64", bytes.len()))?;
+        Ok(Seq(u64::from_be_bytes(b)))
+    }
+}
+
+/// A present-or-absent flag in `meta`, stored as `"1"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Marker;
+
+impl Record for Marker {
+    fn encode(&self) -> Vec<u8> {
+        b"1".to_vec()
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, String> {
+        if bytes == b"1" {
+            Ok(Marker)
+        } else {
+            Err("marker is not \"1\"".into())
+        }
+    }
+}
+
+/// `meta/token_key` (legacy): a 32-byte Ed25519 seed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenSeed(pub [u8; 32]);
+
+impl std::fmt::Debug for TokenSeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenSeed(..)")
+    }
+}
+
+impl Record for TokenSeed {
+    fn encode(&self) -> Vec<u8> {
+        self.0.to_vec()
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, String> {
+        bytes
+            .try_into()
+            .map(TokenSeed)
+            .map_err(|_| format!("{} bytes, not 32", bytes.len()))
     }
 }
 
@@ -350,30 +500,30 @@ mod tests {
     #[test]
     fn version_1_fixtures_decode() {
         let blob = b"\x01{\"size\":5,\"tier\":\"local\",\"refcount\":2,\"links\":1,\"state\":\"active\",\"created_ms\":1,\"touched_ms\":2}";
-        let rec: BlobRecord = decode(blob, || "blob".into()).unwrap();
+        let rec = BlobRecord::decode(blob).unwrap();
         assert_eq!(rec.size, 5);
         assert_eq!(rec.refcount, 2);
-        assert_eq!(encode(&rec), blob.to_vec());
+        assert_eq!(rec.encode(), blob.to_vec());
 
         let up = b"\x01{\"repo\":\"a/b\",\"algorithm\":\"sha256\",\"offset\":7,\"created_ms\":1,\"updated_ms\":2}";
-        let rec: UploadRecord = decode(up, || "upload".into()).unwrap();
+        let rec = UploadRecord::decode(up).unwrap();
         assert_eq!(rec.algorithm, Algorithm::Sha256);
-        assert_eq!(encode(&rec), up.to_vec());
+        assert_eq!(rec.encode(), up.to_vec());
 
         let hex = "a".repeat(64);
         let chart = format!(
             "\x01{{\"metadata\":\"{{\\\"name\\\":\\\"c\\\"}}\",\"chart\":{{\"digest\":\"sha256:{hex}\",\"size\":3}},\"manifest\":\"sha256:{hex}\",\"created_ms\":4}}"
         );
-        let rec: ChartRecord = decode(chart.as_bytes(), || "chart".into()).unwrap();
+        let rec = ChartRecord::decode(chart.as_bytes()).unwrap();
         assert_eq!(rec.metadata, r#"{"name":"c"}"#);
         assert_eq!(rec.chart.size, 3);
         assert_eq!(rec.prov, None);
-        assert_eq!(encode(&rec), chart.as_bytes().to_vec());
+        assert_eq!(rec.encode(), chart.as_bytes().to_vec());
 
         let repo = b"\x01{\"generation\":7,\"updated_ms\":8,\"versions\":2}";
-        let rec: ChartRepoRecord = decode(repo, || "chart repo".into()).unwrap();
+        let rec = ChartRepoRecord::decode(repo).unwrap();
         assert_eq!(rec.generation, 7);
-        assert_eq!(encode(&rec), repo.to_vec());
+        assert_eq!(rec.encode(), repo.to_vec());
     }
 
     /// Fixture: version-1 account records.
@@ -381,31 +531,61 @@ mod tests {
     fn version_1_account_fixtures_decode() {
         let user =
             b"\x01{\"id\":1,\"password_hash\":\"$argon2id$x\",\"admin\":true,\"created_ms\":5}";
-        let rec: UserRecord = decode(user, || "user".into()).unwrap();
+        let rec = UserRecord::decode(user).unwrap();
         assert!(rec.admin);
-        assert_eq!(encode(&rec), user.to_vec());
+        assert_eq!(rec.encode(), user.to_vec());
 
         let project = b"\x01{\"id\":2,\"public\":false,\"owner\":\"alice\",\"created_ms\":5}";
-        let rec: ProjectRecord = decode(project, || "project".into()).unwrap();
+        let rec = ProjectRecord::decode(project).unwrap();
         assert!(!rec.public);
-        assert_eq!(encode(&rec), project.to_vec());
+        assert_eq!(rec.encode(), project.to_vec());
 
         let member = b"\x01{\"id\":3,\"role\":2,\"created_ms\":5}";
-        let rec: MemberRecord = decode(member, || "member".into()).unwrap();
+        let rec = MemberRecord::decode(member).unwrap();
         assert_eq!(rec.role, 2);
-        assert_eq!(encode(&rec), member.to_vec());
+        assert_eq!(rec.encode(), member.to_vec());
 
         let robot = b"\x01{\"id\":4,\"project\":\"p\",\"actions\":[\"pull\"],\"secret_sha256\":\"ab\",\"expires_ms\":9,\"created_ms\":5}";
-        let rec: RobotRecord = decode(robot, || "robot".into()).unwrap();
+        let rec = RobotRecord::decode(robot).unwrap();
         assert_eq!(rec.expires_ms, Some(9));
-        assert_eq!(encode(&rec), robot.to_vec());
+        assert_eq!(rec.encode(), robot.to_vec());
+    }
+
+    /// Fixture: the records that are not JSON, byte for byte as written
+    /// before they had types. A change that breaks these is an index format
+    /// change.
+    #[test]
+    fn raw_record_fixtures() {
+        let hex = "a".repeat(64);
+        let d = Digest::parse(&format!("sha256:{hex}")).unwrap();
+        let tag = TagRecord(d.clone());
+        assert_eq!(tag.encode(), format!("sha256:{hex}").into_bytes());
+        assert_eq!(TagRecord::decode(&tag.encode()), Ok(tag));
+        assert!(TagRecord::decode(b"sha256:abc").is_err());
+        assert!(TagRecord::decode(b"\xff").is_err());
+
+        assert_eq!(Empty.encode(), b"");
+        assert_eq!(Empty::decode(b""), Ok(Empty));
+        assert!(Empty::decode(b"x").is_err());
+
+        assert_eq!(ManifestBody(b"{}".to_vec()).encode(), b"{}");
+        assert_eq!(FormatVersion(1).encode(), [0, 0, 0, 1]);
+        assert_eq!(FormatVersion::decode(&[0, 0, 0, 1]), Ok(FormatVersion(1)));
+        assert!(FormatVersion::decode(&[1]).is_err());
+        assert_eq!(Seq(258).encode(), [0, 0, 0, 0, 0, 0, 1, 2]);
+        assert_eq!(Seq::decode(&[0, 0, 0, 0, 0, 0, 1, 2]), Ok(Seq(258)));
+        assert!(Seq::decode(&[0; 4]).is_err());
+        assert_eq!(Marker.encode(), b"1");
+        assert!(Marker::decode(b"0").is_err());
+        assert_eq!(TokenSeed([7; 32]).encode(), [7; 32]);
+        assert_eq!(TokenSeed::decode(&[7; 32]), Ok(TokenSeed([7; 32])));
+        assert!(TokenSeed::decode(&[7; 31]).is_err());
     }
 
     #[test]
     fn bad_records_are_corrupt_errors() {
         for bad in [&b""[..], b"\x02{}", b"\x01{", b"\x01{\"size\":1}"] {
-            let r: Result<BlobRecord, _> = decode(bad, || "blob x".into());
-            assert!(matches!(r, Err(StorageError::Corrupt { .. })), "{bad:?}");
+            assert!(BlobRecord::decode(bad).is_err(), "{bad:?}");
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::engine::Engine;
 use crate::error::StorageError;
-use crate::keys;
+use crate::keys::{RepoKey, TagKey, WholeFamily};
 use crate::names::RepoName;
 
 /// Where a catalog read starts.
@@ -27,10 +27,7 @@ pub struct Page {
 impl Engine {
     /// True if `repo` has ever held a blob link or manifest.
     pub fn repo_exists(&self, repo: &RepoName) -> Result<bool, StorageError> {
-        Ok(self
-            .inner
-            .get_raw(keys::CF_REPOS, &keys::repo_key(repo))?
-            .is_some())
+        self.inner.index.contains(&RepoKey(repo.clone()))
     }
 
     /// Tags of `repo` in lexical (byte) order, strictly after `last`, at most `n`.
@@ -40,13 +37,15 @@ impl Engine {
         last: Option<&str>,
         n: usize,
     ) -> Result<Page, StorageError> {
-        let prefix = keys::repo_prefix(repo);
-        let mut start = prefix.clone();
-        if let Some(l) = last {
-            start.extend_from_slice(l.as_bytes());
-            start.push(0); // strictly after `last`
-        }
-        self.page(keys::CF_TAGS, &prefix, &start, n)
+        let scan = match last {
+            Some(l) => TagKey::of_repo_after(repo, l),
+            None => TagKey::of_repo(repo),
+        };
+        let keys = self.inner.index.scan_keys(scan);
+        page(
+            keys.map(|r| r.map(|TagKey(_, tag)| tag.as_str().to_owned())),
+            n,
+        )
     }
 
     /// Repository names in lexical order, strictly after `last`, at most `n`.
@@ -58,40 +57,31 @@ impl Engine {
     /// Repository names in lexical order from `from`, at most `n`: one
     /// bounded index read (at most `n + 1` keys).
     pub fn catalog_from(&self, from: &CatalogFrom, n: usize) -> Result<Page, StorageError> {
-        let start = match from {
-            CatalogFrom::Start => Vec::new(),
-            CatalogFrom::After(l) => {
-                let mut s = l.as_bytes().to_vec();
-                s.push(0); // strictly after `l`
-                s
-            }
-            CatalogFrom::AfterProject(p) => {
-                // `p0` is the first key after every `p/…` ('0' follows '/').
-                let mut s = p.as_bytes().to_vec();
-                s.push(b'/' + 1);
-                s
-            }
+        let scan = match from {
+            CatalogFrom::Start => RepoKey::all(),
+            CatalogFrom::After(l) => RepoKey::after(l),
+            CatalogFrom::AfterProject(p) => RepoKey::after_project(p),
         };
-        self.page(keys::CF_REPOS, b"", &start, n)
+        let keys = self.inner.index.scan_keys(scan);
+        page(
+            keys.map(|r| r.map(|RepoKey(repo)| repo.as_str().to_owned())),
+            n,
+        )
     }
+}
 
-    fn page(
-        &self,
-        cf: &'static str,
-        prefix: &[u8],
-        start: &[u8],
-        n: usize,
-    ) -> Result<Page, StorageError> {
-        let mut items = Vec::new();
-        for r in self.inner.scan(cf, prefix, start) {
-            let (k, _) = r?;
-            if items.len() == n {
-                return Ok(Page { items, more: true });
-            }
-            if let Some(s) = keys::suffix(&k, prefix) {
-                items.push(s.to_owned());
-            }
+/// Up to `n` names from `names`, and whether more follow (at most `n + 1`
+/// read).
+fn page(
+    names: impl Iterator<Item = Result<String, StorageError>>,
+    n: usize,
+) -> Result<Page, StorageError> {
+    let mut items = Vec::new();
+    for name in names {
+        if items.len() == n {
+            return Ok(Page { items, more: true });
         }
-        Ok(Page { items, more: false })
+        items.push(name?);
     }
+    Ok(Page { items, more: false })
 }

@@ -18,15 +18,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rocksdb::WriteBatch;
-
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::engine::{Engine, Inner};
 use crate::error::{StorageError, UploadError};
-use crate::keys;
+use crate::index::Batch;
+use crate::keys::{BlobKey, BlobRepoKey, LinkKey, RepoKey, UploadKey, WholeFamily};
 use crate::names::RepoName;
 use crate::records::{
-    self, BlobInfo, BlobRecord, BlobState, Count, LinkRecord, RepoRecord, Tier, UploadRecord,
+    self, BlobInfo, BlobRecord, BlobState, Count, Empty, LinkRecord, RepoRecord, Tier, UploadRecord,
 };
 use crate::store::{PutMode, Staged, StoreError};
 
@@ -68,7 +67,7 @@ impl Inner {
         if !valid_upload_id(id) {
             return Err(not_found());
         }
-        match self.get::<UploadRecord>(keys::CF_UPLOADS, &keys::upload_key(id))? {
+        match self.index.get(&UploadKey(id.to_owned()))? {
             Some(r) if r.repo == repo.as_str() => Ok(r),
             _ => Err(not_found()),
         }
@@ -144,18 +143,27 @@ impl Inner {
     /// Startup recovery of upload sessions, deciding by the store's staged
     /// ids: cut every session's staged blob back to its durable offset
     /// (dropping unacknowledged tails), drop records whose staged blob is
-    /// gone (or shorter than the offset), and abort staged ids that have no
-    /// record. IMPORTANT: the store never hands out a staged blob that is
+    /// gone (or shorter than the offset) or whose key is not an upload id,
+    /// and abort staged ids that have no record. IMPORTANT: the store never hands out a staged blob that is
     /// also a published one (`open_staged`), so the cut can only shorten
     /// bytes no blob owns.
     pub(crate) fn recover_uploads(&self) -> Result<(), StorageError> {
         let mut live = std::collections::HashSet::new();
         let mut owners: HashMap<String, u64> = HashMap::new();
         let mut dead = Vec::new();
-        for r in self.scan(keys::CF_UPLOADS, b"", b"") {
-            let (k, v) = r?;
-            let id = String::from_utf8_lossy(&k).into_owned();
-            let rec: UploadRecord = records::decode(&v, || format!("uploads/{id}"))?;
+        let mut corrupt = Vec::new();
+        for r in self.index.scan(UploadKey::all()) {
+            let (UploadKey(id), rec) = match r {
+                Ok(entry) => entry,
+                // Not an upload id: it names no staged blob, like a
+                // record whose staged blob is gone.
+                Err(StorageError::CorruptKey(k)) => {
+                    tracing::warn!(key = %k, "upload record under a corrupt key; dropping it");
+                    corrupt.push(k);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let Some(staged) = self.store.open_staged(&id).map_err(|e| self.store_err(e))? else {
                 tracing::warn!(upload = %id, "staged upload missing; dropping session");
                 dead.push(id);
@@ -179,11 +187,14 @@ impl Inner {
             live.insert(id);
         }
         *self.upload_owners.lock().unwrap_or_else(|p| p.into_inner()) = owners;
-        if !dead.is_empty() {
+        if !dead.is_empty() || !corrupt.is_empty() {
             let _g = self.lock()?;
-            let mut b = WriteBatch::default();
-            for id in &dead {
-                b.delete_cf(&self.cf(keys::CF_UPLOADS), keys::upload_key(id));
+            let mut b = Batch::default();
+            for id in dead {
+                b.delete(&UploadKey(id));
+            }
+            for k in &corrupt {
+                b.delete_corrupt(k);
             }
             self.commit(_g, b)?;
         }
@@ -203,10 +214,8 @@ impl Inner {
         let cutoff =
             records::now_ms().saturating_sub(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
         let mut expired = Vec::new();
-        for r in self.scan(keys::CF_UPLOADS, b"", b"") {
-            let (k, v) = r?;
-            let id = String::from_utf8_lossy(&k).into_owned();
-            let rec: UploadRecord = records::decode(&v, || format!("uploads/{id}"))?;
+        for r in self.index.scan(UploadKey::all()) {
+            let (UploadKey(id), rec) = r?;
             if rec.updated_ms < cutoff {
                 expired.push((id, rec));
             }
@@ -238,8 +247,8 @@ impl Inner {
         }
         {
             let _g = self.lock()?;
-            let mut b = WriteBatch::default();
-            b.delete_cf(&self.cf(keys::CF_UPLOADS), keys::upload_key(id));
+            let mut b = Batch::default();
+            b.delete(&UploadKey(id.to_owned()));
             self.commit(_g, b)?;
         }
         self.release_upload_slot(&rec.owner);
@@ -257,7 +266,7 @@ impl Inner {
     /// the caller holds the write lock and writes `rec` into the batch.
     pub(crate) fn link_into(
         &self,
-        batch: &mut WriteBatch,
+        batch: &mut Batch,
         repo: &RepoName,
         digest: &Digest,
         rec: &mut BlobRecord,
@@ -265,19 +274,11 @@ impl Inner {
     ) -> Result<(), StorageError> {
         rec.touched_ms = now;
         rec.state = BlobState::Active;
-        let link = keys::link_key(repo, digest);
-        if self.get_raw(keys::CF_LINKS, &link)?.is_none() {
+        let link = LinkKey(repo.clone(), digest.clone());
+        if !self.index.contains(&link)? {
             Count::Links.up(&mut rec.links, || format!("blob {digest}"))?;
-            batch.put_cf(
-                &self.cf(keys::CF_LINKS),
-                link,
-                records::encode(&LinkRecord { created_ms: now }),
-            );
-            batch.put_cf(
-                &self.cf(keys::CF_BLOB_REPOS),
-                keys::blob_repo_key(digest, repo),
-                b"",
-            );
+            batch.put(&link, &LinkRecord { created_ms: now });
+            batch.put(&BlobRepoKey(digest.clone(), repo.clone()), &Empty);
         }
         self.ensure_repo(batch, repo, now)?;
         Ok(())
@@ -285,17 +286,13 @@ impl Inner {
 
     pub(crate) fn ensure_repo(
         &self,
-        batch: &mut WriteBatch,
+        batch: &mut Batch,
         repo: &RepoName,
         now: u64,
     ) -> Result<(), StorageError> {
-        let key = keys::repo_key(repo);
-        if self.get_raw(keys::CF_REPOS, &key)?.is_none() {
-            batch.put_cf(
-                &self.cf(keys::CF_REPOS),
-                key,
-                records::encode(&RepoRecord { created_ms: now }),
-            );
+        let key = RepoKey(repo.clone());
+        if !self.index.contains(&key)? {
+            batch.put(&key, &RepoRecord { created_ms: now });
         }
         Ok(())
     }
@@ -349,12 +346,12 @@ impl Inner {
         let mut staged = Some(staged);
         self.check_poison()?;
         let _pin = self.gc_digests.pin(digest);
-        let key = keys::digest_key(digest);
+        let key = BlobKey(digest.clone());
         let live = |r: &Option<BlobRecord>| {
             r.as_ref()
                 .is_some_and(|r| r.size == size && r.state != BlobState::Deleting)
         };
-        let first = self.get::<BlobRecord>(keys::CF_BLOBS, &key)?;
+        let first = self.index.get(&key)?;
         let deleting =
             |r: &Option<BlobRecord>| r.as_ref().is_some_and(|r| r.state == BlobState::Deleting);
         if !live(&first) && !deleting(&first) {
@@ -364,7 +361,7 @@ impl Inner {
         }
         let _g = self.lock()?;
         let now = records::now_ms();
-        let existing = self.get::<BlobRecord>(keys::CF_BLOBS, &key)?;
+        let existing = self.index.get(&key)?;
         if !live(&existing) {
             if let Some(s) = staged.take() {
                 self.store_commit(digest, s)?;
@@ -382,17 +379,17 @@ impl Inner {
                 touched_ms: now,
             },
         };
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         // link_into sets the state Active: a Marked blob is kept, a leftover
         // Deleting record is revived (its file was just put back).
         self.link_into(&mut batch, repo, digest, &mut rec, now)?;
         self.put_blob_record(&mut batch, digest, &rec);
         let mut owner = String::new();
-        let ukey = keys::upload_key(&upload_id);
-        if let Some(up) = self.get::<UploadRecord>(keys::CF_UPLOADS, &ukey)? {
+        let ukey = UploadKey(upload_id.clone());
+        if let Some(up) = self.index.get(&ukey)? {
             owner = up.owner;
         }
-        batch.delete_cf(&self.cf(keys::CF_UPLOADS), ukey);
+        batch.delete(&ukey);
         // IMPORTANT: the commit point. Before it the blob may sit in the
         // store unindexed (fsck reports it; a later commit reuses it).
         self.commit(_g, batch)?;
@@ -457,12 +454,8 @@ impl Engine {
         };
         {
             let _g = inner.lock()?;
-            let mut b = WriteBatch::default();
-            b.put_cf(
-                &inner.cf(keys::CF_UPLOADS),
-                keys::upload_key(&id),
-                records::encode(&rec),
-            );
+            let mut b = Batch::default();
+            b.put(&UploadKey(id.clone()), &rec);
             if let Err(e) = inner.commit(_g, b) {
                 // The staged id without a record would be aborted at the
                 // next open; abort it now.
@@ -557,8 +550,8 @@ impl Engine {
             // is one lost since): the session cannot go on.
             tracing::warn!(upload = %id, "staged upload missing; dropping session");
             let _g = inner.lock()?;
-            let mut b = WriteBatch::default();
-            b.delete_cf(&inner.cf(keys::CF_UPLOADS), keys::upload_key(id));
+            let mut b = Batch::default();
+            b.delete(&UploadKey(id.to_owned()));
             inner.commit(_g, b)?;
             inner.release_upload_slot(&rec.owner);
             return Err(UploadError::NotFound {
@@ -763,17 +756,18 @@ impl UploadWriter {
         let inner = self.inner.clone();
         {
             let _g = inner.lock()?;
-            let key = keys::upload_key(&self.id);
+            let key = UploadKey(self.id.clone());
             let mut rec = inner
-                .get::<UploadRecord>(keys::CF_UPLOADS, &key)?
+                .index
+                .get(&key)?
                 .ok_or_else(|| UploadError::NotFound {
                     repo: self.repo.to_string(),
                     id: self.id.clone(),
                 })?;
             rec.offset = self.pos;
             rec.updated_ms = records::now_ms();
-            let mut b = WriteBatch::default();
-            b.put_cf(&inner.cf(keys::CF_UPLOADS), key, records::encode(&rec));
+            let mut b = Batch::default();
+            b.put(&key, &rec);
             inner.commit(_g, b)?;
         }
         let status = UploadStatus {

@@ -388,6 +388,7 @@ fn storage(args: &ServeArgs, file: &FileConfig) -> Result<Backend, ConfigError> 
     if let Some(t) = args.s3_multipart_threshold.or(file.s3_multipart_threshold) {
         s3.multipart_threshold = t;
     }
+    s3.ca_file = args.s3_ca_file.clone().or_else(|| file.s3_ca_file.clone());
     Ok(Backend {
         kind,
         s3: Some(s3),
@@ -464,6 +465,10 @@ pub struct ServeArgs {
     /// Blobs at least this large are stored with resumable multipart uploads [default: 16 MiB]
     #[arg(long, env = "BERTH_S3_MULTIPART_THRESHOLD", value_name = "BYTES")]
     pub s3_multipart_threshold: Option<u64>,
+    /// PEM file of CA certificates trusted for an https:// S3 endpoint,
+    /// besides the system's (a private CA)
+    #[arg(long, env = "BERTH_S3_CA_FILE", value_name = "FILE")]
+    pub s3_ca_file: Option<PathBuf>,
     /// Local cache budget of the s3 and tiered backends [default: 10 GiB]
     #[arg(long, env = "BERTH_CACHE_MAX_BYTES", value_name = "BYTES")]
     pub cache_max_bytes: Option<u64>,
@@ -556,6 +561,7 @@ struct FileConfig {
     s3_root: Option<String>,
     s3_path_style: Option<bool>,
     s3_multipart_threshold: Option<u64>,
+    s3_ca_file: Option<PathBuf>,
     cache_max_bytes: Option<u64>,
     auth_enabled: Option<bool>,
     admin_password: Option<String>,
@@ -597,7 +603,7 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("berth: config {path}: {source} (expected a JSON object with keys listen, data_dir, read_only, delete_enabled, upload_ttl_seconds, max_uploads_per_user, storage_backend, s3_endpoint, s3_region, s3_bucket, s3_access_key, s3_secret_key, s3_root, s3_path_style, s3_multipart_threshold, cache_max_bytes, auth_enabled, admin_password, external_url, trusted_proxies, token_service, token_ttl_seconds, self_registration, project_creation, max_failed_logins, tls_cert, tls_key, gc_interval_seconds, gc_grace_seconds, chart_allow_overwrite, body_read_timeout_seconds, header_read_timeout_seconds, max_connections)", path = .path.display())]
+    #[error("berth: config {path}: {source} (expected a JSON object with keys listen, data_dir, read_only, delete_enabled, upload_ttl_seconds, max_uploads_per_user, storage_backend, s3_endpoint, s3_region, s3_bucket, s3_access_key, s3_secret_key, s3_root, s3_path_style, s3_multipart_threshold, s3_ca_file, cache_max_bytes, auth_enabled, admin_password, external_url, trusted_proxies, token_service, token_ttl_seconds, self_registration, project_creation, max_failed_logins, tls_cert, tls_key, gc_interval_seconds, gc_grace_seconds, chart_allow_overwrite, body_read_timeout_seconds, header_read_timeout_seconds, max_connections)", path = .path.display())]
     Parse {
         path: PathBuf,
         #[source]
@@ -729,7 +735,8 @@ mod tests {
         std::fs::write(
             &path,
             r#"{"storage_backend":"tiered","s3_endpoint":"http://127.0.0.1:1","s3_bucket":"b",
-               "s3_access_key":"ak","s3_secret_key":"s3cr3t","s3_root":"r","cache_max_bytes":1000}"#,
+               "s3_access_key":"ak","s3_secret_key":"s3cr3t","s3_root":"r","cache_max_bytes":1000,
+               "s3_ca_file":"/etc/berth/s3-ca.pem"}"#,
         )
         .unwrap();
         let args = ServeArgs {
@@ -745,6 +752,7 @@ mod tests {
             ("http://127.0.0.1:1", "b", "r")
         );
         assert!(s3.path_style);
+        assert_eq!(s3.ca_file, Some(PathBuf::from("/etc/berth/s3-ca.pem")));
         assert!(
             !format!("{s3:?}").contains("s3cr3t"),
             "Debug hides the secret"

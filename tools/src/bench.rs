@@ -64,7 +64,10 @@ pub struct BenchArgs {
     /// Key prefix under which the bench's own prefix is created
     #[arg(long, env = "BERTH_S3_ROOT", default_value = "")]
     s3_root: String,
-    /// Create the bucket first if it is missing (plain-HTTP endpoints only)
+    /// PEM file of CA certificates trusted for an https:// endpoint
+    #[arg(long, env = "BERTH_S3_CA_FILE", value_name = "FILE")]
+    s3_ca_file: Option<PathBuf>,
+    /// Create the bucket first if it is missing
     #[arg(long)]
     create_bucket: bool,
     /// Local budget of the tiered backend, bytes
@@ -79,7 +82,7 @@ pub struct SweepArgs {
     /// least the server's upload TTL so live sessions are never hit)
     #[arg(long, default_value_t = 86_400)]
     older_than_seconds: u64,
-    /// S3 endpoint URL (plain http:// only)
+    /// S3 endpoint URL (http:// or https://)
     #[arg(long, env = "BERTH_S3_ENDPOINT", value_name = "URL")]
     s3_endpoint: String,
     /// S3 region
@@ -102,6 +105,9 @@ pub struct SweepArgs {
     /// Key prefix of the registry's objects
     #[arg(long, env = "BERTH_S3_ROOT", default_value = "")]
     s3_root: String,
+    /// PEM file of CA certificates trusted for an https:// endpoint
+    #[arg(long, env = "BERTH_S3_CA_FILE", value_name = "FILE")]
+    s3_ca_file: Option<PathBuf>,
 }
 
 /// Aborts stale multipart uploads under the root; prints each key.
@@ -114,6 +120,7 @@ pub fn sweep(args: &SweepArgs) -> Result<(), String> {
         args.s3_secret_key.clone(),
     );
     c.root = args.s3_root.clone();
+    c.ca_file = args.s3_ca_file.clone();
     let store = S3Store::open(c).map_err(|e| e.to_string())?;
     let aborted = store
         .abort_stale_multipart(Duration::from_secs(args.older_than_seconds))
@@ -186,6 +193,7 @@ fn open_store(args: &BenchArgs, work: &Path, tag: &str) -> Result<Arc<dyn BlobSt
         need("s3-access-key", &args.s3_access_key)?,
         need("s3-secret-key", &args.s3_secret_key)?,
     );
+    c.ca_file = args.s3_ca_file.clone();
     let root = args.s3_root.trim_matches('/');
     c.root = if root.is_empty() {
         tag.to_owned()

@@ -42,6 +42,14 @@
 //! ([`BlobData::Shared`]); the engine's `s3` and `tiered` backends put a
 //! local read cache in front (see [`super::TieredStore`]).
 //!
+//! Transport: `http://` or `https://`. One `ClientOptions` (built from
+//! [`S3Config`]: timeouts, the extra CA certificates of
+//! [`S3Config::ca_file`]) serves object_store's client and the bucket client
+//! of [`bucket`], which makes the calls object_store has no API for
+//! (CreateBucket, ListMultipartUploads) with object_store's own SigV4 signer
+//! and HTTP client. No request to the bucket is signed, sent or parsed by
+//! code of ours.
+//!
 //! Every call is blocking: the store owns a small tokio runtime and runs each
 //! request on it, waiting on the calling thread without entering the runtime
 //! (so it is safe from `spawn_blocking` threads and plain threads alike).
@@ -51,7 +59,7 @@ use std::future::Future;
 use std::io;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,8 +68,8 @@ use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as ObjPath;
 use object_store::{
-    BackoffConfig, ClientOptions, ObjectStore, PutMode as ObjPutMode, PutOptions, PutPayload,
-    RetryConfig,
+    BackoffConfig, Certificate, ClientOptions, ObjectStore, PutMode as ObjPutMode, PutOptions,
+    PutPayload, RetryConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -69,6 +77,8 @@ use super::fs::RealFs;
 use super::staging::{Staged, StagingDir};
 use super::{check_range, BlobData, BlobStore, PutMode, PutOutcome, StoreError};
 use crate::digest::{Algorithm, Digest};
+
+mod bucket;
 
 /// Default size from which `commit` uses a multipart upload.
 pub const DEFAULT_MULTIPART_THRESHOLD: u64 = 16 << 20;
@@ -99,6 +109,9 @@ pub struct S3Config {
     pub multipart_threshold: u64,
     /// Part size of multipart uploads (at least 5 MiB).
     pub part_size: u64,
+    /// A PEM file of CA certificates trusted for an `https://` endpoint in
+    /// addition to the system's (a private CA in front of Ceph RGW).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl S3Config {
@@ -121,6 +134,7 @@ impl S3Config {
             path_style: true,
             multipart_threshold: DEFAULT_MULTIPART_THRESHOLD,
             part_size: DEFAULT_PART_SIZE,
+            ca_file: None,
         }
     }
 
@@ -130,33 +144,117 @@ impl S3Config {
     /// missing. Panics, naming the fix, when the variables are missing:
     /// S3 tests must fail, never pass silently, without a server.
     pub fn from_test_env(bucket: &str) -> S3Config {
+        S3Config::from_test_env_over(TestTransport::Http, bucket)
+    }
+
+    /// [`S3Config::from_test_env`] over `transport`: for
+    /// [`TestTransport::Https`] the endpoint is `S3_HTTPS_ENDPOINT` (the
+    /// same RGW behind a TLS-terminating haproxy, `scripts/s3-tls-front.sh`)
+    /// and the CA that signed its certificate is `S3_CA_FILE`.
+    pub fn from_test_env_over(transport: TestTransport, bucket: &str) -> S3Config {
         let var = |k: &str| match std::env::var(k) {
             Ok(v) if !v.is_empty() => v,
             _ => panic!(
-                "{k} is not set: the S3 tests need a running S3 server (Ceph RGW); \
-                 run them through scripts/test.sh, which starts one with \
-                 ../shared/s3/ceph-rgw-start.sh and exports S3_ENDPOINT, S3_REGION, \
+                "{k} is not set: the S3 tests need a running S3 server (Ceph RGW) and \
+                 a TLS front for it; run them through scripts/test.sh, which starts \
+                 one with ../shared/s3/ceph-rgw-start.sh and scripts/s3-tls-front.sh \
+                 and exports S3_ENDPOINT, S3_HTTPS_ENDPOINT, S3_CA_FILE, S3_REGION, \
                  S3_ACCESS_KEY and S3_SECRET_KEY"
             ),
         };
         let region = std::env::var("S3_REGION").unwrap_or_else(|_| "us-east-1".into());
-        let c = S3Config::new(
-            var("S3_ENDPOINT"),
+        let endpoint = match transport {
+            TestTransport::Http => var("S3_ENDPOINT"),
+            TestTransport::Https => var("S3_HTTPS_ENDPOINT"),
+        };
+        let mut c = S3Config::new(
+            endpoint,
             region,
             bucket,
             var("S3_ACCESS_KEY"),
             var("S3_SECRET_KEY"),
         );
+        if transport == TestTransport::Https {
+            c.ca_file = Some(PathBuf::from(var("S3_CA_FILE")));
+        }
         c.create_bucket()
             .unwrap_or_else(|e| panic!("create test bucket {bucket} at {}: {e}", c.endpoint));
         c
     }
 
-    /// Creates the bucket if it does not exist (a signed `PUT /<bucket>`).
-    /// Only for plain-HTTP endpoints (tests and local benchmarks); in
-    /// production the bucket is created by the operator.
-    pub fn create_bucket(&self) -> io::Result<()> {
-        sigv4::create_bucket(self)
+    /// Creates the bucket if it does not exist (a signed `PUT /<bucket>`),
+    /// over HTTP or HTTPS. For tests and benchmarks; in production the
+    /// operator creates the bucket.
+    pub fn create_bucket(&self) -> Result<(), StoreError> {
+        S3Store::open(self.clone())?.create_bucket()
+    }
+
+    /// The HTTP client options of both the object client and the bucket
+    /// client: timeouts, `allow_http` for an `http://` endpoint, and the
+    /// certificates of [`S3Config::ca_file`] as extra roots.
+    fn client_options(&self) -> Result<ClientOptions, StoreError> {
+        let mut options = ClientOptions::new()
+            .with_allow_http(self.endpoint.starts_with("http://"))
+            .with_connect_timeout(Duration::from_secs(10))
+            .with_timeout(Duration::from_secs(300));
+        if let Some(path) = &self.ca_file {
+            let pem = fs::read(path).map_err(|e| StoreError::io("read S3 CA file", path, e))?;
+            let bad = |message: String| StoreError::Remote {
+                op: "load S3 CA file",
+                key: path.display().to_string(),
+                message,
+            };
+            let certs = Certificate::from_pem_bundle(&pem).map_err(|e| bad(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(bad("no PEM certificate in it".to_owned()));
+            }
+            for cert in certs {
+                options = options.with_root_certificate(cert);
+            }
+        }
+        Ok(options)
+    }
+
+    /// The access key and region go into a header of every request (the
+    /// SigV4 `Authorization`); the signers expect visible ASCII there and
+    /// panic on anything else, so anything else is refused here.
+    fn check_header_values(&self) -> Result<(), StoreError> {
+        for (what, v) in [("access key", &self.access_key), ("region", &self.region)] {
+            if !v.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(StoreError::Remote {
+                    op: "configure S3 client",
+                    key: format!("s3://{}", self.bucket),
+                    message: format!(
+                        "the {what} may hold only visible ASCII characters (no spaces or controls)"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Logs a warning when the secret key's signatures (and every blob) go
+    /// over plain HTTP to a host other than this one.
+    fn warn_if_plain_http(&self) {
+        if self.plain_http_to_remote() {
+            tracing::warn!(endpoint = %self.endpoint, bucket = %self.bucket,
+                "S3: signed requests and blob bytes go over plain HTTP to a remote host; \
+                 use an https:// endpoint (BERTH_S3_CA_FILE for a private CA)");
+        }
+    }
+
+    /// Whether the endpoint is `http://` on a host other than loopback.
+    fn plain_http_to_remote(&self) -> bool {
+        let Ok(url) = url::Url::parse(&self.endpoint) else {
+            return false;
+        };
+        let loopback = match url.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+            None => false,
+        };
+        url.scheme() == "http" && !loopback
     }
 
     /// The object key prefix with a trailing slash, or empty.
@@ -182,13 +280,25 @@ impl std::fmt::Debug for S3Config {
             .field("path_style", &self.path_style)
             .field("multipart_threshold", &self.multipart_threshold)
             .field("part_size", &self.part_size)
+            .field("ca_file", &self.ca_file)
             .finish_non_exhaustive()
     }
+}
+
+/// Which endpoint of the test S3 server [`S3Config::from_test_env_over`]
+/// names: its plain one, or the TLS front before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TestTransport {
+    Http,
+    Https,
 }
 
 /// A blob store in an S3 bucket. See the module docs.
 pub struct S3Store {
     s3: Arc<AmazonS3>,
+    /// The bucket-level calls object_store lacks, over the same HTTP
+    /// options (TLS roots, timeouts).
+    bucket: bucket::BucketClient,
     config: S3Config,
     /// `config.prefix()`, computed once.
     prefix: String,
@@ -229,17 +339,17 @@ impl S3Store {
             key: config.bucket.clone(),
             message: e.to_string(),
         };
+        config.check_header_values()?;
+        config.warn_if_plain_http();
+        let options = config.client_options()?;
+        let bucket = bucket::BucketClient::new(&config, &options)?;
         let mut b = AmazonS3Builder::new()
             .with_region(&config.region)
             .with_bucket_name(&config.bucket)
             .with_access_key_id(&config.access_key)
             .with_secret_access_key(&config.secret_key)
             .with_virtual_hosted_style_request(!config.path_style)
-            .with_client_options(
-                ClientOptions::new()
-                    .with_allow_http(config.endpoint.starts_with("http://"))
-                    .with_timeout(Duration::from_secs(300)),
-            )
+            .with_client_options(options)
             .with_retry(RetryConfig {
                 backoff: BackoffConfig::default(),
                 max_retries: 3,
@@ -257,6 +367,7 @@ impl S3Store {
             .map_err(|e| StoreError::io("start S3 client runtime", Path::new("-"), e))?;
         Ok(S3Store {
             s3: Arc::new(s3),
+            bucket,
             prefix: config.prefix(),
             config,
             rt: Some(rt),
@@ -522,22 +633,21 @@ impl S3Store {
     /// are younger than the upload TTL (sessions expire after it), so an
     /// `older_than` of at least the TTL only hits abandoned ones: crashed
     /// completions whose sidecar was lost, or uploads whose id never reached
-    /// a sidecar. Uses ListMultipartUploads, which object_store lacks, so
-    /// plain-HTTP endpoints only (`berthctl s3-abort-uploads`).
+    /// a sidecar (`berthctl s3-abort-uploads`). ListMultipartUploads goes
+    /// through [`bucket::BucketClient`] (object_store has no call for it).
     pub fn abort_stale_multipart(&self, older_than: Duration) -> Result<Vec<String>, StoreError> {
-        let uploads = sigv4::list_multipart_uploads(&self.config, &self.prefix).map_err(|e| {
-            StoreError::Remote {
-                op: "list multipart uploads",
-                key: format!("s3://{}/{}", self.config.bucket, self.prefix),
-                message: e.to_string(),
-            }
-        })?;
+        let uploads = self.list_multipart_uploads()?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
         let mut aborted = Vec::new();
-        for (key, upload_id, initiated) in uploads {
+        for bucket::Upload {
+            key,
+            upload_id,
+            initiated,
+        } in uploads
+        {
             if now.saturating_sub(initiated) < older_than.as_secs() {
                 continue;
             }
@@ -561,6 +671,26 @@ impl S3Store {
             }
         }
         Ok(aborted)
+    }
+
+    /// The multipart uploads in progress under the root: (key, upload id).
+    pub fn multipart_uploads(&self) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(self
+            .list_multipart_uploads()?
+            .into_iter()
+            .map(|u| (u.key, u.upload_id))
+            .collect())
+    }
+
+    fn list_multipart_uploads(&self) -> Result<Vec<bucket::Upload>, StoreError> {
+        let (b, prefix) = (self.bucket.clone(), self.prefix.clone());
+        self.run(async move { b.list_multipart_uploads(&prefix).await })
+    }
+
+    /// Creates the bucket if it does not exist (see [`S3Config::create_bucket`]).
+    pub fn create_bucket(&self) -> Result<(), StoreError> {
+        let b = self.bucket.clone();
+        self.run(async move { b.create_bucket().await })
     }
 
     /// Lists every object under the root with its size (for tools).
@@ -849,286 +979,18 @@ fn ignore_not_found(e: io::Error) -> io::Result<()> {
     }
 }
 
-/// A minimal AWS Signature V4 client for the bucket-level calls object_store
-/// lacks (CreateBucket, ListMultipartUploads), over plain HTTP/1.1 on a TCP
-/// socket.
-mod sigv4 {
-    use std::io::{self, Read, Write};
-    use std::net::TcpStream;
-    use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-    use sha2::{Digest as _, Sha256};
-
-    use super::S3Config;
-
-    pub(super) fn create_bucket(c: &S3Config) -> io::Result<()> {
-        let (status, body) = request(c, "PUT", &[])?;
-        if status == 200 || body.contains("BucketAlreadyOwnedByYou") {
-            Ok(())
-        } else {
-            Err(io::Error::other(format!(
-                "PUT /{}: HTTP {status}: {}",
-                c.bucket,
-                body.chars().take(300).collect::<String>()
-            )))
-        }
-    }
-
-    /// One multipart upload in progress: (key, upload id, initiated as Unix seconds).
-    pub(super) type Upload = (String, String, u64);
-
-    /// ListMultipartUploads under `prefix`, every page.
-    pub(super) fn list_multipart_uploads(c: &S3Config, prefix: &str) -> io::Result<Vec<Upload>> {
-        let mut out = Vec::new();
-        let (mut key_marker, mut id_marker) = (String::new(), String::new());
-        loop {
-            let mut q = vec![("prefix", prefix.to_owned()), ("uploads", String::new())];
-            if !key_marker.is_empty() {
-                q.push(("key-marker", key_marker.clone()));
-                q.push(("upload-id-marker", id_marker.clone()));
-            }
-            let (status, body) = request(c, "GET", &q)?;
-            if status != 200 {
-                return Err(io::Error::other(format!(
-                    "GET /{}?uploads: HTTP {status}: {}",
-                    c.bucket,
-                    body.chars().take(300).collect::<String>()
-                )));
-            }
-            for up in body.split("<Upload>").skip(1) {
-                let (Some(key), Some(id)) = (tag(up, "Key"), tag(up, "UploadId")) else {
-                    continue;
-                };
-                let initiated = tag(up, "Initiated").and_then(parse_iso8601).unwrap_or(0);
-                out.push((xml_unescape(key), xml_unescape(id), initiated));
-            }
-            if tag(&body, "IsTruncated") != Some("true") {
-                return Ok(out);
-            }
-            match (
-                tag(&body, "NextKeyMarker"),
-                tag(&body, "NextUploadIdMarker"),
-            ) {
-                (Some(k), Some(i)) if !k.is_empty() => {
-                    key_marker = xml_unescape(k);
-                    id_marker = xml_unescape(i);
-                }
-                _ => return Ok(out),
-            }
-        }
-    }
-
-    /// A SigV4-signed request on the bucket (`/<bucket>?<query>`, empty
-    /// body) over plain HTTP/1.1; returns status and body.
-    fn request(c: &S3Config, method: &str, query: &[(&str, String)]) -> io::Result<(u16, String)> {
-        let hostport = c.endpoint.strip_prefix("http://").ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::Unsupported,
-                format!(
-                    "this bucket-level call needs a plain http:// endpoint, not {}",
-                    c.endpoint
-                ),
-            )
-        })?;
-        let hostport = hostport.trim_end_matches('/');
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        let (date, stamp) = amz_dates(now);
-        let empty = hex::encode(Sha256::digest(b""));
-        let path = format!("/{}", uri_encode(&c.bucket));
-        let mut q: Vec<(String, String)> = query
-            .iter()
-            .map(|(k, v)| (uri_encode(k), uri_encode(v)))
-            .collect();
-        q.sort();
-        let canonical_query = q
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("&");
-        let canonical = format!(
-            "{method}\n{path}\n{canonical_query}\nhost:{hostport}\nx-amz-content-sha256:{empty}\nx-amz-date:{stamp}\n\nhost;x-amz-content-sha256;x-amz-date\n{empty}"
-        );
-        let scope = format!("{date}/{}/s3/aws4_request", c.region);
-        let to_sign = format!(
-            "AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{}",
-            hex::encode(Sha256::digest(canonical.as_bytes()))
-        );
-        let mut key = hmac(format!("AWS4{}", c.secret_key).as_bytes(), date.as_bytes());
-        for part in [c.region.as_str(), "s3", "aws4_request"] {
-            key = hmac(&key, part.as_bytes());
-        }
-        let sig = hex::encode(hmac(&key, to_sign.as_bytes()));
-        let target = if canonical_query.is_empty() {
-            path
-        } else {
-            format!("{path}?{canonical_query}")
-        };
-        let req = format!(
-            "{method} {target} HTTP/1.1\r\nHost: {hostport}\r\nx-amz-content-sha256: {empty}\r\nx-amz-date: {stamp}\r\n\
-             Authorization: AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature={sig}\r\n\
-             Content-Length: 0\r\nConnection: close\r\n\r\n",
-            c.access_key
-        );
-        let mut s = TcpStream::connect(hostport)?;
-        s.set_read_timeout(Some(Duration::from_secs(30)))?;
-        s.write_all(req.as_bytes())?;
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw)?;
-        let text = String::from_utf8_lossy(&raw);
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let status = head
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let chunked = head.lines().any(|l| {
-            l.to_ascii_lowercase()
-                .starts_with("transfer-encoding: chunked")
-        });
-        let body = if chunked {
-            dechunk(body)
-        } else {
-            body.to_owned()
-        };
-        Ok((status, body))
-    }
-
-    fn dechunk(mut s: &str) -> String {
-        let mut out = String::new();
-        while let Some((size, rest)) = s.split_once("\r\n") {
-            let n =
-                usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
-            if n == 0 || rest.len() < n {
-                break;
-            }
-            out.push_str(&rest[..n]);
-            s = rest[n..].strip_prefix("\r\n").unwrap_or(&rest[n..]);
-        }
-        out
-    }
-
-    fn tag<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
-        let open = format!("<{name}>");
-        let close = format!("</{name}>");
-        let start = xml.find(&open)? + open.len();
-        let end = start + xml[start..].find(&close)?;
-        Some(&xml[start..end])
-    }
-
-    fn xml_unescape(s: &str) -> String {
-        s.replace("&lt;", "<")
-            .replace("&gt;", ">")
-            .replace("&quot;", "\"")
-            .replace("&apos;", "'")
-            .replace("&amp;", "&")
-    }
-
-    fn uri_encode(s: &str) -> String {
-        let mut out = String::new();
-        for b in s.bytes() {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-                out.push(b as char);
-            } else {
-                out.push_str(&format!("%{b:02X}"));
-            }
-        }
-        out
-    }
-
-    /// `2026-11-26T08:00:00.000Z` → Unix seconds.
-    fn parse_iso8601(s: &str) -> Option<u64> {
-        let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-        let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-        let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
-        // Howard Hinnant's days_from_civil.
-        let y = if m <= 2 { y - 1 } else { y };
-        let era = y.div_euclid(400);
-        let yoe = y - era * 400;
-        let mp = (m + 9) % 12;
-        let doy = (153 * mp + 2) / 5 + d - 1;
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-        let days = era * 146_097 + doe - 719_468;
-        u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()
-    }
-
-    fn hmac(key: &[u8], msg: &[u8]) -> Vec<u8> {
-        let mut k = [0u8; 64];
-        if key.len() > 64 {
-            k[..32].copy_from_slice(&Sha256::digest(key));
-        } else {
-            k[..key.len()].copy_from_slice(key);
-        }
-        let mut inner = Sha256::new();
-        inner.update(k.map(|b| b ^ 0x36));
-        inner.update(msg);
-        let mut outer = Sha256::new();
-        outer.update(k.map(|b| b ^ 0x5c));
-        outer.update(inner.finalize());
-        outer.finalize().to_vec()
-    }
-
-    /// (`YYYYMMDD`, `YYYYMMDDTHHMMSSZ`) for Unix time `secs`.
-    fn amz_dates(secs: u64) -> (String, String) {
-        let days = (secs / 86_400) as i64;
-        let rem = secs % 86_400;
-        // Howard Hinnant's civil_from_days.
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let d = doy - (153 * mp + 2) / 5 + 1;
-        let m = if mp < 10 { mp + 3 } else { mp - 9 };
-        let y = yoe + era * 400 + i64::from(m <= 2);
-        let date = format!("{y:04}{m:02}{d:02}");
-        let stamp = format!(
-            "{date}T{:02}{:02}{:02}Z",
-            rem / 3600,
-            rem / 60 % 60,
-            rem % 60
-        );
-        (date, stamp)
-    }
-
-    #[cfg(test)]
-    mod tests {
-        #[test]
-        fn dates_and_hmac() {
-            assert_eq!(
-                super::amz_dates(1_440_938_160),
-                ("20150830".into(), "20150830T123600Z".into())
-            );
-            assert_eq!(
-                super::parse_iso8601("2015-08-30T12:36:00.000Z"),
-                Some(1_440_938_160)
-            );
-            assert_eq!(super::uri_encode("a/b c~"), "a%2Fb%20c~");
-            assert_eq!(
-                super::dechunk("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"),
-                "hello world"
-            );
-            // RFC 4231 test case 2.
-            assert_eq!(
-                hex::encode(super::hmac(b"Jefe", b"what do ya want for nothing?")),
-                "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-            );
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::testsuite;
 
-    /// A store on a fresh root prefix in the shared test bucket, staging
-    /// in `staging`.
-    pub(crate) fn test_store(label: &str, staging: &Path) -> S3Store {
-        let mut c = S3Config::from_test_env("berth-test");
+    use crate::store::{open_backend, Backend, BackendKind};
+    use TestTransport::{Http, Https};
+
+    /// The config of a fresh root prefix in the shared test bucket, reached
+    /// over `transport`, with small multipart sizes.
+    fn test_config(transport: TestTransport, label: &str) -> S3Config {
+        let mut c = S3Config::from_test_env_over(transport, "berth-test");
         c.root = format!(
             "{label}-{}",
             crate::durable::random_hex(6).expect("random root")
@@ -1136,22 +998,105 @@ mod tests {
         // Small parts so multipart is exercised without huge blobs.
         c.multipart_threshold = 6 << 20;
         c.part_size = 5 << 20;
-        S3Store::open(c)
+        c
+    }
+
+    /// A store on a fresh root prefix in the shared test bucket, reached
+    /// over `transport`, staging in `staging`.
+    fn test_store(transport: TestTransport, label: &str, staging: &Path) -> S3Store {
+        S3Store::open(test_config(transport, label))
             .and_then(|s| s.with_staging_dir(staging))
             .expect("open S3 store")
+    }
+
+    /// Starts a multipart upload of `digest` by hand, as a crash right after
+    /// CreateMultipartUpload leaves it; its upload id.
+    fn create_upload(store: &S3Store, digest: &Digest) -> String {
+        let (s3, k) = (store.s3.clone(), store.key(digest));
+        store
+            .run(async move { s3.create_multipart(&k).await })
+            .expect("create multipart upload")
+    }
+
+    /// Whether a part can still be uploaded to `upload_id` (an aborted
+    /// upload refuses parts).
+    fn upload_alive(store: &S3Store, digest: &Digest, upload_id: &str) -> bool {
+        let (s3, k, id) = (store.s3.clone(), store.key(digest), upload_id.to_owned());
+        store
+            .run(async move { s3.put_part(&k, &id, 0, PutPayload::from(vec![1u8])).await })
+            .is_ok()
     }
 
     #[test]
     fn s3_shared_suite() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = test_store("suite", dir.path());
+        let store = test_store(Http, "suite", dir.path());
         testsuite::run_all(&store);
+    }
+
+    /// The same suite through a TLS-terminating proxy whose certificate a
+    /// private CA signed (`S3_CA_FILE`): object_store's client trusts it
+    /// through `S3Config::ca_file`.
+    #[test]
+    fn s3_shared_suite_over_https() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = test_store(Https, "suite-tls", dir.path());
+        assert!(store.config().endpoint.starts_with("https://"));
+        testsuite::run_all(&store);
+    }
+
+    /// Without the private CA the endpoint's certificate is refused, by the
+    /// object client and the bucket client alike; a CA file that is missing
+    /// or holds no certificate is refused at open, naming the file.
+    #[test]
+    fn https_endpoint_needs_its_ca() {
+        let mut c = test_config(Https, "noca");
+        c.ca_file = None;
+        let store = S3Store::open(c.clone()).expect("open");
+        let d = Digest::of(Algorithm::Sha256, b"tls");
+        let e = store.stat(&d).expect_err("HEAD without the CA").to_string();
+        assert!(e.contains("head object"), "{e}");
+        let e = store
+            .create_bucket()
+            .expect_err("PUT without the CA")
+            .to_string();
+        assert!(
+            e.contains("create bucket")
+                && e.contains("https://127.0.0.1")
+                && e.contains("certificate"),
+            "the error names the operation, the endpoint and the cause: {e}"
+        );
+        assert!(store.abort_stale_multipart(Duration::ZERO).is_err());
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        c.ca_file = Some(dir.path().join("missing.pem"));
+        let e = S3Store::open(c.clone())
+            .expect_err("missing CA file")
+            .to_string();
+        assert!(e.contains("missing.pem"), "{e}");
+        let empty = dir.path().join("empty.pem");
+        fs::write(&empty, b"no certificate here\n").expect("write");
+        c.ca_file = Some(empty);
+        let e = S3Store::open(c).expect_err("empty CA file").to_string();
+        assert!(
+            e.contains("empty.pem") && e.contains("no PEM certificate"),
+            "{e}"
+        );
     }
 
     #[test]
     fn s3_multipart_resumes_from_staged_state() {
+        multipart_resumes_from_staged_state(Http);
+    }
+
+    #[test]
+    fn s3_multipart_resumes_from_staged_state_over_https() {
+        multipart_resumes_from_staged_state(Https);
+    }
+
+    fn multipart_resumes_from_staged_state(transport: TestTransport) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = test_store("mpu", dir.path());
+        let store = test_store(transport, "mpu", dir.path());
         let data: Vec<u8> = (0..(16u32 << 20) + 3).map(|i| (i % 251) as u8).collect();
         let d = Digest::of(Algorithm::Sha256, &data);
         let staged = store.stage("upload1").expect("stage");
@@ -1231,7 +1176,7 @@ mod tests {
     #[test]
     fn s3_abort_aborts_the_multipart_upload() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = test_store("abort", dir.path());
+        let store = test_store(Http, "abort", dir.path());
         let d = Digest::of(Algorithm::Sha256, b"abort me");
         let key = store.key(&d);
         let staged = store.stage("gone").expect("stage");
@@ -1261,14 +1206,35 @@ mod tests {
 
     #[test]
     fn s3_sweep_aborts_stale_multipart_uploads() {
+        sweep_aborts_stale_multipart_uploads(Http);
+    }
+
+    /// ListMultipartUploads (the bucket client: object_store's signer and
+    /// HTTP client, quick-xml) over HTTPS with a private CA.
+    #[test]
+    fn s3_sweep_aborts_stale_multipart_uploads_over_https() {
+        sweep_aborts_stale_multipart_uploads(Https);
+    }
+
+    fn sweep_aborts_stale_multipart_uploads(transport: TestTransport) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = test_store("sweep", dir.path());
+        let store = test_store(transport, "sweep", dir.path());
+        // Keys that need escaping in XML and in the query do not exist
+        // under a digest layout; a root with a space and `&` does.
+        let mut c = store.config().clone();
+        c.root = format!("{} a&b+c", c.root);
+        let odd = S3Store::open(c).expect("open");
         let d = Digest::of(Algorithm::Sha256, b"sweep me");
-        let key = store.key(&d);
-        let (s3, k) = (store.s3.clone(), key.clone());
-        let upload_id = store
-            .run(async move { s3.create_multipart(&k).await })
-            .expect("create");
+        let upload_id = create_upload(&store, &d);
+        let odd_id = create_upload(&odd, &d);
+        assert_eq!(
+            store.multipart_uploads().expect("list"),
+            vec![(store.key(&d).to_string(), upload_id.clone())]
+        );
+        assert_eq!(
+            odd.multipart_uploads().expect("list"),
+            vec![(odd.key(&d).to_string(), odd_id.clone())]
+        );
         // Young uploads are left alone.
         assert_eq!(
             store
@@ -1276,12 +1242,152 @@ mod tests {
                 .expect("sweep"),
             Vec::<String>::new()
         );
+        assert!(upload_alive(&store, &d, &upload_id));
         let aborted = store.abort_stale_multipart(Duration::ZERO).expect("sweep");
-        assert_eq!(aborted, vec![key.to_string()]);
-        let (s3, k, id) = (store.s3.clone(), key.clone(), upload_id);
-        let r =
-            store.run(async move { s3.put_part(&k, &id, 0, PutPayload::from(vec![1u8])).await });
-        assert!(r.is_err(), "part upload after the sweep succeeded");
+        assert_eq!(aborted, vec![store.key(&d).to_string()]);
+        assert!(
+            !upload_alive(&store, &d, &upload_id),
+            "part upload after the sweep succeeded"
+        );
+        assert!(store.multipart_uploads().expect("list").is_empty());
+        // Only under its own root: the other prefix's upload is untouched.
+        assert!(upload_alive(&odd, &d, &odd_id));
+        assert_eq!(
+            odd.abort_stale_multipart(Duration::ZERO).expect("sweep"),
+            vec![odd.key(&d).to_string()]
+        );
+    }
+
+    /// Pagination of ListMultipartUploads: more uploads than one page.
+    #[test]
+    fn s3_sweep_follows_pages_over_https() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = test_store(Https, "pages", dir.path());
+        // RGW and AWS answer at most 1000 uploads a page.
+        let n = 1003;
+        let mut want: Vec<(String, String)> = (0..n)
+            .map(|i| {
+                let d = Digest::of(Algorithm::Sha256, format!("page {i}").as_bytes());
+                (store.key(&d).to_string(), create_upload(&store, &d))
+            })
+            .collect();
+        want.sort();
+        let mut got = store.multipart_uploads().expect("list");
+        got.sort();
+        assert_eq!(got.len(), n);
+        assert!(got == want, "listed uploads differ from the created ones");
+        assert_eq!(
+            store
+                .abort_stale_multipart(Duration::ZERO)
+                .expect("sweep")
+                .len(),
+            n
+        );
+        assert!(store.multipart_uploads().expect("list").is_empty());
+    }
+
+    /// The recovery path over HTTPS: a write-through commit interrupted
+    /// after its multipart upload began (staged bytes, upload id and one
+    /// part in the durable sidecar, no upload session) is found when the
+    /// engine opens and its upload is aborted.
+    #[test]
+    fn interrupted_multipart_is_aborted_at_open_over_https() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = test_config(Https, "recover");
+        let backend = Backend {
+            kind: BackendKind::S3,
+            s3: Some(c.clone()),
+            cache_max_bytes: 1 << 30,
+        };
+        let data: Vec<u8> = (0..(7u32 << 20)).map(|i| (i % 249) as u8).collect();
+        let d = Digest::of(Algorithm::Sha256, &data);
+        let remote = S3Store::open(c).expect("open");
+        let upload_id = {
+            let store = open_backend(dir.path(), &backend).expect("open backend");
+            let staged = store.stage("crashed").expect("stage");
+            staged.write_at(&data, 0).expect("write");
+            staged.sync().expect("sync");
+            drop(staged);
+            // What the commit had done when the process died.
+            let upload_id = create_upload(&remote, &d);
+            let (s3, k, id) = (remote.s3.clone(), remote.key(&d), upload_id.clone());
+            let part0 = data[..5 << 20].to_vec();
+            let p0 = remote
+                .run(async move { s3.put_part(&k, &id, 0, PutPayload::from(part0)).await })
+                .expect("part 0");
+            let rec = MultipartRecord {
+                key: remote.key(&d).to_string(),
+                upload_id: upload_id.clone(),
+                size: data.len() as u64,
+                part_size: 5 << 20,
+                parts: vec![Some(p0.content_id), None],
+            };
+            write_sidecar(
+                &dir.path()
+                    .join("blobs/staging")
+                    .join(format!("crashed.{MULTIPART_SUFFIX}")),
+                &rec,
+            )
+            .expect("sidecar");
+            upload_id
+        };
+        assert_eq!(
+            remote.multipart_uploads().expect("list"),
+            vec![(remote.key(&d).to_string(), upload_id.clone())]
+        );
+
+        let mut ec = crate::EngineConfig::new(dir.path());
+        ec.backend = backend;
+        let engine = crate::Engine::open(ec).expect("open engine");
+        assert!(
+            remote.multipart_uploads().expect("list").is_empty(),
+            "the interrupted upload is still in the bucket"
+        );
+        assert!(!upload_alive(&remote, &d, &upload_id));
+        assert!(engine.store().staged_ids().expect("ids").is_empty());
+        assert!(!dir.path().join("blobs/staging/crashed.s3mpu").exists());
+        assert_eq!(
+            remote.stat(&d).expect("stat"),
+            None,
+            "nothing was published"
+        );
+    }
+
+    /// Settings that would make the SigV4 signer panic are refused at open;
+    /// no request is made (no server needed).
+    #[test]
+    fn header_unsafe_settings_are_refused() {
+        let ok = S3Config::new("https://127.0.0.1:1", "eu-1", "b", "AK", "sk");
+        assert!(S3Store::open(ok.clone()).is_ok());
+        for (ak, region) in [("A\nK", "eu-1"), ("AK", "eu 1"), ("AK\u{e9}", "eu-1")] {
+            let mut c = ok.clone();
+            c.access_key = ak.into();
+            c.region = region.into();
+            let e = S3Store::open(c).expect_err("refused").to_string();
+            assert!(e.contains("visible ASCII"), "{e}");
+        }
+        let mut c = ok;
+        c.endpoint = "rgw:7480".into();
+        assert!(S3Store::open(c).is_err(), "an endpoint without a scheme");
+    }
+
+    #[test]
+    fn plain_http_to_a_remote_host_is_flagged() {
+        let flagged =
+            |endpoint: &str| S3Config::new(endpoint, "r", "b", "ak", "sk").plain_http_to_remote();
+        for remote in ["http://rgw.example:7480", "http://10.0.0.5", "HTTP://Rgw/"] {
+            assert!(flagged(remote), "{remote}");
+        }
+        for fine in [
+            "https://rgw.example",
+            "http://127.0.0.1:7480",
+            "http://127.9.9.9",
+            "http://[::1]:80",
+            "http://localhost:7480",
+            "",
+        ] {
+            assert!(!flagged(fine), "{fine}");
+        }
     }
 
     #[test]

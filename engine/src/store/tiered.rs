@@ -857,10 +857,21 @@ fn read_dir(dir: &Path) -> Result<Vec<fs::DirEntry>, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::s3::TestTransport;
     use crate::store::{testsuite, S3Config};
 
     fn open(mode: TierMode, dir: &Path, root: &str, max_bytes: u64) -> TieredStore {
-        let mut c = S3Config::from_test_env("berth-test");
+        open_over(TestTransport::Http, mode, dir, root, max_bytes)
+    }
+
+    fn open_over(
+        transport: TestTransport,
+        mode: TierMode,
+        dir: &Path,
+        root: &str,
+        max_bytes: u64,
+    ) -> TieredStore {
+        let mut c = S3Config::from_test_env_over(transport, "berth-test");
         c.root = root.to_owned();
         c.multipart_threshold = 6 << 20;
         c.part_size = 5 << 20;
@@ -877,6 +888,20 @@ mod tests {
     fn tiered_write_through_shared_suite() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = open(TierMode::WriteThrough, dir.path(), &root("wt"), 1 << 30);
+        testsuite::run_all(&store);
+    }
+
+    /// The `s3` backend's store with the bucket behind TLS and a private CA.
+    #[test]
+    fn tiered_write_through_shared_suite_over_https() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open_over(
+            TestTransport::Https,
+            TierMode::WriteThrough,
+            dir.path(),
+            &root("wt-tls"),
+            1 << 30,
+        );
         testsuite::run_all(&store);
     }
 
