@@ -283,7 +283,37 @@ impl Inner {
         self.ensure_repo(batch, repo, now)?;
         Ok(())
     }
+}
 
+/// The record a blob of `size` bytes is linked with: the stored one, or a
+/// new record when there is none. A stored record of another size is an
+/// index that disagrees with the content address: refused (nothing is
+/// written), so its counts are never replaced by a fresh record's zeros.
+pub(crate) fn blob_record_to_link(
+    digest: &Digest,
+    existing: Option<BlobRecord>,
+    size: u64,
+    now: u64,
+) -> Result<BlobRecord, StorageError> {
+    match existing {
+        Some(r) if r.size == size => Ok(r),
+        Some(r) => Err(StorageError::Corrupt {
+            what: format!("blob {digest}"),
+            detail: format!("recorded size {} but the content is {size} bytes", r.size),
+        }),
+        None => Ok(BlobRecord {
+            size,
+            tier: Tier::Local,
+            refcount: 0,
+            links: 0,
+            state: BlobState::Active,
+            created_ms: now,
+            touched_ms: now,
+        }),
+    }
+}
+
+impl Inner {
     pub(crate) fn ensure_repo(
         &self,
         batch: &mut Batch,
@@ -367,18 +397,7 @@ impl Inner {
                 self.store_commit(digest, s)?;
             }
         }
-        let mut rec = match existing {
-            Some(r) if r.size == size => r,
-            _ => BlobRecord {
-                size,
-                tier: Tier::Local,
-                refcount: 0,
-                links: 0,
-                state: BlobState::Active,
-                created_ms: now,
-                touched_ms: now,
-            },
-        };
+        let mut rec = blob_record_to_link(digest, existing, size, now)?;
         let mut batch = Batch::default();
         // link_into sets the state Active: a Marked blob is kept, a leftover
         // Deleting record is revived (its file was just put back).
