@@ -17,7 +17,7 @@
 //! counts, the candidates index, reverse links, referrer entries,
 //! interrupted GC deletions, unindexed (orphan) store files and upload
 //! records without a file. Corrupt entries are removed only from the
-//! families that can hold nothing live ([`removable`]): `gc_candidates`,
+//! families that can hold nothing live (`removable`): `gc_candidates`,
 //! `blob_repos` and `referrers`, which the same repair rebuilds from the
 //! records they derive from, and `uploads`, whose unreadable sessions no
 //! client can resume. Every other corrupt entry (a blob, manifest, tag,
@@ -491,11 +491,8 @@ impl Engine {
             let (ChartKey(id), rec) = r?;
             let object = format!("chart {}/{id}", id.project());
             *versions_per.entry(id.project().clone()).or_default() += 1;
-            let target = readable(
-                &inner.index,
-                &TagKey(id.repo().clone(), id.tag().clone()),
-            )?
-            .map(|TagRecord(d)| d);
+            let target = readable(&inner.index, &TagKey(id.repo().clone(), id.tag().clone()))?
+                .map(|TagRecord(d)| d);
             if target.as_ref() != Some(&rec.manifest) {
                 add(
                     object,
@@ -853,7 +850,11 @@ mod tests {
         }
         // A derived entry whose value is corrupt counts as absent: the
         // checks after the walk report it missing, and repair rewrites it.
-        assert!(has(&report, &format!("link p/r@{l}"), "reverse link missing"));
+        assert!(has(
+            &report,
+            &format!("link p/r@{l}"),
+            "reverse link missing"
+        ));
         assert!(has(&report, &format!("referrer p/r@{m2}"), "not listed"));
         assert!(has(&report, &format!("blob {b}"), "missing from the GC"));
         assert_eq!(f.len(), planted.len() + 3, "{f:?}");
@@ -890,7 +891,11 @@ mod tests {
         let blob = BlobKey(b.clone()).encode();
         let planted: Vec<(Cf, Vec<u8>, Vec<u8>)> = vec![
             (Cf::Meta, b"mystery".to_vec(), b"1".to_vec()),
-            (Cf::Meta, b"seq\0widget".to_vec(), 7u64.to_be_bytes().to_vec()),
+            (
+                Cf::Meta,
+                b"seq\0widget".to_vec(),
+                7u64.to_be_bytes().to_vec(),
+            ),
             (Cf::Meta, b"seq\0user".to_vec(), b"x".to_vec()),
             (Cf::Blobs, blob.clone(), b"\x01{".to_vec()),
             (Cf::Users, b"".to_vec(), b"\x01{}".to_vec()),
@@ -917,8 +922,9 @@ mod tests {
         }
         // The blob's file is not taken for an unindexed one.
         assert!(
-            before.iter().any(|x| x.object == format!("blob {b}")
-                && x.problem.contains("file kept")),
+            before
+                .iter()
+                .any(|x| x.object == format!("blob {b}") && x.problem.contains("file kept")),
             "{before:?}"
         );
 

@@ -966,8 +966,9 @@ impl MetaKey {
         Err(CorruptKey {
             cf: Cf::Meta,
             key: bytes.to_vec(),
-            reason: "unknown meta key (not format, gc_candidates_built, token_key or seq 0x00 kind)"
-                .into(),
+            reason:
+                "unknown meta key (not format, gc_candidates_built, token_key or seq 0x00 kind)"
+                    .into(),
         })
     }
 
@@ -1458,7 +1459,9 @@ mod tests {
         let k = Key::Meta(MetaKey::Format);
         assert!(k.check_value(&1u32.to_be_bytes()).is_ok());
         assert!(k.check_value(b"1").is_err());
-        assert!(Key::GcCandidate(GcCandidateKey(d('a'))).check_value(b"x").is_err());
+        assert!(Key::GcCandidate(GcCandidateKey(d('a')))
+            .check_value(b"x")
+            .is_err());
     }
 
     fn arb_repo() -> impl Strategy<Value = RepoName> {
