@@ -22,8 +22,11 @@
 //! records they derive from, and `uploads`, whose unreadable sessions no
 //! client can resume. Every other corrupt entry (a blob, manifest, tag,
 //! account or `meta` record) is reported and kept: repair cannot prove it
-//! is dead, and while `blobs` holds an unreadable entry repair deletes no
-//! store file and no link that entry might own. A blob missing from the
+//! is dead. Nor does repair act on what an unreadable entry might stand
+//! for: while `blobs` holds one it deletes no store file and no link that
+//! entry might own, and while a counted family holds one it rewrites no
+//! derived count (a refcount recomputed without a manifest could be too
+//! low, and GC trusts it). A blob missing from the
 //! store or with wrong content cannot be repaired and stays a finding.
 
 use std::collections::{HashMap, HashSet};
@@ -120,21 +123,30 @@ fn corrupt_note(cf: Cf) -> &'static str {
     }
 }
 
-/// What the keyspace walk found unreadable, for the checks after it.
+/// What the keyspace walk found unreadable, for the checks after it: an
+/// entry a derived entry may stand for is not taken as absent while it
+/// cannot be read.
 #[derive(Default)]
 struct Unreadable {
     /// Blobs whose record is present but does not decode.
     blobs: HashSet<Digest>,
-    /// `blobs` holds a key that is no digest: some blob's record may be
+    /// `blobs` holds a key that is no digest: any blob's record may be
     /// lost under it.
     blob_keys: bool,
+    /// Families holding at least one corrupt key or value.
+    families: HashSet<Cf>,
 }
 
 impl Unreadable {
     /// Whether `d` may have a blob record fsck cannot read, so nothing of
-    /// it (file, links) may be removed as if it had none.
+    /// it (file, links, candidate entry) may be removed as if it had none.
     fn may_own(&self, d: &Digest) -> bool {
         self.blob_keys || self.blobs.contains(d)
+    }
+
+    /// Whether every entry of `cf` was read.
+    fn whole(&self, cf: Cf) -> bool {
+        !self.families.contains(&cf)
     }
 }
 
@@ -182,6 +194,7 @@ impl Engine {
                 match r? {
                     Checked::Sound => {}
                     Checked::CorruptKey(k) => {
+                        unreadable.families.insert(cf);
                         add(
                             k.object(),
                             format!("corrupt key: {}; {}", k.reason, corrupt_note(cf)),
@@ -192,6 +205,7 @@ impl Engine {
                         }
                     }
                     Checked::CorruptValue(key, why) => {
+                        unreadable.families.insert(cf);
                         add(
                             key.to_string(),
                             format!(
@@ -209,6 +223,32 @@ impl Engine {
                     }
                 }
             }
+        }
+
+        // IMPORTANT: a count recomputed without an unreadable record could
+        // be too low (a refcount too low lets GC delete a referenced blob),
+        // so counts are repaired only when everything they count was read.
+        let counted = [
+            Cf::Blobs,
+            Cf::Links,
+            Cf::Manifests,
+            Cf::RepoManifests,
+            Cf::Tags,
+        ];
+        let counts_whole = counted.iter().all(|cf| unreadable.whole(*cf));
+        if !counts_whole {
+            let held: Vec<&str> = counted
+                .iter()
+                .filter(|cf| !unreadable.whole(**cf))
+                .map(|cf| cf.name())
+                .collect();
+            add(
+                "index".into(),
+                format!(
+                    "derived counts are not repaired while {} hold unreadable entries",
+                    held.join(", ")
+                ),
+            );
         }
 
         // Primary records.
@@ -240,7 +280,10 @@ impl Engine {
                     format!("reverse link {d}@{repo}"),
                     "has no forward link".into(),
                 );
-                fixes.push(Fix::ReverseLink(d, repo, false));
+                // The forward link may be a corrupt `links` entry.
+                if unreadable.whole(Cf::Links) {
+                    fixes.push(Fix::ReverseLink(d, repo, false));
+                }
             }
         }
 
@@ -290,7 +333,9 @@ impl Engine {
                         m.repos
                     ),
                 );
-                fixes.push(Fix::ManifestRepos(d.clone(), want));
+                if counts_whole {
+                    fixes.push(Fix::ManifestRepos(d.clone(), want));
+                }
             }
         }
         let mut tags_per: HashMap<(RepoName, Digest), u64> = HashMap::new();
@@ -307,7 +352,7 @@ impl Engine {
         for (k, rec) in &repo_manifests {
             let tags = tags_per.get(k).copied().unwrap_or(0);
             let p = parents.get(k).copied().unwrap_or(0);
-            if rec.tags != tags || rec.parents != p {
+            if counts_whole && (rec.tags != tags || rec.parents != p) {
                 fixes.push(Fix::RepoManifestCounts(k.0.clone(), k.1.clone(), tags, p));
             }
             if rec.tags != tags {
@@ -341,7 +386,10 @@ impl Engine {
                     subject,
                     referrer,
                 };
-                fixes.push(Fix::Referrer(key, false));
+                // The manifest may be a corrupt entry.
+                if unreadable.whole(Cf::Manifests) && unreadable.whole(Cf::RepoManifests) {
+                    fixes.push(Fix::Referrer(key, false));
+                }
             }
         }
         // And every manifest with a subject is listed as its referrer.
@@ -367,7 +415,7 @@ impl Engine {
         for (d, rec) in &blobs {
             let want_refs = refcounts.get(d).copied().unwrap_or(0);
             let want_links = links_per_blob.get(d).copied().unwrap_or(0);
-            if rec.refcount != want_refs || rec.links != want_links {
+            if counts_whole && (rec.refcount != want_refs || rec.links != want_links) {
                 fixes.push(Fix::BlobCounts(d.clone(), want_refs, want_links));
             }
             if want_refs == 0 {
@@ -383,7 +431,9 @@ impl Engine {
                         "unreferenced but missing from the GC candidates".into()
                     },
                 );
-                fixes.push(Fix::Candidate(d.clone(), want_refs == 0));
+                if counts_whole {
+                    fixes.push(Fix::Candidate(d.clone(), want_refs == 0));
+                }
             }
             if rec.refcount != want_refs {
                 // Below its references is the dangerous side: GC trusts the
@@ -437,7 +487,7 @@ impl Engine {
         }
         for r in entries(&inner.index, GcCandidateKey::all()) {
             let (GcCandidateKey(d), Empty) = r?;
-            if !blobs.contains_key(&d) && !unreadable.blobs.contains(&d) {
+            if !blobs.contains_key(&d) && !unreadable.may_own(&d) {
                 add(format!("gc candidate {d}"), "has no blob record".into());
                 fixes.push(Fix::Candidate(d, false));
             }
@@ -887,8 +937,11 @@ mod tests {
     fn repair_keeps_corrupt_entries_it_cannot_prove_dead() {
         let dir = tempfile::tempdir().unwrap();
         let e = Engine::open(EngineConfig::new(dir.path())).unwrap();
-        let (repo, b, _, _, _) = populated(&e);
+        let (repo, b, l, m1, _) = populated(&e);
         let blob = BlobKey(b.clone()).encode();
+        let manifest = ManifestKey(m1.clone()).encode();
+        let stray = Digest::of(Algorithm::Sha256, b"stray");
+        let reverse = BlobRepoKey(stray.clone(), repo.clone());
         let planted: Vec<(Cf, Vec<u8>, Vec<u8>)> = vec![
             (Cf::Meta, b"mystery".to_vec(), b"1".to_vec()),
             (
@@ -903,12 +956,16 @@ mod tests {
             (Cf::Robots, b"\xff".to_vec(), vec![]),
             (Cf::Repos, b"A/B".to_vec(), vec![]),
             (Cf::Tags, b"p/r\0v:1".to_vec(), vec![]),
+            (Cf::Links, b"p/r\0sha256:zz".to_vec(), vec![]),
+            (Cf::Manifests, manifest.clone(), b"\x01[]".to_vec()),
         ];
         let refs: Vec<(Cf, &[u8], &[u8])> = planted
             .iter()
             .map(|(cf, k, v)| (*cf, k.as_slice(), v.as_slice()))
             .collect();
         plant(&e, &refs);
+        // A reverse link whose forward link may be the corrupt `links` key.
+        plant(&e, &[(Cf::BlobRepos, &reverse.encode(), b"")]);
 
         let before = e.fsck(FsckOptions::default()).unwrap().findings;
         for (cf, k, _) in &planted {
@@ -934,6 +991,17 @@ mod tests {
         assert_eq!(after, before);
         assert!(e.inner.store.stat(&b).unwrap().is_some());
         assert!(e.inner.index.contains(&LinkKey(repo, b)).unwrap());
+        assert!(e.inner.index.contains(&reverse).unwrap());
+        // The unreadable manifest still counts: `l` keeps both references
+        // (recomputed without it, the refcount would drop to 1).
+        let rec = e.inner.index.get(&BlobKey(l)).unwrap().unwrap();
+        assert_eq!(rec.refcount, 2);
+        assert!(
+            after
+                .iter()
+                .any(|x| x.object == "index" && x.problem.contains("not repaired")),
+            "{after:?}"
+        );
     }
 
     /// An upload record whose value does not decode is dropped by recovery
