@@ -21,7 +21,9 @@
 //! [`StorageError::CorruptKey`] (family and key bytes in hex); a value that
 //! does not decode as its key's record is [`StorageError::Corrupt`] naming
 //! the key. A scan yields such an entry as an error item and goes on, so
-//! fsck can report every one.
+//! fsck can report every one. [`Index::check_family`] walks a whole family
+//! through the closed keyspace ([`Key::decode`] and the key's record),
+//! classifying every entry without knowing its key type in advance.
 
 use std::path::Path;
 
@@ -31,7 +33,7 @@ use rocksdb::{
 };
 
 use crate::error::StorageError;
-use crate::keys::{Cf, CorruptKey, IndexKey, Scan};
+use crate::keys::{Cf, CorruptKey, IndexKey, Key, Scan};
 use crate::records::Record;
 
 /// A key and value as stored.
@@ -88,6 +90,15 @@ impl Batch {
         self.ops.push(Op::Delete {
             cf: key.cf,
             key: key.key.clone(),
+        });
+    }
+
+    /// Removes an entry [`Index::check_family`] classified (repair of an
+    /// entry whose value is corrupt).
+    pub(crate) fn delete_key(&mut self, key: &Key) {
+        self.ops.push(Op::Delete {
+            cf: key.cf(),
+            key: key.encode(),
         });
     }
 
@@ -205,6 +216,31 @@ impl Index {
             .map(|r| r.and_then(|(k, _)| Ok(K::decode(&k)?)))
     }
 
+    /// Every entry of `cf`, in key order, classified by the closed keyspace:
+    /// its key through [`Key::decode`], its value through that key's record.
+    /// Streamed: one entry is held at a time, and the block cache is not
+    /// filled, so checking a large index neither grows memory nor evicts
+    /// the server's working set.
+    pub(crate) fn check_family(
+        &self,
+        cf: Cf,
+    ) -> impl Iterator<Item = Result<Checked, StorageError>> + '_ {
+        let mut ro = ReadOptions::default();
+        ro.fill_cache(false);
+        self.db
+            .iterator_cf_opt(self.handle(cf), ro, IteratorMode::Start)
+            .map(move |r| {
+                let (k, v) = r.map_err(StorageError::index("scan"))?;
+                Ok(match Key::decode(cf, &k) {
+                    Err(e) => Checked::CorruptKey(e),
+                    Ok(key) => match key.check_value(&v) {
+                        Ok(()) => Checked::Sound,
+                        Err(why) => Checked::CorruptValue(key, why),
+                    },
+                })
+            })
+    }
+
     /// Number of entries in a column family (a full scan of its keys).
     pub(crate) fn count(&self, cf: Cf) -> Result<u64, StorageError> {
         let mut n = 0;
@@ -278,6 +314,17 @@ impl Index {
             .compact_range_cf_opt(self.handle(cf), None::<&[u8]>, None::<&[u8]>, &opts);
         Ok(())
     }
+}
+
+/// One entry of a family as [`Index::check_family`] classifies it.
+#[derive(Clone, Debug)]
+pub(crate) enum Checked {
+    /// Key and value decode.
+    Sound,
+    /// The key is no key of its family.
+    CorruptKey(CorruptKey),
+    /// The key decodes; its value is not the key's record (what is wrong).
+    CorruptValue(Key, String),
 }
 
 /// Decodes the value stored under `key`, naming the key if it is corrupt.

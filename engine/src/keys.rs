@@ -13,6 +13,11 @@
 //! id or chart version) is a [`CorruptKey`] naming the family and the key
 //! bytes in hex, never a lossy string.
 //!
+//! The keyspace is closed: [`Key`] is the enum of every key type (`meta`'s
+//! several as [`MetaKey`]), and [`Key::decode`] classifies any entry of any
+//! family as exactly one key or as a [`CorruptKey`] — an unknown `meta`
+//! key included. fsck walks every family through it.
+//!
 //! Separators are a single `0x00` byte, which cannot occur in repository
 //! names, tags, digests or upload ids, so a prefix scan over `repo 0x00`
 //! sees exactly one repository's entries and iteration order is byte order
@@ -867,7 +872,8 @@ pub enum IdKind {
 }
 
 impl IdKind {
-    const ALL: [IdKind; 4] = [IdKind::User, IdKind::Project, IdKind::Member, IdKind::Robot];
+    /// Every kind.
+    pub const ALL: [IdKind; 4] = [IdKind::User, IdKind::Project, IdKind::Member, IdKind::Robot];
 
     fn name(self) -> &'static str {
         match self {
@@ -905,6 +911,247 @@ impl IndexKey for SeqKey {
 impl fmt::Display for SeqKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/seq/{}", Self::CF, self.0.name())
+    }
+}
+
+/// Every key the `meta` family holds: the closed list of its singletons
+/// and sequences. Anything else found there is a [`CorruptKey`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MetaKey {
+    /// `format`.
+    Format,
+    /// `gc_candidates_built`.
+    GcCandidatesBuilt,
+    /// `token_key` (legacy, purged at first use).
+    TokenSeed,
+    /// `seq 0x00 kind`.
+    Seq(IdKind),
+}
+
+impl MetaKey {
+    /// Every `meta` key, in no particular order.
+    pub const ALL: [MetaKey; 7] = [
+        MetaKey::Format,
+        MetaKey::GcCandidatesBuilt,
+        MetaKey::TokenSeed,
+        MetaKey::Seq(IdKind::User),
+        MetaKey::Seq(IdKind::Project),
+        MetaKey::Seq(IdKind::Member),
+        MetaKey::Seq(IdKind::Robot),
+    ];
+
+    /// The key's bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            MetaKey::Format => FormatKey.encode(),
+            MetaKey::GcCandidatesBuilt => GcCandidatesBuiltKey.encode(),
+            MetaKey::TokenSeed => TokenSeedKey.encode(),
+            MetaKey::Seq(kind) => SeqKey(*kind).encode(),
+        }
+    }
+
+    /// Parses a key read from `meta`; a key that is none of the known
+    /// ones is corrupt (an index written by a newer berth is refused at
+    /// open by its format version, so there is no "unknown but fine").
+    pub fn decode(bytes: &[u8]) -> Result<MetaKey, CorruptKey> {
+        if let Some(k) = MetaKey::ALL
+            .into_iter()
+            .find(|k| !matches!(k, MetaKey::Seq(_)) && k.encode() == bytes)
+        {
+            return Ok(k);
+        }
+        if bytes.starts_with(b"seq\0") {
+            return SeqKey::decode(bytes).map(|SeqKey(kind)| MetaKey::Seq(kind));
+        }
+        Err(CorruptKey {
+            cf: Cf::Meta,
+            key: bytes.to_vec(),
+            reason:
+                "unknown meta key (not format, gc_candidates_built, token_key or seq 0x00 kind)"
+                    .into(),
+        })
+    }
+
+    /// Checks that `bytes` decode as the record this key holds.
+    fn check_value(&self, bytes: &[u8]) -> Result<(), String> {
+        match self {
+            MetaKey::Format => check::<FormatKey>(bytes),
+            MetaKey::GcCandidatesBuilt => check::<GcCandidatesBuiltKey>(bytes),
+            MetaKey::TokenSeed => check::<TokenSeedKey>(bytes),
+            MetaKey::Seq(_) => check::<SeqKey>(bytes),
+        }
+    }
+}
+
+impl fmt::Display for MetaKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MetaKey::Format => FormatKey.fmt(f),
+            MetaKey::GcCandidatesBuilt => GcCandidatesBuiltKey.fmt(f),
+            MetaKey::TokenSeed => TokenSeedKey.fmt(f),
+            MetaKey::Seq(kind) => SeqKey(*kind).fmt(f),
+        }
+    }
+}
+
+/// Whether `bytes` decode as the value of key type `K`.
+fn check<K: IndexKey>(bytes: &[u8]) -> Result<(), String> {
+    K::Value::decode(bytes).map(drop)
+}
+
+/// Any key of the index: the closed keyspace. Every entry of every column
+/// family decodes as exactly one variant ([`Key::decode`]) or is a
+/// [`CorruptKey`]; there is no other kind of key. Used where a whole family
+/// is classified without knowing its key type in advance (fsck, repair);
+/// everything else uses the typed key of its family directly.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Key {
+    Meta(MetaKey),
+    Blob(BlobKey),
+    Link(LinkKey),
+    BlobRepo(BlobRepoKey),
+    Manifest(ManifestKey),
+    Body(BodyKey),
+    RepoManifest(RepoManifestKey),
+    Tag(TagKey),
+    Referrer(ReferrerKey),
+    Upload(UploadKey),
+    Repo(RepoKey),
+    User(UserKey),
+    Project(ProjectKey),
+    Member(MemberKey),
+    Robot(RobotKey),
+    GcCandidate(GcCandidateKey),
+    Chart(ChartKey),
+    ChartRepo(ChartRepoKey),
+}
+
+/// Applies `$body` to the typed key inside every non-`meta` variant, with
+/// `$k` bound to it and `$K` to its type; `$meta` handles `meta`.
+macro_rules! each_key {
+    ($key:expr, $k:ident: $K:ident => $body:expr, $m:ident => $meta:expr) => {
+        match $key {
+            Key::Meta($m) => $meta,
+            Key::Blob($k) => {
+                type $K = BlobKey;
+                $body
+            }
+            Key::Link($k) => {
+                type $K = LinkKey;
+                $body
+            }
+            Key::BlobRepo($k) => {
+                type $K = BlobRepoKey;
+                $body
+            }
+            Key::Manifest($k) => {
+                type $K = ManifestKey;
+                $body
+            }
+            Key::Body($k) => {
+                type $K = BodyKey;
+                $body
+            }
+            Key::RepoManifest($k) => {
+                type $K = RepoManifestKey;
+                $body
+            }
+            Key::Tag($k) => {
+                type $K = TagKey;
+                $body
+            }
+            Key::Referrer($k) => {
+                type $K = ReferrerKey;
+                $body
+            }
+            Key::Upload($k) => {
+                type $K = UploadKey;
+                $body
+            }
+            Key::Repo($k) => {
+                type $K = RepoKey;
+                $body
+            }
+            Key::User($k) => {
+                type $K = UserKey;
+                $body
+            }
+            Key::Project($k) => {
+                type $K = ProjectKey;
+                $body
+            }
+            Key::Member($k) => {
+                type $K = MemberKey;
+                $body
+            }
+            Key::Robot($k) => {
+                type $K = RobotKey;
+                $body
+            }
+            Key::GcCandidate($k) => {
+                type $K = GcCandidateKey;
+                $body
+            }
+            Key::Chart($k) => {
+                type $K = ChartKey;
+                $body
+            }
+            Key::ChartRepo($k) => {
+                type $K = ChartRepoKey;
+                $body
+            }
+        }
+    };
+}
+
+impl Key {
+    /// Parses key bytes read from family `cf` as that family's key type
+    /// (for `meta`, as one of the [`MetaKey`]s). `decode(k.cf(),
+    /// &k.encode()) == Ok(k)` for every key, and a key that decodes
+    /// re-encodes to exactly its bytes.
+    pub fn decode(cf: Cf, bytes: &[u8]) -> Result<Key, CorruptKey> {
+        Ok(match cf {
+            Cf::Meta => Key::Meta(MetaKey::decode(bytes)?),
+            Cf::Blobs => Key::Blob(BlobKey::decode(bytes)?),
+            Cf::Links => Key::Link(LinkKey::decode(bytes)?),
+            Cf::BlobRepos => Key::BlobRepo(BlobRepoKey::decode(bytes)?),
+            Cf::Manifests => Key::Manifest(ManifestKey::decode(bytes)?),
+            Cf::Bodies => Key::Body(BodyKey::decode(bytes)?),
+            Cf::RepoManifests => Key::RepoManifest(RepoManifestKey::decode(bytes)?),
+            Cf::Tags => Key::Tag(TagKey::decode(bytes)?),
+            Cf::Referrers => Key::Referrer(ReferrerKey::decode(bytes)?),
+            Cf::Uploads => Key::Upload(UploadKey::decode(bytes)?),
+            Cf::Repos => Key::Repo(RepoKey::decode(bytes)?),
+            Cf::Users => Key::User(UserKey::decode(bytes)?),
+            Cf::Projects => Key::Project(ProjectKey::decode(bytes)?),
+            Cf::Members => Key::Member(MemberKey::decode(bytes)?),
+            Cf::Robots => Key::Robot(RobotKey::decode(bytes)?),
+            Cf::GcCandidates => Key::GcCandidate(GcCandidateKey::decode(bytes)?),
+            Cf::Charts => Key::Chart(ChartKey::decode(bytes)?),
+            Cf::ChartRepos => Key::ChartRepo(ChartRepoKey::decode(bytes)?),
+        })
+    }
+
+    /// The key's column family.
+    pub fn cf(&self) -> Cf {
+        each_key!(self, _k: K => K::CF, _m => Cf::Meta)
+    }
+
+    /// The key's bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        each_key!(self, k: K => K::encode(k), m => m.encode())
+    }
+
+    /// Checks that `bytes` decode as the record this key holds; the error
+    /// says what is wrong.
+    pub fn check_value(&self, bytes: &[u8]) -> Result<(), String> {
+        each_key!(self, _k: K => check::<K>(bytes), m => m.check_value(bytes))
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        each_key!(self, k: K => <K as fmt::Display>::fmt(k, f), m => fmt::Display::fmt(m, f))
     }
 }
 
@@ -1177,6 +1424,46 @@ mod tests {
         bad::<SeqKey>(b"sequence\0user");
     }
 
+    /// `meta` holds exactly its known keys; anything else there is a
+    /// corrupt key, not an ignorable stranger.
+    #[test]
+    fn unknown_meta_keys_are_errors() {
+        for k in MetaKey::ALL {
+            assert_eq!(Key::decode(Cf::Meta, &k.encode()), Ok(Key::Meta(k)));
+        }
+        assert_eq!(
+            Key::decode(Cf::Meta, b"seq\0user"),
+            Ok(Key::Meta(MetaKey::Seq(IdKind::User)))
+        );
+        for bad in [
+            &b""[..],
+            b"Format",
+            b"format\0",
+            b"version",
+            b"token_key2",
+            b"seq",
+            b"seq\0",
+            b"seq\0widget",
+            b"seq\0user\0x",
+            b"gc_candidates",
+            b"\xff",
+        ] {
+            let e = Key::decode(Cf::Meta, bad).expect_err("unknown meta key decoded");
+            assert_eq!((e.cf, e.key.as_slice()), (Cf::Meta, bad));
+        }
+        // A key of one family is not a key of another.
+        let tag = TagKey(RepoName::parse("p/r").unwrap(), Tag::parse("v1").unwrap());
+        assert!(Key::decode(Cf::Links, &tag.encode()).is_err());
+        assert!(Key::decode(Cf::Meta, &tag.encode()).is_err());
+        // Values are checked against the key's record.
+        let k = Key::Meta(MetaKey::Format);
+        assert!(k.check_value(&1u32.to_be_bytes()).is_ok());
+        assert!(k.check_value(b"1").is_err());
+        assert!(Key::GcCandidate(GcCandidateKey(d('a')))
+            .check_value(b"x")
+            .is_err());
+    }
+
     fn arb_repo() -> impl Strategy<Value = RepoName> {
         // A small alphabet, so repositories share prefixes ("a", "a/b", "ab").
         prop::collection::vec(
@@ -1246,16 +1533,73 @@ mod tests {
             roundtrip(LinkKey(repo.clone(), d1.clone()))?;
             roundtrip(RepoManifestKey(repo.clone(), d1.clone()))?;
             roundtrip(BlobRepoKey(d1.clone(), repo.clone()))?;
-            roundtrip(TagKey(repo.clone(), tag))?;
-            roundtrip(ReferrerKey { repo: repo.clone(), subject: d1, referrer: d2 })?;
-            roundtrip(UploadKey(id))?;
+            roundtrip(TagKey(repo.clone(), tag.clone()))?;
+            roundtrip(ReferrerKey { repo: repo.clone(), subject: d1.clone(), referrer: d2.clone() })?;
+            roundtrip(UploadKey(id.clone()))?;
             roundtrip(RepoKey(repo.clone()))?;
-            roundtrip(ChartRepoKey(repo))?;
+            roundtrip(ChartRepoKey(repo.clone()))?;
             roundtrip(UserKey(n1.clone()))?;
             roundtrip(ProjectKey(n1.clone()))?;
             roundtrip(RobotKey(format!("robot${n1}+{n2}")))?;
-            roundtrip(MemberKey { project: n1, user: n2 })?;
-            roundtrip(ChartKey(chart))?;
+            roundtrip(MemberKey { project: n1.clone(), user: n2.clone() })?;
+            roundtrip(ChartKey(chart.clone()))?;
+
+            // The closed keyspace: every variant of `Key`, every meta key.
+            let mut keys: Vec<Key> = MetaKey::ALL.into_iter().map(Key::Meta).collect();
+            keys.extend([
+                Key::Blob(BlobKey(d1.clone())),
+                Key::Link(LinkKey(repo.clone(), d1.clone())),
+                Key::BlobRepo(BlobRepoKey(d1.clone(), repo.clone())),
+                Key::Manifest(ManifestKey(d1.clone())),
+                Key::Body(BodyKey(d1.clone())),
+                Key::RepoManifest(RepoManifestKey(repo.clone(), d2.clone())),
+                Key::Tag(TagKey(repo.clone(), tag.clone())),
+                Key::Referrer(ReferrerKey { repo: repo.clone(), subject: d2.clone(), referrer: d1.clone() }),
+                Key::Upload(UploadKey(id.clone())),
+                Key::Repo(RepoKey(repo.clone())),
+                Key::User(UserKey(n1.clone())),
+                Key::Project(ProjectKey(n2.clone())),
+                Key::Member(MemberKey { project: n2.clone(), user: n1.clone() }),
+                Key::Robot(RobotKey(format!("robot${n2}+{n1}"))),
+                Key::GcCandidate(GcCandidateKey(d2.clone())),
+                Key::Chart(ChartKey(chart)),
+                Key::ChartRepo(ChartRepoKey(repo.clone())),
+            ]);
+            let families: std::collections::HashSet<Cf> = keys.iter().map(Key::cf).collect();
+            prop_assert_eq!(families.len(), Cf::ALL.len());
+            for k in keys {
+                let bytes = k.encode();
+                prop_assert_eq!(Key::decode(k.cf(), &bytes), Ok(k.clone()));
+                let shown = k.to_string();
+                prop_assert!(shown.starts_with(&format!("{}/", k.cf())), "{}", shown);
+            }
+        }
+
+        /// Whatever bytes a family holds, they decode as a key that
+        /// re-encodes to exactly them, or they are a corrupt key of that
+        /// family: no two encodings of one key, no lossy decode.
+        #[test]
+        fn any_bytes_decode_canonically_or_not_at_all(
+            cf in prop::sample::select(Cf::ALL.to_vec()),
+            bytes in prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..80),
+                "[a-z0-9:/._\x00-]{0,80}".prop_map(String::into_bytes),
+                prop::sample::select(vec![
+                    "format", "gc_candidates_built", "token_key", "seq\0user",
+                    "seq\0robot", "seq\0", "seq", "formats", "token_key\0",
+                ]).prop_map(|s| s.as_bytes().to_vec()),
+            ],
+        ) {
+            match Key::decode(cf, &bytes) {
+                Ok(k) => {
+                    prop_assert_eq!(k.cf(), cf);
+                    prop_assert_eq!(k.encode(), bytes);
+                }
+                Err(e) => {
+                    prop_assert_eq!(e.cf, cf);
+                    prop_assert_eq!(e.key, bytes);
+                }
+            }
         }
 
         /// A prefix scan covers exactly its own keys: a key starts with the

@@ -143,7 +143,8 @@ impl Inner {
     /// Startup recovery of upload sessions, deciding by the store's staged
     /// ids: cut every session's staged blob back to its durable offset
     /// (dropping unacknowledged tails), drop records whose staged blob is
-    /// gone (or shorter than the offset) or whose key is not an upload id,
+    /// gone (or shorter than the offset), whose key is not an upload id or
+    /// whose value does not decode,
     /// and abort staged ids that have no record. IMPORTANT: the store never hands out a staged blob that is
     /// also a published one (`open_staged`), so the cut can only shorten
     /// bytes no blob owns.
@@ -152,9 +153,9 @@ impl Inner {
         let mut owners: HashMap<String, u64> = HashMap::new();
         let mut dead = Vec::new();
         let mut corrupt = Vec::new();
-        for r in self.index.scan(UploadKey::all()) {
-            let (UploadKey(id), rec) = match r {
-                Ok(entry) => entry,
+        for r in self.index.scan_keys(UploadKey::all()) {
+            let key = match r {
+                Ok(key) => key,
                 // Not an upload id: it names no staged blob, like a
                 // record whose staged blob is gone.
                 Err(StorageError::CorruptKey(k)) => {
@@ -164,6 +165,19 @@ impl Inner {
                 }
                 Err(e) => return Err(e),
             };
+            let rec = match self.index.get(&key) {
+                Ok(Some(rec)) => rec,
+                Ok(None) => continue,
+                // A session whose record does not decode cannot be resumed
+                // or completed: dropped, its staged bytes aborted below.
+                Err(StorageError::Corrupt { what, detail }) => {
+                    tracing::warn!(key = %what, %detail, "upload record is corrupt; dropping the session");
+                    dead.push(key.0);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let UploadKey(id) = key;
             let Some(staged) = self.store.open_staged(&id).map_err(|e| self.store_err(e))? else {
                 tracing::warn!(upload = %id, "staged upload missing; dropping session");
                 dead.push(id);

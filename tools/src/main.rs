@@ -44,15 +44,20 @@ struct Cli {
 enum Command {
     /// Counts the index's entries.
     Stats,
-    /// Checks the index against itself and the blob store; lists every
-    /// finding and exits non-zero if there is any.
+    /// Checks the index against itself and the blob store, every entry of
+    /// every column family included (unknown or corrupt keys, values that
+    /// do not decode); lists every finding and exits non-zero if there is
+    /// any.
     Fsck {
         /// Also re-hash every blob (reads all data).
         #[arg(long)]
         verify_blobs: bool,
         /// Then fix what can be fixed safely: recomputed counts, the GC
-        /// candidates index, interrupted GC deletions, orphan store files,
-        /// upload records without a file. Exits non-zero if the check found
+        /// candidates index, reverse links, referrer entries, interrupted
+        /// GC deletions, orphan store files, upload records without a file,
+        /// and corrupt entries of the families that hold nothing live
+        /// (gc_candidates, blob_repos, referrers, uploads); other corrupt
+        /// entries are reported and kept. Exits non-zero if the check found
         /// anything (re-run to confirm the repair).
         #[arg(long)]
         repair: bool,
