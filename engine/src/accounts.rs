@@ -269,6 +269,10 @@ pub enum AccountError {
     Exists { what: String },
     #[error("{what} does not exist")]
     NotFound { what: String },
+    /// A project already holds as many of something as the engine allows
+    /// (`EngineConfig::max_members_per_project`, `max_robots_per_project`).
+    #[error("{what}: at most {limit} per project")]
+    Limit { what: String, limit: u64 },
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -366,6 +370,19 @@ fn robot_full_name(project: &str, name: &str) -> String {
 }
 
 impl Inner {
+    /// How many keys `scan` holds, counting no further than `limit`.
+    fn count_up_to<K: IndexKey>(&self, scan: Scan<K>, limit: u64) -> Result<u64, StorageError> {
+        let mut n = 0u64;
+        for r in self.index.scan(scan) {
+            if n >= limit {
+                break;
+            }
+            r?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// The next id of `kind`, written into `batch` (call under the lock).
     fn next_id(&self, batch: &mut Batch, kind: IdKind) -> Result<u64, StorageError> {
         let key = SeqKey(kind);
@@ -696,7 +713,19 @@ impl Engine {
         let mut batch = Batch::default();
         let id = match inner.index.get(&key)? {
             Some(m) => m.id,
-            None => inner.next_id(&mut batch, IdKind::Member)?,
+            None => {
+                // Counted under the accounts lock, which every membership
+                // change holds until its batch commits: concurrent adds
+                // cannot both see room for one more.
+                let limit = inner.config.max_members_per_project;
+                if inner.count_up_to(MemberKey::of_project(project), limit)? >= limit {
+                    return Err(AccountError::Limit {
+                        what: format!("members of project {project}"),
+                        limit,
+                    });
+                }
+                inner.next_id(&mut batch, IdKind::Member)?
+            }
         };
         let rec = MemberRecord {
             id,
@@ -785,6 +814,14 @@ impl Engine {
         if inner.index.contains(&key)? {
             return Err(AccountError::Exists {
                 what: format!("robot {full}"),
+            });
+        }
+        // Under the lock, like the insert below (see set_member_checked).
+        let limit = inner.config.max_robots_per_project;
+        if inner.count_up_to(RobotKey::of_project(project), limit)? >= limit {
+            return Err(AccountError::Limit {
+                what: format!("robots of project {project}"),
+                limit,
             });
         }
         let created_ms = records::now_ms();
@@ -956,6 +993,59 @@ mod tests {
         assert_eq!(Role::parse("owner"), None);
         assert_eq!(Actions::of(&[Pull, Push]).names(), ["pull", "push"]);
         assert_eq!(Action::parse("*"), Some(Admin));
+    }
+
+    #[test]
+    fn members_and_robots_per_project_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = EngineConfig::new(dir.path());
+        config.max_members_per_project = 5;
+        config.max_robots_per_project = 2;
+        let e = std::sync::Arc::new(Engine::open(config).unwrap());
+        e.create_project("p", false, None).unwrap();
+        e.create_project("p2", false, None).unwrap();
+        // Concurrent adds of new names: exactly the limit get in.
+        let handles: Vec<_> = (0..12)
+            .map(|i| {
+                let e = e.clone();
+                std::thread::spawn(move || {
+                    e.set_member_checked("p", &format!("u{i}"), Role::Guest, UserCheck::ByName)
+                })
+            })
+            .collect();
+        let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let ok = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(ok, 5);
+        assert!(results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .all(|err| matches!(err, AccountError::Limit { limit: 5, .. })));
+        assert_eq!(e.members("p").unwrap().len(), 5);
+        // A member's new role is not a new membership; another project
+        // has its own count.
+        let (member, _) = e.members("p").unwrap().remove(0);
+        e.set_member_checked("p", &member, Role::Developer, UserCheck::ByName)
+            .unwrap();
+        e.set_member_checked("p2", "u0", Role::Guest, UserCheck::ByName)
+            .unwrap();
+        // Removing one makes room for one.
+        assert!(e.remove_member("p", &member).unwrap());
+        e.set_member_checked("p", "late", Role::Guest, UserCheck::ByName)
+            .unwrap();
+        assert!(matches!(
+            e.set_member_checked("p", "later", Role::Guest, UserCheck::ByName),
+            Err(AccountError::Limit { .. })
+        ));
+
+        let pull = Actions::of(&[Action::Pull]);
+        e.create_robot("p", "a", pull, None, "").unwrap();
+        e.create_robot("p", "b", pull, None, "").unwrap();
+        assert!(matches!(
+            e.create_robot("p", "c", pull, None, ""),
+            Err(AccountError::Limit { limit: 2, .. })
+        ));
+        e.create_robot("p2", "c", pull, None, "").unwrap();
+        assert_eq!(e.robots().unwrap().len(), 3);
     }
 
     #[test]

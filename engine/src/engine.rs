@@ -26,6 +26,12 @@ use crate::workers::Workers;
 /// they expire.
 pub const DEFAULT_MAX_UPLOADS_PER_OWNER: u64 = 256;
 
+/// Default of [`EngineConfig::max_members_per_project`] and
+/// [`EngineConfig::max_robots_per_project`]: far more than a team has,
+/// few enough that one project admin cannot grow the index without bound
+/// (memberships may name users who do not exist yet).
+pub const DEFAULT_MAX_PER_PROJECT: u64 = 1000;
+
 /// How to open an engine.
 #[derive(Clone)]
 pub struct EngineConfig {
@@ -47,6 +53,12 @@ pub struct EngineConfig {
     /// [`crate::UploadError::TooMany`]. Sessions without an owner are not
     /// counted.
     pub max_uploads_per_owner: u64,
+    /// Memberships one project may hold; one more (a new user, not a new
+    /// role for a member) is [`crate::AccountError::Limit`].
+    pub max_members_per_project: u64,
+    /// Robots one project may hold; one more is
+    /// [`crate::AccountError::Limit`].
+    pub max_robots_per_project: u64,
     /// Online GC: run every this often on the worker thread (`None`: off).
     pub gc_interval: Option<Duration>,
     /// Online GC: unreferenced blobs touched more recently are kept.
@@ -72,6 +84,8 @@ impl EngineConfig {
             upload_ttl: Duration::from_secs(24 * 3600),
             expiry_interval: Duration::from_secs(600),
             max_uploads_per_owner: DEFAULT_MAX_UPLOADS_PER_OWNER,
+            max_members_per_project: DEFAULT_MAX_PER_PROJECT,
+            max_robots_per_project: DEFAULT_MAX_PER_PROJECT,
             gc_interval: None,
             gc_grace: Duration::from_secs(3600),
             metrics: Arc::new(EngineMetrics::default()),

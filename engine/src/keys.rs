@@ -723,6 +723,14 @@ name_key!(
     RobotRecord
 );
 
+impl RobotKey {
+    /// Every robot of one project (`robot$project+…`; project names
+    /// have no `+`).
+    pub fn of_project(project: &str) -> Scan<RobotKey> {
+        Scan::prefix(format!("{}{project}+", crate::accounts::ROBOT_PREFIX).into_bytes())
+    }
+}
+
 /// `members`: user `user` has a role in project `project`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct MemberKey {

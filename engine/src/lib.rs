@@ -39,7 +39,9 @@ mod workers;
 pub use accounts::{Account, AccountError, Action, Actions, AdminSetup, NewRobot, Role, UserCheck};
 pub use charts::{ChartEntry, ChartId, ChartVersion, ChartWrite};
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
-pub use engine::{Engine, EngineConfig, IndexStats, DEFAULT_MAX_UPLOADS_PER_OWNER};
+pub use engine::{
+    Engine, EngineConfig, IndexStats, DEFAULT_MAX_PER_PROJECT, DEFAULT_MAX_UPLOADS_PER_OWNER,
+};
 pub use error::{BlobError, ManifestError, NameError, StorageError, UploadError};
 pub use gc::{GcOptions, GcReport, GcRun, GcRunKind, GcRunStatus};
 pub use manifests::{Manifest, ManifestPut, Referrer};

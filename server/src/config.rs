@@ -16,7 +16,9 @@
 //!  "max_failed_logins": 10, "tls_cert": "/etc/berth/cert.pem", "tls_key": "/etc/berth/key.pem",
 //!  "gc_interval_seconds": 3600, "gc_grace_seconds": 3600,
 //!  "chart_allow_overwrite": false, "body_read_timeout_seconds": 60,
-//!  "header_read_timeout_seconds": 30, "max_connections": 4096}
+//!  "header_read_timeout_seconds": 30, "max_connections": 4096, "idle_timeout_seconds": 60,
+//!  "tls_handshake_timeout_seconds": 10, "max_members_per_project": 1000,
+//!  "max_robots_per_project": 1000}
 //! ```
 //!
 //! Storage (`docs/storage.md`): `storage_backend` is `local` (default), `s3`
@@ -132,6 +134,10 @@ pub struct Config {
     /// Open upload sessions one account (or, unauthenticated, one
     /// repository) may hold; one more is `429 TOOMANYREQUESTS`.
     pub max_uploads_per_user: u64,
+    /// Memberships and robots one project may hold; one more is
+    /// `403 DENIED` (`docs/security.md`).
+    pub max_members_per_project: u64,
+    pub max_robots_per_project: u64,
     /// Where blobs live: local disk, an S3 bucket with a local read cache,
     /// or both (tiered).
     pub storage: Backend,
@@ -166,6 +172,8 @@ impl Config {
             delete_enabled: true,
             upload_ttl: DEFAULT_UPLOAD_TTL,
             max_uploads_per_user: berth_engine::DEFAULT_MAX_UPLOADS_PER_OWNER,
+            max_members_per_project: berth_engine::DEFAULT_MAX_PER_PROJECT,
+            max_robots_per_project: berth_engine::DEFAULT_MAX_PER_PROJECT,
             storage: Backend::local(),
             proxy: ProxyConfig::default(),
             auth: AuthConfig::default(),
@@ -214,6 +222,14 @@ impl Config {
                 .max_uploads_per_user
                 .or(file.max_uploads_per_user)
                 .unwrap_or(berth_engine::DEFAULT_MAX_UPLOADS_PER_OWNER),
+            max_members_per_project: args
+                .max_members_per_project
+                .or(file.max_members_per_project)
+                .unwrap_or(berth_engine::DEFAULT_MAX_PER_PROJECT),
+            max_robots_per_project: args
+                .max_robots_per_project
+                .or(file.max_robots_per_project)
+                .unwrap_or(berth_engine::DEFAULT_MAX_PER_PROJECT),
             proxy: ProxyConfig {
                 external_url: match args.external_url.or(file.external_url) {
                     Some(u) if !u.trim().is_empty() => {
@@ -334,6 +350,17 @@ fn limits(args: &ServeArgs, file: &FileConfig) -> Result<Limits, ConfigError> {
             args.header_read_timeout_seconds
                 .or(file.header_read_timeout_seconds),
             d.header_read_timeout,
+        )?,
+        idle_timeout: timeout(
+            "idle timeout (BERTH_IDLE_TIMEOUT_SECONDS)",
+            args.idle_timeout_seconds.or(file.idle_timeout_seconds),
+            d.idle_timeout,
+        )?,
+        tls_handshake_timeout: timeout(
+            "TLS handshake timeout (BERTH_TLS_HANDSHAKE_TIMEOUT_SECONDS)",
+            args.tls_handshake_timeout_seconds
+                .or(file.tls_handshake_timeout_seconds),
+            d.tls_handshake_timeout,
         )?,
         // tokio's semaphore holds at most usize::MAX >> 3 permits.
         max_connections: usize::try_from(max_connections)
@@ -540,6 +567,24 @@ pub struct ServeArgs {
     /// accepted [default: 4096]
     #[arg(long, env = "BERTH_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<u64>,
+    /// Close a connection with no request in flight for this many seconds
+    /// [default: 60]
+    #[arg(long, env = "BERTH_IDLE_TIMEOUT_SECONDS", value_name = "SECONDS")]
+    pub idle_timeout_seconds: Option<u64>,
+    /// Drop a TLS connection whose handshake has not completed within this
+    /// many seconds [default: 10]
+    #[arg(
+        long,
+        env = "BERTH_TLS_HANDSHAKE_TIMEOUT_SECONDS",
+        value_name = "SECONDS"
+    )]
+    pub tls_handshake_timeout_seconds: Option<u64>,
+    /// Members one project may hold (users need not exist yet) [default: 1000]
+    #[arg(long, env = "BERTH_MAX_MEMBERS_PER_PROJECT", value_name = "N")]
+    pub max_members_per_project: Option<u64>,
+    /// Robot accounts one project may hold [default: 1000]
+    #[arg(long, env = "BERTH_MAX_ROBOTS_PER_PROJECT", value_name = "N")]
+    pub max_robots_per_project: Option<u64>,
 }
 
 /// The config file's contents; every key optional.
@@ -580,6 +625,10 @@ struct FileConfig {
     body_read_timeout_seconds: Option<u64>,
     header_read_timeout_seconds: Option<u64>,
     max_connections: Option<u64>,
+    idle_timeout_seconds: Option<u64>,
+    tls_handshake_timeout_seconds: Option<u64>,
+    max_members_per_project: Option<u64>,
+    max_robots_per_project: Option<u64>,
 }
 
 impl FileConfig {
@@ -603,7 +652,7 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("berth: config {path}: {source} (expected a JSON object with keys listen, data_dir, read_only, delete_enabled, upload_ttl_seconds, max_uploads_per_user, storage_backend, s3_endpoint, s3_region, s3_bucket, s3_access_key, s3_secret_key, s3_root, s3_path_style, s3_multipart_threshold, s3_ca_file, cache_max_bytes, auth_enabled, admin_password, external_url, trusted_proxies, token_service, token_ttl_seconds, self_registration, project_creation, max_failed_logins, tls_cert, tls_key, gc_interval_seconds, gc_grace_seconds, chart_allow_overwrite, body_read_timeout_seconds, header_read_timeout_seconds, max_connections)", path = .path.display())]
+    #[error("berth: config {path}: {source} (expected a JSON object with keys listen, data_dir, read_only, delete_enabled, upload_ttl_seconds, max_uploads_per_user, storage_backend, s3_endpoint, s3_region, s3_bucket, s3_access_key, s3_secret_key, s3_root, s3_path_style, s3_multipart_threshold, s3_ca_file, cache_max_bytes, auth_enabled, admin_password, external_url, trusted_proxies, token_service, token_ttl_seconds, self_registration, project_creation, max_failed_logins, tls_cert, tls_key, gc_interval_seconds, gc_grace_seconds, chart_allow_overwrite, body_read_timeout_seconds, header_read_timeout_seconds, max_connections, idle_timeout_seconds, tls_handshake_timeout_seconds, max_members_per_project, max_robots_per_project)", path = .path.display())]
     Parse {
         path: PathBuf,
         #[source]
@@ -639,7 +688,9 @@ mod tests {
         let path = dir.path().join("berth.json");
         std::fs::write(
             &path,
-            r#"{"body_read_timeout_seconds":5,"header_read_timeout_seconds":6,"max_connections":7}"#,
+            r#"{"body_read_timeout_seconds":5,"header_read_timeout_seconds":6,"max_connections":7,
+                "idle_timeout_seconds":8,"tls_handshake_timeout_seconds":9,
+                "max_members_per_project":10,"max_robots_per_project":11}"#,
         )
         .unwrap();
         let c = Config::from_args(ServeArgs {
@@ -649,6 +700,9 @@ mod tests {
         .unwrap();
         assert_eq!(c.limits.body_read_timeout, Duration::from_secs(5));
         assert_eq!(c.limits.header_read_timeout, Duration::from_secs(6));
+        assert_eq!(c.limits.idle_timeout, Duration::from_secs(8));
+        assert_eq!(c.limits.tls_handshake_timeout, Duration::from_secs(9));
+        assert_eq!((c.max_members_per_project, c.max_robots_per_project), (10, 11));
         assert_eq!(c.limits.max_connections, 7);
         let c = Config::from_args(ServeArgs {
             config: Some(path),

@@ -407,6 +407,8 @@ impl From<AccountError> for ApiError {
             AccountError::Invalid { .. } => Code::BadRequest,
             AccountError::Exists { .. } => Code::Conflict,
             AccountError::NotFound { .. } => Code::NotFound,
+            // Harbor answers a project limit with 403 too; the detail names it.
+            AccountError::Limit { .. } => Code::Denied,
             AccountError::Storage(s) => return ApiError::internal(s),
         };
         ApiError::new(code, e.to_string())

@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::errors::ApiError;
-use crate::limits::{Limits, PrefaceDeadline, RequestBody};
+use crate::limits::{Activity, Limits, PrefaceDeadline, RequestBody, Tracked};
 use crate::proxy::{ConnInfo, ProxyConfig};
 use crate::sendfile;
 
@@ -108,6 +108,8 @@ pub async fn open_engine(config: &Config) -> Result<Engine, ServeError> {
     let mut ec = EngineConfig::new(&config.data_dir);
     ec.upload_ttl = config.upload_ttl;
     ec.max_uploads_per_owner = config.max_uploads_per_user;
+    ec.max_members_per_project = config.max_members_per_project;
+    ec.max_robots_per_project = config.max_robots_per_project;
     ec.backend = config.storage.clone();
     ec.gc_interval = config.gc_interval;
     ec.gc_grace = config.gc_grace;
@@ -253,9 +255,12 @@ fn admin_at_start(e: &Engine, admin_password: Option<&str>) -> Result<(), ServeE
 /// Each connection holds one of `limits.max_connections` permits from
 /// before its accept until it ends. With none left the loop stops
 /// accepting (new connections wait in the kernel's backlog) until one
-/// closes; a connection must send its first bytes, and each HTTP/1
-/// request head, within `limits.header_read_timeout`, so silent ones give
-/// their permit back.
+/// closes, saying so (a warning at most once a minute, and the
+/// `berth_connections_waiting` gauge). A connection must finish its TLS
+/// handshake within `limits.tls_handshake_timeout`, send its first bytes,
+/// and each HTTP/1 request head, within `limits.header_read_timeout`, and
+/// is closed after `limits.idle_timeout` with no request in flight (see
+/// [`Activity`]), so silent and idle ones give their permit back.
 async fn run(
     app: Arc<App>,
     listener: TcpListener,
@@ -269,20 +274,45 @@ async fn run(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+    // Pings find peers that vanished with streams open; a connection with
+    // none is closed by the idle timeout below.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(limits.idle_timeout)
+        .keep_alive_timeout(H2_PING_TIMEOUT);
     let graceful = GracefulShutdown::new();
     let ids = Arc::new(RequestIds::new());
     // Owned by the loop; each connection task holds one permit and returns
     // it when it ends (however it ends: the permit is dropped with the task).
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let mut warned: Option<Instant> = None;
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break, // never closed
-            },
-            _ = &mut shutdown => break,
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                let m = &app.metrics;
+                m.connection_limit_reached.fetch_add(1, Ordering::Relaxed);
+                m.connections_waiting.store(1, Ordering::Relaxed);
+                if warned.is_none_or(|t| t.elapsed() >= LIMIT_WARN_EVERY) {
+                    warned = Some(Instant::now());
+                    tracing::warn!(
+                        max_connections = limits.max_connections,
+                        "every connection permit is taken (BERTH_MAX_CONNECTIONS): \
+                         new connections wait to be accepted until one closes"
+                    );
+                }
+                let p = tokio::select! {
+                    p = permits.clone().acquire_owned() => p,
+                    _ = &mut shutdown => break,
+                };
+                m.connections_waiting.store(0, Ordering::Relaxed);
+                match p {
+                    Ok(p) => p,
+                    Err(_) => break, // never closed
+                }
+            }
         };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -297,6 +327,9 @@ async fn run(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let slot = ConnSlot::new(permit, app.clone());
+        let activity = Activity::new();
+        let conn_activity = activity.clone();
         let app = app.clone();
         let ids = ids.clone();
         let info = ConnInfo {
@@ -311,7 +344,12 @@ async fn run(
             let app = app.clone();
             let ids = ids.clone();
             let lane = req_lane.clone();
-            async move { Ok::<_, Infallible>(handle(&app, &ids, info, lane, req).await) }
+            // In flight from here until hyper drops the response body.
+            let in_flight = activity.start();
+            async move {
+                let res = handle(&app, &ids, info, lane, req).await;
+                Ok::<_, Infallible>(res.map(|b| Tracked::new(b, in_flight)))
+            }
         });
         match &tls {
             None => {
@@ -324,10 +362,8 @@ async fn run(
                     .into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
-                    let _permit = permit;
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
+                    let _slot = slot;
+                    until_idle(conn, &conn_activity, limits.idle_timeout, peer).await;
                 });
             }
             Some(acceptor) => {
@@ -335,9 +371,9 @@ async fn run(
                 let builder = builder.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    let _permit = permit;
+                    let _slot = slot;
                     let handshake =
-                        tokio::time::timeout(Duration::from_secs(30), acceptor.accept(stream));
+                        tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(stream));
                     let stream = match handshake.await {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {
@@ -353,9 +389,8 @@ async fn run(
                     let conn = builder
                         .serve_connection(TokioIo::new(io), service)
                         .into_owned();
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
+                    let conn = watcher.watch(conn);
+                    until_idle(conn, &conn_activity, limits.idle_timeout, peer).await;
                 });
             }
         }
@@ -370,6 +405,60 @@ async fn run(
         .is_err()
     {
         tracing::warn!("in-flight requests did not finish within {SHUTDOWN_GRACE:?}; closing");
+    }
+}
+
+/// How long an h2 peer has to answer a keep-alive ping (hyper's default).
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// At most one "every permit is taken" warning per this long.
+const LIMIT_WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// A connection's permit, and its count in `berth_connections_open`; both
+/// given back when the connection task ends, however it ends.
+struct ConnSlot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    app: Arc<App>,
+}
+
+impl ConnSlot {
+    fn new(permit: tokio::sync::OwnedSemaphorePermit, app: Arc<App>) -> ConnSlot {
+        app.metrics.connections_open.fetch_add(1, Ordering::Relaxed);
+        ConnSlot {
+            _permit: permit,
+            app,
+        }
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.app
+            .metrics
+            .connections_open
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Serves `conn` until it ends, or until it has had no request in flight
+/// for `idle`: then it is dropped, which closes the socket (for HTTP/1 a
+/// keep-alive close between requests; an h2 client sees the connection end
+/// with no stream open).
+async fn until_idle<E: std::fmt::Display>(
+    conn: impl Future<Output = Result<(), E>>,
+    activity: &Activity,
+    idle: Duration,
+    peer: SocketAddr,
+) {
+    tokio::select! {
+        r = conn => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        }
+        _ = activity.idle_for(idle) => {
+            tracing::debug!(%peer, "closed an idle connection");
+        }
     }
 }
 

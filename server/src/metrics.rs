@@ -27,6 +27,13 @@ pub struct ServerMetrics {
     pub bytes_in: AtomicU64,
     /// Response body bytes sent.
     pub bytes_out: AtomicU64,
+    /// Connections holding a permit (see `limits.rs`).
+    pub connections_open: AtomicU64,
+    /// 1 while every permit is taken and new connections wait to be
+    /// accepted, else 0.
+    pub connections_waiting: AtomicU64,
+    /// Times the accept loop found every permit taken.
+    pub connection_limit_reached: AtomicU64,
 }
 
 impl ServerMetrics {
@@ -91,6 +98,27 @@ pub fn render(app: &App, uploads_open: Option<u64>) -> String {
         "counter",
         "Response body bytes sent.",
         s.bytes_out.load(Ordering::Relaxed),
+    );
+    sample(
+        &mut out,
+        "berth_connections_open",
+        "gauge",
+        "Connections open (each holds one of BERTH_MAX_CONNECTIONS).",
+        s.connections_open.load(Ordering::Relaxed),
+    );
+    sample(
+        &mut out,
+        "berth_connections_waiting",
+        "gauge",
+        "1 while every connection permit is taken and new connections wait to be accepted.",
+        s.connections_waiting.load(Ordering::Relaxed),
+    );
+    sample(
+        &mut out,
+        "berth_connection_limit_reached_total",
+        "counter",
+        "Times every connection permit was taken when the server went to accept.",
+        s.connection_limit_reached.load(Ordering::Relaxed),
     );
     let e = app.engine.metrics();
     let g = EngineMetrics::get;
