@@ -702,7 +702,10 @@ mod tests {
         assert_eq!(c.limits.header_read_timeout, Duration::from_secs(6));
         assert_eq!(c.limits.idle_timeout, Duration::from_secs(8));
         assert_eq!(c.limits.tls_handshake_timeout, Duration::from_secs(9));
-        assert_eq!((c.max_members_per_project, c.max_robots_per_project), (10, 11));
+        assert_eq!(
+            (c.max_members_per_project, c.max_robots_per_project),
+            (10, 11)
+        );
         assert_eq!(c.limits.max_connections, 7);
         let c = Config::from_args(ServeArgs {
             config: Some(path),

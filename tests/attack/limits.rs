@@ -15,16 +15,16 @@ use std::time::Duration;
 use berth_testkit::server::{header, http, TestServer};
 use serde_json::Value;
 
-const ADMIN_PW: &str = "attack-admin-pw-1";
+pub(crate) const ADMIN_PW: &str = "attack-admin-pw-1";
 /// `Basic base64("admin:attack-admin-pw-1")`.
-const ADMIN_BASIC: &str = "Basic YWRtaW46YXR0YWNrLWFkbWluLXB3LTE=";
+pub(crate) const ADMIN_BASIC: &str = "Basic YWRtaW46YXR0YWNrLWFkbWluLXB3LTE=";
 
 /// How long a test waits for the server to close a connection it should
 /// close: far beyond the shortened timeouts, so only a server that keeps
 /// the connection fails.
-const CLOSE_WAIT: Duration = Duration::from_secs(60);
+pub(crate) const CLOSE_WAIT: Duration = Duration::from_secs(60);
 
-fn start(data: &Path, extra: &[(&str, &str)]) -> TestServer {
+pub(crate) fn start(data: &Path, extra: &[(&str, &str)]) -> TestServer {
     let mut env = vec![
         ("BERTH_AUTH_ENABLED", "true"),
         ("BERTH_ADMIN_PASSWORD", ADMIN_PW),
@@ -33,7 +33,7 @@ fn start(data: &Path, extra: &[(&str, &str)]) -> TestServer {
     TestServer::start(data, &env)
 }
 
-fn digest_of(data: &[u8]) -> String {
+pub(crate) fn digest_of(data: &[u8]) -> String {
     berth_testkit::sha256(data).as_str().to_owned()
 }
 
@@ -51,7 +51,7 @@ fn new_session(addr: SocketAddr) -> String {
 }
 
 /// Error code of a spec JSON error body.
-fn code(body: &[u8]) -> String {
+pub(crate) fn code(body: &[u8]) -> String {
     let v: Value = serde_json::from_slice(body)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)));
     v["errors"][0]["code"].as_str().unwrap_or("").to_owned()
@@ -258,7 +258,7 @@ fn stalled_bodies_are_cut_off() {
 
 /// Waits for the server to close `s` (EOF or reset); panics if it does not
 /// within [`CLOSE_WAIT`].
-fn assert_closed_by_server(mut s: TcpStream, what: &str) {
+pub(crate) fn assert_closed_by_server(mut s: TcpStream, what: &str) {
     s.set_read_timeout(Some(CLOSE_WAIT)).unwrap();
     let mut buf = [0u8; 1024];
     loop {

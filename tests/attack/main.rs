@@ -8,6 +8,7 @@
 //! `docs/security.md`.
 
 mod blob_bytes;
+mod exhaustion;
 mod limits;
 mod refcount;
 mod routes;
