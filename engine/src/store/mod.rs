@@ -31,6 +31,7 @@ pub mod fs;
 mod local;
 mod memory;
 pub mod s3;
+pub mod settings;
 pub mod simfs;
 mod staging;
 pub mod testsuite;
@@ -40,6 +41,7 @@ pub use backend::{open_backend, Backend, BackendKind, DEFAULT_CACHE_MAX_BYTES};
 pub use local::LocalStore;
 pub use memory::MemoryStore;
 pub use s3::{S3Config, S3Store};
+pub use settings::StorageSettings;
 pub use staging::{valid_staged_id, Staged};
 pub use tiered::{TierMode, TierStats, TieredStore};
 
