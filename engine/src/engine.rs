@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 
 use crate::digest::Digest;
 use crate::error::StorageError;
-use crate::gc::{GcDigests, GcHistory, GcHook};
+use crate::gc::{GcDigests, GcHistory};
 use crate::host::{self, Guarded};
 use crate::keys;
 use crate::metrics::EngineMetrics;
@@ -61,8 +61,11 @@ pub struct EngineConfig {
     /// `BERTH_ALLOW_OPEN_DATA_DIR`).
     pub allow_open_data_dir: bool,
     /// Test hook called at GC's decision points (see [`crate::gc::GcPoint`]).
-    #[doc(hidden)]
-    pub gc_hook: Option<GcHook>,
+    /// Exists only with the `test-hooks` feature, which only tests enable:
+    /// the server and berthctl build without it (`cargo build --release
+    /// --bins`), so no production code can name it.
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub gc_hook: Option<crate::gc::GcHook>,
 }
 
 impl EngineConfig {
@@ -79,6 +82,7 @@ impl EngineConfig {
             gc_grace: Duration::from_secs(3600),
             metrics: Arc::new(EngineMetrics::default()),
             allow_open_data_dir: false,
+            #[cfg(any(test, feature = "test-hooks"))]
             gc_hook: None,
         }
     }

@@ -100,7 +100,8 @@ pub enum GcPoint {
 
 /// Test hook: called at each [`GcPoint`] without the write lock held.
 /// Returning `false` aborts the run there (as a crash would, except that
-/// in-memory claims are released).
+/// in-memory claims are released). Only with the `test-hooks` feature.
+#[cfg(any(test, feature = "test-hooks"))]
 pub type GcHook = Arc<dyn Fn(GcPoint, Option<&Digest>) -> bool + Send + Sync>;
 
 /// Progress callback: phase name, items done.
@@ -262,6 +263,7 @@ impl Drop for Claim<'_> {
     }
 }
 
+#[cfg(any(test, feature = "test-hooks"))]
 fn aborted() -> StorageError {
     StorageError::Io {
         op: "gc",
@@ -271,11 +273,19 @@ fn aborted() -> StorageError {
 }
 
 impl Inner {
+    #[cfg(any(test, feature = "test-hooks"))]
     fn hook(&self, point: GcPoint, d: Option<&Digest>) -> Result<(), StorageError> {
         match &self.config.gc_hook {
             Some(h) if !h(point, d) => Err(aborted()),
             _ => Ok(()),
         }
+    }
+
+    /// Without the `test-hooks` feature there is no hook: nothing to call.
+    #[cfg(not(any(test, feature = "test-hooks")))]
+    #[inline(always)]
+    fn hook(&self, _point: GcPoint, _d: Option<&Digest>) -> Result<(), StorageError> {
+        Ok(())
     }
 
     /// One GC run (see the module docs). One run at a time per engine.
