@@ -150,6 +150,11 @@ pub(crate) struct Inner {
     /// Recent GC runs, for the Harbor API. Lifetime: the engine's.
     pub(crate) gc_history: Mutex<GcHistory>,
     pub(crate) metrics: Arc<EngineMetrics>,
+    /// The sending side of the tier channel the store reports moves on
+    /// ([`crate::store::BlobStore::watch_tiers`]); the engine sends too,
+    /// when a commit could not locate its blob. The tier worker
+    /// (`workers.rs`) owns the receiver. Lifetime: the engine's.
+    pub(crate) tier_moves: crossbeam_channel::Sender<Digest>,
 }
 
 impl Engine {
@@ -184,6 +189,9 @@ impl Engine {
             None => open_backend(data, &config.backend)?,
         };
         let db = open_db(&data.join("index"))?;
+        // Tier reports: the store sends, the tier worker applies them.
+        let (tier_moves, tier_rx) = crossbeam_channel::unbounded();
+        store.watch_tiers(tier_moves.clone());
         let inner = Arc::new(Inner {
             db,
             _lock: lock,
@@ -199,11 +207,12 @@ impl Engine {
             gc_run: Mutex::new(()),
             gc_history: Mutex::new(GcHistory::default()),
             metrics: config.metrics.clone(),
+            tier_moves,
         });
         inner.check_format()?;
         inner.build_gc_candidates()?;
         inner.recover_uploads()?;
-        let workers = Workers::start(inner.clone());
+        let workers = Workers::start(inner.clone(), tier_rx);
         Ok(Engine { inner, workers })
     }
 
@@ -362,6 +371,31 @@ impl Inner {
     /// entry: present exactly when the refcount is 0. IMPORTANT: every
     /// write of a blob record goes through here, so the candidates index
     /// changes in the same batch as the count it mirrors.
+    /// Makes blob `d`'s record say where the store holds it now (the tier
+    /// worker, on a store's report). The store is asked first, outside the
+    /// lock (it may ask the bucket); a move after that is reported again,
+    /// so the last report applied is the store's last word. IMPORTANT: the
+    /// record is read under the write lock, after any commit that wrote it
+    /// with an older answer. Records GC is deleting, and blobs the store no
+    /// longer has, are left alone (fsck reports the latter).
+    pub(crate) fn sync_tier(&self, d: &Digest) -> Result<(), StorageError> {
+        let Some(located) = self.store.locate(d).map_err(|e| self.store_err(e))? else {
+            return Ok(());
+        };
+        let g = self.lock()?;
+        let key = keys::digest_key(d);
+        let Some(mut rec) = self.get::<BlobRecord>(keys::CF_BLOBS, &key)? else {
+            return Ok(());
+        };
+        if rec.state == records::BlobState::Deleting || rec.tier == located.tier {
+            return Ok(());
+        }
+        rec.tier = located.tier;
+        let mut b = WriteBatch::default();
+        self.put_blob_record(&mut b, d, &rec);
+        self.commit(g, b)
+    }
+
     pub(crate) fn put_blob_record(&self, batch: &mut WriteBatch, d: &Digest, rec: &BlobRecord) {
         let key = keys::digest_key(d);
         batch.put_cf(self.cf(keys::CF_BLOBS), &key, records::encode(rec));

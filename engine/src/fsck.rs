@@ -7,8 +7,10 @@
 //! confirmed; checks every cross reference, that every chart entry is
 //! reachable through its version tag, and the GC candidates index; and,
 //! when asked, re-hashes every blob. Reports every finding; changes nothing.
+//! The blob store is asked where each blob is ([`crate::store::BlobStore::locate`]):
+//! missing, another size, or another tier than its record says.
 //! [`Engine::fsck_repair`] then applies the fixes that are safe: recomputed
-//! counts, the candidates index, reverse links, interrupted GC deletions,
+//! counts, tiers, the candidates index, reverse links, interrupted GC deletions,
 //! unindexed (orphan) store files and upload records without a file. A blob
 //! missing from the store or with wrong content cannot be repaired and stays
 //! a finding.
@@ -23,8 +25,17 @@ use crate::keys;
 use crate::names::{RepoName, Tag};
 use crate::records::{
     self, BlobRecord, BlobState, ChartRecord, ChartRepoRecord, ManifestRecord, RepoManifestRecord,
-    UploadRecord,
+    Tier, UploadRecord,
 };
+
+/// How fsck names a tier: where the bytes are.
+fn tier_name(t: Tier) -> &'static str {
+    match t {
+        Tier::Local => "local only",
+        Tier::Remote => "in the bucket only",
+        Tier::Both => "local and in the bucket",
+    }
+}
 
 /// One inconsistency.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,6 +80,7 @@ pub struct FsckReport {
 #[derive(Clone, Debug)]
 enum Fix {
     BlobCounts(Digest, u64, u64),
+    Tier(Digest, Tier),
     Candidate(Digest, bool),
     ManifestRepos(Digest, u64),
     RepoManifestCounts(RepoName, Digest, u64, u64),
@@ -329,7 +341,20 @@ impl Engine {
                 fixes.push(Fix::FinishDeletion(d.clone()));
                 continue;
             }
-            match inner.store.stat(d)? {
+            let located = inner.store.locate(d)?;
+            if let Some(l) = located.filter(|l| l.tier != rec.tier) {
+                add(
+                    format!("blob {d}"),
+                    format!(
+                        "index says its bytes are {}, the {} store holds them {}",
+                        tier_name(rec.tier),
+                        inner.store.name(),
+                        tier_name(l.tier)
+                    ),
+                );
+                fixes.push(Fix::Tier(d.clone(), l.tier));
+            }
+            match located.map(|l| l.size) {
                 None => add(
                     format!("blob {d}"),
                     format!("missing from the {} store", inner.store.name()),
@@ -498,18 +523,49 @@ impl Engine {
         }
         let g = inner.lock()?;
         let mut b = rocksdb::WriteBatch::default();
+        // Blob records several fixes change (counts and tier), written once.
+        let mut changed: HashMap<Digest, BlobRecord> = HashMap::new();
+        fn record<'a>(
+            inner: &crate::engine::Inner,
+            changed: &'a mut HashMap<Digest, BlobRecord>,
+            d: &Digest,
+        ) -> Result<Option<&'a mut BlobRecord>, StorageError> {
+            if !changed.contains_key(d) {
+                match inner.get::<BlobRecord>(keys::CF_BLOBS, &keys::digest_key(d))? {
+                    Some(rec) => {
+                        changed.insert(d.clone(), rec);
+                    }
+                    None => return Ok(None),
+                }
+            }
+            Ok(changed.get_mut(d))
+        }
         for f in &report.fixes {
             match f {
                 Fix::BlobCounts(d, refs, links) => {
-                    let key = keys::digest_key(d);
-                    if let Some(mut rec) = inner.get::<BlobRecord>(keys::CF_BLOBS, &key)? {
+                    if let Some(rec) = record(inner, &mut changed, d)? {
                         rec.refcount = *refs;
                         rec.links = *links;
-                        inner.put_blob_record(&mut b, d, &rec);
                         out.actions
                             .push(format!("blob {d}: refcount {refs}, link count {links}"));
                     }
                 }
+                Fix::Tier(d, tier) => {
+                    if let Some(rec) = record(inner, &mut changed, d)? {
+                        rec.tier = *tier;
+                        out.actions
+                            .push(format!("blob {d}: tier {}", tier_name(*tier)));
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (d, rec) in &changed {
+            inner.put_blob_record(&mut b, d, rec);
+        }
+        for f in &report.fixes {
+            match f {
+                Fix::BlobCounts(..) | Fix::Tier(..) => {}
                 Fix::Candidate(d, present) => {
                     let k = keys::gc_candidate_key(d);
                     if *present {

@@ -325,8 +325,9 @@ impl Inner {
     /// 3. Under the lock, re-read the blob record. If it vanished or is a
     ///    leftover `Deleting` record and we skipped the put, put now (pinned:
     ///    nobody unlinks it any more); a leftover record becomes Active again.
-    /// 4. One synced batch: blob record, link, reverse link, repository
-    ///    record, upload record removal. This is the commit point.
+    /// 4. One synced batch: blob record (with the tier the store locates
+    ///    the bytes in), link, reverse link, repository record, upload
+    ///    record removal. This is the commit point.
     /// 5. Abort the staged blob if the store did not take it; unpin.
     pub(crate) fn commit_blob(
         &self,
@@ -372,6 +373,16 @@ impl Inner {
                 touched_ms: now,
             },
         };
+        // Where the store holds the bytes now. IMPORTANT: asked under the
+        // lock, so a move the store makes after this answer is applied by
+        // the tier worker after this batch (it reads the record under the
+        // lock too). Unanswered (a failed HEAD): the worker asks again.
+        match self.store.locate(digest) {
+            Ok(Some(located)) => rec.tier = located.tier,
+            Ok(None) | Err(_) => {
+                let _ = self.tier_moves.send(digest.clone());
+            }
+        }
         let mut batch = WriteBatch::default();
         // link_into sets the state Active: a Marked blob is kept, a leftover
         // Deleting record is revived (its file was just put back).
