@@ -44,7 +44,16 @@
 //! Eviction uses an in-memory LRU of the local copies. At open it is filled
 //! by one walk of the local cache directory on the background thread (not on
 //! the open path); until that walk finishes, older copies are not yet
-//! candidates.
+//! candidates. Only copies [`BlobStore::locate`] calls `Both` (no journal
+//! entry, no upload in flight) are evicted.
+//!
+//! Tiers: every move this store makes on its own — a background copy to
+//! the bucket (`Local` → `Both`), an eviction (`Both` → `Remote`), a
+//! read-through fill (`Remote` → `Both`) — is reported, after the move, as
+//! the digest on the channel the engine gave [`BlobStore::watch_tiers`];
+//! the engine re-asks `locate` and rewrites the blob record. This store
+//! never touches the index. [`BlobStore::get_at`] with `Remote` skips the
+//! local attempt.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
