@@ -313,6 +313,29 @@ fn open_db(path: &Path) -> Result<DB, StorageError> {
     })
 }
 
+/// A clean close leaves no write-ahead log to replay: the memtables are
+/// flushed to (synced) table files, so the next open is quick however much
+/// was written since the last flush (replaying a WAL of a few hundred
+/// thousand commits took seconds; `BENCHMARKS.md`, GC section). Runs when
+/// the last handle goes: after the workers are joined. Skipped after a
+/// failed fsync (nothing more is written then); a crash replays the WAL at
+/// open, which is what it is for.
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if self.poisoned.load(Ordering::Acquire) {
+            return;
+        }
+        for name in keys::ALL_CFS {
+            if let Some(cf) = self.db.cf_handle(name) {
+                if let Err(e) = self.db.flush_cf(cf) {
+                    tracing::warn!(cf = name, error = %e, "flushing the index at close");
+                    return;
+                }
+            }
+        }
+    }
+}
+
 impl Inner {
     pub(crate) fn cf(&self, name: &'static str) -> &ColumnFamily {
         // Every name in keys::ALL_CFS is created at open.
