@@ -22,9 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use berth_engine::fsck::FsckOptions;
-use berth_engine::{
-    Algorithm, Digest, Engine, EngineConfig, GcOptions, ManifestPut, RepoName,
-};
+use berth_engine::{Algorithm, Digest, Engine, EngineConfig, GcOptions, ManifestPut, RepoName};
 
 /// Blobs referenced by each manifest.
 const PER_MANIFEST: usize = 100;

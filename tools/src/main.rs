@@ -410,9 +410,8 @@ fn spinner(msg: &'static str) -> ProgressBar {
 fn storage_backend() -> Result<berth_engine::store::Backend, CliError> {
     let env = StorageSettings::from_env().map_err(CliError::Usage)?;
     let file = match std::env::var_os("BERTH_CONFIG").filter(|p| !p.is_empty()) {
-        Some(path) => {
-            StorageSettings::from_config_file(std::path::Path::new(&path)).map_err(CliError::Usage)?
-        }
+        Some(path) => StorageSettings::from_config_file(std::path::Path::new(&path))
+            .map_err(CliError::Usage)?,
         None => StorageSettings::default(),
     };
     env.or(file)

@@ -108,9 +108,7 @@ impl StorageSettings {
     /// The settings in an environment `var` looks up. An empty variable is
     /// unset (as for the server's other variables). Booleans take
     /// `true/false`, `yes/no`, `on/off`, `1/0` (any case).
-    pub fn from_env_with(
-        var: impl Fn(&str) -> Option<String>,
-    ) -> Result<StorageSettings, String> {
+    pub fn from_env_with(var: impl Fn(&str) -> Option<String>) -> Result<StorageSettings, String> {
         let text = |key: &str| var(&env_name(key)).filter(|v| !v.is_empty());
         let number = |key: &str| -> Result<Option<u64>, String> {
             text(key)
@@ -163,13 +161,10 @@ impl StorageSettings {
     /// keys are the server's, and ignored here).
     pub fn from_config_file(path: &Path) -> Result<StorageSettings, String> {
         let text = std::fs::read(path).map_err(|e| format!("config {}: {e}", path.display()))?;
-        let value: serde_json::Value = serde_json::from_slice(&text)
-            .map_err(|e| format!("config {}: {e}", path.display()))?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&text).map_err(|e| format!("config {}: {e}", path.display()))?;
         let serde_json::Value::Object(mut object) = value else {
-            return Err(format!(
-                "config {}: expected a JSON object",
-                path.display()
-            ));
+            return Err(format!("config {}: expected a JSON object", path.display()));
         };
         StorageSettings::take_from(&mut object)
             .map_err(|e| format!("config {}: {e}", path.display()))
@@ -302,8 +297,8 @@ mod tests {
             "s3_bucket": "b", "s3_endpoint": "http://elsewhere", "s3_access_key": "ak",
             "s3_secret_key": "s3cr3t", "s3_root": "r", "listen": "0.0.0.0:1"
         });
-        let file = StorageSettings::take_from(object.as_object_mut().expect("object"))
-            .expect("file");
+        let file =
+            StorageSettings::take_from(object.as_object_mut().expect("object")).expect("file");
         let settings = from_env.or(file);
         assert!(!format!("{settings:?}").contains("s3cr3t"), "{settings:?}");
         let b = settings.resolve().expect("resolve");
@@ -338,11 +333,11 @@ mod tests {
         .resolve()
         .unwrap_err();
         assert!(e.contains("unknown storage backend"), "{e}");
-        let e = StorageSettings::from_env_with(env(&[("BERTH_S3_PATH_STYLE", "maybe")]))
-            .unwrap_err();
+        let e =
+            StorageSettings::from_env_with(env(&[("BERTH_S3_PATH_STYLE", "maybe")])).unwrap_err();
         assert!(e.contains("BERTH_S3_PATH_STYLE"), "{e}");
-        let e = StorageSettings::from_env_with(env(&[("BERTH_CACHE_MAX_BYTES", "-1")]))
-            .unwrap_err();
+        let e =
+            StorageSettings::from_env_with(env(&[("BERTH_CACHE_MAX_BYTES", "-1")])).unwrap_err();
         assert!(e.contains("BERTH_CACHE_MAX_BYTES"), "{e}");
         let mut object = serde_json::json!({"s3_path_style": "yes"});
         assert!(StorageSettings::take_from(object.as_object_mut().expect("object")).is_err());

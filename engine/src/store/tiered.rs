@@ -1088,7 +1088,10 @@ mod tests {
         let (_, fixed) = e
             .fsck_repair(crate::fsck::FsckOptions::default())
             .expect("repair");
-        assert_eq!(fixed.actions, [format!("blob {d}: tier in the bucket only")]);
+        assert_eq!(
+            fixed.actions,
+            [format!("blob {d}: tier in the bucket only")]
+        );
         assert_eq!(tier_of(&e, &d), Tier::Remote);
         assert_fsck_clean(&e);
 
@@ -1149,10 +1152,21 @@ mod tests {
             .iter()
             .find(|(d, _)| tier_of(&e, d) == Tier::Remote)
             .expect("an evicted blob");
-        let misses = store.tier_stats().expect("stats").misses.load(Ordering::Relaxed);
+        let misses = store
+            .tier_stats()
+            .expect("stats")
+            .misses
+            .load(Ordering::Relaxed);
         let (_, got) = e.read_blob(&repo, d, None).expect("read");
         assert!(got.as_ref() == data.as_slice(), "bytes differ");
-        assert!(store.tier_stats().expect("stats").misses.load(Ordering::Relaxed) > misses);
+        assert!(
+            store
+                .tier_stats()
+                .expect("stats")
+                .misses
+                .load(Ordering::Relaxed)
+                > misses
+        );
         wait_for("the read blob is Both", || tier_of(&e, d) == Tier::Both);
         wait_for("records match the store", records_match_the_store);
         assert_fsck_clean(&e);
