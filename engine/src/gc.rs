@@ -19,7 +19,7 @@
 //!    claim. A record is never removed before its file.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 use rocksdb::WriteBatch;
@@ -102,7 +102,7 @@ pub enum GcPoint {
 /// Returning `false` aborts the run there (as a crash would, except that
 /// in-memory claims are released). Only with the `test-hooks` feature.
 #[cfg(any(test, feature = "test-hooks"))]
-pub type GcHook = Arc<dyn Fn(GcPoint, Option<&Digest>) -> bool + Send + Sync>;
+pub type GcHook = std::sync::Arc<dyn Fn(GcPoint, Option<&Digest>) -> bool + Send + Sync>;
 
 /// Progress callback: phase name, items done.
 pub type Progress<'a> = &'a dyn Fn(&'static str, u64);
