@@ -211,8 +211,9 @@ impl Engine {
         });
         inner.check_format()?;
         inner.build_gc_candidates()?;
+        let locate_tiers = inner.tiers_to_locate()?;
         inner.recover_uploads()?;
-        let workers = Workers::start(inner.clone(), tier_rx);
+        let workers = Workers::start(inner.clone(), tier_rx, locate_tiers);
         Ok(Engine { inner, workers })
     }
 
@@ -390,10 +391,6 @@ impl Inner {
             })
     }
 
-    /// Puts blob record `rec` of `d` into `batch`, with its `gc_candidates`
-    /// entry: present exactly when the refcount is 0. IMPORTANT: every
-    /// write of a blob record goes through here, so the candidates index
-    /// changes in the same batch as the count it mirrors.
     /// Makes blob `d`'s record say where the store holds it now (the tier
     /// worker, on a store's report). The store is asked first, outside the
     /// lock (it may ask the bucket); a move after that is reported again,
@@ -419,6 +416,10 @@ impl Inner {
         self.commit(g, b)
     }
 
+    /// Puts blob record `rec` of `d` into `batch`, with its `gc_candidates`
+    /// entry: present exactly when the refcount is 0. IMPORTANT: every
+    /// write of a blob record goes through here, so the candidates index
+    /// changes in the same batch as the count it mirrors.
     pub(crate) fn put_blob_record(&self, batch: &mut WriteBatch, d: &Digest, rec: &BlobRecord) {
         let key = keys::digest_key(d);
         batch.put_cf(self.cf(keys::CF_BLOBS), &key, records::encode(rec));
@@ -428,6 +429,54 @@ impl Inner {
         } else {
             batch.delete_cf(self.cf(keys::CF_GC_CANDIDATES), ckey);
         }
+    }
+
+    /// Whether the blob records' tiers still have to be located once (an
+    /// index written before tiers were kept: every record says `local`).
+    /// An index without blobs has nothing to locate and is marked at once.
+    fn tiers_to_locate(&self) -> Result<bool, StorageError> {
+        if self
+            .get_raw(keys::CF_META, keys::META_TIERS_LOCATED)?
+            .is_some()
+        {
+            return Ok(false);
+        }
+        if self.scan(keys::CF_BLOBS, b"", b"").next().is_some() {
+            return Ok(true);
+        }
+        self.mark_tiers_located()?;
+        Ok(false)
+    }
+
+    /// Records that every blob record's tier was located.
+    pub(crate) fn mark_tiers_located(&self) -> Result<(), StorageError> {
+        let g = self.lock()?;
+        let mut b = WriteBatch::default();
+        b.put_cf(self.cf(keys::CF_META), keys::META_TIERS_LOCATED, b"1");
+        self.commit(g, b)
+    }
+
+    /// Locates every blob record's tier in the store once ([`Inner::sync_tier`]
+    /// each), for an index written before tiers were kept; then marks the
+    /// index so later opens skip it. Runs on the tier worker, never on the
+    /// open path; `stop` ends it early (unmarked: the next open starts
+    /// over). Returns whether it finished.
+    pub(crate) fn locate_all_tiers(&self, stop: &dyn Fn() -> bool) -> Result<bool, StorageError> {
+        let mut n = 0u64;
+        for r in self.scan(keys::CF_BLOBS, b"", b"") {
+            if stop() {
+                return Ok(false);
+            }
+            let (k, _) = r?;
+            let Ok(d) = Digest::parse(&String::from_utf8_lossy(&k)) else {
+                continue; // fsck reports it
+            };
+            self.sync_tier(&d)?;
+            n += 1;
+        }
+        self.mark_tiers_located()?;
+        tracing::info!(blobs = n, "located the tier of every blob record");
+        Ok(true)
     }
 
     /// Builds `gc_candidates` from `blobs` once, for an index written before

@@ -10,6 +10,7 @@
 //! column family   key                                  value (records.rs)
 //! -------------   ----------------------------------   -------------------------------
 //! meta            "format"                             u32 BE format version
+//! meta            "tiers_located"                      present: every blob's tier was located
 //! blobs           digest                               BlobRecord: size, tier, refcount,
 //!                                                        links, state, timestamps
 //! links           repo 0x00 digest                     LinkRecord: created
@@ -110,6 +111,10 @@ pub const FORMAT_VERSION: u32 = 1;
 /// Key in `meta` present once `gc_candidates` has been built from `blobs`
 /// (indexes written before the column family existed get it built at open).
 pub const META_GC_CANDIDATES: &[u8] = b"gc_candidates_built";
+/// Key in `meta` present once every blob record's tier says where the store
+/// holds the bytes (records written before tiers were kept all say `local`:
+/// the tier worker locates them once, in the background).
+pub const META_TIERS_LOCATED: &[u8] = b"tiers_located";
 
 const SEP: u8 = 0;
 
@@ -363,6 +368,7 @@ mod tests {
                 META_GC_CANDIDATES.to_vec(),
                 "gc_candidates_built".to_string(),
             ),
+            (META_TIERS_LOCATED.to_vec(), "tiers_located".to_string()),
             (
                 chart_key(&project, "nginx", "1.2.3+b.4"),
                 "proj\0nginx\x001.2.3+b.4".to_string(),

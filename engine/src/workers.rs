@@ -42,7 +42,13 @@ pub(crate) struct Workers {
 }
 
 impl Workers {
-    pub(crate) fn start(inner: Arc<Inner>, tier_moves: Receiver<Digest>) -> Workers {
+    /// `locate_tiers`: the tier worker first locates every blob record's
+    /// tier once (an index from before tiers were kept).
+    pub(crate) fn start(
+        inner: Arc<Inner>,
+        tier_moves: Receiver<Digest>,
+        locate_tiers: bool,
+    ) -> Workers {
         let (shutdown_tx, shutdown_rx) = bounded::<()>(0);
         // Jobs: bounded so a slow worker makes the ticker skip, not pile up.
         let (job_tx, job_rx) = bounded::<Job>(16);
@@ -59,7 +65,7 @@ impl Workers {
             let (inner, shutdown_rx) = (inner.clone(), shutdown_rx.clone());
             std::thread::Builder::new()
                 .name("berth-tier-index".into())
-                .spawn(move || run_tier_worker(inner, tier_moves, shutdown_rx))
+                .spawn(move || run_tier_worker(inner, tier_moves, shutdown_rx, locate_tiers))
         };
         let worker = std::thread::Builder::new()
             .name("berth-worker".into())
@@ -138,7 +144,26 @@ fn run_worker(inner: Arc<Inner>, jobs: Receiver<Job>, shutdown: Receiver<()>) {
 /// HEAD) and must not queue behind a GC run. Reports still queued at
 /// shutdown are dropped: the records they would fix are a hint that reads
 /// survive, and fsck finds and `--repair` fixes them.
-fn run_tier_worker(inner: Arc<Inner>, moves: Receiver<Digest>, shutdown: Receiver<()>) {
+///
+/// First, when asked, it locates every record's tier once
+/// ([`Inner::locate_all_tiers`]); reports queue meanwhile.
+fn run_tier_worker(
+    inner: Arc<Inner>,
+    moves: Receiver<Digest>,
+    shutdown: Receiver<()>,
+    locate_tiers: bool,
+) {
+    if locate_tiers {
+        let stop = || {
+            matches!(
+                shutdown.try_recv(),
+                Err(crossbeam_channel::TryRecvError::Disconnected)
+            )
+        };
+        if let Err(e) = inner.locate_all_tiers(&stop) {
+            tracing::warn!(error = %e, "locating the blob records' tiers (retried at the next open)");
+        }
+    }
     loop {
         select! {
             recv(moves) -> d => match d {

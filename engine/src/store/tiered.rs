@@ -1108,6 +1108,45 @@ mod tests {
     }
 
     #[test]
+    fn records_from_before_tiers_are_located_once_in_the_background() {
+        use crate::keys;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(open(
+            TierMode::WriteThrough,
+            dir.path(),
+            &root("tiers-old"),
+            1 << 30,
+        ));
+        let repo = crate::RepoName::parse("tiers/old").expect("repo");
+        let data = vec![3u8; 100_000];
+        let d = Digest::of(Algorithm::Sha256, &data);
+        {
+            let e = engine_over(&store, dir.path());
+            e.put_blob(&repo, &d, &data).expect("put");
+            // What the code before tiers were kept wrote: `local`, no marker.
+            let i = &e.inner;
+            let mut rec = e.blob_record(&d).expect("read").expect("record");
+            rec.tier = Tier::Local;
+            let g = i.lock().expect("lock");
+            let mut b = rocksdb::WriteBatch::default();
+            i.put_blob_record(&mut b, &d, &rec);
+            b.delete_cf(i.cf(keys::CF_META), keys::META_TIERS_LOCATED);
+            i.commit(g, b).expect("commit");
+        }
+        let e = engine_over(&store, dir.path());
+        wait_for("the old record is located", || tier_of(&e, &d) == Tier::Both);
+        wait_for("the index is marked", || {
+            e.inner
+                .get_raw(keys::CF_META, keys::META_TIERS_LOCATED)
+                .expect("read meta")
+                .is_some()
+        });
+        assert_fsck_clean(&e);
+        drop(e);
+        store.delete(&d).expect("delete");
+    }
+
+    #[test]
     fn write_back_blob_records_follow_copies_and_evictions() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(open(
