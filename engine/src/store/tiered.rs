@@ -1134,7 +1134,9 @@ mod tests {
             i.commit(g, b).expect("commit");
         }
         let e = engine_over(&store, dir.path());
-        wait_for("the old record is located", || tier_of(&e, &d) == Tier::Both);
+        wait_for("the old record is located", || {
+            tier_of(&e, &d) == Tier::Both
+        });
         wait_for("the index is marked", || {
             e.inner
                 .get_raw(keys::CF_META, keys::META_TIERS_LOCATED)
