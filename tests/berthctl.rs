@@ -267,3 +267,54 @@ fn berthctl_against_a_live_server_names_the_lock_and_changes_nothing() {
     assert_eq!(status, 200);
     assert!(got == blob, "blob read back differs");
 }
+
+/// berthctl reads the server's storage settings (environment, then the
+/// `BERTH_CONFIG` file) through the engine's settings module: a bucket the
+/// settings leave incomplete is refused with the server's message, before
+/// the data directory is opened.
+#[test]
+fn reads_the_servers_storage_settings() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(open_engine(dir.path()));
+    let run = |env: &[(&str, &str)]| {
+        let out = Command::new(bin_path("berthctl"))
+            .args(["stats", "--data-dir"])
+            .arg(dir.path())
+            .envs(env.iter().copied())
+            .output()
+            .expect("run berthctl");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&[("BERTH_STORAGE_BACKEND", "s3")]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(
+            "storage backend s3 needs s3_endpoint (env BERTH_S3_ENDPOINT, config key s3_endpoint)"
+        ),
+        "{err}"
+    );
+    let (code, err) = run(&[("BERTH_STORAGE_BACKEND", "ceph")]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unknown storage backend"), "{err}");
+
+    // The config file: its storage keys count, the server's others are
+    // ignored; the environment wins over it.
+    let config = dir.path().join("berth.json");
+    std::fs::write(
+        &config,
+        r#"{"listen":"0.0.0.0:1","storage_backend":"tiered","s3_endpoint":"http://127.0.0.1:1"}"#,
+    )
+    .expect("write config");
+    let path = config.to_str().expect("utf-8 path");
+    let (code, err) = run(&[("BERTH_CONFIG", path)]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("storage backend tiered needs s3_bucket"),
+        "{err}"
+    );
+    let (code, err) = run(&[("BERTH_CONFIG", path), ("BERTH_STORAGE_BACKEND", "local")]);
+    assert_eq!(code, 0, "{err}");
+}

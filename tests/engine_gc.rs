@@ -451,3 +451,39 @@ fn stress_uploads_mounts_heads_against_a_tight_gc_loop() {
     assert!(checked > 0);
     assert_clean(&e);
 }
+
+/// The GC hook is a test hook: it exists only with berth-engine's
+/// `test-hooks` feature, which only the root package's dev-dependency
+/// turns on. Feature unification may compile it into a `berth` built with
+/// `--all-targets`, so this checks the other half: no production source
+/// (server, berthctl) names the hook or turns the feature on, and both
+/// build without it (a release `--bins` build has no such field).
+#[test]
+fn production_code_sets_no_test_hook() {
+    fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("read dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|x| x == "rs" || x == "toml") {
+                out.push(path);
+            }
+        }
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    for part in ["server", "tools"] {
+        sources(&root.join(part), &mut files);
+    }
+    assert!(files.len() > 10, "found too few sources: {files:?}");
+    for f in files {
+        let text = std::fs::read_to_string(&f).expect("read source");
+        for word in ["gc_hook", "GcHook", "test-hooks", "test_hooks"] {
+            assert!(
+                !text.contains(word),
+                "{} names {word}: test hooks stay out of production code",
+                f.display()
+            );
+        }
+    }
+}

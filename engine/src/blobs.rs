@@ -67,16 +67,26 @@ impl Engine {
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<Option<BlobInfo>, BlobError> {
+        Ok(self.touch_linked(repo, digest)?.map(|rec| BlobInfo {
+            digest: digest.clone(),
+            size: rec.size,
+        }))
+    }
+
+    /// The record of blob `digest` if it is readable in `repo`, touched for
+    /// GC (a mark is reset).
+    fn touch_linked(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<BlobRecord>, BlobError> {
         match self.inner.linked_blob(repo, digest)? {
             None => Ok(None),
             Some(rec) => {
                 if rec.state == BlobState::Marked && !self.inner.unmark(digest)? {
                     return Ok(None);
                 }
-                Ok(Some(BlobInfo {
-                    digest: digest.clone(),
-                    size: rec.size,
-                }))
+                Ok(Some(rec))
             }
         }
     }
@@ -89,12 +99,16 @@ impl Engine {
         digest: &Digest,
         range: Option<Range<u64>>,
     ) -> Result<(BlobInfo, BlobData), BlobError> {
-        let info = self
-            .stat_blob(repo, digest)?
+        let rec = self
+            .touch_linked(repo, digest)?
             .ok_or_else(|| BlobError::NotFound {
                 repo: repo.to_string(),
                 digest: digest.clone(),
             })?;
+        let info = BlobInfo {
+            digest: digest.clone(),
+            size: rec.size,
+        };
         if let Some(r) = &range {
             if r.start > r.end || r.end > info.size {
                 return Err(BlobError::RangeNotSatisfiable {
@@ -105,7 +119,8 @@ impl Engine {
                 });
             }
         }
-        match self.inner.store.get(digest, range) {
+        // The record's tier lets a tiered store skip a local miss.
+        match self.inner.store.get_at(digest, range, rec.tier) {
             Ok(data) => Ok((info, data)),
             Err(StoreError::RangeNotSatisfiable { size, .. }) => {
                 Err(BlobError::RangeNotSatisfiable {

@@ -27,7 +27,6 @@ use crate::keys::{BlobKey, ChartKey, ChartRepoKey, WholeFamily};
 use crate::manifests::{check_put, project_of, ManifestPut, Pending};
 use crate::names::{RepoName, Tag};
 use crate::records::{self, BlobState, ChartBlob, ChartRecord, ChartRepoRecord, Count};
-use crate::uploads::blob_record_to_link;
 
 /// Longest chart version accepted (the OCI tag limit).
 pub const MAX_CHART_VERSION_LEN: usize = 128;
@@ -502,7 +501,7 @@ impl Engine {
             if !is_live && !stored.contains(d) {
                 inner.store_bytes(d, data)?;
             }
-            let rec = blob_record_to_link(d, existing, size, now)?;
+            let rec = inner.blob_record_to_link(d, existing, size, now)?;
             pending.link_blob(&mut batch, &repo, d, rec, now)?;
         }
         let digest = inner.manifest_into_batch(

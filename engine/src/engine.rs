@@ -8,14 +8,15 @@ use std::time::Duration;
 
 use crate::digest::Digest;
 use crate::error::StorageError;
-use crate::gc::{GcDigests, GcHistory, GcHook};
+use crate::gc::{GcDigests, GcHistory};
 use crate::host::{self, Guarded};
 use crate::index::{Batch, Index};
 use crate::keys::{
-    self, BlobKey, Cf, FormatKey, GcCandidateKey, GcCandidatesBuiltKey, WholeFamily,
+    self, BlobKey, Cf, FormatKey, GcCandidateKey, GcCandidatesBuiltKey, TiersLocatedKey,
+    WholeFamily,
 };
 use crate::metrics::EngineMetrics;
-use crate::records::{BlobRecord, Empty, FormatVersion, Marker};
+use crate::records::{BlobRecord, BlobState, Empty, FormatVersion, Marker};
 use crate::store::{open_backend, Backend, BlobStore};
 use crate::uploads::Session;
 use crate::workers::Workers;
@@ -70,8 +71,11 @@ pub struct EngineConfig {
     /// `BERTH_ALLOW_OPEN_DATA_DIR`).
     pub allow_open_data_dir: bool,
     /// Test hook called at GC's decision points (see [`crate::gc::GcPoint`]).
-    #[doc(hidden)]
-    pub gc_hook: Option<GcHook>,
+    /// Exists only with the `test-hooks` feature, which only tests enable:
+    /// the server and berthctl build without it (`cargo build --release
+    /// --bins`), so no production code can name it.
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub gc_hook: Option<crate::gc::GcHook>,
 }
 
 impl EngineConfig {
@@ -90,6 +94,7 @@ impl EngineConfig {
             gc_grace: Duration::from_secs(3600),
             metrics: Arc::new(EngineMetrics::default()),
             allow_open_data_dir: false,
+            #[cfg(any(test, feature = "test-hooks"))]
             gc_hook: None,
         }
     }
@@ -158,6 +163,11 @@ pub(crate) struct Inner {
     /// Recent GC runs, for the Harbor API. Lifetime: the engine's.
     pub(crate) gc_history: Mutex<GcHistory>,
     pub(crate) metrics: Arc<EngineMetrics>,
+    /// The sending side of the tier channel the store reports moves on
+    /// ([`crate::store::BlobStore::watch_tiers`]); the engine sends too,
+    /// when a commit could not locate its blob. The tier worker
+    /// (`workers.rs`) owns the receiver. Lifetime: the engine's.
+    pub(crate) tier_moves: crossbeam_channel::Sender<Digest>,
 }
 
 impl Engine {
@@ -192,6 +202,9 @@ impl Engine {
             None => open_backend(data, &config.backend)?,
         };
         let index = Index::open(&data.join("index"))?;
+        // Tier reports: the store sends, the tier worker applies them.
+        let (tier_moves, tier_rx) = crossbeam_channel::unbounded();
+        store.watch_tiers(tier_moves.clone());
         let inner = Arc::new(Inner {
             index,
             _lock: lock,
@@ -207,11 +220,13 @@ impl Engine {
             gc_run: Mutex::new(()),
             gc_history: Mutex::new(GcHistory::default()),
             metrics: config.metrics.clone(),
+            tier_moves,
         });
         inner.check_format()?;
         inner.build_gc_candidates()?;
+        let locate_tiers = inner.tiers_to_locate()?;
         inner.recover_uploads()?;
-        let workers = Workers::start(inner.clone());
+        let workers = Workers::start(inner.clone(), tier_rx, locate_tiers);
         Ok(Engine { inner, workers })
     }
 
@@ -287,7 +302,49 @@ impl DataDirLock {
     }
 }
 
+/// A clean close leaves no write-ahead log to replay: the memtables are
+/// flushed to (synced) table files, so the next open is quick however much
+/// was written since the last flush (replaying a WAL of a few hundred
+/// thousand commits took seconds; `BENCHMARKS.md`, GC section). Runs when
+/// the last handle goes: after the workers are joined. Skipped after a
+/// failed fsync (nothing more is written then); a crash replays the WAL at
+/// open, which is what it is for.
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if self.poisoned.load(Ordering::Acquire) {
+            return;
+        }
+        if let Err(e) = self.index.flush_all() {
+            tracing::warn!(error = %e, "flushing the index at close");
+        }
+    }
+}
+
 impl Inner {
+    /// Makes blob `d`'s record say where the store holds it now (the tier
+    /// worker, on a store's report). The store is asked first, outside the
+    /// lock (it may ask the bucket); a move after that is reported again,
+    /// so the last report applied is the store's last word. IMPORTANT: the
+    /// record is read under the write lock, after any commit that wrote it
+    /// with an older answer. Records GC is deleting, and blobs the store no
+    /// longer has, are left alone (fsck reports the latter).
+    pub(crate) fn sync_tier(&self, d: &Digest) -> Result<(), StorageError> {
+        let Some(located) = self.store.locate(d).map_err(|e| self.store_err(e))? else {
+            return Ok(());
+        };
+        let g = self.lock()?;
+        let Some(mut rec) = self.index.get(&BlobKey(d.clone()))? else {
+            return Ok(());
+        };
+        if rec.state == BlobState::Deleting || rec.tier == located.tier {
+            return Ok(());
+        }
+        rec.tier = located.tier;
+        let mut b = Batch::default();
+        self.put_blob_record(&mut b, d, &rec);
+        self.commit(g, b)
+    }
+
     /// Puts blob record `rec` of `d` into `batch`, with its `gc_candidates`
     /// entry: present exactly when the refcount is 0. IMPORTANT: every
     /// write of a blob record goes through here, so the candidates index
@@ -300,6 +357,52 @@ impl Inner {
         } else {
             batch.delete(&candidate);
         }
+    }
+
+    /// Whether the blob records' tiers still have to be located once (an
+    /// index written before tiers were kept: every record says `local`).
+    /// An index without blobs has nothing to locate and is marked at once.
+    fn tiers_to_locate(&self) -> Result<bool, StorageError> {
+        if self.index.contains(&TiersLocatedKey)? {
+            return Ok(false);
+        }
+        if self.index.scan_keys(BlobKey::all()).next().is_some() {
+            return Ok(true);
+        }
+        self.mark_tiers_located()?;
+        Ok(false)
+    }
+
+    /// Records that every blob record's tier was located.
+    pub(crate) fn mark_tiers_located(&self) -> Result<(), StorageError> {
+        let g = self.lock()?;
+        let mut b = Batch::default();
+        b.put(&TiersLocatedKey, &Marker);
+        self.commit(g, b)
+    }
+
+    /// Locates every blob record's tier in the store once ([`Inner::sync_tier`]
+    /// each), for an index written before tiers were kept; then marks the
+    /// index so later opens skip it. Runs on the tier worker, never on the
+    /// open path; `stop` ends it early (unmarked: the next open starts
+    /// over). Returns whether it finished.
+    pub(crate) fn locate_all_tiers(&self, stop: &dyn Fn() -> bool) -> Result<bool, StorageError> {
+        let mut n = 0u64;
+        for r in self.index.scan_keys(BlobKey::all()) {
+            if stop() {
+                return Ok(false);
+            }
+            let d = match r {
+                Ok(BlobKey(d)) => d,
+                Err(StorageError::CorruptKey(_)) => continue, // fsck reports it
+                Err(e) => return Err(e),
+            };
+            self.sync_tier(&d)?;
+            n += 1;
+        }
+        self.mark_tiers_located()?;
+        tracing::info!(blobs = n, "located the tier of every blob record");
+        Ok(true)
     }
 
     /// Builds `gc_candidates` from `blobs` once, for an index written before

@@ -10,11 +10,13 @@
 //! of every column family, `meta` included, through the closed keyspace
 //! ([`crate::keys::Key`]) and each key's record, streaming: every unknown
 //! or corrupt key and every undecodable value is one finding (family, key,
-//! reason), and the checks after it reason about the rest. Reports every
-//! finding; changes nothing.
+//! reason), and the checks after it reason about the rest. The blob store
+//! is asked where each blob is ([`crate::store::BlobStore::locate`]):
+//! missing, another size, or another tier than its record says. Reports
+//! every finding; changes nothing.
 //!
 //! [`Engine::fsck_repair`] then applies the fixes that are safe: recomputed
-//! counts, the candidates index, reverse links, referrer entries,
+//! counts, tiers, the candidates index, reverse links, referrer entries,
 //! interrupted GC deletions, unindexed (orphan) store files and upload
 //! records without a file. Corrupt entries are removed only from the
 //! families that can hold nothing live (`removable`): `gc_candidates`,
@@ -42,7 +44,18 @@ use crate::keys::{
     WholeFamily,
 };
 use crate::names::RepoName;
-use crate::records::{BlobRecord, BlobState, Empty, ManifestRecord, RepoManifestRecord, TagRecord};
+use crate::records::{
+    BlobRecord, BlobState, Empty, ManifestRecord, RepoManifestRecord, TagRecord, Tier,
+};
+
+/// How fsck names a tier: where the bytes are.
+fn tier_name(t: Tier) -> &'static str {
+    match t {
+        Tier::Local => "local only",
+        Tier::Remote => "in the bucket only",
+        Tier::Both => "local and in the bucket",
+    }
+}
 
 /// One inconsistency.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,6 +100,7 @@ pub struct FsckReport {
 #[derive(Clone, Debug)]
 enum Fix {
     BlobCounts(Digest, u64, u64),
+    Tier(Digest, Tier),
     Candidate(Digest, bool),
     ManifestRepos(Digest, u64),
     RepoManifestCounts(RepoName, Digest, u64, u64),
@@ -466,7 +480,20 @@ impl Engine {
                 fixes.push(Fix::FinishDeletion(d.clone()));
                 continue;
             }
-            match inner.store.stat(d)? {
+            let located = inner.store.locate(d)?;
+            if let Some(l) = located.filter(|l| l.tier != rec.tier) {
+                add(
+                    format!("blob {d}"),
+                    format!(
+                        "index says its bytes are {}, the {} store holds them {}",
+                        tier_name(rec.tier),
+                        inner.store.name(),
+                        tier_name(l.tier)
+                    ),
+                );
+                fixes.push(Fix::Tier(d.clone(), l.tier));
+            }
+            match located.map(|l| l.size) {
                 None => add(
                     format!("blob {d}"),
                     format!("missing from the {} store", inner.store.name()),
@@ -606,17 +633,49 @@ impl Engine {
         }
         let g = inner.lock()?;
         let mut b = Batch::default();
+        // Blob records several fixes change (counts and tier), written once.
+        let mut changed: HashMap<Digest, BlobRecord> = HashMap::new();
+        fn record<'a>(
+            index: &Index,
+            changed: &'a mut HashMap<Digest, BlobRecord>,
+            d: &Digest,
+        ) -> Result<Option<&'a mut BlobRecord>, StorageError> {
+            if !changed.contains_key(d) {
+                match index.get(&BlobKey(d.clone()))? {
+                    Some(rec) => {
+                        changed.insert(d.clone(), rec);
+                    }
+                    None => return Ok(None),
+                }
+            }
+            Ok(changed.get_mut(d))
+        }
         for f in &report.fixes {
             match f {
                 Fix::BlobCounts(d, refs, links) => {
-                    if let Some(mut rec) = inner.index.get(&BlobKey(d.clone()))? {
+                    if let Some(rec) = record(&inner.index, &mut changed, d)? {
                         rec.refcount = *refs;
                         rec.links = *links;
-                        inner.put_blob_record(&mut b, d, &rec);
                         out.actions
                             .push(format!("blob {d}: refcount {refs}, link count {links}"));
                     }
                 }
+                Fix::Tier(d, tier) => {
+                    if let Some(rec) = record(&inner.index, &mut changed, d)? {
+                        rec.tier = *tier;
+                        out.actions
+                            .push(format!("blob {d}: tier {}", tier_name(*tier)));
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (d, rec) in &changed {
+            inner.put_blob_record(&mut b, d, rec);
+        }
+        for f in &report.fixes {
+            match f {
+                Fix::BlobCounts(..) | Fix::Tier(..) => {}
                 Fix::Candidate(d, present) => {
                     let k = GcCandidateKey(d.clone());
                     if *present {

@@ -19,7 +19,7 @@
 //!    claim. A record is never removed before its file.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 use crate::digest::Digest;
@@ -101,8 +101,9 @@ pub enum GcPoint {
 
 /// Test hook: called at each [`GcPoint`] without the write lock held.
 /// Returning `false` aborts the run there (as a crash would, except that
-/// in-memory claims are released).
-pub type GcHook = Arc<dyn Fn(GcPoint, Option<&Digest>) -> bool + Send + Sync>;
+/// in-memory claims are released). Only with the `test-hooks` feature.
+#[cfg(any(test, feature = "test-hooks"))]
+pub type GcHook = std::sync::Arc<dyn Fn(GcPoint, Option<&Digest>) -> bool + Send + Sync>;
 
 /// Progress callback: phase name, items done.
 pub type Progress<'a> = &'a dyn Fn(&'static str, u64);
@@ -263,6 +264,7 @@ impl Drop for Claim<'_> {
     }
 }
 
+#[cfg(any(test, feature = "test-hooks"))]
 fn aborted() -> StorageError {
     StorageError::Io {
         op: "gc",
@@ -310,11 +312,19 @@ impl Inner {
         Ok(links)
     }
 
+    #[cfg(any(test, feature = "test-hooks"))]
     fn hook(&self, point: GcPoint, d: Option<&Digest>) -> Result<(), StorageError> {
         match &self.config.gc_hook {
             Some(h) if !h(point, d) => Err(aborted()),
             _ => Ok(()),
         }
+    }
+
+    /// Without the `test-hooks` feature there is no hook: nothing to call.
+    #[cfg(not(any(test, feature = "test-hooks")))]
+    #[inline(always)]
+    fn hook(&self, _point: GcPoint, _d: Option<&Digest>) -> Result<(), StorageError> {
+        Ok(())
     }
 
     /// One GC run (see the module docs). One run at a time per engine.

@@ -111,11 +111,6 @@ impl Batch {
             value: value.to_vec(),
         });
     }
-
-    /// Number of changes.
-    pub(crate) fn len(&self) -> usize {
-        self.ops.len()
-    }
 }
 
 impl Index {
@@ -280,17 +275,6 @@ impl Index {
             .flush_wal(true)
             .map_err(StorageError::index("sync WAL"))?;
         Ok(upto)
-    }
-
-    /// Applies `batch` without the WAL: durable only after
-    /// [`Index::flush_all`]. Bulk loading for benchmarks only.
-    pub(crate) fn write_unlogged(&self, batch: Batch) -> Result<(), StorageError> {
-        let mut wo = WriteOptions::default();
-        wo.set_sync(false);
-        wo.disable_wal(true);
-        self.db
-            .write_opt(self.write_batch(batch), &wo)
-            .map_err(StorageError::index("bulk write"))
     }
 
     /// Flushes every column family's memtable to SST files.

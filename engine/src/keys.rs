@@ -60,6 +60,8 @@
 //!                                                           "member")
 //! meta            GcCandidatesBuiltKey:                   Marker: "1"
 //!                   "gc_candidates_built"
+//! meta            TiersLocatedKey: "tiers_located"        Marker: "1": every blob record's
+//!                                                           tier was located in the store
 //! gc_candidates   GcCandidateKey: digest                  Empty: the blob's refcount is 0
 //!                                                           (GC's work list, see docs/gc.md)
 //! charts          ChartKey:                               ChartRecord: Chart.yaml metadata
@@ -862,6 +864,14 @@ meta_key!(
     Marker
 );
 meta_key!(
+    /// `meta/tiers_located`: present once every blob record's tier was
+    /// located in the store (indexes written before tiers were kept get it
+    /// done once by the tier worker).
+    TiersLocatedKey,
+    "tiers_located",
+    Marker
+);
+meta_key!(
     /// `meta/token_key`: where the token signing key was kept before it
     /// moved to its own file; read only to migrate it (see
     /// `Engine::token_signing_key`).
@@ -930,6 +940,8 @@ pub enum MetaKey {
     Format,
     /// `gc_candidates_built`.
     GcCandidatesBuilt,
+    /// `tiers_located`.
+    TiersLocated,
     /// `token_key` (legacy, purged at first use).
     TokenSeed,
     /// `seq 0x00 kind`.
@@ -938,9 +950,10 @@ pub enum MetaKey {
 
 impl MetaKey {
     /// Every `meta` key, in no particular order.
-    pub const ALL: [MetaKey; 7] = [
+    pub const ALL: [MetaKey; 8] = [
         MetaKey::Format,
         MetaKey::GcCandidatesBuilt,
+        MetaKey::TiersLocated,
         MetaKey::TokenSeed,
         MetaKey::Seq(IdKind::User),
         MetaKey::Seq(IdKind::Project),
@@ -953,6 +966,7 @@ impl MetaKey {
         match self {
             MetaKey::Format => FormatKey.encode(),
             MetaKey::GcCandidatesBuilt => GcCandidatesBuiltKey.encode(),
+            MetaKey::TiersLocated => TiersLocatedKey.encode(),
             MetaKey::TokenSeed => TokenSeedKey.encode(),
             MetaKey::Seq(kind) => SeqKey(*kind).encode(),
         }
@@ -975,7 +989,7 @@ impl MetaKey {
             cf: Cf::Meta,
             key: bytes.to_vec(),
             reason:
-                "unknown meta key (not format, gc_candidates_built, token_key or seq 0x00 kind)"
+                "unknown meta key (not format, gc_candidates_built, tiers_located, token_key or seq 0x00 kind)"
                     .into(),
         })
     }
@@ -985,6 +999,7 @@ impl MetaKey {
         match self {
             MetaKey::Format => check::<FormatKey>(bytes),
             MetaKey::GcCandidatesBuilt => check::<GcCandidatesBuiltKey>(bytes),
+            MetaKey::TiersLocated => check::<TiersLocatedKey>(bytes),
             MetaKey::TokenSeed => check::<TokenSeedKey>(bytes),
             MetaKey::Seq(_) => check::<SeqKey>(bytes),
         }
@@ -996,6 +1011,7 @@ impl fmt::Display for MetaKey {
         match self {
             MetaKey::Format => FormatKey.fmt(f),
             MetaKey::GcCandidatesBuilt => GcCandidatesBuiltKey.fmt(f),
+            MetaKey::TiersLocated => TiersLocatedKey.fmt(f),
             MetaKey::TokenSeed => TokenSeedKey.fmt(f),
             MetaKey::Seq(kind) => SeqKey(*kind).fmt(f),
         }
@@ -1257,6 +1273,7 @@ mod tests {
                 "meta",
                 "gc_candidates_built".into(),
             ),
+            (enc(TiersLocatedKey), "meta", "tiers_located".into()),
             (
                 enc(GcCandidateKey(a.clone())),
                 "gc_candidates",
@@ -1530,6 +1547,7 @@ mod tests {
         ) {
             roundtrip(FormatKey)?;
             roundtrip(GcCandidatesBuiltKey)?;
+            roundtrip(TiersLocatedKey)?;
             roundtrip(TokenSeedKey)?;
             for k in IdKind::ALL {
                 roundtrip(SeqKey(k))?;
@@ -1593,7 +1611,7 @@ mod tests {
                 prop::collection::vec(any::<u8>(), 0..80),
                 "[a-z0-9:/._\x00-]{0,80}".prop_map(String::into_bytes),
                 prop::sample::select(vec![
-                    "format", "gc_candidates_built", "token_key", "seq\0user",
+                    "format", "gc_candidates_built", "tiers_located", "token_key", "seq\0user",
                     "seq\0robot", "seq\0", "seq", "formats", "token_key\0",
                 ]).prop_map(|s| s.as_bytes().to_vec()),
             ],

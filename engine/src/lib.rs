@@ -18,7 +18,6 @@ pub mod durable;
 pub mod store;
 
 mod blobs;
-mod bulk;
 pub mod charts;
 mod engine;
 mod error;

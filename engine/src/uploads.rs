@@ -299,35 +299,50 @@ impl Inner {
     }
 }
 
-/// The record a blob of `size` bytes is linked with: the stored one, or a
-/// new record when there is none. A stored record of another size is an
-/// index that disagrees with the content address: refused (nothing is
-/// written), so its counts are never replaced by a fresh record's zeros.
-pub(crate) fn blob_record_to_link(
-    digest: &Digest,
-    existing: Option<BlobRecord>,
-    size: u64,
-    now: u64,
-) -> Result<BlobRecord, StorageError> {
-    match existing {
-        Some(r) if r.size == size => Ok(r),
-        Some(r) => Err(StorageError::Corrupt {
-            what: format!("blob {digest}"),
-            detail: format!("recorded size {} but the content is {size} bytes", r.size),
-        }),
-        None => Ok(BlobRecord {
-            size,
-            tier: Tier::Local,
-            refcount: 0,
-            links: 0,
-            state: BlobState::Active,
-            created_ms: now,
-            touched_ms: now,
-        }),
-    }
-}
-
 impl Inner {
+    /// The record a blob of `size` bytes, just stored or found in the
+    /// store, is linked with: the stored one, or a new record when there is
+    /// none, saying where the store holds the bytes now. A stored record of
+    /// another size is an index that disagrees with the content address:
+    /// refused (nothing is written), so its counts are never replaced by a
+    /// fresh record's zeros. Call under the write lock: a move the store
+    /// makes after its answer here is applied by the tier worker after the
+    /// caller's batch (it reads the record under the lock too); unanswered
+    /// (a failed HEAD), the worker asks again.
+    pub(crate) fn blob_record_to_link(
+        &self,
+        digest: &Digest,
+        existing: Option<BlobRecord>,
+        size: u64,
+        now: u64,
+    ) -> Result<BlobRecord, StorageError> {
+        let mut rec = match existing {
+            Some(r) if r.size == size => r,
+            Some(r) => {
+                return Err(StorageError::Corrupt {
+                    what: format!("blob {digest}"),
+                    detail: format!("recorded size {} but the content is {size} bytes", r.size),
+                })
+            }
+            None => BlobRecord {
+                size,
+                tier: Tier::Local,
+                refcount: 0,
+                links: 0,
+                state: BlobState::Active,
+                created_ms: now,
+                touched_ms: now,
+            },
+        };
+        match self.store.locate(digest) {
+            Ok(Some(located)) => rec.tier = located.tier,
+            Ok(None) | Err(_) => {
+                let _ = self.tier_moves.send(digest.clone());
+            }
+        }
+        Ok(rec)
+    }
+
     pub(crate) fn ensure_repo(
         &self,
         batch: &mut Batch,
@@ -376,8 +391,9 @@ impl Inner {
     /// 3. Under the lock, re-read the blob record. If it vanished or is a
     ///    leftover `Deleting` record and we skipped the put, put now (pinned:
     ///    nobody unlinks it any more); a leftover record becomes Active again.
-    /// 4. One synced batch: blob record, link, reverse link, repository
-    ///    record, upload record removal. This is the commit point.
+    /// 4. One synced batch: blob record (with the tier the store locates
+    ///    the bytes in), link, reverse link, repository record, upload
+    ///    record removal. This is the commit point.
     /// 5. Abort the staged blob if the store did not take it; unpin.
     pub(crate) fn commit_blob(
         &self,
@@ -411,7 +427,7 @@ impl Inner {
                 self.store_commit(digest, s)?;
             }
         }
-        let mut rec = blob_record_to_link(digest, existing, size, now)?;
+        let mut rec = self.blob_record_to_link(digest, existing, size, now)?;
         let mut batch = Batch::default();
         // link_into sets the state Active: a Marked blob is kept, a leftover
         // Deleting record is revived (its file was just put back).

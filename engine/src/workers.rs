@@ -8,12 +8,16 @@
 //! the shutdown channel (waking the ticker at once) and joins the threads,
 //! so no job outlives the engine. A GC run in progress finishes first (each
 //! of its steps is a committed state, so a kill instead is safe too).
+//!
+//! A third thread, the tier worker, applies the blob store's tier reports
+//! ([`crate::store::BlobStore::watch_tiers`]) to the blob records.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{bounded, never, select, tick, Receiver, Sender};
 
+use crate::digest::Digest;
 use crate::engine::Inner;
 use crate::gc::{GcOptions, GcRunKind};
 
@@ -38,7 +42,13 @@ pub(crate) struct Workers {
 }
 
 impl Workers {
-    pub(crate) fn start(inner: Arc<Inner>) -> Workers {
+    /// `locate_tiers`: the tier worker first locates every blob record's
+    /// tier once (an index from before tiers were kept).
+    pub(crate) fn start(
+        inner: Arc<Inner>,
+        tier_moves: Receiver<Digest>,
+        locate_tiers: bool,
+    ) -> Workers {
         let (shutdown_tx, shutdown_rx) = bounded::<()>(0);
         // Jobs: bounded so a slow worker makes the ticker skip, not pile up.
         let (job_tx, job_rx) = bounded::<Job>(16);
@@ -51,10 +61,16 @@ impl Workers {
                 .name("berth-ticker".into())
                 .spawn(move || run_ticker(interval, gc_interval, job_tx, shutdown_rx))
         };
+        let tier = {
+            let (inner, shutdown_rx) = (inner.clone(), shutdown_rx.clone());
+            std::thread::Builder::new()
+                .name("berth-tier-index".into())
+                .spawn(move || run_tier_worker(inner, tier_moves, shutdown_rx, locate_tiers))
+        };
         let worker = std::thread::Builder::new()
             .name("berth-worker".into())
             .spawn(move || run_worker(inner, job_rx, shutdown_rx));
-        let threads = [ticker, worker]
+        let threads = [ticker, worker, tier]
             .into_iter()
             .filter_map(|t| match t {
                 Ok(h) => Some(h),
@@ -115,6 +131,46 @@ fn run_worker(inner: Arc<Inner>, jobs: Receiver<Job>, shutdown: Receiver<()>) {
                 }
                 Ok(Job::Gc { id, opts }) => {
                     let _ = inner.run_gc(id, &opts, &|_, _| {});
+                }
+                Err(_) => return,
+            },
+            recv(shutdown) -> _ => return,
+        }
+    }
+}
+
+/// Applies the store's tier reports to the blob records, one at a time, in
+/// the order sent. Its own thread: a report may wait for the bucket (a
+/// HEAD) and must not queue behind a GC run. Reports still queued at
+/// shutdown are dropped: the records they would fix are a hint that reads
+/// survive, and fsck finds and `--repair` fixes them.
+///
+/// First, when asked, it locates every record's tier once
+/// ([`Inner::locate_all_tiers`]); reports queue meanwhile.
+fn run_tier_worker(
+    inner: Arc<Inner>,
+    moves: Receiver<Digest>,
+    shutdown: Receiver<()>,
+    locate_tiers: bool,
+) {
+    if locate_tiers {
+        let stop = || {
+            matches!(
+                shutdown.try_recv(),
+                Err(crossbeam_channel::TryRecvError::Disconnected)
+            )
+        };
+        if let Err(e) = inner.locate_all_tiers(&stop) {
+            tracing::warn!(error = %e, "locating the blob records' tiers (retried at the next open)");
+        }
+    }
+    loop {
+        select! {
+            recv(moves) -> d => match d {
+                Ok(d) => {
+                    if let Err(e) = inner.sync_tier(&d) {
+                        tracing::warn!(digest = %d, error = %e, "updating a blob's tier");
+                    }
                 }
                 Err(_) => return,
             },

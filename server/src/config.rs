@@ -24,7 +24,9 @@
 //! Storage (`docs/storage.md`): `storage_backend` is `local` (default), `s3`
 //! or `tiered`; the last two need `s3_endpoint`, `s3_bucket`,
 //! `s3_access_key` and `s3_secret_key` (env `BERTH_STORAGE_BACKEND`,
-//! `BERTH_S3_*`, `BERTH_CACHE_MAX_BYTES`).
+//! `BERTH_S3_*`, `BERTH_CACHE_MAX_BYTES`). Their names, parsing and
+//! defaults are the engine's (`berth_engine::store::settings`, shared with
+//! berthctl); this file only adds the flags.
 //!
 //! Unknown keys are an error (a typo should not silently change nothing).
 //! `read_only` is on if any source turns it on. Secrets (`admin_password`)
@@ -33,7 +35,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use berth_engine::store::{Backend, BackendKind, S3Config};
+use berth_engine::store::{Backend, StorageSettings};
 use clap::builder::BoolishValueParser;
 use serde::Deserialize;
 
@@ -188,17 +190,29 @@ impl Config {
     }
 
     /// Resolves flags, the config file they name, and defaults.
+    /// Storage settings come from the flags, the process environment
+    /// (`StorageSettings::from_env`) and the file.
     pub fn from_args(args: ServeArgs) -> Result<Config, ConfigError> {
-        let file = match &args.config {
+        let env = StorageSettings::from_env().map_err(ConfigError::Storage)?;
+        Config::from_args_and_env(args, env)
+    }
+
+    /// [`Config::from_args`] with the storage settings of the environment
+    /// given.
+    pub fn from_args_and_env(
+        args: ServeArgs,
+        storage_env: StorageSettings,
+    ) -> Result<Config, ConfigError> {
+        let (file, file_storage) = match &args.config {
             Some(path) => FileConfig::load(path)?,
-            None => FileConfig::default(),
+            None => (FileConfig::default(), StorageSettings::default()),
         };
         let delete_enabled = if args.disable_delete {
             false
         } else {
             args.delete_enabled.or(file.delete_enabled).unwrap_or(true)
         };
-        let storage = storage(&args, &file)?;
+        let storage = storage(&args, storage_env, file_storage)?;
         let limits = limits(&args, &file)?;
         Ok(Config {
             limits,
@@ -369,58 +383,31 @@ fn limits(args: &ServeArgs, file: &FileConfig) -> Result<Limits, ConfigError> {
     })
 }
 
-/// The storage backend from flags/environment, then the file.
-fn storage(args: &ServeArgs, file: &FileConfig) -> Result<Backend, ConfigError> {
-    let pick = |a: &Option<String>, f: &Option<String>| a.clone().or_else(|| f.clone());
-    let kind = match pick(&args.storage_backend, &file.storage_backend) {
-        None => BackendKind::Local,
-        Some(k) => k.parse().map_err(ConfigError::Storage)?,
+/// The storage backend: flags, then the environment (read by the engine's
+/// settings module, as berthctl does), then the file, then defaults.
+fn storage(
+    args: &ServeArgs,
+    env: StorageSettings,
+    file: StorageSettings,
+) -> Result<Backend, ConfigError> {
+    let flags = StorageSettings {
+        storage_backend: args.storage_backend.clone(),
+        s3_endpoint: args.s3_endpoint.clone(),
+        s3_region: args.s3_region.clone(),
+        s3_bucket: args.s3_bucket.clone(),
+        s3_access_key: args.s3_access_key.clone(),
+        s3_secret_key: args.s3_secret_key.clone(),
+        s3_root: args.s3_root.clone(),
+        s3_path_style: args.s3_path_style,
+        s3_multipart_threshold: args.s3_multipart_threshold,
+        s3_ca_file: args.s3_ca_file.clone(),
+        cache_max_bytes: args.cache_max_bytes,
     };
-    let cache_max_bytes = args
-        .cache_max_bytes
-        .or(file.cache_max_bytes)
-        .unwrap_or(berth_engine::store::DEFAULT_CACHE_MAX_BYTES);
-    if kind == BackendKind::Local {
-        return Ok(Backend {
-            kind,
-            s3: None,
-            cache_max_bytes,
-        });
-    }
-    let need = |name: &str, v: Option<String>| {
-        v.filter(|v| !v.is_empty()).ok_or_else(|| {
-            ConfigError::Storage(format!(
-                "storage backend {} needs {name} (env BERTH_{}, config key {})",
-                kind.name(),
-                name.to_uppercase(),
-                name
-            ))
-        })
-    };
-    let mut s3 = S3Config::new(
-        need("s3_endpoint", pick(&args.s3_endpoint, &file.s3_endpoint))?,
-        pick(&args.s3_region, &file.s3_region).unwrap_or_else(|| "us-east-1".to_owned()),
-        need("s3_bucket", pick(&args.s3_bucket, &file.s3_bucket))?,
-        need(
-            "s3_access_key",
-            pick(&args.s3_access_key, &file.s3_access_key),
-        )?,
-        need(
-            "s3_secret_key",
-            pick(&args.s3_secret_key, &file.s3_secret_key),
-        )?,
-    );
-    s3.root = pick(&args.s3_root, &file.s3_root).unwrap_or_default();
-    s3.path_style = args.s3_path_style.or(file.s3_path_style).unwrap_or(true);
-    if let Some(t) = args.s3_multipart_threshold.or(file.s3_multipart_threshold) {
-        s3.multipart_threshold = t;
-    }
-    s3.ca_file = args.s3_ca_file.clone().or_else(|| file.s3_ca_file.clone());
-    Ok(Backend {
-        kind,
-        s3: Some(s3),
-        cache_max_bytes,
-    })
+    flags
+        .or(env)
+        .or(file)
+        .resolve()
+        .map_err(ConfigError::Storage)
 }
 
 /// `berth serve` flags.
@@ -461,43 +448,48 @@ pub struct ServeArgs {
     pub max_uploads_per_user: Option<u64>,
     /// Blob storage: local, s3 (bucket + local read cache) or tiered
     /// (local + background copy to the bucket) [default: local]
-    #[arg(long, env = "BERTH_STORAGE_BACKEND", value_name = "BACKEND")]
+    /// [env: BERTH_STORAGE_BACKEND]
+    #[arg(long, value_name = "BACKEND")]
     pub storage_backend: Option<String>,
     /// S3 endpoint URL, e.g. http://rgw.example:7480
-    #[arg(long, env = "BERTH_S3_ENDPOINT", value_name = "URL")]
+    /// [env: BERTH_S3_ENDPOINT]
+    #[arg(long, value_name = "URL")]
     pub s3_endpoint: Option<String>,
     /// S3 region [default: us-east-1; Ceph RGW accepts any]
-    #[arg(long, env = "BERTH_S3_REGION", value_name = "REGION")]
+    /// [env: BERTH_S3_REGION]
+    #[arg(long, value_name = "REGION")]
     pub s3_region: Option<String>,
     /// S3 bucket (must exist)
-    #[arg(long, env = "BERTH_S3_BUCKET", value_name = "BUCKET")]
+    /// [env: BERTH_S3_BUCKET]
+    #[arg(long, value_name = "BUCKET")]
     pub s3_bucket: Option<String>,
     /// S3 access key
-    #[arg(long, env = "BERTH_S3_ACCESS_KEY", value_name = "KEY")]
+    /// [env: BERTH_S3_ACCESS_KEY]
+    #[arg(long, value_name = "KEY")]
     pub s3_access_key: Option<String>,
     /// S3 secret key
-    #[arg(
-        long,
-        env = "BERTH_S3_SECRET_KEY",
-        value_name = "KEY",
-        hide_env_values = true
-    )]
+    /// [env: BERTH_S3_SECRET_KEY]
+    #[arg(long, value_name = "KEY")]
     pub s3_secret_key: Option<String>,
     /// Key prefix ("root directory") of every object in the bucket
-    #[arg(long, env = "BERTH_S3_ROOT", value_name = "PREFIX")]
+    /// [env: BERTH_S3_ROOT]
+    #[arg(long, value_name = "PREFIX")]
     pub s3_root: Option<String>,
     /// Path-style S3 requests (false: virtual-hosted style) [default: true]
-    #[arg(long, env = "BERTH_S3_PATH_STYLE", value_name = "BOOL", value_parser = BoolishValueParser::new())]
+    /// [env: BERTH_S3_PATH_STYLE]
+    #[arg(long, value_name = "BOOL", value_parser = BoolishValueParser::new())]
     pub s3_path_style: Option<bool>,
     /// Blobs at least this large are stored with resumable multipart uploads [default: 16 MiB]
-    #[arg(long, env = "BERTH_S3_MULTIPART_THRESHOLD", value_name = "BYTES")]
+    /// [env: BERTH_S3_MULTIPART_THRESHOLD]
+    #[arg(long, value_name = "BYTES")]
     pub s3_multipart_threshold: Option<u64>,
     /// PEM file of CA certificates trusted for an https:// S3 endpoint,
-    /// besides the system's (a private CA)
-    #[arg(long, env = "BERTH_S3_CA_FILE", value_name = "FILE")]
+    /// besides the system's (a private CA) [env: BERTH_S3_CA_FILE]
+    #[arg(long, value_name = "FILE")]
     pub s3_ca_file: Option<PathBuf>,
     /// Local cache budget of the s3 and tiered backends [default: 10 GiB]
-    #[arg(long, env = "BERTH_CACHE_MAX_BYTES", value_name = "BYTES")]
+    /// [env: BERTH_CACHE_MAX_BYTES]
+    #[arg(long, value_name = "BYTES")]
     pub cache_max_bytes: Option<u64>,
     /// Require accounts and tokens (Docker token auth) [default: false]
     #[arg(long, env = "BERTH_AUTH_ENABLED", value_name = "BOOL", value_parser = BoolishValueParser::new())]
@@ -597,17 +589,6 @@ struct FileConfig {
     delete_enabled: Option<bool>,
     upload_ttl_seconds: Option<u64>,
     max_uploads_per_user: Option<u64>,
-    storage_backend: Option<String>,
-    s3_endpoint: Option<String>,
-    s3_region: Option<String>,
-    s3_bucket: Option<String>,
-    s3_access_key: Option<String>,
-    s3_secret_key: Option<String>,
-    s3_root: Option<String>,
-    s3_path_style: Option<bool>,
-    s3_multipart_threshold: Option<u64>,
-    s3_ca_file: Option<PathBuf>,
-    cache_max_bytes: Option<u64>,
     auth_enabled: Option<bool>,
     admin_password: Option<String>,
     external_url: Option<String>,
@@ -632,12 +613,22 @@ struct FileConfig {
 }
 
 impl FileConfig {
-    fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+    /// The file's settings: the storage keys (parsed by the engine's
+    /// settings module) and the rest.
+    fn load(path: &Path) -> Result<(FileConfig, StorageSettings), ConfigError> {
         let text = std::fs::read(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        serde_json::from_slice(&text).map_err(|source| ConfigError::Parse {
+        let parse = || -> Result<(FileConfig, StorageSettings), serde_json::Error> {
+            let mut value: serde_json::Value = serde_json::from_slice(&text)?;
+            let storage = match value.as_object_mut() {
+                Some(object) => StorageSettings::take_from(object)?,
+                None => StorageSettings::default(),
+            };
+            Ok((serde_json::from_value(value)?, storage))
+        };
+        parse().map_err(|source| ConfigError::Parse {
             path: path.to_owned(),
             source,
         })
@@ -667,6 +658,7 @@ pub enum ConfigError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use berth_engine::store::BackendKind;
 
     #[test]
     fn defaults() {

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use berth_engine::fsck::FsckOptions;
+use berth_engine::store::StorageSettings;
 use berth_engine::{
     AccountError, Action, Actions, Engine, EngineConfig, GcOptions, Role, StorageError,
 };
@@ -233,7 +234,7 @@ fn run(cli: &Cli) -> Result<ExitCode, CliError> {
         .into());
     }
     let mut ec = EngineConfig::new(&cli.data_dir);
-    ec.backend = storage_backend(&cli.data_dir)?;
+    ec.backend = storage_backend()?;
     ec.allow_open_data_dir = cli.allow_open_data_dir;
     let engine = Engine::open(ec)?;
     match &cli.command {
@@ -406,23 +407,19 @@ fn spinner(msg: &'static str) -> ProgressBar {
     bar
 }
 
-/// The blob store of the data directory, from the settings the server
-/// reads (`BERTH_STORAGE_BACKEND`, `BERTH_S3_*`, `BERTH_CACHE_MAX_BYTES`,
-/// or the `BERTH_CONFIG` file), so `gc` and `fsck` see the bucket the
-/// server writes to, not only the local cache.
-fn storage_backend(data_dir: &std::path::Path) -> Result<berth_engine::store::Backend, CliError> {
-    use berth_server::config::{Config, ServeArgs};
-    #[derive(Parser)]
-    struct FromEnv {
-        #[command(flatten)]
-        serve: ServeArgs,
-    }
-    let env = FromEnv::try_parse_from(["berthctl"])
-        .map_err(|e| CliError::Usage(format!("server settings in the environment: {e}")))?;
-    let config = Config::from_args(ServeArgs {
-        data_dir: Some(data_dir.to_path_buf()),
-        ..env.serve
-    })
-    .map_err(|e| CliError::Usage(e.to_string()))?;
-    Ok(config.storage)
+/// The blob store of the data directory, from the storage settings the
+/// server reads (`BERTH_STORAGE_BACKEND`, `BERTH_S3_*`,
+/// `BERTH_CACHE_MAX_BYTES`, then the `BERTH_CONFIG` file; parsed by the
+/// engine, `berth_engine::store::settings`), so `gc` and `fsck` see the
+/// bucket the server writes to, not only the local cache.
+fn storage_backend() -> Result<berth_engine::store::Backend, CliError> {
+    let env = StorageSettings::from_env().map_err(CliError::Usage)?;
+    let file = match std::env::var_os("BERTH_CONFIG").filter(|p| !p.is_empty()) {
+        Some(path) => StorageSettings::from_config_file(std::path::Path::new(&path))
+            .map_err(CliError::Usage)?,
+        None => StorageSettings::default(),
+    };
+    env.or(file)
+        .resolve()
+        .map_err(|e| CliError::Usage(format!("storage: {e}")))
 }

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::digest::Digest;
+pub use crate::records::Tier;
 
 mod backend;
 #[cfg(test)]
@@ -31,6 +32,7 @@ pub mod fs;
 mod local;
 mod memory;
 pub mod s3;
+pub mod settings;
 pub mod simfs;
 mod staging;
 pub mod testsuite;
@@ -40,6 +42,7 @@ pub use backend::{open_backend, Backend, BackendKind, DEFAULT_CACHE_MAX_BYTES};
 pub use local::LocalStore;
 pub use memory::MemoryStore;
 pub use s3::{S3Config, S3Store};
+pub use settings::StorageSettings;
 pub use staging::{valid_staged_id, Staged};
 pub use tiered::{TierMode, TierStats, TieredStore};
 
@@ -164,7 +167,60 @@ pub trait BlobStore: Send + Sync + 'static {
     fn tier_stats(&self) -> Option<&TierStats> {
         None
     }
+
+    /// Where blob `digest`'s bytes are now, and their size; `None` if it is
+    /// not stored. What the index's [`Tier`] of the blob must say (the
+    /// engine writes it at commit and on every [`TierMoves`] report; fsck
+    /// compares the two).
+    ///
+    /// Backends: [`LocalStore`] and [`MemoryStore`] `Local` (the default,
+    /// from `stat`); [`S3Store`] `Remote`; [`TieredStore`] `Local` for a
+    /// local copy not yet in the bucket (write-back journal), `Both` for a
+    /// local copy of a blob in the bucket, `Remote` when only the bucket
+    /// has it (one HEAD request; otherwise local calls only).
+    fn locate(&self, digest: &Digest) -> Result<Option<Located>, StoreError> {
+        Ok(self.stat(digest)?.map(|size| Located {
+            tier: Tier::Local,
+            size,
+        }))
+    }
+
+    /// Gives the store the channel on which it reports every digest whose
+    /// [`BlobStore::locate`] answer it changed on its own, after the change
+    /// (a background copy to the bucket, an eviction, a read-through fill).
+    /// The engine's tier worker receives it and rewrites the blob record's
+    /// tier; a store never writes the index. A later call replaces the
+    /// channel. Default: ignored (single-tier stores never move bytes).
+    fn watch_tiers(&self, moves: TierMoves) {
+        let _ = moves;
+    }
+
+    /// [`BlobStore::get`], told where the index last saw the bytes: a
+    /// [`TieredStore`] reads a `Remote` blob straight from the bucket,
+    /// without trying the local store first. A stale `at` costs time, never
+    /// the read: the store falls back to looking everywhere.
+    fn get_at(
+        &self,
+        digest: &Digest,
+        range: Option<Range<u64>>,
+        at: Tier,
+    ) -> Result<BlobData, StoreError> {
+        let _ = at;
+        self.get(digest, range)
+    }
 }
+
+/// Where a store holds a blob ([`BlobStore::locate`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Located {
+    pub tier: Tier,
+    pub size: u64,
+}
+
+/// The channel on which a store reports digests whose tier it changed
+/// ([`BlobStore::watch_tiers`]). Unbounded: a report is a digest, sent by
+/// the store's background threads, never waiting on the engine.
+pub type TierMoves = crossbeam_channel::Sender<Digest>;
 
 /// Conditional-write mode for `put_bytes` and `commit`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

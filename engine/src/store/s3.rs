@@ -920,6 +920,13 @@ impl BlobStore for S3Store {
         self.head(digest)
     }
 
+    fn locate(&self, digest: &Digest) -> Result<Option<super::Located>, StoreError> {
+        Ok(self.head(digest)?.map(|size| super::Located {
+            tier: super::Tier::Remote,
+            size,
+        }))
+    }
+
     fn delete(&self, digest: &Digest) -> Result<bool, StoreError> {
         // S3 DELETE of a missing key succeeds: HEAD first to answer "existed".
         let existed = self.head(digest)?.is_some();

@@ -44,7 +44,16 @@
 //! Eviction uses an in-memory LRU of the local copies. At open it is filled
 //! by one walk of the local cache directory on the background thread (not on
 //! the open path); until that walk finishes, older copies are not yet
-//! candidates.
+//! candidates. Only copies [`BlobStore::locate`] calls `Both` (no journal
+//! entry, no upload in flight) are evicted.
+//!
+//! Tiers: every move this store makes on its own — a background copy to
+//! the bucket (`Local` → `Both`), an eviction (`Both` → `Remote`), a
+//! read-through fill (`Remote` → `Both`) — is reported, after the move, as
+//! the digest on the channel the engine gave [`BlobStore::watch_tiers`];
+//! the engine re-asks `locate` and rewrites the blob record. This store
+//! never touches the index. [`BlobStore::get_at`] with `Remote` skips the
+//! local attempt.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -59,7 +68,8 @@ use std::time::Duration;
 use super::s3::MULTIPART_SUFFIX;
 use super::staging::Staged;
 use super::{
-    BlobData, BlobStore, LocalStore, PutMode, PutOutcome, S3Store, StoreError, StreamSource,
+    BlobData, BlobStore, LocalStore, Located, PutMode, PutOutcome, S3Store, StoreError,
+    StreamSource, Tier, TierMoves,
 };
 
 /// Whole-blob reads of remote-only blobs at least this large are streamed
@@ -123,6 +133,9 @@ struct Inner {
     lru: Mutex<Lru>,
     stats: TierStats,
     stop: AtomicBool,
+    /// Where tier changes are reported ([`BlobStore::watch_tiers`]): set
+    /// by the engine at open, read by every thread that moves bytes.
+    moves: Mutex<Option<TierMoves>>,
 }
 
 /// Blobs not yet in the bucket (mirrors the journal) and uploads in flight.
@@ -241,6 +254,7 @@ impl TieredStore {
             lru: Mutex::new(Lru::default()),
             stats,
             stop: AtomicBool::new(false),
+            moves: Mutex::new(None),
         });
         inner.clean_staging()?;
         let worker_inner = inner.clone();
@@ -307,6 +321,21 @@ impl Inner {
 
     fn staging_path(&self, d: &Digest) -> PathBuf {
         self.staging_dir.join(entry_name(d))
+    }
+
+    /// Reports that `d`'s tier changed (after the change: whoever receives
+    /// it and asks [`BlobStore::locate`] sees the new place).
+    fn moved(&self, d: &Digest) {
+        if let Some(tx) = lock(&self.moves).as_ref() {
+            // The engine is gone (or going): nobody to tell.
+            let _ = tx.send(d.clone());
+        }
+    }
+
+    /// Whether `d` is journaled, i.e. its local copy is not yet known to be
+    /// in the bucket (write-back only).
+    fn pending(&self, d: &Digest) -> bool {
+        lock(&self.pending).entries.contains_key(d)
     }
 
     /// The multipart sidecar of a staged copy-up (`<staged>.s3mpu`).
@@ -427,6 +456,7 @@ impl Inner {
             Err(e) => {
                 lock(&self.lru).remove(digest);
                 let _ = self.local.delete(digest);
+                self.moved(digest);
                 tracing::warn!(digest = %digest, error = %e, "tier: caching an uploaded blob failed");
             }
         }
@@ -470,6 +500,8 @@ impl Inner {
                 Ok(true) => {
                     self.stats.bytes_evicted.fetch_add(size, Ordering::Relaxed);
                     self.stats.evictions.fetch_add(1, Ordering::Relaxed);
+                    // Both → Remote.
+                    self.moved(&d);
                 }
                 Ok(false) => {}
                 Err(e) => {
@@ -495,6 +527,8 @@ impl Inner {
                     .bytes_downloaded
                     .fetch_add(size, Ordering::Relaxed);
                 self.cached(d, size);
+                // Remote → Both.
+                self.moved(d);
                 self.evict();
                 Ok(())
             }
@@ -550,6 +584,8 @@ impl Inner {
                         source.finish(Ok(()));
                         inner.stats.bytes_downloaded.fetch_add(n, Ordering::Relaxed);
                         inner.cached(&digest, n);
+                        // Remote → Both.
+                        inner.moved(&digest);
                         inner.evict();
                     }
                     Err(e) => {
@@ -615,12 +651,17 @@ impl Inner {
             p.inflight.remove(&d);
             match r {
                 Ok(()) => {
-                    if p.entries.get(&d).is_some_and(|(g, _)| *g == gen) {
+                    let copied = p.entries.get(&d).is_some_and(|(g, _)| *g == gen);
+                    if copied {
                         self.journal_remove(&mut p, &d);
                     }
                     backoff = Duration::from_millis(100);
                     drop(p);
                     self.wake.notify_all();
+                    if copied {
+                        // Local → Both.
+                        self.moved(&d);
+                    }
                     self.evict();
                 }
                 Err(e) => {
@@ -769,21 +810,50 @@ impl BlobStore for TieredStore {
             Err(StoreError::NotFound { .. }) => {}
             Err(e) => return Err(e),
         }
-        i.stats.misses.fetch_add(1, Ordering::Relaxed);
-        if range.is_none() {
-            let size = i.remote.stat(digest)?.ok_or_else(|| StoreError::NotFound {
-                digest: digest.clone(),
-            })?;
-            if size >= STREAM_MIN {
-                return Inner::stream_fill(&self.inner, digest, size);
+        self.get_remote(digest, range)
+    }
+
+    fn get_at(
+        &self,
+        digest: &Digest,
+        range: Option<Range<u64>>,
+        at: Tier,
+    ) -> Result<BlobData, StoreError> {
+        // The index says only the bucket has it: go there, unless the LRU
+        // knows a local copy (filled since, its report not yet applied).
+        if at == Tier::Remote && !lock(&self.inner.lru).entries.contains_key(digest) {
+            match self.get_remote(digest, range.clone()) {
+                // The index is behind (e.g. a record from before tiers
+                // were kept): look everywhere.
+                Err(StoreError::NotFound { .. }) => {}
+                other => return other,
             }
         }
-        i.fill(digest)?;
-        match i.local.get(digest, range.clone()) {
-            // Evicted again in between (a tiny budget): read the bucket.
-            Err(StoreError::NotFound { .. }) => i.remote.get(digest, range),
-            other => other,
+        self.get(digest, range)
+    }
+
+    fn locate(&self, digest: &Digest) -> Result<Option<Located>, StoreError> {
+        let i = &self.inner;
+        if let Some(size) = i.local.stat(digest)? {
+            // IMPORTANT: a local copy without a journal entry is in the
+            // bucket: write-through caches only what the bucket has, and
+            // write-back journals before the local put and clears the
+            // entry only after the copy.
+            let tier = if i.pending(digest) {
+                Tier::Local
+            } else {
+                Tier::Both
+            };
+            return Ok(Some(Located { tier, size }));
         }
+        Ok(i.remote.stat(digest)?.map(|size| Located {
+            tier: Tier::Remote,
+            size,
+        }))
+    }
+
+    fn watch_tiers(&self, moves: TierMoves) {
+        *lock(&self.inner.moves) = Some(moves);
     }
 
     fn stat(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
@@ -824,6 +894,34 @@ impl BlobStore for TieredStore {
 
     fn tier_stats(&self) -> Option<&TierStats> {
         Some(&self.inner.stats)
+    }
+}
+
+impl TieredStore {
+    /// A read of `digest` that the local store does not have: from the
+    /// bucket, filling the local cache (a whole blob of at least
+    /// [`STREAM_MIN`] streams to the caller while it fills).
+    fn get_remote(
+        &self,
+        digest: &Digest,
+        range: Option<Range<u64>>,
+    ) -> Result<BlobData, StoreError> {
+        let i = &self.inner;
+        i.stats.misses.fetch_add(1, Ordering::Relaxed);
+        if range.is_none() {
+            let size = i.remote.stat(digest)?.ok_or_else(|| StoreError::NotFound {
+                digest: digest.clone(),
+            })?;
+            if size >= STREAM_MIN {
+                return Inner::stream_fill(&self.inner, digest, size);
+            }
+        }
+        i.fill(digest)?;
+        match i.local.get(digest, range.clone()) {
+            // Evicted again in between (a tiny budget): read the bucket.
+            Err(StoreError::NotFound { .. }) => i.remote.get(digest, range),
+            other => other,
+        }
     }
 }
 
@@ -956,6 +1054,192 @@ mod tests {
         let s = store.tier_stats().expect("stats");
         assert!(s.misses.load(Ordering::Relaxed) >= 1 && s.hits.load(Ordering::Relaxed) >= 1);
         store.delete(&d).expect("delete");
+    }
+
+    /// An engine over `store`, its index in `dir/engine`.
+    fn engine_over(store: &Arc<TieredStore>, dir: &Path) -> crate::Engine {
+        let shared: Arc<dyn BlobStore> = store.clone();
+        let mut c = crate::EngineConfig::new(dir.join("engine"));
+        c.store = Some(shared);
+        crate::Engine::open(c).expect("open engine")
+    }
+
+    fn tier_of(e: &crate::Engine, d: &Digest) -> Tier {
+        e.blob_record(d).expect("read record").expect("record").tier
+    }
+
+    /// Waits for background work (copies, evictions, the engine's tier
+    /// worker) until `done`; fails after a minute naming `what`.
+    fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "never: {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn assert_fsck_clean(e: &crate::Engine) {
+        let r = e.fsck(crate::fsck::FsckOptions::default()).expect("fsck");
+        assert!(r.findings.is_empty(), "{:?}", r.findings);
+    }
+
+    #[test]
+    fn write_through_blob_records_follow_the_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(open(
+            TierMode::WriteThrough,
+            dir.path(),
+            &root("tiers-wt"),
+            1 << 30,
+        ));
+        let e = engine_over(&store, dir.path());
+        let repo = crate::RepoName::parse("tiers/wt").expect("repo");
+        let data = vec![7u8; 200_000];
+        let d = Digest::of(Algorithm::Sha256, &data);
+        e.put_blob(&repo, &d, &data).expect("put");
+        // In the bucket before the put returned, and cached.
+        assert_eq!(tier_of(&e, &d), Tier::Both);
+        assert_fsck_clean(&e);
+
+        // The cache loses its copy behind the engine's back: fsck sees the
+        // record say more than the store has, and repair makes it true.
+        assert!(store.local().delete(&d).expect("delete local copy"));
+        let r = e.fsck(crate::fsck::FsckOptions::default()).expect("fsck");
+        assert_eq!(r.findings.len(), 1, "{:?}", r.findings);
+        assert_eq!(
+            r.findings[0].problem,
+            "index says its bytes are local and in the bucket, the s3+cache store holds them in the bucket only"
+        );
+        let (_, fixed) = e
+            .fsck_repair(crate::fsck::FsckOptions::default())
+            .expect("repair");
+        assert_eq!(
+            fixed.actions,
+            [format!("blob {d}: tier in the bucket only")]
+        );
+        assert_eq!(tier_of(&e, &d), Tier::Remote);
+        assert_fsck_clean(&e);
+
+        // A read of a remote-only blob fills the cache; the store reports
+        // the move and the record follows.
+        let (_, got) = e.read_blob(&repo, &d, None).expect("read");
+        assert!(got.as_ref() == data.as_slice(), "bytes differ");
+        wait_for("the record says Both after the fill", || {
+            tier_of(&e, &d) == Tier::Both
+        });
+        assert_fsck_clean(&e);
+        drop(e);
+        store.delete(&d).expect("delete");
+    }
+
+    #[test]
+    fn records_from_before_tiers_are_located_once_in_the_background() {
+        use crate::keys::TiersLocatedKey;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(open(
+            TierMode::WriteThrough,
+            dir.path(),
+            &root("tiers-old"),
+            1 << 30,
+        ));
+        let repo = crate::RepoName::parse("tiers/old").expect("repo");
+        let data = vec![3u8; 100_000];
+        let d = Digest::of(Algorithm::Sha256, &data);
+        {
+            let e = engine_over(&store, dir.path());
+            e.put_blob(&repo, &d, &data).expect("put");
+            // What the code before tiers were kept wrote: `local`, no marker.
+            let i = &e.inner;
+            let mut rec = e.blob_record(&d).expect("read").expect("record");
+            rec.tier = Tier::Local;
+            let g = i.lock().expect("lock");
+            let mut b = crate::index::Batch::default();
+            i.put_blob_record(&mut b, &d, &rec);
+            b.delete(&TiersLocatedKey);
+            i.commit(g, b).expect("commit");
+        }
+        let e = engine_over(&store, dir.path());
+        wait_for("the old record is located", || {
+            tier_of(&e, &d) == Tier::Both
+        });
+        wait_for("the index is marked", || {
+            e.inner
+                .index
+                .contains(&TiersLocatedKey)
+                .expect("read meta")
+        });
+        assert_fsck_clean(&e);
+        drop(e);
+        store.delete(&d).expect("delete");
+    }
+
+    #[test]
+    fn write_back_blob_records_follow_copies_and_evictions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(open(
+            TierMode::WriteBack,
+            dir.path(),
+            &root("tiers-wb"),
+            700_000,
+        ));
+        let e = engine_over(&store, dir.path());
+        let repo = crate::RepoName::parse("tiers/wb").expect("repo");
+        let blobs: Vec<(Digest, Vec<u8>)> = (0..4u8)
+            .map(|n| {
+                let data = vec![n; 300_000];
+                (Digest::of(Algorithm::Sha256, &data), data)
+            })
+            .collect();
+        for (d, data) in &blobs {
+            e.put_blob(&repo, d, data).expect("put");
+            // Durable locally; in the bucket only once the background copy
+            // is done (it may already be).
+            let t = tier_of(&e, d);
+            assert!(t == Tier::Local || t == Tier::Both, "{d}: {t:?}");
+        }
+        assert!(store.flush(Duration::from_secs(60)), "journal not drained");
+        // Every copy is in the bucket; the budget holds two of the four
+        // locally: the records say so once the reports are applied.
+        let records_match_the_store = || {
+            blobs.iter().all(|(d, _)| {
+                let at = store.locate(d).expect("locate").expect("stored").tier;
+                tier_of(&e, d) == at
+            })
+        };
+        wait_for("records match the store", records_match_the_store);
+        let tiers: Vec<Tier> = blobs.iter().map(|(d, _)| tier_of(&e, d)).collect();
+        assert!(!tiers.contains(&Tier::Local), "{tiers:?}");
+        assert!(tiers.contains(&Tier::Remote), "nothing evicted: {tiers:?}");
+        assert!(tiers.contains(&Tier::Both), "nothing cached: {tiers:?}");
+        assert_fsck_clean(&e);
+
+        // A read of an evicted blob goes to the bucket and refills it.
+        let (d, data) = blobs
+            .iter()
+            .find(|(d, _)| tier_of(&e, d) == Tier::Remote)
+            .expect("an evicted blob");
+        let misses = store
+            .tier_stats()
+            .expect("stats")
+            .misses
+            .load(Ordering::Relaxed);
+        let (_, got) = e.read_blob(&repo, d, None).expect("read");
+        assert!(got.as_ref() == data.as_slice(), "bytes differ");
+        assert!(
+            store
+                .tier_stats()
+                .expect("stats")
+                .misses
+                .load(Ordering::Relaxed)
+                > misses
+        );
+        wait_for("the read blob is Both", || tier_of(&e, d) == Tier::Both);
+        wait_for("records match the store", records_match_the_store);
+        assert_fsck_clean(&e);
+        drop(e);
+        for (d, _) in &blobs {
+            store.delete(d).expect("delete");
+        }
     }
 
     #[test]
