@@ -27,107 +27,11 @@ use crate::keys;
 use crate::names::{RepoName, Tag};
 use crate::records::{self, ChartBlob, ChartRecord, ChartRepoRecord, Count};
 
-/// Longest chart version accepted (the OCI tag limit).
-pub const MAX_CHART_VERSION_LEN: usize = 128;
+pub use berth_formats::names::{oci_tag, ChartId, MAX_CHART_VERSION_LEN};
 
-/// A validated chart version address: project, chart name, version.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct ChartId {
-    project: RepoName,
-    name: String,
-    version: String,
-    /// `project/name`.
-    repo: RepoName,
-    /// The version as an OCI tag.
-    tag: Tag,
-}
-
-impl ChartId {
-    /// Validates the parts: `project` is one repository path component,
-    /// `name` is one too (so `project/name` is a repository), and `version`
-    /// is 1–128 characters of `[0-9A-Za-z.+-]` starting with an
-    /// alphanumeric (SemVer's alphabet; the server checks SemVer itself).
-    pub fn parse(project: &str, name: &str, version: &str) -> Result<ChartId, NameError> {
-        let bad = |what, value: &str, reason| NameError::Chart {
-            what,
-            value: value.chars().take(200).collect(),
-            reason,
-        };
-        if project.contains('/') {
-            return Err(bad("project", project, "a project is one path component"));
-        }
-        let project = RepoName::parse(project)
-            .map_err(|_| bad("project", project, "not a valid project name"))?;
-        if name.contains('/') || RepoName::parse(name).is_err() {
-            return Err(bad(
-                "name",
-                name,
-                "chart names must be lowercase letters, digits and single separators (. _ -)",
-            ));
-        }
-        let ok = !version.is_empty()
-            && version.len() <= MAX_CHART_VERSION_LEN
-            && version.as_bytes()[0].is_ascii_alphanumeric()
-            && version
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'+' | b'-'));
-        if !ok {
-            return Err(bad(
-                "version",
-                version,
-                "versions are 1-128 characters of [0-9A-Za-z.+-]",
-            ));
-        }
-        let repo = RepoName::parse(&format!("{project}/{name}"))
-            .map_err(|_| bad("name", name, "project/name is longer than 255 characters"))?;
-        let tag = Tag::parse(&oci_tag(version))
-            .map_err(|_| bad("version", version, "not usable as an OCI tag"))?;
-        Ok(ChartId {
-            project,
-            name: name.to_owned(),
-            version: version.to_owned(),
-            repo,
-            tag,
-        })
-    }
-
-    pub fn project(&self) -> &RepoName {
-        &self.project
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    pub fn version(&self) -> &str {
-        &self.version
-    }
-
-    /// The OCI repository holding the chart: `project/name`.
-    pub fn repo(&self) -> &RepoName {
-        &self.repo
-    }
-
-    /// The OCI tag of the version: `+` becomes `_`, as Helm does.
-    pub fn tag(&self) -> &Tag {
-        &self.tag
-    }
-
-    fn key(&self) -> Vec<u8> {
-        keys::chart_key(&self.project, &self.name, &self.version)
-    }
-}
-
-impl std::fmt::Display for ChartId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}-{}", self.name, self.version)
-    }
-}
-
-/// A chart version's OCI tag: `+` (not allowed in tags) becomes `_` (not
-/// allowed in SemVer), so the mapping is reversible.
-pub fn oci_tag(version: &str) -> String {
-    version.replace('+', "_")
+/// The index key of a chart version.
+fn chart_key(id: &ChartId) -> Vec<u8> {
+    keys::chart_key(id.project(), id.name(), id.version())
 }
 
 /// How a manifest put that carries a chart treats an existing version.
@@ -315,7 +219,7 @@ impl Inner {
         manifest: &crate::digest::Digest,
         now: u64,
     ) -> Result<(), StorageError> {
-        let key = id.key();
+        let key = chart_key(id);
         let created_ms = match charts.get(self, &key)? {
             // Re-putting the same manifest keeps the version's creation time.
             Some(old) if &old.manifest == manifest => old.created_ms,
@@ -335,7 +239,7 @@ impl Inner {
 impl Engine {
     /// The chart version `id`, if indexed.
     pub fn get_chart(&self, id: &ChartId) -> Result<Option<ChartRecord>, StorageError> {
-        self.inner.get(keys::CF_CHARTS, &id.key())
+        self.inner.get(keys::CF_CHARTS, &chart_key(id))
     }
 
     /// Every indexed version in `project` (of chart `name` only, if given),
@@ -483,29 +387,3 @@ impl Engine {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chart_ids() {
-        let id = ChartId::parse("proj", "nginx", "1.2.3+build.4").unwrap();
-        assert_eq!(id.repo().as_str(), "proj/nginx");
-        assert_eq!(id.tag().as_str(), "1.2.3_build.4");
-        assert_eq!(id.to_string(), "nginx-1.2.3+build.4");
-        for (p, n, v) in [
-            ("a/b", "c", "1.0.0"),
-            ("Proj", "c", "1.0.0"),
-            ("p", "C", "1.0.0"),
-            ("p", "a/b", "1.0.0"),
-            ("p", "", "1.0.0"),
-            ("p", "c", ""),
-            ("p", "c", "1.0.0_x"),
-            ("p", "c", "-1"),
-            ("p", "c", &"1".repeat(129)),
-            ("p", "c", "1.0\0"),
-        ] {
-            assert!(ChartId::parse(p, n, v).is_err(), "{p} {n} {v:?}");
-        }
-    }
-}

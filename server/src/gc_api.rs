@@ -20,6 +20,7 @@ use serde::Deserialize;
 
 use crate::http::{App, Body};
 use crate::time::rfc3339_ms;
+use berth_wire::harbor::ScheduleRequest;
 
 const PREFIX: &str = "/api/v2.0/system/gc";
 const MAX_BODY: usize = 64 << 10;
@@ -27,28 +28,6 @@ const MAX_BODY: usize = 64 << 10;
 /// True if `path` belongs to this API.
 pub fn owns(path: &str) -> bool {
     path == PREFIX || path.starts_with("/api/v2.0/system/gc/")
-}
-
-/// `POST …/schedule` body.
-#[derive(Debug, Default, Deserialize)]
-struct ScheduleRequest {
-    schedule: Option<Schedule>,
-    #[serde(default)]
-    parameters: Parameters,
-}
-
-#[derive(Debug, Deserialize)]
-struct Schedule {
-    #[serde(rename = "type")]
-    kind: String,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct Parameters {
-    #[serde(default)]
-    delete_untagged: bool,
-    #[serde(default)]
-    dry_run: bool,
 }
 
 /// Harbor-style error: `{"errors":[{"code":…,"message":…}]}`.
