@@ -22,9 +22,9 @@ use std::collections::HashSet;
 use rocksdb::WriteBatch;
 
 use crate::engine::{Engine, Inner};
-use crate::error::{ManifestError, NameError, StorageError};
+use crate::error::{ManifestError, StorageError};
 use crate::keys;
-use crate::names::{RepoName, Tag};
+use crate::names::RepoName;
 use crate::records::{self, ChartBlob, ChartRecord, ChartRepoRecord, Count};
 
 pub use berth_formats::names::{oci_tag, ChartId, MAX_CHART_VERSION_LEN};

@@ -16,7 +16,6 @@ use crate::limits::RequestBody;
 use berth_engine::{GcOptions, GcRun, GcRunKind, GcRunStatus};
 use hyper::header::{HeaderValue, LOCATION};
 use hyper::{Method, Response, StatusCode};
-use serde::Deserialize;
 
 use crate::http::{App, Body};
 use crate::time::rfc3339_ms;

@@ -125,8 +125,28 @@ fn add_blob(put: &mut ParsedManifest, digest: Digest, size: u64) -> Result<(), M
     }
 }
 
+/// Longest error detail: details quote the client's bytes (a media type,
+/// a serde_json message quoting a string value), which end up in logs and
+/// error bodies; a 4 MiB string is not echoed back whole.
+pub const MAX_DETAIL_LEN: usize = 1024;
+
+/// `detail`, cut to [`MAX_DETAIL_LEN`] bytes (at a character boundary)
+/// with a marker if longer.
+fn cut(mut detail: String) -> String {
+    if detail.len() > MAX_DETAIL_LEN {
+        let total = detail.len();
+        let mut end = MAX_DETAIL_LEN;
+        while !detail.is_char_boundary(end) {
+            end -= 1;
+        }
+        detail.truncate(end);
+        detail.push_str(&format!("…({total} bytes total)"));
+    }
+    detail
+}
+
 fn invalid(detail: impl Into<String>) -> ManifestParseError {
-    ManifestParseError::Invalid(detail.into())
+    ManifestParseError::Invalid(cut(detail.into()))
 }
 
 /// The media type of a `Content-Type` header value, or `None` if it says
@@ -161,9 +181,9 @@ pub fn parse(content_type: Option<&str>, body: Vec<u8>) -> Result<ParsedManifest
         (None, None) => OCI_MANIFEST.to_owned(),
     };
     let Some(kind) = kind_of(&media_type) else {
-        return Err(ManifestParseError::UnsupportedMediaType(format!(
+        return Err(ManifestParseError::UnsupportedMediaType(cut(format!(
             "manifest media type {media_type:?} is not supported"
-        )));
+        ))));
     };
     if doc.schema_version != Some(2) {
         return Err(invalid("schemaVersion must be 2"));
@@ -359,5 +379,25 @@ mod tests {
             let e = parse(None, body).unwrap_err();
             assert!(matches!(e, ManifestParseError::Invalid(_)), "{text}");
         }
+    }
+
+    /// Details quote client strings; they are cut, whatever the body holds.
+    #[test]
+    fn error_details_are_bounded() {
+        let long = "é".repeat(1 << 20);
+        let bodies = [
+            format!(r#"{{"schemaVersion":"{long}"}}"#),
+            format!(r#"{{"schemaVersion":2,"mediaType":"{long}"}}"#),
+            format!(r#"{{"schemaVersion":2,"config":{{"mediaType":"c","digest":"sha256:{long}","size":1}},"layers":[]}}"#),
+        ];
+        for body in bodies {
+            let e = parse(None, body.into_bytes()).unwrap_err();
+            let detail = e.to_string();
+            assert!(detail.len() <= MAX_DETAIL_LEN + 40, "{} bytes", detail.len());
+            assert!(detail.contains("bytes total"), "{detail:.80}");
+        }
+        let ct = format!("application/{long}");
+        let e = parse(Some(&ct), br#"{"schemaVersion":2}"#.to_vec()).unwrap_err();
+        assert!(e.to_string().len() <= MAX_DETAIL_LEN + 40);
     }
 }
