@@ -386,4 +386,3 @@ impl Engine {
         Ok(targets.len())
     }
 }
-

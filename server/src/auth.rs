@@ -53,9 +53,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use berth_wire::credentials::Credentials;
 use berth_engine::token::{Access, Claims, TokenKey};
 use berth_engine::{Account, Action, Actions, RepoName};
+use berth_wire::credentials::Credentials;
 use hyper::header::{HeaderValue, AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::http::request::Parts;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};

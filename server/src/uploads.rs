@@ -349,7 +349,9 @@ fn check_received(range: ChunkRange, n: u64) -> Result<(), ApiError> {
     } else {
         Err(ApiError::new(
             Code::SizeInvalid,
-            format!("Content-Range {range} announced a different size than the {n} bytes of the body"),
+            format!(
+                "Content-Range {range} announced a different size than the {n} bytes of the body"
+            ),
         ))
     }
 }

@@ -54,7 +54,10 @@ pub fn digest(data: &[u8]) {
             assert_eq!(d.to_string(), s);
             assert_eq!(d.hex().len(), d.algorithm().hex_len());
             assert_eq!(format!("{}:{}", d.algorithm(), d.hex()), s);
-            assert_eq!(Digest::from_parts(d.algorithm(), d.hex()).ok(), Some(d.clone()));
+            assert_eq!(
+                Digest::from_parts(d.algorithm(), d.hex()).ok(),
+                Some(d.clone())
+            );
             let json = serde_json::to_string(&d).expect("a digest serializes");
             let back: Digest = serde_json::from_str(&json).expect("a digest deserializes");
             assert_eq!(back, d);
@@ -112,7 +115,10 @@ pub fn range(data: &[u8]) {
         }
         for size in sizes {
             if let Some(span) = r.resolve(size) {
-                assert!(span.start < span.end && span.end <= size, "{r} of {size}: {span:?}");
+                assert!(
+                    span.start < span.end && span.end <= size,
+                    "{r} of {size}: {span:?}"
+                );
             }
         }
     }
@@ -167,7 +173,15 @@ pub fn path(data: &[u8]) {
         }
     }
     let q = Query(s);
-    for key in ["n", "last", "digest", "mount", "from", "artifactType", "tag"] {
+    for key in [
+        "n",
+        "last",
+        "digest",
+        "mount",
+        "from",
+        "artifactType",
+        "tag",
+    ] {
         for v in q.all(key) {
             assert!(v.len() <= s.len());
         }

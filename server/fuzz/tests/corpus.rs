@@ -49,7 +49,18 @@ macro_rules! replay {
     };
 }
 
-replay!(digest, names, range, path, manifest, credentials, token, chart, multipart, harbor);
+replay!(
+    digest,
+    names,
+    range,
+    path,
+    manifest,
+    credentials,
+    token,
+    chart,
+    multipart,
+    harbor
+);
 
 /// The token target's seed `valid` verifies (so the fuzzer starts from a
 /// token that reaches the claims checks, not only from refusals).

@@ -74,18 +74,15 @@ mod tests {
                 secret: "s:e:c".into()
             })
         );
-        assert_eq!(
-            p("basic   YWxpY2U6czplOmM=  "),
-            p("Basic YWxpY2U6czplOmM=")
-        );
+        assert_eq!(p("basic   YWxpY2U6czplOmM=  "), p("Basic YWxpY2U6czplOmM="));
         assert_eq!(p("Bearer a.b.c"), Ok(Credentials::Bearer("a.b.c".into())));
         assert_eq!(p("BEARER  a.b.c "), Ok(Credentials::Bearer("a.b.c".into())));
         for bad in [
             "",
             "Basic",
             "Basic !!!",
-            "Basic YWxpY2U=",  // no ':'
-            "Basic /w==",      // not UTF-8
+            "Basic YWxpY2U=", // no ':'
+            "Basic /w==",     // not UTF-8
             "Digest abc",
             "Bearer\u{7f}x",
         ] {

@@ -164,7 +164,10 @@ fn digest_of(d: &Descriptor, field: &str) -> Result<Digest, ManifestParseError> 
 }
 
 /// Parses and validates a pushed manifest. `body` is kept byte for byte.
-pub fn parse(content_type: Option<&str>, body: Vec<u8>) -> Result<ParsedManifest, ManifestParseError> {
+pub fn parse(
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> Result<ParsedManifest, ManifestParseError> {
     let doc: Doc =
         serde_json::from_slice(&body).map_err(|e| invalid(format!("not a manifest: {e}")))?;
     let header_type = specific_type(content_type);
@@ -388,12 +391,18 @@ mod tests {
         let bodies = [
             format!(r#"{{"schemaVersion":"{long}"}}"#),
             format!(r#"{{"schemaVersion":2,"mediaType":"{long}"}}"#),
-            format!(r#"{{"schemaVersion":2,"config":{{"mediaType":"c","digest":"sha256:{long}","size":1}},"layers":[]}}"#),
+            format!(
+                r#"{{"schemaVersion":2,"config":{{"mediaType":"c","digest":"sha256:{long}","size":1}},"layers":[]}}"#
+            ),
         ];
         for body in bodies {
             let e = parse(None, body.into_bytes()).unwrap_err();
             let detail = e.to_string();
-            assert!(detail.len() <= MAX_DETAIL_LEN + 40, "{} bytes", detail.len());
+            assert!(
+                detail.len() <= MAX_DETAIL_LEN + 40,
+                "{} bytes",
+                detail.len()
+            );
             assert!(detail.contains("bytes total"), "{detail:.80}");
         }
         let ct = format!("application/{long}");

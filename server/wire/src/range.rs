@@ -74,7 +74,10 @@ impl ByteRange {
 impl fmt::Display for ByteRange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ByteRange::From { first, last: Some(last) } => write!(f, "bytes={first}-{last}"),
+            ByteRange::From {
+                first,
+                last: Some(last),
+            } => write!(f, "bytes={first}-{last}"),
             ByteRange::From { first, last: None } => write!(f, "bytes={first}-"),
             ByteRange::Suffix(n) => write!(f, "bytes=-{n}"),
             ByteRange::Malformed => f.write_str("bytes=-"),

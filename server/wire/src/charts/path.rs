@@ -92,4 +92,3 @@ fn api_route<'a>(project: &'a str, rest: &[&'a str]) -> Option<Route<'a>> {
         _ => None,
     }
 }
-
