@@ -44,7 +44,7 @@ bin="$CARGO_TARGET_DIR/release/berth-fuzz"
 
 # No core-dump handler, CPU governor or terminal in CI; the UI is off.
 export AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_UI=1
-export AFL_NO_AFFINITY=1 AFL_SKIP_BIN_CHECK=1 AFL_QUIET=1
+export AFL_NO_AFFINITY=1
 
 run() {
     local t="$1" dict=()
