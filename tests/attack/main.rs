@@ -9,6 +9,7 @@
 
 mod blob_bytes;
 mod limits;
+mod parsers;
 mod refcount;
 mod secrets;
 mod tokens;
