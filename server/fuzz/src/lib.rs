@@ -66,6 +66,10 @@ pub const TARGETS: &[Target] = &[
         name: "harbor",
         run: targets::harbor,
     },
+    Target {
+        name: "token_request",
+        run: targets::token_request,
+    },
 ];
 
 /// The target called `name`.

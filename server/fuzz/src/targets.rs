@@ -13,6 +13,7 @@ use berth_wire::harbor;
 use berth_wire::manifest::{self, ManifestParseError};
 use berth_wire::path::{percent_decode, route, Query, Route};
 use berth_wire::range::{ByteRange, ChunkRange};
+use berth_wire::token_request::{Form, Scope};
 use bytes::Bytes;
 
 /// Longest error message a parser may build from any input: errors quote
@@ -332,4 +333,27 @@ pub fn harbor(data: &[u8]) {
         assert!(access <= data.len());
     }
     let _ = serde_json::from_slice::<harbor::ScheduleRequest>(data);
+}
+
+/// The token service's form bodies and scopes: every scope of the form
+/// (and the input as one scope) renders back to a scope that splits the
+/// same.
+pub fn token_request(data: &[u8]) {
+    let Some(s) = text(data) else { return };
+    let form = Form::parse(s);
+    assert!(form.all("scope").count() <= s.len());
+    let scopes = form.all("scope").flat_map(|v| v.split(' ')).chain([s]);
+    for scope in scopes {
+        if let Some(sc) = Scope::parse(scope) {
+            assert!(!sc.kind.contains(':') && !sc.kind.contains('('));
+            assert!(!sc.actions.contains(':'));
+            let again = format!("{}:{}:{}", sc.kind, sc.name, sc.actions);
+            assert_eq!(Scope::parse(&again), Some(sc));
+        }
+    }
+    let _ = (
+        form.get("grant_type"),
+        form.get("service"),
+        form.get("password"),
+    );
 }

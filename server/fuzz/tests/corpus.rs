@@ -57,6 +57,7 @@ replay!(
     manifest,
     credentials,
     token,
+    token_request,
     chart,
     multipart,
     harbor

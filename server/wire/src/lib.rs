@@ -8,6 +8,7 @@
 //! - [`charts`]: chart repository paths, multipart upload forms, chart
 //!   archives (gzip, tar, `Chart.yaml`) and provenance files.
 //! - [`harbor`]: the Harbor-shaped API's JSON request bodies.
+//! - [`token_request`]: the token service's form bodies and scopes.
 //!
 //! Digests, names and bearer tokens are `berth_formats`'. The server
 //! (`berth-server`) re-exports these from the modules that used to hold
@@ -25,3 +26,4 @@ pub mod harbor;
 pub mod manifest;
 pub mod path;
 pub mod range;
+pub mod token_request;
