@@ -33,5 +33,5 @@ cargo test --workspace --all-targets 2>&1 | tee "$log"
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 # Coverage-guided fuzzing of every parser of untrusted bytes, 60 s per
-# target, two at a time (~5 minutes; its own target dir, no RocksDB).
+# target, two at a time (~6 minutes; its own target dir, no RocksDB).
 scripts/fuzz.sh "${BERTH_FUZZ_SECONDS:-60}"
