@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what berth needs to build and test, if missing: Debian packages
 # (libclang-dev and clang for RocksDB's bindgen, g++ for RocksDB itself,
+# make and a C compiler for AFL++, which cargo-afl builds (scripts/fuzz.sh),
 # skopeo and podman for the end-to-end tests, haproxy and openssl for the
 # TLS-terminating proxy test, python3-venv), and the Python OCI client
 # oras-py in a virtualenv at ~/.cache/berth/venv (the oras end-to-end test).

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: formatting, clippy, then unit, property, crash and
-# end-to-end tests (real `berth` processes driven by skopeo), with a real
+# end-to-end tests (real `berth` processes driven by skopeo), then a bounded
+# fuzzing run of every parser (scripts/fuzz.sh), with a real
 # Ceph RGW for the S3 and tiered stores. Installs the
 # Debian packages it needs first. The cargo target dir lives outside the
 # clone ($HOME/.cache/berth/target) so later runs reuse the RocksDB build.
@@ -37,3 +38,6 @@ cargo test --workspace --all-targets 2>&1 | tee "$log"
 # One closing line over every test binary (cargo prints one per binary).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+# Coverage-guided fuzzing of every parser of untrusted bytes, 60 s per
+# target, two at a time (~6 minutes; its own target dir, no RocksDB).
+scripts/fuzz.sh "${BERTH_FUZZ_SECONDS:-60}"

@@ -28,104 +28,7 @@ use crate::manifests::{check_put, project_of, ManifestPut, Pending};
 use crate::names::{RepoName, Tag};
 use crate::records::{self, BlobState, ChartBlob, ChartRecord, ChartRepoRecord, Count};
 
-/// Longest chart version accepted (the OCI tag limit).
-pub const MAX_CHART_VERSION_LEN: usize = 128;
-
-/// A validated chart version address: project, chart name, version.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct ChartId {
-    project: RepoName,
-    name: String,
-    version: String,
-    /// `project/name`.
-    repo: RepoName,
-    /// The version as an OCI tag.
-    tag: Tag,
-}
-
-impl ChartId {
-    /// Validates the parts: `project` is one repository path component,
-    /// `name` is one too (so `project/name` is a repository), and `version`
-    /// is 1–128 characters of `[0-9A-Za-z.+-]` starting with an
-    /// alphanumeric (SemVer's alphabet; the server checks SemVer itself).
-    pub fn parse(project: &str, name: &str, version: &str) -> Result<ChartId, NameError> {
-        let bad = |what, value: &str, reason| NameError::Chart {
-            what,
-            value: value.chars().take(200).collect(),
-            reason,
-        };
-        if project.contains('/') {
-            return Err(bad("project", project, "a project is one path component"));
-        }
-        let project = RepoName::parse(project)
-            .map_err(|_| bad("project", project, "not a valid project name"))?;
-        if name.contains('/') || RepoName::parse(name).is_err() {
-            return Err(bad(
-                "name",
-                name,
-                "chart names must be lowercase letters, digits and single separators (. _ -)",
-            ));
-        }
-        let ok = !version.is_empty()
-            && version.len() <= MAX_CHART_VERSION_LEN
-            && version.as_bytes()[0].is_ascii_alphanumeric()
-            && version
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'+' | b'-'));
-        if !ok {
-            return Err(bad(
-                "version",
-                version,
-                "versions are 1-128 characters of [0-9A-Za-z.+-]",
-            ));
-        }
-        let repo = RepoName::parse(&format!("{project}/{name}"))
-            .map_err(|_| bad("name", name, "project/name is longer than 255 characters"))?;
-        let tag = Tag::parse(&oci_tag(version))
-            .map_err(|_| bad("version", version, "not usable as an OCI tag"))?;
-        Ok(ChartId {
-            project,
-            name: name.to_owned(),
-            version: version.to_owned(),
-            repo,
-            tag,
-        })
-    }
-
-    pub fn project(&self) -> &RepoName {
-        &self.project
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    pub fn version(&self) -> &str {
-        &self.version
-    }
-
-    /// The OCI repository holding the chart: `project/name`.
-    pub fn repo(&self) -> &RepoName {
-        &self.repo
-    }
-
-    /// The OCI tag of the version: `+` becomes `_`, as Helm does.
-    pub fn tag(&self) -> &Tag {
-        &self.tag
-    }
-}
-
-impl std::fmt::Display for ChartId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}-{}", self.name, self.version)
-    }
-}
-
-/// A chart version's OCI tag: `+` (not allowed in tags) becomes `_` (not
-/// allowed in SemVer), so the mapping is reversible.
-pub fn oci_tag(version: &str) -> String {
-    version.replace('+', "_")
-}
+pub use berth_formats::names::{oci_tag, ChartId, MAX_CHART_VERSION_LEN};
 
 /// How a manifest put that carries a chart treats an existing version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -591,28 +494,6 @@ mod tests {
     use crate::names::Reference;
     use crate::store::BlobStore;
     use std::sync::Arc;
-
-    #[test]
-    fn chart_ids() {
-        let id = ChartId::parse("proj", "nginx", "1.2.3+build.4").unwrap();
-        assert_eq!(id.repo().as_str(), "proj/nginx");
-        assert_eq!(id.tag().as_str(), "1.2.3_build.4");
-        assert_eq!(id.to_string(), "nginx-1.2.3+build.4");
-        for (p, n, v) in [
-            ("a/b", "c", "1.0.0"),
-            ("Proj", "c", "1.0.0"),
-            ("p", "C", "1.0.0"),
-            ("p", "a/b", "1.0.0"),
-            ("p", "", "1.0.0"),
-            ("p", "c", ""),
-            ("p", "c", "1.0.0_x"),
-            ("p", "c", "-1"),
-            ("p", "c", &"1".repeat(129)),
-            ("p", "c", "1.0\0"),
-        ] {
-            assert!(ChartId::parse(p, n, v).is_err(), "{p} {n} {v:?}");
-        }
-    }
 
     /// A memory store whose `put_bytes` fails for the digests in `fail`.
     struct FailingStore {

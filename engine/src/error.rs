@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use crate::digest::{Digest, DigestError};
+pub use crate::names::NameError;
 use crate::store::StoreError;
 
 /// A failure of the storage underneath: index, blob store or file system.
@@ -63,23 +64,6 @@ pub enum StorageError {
         mode: u32,
         what: &'static str,
         fix: &'static str,
-    },
-}
-
-/// An invalid repository name, tag or reference.
-#[derive(Debug, thiserror::Error)]
-pub enum NameError {
-    #[error("invalid repository name {name:?}: {reason}")]
-    Repository { name: String, reason: &'static str },
-    #[error("invalid tag {tag:?}")]
-    Tag { tag: String },
-    #[error("invalid reference {reference:?}: {reason}")]
-    Reference { reference: String, reason: String },
-    #[error("invalid chart {what} {value:?}: {reason}")]
-    Chart {
-        what: &'static str,
-        value: String,
-        reason: &'static str,
     },
 }
 

@@ -13,7 +13,8 @@
 //! synced RocksDB batch; see `docs/design.md` for the commit protocol.
 
 pub mod accounts;
-pub mod digest;
+/// The OCI digest grammar and hashers (crate `berth-formats`).
+pub use berth_formats::digest;
 pub mod durable;
 pub mod store;
 
@@ -28,10 +29,11 @@ mod index;
 pub mod keys;
 mod manifests;
 pub mod metrics;
-mod names;
+use berth_formats::names;
 pub mod records;
 pub mod tags;
-pub mod token;
+/// Bearer tokens (crate `berth-formats`).
+pub use berth_formats::token;
 mod uploads;
 mod workers;
 

@@ -196,19 +196,8 @@ impl Record for TokenSeed {
     }
 }
 
-// Algorithms are recorded by name ("sha256", "sha512", "blake3").
-impl Serialize for Algorithm {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.name())
-    }
-}
-
-impl<'de> Deserialize<'de> for Algorithm {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let name = String::deserialize(d)?;
-        Algorithm::parse(&name).map_err(serde::de::Error::custom)
-    }
-}
+// Algorithms are recorded by name ("sha256", "sha512", "blake3"): the
+// serde impls of `Algorithm` are in `berth_formats::digest`.
 
 /// Where a blob's bytes are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

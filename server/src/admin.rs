@@ -51,6 +51,9 @@ use crate::http::{blocking, empty, hv, json, read_small_body, App, Body};
 use crate::router::TableConfig;
 use crate::time::rfc3339_secs;
 
+// The request bodies live in `berth_wire::harbor`, beside their fuzz target.
+use berth_wire::harbor::{MemberReq, ProjectReq, RobotReq, UserReq};
+
 /// Where the admin API lives.
 pub const PREFIX: &str = "/api/v2.0/";
 
@@ -216,43 +219,6 @@ async fn get_project(
     }
 }
 
-#[derive(Deserialize)]
-struct ProjectReq {
-    #[serde(alias = "name")]
-    project_name: Option<String>,
-    #[serde(default)]
-    metadata: Option<ProjectMeta>,
-    /// Harbor v1's form.
-    #[serde(default)]
-    public: Option<Value>,
-}
-
-#[derive(Deserialize)]
-struct ProjectMeta {
-    #[serde(default)]
-    public: Option<Value>,
-}
-
-/// `true`, `"true"`, `1`, `"1"` are true (Harbor sends strings).
-fn truthy(v: &Value) -> bool {
-    match v {
-        Value::Bool(b) => *b,
-        Value::String(s) => s == "true" || s == "1",
-        Value::Number(n) => n.as_u64() == Some(1),
-        _ => false,
-    }
-}
-
-impl ProjectReq {
-    fn public(&self) -> Option<bool> {
-        self.metadata
-            .as_ref()
-            .and_then(|m| m.public.as_ref())
-            .or(self.public.as_ref())
-            .map(truthy)
-    }
-}
-
 async fn create_project(
     app: &App,
     caller: &Principal,
@@ -347,17 +313,6 @@ async fn list_members(
     ok_json(&Value::Array(members))
 }
 
-#[derive(Deserialize)]
-struct MemberReq {
-    role_id: u8,
-    member_user: MemberUser,
-}
-
-#[derive(Deserialize)]
-struct MemberUser {
-    username: String,
-}
-
 /// Admitted as the project's administrator.
 async fn add_member(
     app: &App,
@@ -437,18 +392,6 @@ async fn current_user(app: &App, caller: &Principal) -> Result<Response<Body>, A
     }
 }
 
-#[derive(Deserialize)]
-struct UserReq {
-    username: String,
-    password: String,
-    #[serde(default)]
-    email: String,
-    #[serde(default)]
-    realname: String,
-    #[serde(default)]
-    sysadmin_flag: bool,
-}
-
 /// Admitted as a system administrator, or (self-registration) anyone.
 async fn create_user(
     app: &App,
@@ -504,34 +447,6 @@ async fn list_robots(app: &App) -> Result<Response<Body>, ApiError> {
         })
         .collect();
     ok_json(&Value::Array(robots))
-}
-
-#[derive(Deserialize)]
-struct RobotReq {
-    name: String,
-    #[serde(default)]
-    description: String,
-    /// Days; -1 (or absent) never expires.
-    #[serde(default)]
-    duration: Option<i64>,
-    #[serde(default)]
-    level: Option<String>,
-    permissions: Vec<RobotPermission>,
-}
-
-#[derive(Deserialize)]
-struct RobotPermission {
-    #[serde(default)]
-    kind: Option<String>,
-    namespace: String,
-    access: Vec<RobotAccess>,
-}
-
-#[derive(Deserialize)]
-struct RobotAccess {
-    #[serde(default)]
-    resource: Option<String>,
-    action: String,
 }
 
 /// Admitted signed in (so a caller without an account is answered `401`

@@ -55,10 +55,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
 use berth_engine::token::{Access, Claims, TokenKey};
 use berth_engine::{Account, Action, Actions, RepoName};
+use berth_wire::credentials::Credentials;
 use hyper::header::{HeaderValue, AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::http::request::Parts;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -371,33 +370,9 @@ fn denied(detail: String) -> ApiError {
     ApiError::new(Code::Denied, detail)
 }
 
-/// Credentials as sent.
-enum Credentials {
-    None,
-    Basic { name: String, secret: String },
-    Bearer(String),
-}
-
+/// The `Authorization` header's credentials (`berth_wire::credentials`).
 fn credentials(parts: &Parts) -> Result<Credentials, ()> {
-    let Some(v) = parts.headers.get(AUTHORIZATION) else {
-        return Ok(Credentials::None);
-    };
-    let v = v.to_str().map_err(|_| ())?.trim();
-    let (scheme, rest) = v.split_once(' ').ok_or(())?;
-    let rest = rest.trim();
-    if scheme.eq_ignore_ascii_case("bearer") {
-        return Ok(Credentials::Bearer(rest.to_owned()));
-    }
-    if scheme.eq_ignore_ascii_case("basic") {
-        let raw = STANDARD.decode(rest).map_err(|_| ())?;
-        let s = String::from_utf8(raw).map_err(|_| ())?;
-        let (name, secret) = s.split_once(':').ok_or(())?;
-        return Ok(Credentials::Basic {
-            name: name.to_owned(),
-            secret: secret.to_owned(),
-        });
-    }
-    Err(())
+    Credentials::parse(parts.headers.get(AUTHORIZATION).map(HeaderValue::as_bytes)).map_err(|_| ())
 }
 
 fn too_many(wait: Duration, detail: &'static str) -> ApiError {

@@ -7,7 +7,6 @@
 //! As RFC 9110 allows, a Range in another unit or with several ranges is
 //! ignored and the whole blob is served.
 
-use std::ops::Range;
 use std::sync::Arc;
 
 use berth_engine::{Digest, RepoName};
@@ -19,64 +18,7 @@ use crate::errors::{unsatisfied_range, ApiError, Code};
 use crate::http::{blocking, empty, hv, set_content_length, App, Body, HDR_CONTENT_DIGEST};
 use crate::sendfile::Lane;
 
-/// A `Range` header as far as blob serving is concerned.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ByteRange {
-    /// `bytes=a-b` (inclusive) or `bytes=a-`.
-    From { first: u64, last: Option<u64> },
-    /// `bytes=-n`: the last `n` bytes.
-    Suffix(u64),
-    /// A `bytes=` value that does not parse.
-    Malformed,
-}
-
-impl ByteRange {
-    /// Parses a `Range` header; `None` means serve the whole blob.
-    pub fn parse(value: &[u8]) -> Option<ByteRange> {
-        let s = std::str::from_utf8(value).ok()?.trim();
-        let spec = s.strip_prefix("bytes=")?.trim();
-        if spec.contains(',') {
-            return None; // several ranges: ignored (RFC 9110 §14.2)
-        }
-        let num = |t: &str| -> Option<u64> {
-            let t = t.trim();
-            if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
-                return None;
-            }
-            t.parse().ok()
-        };
-        let Some((a, b)) = spec.split_once('-') else {
-            return Some(ByteRange::Malformed);
-        };
-        let r = if a.trim().is_empty() {
-            num(b).map(ByteRange::Suffix)
-        } else if b.trim().is_empty() {
-            num(a).map(|first| ByteRange::From { first, last: None })
-        } else {
-            match (num(a), num(b)) {
-                (Some(first), Some(last)) if first <= last => Some(ByteRange::From {
-                    first,
-                    last: Some(last),
-                }),
-                _ => None,
-            }
-        };
-        Some(r.unwrap_or(ByteRange::Malformed))
-    }
-
-    /// The bytes `[start, end)` of a blob of `size` bytes, or `None` if the
-    /// range is not satisfiable.
-    pub fn resolve(self, size: u64) -> Option<Range<u64>> {
-        match self {
-            ByteRange::From { first, last } if first < size => {
-                let end = last.map_or(size, |l| l.saturating_add(1).min(size));
-                Some(first..end)
-            }
-            ByteRange::Suffix(n) if n > 0 && size > 0 => Some(size.saturating_sub(n)..size),
-            _ => None,
-        }
-    }
-}
+pub use berth_wire::range::ByteRange;
 
 /// `GET|HEAD /v2/<name>/blobs/<digest>` with an optional `Range: bytes=…`.
 #[derive(Debug)]
@@ -214,52 +156,5 @@ impl DeleteBlob {
                 format!("blob {digest} is not known in repository {repo}"),
             ))
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn range_headers() {
-        let p = |s: &str| ByteRange::parse(s.as_bytes());
-        assert_eq!(
-            p("bytes=0-9"),
-            Some(ByteRange::From {
-                first: 0,
-                last: Some(9)
-            })
-        );
-        assert_eq!(
-            p("bytes=5-"),
-            Some(ByteRange::From {
-                first: 5,
-                last: None
-            })
-        );
-        assert_eq!(p("bytes=-3"), Some(ByteRange::Suffix(3)));
-        assert_eq!(p("bytes=9-2"), Some(ByteRange::Malformed));
-        assert_eq!(p("bytes=abc"), Some(ByteRange::Malformed));
-        assert_eq!(p("bytes=-"), Some(ByteRange::Malformed));
-        assert_eq!(p("bytes=+1-2"), Some(ByteRange::Malformed));
-        assert_eq!(p("bytes=0-1,4-5"), None);
-        assert_eq!(p("items=0-1"), None);
-    }
-
-    #[test]
-    fn range_resolution() {
-        let f = |first, last| ByteRange::From { first, last };
-        assert_eq!(f(0, Some(9)).resolve(100), Some(0..10));
-        assert_eq!(f(90, Some(200)).resolve(100), Some(90..100));
-        assert_eq!(f(99, None).resolve(100), Some(99..100));
-        assert_eq!(f(100, None).resolve(100), None);
-        assert_eq!(f(0, Some(u64::MAX)).resolve(100), Some(0..100));
-        assert_eq!(ByteRange::Suffix(10).resolve(100), Some(90..100));
-        assert_eq!(ByteRange::Suffix(1000).resolve(100), Some(0..100));
-        assert_eq!(ByteRange::Suffix(0).resolve(100), None);
-        assert_eq!(ByteRange::Suffix(5).resolve(0), None);
-        assert_eq!(f(0, None).resolve(0), None);
-        assert_eq!(ByteRange::Malformed.resolve(100), None);
     }
 }

@@ -16,11 +16,11 @@ use crate::limits::RequestBody;
 use berth_engine::{GcOptions, GcRun, GcRunKind, GcRunStatus};
 use hyper::header::{HeaderValue, LOCATION};
 use hyper::{Method, Response, StatusCode};
-use serde::Deserialize;
 
 use crate::errors::{ApiError, Code};
 use crate::http::{read_small_body, App, Body};
 use crate::time::rfc3339_ms;
+use berth_wire::harbor::ScheduleRequest;
 
 const PREFIX: &str = "/api/v2.0/system/gc";
 const MAX_BODY: usize = 64 << 10;
@@ -28,28 +28,6 @@ const MAX_BODY: usize = 64 << 10;
 /// True if `path` belongs to this API.
 pub fn owns(path: &str) -> bool {
     path == PREFIX || path.starts_with("/api/v2.0/system/gc/")
-}
-
-/// `POST …/schedule` body.
-#[derive(Debug, Default, Deserialize)]
-struct ScheduleRequest {
-    schedule: Option<Schedule>,
-    #[serde(default)]
-    parameters: Parameters,
-}
-
-#[derive(Debug, Deserialize)]
-struct Schedule {
-    #[serde(rename = "type")]
-    kind: String,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct Parameters {
-    #[serde(default)]
-    delete_untagged: bool,
-    #[serde(default)]
-    dry_run: bool,
 }
 
 /// A GC API endpoint, as routed.

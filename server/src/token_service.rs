@@ -31,8 +31,11 @@ use serde_json::json;
 use crate::auth::{self, ISSUER, REFRESH_AUD_SUFFIX};
 use crate::errors::{ApiError, Code};
 use crate::http::{json, read_small_body, App, Body};
-use crate::router::{percent_decode, Query};
+use crate::router::Query;
+// The form and scope grammars live in `berth_wire::token_request`, beside
+// their fuzz target.
 use crate::time::rfc3339_secs;
+use berth_wire::token_request::{Form, Scope};
 
 /// Largest form body accepted.
 const MAX_FORM: usize = 64 << 10;
@@ -203,14 +206,14 @@ async fn post(app: &App, parts: &Parts, body: RequestBody) -> Result<Response<Bo
 pub fn grant(app: &App, account: &Account, scopes: &[String]) -> Result<Vec<Access>, ApiError> {
     let mut out: Vec<Access> = Vec::new();
     for scope in scopes {
-        let Some((kind, rest)) = scope.split_once(':') else {
+        let Some(Scope {
+            kind,
+            name,
+            actions,
+        }) = Scope::parse(scope)
+        else {
             continue;
         };
-        let Some((name, actions)) = rest.rsplit_once(':') else {
-            continue;
-        };
-        // `repository(plugin)` is Docker's way of naming a resource class.
-        let kind = kind.split('(').next().unwrap_or(kind);
         match kind {
             "repository" => {
                 let Ok(repo) = RepoName::parse(name) else {
@@ -275,47 +278,4 @@ pub fn grant(app: &App, account: &Account, scopes: &[String]) -> Result<Vec<Acce
         }
     }
     Ok(out)
-}
-
-/// An `application/x-www-form-urlencoded` body (`+` is a space).
-struct Form(Vec<(String, String)>);
-
-impl Form {
-    fn parse(s: &str) -> Form {
-        Form(
-            s.split('&')
-                .filter(|p| !p.is_empty())
-                .map(|p| {
-                    let (k, v) = p.split_once('=').unwrap_or((p, ""));
-                    let dec = |x: &str| percent_decode(&x.replace('+', " ")).into_owned();
-                    (dec(k), dec(v))
-                })
-                .collect(),
-        )
-    }
-
-    fn get<'a>(&'a self, key: &'a str) -> Option<&'a str> {
-        self.all(key).next()
-    }
-
-    fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.0
-            .iter()
-            .filter(move |(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn forms() {
-        let f = Form::parse("grant_type=password&scope=repository%3Aa%3Apull+repository:b:push&x");
-        assert_eq!(f.get("grant_type"), Some("password"));
-        assert_eq!(f.get("scope"), Some("repository:a:pull repository:b:push"));
-        assert_eq!(f.get("x"), Some(""));
-        assert_eq!(f.get("y"), None);
-    }
 }

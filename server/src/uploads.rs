@@ -30,6 +30,8 @@ use crate::errors::{ApiError, Code};
 use crate::http::{blocking, drain, empty, hv, App, Body, HDR_CONTENT_DIGEST, HDR_UPLOAD_UUID};
 use crate::router::Query;
 
+pub use berth_wire::range::ChunkRange;
+
 /// Body bytes gathered before one blocking write.
 const WRITE_BATCH: usize = 1 << 20;
 
@@ -203,7 +205,7 @@ impl PatchUpload {
     pub fn parse(name: &str, id: &str, headers: &HeaderMap) -> Result<PatchUpload, ApiError> {
         let repo = RepoName::parse(name)?;
         let id = upload_id(&repo, id)?;
-        let range = ChunkRange::from_headers(headers)?;
+        let range = chunk_range(headers)?;
         Ok(PatchUpload { repo, id, range })
     }
 
@@ -247,7 +249,7 @@ impl CompleteUpload {
             ));
         };
         let digest = Digest::parse(&d)?;
-        let range = ChunkRange::from_headers(headers)?;
+        let range = chunk_range(headers)?;
         Ok(CompleteUpload {
             repo,
             id,
@@ -317,82 +319,40 @@ impl CancelUpload {
     }
 }
 
-/// `Content-Range: <first>-<last>` of a chunk, inclusive, as sent. Any two
-/// numbers parse; whether they describe a chunk berth can take is
-/// [`ChunkRange::size`]'s answer (`None`: `last < first`, or a size past
-/// `u64`), refused with `416` and where the upload stands, as the spec
-/// refuses out-of-order chunks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ChunkRange {
-    pub first: u64,
-    pub last: u64,
-}
-
-impl ChunkRange {
-    /// Reads `Content-Range` (the spec's `^[0-9]+-[0-9]+$`, also accepting
-    /// a `bytes ` or `bytes=` prefix) and checks it against
-    /// `Content-Length`.
-    fn from_headers(headers: &HeaderMap) -> Result<Option<ChunkRange>, ApiError> {
-        let Some(v) = headers.get(hyper::header::CONTENT_RANGE) else {
-            return Ok(None);
-        };
-        let range = v.to_str().ok().and_then(ChunkRange::parse).ok_or_else(|| {
-            ApiError::new(
-                Code::BlobUploadInvalid,
-                "malformed Content-Range; expected <first>-<last>",
-            )
-        })?;
-        if let (Some(len), Some(size)) = (content_length(headers), range.size()) {
-            if len != size {
-                return Err(ApiError::new(
-                    Code::SizeInvalid,
-                    format!("Content-Range {range} is {size} bytes but Content-Length is {len}",),
-                ));
-            }
-        }
-        Ok(Some(range))
-    }
-
-    pub fn parse(s: &str) -> Option<ChunkRange> {
-        let s = s.trim();
-        let s = s
-            .strip_prefix("bytes=")
-            .or_else(|| s.strip_prefix("bytes "))
-            .unwrap_or(s);
-        let (a, b) = s.split_once('-')?;
-        let num = |t: &str| -> Option<u64> {
-            if t.is_empty() || !t.bytes().all(|c| c.is_ascii_digit()) {
-                return None;
-            }
-            t.parse().ok()
-        };
-        Some(ChunkRange {
-            first: num(a)?,
-            last: num(b)?,
-        })
-    }
-
-    /// `last - first + 1`, or `None` when that is not a byte count: `last`
-    /// before `first`, or `0-18446744073709551615` (2^64 bytes).
-    pub fn size(self) -> Option<u64> {
-        self.last.checked_sub(self.first)?.checked_add(1)
-    }
-
-    fn check_received(self, n: u64) -> Result<(), ApiError> {
-        if self.size() == Some(n) {
-            Ok(())
-        } else {
-            Err(ApiError::new(
+/// Reads `Content-Range` (see [`ChunkRange::parse`]) and checks it against
+/// `Content-Length`.
+fn chunk_range(headers: &HeaderMap) -> Result<Option<ChunkRange>, ApiError> {
+    let Some(v) = headers.get(hyper::header::CONTENT_RANGE) else {
+        return Ok(None);
+    };
+    let range = v.to_str().ok().and_then(ChunkRange::parse).ok_or_else(|| {
+        ApiError::new(
+            Code::BlobUploadInvalid,
+            "malformed Content-Range; expected <first>-<last>",
+        )
+    })?;
+    if let (Some(len), Some(size)) = (content_length(headers), range.size()) {
+        if len != size {
+            return Err(ApiError::new(
                 Code::SizeInvalid,
-                format!("Content-Range {self} announced a different size than the {n} bytes of the body"),
-            ))
+                format!("Content-Range {range} is {size} bytes but Content-Length is {len}",),
+            ));
         }
     }
+    Ok(Some(range))
 }
 
-impl std::fmt::Display for ChunkRange {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}-{}", self.first, self.last)
+/// Checks that a chunk's body had the size its `Content-Range` announced.
+fn check_received(range: ChunkRange, n: u64) -> Result<(), ApiError> {
+    if range.size() == Some(n) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            Code::SizeInvalid,
+            format!(
+                "Content-Range {range} announced a different size than the {n} bytes of the body"
+            ),
+        ))
     }
 }
 
@@ -482,7 +442,7 @@ async fn receive(
     };
     let (writer, n) = pump(app, writer, body).await?;
     if let Some(r) = range {
-        r.check_received(n)?;
+        check_received(r, n)?;
     }
     Ok(writer)
 }
@@ -573,44 +533,6 @@ fn created_blob(repo: &RepoName, digest: &Digest) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn chunk_ranges() {
-        assert_eq!(
-            ChunkRange::parse("0-9"),
-            Some(ChunkRange { first: 0, last: 9 })
-        );
-        assert_eq!(
-            ChunkRange::parse("bytes 5-5"),
-            Some(ChunkRange { first: 5, last: 5 })
-        );
-        assert_eq!(
-            ChunkRange::parse("bytes=1-2"),
-            Some(ChunkRange { first: 1, last: 2 })
-        );
-        for bad in [
-            "",
-            "5",
-            "a-b",
-            "-3",
-            "3-",
-            "1-2-3",
-            "+1-2",
-            "0-18446744073709551616",
-        ] {
-            assert_eq!(ChunkRange::parse(bad), None, "{bad}");
-        }
-        assert_eq!(ChunkRange { first: 3, last: 3 }.size(), Some(1));
-        // Numbers that parse but are no chunk: refused (416), never wrapped.
-        for unsatisfiable in ["9-2", "0-18446744073709551615"] {
-            let r = ChunkRange::parse(unsatisfiable).unwrap();
-            assert_eq!(r.size(), None, "{unsatisfiable}");
-        }
-        assert_eq!(
-            ChunkRange::parse("1-18446744073709551615").unwrap().size(),
-            Some(u64::MAX)
-        );
-    }
 
     #[test]
     fn progress_ranges() {

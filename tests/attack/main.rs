@@ -10,6 +10,7 @@
 mod blob_bytes;
 mod exhaustion;
 mod limits;
+mod parsers;
 mod refcount;
 mod routes;
 mod secrets;

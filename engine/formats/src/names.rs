@@ -6,7 +6,23 @@
 use std::fmt;
 
 use crate::digest::Digest;
-use crate::error::NameError;
+
+/// An invalid repository name, tag or reference.
+#[derive(Debug, thiserror::Error)]
+pub enum NameError {
+    #[error("invalid repository name {name:?}: {reason}")]
+    Repository { name: String, reason: &'static str },
+    #[error("invalid tag {tag:?}")]
+    Tag { tag: String },
+    #[error("invalid reference {reference:?}: {reason}")]
+    Reference { reference: String, reason: String },
+    #[error("invalid chart {what} {value:?}: {reason}")]
+    Chart {
+        what: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+}
 
 /// Longest repository name accepted (distribution uses 255 for the whole
 /// `host/name`; the spec recommends at least 255 characters for the name).
@@ -160,6 +176,108 @@ impl fmt::Display for Reference {
     }
 }
 
+/// Longest chart version accepted (the OCI tag limit).
+pub const MAX_CHART_VERSION_LEN: usize = 128;
+
+/// A validated chart version address: project, chart name, version.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ChartId {
+    project: RepoName,
+    name: String,
+    version: String,
+    /// `project/name`.
+    repo: RepoName,
+    /// The version as an OCI tag.
+    tag: Tag,
+}
+
+impl ChartId {
+    /// Validates the parts: `project` is one repository path component,
+    /// `name` is one too (so `project/name` is a repository), and `version`
+    /// is 1–128 characters of `[0-9A-Za-z.+-]` starting with an
+    /// alphanumeric (SemVer's alphabet; the server checks SemVer itself).
+    pub fn parse(project: &str, name: &str, version: &str) -> Result<ChartId, NameError> {
+        let bad = |what, value: &str, reason| NameError::Chart {
+            what,
+            value: value.chars().take(200).collect(),
+            reason,
+        };
+        if project.contains('/') {
+            return Err(bad("project", project, "a project is one path component"));
+        }
+        let project = RepoName::parse(project)
+            .map_err(|_| bad("project", project, "not a valid project name"))?;
+        if name.contains('/') || RepoName::parse(name).is_err() {
+            return Err(bad(
+                "name",
+                name,
+                "chart names must be lowercase letters, digits and single separators (. _ -)",
+            ));
+        }
+        let ok = !version.is_empty()
+            && version.len() <= MAX_CHART_VERSION_LEN
+            && version.as_bytes()[0].is_ascii_alphanumeric()
+            && version
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'+' | b'-'));
+        if !ok {
+            return Err(bad(
+                "version",
+                version,
+                "versions are 1-128 characters of [0-9A-Za-z.+-]",
+            ));
+        }
+        let repo = RepoName::parse(&format!("{project}/{name}"))
+            .map_err(|_| bad("name", name, "project/name is longer than 255 characters"))?;
+        let tag = Tag::parse(&oci_tag(version))
+            .map_err(|_| bad("version", version, "not usable as an OCI tag"))?;
+        Ok(ChartId {
+            project,
+            name: name.to_owned(),
+            version: version.to_owned(),
+            repo,
+            tag,
+        })
+    }
+
+    /// The project.
+    pub fn project(&self) -> &RepoName {
+        &self.project
+    }
+
+    /// The chart name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The version, as sent.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The OCI repository holding the chart: `project/name`.
+    pub fn repo(&self) -> &RepoName {
+        &self.repo
+    }
+
+    /// The OCI tag of the version: `+` becomes `_`, as Helm does.
+    pub fn tag(&self) -> &Tag {
+        &self.tag
+    }
+}
+
+impl std::fmt::Display for ChartId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.name, self.version)
+    }
+}
+
+/// A chart version's OCI tag: `+` (not allowed in tags) becomes `_` (not
+/// allowed in SemVer), so the mapping is reversible.
+pub fn oci_tag(version: &str) -> String {
+    version.replace('+', "_")
+}
+
 fn truncate(s: &str) -> String {
     if s.len() <= 200 {
         return s.to_owned();
@@ -225,5 +343,27 @@ mod tests {
         let d = format!("sha256:{}", "a".repeat(64));
         assert!(matches!(Reference::parse(&d), Ok(Reference::Digest(_))));
         assert!(Reference::parse("sha256:xyz").is_err());
+    }
+
+    #[test]
+    fn chart_ids() {
+        let id = ChartId::parse("proj", "nginx", "1.2.3+build.4").unwrap();
+        assert_eq!(id.repo().as_str(), "proj/nginx");
+        assert_eq!(id.tag().as_str(), "1.2.3_build.4");
+        assert_eq!(id.to_string(), "nginx-1.2.3+build.4");
+        for (p, n, v) in [
+            ("a/b", "c", "1.0.0"),
+            ("Proj", "c", "1.0.0"),
+            ("p", "C", "1.0.0"),
+            ("p", "a/b", "1.0.0"),
+            ("p", "", "1.0.0"),
+            ("p", "c", ""),
+            ("p", "c", "1.0.0_x"),
+            ("p", "c", "-1"),
+            ("p", "c", &"1".repeat(129)),
+            ("p", "c", "1.0\0"),
+        ] {
+            assert!(ChartId::parse(p, n, v).is_err(), "{p} {n} {v:?}");
+        }
     }
 }

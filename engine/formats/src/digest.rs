@@ -104,6 +104,21 @@ impl FromStr for Algorithm {
     }
 }
 
+/// Serialized (serde) by name: `"sha256"`, `"sha512"`, `"blake3"` (the
+/// index records algorithms this way).
+impl serde::Serialize for Algorithm {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Algorithm {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        Algorithm::parse(&name).map_err(serde::de::Error::custom)
+    }
+}
+
 /// A validated content digest such as `sha256:e3b0c442…b855`.
 ///
 /// Invariant: `repr` is `"<algorithm.name()>:<hex>"` where `hex` is lowercase

@@ -319,7 +319,7 @@ impl Metadata {
                 self.version
             ))
         })?;
-        berth_engine::ChartId::parse("p", &self.name, &self.version)
+        berth_formats::names::ChartId::parse("p", &self.name, &self.version)
             .map_err(|e| invalid(e.to_string()))?;
         Ok(version)
     }

@@ -1,0 +1,130 @@
+//! The Harbor-shaped API's JSON request bodies: `/api/v2.0/projects`,
+//! `…/members`, `/users`, `/robots` (the server's `admin.rs`) and
+//! `/api/v2.0/system/gc/schedule` (`gc_api.rs`). Each is read with
+//! `serde_json::from_slice`; a body that does not deserialize is `400`.
+//! Numbers are typed as narrowly as the API allows (`role_id: u8`), and
+//! what a handler computes from them is checked there.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// `POST /api/v2.0/projects`, `PUT /api/v2.0/projects/{name}`.
+#[derive(Debug, Deserialize)]
+pub struct ProjectReq {
+    #[serde(alias = "name")]
+    pub project_name: Option<String>,
+    #[serde(default)]
+    pub metadata: Option<ProjectMeta>,
+    /// Harbor v1's form.
+    #[serde(default)]
+    pub public: Option<Value>,
+}
+
+/// `metadata` of a [`ProjectReq`].
+#[derive(Debug, Deserialize)]
+pub struct ProjectMeta {
+    #[serde(default)]
+    pub public: Option<Value>,
+}
+
+/// `true`, `"true"`, `1`, `"1"` are true (Harbor sends strings).
+pub fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Bool(b) => *b,
+        Value::String(s) => s == "true" || s == "1",
+        Value::Number(n) => n.as_u64() == Some(1),
+        _ => false,
+    }
+}
+
+impl ProjectReq {
+    /// The requested visibility: `metadata.public`, else v1's `public`.
+    pub fn public(&self) -> Option<bool> {
+        self.metadata
+            .as_ref()
+            .and_then(|m| m.public.as_ref())
+            .or(self.public.as_ref())
+            .map(truthy)
+    }
+}
+
+/// `POST /api/v2.0/projects/{name}/members`.
+#[derive(Debug, Deserialize)]
+pub struct MemberReq {
+    pub role_id: u8,
+    pub member_user: MemberUser,
+}
+
+/// `member_user` of a [`MemberReq`].
+#[derive(Debug, Deserialize)]
+pub struct MemberUser {
+    pub username: String,
+}
+
+/// `POST /api/v2.0/users`. No `Debug`: it holds a password.
+#[derive(Deserialize)]
+pub struct UserReq {
+    pub username: String,
+    pub password: String,
+    #[serde(default)]
+    pub email: String,
+    #[serde(default)]
+    pub realname: String,
+    #[serde(default)]
+    pub sysadmin_flag: bool,
+}
+
+/// `POST /api/v2.0/robots`.
+#[derive(Debug, Deserialize)]
+pub struct RobotReq {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Days; -1 (or absent) never expires.
+    #[serde(default)]
+    pub duration: Option<i64>,
+    #[serde(default)]
+    pub level: Option<String>,
+    pub permissions: Vec<RobotPermission>,
+}
+
+/// One `permissions` entry of a [`RobotReq`].
+#[derive(Debug, Deserialize)]
+pub struct RobotPermission {
+    #[serde(default)]
+    pub kind: Option<String>,
+    pub namespace: String,
+    pub access: Vec<RobotAccess>,
+}
+
+/// One `access` entry of a [`RobotPermission`].
+#[derive(Debug, Deserialize)]
+pub struct RobotAccess {
+    #[serde(default)]
+    pub resource: Option<String>,
+    pub action: String,
+}
+
+/// `POST /api/v2.0/system/gc/schedule` (an empty body is the default).
+#[derive(Debug, Default, Deserialize)]
+pub struct ScheduleRequest {
+    pub schedule: Option<Schedule>,
+    #[serde(default)]
+    pub parameters: Parameters,
+}
+
+/// `schedule` of a [`ScheduleRequest`].
+#[derive(Debug, Deserialize)]
+pub struct Schedule {
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// `parameters` of a [`ScheduleRequest`].
+#[derive(Debug, Default, Deserialize)]
+pub struct Parameters {
+    #[serde(default)]
+    pub delete_untagged: bool,
+    #[serde(default)]
+    pub dry_run: bool,
+}
