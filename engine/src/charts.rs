@@ -21,7 +21,7 @@ use std::collections::HashSet;
 
 use crate::digest::{Algorithm, Digest};
 use crate::engine::{Engine, Inner};
-use crate::error::{ManifestError, NameError, StorageError};
+use crate::error::{ManifestError, StorageError};
 use crate::index::Batch;
 use crate::keys::{BlobKey, ChartKey, ChartRepoKey, WholeFamily};
 use crate::manifests::{check_put, project_of, ManifestPut, Pending};

@@ -921,6 +921,7 @@ mod tests {
             owner: String::new(),
             created_ms: 0,
             updated_ms: 0,
+            publishing: None,
         };
         let candidate = GcCandidateKey(b.clone()).encode();
         let reverse = BlobRepoKey(l.clone(), repo.clone()).encode();
@@ -1095,6 +1096,7 @@ mod tests {
                 owner: String::new(),
                 created_ms: 0,
                 updated_ms: 0,
+                publishing: None,
             };
             plant(
                 &e,

@@ -300,6 +300,11 @@ pub struct UploadRecord {
     pub owner: String,
     pub created_ms: u64,
     pub updated_ms: u64,
+    /// Set just before the staged blob is published as this digest (the
+    /// completing `PUT`), so recovery can finish a completion a crash cut
+    /// between publishing and its commit point (`Inner::recover_uploads`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publishing: Option<Digest>,
 }
 
 /// `repos`: a repository exists (has held a link or manifest).

@@ -153,6 +153,7 @@ impl Inner {
         let mut owners: HashMap<String, u64> = HashMap::new();
         let mut dead = Vec::new();
         let mut corrupt = Vec::new();
+        let mut published = Vec::new();
         for r in self.index.scan_keys(UploadKey::all()) {
             let key = match r {
                 Ok(key) => key,
@@ -179,6 +180,10 @@ impl Inner {
             };
             let UploadKey(id) = key;
             let Some(staged) = self.store.open_staged(&id).map_err(|e| self.store_err(e))? else {
+                if let Some(d) = self.published_by_crash(&rec)? {
+                    published.push((id, rec, d));
+                    continue;
+                }
                 tracing::warn!(upload = %id, "staged upload missing; dropping session");
                 dead.push(id);
                 continue;
@@ -201,6 +206,9 @@ impl Inner {
             live.insert(id);
         }
         *self.upload_owners.lock().unwrap_or_else(|p| p.into_inner()) = owners;
+        for (id, rec, digest) in published {
+            self.finish_published(&id, &rec, &digest)?;
+        }
         if !dead.is_empty() || !corrupt.is_empty() {
             let _g = self.lock()?;
             let mut b = Batch::default();
@@ -220,6 +228,48 @@ impl Inner {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// The blob a crash left published for session `rec` whose staged blob
+    /// is gone: the digest its record notes as `publishing`, if the store
+    /// holds it at the session's full size (its content was verified
+    /// against that digest before the note was written).
+    fn published_by_crash(&self, rec: &UploadRecord) -> Result<Option<Digest>, StorageError> {
+        let Some(d) = &rec.publishing else {
+            return Ok(None);
+        };
+        if RepoName::parse(&rec.repo).is_err() {
+            return Ok(None);
+        }
+        let size = self.store.stat(d).map_err(|e| self.store_err(e))?;
+        Ok((size == Some(rec.offset)).then(|| d.clone()))
+    }
+
+    /// Finishes the completion of upload `id` that a crash cut between
+    /// the store's publish and the commit point: the blob is linked in the
+    /// session's repository and the session removed, in one batch, as
+    /// `commit_blob` would have. Runs at open, before GC can start.
+    fn finish_published(
+        &self,
+        id: &str,
+        rec: &UploadRecord,
+        digest: &Digest,
+    ) -> Result<(), StorageError> {
+        let repo = RepoName::parse(&rec.repo).map_err(|e| StorageError::Corrupt {
+            what: UploadKey(id.to_owned()).to_string(),
+            detail: e.to_string(),
+        })?;
+        let g = self.lock()?;
+        let now = records::now_ms();
+        let existing = self.index.get(&BlobKey(digest.clone()))?;
+        let mut blob = self.blob_record_to_link(digest, existing, rec.offset, now)?;
+        let mut batch = Batch::default();
+        self.link_into(&mut batch, &repo, digest, &mut blob, now)?;
+        self.put_blob_record(&mut batch, digest, &blob);
+        batch.delete(&UploadKey(id.to_owned()));
+        self.commit(g, batch)?;
+        tracing::info!(upload = %id, %repo, blob = %digest, "finished an upload completion cut by a crash");
         Ok(())
     }
 
@@ -375,6 +425,29 @@ impl Inner {
             .map_err(|e| self.store_err(e))
     }
 
+    /// Writes `publishing: digest` into upload `id`'s record. Written, not
+    /// synced: a kill keeps it (the WAL write is in the kernel before the
+    /// store publishes), and the commit point's sync makes it durable with
+    /// the rest. A power loss between the store's publish and the commit
+    /// point can lose the note but keep the published file: recovery then
+    /// drops the session (its completion was never acknowledged; the
+    /// client uploads again, and the orphan file is reused or collected by
+    /// `fsck --repair`).
+    fn note_publishing(&self, id: &str, digest: &Digest) -> Result<(), StorageError> {
+        let g = self.lock()?;
+        let key = UploadKey(id.to_owned());
+        let Some(mut rec) = self.index.get(&key)? else {
+            return Ok(());
+        };
+        rec.publishing = Some(digest.clone());
+        let mut b = Batch::default();
+        b.put(&key, &rec);
+        let r = self.index.write(b);
+        self.poison_on_err(r)?;
+        drop(g);
+        Ok(())
+    }
+
     /// Commits the verified, staged content of upload `staged.id()` as blob
     /// `digest` linked in `repo`, removing the upload session in the same
     /// batch.
@@ -382,7 +455,11 @@ impl Inner {
     /// The write path, top to bottom:
     /// 1. Pin the digest against GC (waiting first if GC is deleting it right
     ///    now). IMPORTANT: while pinned, GC starts no deletion of this
-    ///    digest, so a store file found "already there" stays there.
+    ///    digest, so a store file found "already there" stays there. Note
+    ///    the digest in the upload record (`publishing`) before the store
+    ///    can take the staged blob: a crash after publishing and before the
+    ///    commit point leaves the record without its staged blob, and
+    ///    recovery finishes the completion from the note.
     /// 2. Outside the lock, if the index does not already hold the blob live,
     ///    the store commits the staged blob (CreateOnly: a concurrent
     ///    identical upload that got there first wins, and ours is dropped). Store puts can
@@ -411,6 +488,7 @@ impl Inner {
             r.as_ref()
                 .is_some_and(|r| r.size == size && r.state != BlobState::Deleting)
         };
+        self.note_publishing(&upload_id, digest)?;
         let first = self.index.get(&key)?;
         let deleting =
             |r: &Option<BlobRecord>| r.as_ref().is_some_and(|r| r.state == BlobState::Deleting);
@@ -500,6 +578,7 @@ impl Engine {
             owner: owner.to_owned(),
             created_ms: now,
             updated_ms: now,
+            publishing: None,
         };
         {
             let _g = inner.lock()?;
@@ -815,6 +894,7 @@ impl UploadWriter {
                 })?;
             rec.offset = self.pos;
             rec.updated_ms = records::now_ms();
+            rec.publishing = None;
             let mut b = Batch::default();
             b.put(&key, &rec);
             inner.commit(_g, b)?;
@@ -887,5 +967,71 @@ impl Drop for UploadWriter {
         // Unacknowledged bytes are abandoned; the cached hasher stays valid
         // for the durable offset because it was only replaced on commit.
         self.release(None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::EngineConfig;
+    use crate::fsck::FsckOptions;
+
+    /// Runs an upload up to what `commit_blob` does before its commit
+    /// point (the note, when `note`, then the store's publish), then stops
+    /// as a kill would; returns the upload id.
+    fn cut_after_publishing(dir: &std::path::Path, data: &[u8], d: &Digest, note: bool) -> String {
+        let e = Engine::open(EngineConfig::new(dir)).expect("open");
+        let repo = RepoName::parse("p/r").expect("repo");
+        let id = e.begin_upload(&repo, Algorithm::Sha256).expect("begin").id;
+        let mut w = e.upload_writer(&repo, &id, Some(0)).expect("writer");
+        w.write(data).expect("write");
+        w.commit().expect("append");
+        let staged = e
+            .inner
+            .store
+            .open_staged(&id)
+            .expect("open")
+            .expect("staged");
+        if note {
+            e.inner.note_publishing(&id, d).expect("note");
+        }
+        e.inner.store_commit(d, staged).expect("publish");
+        id
+    }
+
+    #[test]
+    fn a_completion_cut_after_publishing_is_finished_at_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = RepoName::parse("p/r").expect("repo");
+        let data = b"cut between publish and commit".to_vec();
+        let d = Digest::of(Algorithm::Sha256, &data);
+        let id = cut_after_publishing(dir.path(), &data, &d, true);
+        let e = Engine::open(EngineConfig::new(dir.path())).expect("reopen");
+        assert!(matches!(
+            e.upload_status(&repo, &id),
+            Err(UploadError::NotFound { .. })
+        ));
+        let (info, got) = e.read_blob(&repo, &d, None).expect("the blob is linked");
+        assert_eq!(info.size, data.len() as u64);
+        assert_eq!(got.as_ref(), data.as_slice());
+        let report = e.fsck(FsckOptions::default()).expect("fsck");
+        assert!(report.findings.is_empty(), "{:?}", report.findings);
+    }
+
+    /// Without the note (a power loss took it), the session is dropped and
+    /// the published file is an orphan fsck reports: nothing is linked
+    /// that was not verified and noted.
+    #[test]
+    fn without_the_note_the_session_is_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = RepoName::parse("p/r").expect("repo");
+        let data = b"published, never noted".to_vec();
+        let d = Digest::of(Algorithm::Sha256, &data);
+        let id = cut_after_publishing(dir.path(), &data, &d, false);
+        let e = Engine::open(EngineConfig::new(dir.path())).expect("reopen");
+        assert!(e.upload_status(&repo, &id).is_err());
+        assert!(e.stat_blob(&repo, &d).expect("stat").is_none());
+        let report = e.fsck(FsckOptions::default()).expect("fsck");
+        assert_eq!(report.findings.len(), 1, "{:?}", report.findings);
     }
 }

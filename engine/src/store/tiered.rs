@@ -1163,10 +1163,7 @@ mod tests {
             tier_of(&e, &d) == Tier::Both
         });
         wait_for("the index is marked", || {
-            e.inner
-                .index
-                .contains(&TiersLocatedKey)
-                .expect("read meta")
+            e.inner.index.contains(&TiersLocatedKey).expect("read meta")
         });
         assert_fsck_clean(&e);
         drop(e);
