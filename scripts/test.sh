@@ -34,7 +34,7 @@ bash scripts/s3-tls-front.sh start "$S3_ENDPOINT" "$dir/tls" >/dev/null
 set -a
 . "$dir/tls/s3-tls.env"
 set +a
-cargo test --workspace --all-targets 2>&1 | tee "$log"
+cargo test --workspace --all-targets --no-fail-fast 2>&1 | tee "$log"
 # One closing line over every test binary (cargo prints one per binary).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
