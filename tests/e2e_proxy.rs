@@ -27,21 +27,6 @@ use berth_testkit::server::{header, http, TestServer};
 
 const ADMIN_PW: &str = "proxy-admin-pw";
 
-fn run_ok(cmd: &mut Command, what: &str) -> String {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: cannot run (is it installed?): {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed ({})\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -53,27 +38,7 @@ fn free_port() -> u16 {
 /// A self-signed certificate for 127.0.0.1 and localhost: `cert.pem`,
 /// `key.pem`, haproxy's `combined.pem`, and `certs/ca.crt` for skopeo.
 fn make_cert(dir: &Path) -> PathBuf {
-    run_ok(
-        Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "1",
-                "-subj",
-                "/CN=127.0.0.1",
-                "-addext",
-                "subjectAltName=IP:127.0.0.1,DNS:localhost",
-                "-keyout",
-            ])
-            .arg(dir.join("key.pem"))
-            .arg("-out")
-            .arg(dir.join("cert.pem")),
-        "openssl req -x509",
-    );
+    berth_testkit::self_signed_cert(dir);
     let cert = fs::read(dir.join("cert.pem")).unwrap();
     let key = fs::read(dir.join("key.pem")).unwrap();
     fs::write(dir.join("combined.pem"), [cert.clone(), key].concat()).unwrap();

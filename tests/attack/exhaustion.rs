@@ -9,8 +9,6 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use berth_testkit::server::{header, http};
@@ -152,48 +150,16 @@ fn idle_connections_give_their_permit_back_and_active_downloads_keep_it() {
     assert!(got == data, "got {} of {} bytes", got.len(), data.len());
 }
 
-/// A self-signed certificate for 127.0.0.1 in `dir`: (cert, key).
-fn make_cert(dir: &Path) -> (String, String) {
-    let cert = dir.join("cert.pem");
-    let key = dir.join("key.pem");
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (
-        cert.to_str().unwrap().to_owned(),
-        key.to_str().unwrap().to_owned(),
-    )
-}
-
 #[test]
 fn a_tls_handshake_that_never_starts_gives_its_permit_back() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = make_cert(dir.path());
+    let (cert, key) = berth_testkit::self_signed_cert(dir.path());
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
     let server = start(
         &dir.path().join("data"),
         &[
-            ("BERTH_TLS_CERT", cert.as_str()),
-            ("BERTH_TLS_KEY", key.as_str()),
+            ("BERTH_TLS_CERT", cert),
+            ("BERTH_TLS_KEY", key),
             ("BERTH_MAX_CONNECTIONS", "1"),
             ("BERTH_TLS_HANDSHAKE_TIMEOUT_SECONDS", "2"),
             ("BERTH_HEADER_READ_TIMEOUT_SECONDS", "600"),

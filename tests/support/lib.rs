@@ -47,6 +47,31 @@ pub fn berthctl(data: &Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// A self-signed certificate for 127.0.0.1 and localhost, made by
+/// `openssl req -x509` in `dir`: (`cert.pem`, `key.pem`).
+pub fn self_signed_cert(dir: &Path) -> (PathBuf, PathBuf) {
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl req -x509: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
 /// Path of a workspace binary (`berth`, `berthctl`) built by `cargo build --bins`,
 /// or in `$BERTH_BIN_DIR` when set (e.g. a copy taken right after a release
 /// build, when several worktrees share one target directory).
