@@ -42,10 +42,7 @@ impl Engine {
             None => TagKey::of_repo(repo),
         };
         let keys = self.inner.index.scan_keys(scan);
-        page(
-            keys.map(|r| r.map(|TagKey(_, tag)| tag.as_str().to_owned())),
-            n,
-        )
+        page(keys.map(|r| r.map(|TagKey(_, tag)| tag.into_string())), n)
     }
 
     /// Repository names in lexical order, strictly after `last`, at most `n`.
@@ -63,10 +60,7 @@ impl Engine {
             CatalogFrom::AfterProject(p) => RepoKey::after_project(p),
         };
         let keys = self.inner.index.scan_keys(scan);
-        page(
-            keys.map(|r| r.map(|RepoKey(repo)| repo.as_str().to_owned())),
-            n,
-        )
+        page(keys.map(|r| r.map(|RepoKey(repo)| repo.into_string())), n)
     }
 }
 

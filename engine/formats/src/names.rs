@@ -46,7 +46,7 @@ impl RepoName {
         if s.len() > MAX_REPO_NAME_LEN {
             return Err(bad("longer than 255 characters"));
         }
-        for component in s.split('/') {
+        for component in s.as_bytes().split(|&b| b == b'/') {
             valid_component(component).map_err(bad)?;
         }
         Ok(RepoName(s.to_owned()))
@@ -57,6 +57,11 @@ impl RepoName {
         &self.0
     }
 
+    /// The name's string, without a copy.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+
     /// The project: the first path component.
     pub fn project(&self) -> &str {
         self.0.split('/').next().unwrap_or(&self.0)
@@ -64,8 +69,7 @@ impl RepoName {
 }
 
 /// One path component: `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`.
-fn valid_component(c: &str) -> Result<(), &'static str> {
-    let b = c.as_bytes();
+fn valid_component(b: &[u8]) -> Result<(), &'static str> {
     if b.is_empty() {
         return Err("empty path component");
     }
@@ -84,8 +88,8 @@ fn valid_component(c: &str) -> Result<(), &'static str> {
         while i < b.len() && !alnum(b[i]) {
             i += 1;
         }
-        let sep = &c[start..i];
-        let ok = sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|x| x == b'-');
+        let sep = &b[start..i];
+        let ok = sep == b"." || sep == b"_" || sep == b"__" || sep.iter().all(|&x| x == b'-');
         if !ok {
             return Err("invalid separator or character in path component");
         }
@@ -129,6 +133,11 @@ impl Tag {
     /// The tag as a string.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The tag's string, without a copy.
+    pub fn into_string(self) -> String {
+        self.0
     }
 }
 
