@@ -89,6 +89,21 @@ impl TestServer {
         lock(&self.stderr).clone()
     }
 
+    /// The server's stderr once `ready` holds for it, or as it is after
+    /// 10 s. A line the server wrote before answering may still be in the
+    /// pipe when the answer arrives: the reader thread copies it a moment
+    /// later.
+    pub fn stderr_when(&self, ready: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let log = self.stderr();
+            if ready(&log) || std::time::Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// Kills the server with SIGKILL (no shutdown code runs) and reaps it.
     pub fn kill9(&mut self) {
         // `kill` fails only if the process was already reaped; `wait` is what
