@@ -22,70 +22,9 @@
 use berth_testkit::server::{header, http, TestServer};
 use serde_json::{json, Value};
 
-use super::basic;
+use super::{basic, chart_tgz, Resp};
 
 const ADMIN_PW: &str = "routes-admin-pw";
-
-struct Resp {
-    what: String,
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Resp {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {}", self.what, self.text()))
-    }
-
-    #[track_caller]
-    fn expect(&self, status: u16) -> &Resp {
-        assert_eq!(self.status, status, "{}: {}", self.what, self.text());
-        self
-    }
-
-    /// ChartMuseum's error body: `{"error": "…"}` and nothing else.
-    #[track_caller]
-    fn chart_error(&self, status: u16) -> String {
-        self.expect(status);
-        let v = self.json();
-        let msg = v["error"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{}: not a chart error: {v}", self.what))
-            .to_owned();
-        assert_eq!(
-            v.as_object().map(|o| o.len()),
-            Some(1),
-            "{}: {v}",
-            self.what
-        );
-        msg
-    }
-
-    /// Harbor's `Errors` body: `{"errors":[{"code","message"}]}`, the
-    /// message saying what failed.
-    #[track_caller]
-    fn harbor_error(&self, status: u16, code: &str) -> String {
-        self.expect(status);
-        let v = self.json();
-        let e = &v["errors"][0];
-        assert_eq!(e["code"], code, "{}: {v}", self.what);
-        assert!(
-            e.get("detail").is_none(),
-            "{}: not Harbor's shape: {v}",
-            self.what
-        );
-        e["message"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{}: no message: {v}", self.what))
-            .to_owned()
-    }
-}
 
 struct Registry {
     server: TestServer,
@@ -162,22 +101,6 @@ fn registry() -> Registry {
         .expect(201);
     }
     r
-}
-
-/// A minimal chart archive: `NAME/Chart.yaml` only.
-fn chart_tgz(name: &str, version: &str) -> Vec<u8> {
-    use std::io::Write as _;
-    let yaml = format!("apiVersion: v2\nname: {name}\nversion: {version}\n");
-    let mut tar = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_gnu();
-    h.set_size(yaml.len() as u64);
-    h.set_mode(0o644);
-    h.set_cksum();
-    tar.append_data(&mut h, format!("{name}/Chart.yaml"), yaml.as_bytes())
-        .expect("tar");
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(&tar.into_inner().expect("tar")).expect("gzip");
-    gz.finish().expect("gzip")
 }
 
 /// Chart writes by members, through both layouts: what their roles allow,

@@ -20,53 +20,14 @@ use std::net::SocketAddr;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use berth_testkit::server::{header, http, TestServer};
+use berth_testkit::server::{http, TestServer};
 use serde_json::{json, Value};
+
+use super::{chart_tgz, Resp};
 
 const ADMIN_PW: &str = "admin-password-1";
 const SERVICE: &str = "berth-registry";
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-
-/// A response, with the request it answers for messages.
-struct Resp {
-    what: String,
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Resp {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {}", self.what, self.text()))
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        header(&self.headers, name)
-    }
-
-    fn challenge(&self) -> &str {
-        self.header("www-authenticate").unwrap_or("")
-    }
-
-    /// The `error_description` of a Bearer challenge.
-    fn error_description(&self) -> Option<&str> {
-        let c = self.challenge();
-        let start = c.find("error_description=\"")? + "error_description=\"".len();
-        let len = c[start..].find('"')?;
-        Some(&c[start..start + len])
-    }
-
-    #[track_caller]
-    fn expect(&self, status: u16) -> &Resp {
-        assert_eq!(self.status, status, "{}: {}", self.what, self.text());
-        self
-    }
-}
 
 /// Credentials of a request.
 #[derive(Clone)]
@@ -230,22 +191,6 @@ impl Registry {
             "gc_runs": gc.json().as_array().map_or(0, Vec::len),
         })
     }
-}
-
-/// A minimal chart archive: `NAME/Chart.yaml` only.
-fn chart_tgz(name: &str, version: &str) -> Vec<u8> {
-    use std::io::Write as _;
-    let yaml = format!("apiVersion: v2\nname: {name}\nversion: {version}\n");
-    let mut tar = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_gnu();
-    h.set_size(yaml.len() as u64);
-    h.set_mode(0o644);
-    h.set_cksum();
-    tar.append_data(&mut h, format!("{name}/Chart.yaml"), yaml.as_bytes())
-        .expect("tar entry");
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(&tar.into_inner().expect("tar")).expect("gzip");
-    gz.finish().expect("gzip")
 }
 
 /// A registry with auth on and the cast of the module docs.
