@@ -25,7 +25,7 @@ log=$(mktemp)
 # are exported for the tests, which fail without them. Both are stopped
 # (and the RGW data purged) on exit.
 dir=$(mktemp -d)
-trap 'bash scripts/s3-tls-front.sh stop "$dir/tls" >/dev/null 2>&1 || true; bash ../shared/s3/ceph-rgw-stop.sh "$dir/rgw" --purge >/dev/null 2>&1 || true; rm -rf "$dir" "$log"' EXIT
+trap 'bash scripts/s3-tls-front.sh stop "$dir/tls" >/dev/null 2>&1 || true; bash ../shared/s3/ceph-rgw-stop.sh "$dir/rgw" --purge >/dev/null 2>&1 || true; bash ../shared/pg/pg-stop.sh "$dir/pg" --purge >/dev/null 2>&1 || true; rm -rf "$dir" "$log"' EXIT
 bash ../shared/s3/ceph-rgw-start.sh auto "$dir/rgw" >/dev/null
 set -a
 . "$dir/rgw/s3.env"
@@ -34,6 +34,12 @@ bash scripts/s3-tls-front.sh start "$S3_ENDPOINT" "$dir/tls" >/dev/null
 set -a
 . "$dir/tls/s3-tls.env"
 set +a
+# Cluster mode's index of record: a throwaway PostgreSQL (../shared/pg).
+# The engine's model and API tests run on it as well as on RocksDB, each
+# test in a schema of its own; the cluster end-to-end tests start their
+# nodes on it. Required: a test that would skip without it fails instead.
+BERTH_TEST_DATABASE_URL=$(bash ../shared/pg/pg-start.sh auto "$dir/pg")
+export BERTH_TEST_DATABASE_URL BERTH_TEST_DATABASE_REQUIRED=1
 cargo test --workspace --all-targets --no-fail-fast 2>&1 | tee "$log"
 # One closing line over every test binary (cargo prints one per binary).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_engine::store::s3::TestTransport;
-use berth_engine::store::{S3Config, S3Store};
+use berth_engine::store::S3Store;
 use berth_engine::{BlobStore, Digest};
 use berth_testkit::oci_layout::{self, Image};
 use berth_testkit::server::{http, TestServer};
@@ -99,27 +99,7 @@ fn s3_env(backend: &str) -> (Vec<(String, String)>, S3Store) {
 
 /// [`s3_env`] with the bucket reached over `transport`.
 fn s3_env_over(transport: TestTransport, backend: &str) -> (Vec<(String, String)>, S3Store) {
-    let mut c = S3Config::from_test_env_over(transport, "berth-e2e");
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    c.root = format!("{backend}-{}-{nanos:x}", std::process::id());
-    let mut env = vec![
-        ("BERTH_STORAGE_BACKEND", backend.to_owned()),
-        ("BERTH_S3_ENDPOINT", c.endpoint.clone()),
-        ("BERTH_S3_REGION", c.region.clone()),
-        ("BERTH_S3_BUCKET", c.bucket.clone()),
-        ("BERTH_S3_ACCESS_KEY", c.access_key.clone()),
-        ("BERTH_S3_SECRET_KEY", c.secret_key.clone()),
-        ("BERTH_S3_ROOT", c.root.clone()),
-        ("BERTH_S3_MULTIPART_THRESHOLD", THRESHOLD.to_string()),
-    ];
-    if let Some(ca) = &c.ca_file {
-        env.push(("BERTH_S3_CA_FILE", ca.display().to_string()));
-    }
-    let env = env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
-    (env, S3Store::open(c).expect("open S3 client"))
+    berth_testkit::s3_server_env(transport, "berth-e2e", backend, THRESHOLD)
 }
 
 fn digests(image: &Image) -> BTreeSet<Digest> {

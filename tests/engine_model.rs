@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use berth_engine::fsck::FsckOptions;
 use berth_engine::{Digest, Engine, ManifestError, ManifestPut, Reference, RepoName, Tag};
-use berth_testkit::{content, open_engine, sha256};
+use berth_testkit::{content, index_backends, open_engine_on, sha256};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence};
 
@@ -245,19 +245,22 @@ proptest! {
         ..Config::default()
     })]
 
+    /// On every index backend ([`index_backends`]): one core, one model.
     #[test]
     fn engine_matches_model(ops in proptest::collection::vec(op(), 1..40)) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut engine = open_engine(dir.path());
-        let mut model = Model::default();
-        for op in &ops {
-            if let Op::Reopen = op {
-                drop(engine);
-                engine = open_engine(dir.path());
-            } else {
-                apply(&engine, &mut model, op);
+        for db in index_backends() {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut engine = open_engine_on(dir.path(), db.as_ref());
+            let mut model = Model::default();
+            for op in &ops {
+                if let Op::Reopen = op {
+                    drop(engine);
+                    engine = open_engine_on(dir.path(), db.as_ref());
+                } else {
+                    apply(&engine, &mut model, op);
+                }
+                check(&engine, &model);
             }
-            check(&engine, &model);
         }
     }
 }
@@ -468,19 +471,21 @@ proptest! {
     fn same_bytes_under_other_media_types_keep_counts(
         ops in proptest::collection::vec(typed_op(), 1..30)
     ) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut engine = open_engine(dir.path());
-        typed_setup(&engine);
-        let mut model = TypedModel::default();
-        typed_check(&engine, &model);
-        for op in &ops {
-            if let TypedOp::Reopen = op {
-                drop(engine);
-                engine = open_engine(dir.path());
-            } else {
-                typed_apply(&engine, &mut model, op);
-            }
+        for db in index_backends() {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut engine = open_engine_on(dir.path(), db.as_ref());
+            typed_setup(&engine);
+            let mut model = TypedModel::default();
             typed_check(&engine, &model);
+            for op in &ops {
+                if let TypedOp::Reopen = op {
+                    drop(engine);
+                    engine = open_engine_on(dir.path(), db.as_ref());
+                } else {
+                    typed_apply(&engine, &mut model, op);
+                }
+                typed_check(&engine, &model);
+            }
         }
     }
 }

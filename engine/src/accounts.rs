@@ -897,8 +897,15 @@ impl Engine {
     /// SST files (see [`Inner::purge_index_token_key`]). A crash between
     /// the two steps leaves both; the next call finds the file and purges
     /// the index copy again.
+    ///
+    /// Cluster mode: every node signs and checks with one key, so it lives
+    /// in the index of record (`meta/token_key`), created once under the
+    /// cluster's write lock; the database's access control guards it.
     pub fn token_signing_key(&self) -> Result<TokenKey, StorageError> {
         let inner = &self.inner;
+        if inner.index.is_shared() {
+            return inner.shared_token_key();
+        }
         let path = inner.config.data_dir.join(TOKEN_KEY_FILE);
         let parse = |v: &[u8], what: &dyn Fn() -> String| -> Result<TokenKey, StorageError> {
             let seed: [u8; 32] = v.try_into().map_err(|_| StorageError::Corrupt {
@@ -945,6 +952,24 @@ impl Engine {
 }
 
 impl Inner {
+    /// The token signing key of cluster mode, from the index of record;
+    /// generated and committed by the first node that asks.
+    fn shared_token_key(&self) -> Result<TokenKey, StorageError> {
+        if let Some(TokenSeed(seed)) = self.index.get(&TokenSeedKey)? {
+            return Ok(TokenKey::from_seed(&seed));
+        }
+        let g = self.lock()?;
+        // Another node may have committed one while this one waited.
+        if let Some(TokenSeed(seed)) = self.index.get(&TokenSeedKey)? {
+            return Ok(TokenKey::from_seed(&seed));
+        }
+        let key = TokenKey::generate();
+        let mut batch = Batch::default();
+        batch.put(&TokenSeedKey, &TokenSeed(key.seed()));
+        self.commit(g, batch)?;
+        Ok(key)
+    }
+
     /// Deletes `meta/token_key` from the index (one synced batch under the
     /// write lock `g`), then makes the deleted seed unreadable from the
     /// index's files: every column family is flushed (so no WAL file still
@@ -953,7 +978,7 @@ impl Inner {
     /// SSTs are deleted). What this cannot reach: disk blocks the file
     /// system freed but did not overwrite, and backups or snapshots taken
     /// before — rotate the key if those may have leaked.
-    fn purge_index_token_key(&self, g: std::sync::MutexGuard<'_, ()>) -> Result<(), StorageError> {
+    fn purge_index_token_key(&self, g: crate::engine::WriteGuard<'_>) -> Result<(), StorageError> {
         let mut batch = Batch::default();
         batch.delete(&TokenSeedKey);
         self.commit(g, batch)?;

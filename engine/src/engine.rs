@@ -10,7 +10,7 @@ use crate::digest::Digest;
 use crate::error::StorageError;
 use crate::gc::{GcDigests, GcHistory};
 use crate::host::{self, Guarded};
-use crate::index::{Batch, Index};
+use crate::index::{Batch, Committed, DatabaseConfig, Index, IndexTxn};
 use crate::keys::{
     self, BlobKey, Cf, FormatKey, GcCandidateKey, GcCandidatesBuiltKey, TiersLocatedKey,
     WholeFamily,
@@ -45,6 +45,9 @@ pub struct EngineConfig {
     pub store: Option<Arc<dyn BlobStore>>,
     /// The storage backend (`local`, `s3`, `tiered`) when `store` is `None`.
     pub backend: Backend,
+    /// Cluster mode: the index of record lives in this PostgreSQL database
+    /// instead of `index/` (`None`: RocksDB, the single-node default).
+    pub database: Option<DatabaseConfig>,
     /// Upload sessions untouched this long are expired by a background worker.
     pub upload_ttl: Duration,
     /// How often the background worker looks for expired uploads.
@@ -85,6 +88,7 @@ impl EngineConfig {
             data_dir: data_dir.into(),
             store: None,
             backend: Backend::local(),
+            database: None,
             upload_ttl: Duration::from_secs(24 * 3600),
             expiry_interval: Duration::from_secs(600),
             max_uploads_per_owner: DEFAULT_MAX_UPLOADS_PER_OWNER,
@@ -201,7 +205,10 @@ impl Engine {
             Some(s) => s.clone(),
             None => open_backend(data, &config.backend)?,
         };
-        let index = Index::open(&data.join("index"))?;
+        let index = match &config.database {
+            None => Index::open_rocks(&data.join("index"))?,
+            Some(db) => Index::open_pg(db)?,
+        };
         // Tier reports: the store sends, the tier worker applies them.
         let (tier_moves, tier_rx) = crossbeam_channel::unbounded();
         store.watch_tiers(tier_moves.clone());
@@ -245,6 +252,17 @@ impl Engine {
         &self.inner.metrics
     }
 
+    /// The database figures of cluster mode (`None` on RocksDB), for
+    /// `/metrics`.
+    pub fn database_stats(&self) -> Option<crate::DbStats> {
+        self.inner.index.db_stats()
+    }
+
+    /// Whether the index of record is cluster mode's shared database.
+    pub fn is_cluster(&self) -> bool {
+        self.inner.index.is_shared()
+    }
+
     /// Number of open upload sessions (a scan of the `uploads` family:
     /// cheap, sessions are few).
     pub fn open_uploads(&self) -> Result<u64, StorageError> {
@@ -262,6 +280,35 @@ impl Engine {
             uploads: i.index.count(Cf::Uploads)?,
             repos: i.index.count(Cf::Repos)?,
         })
+    }
+}
+
+/// The engine's write lock, held from [`Inner::lock`] to [`Inner::commit`]
+/// (or drop, which writes nothing): the engine's mutex and the index's part
+/// of the lock (a PostgreSQL transaction in cluster mode). IMPORTANT: `txn`
+/// is declared first, so a dropped guard ends the transaction before the
+/// next thread of this node may begin one.
+pub(crate) struct WriteGuard<'a> {
+    txn: IndexTxn<'a>,
+    _local: MutexGuard<'a, ()>,
+}
+
+impl Inner {
+    /// Applies `batch` under `guard` without waiting for the WAL sync
+    /// (RocksDB: in the kernel, made durable by the next synced commit;
+    /// PostgreSQL: committed, durable at once).
+    pub(crate) fn commit_unsynced(
+        &self,
+        guard: WriteGuard<'_>,
+        batch: Batch,
+    ) -> Result<(), StorageError> {
+        let WriteGuard { txn, _local } = guard;
+        let r = self.index.commit(txn, batch).map(drop);
+        if self.index.is_shared() {
+            r
+        } else {
+            self.poison_on_err(r)
+        }
     }
 }
 
@@ -430,10 +477,14 @@ impl Inner {
         Ok(())
     }
 
-    /// Takes the index write lock, refusing if the engine is poisoned.
-    pub(crate) fn lock(&self) -> Result<MutexGuard<'_, ()>, StorageError> {
+    /// Takes the index write lock, refusing if the engine is poisoned:
+    /// this engine's mutex, then the index's part (in cluster mode, the
+    /// cluster-wide lock, so at most one connection per node waits for it).
+    pub(crate) fn lock(&self) -> Result<WriteGuard<'_>, StorageError> {
         self.check_poison()?;
-        Ok(self.write_lock.lock().unwrap_or_else(|p| p.into_inner()))
+        let local = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let txn = self.index.begin()?;
+        Ok(WriteGuard { txn, _local: local })
     }
 
     pub(crate) fn check_poison(&self) -> Result<(), StorageError> {
@@ -479,15 +530,28 @@ impl Inner {
     /// only after (3); a crash can lose a visible, unacknowledged batch and
     /// never an acknowledged one, and the WAL keeps a prefix of lock order.
     /// Any failure poisons the engine.
-    pub(crate) fn commit(
-        &self,
-        guard: MutexGuard<'_, ()>,
-        batch: Batch,
-    ) -> Result<(), StorageError> {
-        let r = self.index.write(batch);
-        let seq = self.poison_on_err(r)?;
+    ///
+    /// In cluster mode the batch is committed in the lock's transaction,
+    /// durable when that returns; a failure there does not poison (the
+    /// database, not this process, decides what is durable, and the next
+    /// lock reads its answer).
+    pub(crate) fn commit(&self, guard: WriteGuard<'_>, batch: Batch) -> Result<(), StorageError> {
+        let WriteGuard { txn, _local } = guard;
+        let seq = match self.index.commit(txn, batch) {
+            Ok(Committed::Durable) => {
+                EngineMetrics::add(&self.metrics.index_commits, 1);
+                return Ok(());
+            }
+            Ok(Committed::Logged(seq)) => seq,
+            Err(e) => {
+                if !self.index.is_shared() {
+                    self.poison(&e);
+                }
+                return Err(e);
+            }
+        };
         EngineMetrics::add(&self.metrics.index_commits, 1);
-        drop(guard);
+        drop(_local);
         let mut synced = self.synced_seq.lock().unwrap_or_else(|p| p.into_inner());
         if *synced >= seq {
             return Ok(()); // another committer's sync covered this batch

@@ -18,6 +18,15 @@ pub enum StorageError {
         #[source]
         source: rocksdb::Error,
     },
+    /// The PostgreSQL index of cluster mode failed or did not answer:
+    /// nothing of the operation was committed (or, for a lost COMMIT
+    /// answer, all of it). The server answers 503; service resumes when
+    /// the database answers again.
+    #[error("database: {op}: {message}")]
+    Database { op: &'static str, message: String },
+    /// What this configuration does not do (yet), and why.
+    #[error("{0}")]
+    Unsupported(String),
     #[error("blob store: {0}")]
     Store(#[from] StoreError),
     #[error("{op} {path}: {source}", path = .path.display())]

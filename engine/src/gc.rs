@@ -333,6 +333,14 @@ impl Inner {
         opts: &GcOptions,
         progress: Progress<'_>,
     ) -> Result<GcReport, StorageError> {
+        if self.index.is_shared() && !opts.dry_run {
+            // The pins that keep an upload's dedup from landing on a blob
+            // being deleted are this process's memory; across nodes they
+            // must live in the database first (docs/cluster.md).
+            return Err(StorageError::Unsupported(
+                "cluster mode runs GC only as a dry run until uploads pin their digests in the database (docs/cluster.md)".to_owned(),
+            ));
+        }
         let _run = self.gc_run.lock().unwrap_or_else(|p| p.into_inner());
         let mut report = GcReport {
             dry_run: opts.dry_run,

@@ -184,6 +184,11 @@ impl Inner {
                     published.push((id, rec, d));
                     continue;
                 }
+                if self.index.is_shared() {
+                    // Cluster mode: another node may be staging it; its
+                    // own recovery, or expiry, decides.
+                    continue;
+                }
                 tracing::warn!(upload = %id, "staged upload missing; dropping session");
                 dead.push(id);
                 continue;
@@ -442,10 +447,7 @@ impl Inner {
         rec.publishing = Some(digest.clone());
         let mut b = Batch::default();
         b.put(&key, &rec);
-        let r = self.index.write(b);
-        self.poison_on_err(r)?;
-        drop(g);
-        Ok(())
+        self.commit_unsynced(g, b)
     }
 
     /// Commits the verified, staged content of upload `staged.id()` as blob

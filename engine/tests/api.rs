@@ -11,9 +11,65 @@ use berth_engine::{
     UploadError,
 };
 
-fn engine(dir: &std::path::Path) -> Engine {
-    Engine::open(EngineConfig::new(dir)).expect("open engine")
+std::thread_local! {
+    /// The PostgreSQL index the running test uses (set by its
+    /// `on_postgres` twin for the test's thread), or `None` for RocksDB.
+    static DATABASE: std::cell::RefCell<Option<berth_engine::DatabaseConfig>> =
+        const { std::cell::RefCell::new(None) };
 }
+
+/// The config of an engine on `dir`, with the index the test runs on.
+fn config(dir: &std::path::Path) -> EngineConfig {
+    let mut c = EngineConfig::new(dir);
+    c.database = DATABASE.with(|d| d.borrow().clone());
+    c
+}
+
+fn engine(dir: &std::path::Path) -> Engine {
+    Engine::open(config(dir)).expect("open engine")
+}
+
+/// Runs `test` with its engines' index in PostgreSQL (a fresh schema of
+/// `BERTH_TEST_DATABASE_URL`); nothing to run without one.
+fn with_postgres(test: fn()) {
+    let Some(db) = berth_engine::DatabaseConfig::for_test() else {
+        eprintln!("BERTH_TEST_DATABASE_URL is not set: skipped on PostgreSQL");
+        return;
+    };
+    DATABASE.with(|d| *d.borrow_mut() = Some(db));
+    test();
+}
+
+/// Every test below also runs with the index in PostgreSQL: the engine's
+/// operations are one core over both backends.
+macro_rules! on_postgres_too {
+    ($($name:ident),* $(,)?) => {
+        mod on_postgres {
+            $(#[test]
+            fn $name() {
+                super::with_postgres(super::$name)
+            })*
+        }
+    };
+}
+
+on_postgres_too!(
+    malformed_names_and_digests_are_typed_errors,
+    wrong_offset_size_and_digest_leave_store_unchanged,
+    one_writer_per_session,
+    dedup_and_mounts_are_metadata_only,
+    concurrent_identical_uploads_converge_on_one_copy,
+    manifests_require_their_blobs_and_count_references,
+    referrers_are_listed_and_filtered,
+    pagination_of_tags_and_catalog,
+    abandoned_uploads_expire,
+    second_open_of_a_held_data_dir_is_refused,
+    a_failed_fsync_poisons_the_engine_until_reopened,
+    chart_index_follows_manifests_and_tags_in_the_same_batches,
+    concurrent_appends_never_lose_an_acknowledged_chunk,
+    upload_sessions_are_bounded_per_owner,
+    one_digest_one_media_type_and_one_reference_list,
+);
 
 fn repo(s: &str) -> RepoName {
     RepoName::parse(s).expect("repo")
@@ -407,7 +463,7 @@ fn abandoned_uploads_expire() {
 fn second_open_of_a_held_data_dir_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let _e = engine(dir.path());
-    let err = Engine::open(EngineConfig::new(dir.path()))
+    let err = Engine::open(config(dir.path()))
         .err()
         .expect("second open refused");
     assert!(
@@ -499,7 +555,7 @@ fn a_failed_fsync_poisons_the_engine_until_reopened() {
             inner: berth_engine::store::LocalStore::open(&dir.path().join("blobs")).expect("store"),
             puts_left: std::sync::atomic::AtomicUsize::new(1),
         };
-        let mut config = EngineConfig::new(dir.path());
+        let mut config = config(dir.path());
         config.store = Some(Arc::new(store));
         let e = Engine::open(config).expect("open");
         e.put_blob(&r, &sha(&a), &a).expect("first put succeeds");
@@ -785,7 +841,7 @@ fn concurrent_appends_never_lose_an_acknowledged_chunk() {
 #[test]
 fn upload_sessions_are_bounded_per_owner() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = EngineConfig::new(dir.path());
+    let mut config = config(dir.path());
     config.max_uploads_per_owner = 3;
     let e = Engine::open(config.clone()).expect("open");
     let r = repo("bound/sessions");

@@ -10,6 +10,7 @@
 //!  "storage_backend": "s3", "s3_endpoint": "http://rgw:7480", "s3_region": "default",
 //!  "s3_bucket": "registry", "s3_access_key": "AK", "s3_secret_key": "SK",
 //!  "s3_root": "berth", "s3_path_style": true, "cache_max_bytes": 10737418240,
+//!  "database_url": "postgres://berth:…@db:5432/berth", "database_ca_file": "/etc/berth/db-ca.pem",
 //!  "auth_enabled": true, "admin_password": "…", "external_url": "https://reg.example.com",
 //!  "trusted_proxies": ["10.0.0.0/8"], "token_service": "berth-registry",
 //!  "token_ttl_seconds": 300, "self_registration": false, "project_creation": "everyone",
@@ -36,6 +37,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use berth_engine::store::{Backend, StorageSettings};
+use berth_engine::DatabaseConfig;
 use clap::builder::BoolishValueParser;
 use serde::Deserialize;
 
@@ -143,6 +145,9 @@ pub struct Config {
     /// Where blobs live: local disk, an S3 bucket with a local read cache,
     /// or both (tiered).
     pub storage: Backend,
+    /// Cluster mode: the PostgreSQL database holding the index of record
+    /// (`docs/cluster.md`); `None` keeps it in the data directory.
+    pub database: Option<DatabaseConfig>,
     /// External URL and trusted proxies (see `proxy.rs`).
     pub proxy: ProxyConfig,
     pub auth: AuthConfig,
@@ -177,6 +182,7 @@ impl Config {
             max_members_per_project: berth_engine::DEFAULT_MAX_PER_PROJECT,
             max_robots_per_project: berth_engine::DEFAULT_MAX_PER_PROJECT,
             storage: Backend::local(),
+            database: None,
             proxy: ProxyConfig::default(),
             auth: AuthConfig::default(),
             tls: None,
@@ -212,11 +218,22 @@ impl Config {
         } else {
             args.delete_enabled.or(file.delete_enabled).unwrap_or(true)
         };
-        let storage = storage(&args, storage_env, file_storage)?;
+        let (storage, database) = storage(&args, storage_env, file_storage)?;
         let limits = limits(&args, &file)?;
+        let gc_interval = args
+            .gc_interval_seconds
+            .or(file.gc_interval_seconds)
+            .filter(|&s| s > 0)
+            .map(Duration::from_secs);
+        if database.is_some() && gc_interval.is_some() {
+            return Err(ConfigError::Invalid(
+                "online GC (BERTH_GC_INTERVAL_SECONDS) is not yet available in cluster mode (BERTH_DATABASE_URL): see docs/cluster.md".into(),
+            ));
+        }
         Ok(Config {
             limits,
             storage,
+            database,
             listen: args
                 .listen
                 .or(file.listen)
@@ -309,11 +326,7 @@ impl Config {
                     ))
                 }
             },
-            gc_interval: args
-                .gc_interval_seconds
-                .or(file.gc_interval_seconds)
-                .filter(|&s| s > 0)
-                .map(Duration::from_secs),
+            gc_interval,
             gc_grace: args
                 .gc_grace_seconds
                 .or(file.gc_grace_seconds)
@@ -383,13 +396,14 @@ fn limits(args: &ServeArgs, file: &FileConfig) -> Result<Limits, ConfigError> {
     })
 }
 
-/// The storage backend: flags, then the environment (read by the engine's
-/// settings module, as berthctl does), then the file, then defaults.
+/// The storage backend and cluster mode's database: flags, then the
+/// environment (read by the engine's settings module, as berthctl does),
+/// then the file, then defaults.
 fn storage(
     args: &ServeArgs,
     env: StorageSettings,
     file: StorageSettings,
-) -> Result<Backend, ConfigError> {
+) -> Result<(Backend, Option<DatabaseConfig>), ConfigError> {
     let flags = StorageSettings {
         storage_backend: args.storage_backend.clone(),
         s3_endpoint: args.s3_endpoint.clone(),
@@ -402,12 +416,14 @@ fn storage(
         s3_multipart_threshold: args.s3_multipart_threshold,
         s3_ca_file: args.s3_ca_file.clone(),
         cache_max_bytes: args.cache_max_bytes,
+        database_url: args.database_url.clone(),
+        database_ca_file: args.database_ca_file.clone(),
+        database_schema: args.database_schema.clone(),
     };
-    flags
-        .or(env)
-        .or(file)
-        .resolve()
-        .map_err(ConfigError::Storage)
+    let settings = flags.or(env).or(file);
+    let database = settings.database().map_err(ConfigError::Storage)?;
+    let backend = settings.resolve().map_err(ConfigError::Storage)?;
+    Ok((backend, database))
 }
 
 /// `berth serve` flags.
@@ -491,6 +507,19 @@ pub struct ServeArgs {
     /// [env: BERTH_CACHE_MAX_BYTES]
     #[arg(long, value_name = "BYTES")]
     pub cache_max_bytes: Option<u64>,
+    /// Cluster mode: keep the index of record in this PostgreSQL database
+    /// (postgres://user:password@host:port/db); needs the s3 backend
+    /// [env: BERTH_DATABASE_URL]
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// PEM file of CA certificates trusted for the database's TLS
+    /// certificate [env: BERTH_DATABASE_CA_FILE]
+    #[arg(long, value_name = "FILE")]
+    pub database_ca_file: Option<PathBuf>,
+    /// Schema of berth's tables in the database [default: berth]
+    /// [env: BERTH_DATABASE_SCHEMA]
+    #[arg(long, value_name = "NAME")]
+    pub database_schema: Option<String>,
     /// Require accounts and tokens (Docker token auth) [default: false]
     #[arg(long, env = "BERTH_AUTH_ENABLED", value_name = "BOOL", value_parser = BoolishValueParser::new())]
     pub auth_enabled: Option<bool>,
@@ -643,7 +672,7 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("berth: config {path}: {source} (expected a JSON object with keys listen, data_dir, read_only, delete_enabled, upload_ttl_seconds, max_uploads_per_user, storage_backend, s3_endpoint, s3_region, s3_bucket, s3_access_key, s3_secret_key, s3_root, s3_path_style, s3_multipart_threshold, s3_ca_file, cache_max_bytes, auth_enabled, admin_password, external_url, trusted_proxies, token_service, token_ttl_seconds, self_registration, project_creation, max_failed_logins, tls_cert, tls_key, gc_interval_seconds, gc_grace_seconds, chart_allow_overwrite, body_read_timeout_seconds, header_read_timeout_seconds, max_connections, idle_timeout_seconds, tls_handshake_timeout_seconds, max_members_per_project, max_robots_per_project)", path = .path.display())]
+    #[error("berth: config {path}: {source} (expected a JSON object with keys listen, data_dir, read_only, delete_enabled, upload_ttl_seconds, max_uploads_per_user, storage_backend, s3_endpoint, s3_region, s3_bucket, s3_access_key, s3_secret_key, s3_root, s3_path_style, s3_multipart_threshold, s3_ca_file, cache_max_bytes, database_url, database_ca_file, database_schema, auth_enabled, admin_password, external_url, trusted_proxies, token_service, token_ttl_seconds, self_registration, project_creation, max_failed_logins, tls_cert, tls_key, gc_interval_seconds, gc_grace_seconds, chart_allow_overwrite, body_read_timeout_seconds, header_read_timeout_seconds, max_connections, idle_timeout_seconds, tls_handshake_timeout_seconds, max_members_per_project, max_robots_per_project)", path = .path.display())]
     Parse {
         path: PathBuf,
         #[source]

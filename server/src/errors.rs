@@ -71,6 +71,9 @@ pub enum Code {
     NotFound,
     /// An API object that already exists.
     Conflict,
+    /// The index of record (cluster mode's database) did not answer:
+    /// distribution's `UNAVAILABLE`, `503`; the client retries.
+    Unavailable,
     /// A storage failure: the only source of `500`.
     Internal,
 }
@@ -87,7 +90,7 @@ pub struct CodeInfo {
 
 impl Code {
     /// Every code, for tests and documentation.
-    pub const ALL: [Code; 26] = [
+    pub const ALL: [Code; 27] = [
         Code::BlobUnknown,
         Code::BlobUploadInvalid,
         Code::BlobUploadUnknown,
@@ -113,6 +116,7 @@ impl Code {
         Code::BadRequest,
         Code::NotFound,
         Code::Conflict,
+        Code::Unavailable,
         Code::Internal,
     ];
 
@@ -212,6 +216,7 @@ impl Code {
             Code::BadRequest => i("BAD_REQUEST", "bad request", S::BAD_REQUEST),
             Code::NotFound => i("NOT_FOUND", "not found", S::NOT_FOUND),
             Code::Conflict => i("CONFLICT", "already exists", S::CONFLICT),
+            Code::Unavailable => i("UNAVAILABLE", "service unavailable", S::SERVICE_UNAVAILABLE),
             Code::Internal => i(
                 "UNKNOWN",
                 "internal storage error",
@@ -258,6 +263,17 @@ impl ApiError {
             code: Code::Internal,
             detail: None,
             headers: Vec::new(),
+            internal: Some(e.to_string()),
+        }
+    }
+
+    /// The index of record did not answer: `503`, details logged only,
+    /// with `Retry-After`.
+    pub fn unavailable(e: impl std::fmt::Display) -> ApiError {
+        ApiError {
+            code: Code::Unavailable,
+            detail: None,
+            headers: vec![(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"))],
             internal: Some(e.to_string()),
         }
     }
@@ -325,7 +341,11 @@ pub enum Surface {
 
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> ApiError {
-        ApiError::internal(e)
+        match e {
+            StorageError::Database { .. } => ApiError::unavailable(e),
+            StorageError::Unsupported(why) => ApiError::new(Code::Unsupported, why),
+            e => ApiError::internal(e),
+        }
     }
 }
 
@@ -357,13 +377,17 @@ impl From<BlobError> for ApiError {
                 ApiError::new(Code::RangeInvalid, e.to_string())
                     .with_header(hyper::header::CONTENT_RANGE, unsatisfied_range(size))
             }
-            BlobError::Storage(s) => ApiError::internal(s),
+            BlobError::Storage(s) => ApiError::from(s),
         }
     }
 }
 
 impl From<UploadError> for ApiError {
     fn from(e: UploadError) -> ApiError {
+        let e = match e {
+            UploadError::Storage(s) => return ApiError::from(s),
+            e => e,
+        };
         let code = match &e {
             UploadError::NotFound { .. } => Code::BlobUploadUnknown,
             // Callers that can say where the upload stands add `Range` and
@@ -373,7 +397,7 @@ impl From<UploadError> for ApiError {
             UploadError::TooMany { .. } => Code::TooManyRequests,
             UploadError::DigestMismatch { .. } | UploadError::Digest { .. } => Code::DigestInvalid,
             UploadError::SizeMismatch { .. } => Code::SizeInvalid,
-            UploadError::Storage(s) => return ApiError::internal(s),
+            UploadError::Storage(_) => Code::Internal, // returned above
         };
         ApiError::new(code, e.to_string())
     }
@@ -381,6 +405,10 @@ impl From<UploadError> for ApiError {
 
 impl From<ManifestError> for ApiError {
     fn from(e: ManifestError) -> ApiError {
+        let e = match e {
+            ManifestError::Storage(s) => return ApiError::from(s),
+            e => e,
+        };
         let code = match &e {
             ManifestError::NotFound { .. } => Code::ManifestUnknown,
             ManifestError::BlobUnknown { .. } | ManifestError::ChildUnknown { .. } => {
@@ -395,7 +423,7 @@ impl From<ManifestError> for ApiError {
             ManifestError::ChartExists { .. } => Code::Conflict,
             // A chart that does not fit its repository.
             ManifestError::ChartInvalid { .. } => Code::ManifestInvalid,
-            ManifestError::Storage(s) => return ApiError::internal(s),
+            ManifestError::Storage(_) => Code::Internal, // returned above
         };
         ApiError::new(code, e.to_string())
     }
@@ -403,13 +431,17 @@ impl From<ManifestError> for ApiError {
 
 impl From<AccountError> for ApiError {
     fn from(e: AccountError) -> ApiError {
+        let e = match e {
+            AccountError::Storage(s) => return ApiError::from(s),
+            e => e,
+        };
         let code = match &e {
             AccountError::Invalid { .. } => Code::BadRequest,
             AccountError::Exists { .. } => Code::Conflict,
             AccountError::NotFound { .. } => Code::NotFound,
             // Harbor answers a project limit with 403 too; the detail names it.
             AccountError::Limit { .. } => Code::Denied,
-            AccountError::Storage(s) => return ApiError::internal(s),
+            AccountError::Storage(_) => Code::Internal, // returned above
         };
         ApiError::new(code, e.to_string())
     }
@@ -469,6 +501,7 @@ mod tests {
             (Code::TooManyRequests, 429),
             (Code::RangeInvalid, 416),
             (Code::ManifestTooLarge, 413),
+            (Code::Unavailable, 503),
             (Code::Internal, 500),
         ];
         for (code, status) in expect {

@@ -111,6 +111,7 @@ pub async fn open_engine(config: &Config) -> Result<Engine, ServeError> {
     ec.max_members_per_project = config.max_members_per_project;
     ec.max_robots_per_project = config.max_robots_per_project;
     ec.backend = config.storage.clone();
+    ec.database = config.database.clone();
     ec.gc_interval = config.gc_interval;
     ec.gc_grace = config.gc_grace;
     ec.allow_open_data_dir = config.allow_open_data_dir;

@@ -162,6 +162,55 @@ pub fn render(app: &App, uploads_open: Option<u64>) -> String {
     for (name, help, v) in engine {
         sample(&mut out, name, "counter", help, v);
     }
+    if let Some(d) = app.engine.database_stats() {
+        let db: [(&str, &str, &str, u64); 7] = [
+            (
+                "berth_database_calls_total",
+                "counter",
+                "Calls this node made to the cluster database.",
+                d.calls,
+            ),
+            (
+                "berth_database_errors_total",
+                "counter",
+                "Database calls that failed or timed out.",
+                d.errors,
+            ),
+            (
+                "berth_database_latency_microseconds_total",
+                "counter",
+                "Sum of the database calls' latencies, waits for a pooled connection included (divide by calls for the mean).",
+                d.latency_us,
+            ),
+            (
+                "berth_database_pool_connections",
+                "gauge",
+                "Database connections this node holds open.",
+                d.pool_size,
+            ),
+            (
+                "berth_database_pool_idle",
+                "gauge",
+                "Open database connections idle in the pool.",
+                d.pool_idle,
+            ),
+            (
+                "berth_database_pool_waiting",
+                "gauge",
+                "Callers waiting for a pooled database connection.",
+                d.pool_waiting,
+            ),
+            (
+                "berth_database_pool_max",
+                "gauge",
+                "Database connections this node may open.",
+                d.pool_max,
+            ),
+        ];
+        for (name, kind, help, v) in db {
+            sample(&mut out, name, kind, help, v);
+        }
+    }
     if let Some(t) = app.engine.store().tier_stats() {
         let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         let tier: [(&str, &str, &str, u64); 8] = [

@@ -4,10 +4,11 @@
 pub mod keepalive;
 pub mod oci_layout;
 pub mod server;
+pub mod tcp_proxy;
 
 use std::path::{Path, PathBuf};
 
-use berth_engine::{Algorithm, Digest, Engine, EngineConfig};
+use berth_engine::{Algorithm, DatabaseConfig, Digest, Engine, EngineConfig};
 
 /// Deterministic pseudo-random content of `len` bytes for `seed` (blake3 XOF),
 /// so a crashed child and the checking parent agree on what a blob holds.
@@ -25,10 +26,67 @@ pub fn sha256(data: &[u8]) -> Digest {
 
 /// Opens an engine on `dir` with default settings.
 pub fn open_engine(dir: &Path) -> Engine {
-    match Engine::open(EngineConfig::new(dir)) {
+    open_engine_on(dir, None)
+}
+
+/// Opens an engine on `dir` with default settings and its index in `db`
+/// (PostgreSQL) or, for `None`, in `dir` (RocksDB).
+pub fn open_engine_on(dir: &Path, db: Option<&DatabaseConfig>) -> Engine {
+    let mut config = EngineConfig::new(dir);
+    config.database = db.cloned();
+    match Engine::open(config) {
         Ok(e) => e,
         Err(e) => panic!("opening engine at {}: {e}", dir.display()),
     }
+}
+
+/// The index backends a test of the engine's core runs on: RocksDB, and
+/// PostgreSQL (a fresh schema) when `BERTH_TEST_DATABASE_URL` names one
+/// (see `DatabaseConfig::for_test`).
+pub fn index_backends() -> Vec<Option<DatabaseConfig>> {
+    let mut v = vec![None];
+    if let Some(db) = DatabaseConfig::for_test() {
+        v.push(Some(db));
+    }
+    v
+}
+
+/// `berth serve` environment for storage `backend` (`s3`, `tiered`) on a
+/// fresh root prefix of the test bucket `bucket` (created if missing; the
+/// S3 server `scripts/test.sh` starts), with `multipart_threshold`; and a
+/// client on the same prefix, to look into the bucket.
+pub fn s3_server_env(
+    transport: berth_engine::store::s3::TestTransport,
+    bucket: &str,
+    backend: &str,
+    multipart_threshold: usize,
+) -> (Vec<(String, String)>, berth_engine::store::S3Store) {
+    let mut c = berth_engine::store::S3Config::from_test_env_over(transport, bucket);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    c.root = format!("{backend}-{}-{nanos:x}", std::process::id());
+    let mut env = vec![
+        ("BERTH_STORAGE_BACKEND", backend.to_owned()),
+        ("BERTH_S3_ENDPOINT", c.endpoint.clone()),
+        ("BERTH_S3_REGION", c.region.clone()),
+        ("BERTH_S3_BUCKET", c.bucket.clone()),
+        ("BERTH_S3_ACCESS_KEY", c.access_key.clone()),
+        ("BERTH_S3_SECRET_KEY", c.secret_key.clone()),
+        ("BERTH_S3_ROOT", c.root.clone()),
+        (
+            "BERTH_S3_MULTIPART_THRESHOLD",
+            multipart_threshold.to_string(),
+        ),
+    ];
+    if let Some(ca) = &c.ca_file {
+        env.push(("BERTH_S3_CA_FILE", ca.display().to_string()));
+    }
+    let env = env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    let store =
+        berth_engine::store::S3Store::open(c).unwrap_or_else(|e| panic!("open S3 client: {e}"));
+    (env, store)
 }
 
 /// Runs `berthctl ARGS… --data-dir DATA` to completion: its exit code (-1

@@ -77,6 +77,7 @@ use super::fs::RealFs;
 use super::staging::{Staged, StagingDir};
 use super::{check_range, BlobData, BlobStore, PutMode, PutOutcome, StoreError};
 use crate::digest::{Algorithm, Digest};
+use crate::runtime::OwnedRuntime;
 
 mod bucket;
 
@@ -303,10 +304,8 @@ pub struct S3Store {
     /// `config.prefix()`, computed once.
     prefix: String,
     /// Runs the object_store futures. Owned by the store, two worker
-    /// threads; callers block on a oneshot, never inside the runtime. Taken
-    /// and shut down in the background on drop (dropping a runtime may not
-    /// block inside another runtime's worker).
-    rt: Option<tokio::runtime::Runtime>,
+    /// threads; callers wait on this thread, never inside the runtime.
+    rt: OwnedRuntime,
     /// Local files of staged blobs and their multipart sidecars; `None`
     /// until [`S3Store::with_staging_dir`] (staging is then refused).
     staging: Option<StagingDir>,
@@ -359,18 +358,14 @@ impl S3Store {
             b = b.with_endpoint(&config.endpoint);
         }
         let s3 = b.build().map_err(remote)?;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("berth-s3")
-            .enable_all()
-            .build()
+        let rt = OwnedRuntime::start("berth-s3", 2)
             .map_err(|e| StoreError::io("start S3 client runtime", Path::new("-"), e))?;
         Ok(S3Store {
             s3: Arc::new(s3),
             bucket,
             prefix: config.prefix(),
             config,
-            rt: Some(rt),
+            rt,
             staging: None,
         })
     }
@@ -409,13 +404,7 @@ impl S3Store {
 
     /// Runs `fut` on the store's runtime and waits for it on this thread.
     fn run<T: Send + 'static>(&self, fut: impl Future<Output = T> + Send + 'static) -> T {
-        let rt = self.rt.as_ref().expect("runtime lives until drop");
-        let handle = rt.spawn(fut);
-        match futures::executor::block_on(handle) {
-            Ok(v) => v,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(e) => panic!("S3 request task cancelled: {e}"),
-        }
+        self.rt.run(fut)
     }
 
     fn remote(&self, op: &'static str, key: &ObjPath, e: object_store::Error) -> StoreError {
@@ -553,10 +542,11 @@ impl S3Store {
                 file.read_exact_at(&mut buf, start)
                     .map_err(|e| StoreError::io("read source file", src, e))?;
                 let (s3, k, id) = (self.s3.clone(), key.clone(), rec.upload_id.clone());
-                let rt = self.rt.as_ref().expect("runtime lives until drop");
                 handles.push((
                     i,
-                    rt.spawn(async move { s3.put_part(&k, &id, i, PutPayload::from(buf)).await }),
+                    self.rt
+                        .handle()
+                        .spawn(async move { s3.put_part(&k, &id, i, PutPayload::from(buf)).await }),
                 ));
             }
             let mut first_err = None;
@@ -744,8 +734,7 @@ impl S3Store {
         // channel bounds what is buffered between them.
         let (tx, mut rx) =
             tokio::sync::mpsc::channel::<Result<bytes::Bytes, object_store::Error>>(4);
-        let rt = self.rt.as_ref().expect("runtime lives until drop");
-        rt.spawn(async move {
+        self.rt.handle().spawn(async move {
             match s3.get(&k).await {
                 Ok(r) => {
                     let mut stream = r.into_stream();
@@ -776,14 +765,6 @@ impl S3Store {
             n += chunk.len() as u64;
         }
         Ok(n)
-    }
-}
-
-impl Drop for S3Store {
-    fn drop(&mut self) {
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
-        }
     }
 }
 

@@ -20,7 +20,17 @@
 //! s3_multipart_threshold   BERTH_S3_MULTIPART_THRESHOLD  --s3-multipart-threshold
 //! s3_ca_file               BERTH_S3_CA_FILE              --s3-ca-file
 //! cache_max_bytes          BERTH_CACHE_MAX_BYTES         --cache-max-bytes
+//! database_url             BERTH_DATABASE_URL            --database-url
+//! database_ca_file         BERTH_DATABASE_CA_FILE        --database-ca-file
+//! database_schema          BERTH_DATABASE_SCHEMA         --database-schema
 //! ```
+//!
+//! `database_url` (a `postgres://` URL) turns on cluster mode: the index of
+//! record lives in that PostgreSQL database (`docs/cluster.md`), which
+//! needs the `s3` backend (write-through: a blob is acknowledged once it is
+//! in the bucket). `tiered` is refused with it, because its write-back
+//! would lose acknowledged blobs with a node; `local` too, because other
+//! nodes could not read the blobs.
 //!
 //! Sources are layered ([`StorageSettings::or`]): flags over the
 //! environment over the config file over the defaults; then
@@ -33,6 +43,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::{Backend, BackendKind, S3Config, DEFAULT_CACHE_MAX_BYTES};
+use crate::index::DatabaseConfig;
 
 /// The storage settings of one source (flags, environment, config file).
 /// Every setting is optional: an unset one falls through to the next
@@ -60,6 +71,12 @@ pub struct StorageSettings {
     /// Local cache budget of `s3` and `tiered`; default
     /// [`DEFAULT_CACHE_MAX_BYTES`].
     pub cache_max_bytes: Option<u64>,
+    /// Cluster mode's PostgreSQL database (`postgres://…`).
+    pub database_url: Option<String>,
+    /// PEM file of CAs trusted for the database's TLS certificate.
+    pub database_ca_file: Option<PathBuf>,
+    /// Schema of berth's tables; default `berth`.
+    pub database_schema: Option<String>,
 }
 
 /// The config file keys of the storage settings; the environment variable
@@ -76,6 +93,9 @@ pub const KEYS: &[&str] = &[
     "s3_multipart_threshold",
     "s3_ca_file",
     "cache_max_bytes",
+    "database_url",
+    "database_ca_file",
+    "database_schema",
 ];
 
 /// The environment variable of config key `key`: `BERTH_` and the key in
@@ -101,6 +121,12 @@ impl std::fmt::Debug for StorageSettings {
             .field("s3_multipart_threshold", &self.s3_multipart_threshold)
             .field("s3_ca_file", &self.s3_ca_file)
             .field("cache_max_bytes", &self.cache_max_bytes)
+            .field(
+                "database_url",
+                &self.database().ok().flatten().map(|d| d.redacted_url()),
+            )
+            .field("database_ca_file", &self.database_ca_file)
+            .field("database_schema", &self.database_schema)
             .finish()
     }
 }
@@ -146,6 +172,9 @@ impl StorageSettings {
             s3_multipart_threshold: number("s3_multipart_threshold")?,
             s3_ca_file: text("s3_ca_file").map(PathBuf::from),
             cache_max_bytes: number("cache_max_bytes")?,
+            database_url: text("database_url"),
+            database_ca_file: text("database_ca_file").map(PathBuf::from),
+            database_schema: text("database_schema"),
         })
     }
 
@@ -191,6 +220,9 @@ impl StorageSettings {
             s3_multipart_threshold: self.s3_multipart_threshold.or(lower.s3_multipart_threshold),
             s3_ca_file: self.s3_ca_file.or(lower.s3_ca_file),
             cache_max_bytes: self.cache_max_bytes.or(lower.cache_max_bytes),
+            database_url: self.database_url.or(lower.database_url),
+            database_ca_file: self.database_ca_file.or(lower.database_ca_file),
+            database_schema: self.database_schema.or(lower.database_schema),
         }
     }
 
@@ -198,11 +230,23 @@ impl StorageSettings {
     /// for what is unset. `s3` and `tiered` need the endpoint, bucket and
     /// both keys; the error names the missing one by its config key and
     /// variable.
+    ///
+    /// With `database_url` (cluster mode) the backend must be `s3`.
     pub fn resolve(self) -> Result<Backend, String> {
         let kind = match self.storage_backend.as_deref() {
             None => BackendKind::Local,
             Some(k) => k.parse()?,
         };
+        if self.database_url.is_some() && kind != BackendKind::S3 {
+            return Err(format!(
+                "cluster mode (database_url, env BERTH_DATABASE_URL) needs storage backend s3, not {}: {}",
+                kind.name(),
+                match kind {
+                    BackendKind::Tiered => "tiered keeps new blobs on one node's disk until they are copied, so losing that node would lose acknowledged blobs",
+                    _ => "the other nodes must read every blob from the shared bucket",
+                }
+            ));
+        }
         let cache_max_bytes = self.cache_max_bytes.unwrap_or(DEFAULT_CACHE_MAX_BYTES);
         if kind == BackendKind::Local {
             return Ok(Backend {
@@ -238,6 +282,27 @@ impl StorageSettings {
             s3: Some(s3),
             cache_max_bytes,
         })
+    }
+}
+
+impl StorageSettings {
+    /// Cluster mode's database, if `database_url` is set: a `postgres://`
+    /// or `postgresql://` URL.
+    pub fn database(&self) -> Result<Option<DatabaseConfig>, String> {
+        let Some(url) = self.database_url.as_deref().filter(|u| !u.is_empty()) else {
+            return Ok(None);
+        };
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(
+                "database_url (env BERTH_DATABASE_URL) must be a postgres:// URL".to_owned(),
+            );
+        }
+        let mut db = DatabaseConfig::new(url);
+        db.ca_file = self.database_ca_file.clone();
+        if let Some(schema) = &self.database_schema {
+            db.schema = schema.clone();
+        }
+        Ok(Some(db))
     }
 }
 
@@ -281,6 +346,9 @@ mod tests {
                 "BERTH_S3_MULTIPART_THRESHOLD",
                 "BERTH_S3_CA_FILE",
                 "BERTH_CACHE_MAX_BYTES",
+                "BERTH_DATABASE_URL",
+                "BERTH_DATABASE_CA_FILE",
+                "BERTH_DATABASE_SCHEMA",
             ]
         );
         // Every key of the table is a field, and every field a key.
@@ -351,5 +419,40 @@ mod tests {
         assert!(e.contains("BERTH_CACHE_MAX_BYTES"), "{e}");
         let mut object = serde_json::json!({"s3_path_style": "yes"});
         assert!(StorageSettings::take_from(object.as_object_mut().expect("object")).is_err());
+    }
+
+    #[test]
+    fn cluster_mode_needs_the_s3_backend_and_a_postgres_url() {
+        let s3 = |backend: &str| {
+            StorageSettings::from_env_with(env(&[
+                ("BERTH_STORAGE_BACKEND", backend),
+                ("BERTH_S3_ENDPOINT", "http://127.0.0.1:1"),
+                ("BERTH_S3_BUCKET", "b"),
+                ("BERTH_S3_ACCESS_KEY", "ak"),
+                ("BERTH_S3_SECRET_KEY", "sk"),
+                ("BERTH_DATABASE_URL", "postgres://berth:pw@db/berth"),
+            ]))
+            .expect("env")
+        };
+        let ok = s3("s3");
+        assert!(!format!("{ok:?}").contains(":pw@"), "{ok:?}");
+        let db = ok.database().expect("url").expect("cluster mode");
+        assert_eq!(db.url, "postgres://berth:pw@db/berth");
+        assert_eq!(ok.resolve().expect("s3").kind, BackendKind::S3);
+        let e = s3("tiered").resolve().unwrap_err();
+        assert!(
+            e.contains("needs storage backend s3") && e.contains("acknowledged"),
+            "{e}"
+        );
+        let e = s3("local").resolve().unwrap_err();
+        assert!(e.contains("needs storage backend s3"), "{e}");
+        let e = StorageSettings {
+            database_url: Some("mysql://x".into()),
+            ..StorageSettings::default()
+        }
+        .database()
+        .unwrap_err();
+        assert!(e.contains("postgres://"), "{e}");
+        assert_eq!(StorageSettings::default().database(), Ok(None));
     }
 }

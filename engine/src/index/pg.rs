@@ -1,0 +1,664 @@
+//! The PostgreSQL backend of the index (cluster mode): the same ordered
+//! keyspace as RocksDB's column families, in one table of the configured
+//! schema,
+//!
+//! ```sql
+//! CREATE TABLE <schema>.entries (
+//!     family text  NOT NULL,   -- Cf::name()
+//!     key    bytea NOT NULL,   -- the key's encoding (keys.rs)
+//!     value  bytea NOT NULL,   -- the record's encoding (records.rs)
+//!     PRIMARY KEY (family, key)
+//! );
+//! CREATE TABLE <schema>.schema_version (version integer NOT NULL);
+//! ```
+//!
+//! `bytea` compares bytewise like RocksDB's default comparator, so a prefix
+//! scan is a range scan of the primary key. The schema is created and
+//! migrated at open, under an advisory lock, so nodes starting at once
+//! migrate one at a time and the later ones find the work done.
+//!
+//! The write lock: [`PgIndex::begin`] opens a transaction and takes
+//! `pg_advisory_xact_lock` on the schema's write-lock key; [`PgIndex::commit`]
+//! applies the batch in that transaction and commits, which releases the
+//! lock after the batch is visible. A node that dies holding it loses its
+//! connection and with it the transaction and the lock; a node that hangs
+//! holding it is cut off by `idle_in_transaction_session_timeout`. A
+//! connection whose transaction state is unknown after an error is closed,
+//! never returned to the pool.
+//!
+//! Every call blocks the calling thread: the index owns a small runtime
+//! running tokio-postgres with a deadpool pool, like the S3 store does. A
+//! database that does not answer is [`StorageError::Database`] within a
+//! bounded time (pool wait, connect and statement timeouts), never a hang.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+
+use super::{last_change_per_key, Op, RawEntry};
+use crate::error::StorageError;
+use crate::keys::Cf;
+use crate::runtime::OwnedRuntime;
+
+/// Rows fetched per page of a scan.
+const PAGE: i64 = 512;
+
+/// Version of the schema this build creates and reads.
+const SCHEMA_VERSION: i32 = 1;
+
+/// Longest wait for any one database call, the pool's included: past it
+/// the call fails with [`StorageError::Database`] (the server answers 503).
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How to reach the index of record in PostgreSQL.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseConfig {
+    /// A `postgres://user:password@host:port/db?sslmode=…` URL.
+    pub url: String,
+    /// The schema holding berth's tables (created if missing): several
+    /// registries, or tests, can share one database.
+    pub schema: String,
+    /// Connections this node keeps at most.
+    pub pool_size: usize,
+    /// PEM file of CAs trusted for the database's TLS certificate, beside
+    /// the system roots (`sslmode=require` or `prefer` uses TLS).
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Never shows the password.
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &self.redacted_url())
+            .field("schema", &self.schema)
+            .field("pool_size", &self.pool_size)
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+impl DatabaseConfig {
+    /// Defaults for `url`: schema `berth`, 16 connections.
+    pub fn new(url: impl Into<String>) -> DatabaseConfig {
+        DatabaseConfig {
+            url: url.into(),
+            schema: "berth".to_owned(),
+            pool_size: 16,
+            ca_file: None,
+        }
+    }
+
+    /// The URL with its password masked, for messages and logs.
+    pub fn redacted_url(&self) -> String {
+        match url::Url::parse(&self.url) {
+            Ok(mut u) if u.password().is_some() => {
+                let _ = u.set_password(Some("****"));
+                u.to_string()
+            }
+            Ok(u) => u.to_string(),
+            Err(_) => "(unparsable database URL)".to_owned(),
+        }
+    }
+}
+
+impl DatabaseConfig {
+    /// For tests: the database of `BERTH_TEST_DATABASE_URL`, with a schema
+    /// of its own (so tests share one server without seeing each other),
+    /// or `None` when the variable is unset. With
+    /// `BERTH_TEST_DATABASE_REQUIRED` set (the test command sets both) a
+    /// missing URL fails the test instead.
+    #[doc(hidden)]
+    pub fn for_test() -> Option<DatabaseConfig> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let url = std::env::var("BERTH_TEST_DATABASE_URL").unwrap_or_default();
+        if url.is_empty() {
+            assert!(
+                std::env::var_os("BERTH_TEST_DATABASE_REQUIRED").is_none(),
+                "BERTH_TEST_DATABASE_REQUIRED is set but BERTH_TEST_DATABASE_URL is not"
+            );
+            return None;
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let mut c = DatabaseConfig::new(url);
+        c.schema = format!(
+            "t{}_{}_{nanos}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        c.pool_size = 4;
+        Some(c)
+    }
+}
+
+/// Figures of a node's database use, for `/metrics`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DbStats {
+    /// Database calls made, and those that failed.
+    pub calls: u64,
+    pub errors: u64,
+    /// Sum of the calls' latencies (pool wait included), in microseconds.
+    pub latency_us: u64,
+    /// Connections open, idle in the pool, and callers waiting for one.
+    pub pool_size: u64,
+    pub pool_idle: u64,
+    pub pool_waiting: u64,
+    /// Connections allowed at most.
+    pub pool_max: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    calls: AtomicU64,
+    errors: AtomicU64,
+    latency_us: AtomicU64,
+}
+
+/// Statement texts, with the schema name in them.
+struct Sql {
+    get: String,
+    scan_from: String,
+    scan_range: String,
+    keys_from: String,
+    keys_range: String,
+    count: String,
+    upsert: String,
+    delete: String,
+}
+
+impl Sql {
+    fn new(s: &str) -> Sql {
+        let t = format!("{s}.entries");
+        Sql {
+            get: format!("SELECT value FROM {t} WHERE family = $1 AND key = $2"),
+            scan_from: format!("SELECT key, value FROM {t} WHERE family = $1 AND key >= $2 ORDER BY key LIMIT $3"),
+            scan_range: format!("SELECT key, value FROM {t} WHERE family = $1 AND key >= $2 AND key < $4 ORDER BY key LIMIT $3"),
+            keys_from: format!("SELECT key FROM {t} WHERE family = $1 AND key >= $2 ORDER BY key LIMIT $3"),
+            keys_range: format!("SELECT key FROM {t} WHERE family = $1 AND key >= $2 AND key < $4 ORDER BY key LIMIT $3"),
+            count: format!("SELECT count(*) FROM {t} WHERE family = $1"),
+            upsert: format!(
+                "INSERT INTO {t} (family, key, value) \
+                 SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[]) \
+                 ON CONFLICT (family, key) DO UPDATE SET value = EXCLUDED.value"
+            ),
+            delete: format!(
+                "DELETE FROM {t} WHERE (family, key) IN \
+                 (SELECT * FROM unnest($1::text[], $2::bytea[]))"
+            ),
+        }
+    }
+}
+
+/// Failure of one database call, before it is named.
+type DbResult<T> = Result<T, String>;
+
+/// The PostgreSQL index of a cluster node.
+pub(crate) struct PgIndex {
+    pool: Pool,
+    sql: Arc<Sql>,
+    schema: String,
+    /// `pg_advisory_xact_lock` key of the schema's write lock.
+    write_lock: i64,
+    counters: Counters,
+    /// Runs the pool and its connections; dropped last.
+    rt: OwnedRuntime,
+}
+
+/// A transaction holding the cluster's write lock, from
+/// [`PgIndex::begin`] to [`PgIndex::commit`]; dropped uncommitted, it is
+/// rolled back (and its connection closed if even that fails).
+pub(crate) struct PgTxn<'a> {
+    index: &'a PgIndex,
+    client: Option<Object>,
+}
+
+impl Drop for PgTxn<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.client.take() {
+            self.index.rt.run(async move {
+                if c.batch_execute("ROLLBACK").await.is_err() {
+                    drop(Object::take(c));
+                }
+            });
+        }
+    }
+}
+
+/// A schema name berth accepts: it is spliced into statements, so only
+/// `[a-z_][a-z0-9_]{0,62}`.
+fn valid_schema(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && (b[0].is_ascii_lowercase() || b[0] == b'_')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
+}
+
+/// A stable 64-bit advisory lock key for `what` in `schema` (FNV-1a).
+fn lock_key(schema: &str, what: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in "berth:"
+        .bytes()
+        .chain(schema.bytes())
+        .chain(":".bytes())
+        .chain(what.bytes())
+    {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h as i64
+}
+
+fn tls(config: &DatabaseConfig) -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = &config.ca_file {
+        let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut added = 0;
+        for cert in rustls_pki_types::pem::PemObject::pem_slice_iter(&pem) {
+            let cert: rustls_pki_types::CertificateDer<'static> =
+                cert.map_err(|e| format!("{}: {e}", path.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(format!("{}: no PEM certificate in it", path.display()));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
+}
+
+fn db_err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+impl PgIndex {
+    /// Connects to the database `config` names and creates or migrates the
+    /// schema.
+    pub(super) fn open(config: &DatabaseConfig) -> Result<PgIndex, StorageError> {
+        let open_err = |message: String| StorageError::Database {
+            op: "open",
+            message: format!("{}: {message}", config.redacted_url()),
+        };
+        if !valid_schema(&config.schema) {
+            return Err(open_err(format!(
+                "schema name {:?} is not [a-z_][a-z0-9_]* of at most 63 bytes",
+                config.schema
+            )));
+        }
+        let mut pg =
+            tokio_postgres::Config::from_str(&config.url).map_err(|e| open_err(e.to_string()))?;
+        pg.application_name("berth")
+            .connect_timeout(Duration::from_secs(5))
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30))
+            // A holder of the write lock that stops talking is cut off;
+            // lock waits and statements end with an error, not a hang.
+            .options(
+                "-c idle_in_transaction_session_timeout=60000 \
+                 -c lock_timeout=25000 -c statement_timeout=25000",
+            );
+        let tls = tls(config).map_err(open_err)?;
+        let manager = Manager::from_config(
+            pg,
+            tls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let rt = OwnedRuntime::start("berth-pg", 2)
+            .map_err(|e| open_err(format!("start database client runtime: {e}")))?;
+        let pool = {
+            let _in_rt = rt.handle().enter();
+            Pool::builder(manager)
+                .max_size(config.pool_size.max(2))
+                .runtime(deadpool_postgres::Runtime::Tokio1)
+                .wait_timeout(Some(Duration::from_secs(10)))
+                .create_timeout(Some(Duration::from_secs(5)))
+                .recycle_timeout(Some(Duration::from_secs(5)))
+                .build()
+                .map_err(|e| open_err(e.to_string()))?
+        };
+        let index = PgIndex {
+            pool,
+            sql: Arc::new(Sql::new(&config.schema)),
+            schema: config.schema.clone(),
+            write_lock: lock_key(&config.schema, "write"),
+            counters: Counters::default(),
+            rt,
+        };
+        index.migrate().map_err(|e| match e {
+            StorageError::Database { message, .. } => open_err(message),
+            e => e,
+        })?;
+        Ok(index)
+    }
+
+    /// Runs one database call on the index's runtime, bounded by
+    /// [`CALL_TIMEOUT`], counted, its failure named by `op`.
+    fn call<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        fut: impl std::future::Future<Output = DbResult<T>> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let t0 = Instant::now();
+        let r = self.rt.run(async move {
+            match tokio::time::timeout(CALL_TIMEOUT, fut).await {
+                Ok(r) => r,
+                Err(_) => Err(format!("no answer within {} s", CALL_TIMEOUT.as_secs())),
+            }
+        });
+        let c = &self.counters;
+        c.calls.fetch_add(1, Ordering::Relaxed);
+        c.latency_us
+            .fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
+        r.map_err(|message| {
+            c.errors.fetch_add(1, Ordering::Relaxed);
+            StorageError::Database { op, message }
+        })
+    }
+
+    /// Creates the schema's tables, or checks their version, under the
+    /// migration lock (one node at a time).
+    fn migrate(&self) -> Result<(), StorageError> {
+        let pool = self.pool.clone();
+        let s = self.schema.clone();
+        let lock = lock_key(&self.schema, "migrate");
+        self.call("migrate schema", async move {
+            let c = pool.get().await.map_err(db_err)?;
+            let r = async {
+                c.batch_execute(&format!(
+                    "BEGIN; SELECT pg_advisory_xact_lock({lock});
+                     CREATE SCHEMA IF NOT EXISTS {s};
+                     CREATE TABLE IF NOT EXISTS {s}.entries (
+                         family text NOT NULL, key bytea NOT NULL, value bytea NOT NULL,
+                         PRIMARY KEY (family, key));
+                     CREATE TABLE IF NOT EXISTS {s}.schema_version (version integer NOT NULL);"
+                ))
+                .await
+                .map_err(db_err)?;
+                let row = c
+                    .query_one(&format!("SELECT max(version) FROM {s}.schema_version"), &[])
+                    .await
+                    .map_err(db_err)?;
+                match row.get::<_, Option<i32>>(0) {
+                    None => {
+                        c.execute(
+                            &format!("INSERT INTO {s}.schema_version VALUES ($1)"),
+                            &[&SCHEMA_VERSION],
+                        )
+                        .await
+                        .map_err(db_err)?;
+                    }
+                    Some(v) if v == SCHEMA_VERSION => {}
+                    Some(v) => {
+                        return Err(format!(
+                        "schema {s} is at version {v}; this berth knows version {SCHEMA_VERSION}"
+                    ))
+                    }
+                }
+                c.batch_execute("COMMIT").await.map_err(db_err)
+            }
+            .await;
+            if r.is_err() {
+                drop(Object::take(c));
+            }
+            r
+        })
+    }
+
+    pub(super) fn get_raw(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        let (pool, sql, key) = (self.pool.clone(), self.sql.clone(), key.to_vec());
+        self.call("get", async move {
+            let c = pool.get().await.map_err(db_err)?;
+            let st = c.prepare_cached(&sql.get).await.map_err(db_err)?;
+            let row = c
+                .query_opt(&st, &[&cf.name(), &key])
+                .await
+                .map_err(db_err)?;
+            Ok(row.map(|r| r.get::<_, Vec<u8>>(0)))
+        })
+    }
+
+    /// One page of entries of `cf` from `start` (inclusive) to `end`.
+    fn page(
+        &self,
+        cf: Cf,
+        start: Vec<u8>,
+        end: Option<Vec<u8>>,
+        keys_only: bool,
+    ) -> Result<Vec<RawEntry>, StorageError> {
+        let (pool, sql) = (self.pool.clone(), self.sql.clone());
+        self.call("scan", async move {
+            let c = pool.get().await.map_err(db_err)?;
+            let text = match (keys_only, end.is_some()) {
+                (false, false) => &sql.scan_from,
+                (false, true) => &sql.scan_range,
+                (true, false) => &sql.keys_from,
+                (true, true) => &sql.keys_range,
+            };
+            let st = c.prepare_cached(text).await.map_err(db_err)?;
+            let name = cf.name();
+            let rows = match &end {
+                Some(end) => c.query(&st, &[&name, &start, &PAGE, end]).await,
+                None => c.query(&st, &[&name, &start, &PAGE]).await,
+            }
+            .map_err(db_err)?;
+            Ok(rows
+                .into_iter()
+                .map(|r| {
+                    let k: Vec<u8> = r.get(0);
+                    let v: Vec<u8> = if keys_only { Vec::new() } else { r.get(1) };
+                    (k.into_boxed_slice(), v.into_boxed_slice())
+                })
+                .collect())
+        })
+    }
+
+    /// Entries of `cf` from `start` to `end` (exclusive), a page at a time.
+    pub(super) fn raw_scan(
+        &self,
+        cf: Cf,
+        start: Vec<u8>,
+        end: Option<Vec<u8>>,
+        keys_only: bool,
+    ) -> PgScan<'_> {
+        PgScan {
+            index: self,
+            cf,
+            next: Some(start),
+            end,
+            keys_only,
+            buf: VecDeque::new(),
+        }
+    }
+
+    pub(super) fn count(&self, cf: Cf) -> Result<u64, StorageError> {
+        let (pool, sql) = (self.pool.clone(), self.sql.clone());
+        self.call("count", async move {
+            let c = pool.get().await.map_err(db_err)?;
+            let row = c
+                .query_one(&sql.count, &[&cf.name()])
+                .await
+                .map_err(db_err)?;
+            Ok(row.get::<_, i64>(0).max(0) as u64)
+        })
+    }
+
+    /// Opens a transaction and waits for the cluster's write lock in it.
+    pub(super) fn begin(&self) -> Result<PgTxn<'_>, StorageError> {
+        let (pool, lock) = (self.pool.clone(), self.write_lock);
+        let client = self.call("take the write lock", async move {
+            let c = pool.get().await.map_err(db_err)?;
+            let r = c
+                .batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({lock})"))
+                .await;
+            match r {
+                Ok(()) => Ok(c),
+                Err(e) => {
+                    drop(Object::take(c));
+                    Err(db_err(e))
+                }
+            }
+        })?;
+        Ok(PgTxn {
+            index: self,
+            client: Some(client),
+        })
+    }
+
+    /// Applies `ops` in `txn` and commits it, releasing the write lock.
+    /// IMPORTANT: on any failure the connection is closed, not pooled: its
+    /// transaction may be open, aborted or (a lost COMMIT answer)
+    /// committed, and PostgreSQL ends it with the connection.
+    pub(super) fn commit(&self, mut txn: PgTxn<'_>, ops: Vec<Op>) -> Result<(), StorageError> {
+        let Some(c) = txn.client.take() else {
+            return Err(StorageError::Database {
+                op: "commit",
+                message: "transaction already ended".to_owned(),
+            });
+        };
+        let (puts, deletes) = last_change_per_key(ops);
+        let sql = self.sql.clone();
+        self.call("commit", async move {
+            let r = async {
+                if !puts.is_empty() {
+                    let mut fams = Vec::with_capacity(puts.len());
+                    let mut keys = Vec::with_capacity(puts.len());
+                    let mut values = Vec::with_capacity(puts.len());
+                    for (cf, k, v) in puts {
+                        fams.push(cf.name());
+                        keys.push(k);
+                        values.push(v);
+                    }
+                    let st = c.prepare_cached(&sql.upsert).await.map_err(db_err)?;
+                    c.execute(&st, &[&fams, &keys, &values])
+                        .await
+                        .map_err(db_err)?;
+                }
+                if !deletes.is_empty() {
+                    let (fams, keys): (Vec<&str>, Vec<Vec<u8>>) =
+                        deletes.into_iter().map(|(cf, k)| (cf.name(), k)).unzip();
+                    let st = c.prepare_cached(&sql.delete).await.map_err(db_err)?;
+                    c.execute(&st, &[&fams, &keys]).await.map_err(db_err)?;
+                }
+                c.batch_execute("COMMIT").await.map_err(db_err)
+            }
+            .await;
+            if r.is_err() {
+                drop(Object::take(c));
+            }
+            r
+        })
+    }
+
+    /// `VACUUM` of the entries table: no dead row keeps a deleted value in
+    /// the heap.
+    pub(super) fn vacuum(&self) -> Result<(), StorageError> {
+        let (pool, s) = (self.pool.clone(), self.schema.clone());
+        self.call("vacuum", async move {
+            let c = pool.get().await.map_err(db_err)?;
+            c.batch_execute(&format!("VACUUM {s}.entries"))
+                .await
+                .map_err(db_err)
+        })
+    }
+
+    pub(super) fn stats(&self) -> DbStats {
+        let st = self.pool.status();
+        let c = &self.counters;
+        DbStats {
+            calls: c.calls.load(Ordering::Relaxed),
+            errors: c.errors.load(Ordering::Relaxed),
+            latency_us: c.latency_us.load(Ordering::Relaxed),
+            pool_size: st.size as u64,
+            pool_idle: st.available as u64,
+            pool_waiting: st.waiting as u64,
+            pool_max: st.max_size as u64,
+        }
+    }
+}
+
+/// A scan of [`PgIndex::raw_scan`]: fetches the next page when the last
+/// one is used up; after an error it ends.
+pub(crate) struct PgScan<'a> {
+    index: &'a PgIndex,
+    cf: Cf,
+    /// Where the next page starts; `None` once the range is exhausted.
+    next: Option<Vec<u8>>,
+    end: Option<Vec<u8>>,
+    keys_only: bool,
+    buf: VecDeque<RawEntry>,
+}
+
+impl Iterator for PgScan<'_> {
+    type Item = Result<RawEntry, StorageError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.buf.is_empty() {
+            let start = self.next.take()?;
+            match self
+                .index
+                .page(self.cf, start, self.end.clone(), self.keys_only)
+            {
+                Err(e) => return Some(Err(e)),
+                Ok(rows) => {
+                    if rows.len() as i64 == PAGE {
+                        // The smallest key after the last one.
+                        let mut after = rows[rows.len() - 1].0.to_vec();
+                        after.push(0);
+                        self.next = Some(after);
+                    }
+                    self.buf = rows.into();
+                }
+            }
+        }
+        self.buf.pop_front().map(Ok)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        for ok in ["berth", "_t1", "a_b_9"] {
+            assert!(valid_schema(ok), "{ok}");
+        }
+        for bad in ["", "Berth", "9a", "a-b", "a;drop", "a.b", &"a".repeat(64)] {
+            assert!(!valid_schema(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn lock_keys_differ_per_schema_and_purpose() {
+        assert_ne!(lock_key("berth", "write"), lock_key("berth", "migrate"));
+        assert_ne!(lock_key("berth", "write"), lock_key("other", "write"));
+        assert_eq!(lock_key("berth", "write"), lock_key("berth", "write"));
+    }
+
+    #[test]
+    fn redacted_url_hides_the_password() {
+        let c = DatabaseConfig::new("postgres://berth:s3cret@db:5432/berth");
+        assert!(!c.redacted_url().contains("s3cret"));
+        assert!(c.redacted_url().contains("db:5432"));
+    }
+}

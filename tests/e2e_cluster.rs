@@ -1,0 +1,328 @@
+//! Cluster mode end to end: several `berth serve` processes on one
+//! PostgreSQL index (`BERTH_DATABASE_URL`, a schema of their own) and one
+//! Ceph RGW bucket prefix. What one node acknowledges, every other node
+//! answers at once: an image pushed with skopeo to one node pulls bit for
+//! bit from the others, a tag moved on one node is never stale on the
+//! others, a delete is a 404 everywhere at once, a node whose data
+//! directory is wiped serves everything again. And a node that loses its
+//! database answers 503 with the OCI error body (no 500, no panic) and
+//! heals by itself when the database is back.
+//!
+//! Needs what `scripts/test.sh` starts: the S3 server (`S3_*`) and
+//! PostgreSQL (`BERTH_TEST_DATABASE_URL`); `skopeo` on PATH; the `berth`
+//! binary built.
+
+use std::net::ToSocketAddrs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use berth_engine::store::s3::TestTransport;
+use berth_engine::DatabaseConfig;
+use berth_testkit::oci_layout::{self, sha256_digest};
+use berth_testkit::server::{header, http, TestServer};
+use berth_testkit::tcp_proxy::TcpProxy;
+
+/// The database of the test run, or the test is skipped (see
+/// `DatabaseConfig::for_test`: the test command makes it required).
+fn database() -> Option<DatabaseConfig> {
+    let db = DatabaseConfig::for_test();
+    if db.is_none() {
+        eprintln!("BERTH_TEST_DATABASE_URL is not set: cluster tests skipped");
+    }
+    db
+}
+
+/// Environment of a cluster node: the S3 settings `s3` and the database.
+fn node_env(s3: &[(String, String)], db: &DatabaseConfig, url: &str) -> Vec<(String, String)> {
+    let mut env = s3.to_vec();
+    env.push(("BERTH_DATABASE_URL".into(), url.to_owned()));
+    env.push(("BERTH_DATABASE_SCHEMA".into(), db.schema.clone()));
+    env
+}
+
+fn start(data: &Path, env: &[(String, String)]) -> TestServer {
+    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    TestServer::start(data, &refs)
+}
+
+fn skopeo(server: &TestServer, args: &[&str]) -> Vec<u8> {
+    let out = Command::new("skopeo")
+        .args(["--insecure-policy", "--command-timeout", "300s"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running skopeo (is it installed?): {e}"));
+    assert!(
+        out.status.success(),
+        "skopeo {} failed ({})\n--- skopeo stderr ---\n{}\n--- server stderr ---\n{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        server.stderr()
+    );
+    out.stdout
+}
+
+/// Pushes `body` as a blob of `repo` (monolithic POST).
+fn put_blob(node: &TestServer, repo: &str, body: &[u8]) -> String {
+    let d = sha256_digest(body);
+    let (st, _, b) = http(
+        node.addr,
+        "POST",
+        &format!("/v2/{repo}/blobs/uploads/?digest={d}"),
+        &[("Content-Type", "application/octet-stream")],
+        body,
+    );
+    assert_eq!(st, 201, "blob push: {}", String::from_utf8_lossy(&b));
+    d
+}
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+/// An image manifest over `config` and `layer` (digest, size), told apart
+/// from its siblings by `n`.
+fn manifest(config: &(String, usize), layer: &(String, usize), n: u32) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": config.0, "size": config.1},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": layer.0, "size": layer.1}],
+        "annotations": {"n": n.to_string()},
+    }))
+    .expect("manifest JSON")
+}
+
+fn put_manifest(node: &TestServer, repo: &str, reference: &str, body: &[u8]) -> String {
+    let (st, h, b) = http(
+        node.addr,
+        "PUT",
+        &format!("/v2/{repo}/manifests/{reference}"),
+        &[("Content-Type", OCI_MANIFEST)],
+        body,
+    );
+    assert_eq!(st, 201, "manifest PUT: {}", String::from_utf8_lossy(&b));
+    header(&h, "Docker-Content-Digest")
+        .expect("Docker-Content-Digest")
+        .to_owned()
+}
+
+/// Status and `Docker-Content-Digest` of a manifest HEAD.
+fn head_manifest(node: &TestServer, repo: &str, reference: &str) -> (u16, Option<String>) {
+    let (st, h, _) = http(
+        node.addr,
+        "HEAD",
+        &format!("/v2/{repo}/manifests/{reference}"),
+        &[("Accept", OCI_MANIFEST)],
+        b"",
+    );
+    (st, header(&h, "Docker-Content-Digest").map(str::to_owned))
+}
+
+#[test]
+fn every_node_serves_what_any_node_acknowledged() {
+    let Some(db) = database() else { return };
+    let (s3, _bucket) =
+        berth_testkit::s3_server_env(TestTransport::Http, "berth-e2e", "s3", 8 << 20);
+    let env = node_env(&s3, &db, &db.url);
+    let dirs = tempfile::tempdir().expect("tempdir");
+    let mut nodes: Vec<TestServer> = ["a", "b", "c"]
+        .iter()
+        .map(|n| start(&dirs.path().join(n), &env))
+        .collect();
+
+    // A multi-arch image pushed to node a pulls bit for bit from b and c.
+    let src = dirs.path().join("src");
+    let index = oci_layout::write_multi_arch(&src, "v1", "cluster", 300_000);
+    skopeo(
+        &nodes[0],
+        &[
+            "copy",
+            "--all",
+            "--preserve-digests",
+            "--dest-tls-verify=false",
+            &format!("oci:{}:v1", src.display()),
+            &format!("docker://{}/proj/multi:v1", nodes[0].url()),
+        ],
+    );
+    for node in &nodes[1..] {
+        let raw = skopeo(
+            node,
+            &[
+                "inspect",
+                "--raw",
+                "--tls-verify=false",
+                &format!("docker://{}/proj/multi:v1", node.url()),
+            ],
+        );
+        assert_eq!(
+            raw,
+            index.index,
+            "node {} serves other index bytes",
+            node.url()
+        );
+    }
+    let pulled = dirs.path().join("pulled");
+    skopeo(
+        &nodes[2],
+        &[
+            "copy",
+            "--all",
+            "--preserve-digests",
+            "--src-tls-verify=false",
+            &format!("docker://{}/proj/multi:v1", nodes[2].url()),
+            &format!("oci:{}:v1", pulled.display()),
+        ],
+    );
+    for image in &index.images {
+        for d in image.blob_digests() {
+            assert!(
+                oci_layout::read_blob(&src, &d) == oci_layout::read_blob(&pulled, &d),
+                "blob {d} pulled from node c differs from the one pushed to node a"
+            );
+        }
+    }
+
+    // A tag moved 100 times on a: b and c never answer the old digest.
+    let config = b"{\"architecture\":\"amd64\",\"os\":\"linux\"}".to_vec();
+    let layer = b"cluster layer".to_vec();
+    let c = (put_blob(&nodes[0], "proj/moving", &config), config.len());
+    let l = (put_blob(&nodes[0], "proj/moving", &layer), layer.len());
+    let mut stale = Vec::new();
+    for n in 0..100 {
+        let d = put_manifest(&nodes[0], "proj/moving", "latest", &manifest(&c, &l, n));
+        for node in &nodes[1..] {
+            let (st, got) = head_manifest(node, "proj/moving", "latest");
+            if st != 200 || got.as_deref() != Some(d.as_str()) {
+                stale.push((n, node.url(), st, got));
+            }
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "stale answers after a tag move: {stale:?}"
+    );
+
+    // A delete on b is a 404 on a and c at once.
+    let (st, _, _) = http(
+        nodes[1].addr,
+        "DELETE",
+        "/v2/proj/moving/manifests/latest",
+        &[],
+        b"",
+    );
+    assert_eq!(st, 202, "tag delete on node b");
+    for node in [&nodes[0], &nodes[2]] {
+        assert_eq!(
+            head_manifest(node, "proj/moving", "latest").0,
+            404,
+            "node {}",
+            node.url()
+        );
+    }
+
+    // Node b's data directory is only a cache: wiped, it serves everything.
+    nodes[1].kill9();
+    std::fs::remove_dir_all(&nodes[1].data_dir).expect("wipe node b");
+    nodes[1].restart();
+    let again = dirs.path().join("again");
+    skopeo(
+        &nodes[1],
+        &[
+            "copy",
+            "--all",
+            "--preserve-digests",
+            "--src-tls-verify=false",
+            &format!("docker://{}/proj/multi:v1", nodes[1].url()),
+            &format!("oci:{}:v1", again.display()),
+        ],
+    );
+    assert_eq!(
+        oci_layout::read_blob(&again, &index.shared_layer_digest),
+        oci_layout::read_blob(&src, &index.shared_layer_digest),
+        "node b after the wipe"
+    );
+    for node in &mut nodes {
+        node.assert_running();
+    }
+}
+
+#[test]
+fn a_node_without_its_database_answers_503_and_heals() {
+    let Some(db) = database() else { return };
+    let (s3, _bucket) =
+        berth_testkit::s3_server_env(TestTransport::Http, "berth-e2e", "s3", 8 << 20);
+    let url = url::Url::parse(&db.url).expect("database URL");
+    let target = (url.host_str().expect("host"), url.port().unwrap_or(5432))
+        .to_socket_addrs()
+        .expect("resolve database")
+        .next()
+        .expect("database address");
+    let proxy = TcpProxy::start(target);
+    let mut via = url.clone();
+    via.set_port(Some(proxy.addr.port())).expect("port");
+    let env = node_env(&s3, &db, via.as_str());
+    let dirs = tempfile::tempdir().expect("tempdir");
+    let mut node = start(&dirs.path().join("n"), &env);
+
+    let config = b"{}".to_vec();
+    let layer = b"outage layer".to_vec();
+    let c = (put_blob(&node, "proj/app", &config), config.len());
+    let l = (put_blob(&node, "proj/app", &layer), layer.len());
+    let before = put_manifest(&node, "proj/app", "v1", &manifest(&c, &l, 1));
+
+    proxy.cut();
+    let reads_and_writes: [(&str, String, Vec<u8>); 3] = [
+        ("GET", "/v2/proj/app/manifests/v1".into(), Vec::new()),
+        (
+            "PUT",
+            "/v2/proj/app/manifests/v2".into(),
+            manifest(&c, &l, 2),
+        ),
+        ("GET", "/v2/proj/app/tags/list".into(), Vec::new()),
+    ];
+    for (method, path, body) in &reads_and_writes {
+        let (st, h, b) = http(
+            node.addr,
+            method,
+            path,
+            &[("Content-Type", OCI_MANIFEST)],
+            body,
+        );
+        assert_eq!(
+            st,
+            503,
+            "{method} {path} without the database: {}",
+            String::from_utf8_lossy(&b)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&b).expect("OCI error JSON");
+        assert_eq!(
+            v["errors"][0]["code"], "UNAVAILABLE",
+            "{method} {path}: {v}"
+        );
+        assert_eq!(header(&h, "Retry-After"), Some("1"));
+    }
+    node.assert_running();
+
+    proxy.restore();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (st, d) = head_manifest(&node, "proj/app", "v1");
+        if st == 200 {
+            assert_eq!(d.as_deref(), Some(before.as_str()), "v1 after the outage");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no recovery: {st}\n{}",
+            node.stderr()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // Nothing of the refused PUT was written; a new one goes through.
+    assert_eq!(head_manifest(&node, "proj/app", "v2").0, 404);
+    put_manifest(&node, "proj/app", "v2", &manifest(&c, &l, 2));
+    let log = node.stderr();
+    assert!(!log.contains("panicked"), "the node panicked:\n{log}");
+}
