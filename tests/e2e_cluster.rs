@@ -326,3 +326,87 @@ fn a_node_without_its_database_answers_503_and_heals() {
     let log = node.stderr();
     assert!(!log.contains("panicked"), "the node panicked:\n{log}");
 }
+
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Basic {b64}")
+}
+
+#[test]
+fn tokens_and_accounts_of_one_node_hold_on_every_node() {
+    let Some(db) = database() else { return };
+    let (s3, _bucket) =
+        berth_testkit::s3_server_env(TestTransport::Http, "berth-e2e", "s3", 8 << 20);
+    let mut env = node_env(&s3, &db, &db.url);
+    env.push(("BERTH_AUTH_ENABLED".into(), "true".into()));
+    env.push(("BERTH_ADMIN_PASSWORD".into(), "cluster-admin-pw".into()));
+    let dirs = tempfile::tempdir().expect("tempdir");
+    let a = start(&dirs.path().join("a"), &env);
+    let b = start(&dirs.path().join("b"), &env);
+    let admin = basic("admin", "cluster-admin-pw");
+
+    // A token node a issues opens node b.
+    let (st, _, body) = http(
+        a.addr,
+        "GET",
+        "/service/token?service=berth-registry&scope=repository:proj/app:pull,push",
+        &[("Authorization", admin.as_str())],
+        b"",
+    );
+    assert_eq!(
+        st,
+        200,
+        "token from node a: {}",
+        String::from_utf8_lossy(&body)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("token JSON");
+    let token = v["token"].as_str().expect("token field");
+    let bearer = format!("Bearer {token}");
+    let (st, _, _) = http(
+        b.addr,
+        "GET",
+        "/v2/",
+        &[("Authorization", bearer.as_str())],
+        b"",
+    );
+    assert_eq!(st, 200, "node b refuses node a's token");
+    let forged = format!("Bearer {}x", &token[..token.len() - 1]);
+    let (st, _, _) = http(
+        b.addr,
+        "GET",
+        "/v2/",
+        &[("Authorization", forged.as_str())],
+        b"",
+    );
+    assert_eq!(st, 401, "node b accepts an altered token");
+
+    // A user created through node a signs in on node b at once.
+    let user = serde_json::json!({"username": "dev1", "email": "dev1@example.com",
+        "realname": "Dev One", "password": "Dev1-password"});
+    let (st, _, body) = http(
+        a.addr,
+        "POST",
+        "/api/v2.0/users",
+        &[
+            ("Authorization", admin.as_str()),
+            ("Content-Type", "application/json"),
+        ],
+        &serde_json::to_vec(&user).expect("JSON"),
+    );
+    assert_eq!(
+        st,
+        201,
+        "create user on node a: {}",
+        String::from_utf8_lossy(&body)
+    );
+    let dev = basic("dev1", "Dev1-password");
+    let (st, _, _) = http(
+        b.addr,
+        "GET",
+        "/v2/",
+        &[("Authorization", dev.as_str())],
+        b"",
+    );
+    assert_eq!(st, 200, "node b does not know the user node a created");
+}
