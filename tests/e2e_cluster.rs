@@ -246,6 +246,19 @@ fn every_node_serves_what_any_node_acknowledged() {
     for node in &mut nodes {
         node.assert_running();
     }
+
+    // berthctl works online against the database and the bucket: its data
+    // directory is its own cache, and GC is refused but as a dry run.
+    let tool = dirs.path().join("tool");
+    let (code, out, err) = berth_testkit::berthctl_with(&tool, &["stats"], &env);
+    assert_eq!(code, 0, "berthctl stats: {err}");
+    assert!(
+        out.contains("tags       1"),
+        "one tag is left (proj/multi:v1):\n{out}"
+    );
+    let (code, _, err) = berth_testkit::berthctl_with(&tool, &["gc"], &env);
+    assert_ne!(code, 0, "berthctl gc ran in cluster mode");
+    assert!(err.contains("dry run"), "{err}");
 }
 
 #[test]

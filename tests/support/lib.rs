@@ -92,10 +92,20 @@ pub fn s3_server_env(
 /// Runs `berthctl ARGS… --data-dir DATA` to completion: its exit code (-1
 /// when killed by a signal), stdout and stderr.
 pub fn berthctl(data: &Path, args: &[&str]) -> (i32, String, String) {
+    berthctl_with(data, args, &[])
+}
+
+/// [`berthctl`] with `env` added to its environment.
+pub fn berthctl_with(
+    data: &Path,
+    args: &[&str],
+    env: &[(String, String)],
+) -> (i32, String, String) {
     let out = std::process::Command::new(bin_path("berthctl"))
         .args(args)
         .arg("--data-dir")
         .arg(data)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .expect("run berthctl");
     (

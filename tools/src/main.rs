@@ -13,7 +13,8 @@ use std::time::Duration;
 use berth_engine::fsck::FsckOptions;
 use berth_engine::store::StorageSettings;
 use berth_engine::{
-    AccountError, Action, Actions, Engine, EngineConfig, GcOptions, Role, StorageError,
+    AccountError, Action, Actions, DatabaseConfig, Engine, EngineConfig, GcOptions, Role,
+    StorageError,
 };
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -22,7 +23,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 #[command(
     name = "berthctl",
     version,
-    about = "Offline administration of a berth data directory"
+    about = "Offline administration of a berth data directory (online in cluster mode, against its database and bucket)"
 )]
 struct Cli {
     /// The data directory of a stopped berth server.
@@ -225,7 +226,8 @@ fn main() -> ExitCode {
 
 fn run(cli: &Cli) -> Result<ExitCode, CliError> {
     let creates = matches!(cli.command, Command::User(_) | Command::Project(_));
-    if !creates && !cli.data_dir.join("index").exists() {
+    let (backend, database) = storage_backend()?;
+    if !creates && database.is_none() && !cli.data_dir.join("index").exists() {
         return Err(StorageError::Io {
             op: "open data directory",
             path: cli.data_dir.clone(),
@@ -234,7 +236,8 @@ fn run(cli: &Cli) -> Result<ExitCode, CliError> {
         .into());
     }
     let mut ec = EngineConfig::new(&cli.data_dir);
-    ec.backend = storage_backend()?;
+    ec.backend = backend;
+    ec.database = database;
     ec.allow_open_data_dir = cli.allow_open_data_dir;
     let engine = Engine::open(ec)?;
     match &cli.command {
@@ -412,14 +415,20 @@ fn spinner(msg: &'static str) -> ProgressBar {
 /// `BERTH_CACHE_MAX_BYTES`, then the `BERTH_CONFIG` file; parsed by the
 /// engine, `berth_engine::store::settings`), so `gc` and `fsck` see the
 /// bucket the server writes to, not only the local cache.
-fn storage_backend() -> Result<berth_engine::store::Backend, CliError> {
+///
+/// With `BERTH_DATABASE_URL` (cluster mode) the index is the cluster's
+/// database, shared with the running servers; the data directory is then
+/// only this tool's cache (docs/cluster.md).
+fn storage_backend() -> Result<(berth_engine::store::Backend, Option<DatabaseConfig>), CliError> {
     let env = StorageSettings::from_env().map_err(CliError::Usage)?;
     let file = match std::env::var_os("BERTH_CONFIG").filter(|p| !p.is_empty()) {
         Some(path) => StorageSettings::from_config_file(std::path::Path::new(&path))
             .map_err(CliError::Usage)?,
         None => StorageSettings::default(),
     };
-    env.or(file)
-        .resolve()
-        .map_err(|e| CliError::Usage(format!("storage: {e}")))
+    let settings = env.or(file);
+    let usage = |e: String| CliError::Usage(format!("storage: {e}"));
+    let database = settings.database().map_err(usage)?;
+    let backend = settings.resolve().map_err(usage)?;
+    Ok((backend, database))
 }
