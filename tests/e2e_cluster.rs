@@ -14,12 +14,11 @@
 
 use std::net::ToSocketAddrs;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use berth_engine::store::s3::TestTransport;
 use berth_engine::DatabaseConfig;
 use berth_testkit::oci_layout::{self, sha256_digest};
-use berth_testkit::server::{header, http, TestServer};
+use berth_testkit::server::{header, http, skopeo_ok, TestServer};
 use berth_testkit::tcp_proxy::TcpProxy;
 
 /// The database of the test run, or the test is skipped (see
@@ -43,24 +42,6 @@ fn node_env(s3: &[(String, String)], db: &DatabaseConfig, url: &str) -> Vec<(Str
 fn start(data: &Path, env: &[(String, String)]) -> TestServer {
     let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     TestServer::start(data, &refs)
-}
-
-fn skopeo(server: &TestServer, args: &[&str]) -> Vec<u8> {
-    let out = Command::new("skopeo")
-        .args(["--insecure-policy", "--command-timeout", "300s"])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("running skopeo (is it installed?): {e}"));
-    assert!(
-        out.status.success(),
-        "skopeo {} failed ({})\n--- skopeo stderr ---\n{}\n--- server stderr ---\n{}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        server.stderr()
-    );
-    out.stdout
 }
 
 /// Pushes `body` as a blob of `repo` (monolithic POST).
@@ -135,7 +116,7 @@ fn every_node_serves_what_any_node_acknowledged() {
     // A multi-arch image pushed to node a pulls bit for bit from b and c.
     let src = dirs.path().join("src");
     let index = oci_layout::write_multi_arch(&src, "v1", "cluster", 300_000);
-    skopeo(
+    skopeo_ok(
         &nodes[0],
         &[
             "copy",
@@ -147,7 +128,7 @@ fn every_node_serves_what_any_node_acknowledged() {
         ],
     );
     for node in &nodes[1..] {
-        let raw = skopeo(
+        let raw = skopeo_ok(
             node,
             &[
                 "inspect",
@@ -164,7 +145,7 @@ fn every_node_serves_what_any_node_acknowledged() {
         );
     }
     let pulled = dirs.path().join("pulled");
-    skopeo(
+    skopeo_ok(
         &nodes[2],
         &[
             "copy",
@@ -227,7 +208,7 @@ fn every_node_serves_what_any_node_acknowledged() {
     std::fs::remove_dir_all(&nodes[1].data_dir).expect("wipe node b");
     nodes[1].restart();
     let again = dirs.path().join("again");
-    skopeo(
+    skopeo_ok(
         &nodes[1],
         &[
             "copy",

@@ -14,37 +14,17 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_engine::store::s3::TestTransport;
 use berth_engine::store::S3Store;
 use berth_engine::{BlobStore, Digest};
 use berth_testkit::oci_layout::{self, Image};
-use berth_testkit::server::{http, TestServer};
+use berth_testkit::server::{http, skopeo_ok, TestServer};
 
 const MIB: usize = 1 << 20;
 /// Multipart threshold the servers run with: the big layer is above it.
 const THRESHOLD: usize = 8 * MIB;
-
-fn skopeo_ok(server: &TestServer, args: &[&str]) -> Vec<u8> {
-    let out = Command::new("skopeo")
-        .args(["--insecure-policy", "--command-timeout", "300s"])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("running skopeo (is it installed?): {e}"));
-    if !out.status.success() {
-        panic!(
-            "skopeo {} failed ({})\n--- skopeo stderr ---\n{}\n--- server stderr ---\n{}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr),
-            server.stderr()
-        );
-    }
-    out.stdout
-}
 
 fn copy(server: &TestServer, src: &str, dest: &str) {
     skopeo_ok(

@@ -17,14 +17,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use berth_testkit::oci_layout::{self, Image, ImageIndex};
-use berth_testkit::server::{header, http, TestServer};
+use berth_testkit::server::{header, http, skopeo_ok, TestServer, SKOPEO_GLOBAL};
 
 const MIB: usize = 1 << 20;
 
 /// Flags every skopeo run gets: no signature policy (the registry is a local
 /// test server) and a bound on how long a wedged server can stall a test.
-const SKOPEO_GLOBAL: &[&str] = &["--insecure-policy", "--command-timeout", "300s"];
-
 /// `skopeo copy` between a layout and the plain-HTTP test registry, digests
 /// kept bit for bit.
 const COPY: &[&str] = &[
@@ -43,22 +41,6 @@ fn skopeo(args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("running skopeo (is it installed?): {e}"))
-}
-
-/// Runs skopeo with `args`, panics (with skopeo's and the server's stderr)
-/// unless it succeeds; returns its stdout.
-fn skopeo_ok(server: &TestServer, args: &[&str]) -> Vec<u8> {
-    let out = skopeo(args);
-    if !out.status.success() {
-        panic!(
-            "skopeo {} failed ({})\n--- skopeo stderr ---\n{}\n--- server stderr ---\n{}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr),
-            server.stderr()
-        );
-    }
-    out.stdout
 }
 
 fn copy(server: &TestServer, extra: &[&str], src: &str, dest: &str) {

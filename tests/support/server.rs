@@ -166,6 +166,31 @@ impl TestServer {
     }
 }
 
+/// skopeo's global flags in every test: no signature policy file, and a
+/// bound on each command.
+pub const SKOPEO_GLOBAL: &[&str] = &["--insecure-policy", "--command-timeout", "300s"];
+
+/// Runs `skopeo` with [`SKOPEO_GLOBAL`] and `args`; panics (with skopeo's
+/// and the server's stderr) unless it succeeds; returns its stdout.
+pub fn skopeo_ok(server: &TestServer, args: &[&str]) -> Vec<u8> {
+    let out = Command::new("skopeo")
+        .args(SKOPEO_GLOBAL)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running skopeo (is it installed?): {e}"));
+    if !out.status.success() {
+        panic!(
+            "skopeo {} failed ({})\n--- skopeo stderr ---\n{}\n--- server stderr ---\n{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            server.stderr()
+        );
+    }
+    out.stdout
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
