@@ -210,20 +210,54 @@ pub(crate) struct PgIndex {
     rt: OwnedRuntime,
 }
 
+/// A pooled connection inside a transaction. Unless [`InTxn::ended`] says
+/// the transaction is over, dropping it — on an error, or with its call's
+/// future at the call's timeout — closes the connection instead of pooling
+/// it: PostgreSQL then ends the transaction, and releases its locks, with
+/// the connection. So no pooled connection is ever inside a transaction.
+struct InTxn(Option<Object>);
+
+impl InTxn {
+    /// The transaction is committed or rolled back: back to the pool.
+    fn ended(mut self) -> Object {
+        self.0
+            .take()
+            .expect("an InTxn holds its connection until ended or dropped")
+    }
+}
+
+impl std::ops::Deref for InTxn {
+    type Target = Object;
+    fn deref(&self) -> &Object {
+        self.0
+            .as_ref()
+            .expect("an InTxn holds its connection until ended or dropped")
+    }
+}
+
+impl Drop for InTxn {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            drop(Object::take(c));
+        }
+    }
+}
+
 /// A transaction holding the cluster's write lock, from
 /// [`PgIndex::begin`] to [`PgIndex::commit`]; dropped uncommitted, it is
-/// rolled back (and its connection closed if even that fails).
+/// rolled back (its connection closed if that fails or takes 5 s).
 pub(crate) struct PgTxn<'a> {
     index: &'a PgIndex,
-    client: Option<Object>,
+    client: Option<InTxn>,
 }
 
 impl Drop for PgTxn<'_> {
     fn drop(&mut self) {
         if let Some(c) = self.client.take() {
             self.index.rt.run(async move {
-                if c.batch_execute("ROLLBACK").await.is_err() {
-                    drop(Object::take(c));
+                let rollback = c.batch_execute("ROLLBACK");
+                if let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(5), rollback).await {
+                    drop(c.ended());
                 }
             });
         }
@@ -382,45 +416,40 @@ impl PgIndex {
         let s = self.schema.clone();
         let lock = lock_key(&self.schema, "migrate");
         self.call("migrate schema", async move {
-            let c = pool.get().await.map_err(db_err)?;
-            let r = async {
-                c.batch_execute(&format!(
-                    "BEGIN; SELECT pg_advisory_xact_lock({lock});
+            let c = InTxn(Some(pool.get().await.map_err(db_err)?));
+            c.batch_execute(&format!(
+                "BEGIN; SELECT pg_advisory_xact_lock({lock});
                      CREATE SCHEMA IF NOT EXISTS {s};
                      CREATE TABLE IF NOT EXISTS {s}.entries (
                          family text NOT NULL, key bytea NOT NULL, value bytea NOT NULL,
                          PRIMARY KEY (family, key));
                      CREATE TABLE IF NOT EXISTS {s}.schema_version (version integer NOT NULL);"
-                ))
+            ))
+            .await
+            .map_err(db_err)?;
+            let row = c
+                .query_one(&format!("SELECT max(version) FROM {s}.schema_version"), &[])
                 .await
                 .map_err(db_err)?;
-                let row = c
-                    .query_one(&format!("SELECT max(version) FROM {s}.schema_version"), &[])
+            match row.get::<_, Option<i32>>(0) {
+                None => {
+                    c.execute(
+                        &format!("INSERT INTO {s}.schema_version VALUES ($1)"),
+                        &[&SCHEMA_VERSION],
+                    )
                     .await
                     .map_err(db_err)?;
-                match row.get::<_, Option<i32>>(0) {
-                    None => {
-                        c.execute(
-                            &format!("INSERT INTO {s}.schema_version VALUES ($1)"),
-                            &[&SCHEMA_VERSION],
-                        )
-                        .await
-                        .map_err(db_err)?;
-                    }
-                    Some(v) if v == SCHEMA_VERSION => {}
-                    Some(v) => {
-                        return Err(format!(
+                }
+                Some(v) if v == SCHEMA_VERSION => {}
+                Some(v) => {
+                    return Err(format!(
                         "schema {s} is at version {v}; this berth knows version {SCHEMA_VERSION}"
                     ))
-                    }
                 }
-                c.batch_execute("COMMIT").await.map_err(db_err)
             }
-            .await;
-            if r.is_err() {
-                drop(Object::take(c));
-            }
-            r
+            c.batch_execute("COMMIT").await.map_err(db_err)?;
+            drop(c.ended());
+            Ok(())
         })
     }
 
@@ -506,17 +535,11 @@ impl PgIndex {
     pub(super) fn begin(&self) -> Result<PgTxn<'_>, StorageError> {
         let (pool, lock) = (self.pool.clone(), self.write_lock);
         let client = self.call("take the write lock", async move {
-            let c = pool.get().await.map_err(db_err)?;
-            let r = c
-                .batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({lock})"))
-                .await;
-            match r {
-                Ok(()) => Ok(c),
-                Err(e) => {
-                    drop(Object::take(c));
-                    Err(db_err(e))
-                }
-            }
+            let c = InTxn(Some(pool.get().await.map_err(db_err)?));
+            c.batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({lock})"))
+                .await
+                .map_err(db_err)?;
+            Ok(c)
         })?;
         Ok(PgTxn {
             index: self,
@@ -525,9 +548,9 @@ impl PgIndex {
     }
 
     /// Applies `ops` in `txn` and commits it, releasing the write lock.
-    /// IMPORTANT: on any failure the connection is closed, not pooled: its
-    /// transaction may be open, aborted or (a lost COMMIT answer)
-    /// committed, and PostgreSQL ends it with the connection.
+    /// IMPORTANT: on any failure the connection is closed, not pooled
+    /// ([`InTxn`]): its transaction may be open, aborted or (a lost COMMIT
+    /// answer) committed, and PostgreSQL ends it with the connection.
     pub(super) fn commit(&self, mut txn: PgTxn<'_>, ops: Vec<Op>) -> Result<(), StorageError> {
         let Some(c) = txn.client.take() else {
             return Err(StorageError::Database {
@@ -538,34 +561,29 @@ impl PgIndex {
         let (puts, deletes) = last_change_per_key(ops);
         let sql = self.sql.clone();
         self.call("commit", async move {
-            let r = async {
-                if !puts.is_empty() {
-                    let mut fams = Vec::with_capacity(puts.len());
-                    let mut keys = Vec::with_capacity(puts.len());
-                    let mut values = Vec::with_capacity(puts.len());
-                    for (cf, k, v) in puts {
-                        fams.push(cf.name());
-                        keys.push(k);
-                        values.push(v);
-                    }
-                    let st = c.prepare_cached(&sql.upsert).await.map_err(db_err)?;
-                    c.execute(&st, &[&fams, &keys, &values])
-                        .await
-                        .map_err(db_err)?;
+            if !puts.is_empty() {
+                let mut fams = Vec::with_capacity(puts.len());
+                let mut keys = Vec::with_capacity(puts.len());
+                let mut values = Vec::with_capacity(puts.len());
+                for (cf, k, v) in puts {
+                    fams.push(cf.name());
+                    keys.push(k);
+                    values.push(v);
                 }
-                if !deletes.is_empty() {
-                    let (fams, keys): (Vec<&str>, Vec<Vec<u8>>) =
-                        deletes.into_iter().map(|(cf, k)| (cf.name(), k)).unzip();
-                    let st = c.prepare_cached(&sql.delete).await.map_err(db_err)?;
-                    c.execute(&st, &[&fams, &keys]).await.map_err(db_err)?;
-                }
-                c.batch_execute("COMMIT").await.map_err(db_err)
+                let st = c.prepare_cached(&sql.upsert).await.map_err(db_err)?;
+                c.execute(&st, &[&fams, &keys, &values])
+                    .await
+                    .map_err(db_err)?;
             }
-            .await;
-            if r.is_err() {
-                drop(Object::take(c));
+            if !deletes.is_empty() {
+                let (fams, keys): (Vec<&str>, Vec<Vec<u8>>) =
+                    deletes.into_iter().map(|(cf, k)| (cf.name(), k)).unzip();
+                let st = c.prepare_cached(&sql.delete).await.map_err(db_err)?;
+                c.execute(&st, &[&fams, &keys]).await.map_err(db_err)?;
             }
-            r
+            c.batch_execute("COMMIT").await.map_err(db_err)?;
+            drop(c.ended());
+            Ok(())
         })
     }
 
