@@ -25,7 +25,9 @@ BUCKET=${BENCH_S3_BUCKET:-berth-bench}
 mkdir -p "$DATADIR"; DATADIR=$(cd "$DATADIR" && pwd)
 RUN=r$(date +%s%N | sha256sum | cut -c1-12)
 # The bucket, created once (an existing one answers 409 and is fine).
+# SigV4 by curl; the payload hash is the empty body's, which RGW checks.
 curl -s -o /dev/null -X PUT --aws-sigv4 "aws:amz:${S3_REGION:-us-east-1}:s3" \
+  -H "x-amz-content-sha256: $(printf '' | sha256sum | cut -d' ' -f1)" \
   --user "$S3_ACCESS_KEY:$S3_SECRET_KEY" "$S3_ENDPOINT/$BUCKET" || true
 export BERTH_STORAGE_BACKEND=s3 BERTH_S3_ENDPOINT=$S3_ENDPOINT BERTH_S3_BUCKET=$BUCKET \
   BERTH_S3_ACCESS_KEY=$S3_ACCESS_KEY BERTH_S3_SECRET_KEY=$S3_SECRET_KEY \

@@ -542,14 +542,15 @@ impl Engine {
         let Some(digest) = inner.resolve(repo, reference)? else {
             return Ok(None);
         };
-        if !inner
-            .index
-            .contains(&RepoManifestKey(repo.clone(), digest.clone()))?
-        {
+        // One read of the three keys (one round trip in cluster mode).
+        let (in_repo, rec, body) = inner.index.get3(
+            &RepoManifestKey(repo.clone(), digest.clone()),
+            &ManifestKey(digest.clone()),
+            &BodyKey(digest.clone()),
+        )?;
+        if in_repo.is_none() {
             return Ok(None);
         }
-        let rec = inner.index.get(&ManifestKey(digest.clone()))?;
-        let body = inner.index.get(&BodyKey(digest.clone()))?;
         match (rec, body) {
             (Some(rec), Some(ManifestBody(body))) => Ok(Some(Manifest {
                 digest,

@@ -202,6 +202,33 @@ impl Index {
         }
     }
 
+    /// The values of three keys of any families, read together (one
+    /// round trip to PostgreSQL; RocksDB's multi-get). Not a snapshot,
+    /// like any two reads.
+    pub(crate) fn get3<A: IndexKey, B: IndexKey, C: IndexKey>(
+        &self,
+        a: &A,
+        b: &B,
+        c: &C,
+    ) -> Result<(Option<A::Value>, Option<B::Value>, Option<C::Value>), StorageError> {
+        let keys = [
+            (A::CF, a.encode()),
+            (B::CF, b.encode()),
+            (C::CF, c.encode()),
+        ];
+        let mut v = match self {
+            Index::Rocks(r) => r.get_many(&keys)?,
+            Index::Pg(p) => p.get_many(&keys)?,
+        }
+        .into_iter();
+        let mut next = || v.next().flatten();
+        Ok((
+            next().map(|x| decode_value(a, &x)).transpose()?,
+            next().map(|x| decode_value(b, &x)).transpose()?,
+            next().map(|x| decode_value(c, &x)).transpose()?,
+        ))
+    }
+
     /// True if `key` is present (its value is not read).
     pub(crate) fn contains<K: IndexKey>(&self, key: &K) -> Result<bool, StorageError> {
         Ok(self.get_raw(K::CF, &key.encode())?.is_some())

@@ -163,6 +163,7 @@ struct Counters {
 /// Statement texts, with the schema name in them.
 struct Sql {
     get: String,
+    get_many: String,
     scan_from: String,
     scan_range: String,
     keys_from: String,
@@ -177,6 +178,10 @@ impl Sql {
         let t = format!("{s}.entries");
         Sql {
             get: format!("SELECT value FROM {t} WHERE family = $1 AND key = $2"),
+            get_many: format!(
+                "SELECT family, key, value FROM {t} WHERE (family, key) IN \
+                 (SELECT * FROM unnest($1::text[], $2::bytea[]))"
+            ),
             scan_from: format!("SELECT key, value FROM {t} WHERE family = $1 AND key >= $2 ORDER BY key LIMIT $3"),
             scan_range: format!("SELECT key, value FROM {t} WHERE family = $1 AND key >= $2 AND key < $4 ORDER BY key LIMIT $3"),
             keys_from: format!("SELECT key FROM {t} WHERE family = $1 AND key >= $2 ORDER BY key LIMIT $3"),
@@ -463,6 +468,29 @@ impl PgIndex {
                 .await
                 .map_err(db_err)?;
             Ok(row.map(|r| r.get::<_, Vec<u8>>(0)))
+        })
+    }
+
+    /// The values of several keys, in order, in one query.
+    pub(super) fn get_many(
+        &self,
+        keys: &[(Cf, Vec<u8>)],
+    ) -> Result<Vec<Option<Vec<u8>>>, StorageError> {
+        let (pool, sql, keys) = (self.pool.clone(), self.sql.clone(), keys.to_vec());
+        self.call("get", async move {
+            let c = pool.get().await.map_err(db_err)?;
+            let st = c.prepare_cached(&sql.get_many).await.map_err(db_err)?;
+            let fams: Vec<&str> = keys.iter().map(|(cf, _)| cf.name()).collect();
+            let ks: Vec<&[u8]> = keys.iter().map(|(_, k)| k.as_slice()).collect();
+            let rows = c.query(&st, &[&fams, &ks]).await.map_err(db_err)?;
+            let mut out = vec![None; keys.len()];
+            for r in rows {
+                let (f, k): (&str, &[u8]) = (r.get(0), r.get(1));
+                if let Some(i) = keys.iter().position(|(cf, key)| cf.name() == f && key == k) {
+                    out[i] = Some(r.get::<_, Vec<u8>>(2));
+                }
+            }
+            Ok(out)
         })
     }
 

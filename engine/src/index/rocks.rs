@@ -60,6 +60,18 @@ impl RocksIndex {
             .map_err(StorageError::index("get"))
     }
 
+    /// The values of several keys, in order, in one call.
+    pub(super) fn get_many(
+        &self,
+        keys: &[(Cf, Vec<u8>)],
+    ) -> Result<Vec<Option<Vec<u8>>>, StorageError> {
+        self.db
+            .multi_get_cf(keys.iter().map(|(cf, k)| (self.handle(*cf), k.as_slice())))
+            .into_iter()
+            .map(|r| r.map_err(StorageError::index("get")))
+            .collect()
+    }
+
     /// Entries of `cf` from `start` up to `end` (exclusive). `bulk` walks
     /// do not fill the block cache.
     pub(super) fn raw_scan(
