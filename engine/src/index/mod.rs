@@ -53,6 +53,13 @@ use crate::records::Record;
 
 pub use pg::DatabaseConfig;
 
+/// The values [`Index::get3`] reads.
+type Three<A, B, C> = (
+    Option<<A as IndexKey>::Value>,
+    Option<<B as IndexKey>::Value>,
+    Option<<C as IndexKey>::Value>,
+);
+
 /// A key and value as stored.
 type RawEntry = (Box<[u8]>, Box<[u8]>);
 
@@ -210,7 +217,7 @@ impl Index {
         a: &A,
         b: &B,
         c: &C,
-    ) -> Result<(Option<A::Value>, Option<B::Value>, Option<C::Value>), StorageError> {
+    ) -> Result<Three<A, B, C>, StorageError> {
         let keys = [
             (A::CF, a.encode()),
             (B::CF, b.encode()),
