@@ -180,13 +180,16 @@ impl Inner {
             };
             let UploadKey(id) = key;
             let Some(staged) = self.store.open_staged(&id).map_err(|e| self.store_err(e))? else {
-                if let Some(d) = self.published_by_crash(&rec)? {
-                    published.push((id, rec, d));
+                if self.index.is_shared() {
+                    // Cluster mode: a session not staged here is another
+                    // node's, maybe completing right now; only it may
+                    // finish or drop it. (One this node published before a
+                    // crash was never acknowledged: expiry removes it and
+                    // the client uploads again.)
                     continue;
                 }
-                if self.index.is_shared() {
-                    // Cluster mode: another node may be staging it; its
-                    // own recovery, or expiry, decides.
+                if let Some(d) = self.published_by_crash(&rec)? {
+                    published.push((id, rec, d));
                     continue;
                 }
                 tracing::warn!(upload = %id, "staged upload missing; dropping session");
