@@ -538,6 +538,25 @@ impl Engine {
 
         for r in entries(&inner.index, UploadKey::all()) {
             let (UploadKey(id), rec) = r?;
+            if inner.index.is_shared() {
+                // Cluster mode: the bytes are the record's segments, which
+                // must tile [0, offset) (their objects are other nodes'
+                // business until a writer reads them).
+                let mut at = 0;
+                let tiled = rec.segments.iter().all(|s| {
+                    let next = s.start == at && s.end > s.start;
+                    at = s.end;
+                    next
+                }) && at == rec.offset;
+                if !tiled {
+                    add(
+                        format!("upload {id}"),
+                        format!("segments do not tile [0, {})", rec.offset),
+                    );
+                    fixes.push(Fix::DropUpload(id, rec.owner.clone()));
+                }
+                continue;
+            }
             let len = match inner.store.open_staged(&id)? {
                 Some(staged) => Some(staged.len()?),
                 None => None,
@@ -922,6 +941,8 @@ mod tests {
             created_ms: 0,
             updated_ms: 0,
             publishing: None,
+            segments: Vec::new(),
+            hash_state: None,
         };
         let candidate = GcCandidateKey(b.clone()).encode();
         let reverse = BlobRepoKey(l.clone(), repo.clone()).encode();
@@ -1097,6 +1118,8 @@ mod tests {
                 created_ms: 0,
                 updated_ms: 0,
                 publishing: None,
+                segments: Vec::new(),
+                hash_state: None,
             };
             plant(
                 &e,

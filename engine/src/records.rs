@@ -305,6 +305,33 @@ pub struct UploadRecord {
     /// between publishing and its commit point (`Inner::recover_uploads`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publishing: Option<Digest>,
+    /// Cluster mode: where the session's `offset` bytes are, in order (the
+    /// store's shared staging, `BlobStore::put_segment`); empty on one node,
+    /// whose bytes are staged under the upload id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<Segment>,
+    /// Cluster mode: the running hash after `offset` bytes (hex of
+    /// `Hasher::state`), so any node goes on hashing where the last one
+    /// stopped; `None` when the algorithm has no such state (BLAKE3: the
+    /// prefix is hashed again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_state: Option<String>,
+}
+
+/// One piece of a cluster-mode upload session's bytes: the store's segment
+/// `name` holds bytes `[start, end)` of the upload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Segment {
+    pub name: String,
+    pub start: u64,
+    pub end: u64,
+}
+
+impl Segment {
+    /// Its size in bytes (0 for a record whose end is before its start).
+    pub fn size(&self) -> u64 {
+        self.end.saturating_sub(self.start)
+    }
 }
 
 /// `repos`: a repository exists (has held a link or manifest).

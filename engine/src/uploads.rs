@@ -13,6 +13,22 @@
 //! state. While the process lives the running hasher is kept in memory
 //! ([`Session`]); after a restart the first writer re-derives it by hashing
 //! the prefix once.
+//!
+//! Cluster mode (a shared index): a session's requests may reach any node,
+//! so nothing of it may live on one. Each request's bytes are staged
+//! locally as a buffer only; the acknowledgement stores them in the
+//! store's shared staging as a new segment (`BlobStore::put_segment`) and
+//! records the segment list and the hasher's state (`Hasher::state`) in
+//! the session record, in one commit that checks the record is still the
+//! one the writer started from (a second node writing the same session at
+//! once loses with an offset mismatch and its segment is dropped). A last
+//! segment under `MIN_SEGMENT` is reopened by the next writer and replaced
+//! by a longer one, so every segment but the last is big enough for the
+//! bucket to compose them as multipart parts; completion composes them
+//! into the blob inside the bucket (`BlobStore::compose`). The layout and
+//! the resumable hash follow CNCF distribution's S3 uploads
+//! (`_uploads/<id>/data` and its hash states), the session state lives in
+//! the index of record instead of beside the bytes.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,9 +41,10 @@ use crate::index::Batch;
 use crate::keys::{BlobKey, BlobRepoKey, LinkKey, RepoKey, UploadKey, WholeFamily};
 use crate::names::RepoName;
 use crate::records::{
-    self, BlobInfo, BlobRecord, BlobState, Count, Empty, LinkRecord, RepoRecord, Tier, UploadRecord,
+    self, BlobInfo, BlobRecord, BlobState, Count, Empty, LinkRecord, RepoRecord, Segment, Tier,
+    UploadRecord,
 };
-use crate::store::{PutMode, Staged, StoreError};
+use crate::store::{PutMode, Staged, StoreError, MIN_SEGMENT};
 
 /// Writes at least this large hash on a second thread while writing.
 const PARALLEL_HASH_MIN: usize = 1 << 20;
@@ -149,6 +166,9 @@ impl Inner {
     /// also a published one (`open_staged`), so the cut can only shorten
     /// bytes no blob owns.
     pub(crate) fn recover_uploads(&self) -> Result<(), StorageError> {
+        if self.index.is_shared() {
+            return self.recover_shared_uploads();
+        }
         let mut live = std::collections::HashSet::new();
         let mut owners: HashMap<String, u64> = HashMap::new();
         let mut dead = Vec::new();
@@ -233,6 +253,33 @@ impl Inner {
                 tracing::info!(upload = %id, "aborting a staged upload without a session record");
                 if let Err(e) = self.store.abort(&id) {
                     tracing::warn!(upload = %id, error = %e, "aborting a staged upload");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Cluster mode: what is staged on this node under an upload id is the
+    /// buffer of a request a crash cut, never acknowledged (acknowledged
+    /// bytes are segments in the shared staging, named in the records,
+    /// which every node may go on with): every such buffer is aborted, and
+    /// no record is touched. The per-owner session counts start from the
+    /// cluster's records (the bound then counts this node's begins and
+    /// completions: per node, seeded from every node's sessions).
+    fn recover_shared_uploads(&self) -> Result<(), StorageError> {
+        let mut owners: HashMap<String, u64> = HashMap::new();
+        for r in self.index.scan(UploadKey::all()) {
+            match r {
+                Ok((_, rec)) if !rec.owner.is_empty() => *owners.entry(rec.owner).or_default() += 1,
+                Ok(_) | Err(StorageError::CorruptKey(_)) | Err(StorageError::Corrupt { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        *self.upload_owners.lock().unwrap_or_else(|p| p.into_inner()) = owners;
+        for id in self.store.staged_ids().map_err(|e| self.store_err(e))? {
+            if valid_upload_id(&id) {
+                if let Err(e) = self.store.abort(&id) {
+                    tracing::warn!(upload = %id, error = %e, "aborting an unacknowledged upload buffer");
                 }
             }
         }
@@ -330,7 +377,18 @@ impl Inner {
         if let Err(e) = self.store.abort(id) {
             tracing::warn!(upload = %id, error = %e, "aborting the staged blob of a cancelled session");
         }
+        if !rec.segments.is_empty() {
+            self.drop_segments(id, None);
+        }
         Ok(())
+    }
+
+    /// Removes upload `id`'s segment `name`, or all of them (best effort:
+    /// one left behind is garbage no record names, logged).
+    fn drop_segments(&self, id: &str, name: Option<&str>) {
+        if let Err(e) = self.store.drop_segments(id, name) {
+            tracing::warn!(upload = %id, error = %e, "removing upload segments");
+        }
     }
 
     /// Adds `digest` to `repo` in `batch`: link, reverse link, repository
@@ -414,13 +472,18 @@ impl Inner {
         Ok(())
     }
 
-    /// Commits `staged` into the blob store as `digest`; a failed fsync
+    /// Publishes `pending` in the blob store as `digest`; a failed fsync
     /// there poisons the engine.
-    fn store_commit(&self, digest: &Digest, staged: Staged) -> Result<(), StorageError> {
-        self.store
-            .commit(staged, digest, PutMode::CreateOnly)
-            .map(|_| ())
-            .map_err(|e| self.store_err(e))
+    fn store_commit(&self, digest: &Digest, pending: Pending) -> Result<(), StorageError> {
+        match pending {
+            Pending::Staged(staged) => self.store.commit(staged, digest, PutMode::CreateOnly),
+            Pending::Segments { upload, segments } => {
+                self.store
+                    .compose(&upload, &segments, digest, PutMode::CreateOnly)
+            }
+        }
+        .map(|_| ())
+        .map_err(|e| self.store_err(e))
     }
 
     /// Stores `data` (which hashes to `digest`) in the blob store, unless
@@ -482,10 +545,11 @@ impl Inner {
         repo: &RepoName,
         digest: &Digest,
         size: u64,
-        staged: Staged,
+        pending: Pending,
     ) -> Result<BlobInfo, StorageError> {
-        let upload_id = staged.id().to_owned();
-        let mut staged = Some(staged);
+        let upload_id = pending.upload_id().to_owned();
+        let shared = matches!(pending, Pending::Segments { .. });
+        let mut staged = Some(pending);
         self.check_poison()?;
         let _pin = self.gc_digests.pin(digest);
         let key = BlobKey(digest.clone());
@@ -526,7 +590,10 @@ impl Inner {
         // store unindexed (fsck reports it; a later commit reuses it).
         self.commit(_g, batch)?;
         self.release_upload_slot(&owner);
-        if staged.take().is_some() {
+        if shared {
+            // The segments are in the blob now, or the blob was there.
+            self.drop_segments(&upload_id, None);
+        } else if staged.take().is_some() {
             // The blob was already stored: drop our copy. A failure leaves
             // an orphan staged id, aborted by the next open.
             if let Err(e) = self.store.abort(&upload_id) {
@@ -573,8 +640,12 @@ impl Engine {
         })?;
         let id = hex::encode(raw);
         // IMPORTANT: the staged blob exists durably before the record names
-        // it, so recovery never sees a record without its staged blob.
-        drop(inner.store.stage(&id).map_err(|e| inner.store_err(e))?);
+        // it, so recovery never sees a record without its staged blob. (In
+        // cluster mode a record names segments, none yet.)
+        if !inner.index.is_shared() {
+            drop(inner.store.stage(&id).map_err(|e| inner.store_err(e))?);
+        }
+        let hasher = Hasher::new(algorithm);
         let now = records::now_ms();
         let rec = UploadRecord {
             repo: repo.to_string(),
@@ -584,6 +655,8 @@ impl Engine {
             created_ms: now,
             updated_ms: now,
             publishing: None,
+            segments: Vec::new(),
+            hash_state: None,
         };
         {
             let _g = inner.lock()?;
@@ -598,8 +671,7 @@ impl Engine {
         }
         slot.keep();
         let session = inner.session(&id);
-        session.lock().unwrap_or_else(|p| p.into_inner()).hasher =
-            Some((Hasher::new(algorithm), 0));
+        session.lock().unwrap_or_else(|p| p.into_inner()).hasher = Some((hasher, 0));
         Ok(UploadStatus { id, offset: 0 })
     }
 
@@ -642,9 +714,11 @@ impl Engine {
             session,
             holds: true,
             staged: None,
+            base: 0,
             start: 0,
             pos: 0,
             hasher: Hasher::new(algorithm),
+            segments: None,
         };
         // IMPORTANT: the durable offset is read only now that this writer
         // holds the session. Read before, it could predate the commit of a
@@ -672,6 +746,10 @@ impl Engine {
         }
         writer.start = rec.offset;
         writer.pos = rec.offset;
+        if inner.index.is_shared() {
+            writer.open_shared(&rec, cached)?;
+            return Ok(writer);
+        }
         // The store hands out only a staged blob that no published blob
         // shares bytes with, so the cut below cannot damage one.
         let Some(staged) = inner
@@ -764,6 +842,26 @@ fn hash_prefix(staged: &Staged, alg: Algorithm, len: u64) -> Result<Hasher, Stor
     Ok(h)
 }
 
+/// Hashes the bytes of `segments` of upload `id` with `alg`, in order.
+fn hash_segments(
+    inner: &Inner,
+    id: &str,
+    segments: &[Segment],
+    alg: Algorithm,
+) -> Result<Hasher, StorageError> {
+    let mut h = Hasher::new(alg);
+    for s in segments {
+        inner
+            .store
+            .read_segment(id, &s.name, &mut |chunk| {
+                h.update(chunk);
+                Ok(())
+            })
+            .map_err(|e| inner.store_err(e))?;
+    }
+    Ok(h)
+}
+
 /// One owner's session slot between [`Inner::take_upload_slot`] and the
 /// commit of the session's record; dropped before that, it goes back.
 struct UploadSlot<'a> {
@@ -802,12 +900,45 @@ pub struct UploadWriter {
     /// commit had released it, would clear the flag of the next writer and
     /// let a third one in on the same offset.
     holds: bool,
-    /// The session's staged blob; `None` once a write failed or it was
-    /// handed to the commit.
+    /// The session's staged blob (in cluster mode this request's buffer);
+    /// `None` once a write failed or it was handed to the commit.
     staged: Option<Staged>,
+    /// The upload offset of `staged`'s first byte: 0 on one node; in
+    /// cluster mode the durable offset, or the start of a short last
+    /// segment reopened into the buffer.
+    base: u64,
     start: u64,
     pos: u64,
     hasher: Hasher,
+    /// Cluster mode: the segments of the record this writer started from.
+    segments: Option<SharedTail>,
+}
+
+/// What a cluster-mode writer started from: the record's segments, and
+/// the short last one it reopened into its buffer (which its own segment
+/// replaces).
+struct SharedTail {
+    segments: Vec<Segment>,
+    reopened: Option<Segment>,
+}
+
+/// What `commit_blob` publishes: a staged blob, or (cluster mode) an
+/// upload's segments in the shared staging.
+pub(crate) enum Pending {
+    Staged(Staged),
+    Segments {
+        upload: String,
+        segments: Vec<Segment>,
+    },
+}
+
+impl Pending {
+    fn upload_id(&self) -> &str {
+        match self {
+            Pending::Staged(s) => s.id(),
+            Pending::Segments { upload, .. } => upload,
+        }
+    }
 }
 
 impl UploadWriter {
@@ -844,7 +975,10 @@ impl UploadWriter {
                     detail: "upload size overflows".to_owned(),
                 })
             })?;
+        let base = self.base;
         let write_at = |mut pos: u64| -> Result<(), StoreError> {
+            // pos >= base: the writer only moves forward from it.
+            pos -= base;
             for c in chunks {
                 staged.write_at(c.as_ref(), pos)?;
                 pos += c.as_ref().len() as u64;
@@ -871,6 +1005,108 @@ impl UploadWriter {
         Ok(())
     }
 
+    /// Cluster mode: prepares this writer on `rec`, read under the
+    /// session: a fresh local buffer (whatever this node had staged for the
+    /// session is an unacknowledged leftover), the short last segment
+    /// reopened into it, and the hasher at the durable offset (from the
+    /// record's state, this node's cache, or the segments hashed again).
+    fn open_shared(
+        &mut self,
+        rec: &UploadRecord,
+        cached: Option<(Hasher, u64)>,
+    ) -> Result<(), UploadError> {
+        let inner = self.inner.clone();
+        inner
+            .store
+            .abort(&self.id)
+            .map_err(|e| inner.store_err(e))?;
+        let buffer = inner
+            .store
+            .stage(&self.id)
+            .map_err(|e| inner.store_err(e))?;
+        let mut reopened = None;
+        if let Some(last) = rec.segments.last().filter(|s| s.size() < MIN_SEGMENT) {
+            let mut at = 0u64;
+            inner
+                .store
+                .read_segment(&self.id, &last.name, &mut |chunk| {
+                    buffer.write_at(chunk, at)?;
+                    at += chunk.len() as u64;
+                    Ok(())
+                })
+                .map_err(|e| inner.store_err(e))?;
+            if at != last.size() || last.end != rec.offset {
+                return Err(StorageError::Corrupt {
+                    what: UploadKey(self.id.clone()).to_string(),
+                    detail: format!(
+                        "segment {} holds {at} bytes, recorded as [{}, {}) of {}",
+                        last.name, last.start, last.end, rec.offset
+                    ),
+                }
+                .into());
+            }
+            self.base = last.start;
+            reopened = Some(last.clone());
+        } else {
+            self.base = rec.offset;
+        }
+        self.staged = Some(buffer);
+        let resumed = rec
+            .hash_state
+            .as_deref()
+            .and_then(|h| hex::decode(h).ok())
+            .and_then(|state| Hasher::resume(rec.algorithm, &state));
+        self.hasher = match (resumed, cached) {
+            (Some(h), _) => h,
+            (None, Some((h, n))) if n == rec.offset && h.algorithm() == rec.algorithm => h,
+            _ if rec.offset == 0 => Hasher::new(rec.algorithm),
+            _ => hash_segments(&inner, &self.id, &rec.segments, rec.algorithm)?,
+        };
+        self.segments = Some(SharedTail {
+            segments: rec.segments.clone(),
+            reopened,
+        });
+        Ok(())
+    }
+
+    /// Cluster mode: stores the buffer, when it holds bytes past the
+    /// durable offset, as a new segment in the shared staging; the record's
+    /// segment list with it (the reopened short tail replaced), and the
+    /// tail it replaces. `None` on one node, or with nothing new.
+    #[allow(clippy::type_complexity)]
+    fn put_segment(&mut self) -> Result<Option<(Vec<Segment>, Option<Segment>)>, UploadError> {
+        let Some(tail) = &self.segments else {
+            return Ok(None);
+        };
+        if self.pos == self.start {
+            return Ok(None);
+        }
+        let buffer = self.staged.take().ok_or_else(|| UploadError::Busy {
+            id: self.id.clone(),
+        })?;
+        let mut raw = [0u8; 8];
+        getrandom::fill(&mut raw).map_err(|e| StorageError::Io {
+            op: "name an upload segment",
+            path: self.inner.config.data_dir.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let name = hex::encode(raw);
+        self.inner
+            .store
+            .put_segment(&self.id, &name, buffer)
+            .map_err(|e| self.inner.store_err(e))?;
+        let mut segments = tail.segments.clone();
+        if tail.reopened.is_some() {
+            segments.pop();
+        }
+        segments.push(Segment {
+            name,
+            start: self.base,
+            end: self.pos,
+        });
+        Ok(Some((segments, tail.reopened.clone())))
+    }
+
     fn sync(&self) -> Result<(), StorageError> {
         if self.pos == self.start {
             return Ok(());
@@ -887,7 +1123,8 @@ impl UploadWriter {
     pub fn commit(mut self) -> Result<UploadStatus, UploadError> {
         self.sync()?;
         let inner = self.inner.clone();
-        {
+        let shared = self.put_segment()?;
+        let committed = (|| {
             let _g = inner.lock()?;
             let key = UploadKey(self.id.clone());
             let mut rec = inner
@@ -897,13 +1134,40 @@ impl UploadWriter {
                     repo: self.repo.to_string(),
                     id: self.id.clone(),
                 })?;
+            if let (Some(tail), Some((segments, _))) = (&self.segments, &shared) {
+                // Another node acknowledged bytes of this session since
+                // this writer started: its bytes win, ours are refused.
+                if rec.offset != self.start || rec.segments != tail.segments {
+                    return Err(UploadError::OffsetMismatch {
+                        id: self.id.clone(),
+                        expected: rec.offset,
+                        got: self.start,
+                    });
+                }
+                rec.segments = segments.clone();
+                rec.hash_state = self.hasher.state().map(hex::encode);
+            }
             rec.offset = self.pos;
             rec.updated_ms = records::now_ms();
             rec.publishing = None;
             let mut b = Batch::default();
             b.put(&key, &rec);
             inner.commit(_g, b)?;
+            Ok(())
+        })();
+        if let Some((segments, replaced)) = &shared {
+            match (&committed, segments.last()) {
+                // The short tail this writer reopened is in its segment now.
+                (Ok(()), _) => {
+                    if let Some(old) = replaced {
+                        inner.drop_segments(&self.id, Some(&old.name));
+                    }
+                }
+                (Err(_), Some(new)) => inner.drop_segments(&self.id, Some(&new.name)),
+                (Err(_), None) => {}
+            }
         }
+        committed?;
         let status = UploadStatus {
             id: self.id.clone(),
             offset: self.pos,
@@ -927,8 +1191,21 @@ impl UploadWriter {
             }
         }
         self.sync()?;
+        // Cluster mode, with acknowledged segments: this request's bytes
+        // join them and the bucket composes the blob. (Without, the whole
+        // upload is in the buffer, published as on one node.)
+        let recorded = match &self.segments {
+            Some(tail) if !tail.segments.is_empty() => Some(tail.segments.clone()),
+            _ => None,
+        };
+        let segments = match recorded {
+            Some(recorded) => Some(self.put_segment()?.map_or(recorded, |(s, _)| s)),
+            None => None,
+        };
         let actual = if digest.algorithm() == self.hasher.algorithm() {
             self.hasher.clone().finalize()
+        } else if let Some(segments) = &segments {
+            hash_segments(&self.inner, &self.id, segments, digest.algorithm())?.finalize()
         } else {
             let staged = self.staged.as_ref().ok_or_else(|| UploadError::Busy {
                 id: self.id.clone(),
@@ -942,12 +1219,25 @@ impl UploadWriter {
                 actual,
             });
         }
-        let staged = self.staged.take().ok_or_else(|| UploadError::Busy {
-            id: self.id.clone(),
-        })?;
+        let pending = match segments {
+            Some(segments) => {
+                // The buffer is in a segment now, or held nothing.
+                if let Some(buffer) = self.staged.take() {
+                    drop(buffer);
+                    let _ = self.inner.store.abort(&self.id);
+                }
+                Pending::Segments {
+                    upload: self.id.clone(),
+                    segments,
+                }
+            }
+            None => Pending::Staged(self.staged.take().ok_or_else(|| UploadError::Busy {
+                id: self.id.clone(),
+            })?),
+        };
         let info = self
             .inner
-            .commit_blob(&self.repo, digest, self.pos, staged)?;
+            .commit_blob(&self.repo, digest, self.pos, pending)?;
         self.release(None);
         self.inner.forget_session(&self.id);
         Ok(info)
@@ -957,6 +1247,16 @@ impl UploadWriter {
     fn release(&mut self, hasher: Option<(Hasher, u64)>) {
         if !self.holds {
             return;
+        }
+        // Cluster mode: the buffer goes while the session is still held,
+        // so it can never be the next writer's.
+        if self.segments.is_some() {
+            if let Some(buffer) = self.staged.take() {
+                drop(buffer);
+                if let Err(e) = self.inner.store.abort(&self.id) {
+                    tracing::warn!(upload = %self.id, error = %e, "aborting an upload buffer");
+                }
+            }
         }
         self.holds = false;
         let mut s = self.session.lock().unwrap_or_else(|p| p.into_inner());
@@ -1000,7 +1300,9 @@ mod tests {
         if note {
             e.inner.note_publishing(&id, d).expect("note");
         }
-        e.inner.store_commit(d, staged).expect("publish");
+        e.inner
+            .store_commit(d, Pending::Staged(staged))
+            .expect("publish");
         id
     }
 

@@ -26,6 +26,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use sha2::digest::common::hazmat::SerializableState;
 use sha2::Digest as _;
 
 /// Longest input quoted verbatim in a [`DigestError`]; longer inputs are cut
@@ -314,6 +315,32 @@ impl Hasher {
         Digest::from_valid_hex(algorithm, &hex)
     }
 
+    /// The running state, to go on with [`Hasher::resume`] in another
+    /// process (upload sessions that move between cluster nodes). `None`
+    /// for BLAKE3, whose crate exposes no state: such a session re-hashes
+    /// its prefix instead.
+    pub fn state(&self) -> Option<Vec<u8>> {
+        match self {
+            Hasher::Sha256(h) => Some(h.serialize().to_vec()),
+            Hasher::Sha512(h) => Some(h.serialize().to_vec()),
+            Hasher::Blake3(_) => None,
+        }
+    }
+
+    /// The hasher whose [`Hasher::state`] was `state`; `None` if `state`
+    /// is not one of `algorithm`'s.
+    pub fn resume(algorithm: Algorithm, state: &[u8]) -> Option<Hasher> {
+        match algorithm {
+            Algorithm::Sha256 => sha2::Sha256::deserialize(state.try_into().ok()?)
+                .ok()
+                .map(Hasher::Sha256),
+            Algorithm::Sha512 => sha2::Sha512::deserialize(state.try_into().ok()?)
+                .ok()
+                .map(Hasher::Sha512),
+            Algorithm::Blake3 => None,
+        }
+    }
+
     /// The algorithm this hasher computes.
     pub fn algorithm(&self) -> Algorithm {
         match self {
@@ -588,6 +615,25 @@ mod tests {
             prop_assert_eq!(back.algorithm(), d.algorithm());
             prop_assert_eq!(back.hex(), d.hex());
             prop_assert_eq!(back, d);
+        }
+
+        /// A hasher stopped anywhere and resumed from its state (as an
+        /// upload moving to another node does) gives the digest of the
+        /// whole input.
+        #[test]
+        fn a_resumed_hasher_gives_the_whole_inputs_digest(
+            data in proptest::collection::vec(any::<u8>(), 0..700),
+            cut in any::<proptest::sample::Index>(),
+            alg in proptest::sample::select(vec![Algorithm::Sha256, Algorithm::Sha512]),
+        ) {
+            let cut = cut.index(data.len() + 1);
+            let mut h = Hasher::new(alg);
+            h.update(&data[..cut]);
+            let state = h.state().expect("sha2 state serializes");
+            let mut resumed = Hasher::resume(alg, &state).expect("state resumes");
+            resumed.update(&data[cut..]);
+            prop_assert_eq!(resumed.finalize(), Digest::of(alg, &data));
+            prop_assert!(Hasher::resume(alg, &state[1..]).is_none());
         }
 
         #[test]

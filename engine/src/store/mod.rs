@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::digest::Digest;
-pub use crate::records::Tier;
+pub use crate::records::{Segment, Tier};
 
 mod backend;
 #[cfg(test)]
@@ -162,6 +162,100 @@ pub trait BlobStore: Send + Sync + 'static {
     /// may or may not be included.
     fn list(&self) -> Result<Vec<Digest>, StoreError>;
 
+    /// Shared staging, for upload sessions whose requests reach several
+    /// cluster nodes (`docs/cluster.md`): keeps the bytes of local staged
+    /// blob `staged` as segment `name` of upload `upload`, where every
+    /// store over the same bytes reads them ([`BlobStore::read_segment`])
+    /// and composes them into a blob ([`BlobStore::compose`]). Durable when
+    /// this returns `Ok`; the staged id is gone then. `name` must satisfy
+    /// [`valid_staged_id`] and be new for the upload: a segment is never
+    /// overwritten, so two nodes racing on one session never write each
+    /// other's bytes.
+    ///
+    /// [`S3Store`] (and a write-through [`TieredStore`]): an object
+    /// `<root>uploads/<upload>/<name>` of the bucket. The default keeps the
+    /// segment as staged id `<upload>-<name>` in the store itself: one host
+    /// only (the engine's tests of cluster mode on a local store).
+    fn put_segment(&self, upload: &str, name: &str, staged: Staged) -> Result<(), StoreError> {
+        let seg = self.stage(&segment_id(upload, name)?)?;
+        let copied = copy_staged(&staged, &seg).and_then(|()| seg.sync());
+        drop(seg);
+        if let Err(e) = copied {
+            let _ = self.abort(&segment_id(upload, name)?);
+            return Err(e);
+        }
+        let id = staged.id().to_owned();
+        drop(staged);
+        self.abort(&id)
+    }
+
+    /// Streams segment `name` of upload `upload` to `on_chunk`; returns its
+    /// size. A missing segment is an error.
+    fn read_segment(
+        &self,
+        upload: &str,
+        name: &str,
+        on_chunk: &mut dyn FnMut(&[u8]) -> Result<(), StoreError>,
+    ) -> Result<u64, StoreError> {
+        let id = segment_id(upload, name)?;
+        let seg = self.open_staged(&id)?.ok_or_else(|| StoreError::Remote {
+            op: "read upload segment",
+            key: id.clone(),
+            message: "no such segment".to_owned(),
+        })?;
+        read_staged(&seg, on_chunk)
+    }
+
+    /// Publishes the concatenation of `segments` of upload `upload`, in
+    /// order, as blob `digest` (the caller verified the bytes hash to it):
+    /// the same visibility, durability and `mode` as
+    /// [`BlobStore::commit`]. The segments stay (see
+    /// [`BlobStore::drop_segments`]). [`S3Store`] composes them inside
+    /// the bucket (CopyObject, or UploadPartCopy for several: every segment
+    /// but the last must then be at least [`MIN_SEGMENT`] bytes); the
+    /// default copies them into a staged blob and commits that.
+    fn compose(
+        &self,
+        upload: &str,
+        segments: &[Segment],
+        digest: &Digest,
+        mode: PutMode,
+    ) -> Result<PutOutcome, StoreError> {
+        let id = segment_id(upload, "compose")?;
+        self.abort(&id)?;
+        let out = self.stage(&id)?;
+        let mut at = 0u64;
+        let copied = segments.iter().try_for_each(|s| {
+            self.read_segment(upload, &s.name, &mut |chunk| {
+                out.write_at(chunk, at)?;
+                at += chunk.len() as u64;
+                Ok(())
+            })
+            .map(drop)
+        });
+        if let Err(e) = copied {
+            drop(out);
+            let _ = self.abort(&id);
+            return Err(e);
+        }
+        self.commit(out, digest, mode)
+    }
+
+    /// Removes segment `name` of upload `upload` (absent is fine), or with
+    /// `None` every segment of the upload.
+    fn drop_segments(&self, upload: &str, name: Option<&str>) -> Result<(), StoreError> {
+        if let Some(name) = name {
+            return self.abort(&segment_id(upload, name)?);
+        }
+        let prefix = format!("{upload}-");
+        for id in self.staged_ids()? {
+            if id.starts_with(&prefix) {
+                self.abort(&id)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Tier counters (cache hits, misses, bytes uploaded, evicted) of a
     /// tiered store, for `/metrics`; `None` for single-tier stores.
     fn tier_stats(&self) -> Option<&TierStats> {
@@ -208,6 +302,52 @@ pub trait BlobStore: Send + Sync + 'static {
         let _ = at;
         self.get(digest, range)
     }
+}
+
+/// Smallest segment of a shared upload that is not its last: S3's
+/// smallest multipart part, so the bucket composes segments as parts.
+pub const MIN_SEGMENT: u64 = 5 << 20;
+
+/// The staged id the default shared staging keeps segment `name` of
+/// upload `upload` under.
+pub(crate) fn segment_id(upload: &str, name: &str) -> Result<String, StoreError> {
+    let id = format!("{upload}-{name}");
+    if valid_staged_id(upload) && valid_staged_id(name) && valid_staged_id(&id) {
+        Ok(id)
+    } else {
+        Err(StoreError::Remote {
+            op: "name upload segment",
+            key: id,
+            message: "not a valid segment name".to_owned(),
+        })
+    }
+}
+
+/// Streams all of `staged` to `on_chunk`, 1 MiB at a time; returns its size.
+pub(crate) fn read_staged(
+    staged: &Staged,
+    on_chunk: &mut dyn FnMut(&[u8]) -> Result<(), StoreError>,
+) -> Result<u64, StoreError> {
+    let len = staged.len()?;
+    let mut buf = vec![0u8; (1 << 20).min(len as usize)];
+    let mut at = 0u64;
+    while at < len {
+        let n = (len - at).min(buf.len() as u64) as usize;
+        staged.read_at(&mut buf[..n], at)?;
+        on_chunk(&buf[..n])?;
+        at += n as u64;
+    }
+    Ok(len)
+}
+
+fn copy_staged(from: &Staged, to: &Staged) -> Result<(), StoreError> {
+    let mut at = 0u64;
+    read_staged(from, &mut |chunk| {
+        to.write_at(chunk, at)?;
+        at += chunk.len() as u64;
+        Ok(())
+    })
+    .map(drop)
 }
 
 /// Where a store holds a blob ([`BlobStore::locate`]).

@@ -87,6 +87,10 @@ pub const DEFAULT_MULTIPART_THRESHOLD: u64 = 16 << 20;
 pub const DEFAULT_PART_SIZE: u64 = 8 << 20;
 /// Multipart parts uploaded concurrently by one `commit`.
 const PARTS_IN_FLIGHT: usize = 4;
+/// Largest object CopyObject copies, and largest part UploadPartCopy makes.
+const MAX_COPY: u64 = 5 << 30;
+/// The directory under the root that holds shared upload segments.
+const SEGMENTS_DIR: &str = "uploads";
 
 /// Where and how to reach the bucket. The keys users know from Harbor and
 /// registry:2 (`BERTH_S3_*` in the server, see `server/src/config.rs`).
@@ -415,25 +419,175 @@ impl S3Store {
         }
     }
 
+    /// The object key of segment `name` of upload `upload` (shared
+    /// staging, see [`BlobStore::put_segment`]).
+    fn segment_key(&self, upload: &str, name: &str) -> Result<ObjPath, StoreError> {
+        super::segment_id(upload, name)?;
+        Ok(ObjPath::from(format!(
+            "{}{SEGMENTS_DIR}/{upload}/{name}",
+            self.prefix
+        )))
+    }
+
+    /// Uploads the local file `src` as segment `name` of upload `upload`
+    /// (multipart from the threshold up, resumable from `sidecar`).
+    pub(crate) fn put_segment_file(
+        &self,
+        upload: &str,
+        name: &str,
+        src: &Path,
+        sidecar: &Path,
+    ) -> Result<(), StoreError> {
+        let key = self.segment_key(upload, name)?;
+        self.upload_file_to(key, src, sidecar, PutMode::Overwrite)
+            .map(drop)
+    }
+
+    /// The local file of `staged`, if this store staged it.
+    fn staged_file(&self, staged: &Staged) -> Result<PathBuf, StoreError> {
+        let staging = self.staging()?;
+        staged
+            .path()
+            .filter(|p| p.parent() == Some(staging.dir()))
+            .map(Path::to_path_buf)
+            .ok_or_else(|| StoreError::Remote {
+                op: "use staged blob",
+                key: staged.id().to_owned(),
+                message: "not staged by this store".to_owned(),
+            })
+    }
+
+    /// Composes `segments` of `upload` into the object of `digest` inside
+    /// the bucket: one CopyObject for a single segment up to 5 GiB, else a
+    /// multipart upload whose parts are UploadPartCopy ranges of the
+    /// segments (each at most 5 GiB, and every part but the last at least
+    /// [`super::MIN_SEGMENT`], as S3 requires). The object is HEAD-checked
+    /// for the total size, as multipart completions are.
+    fn compose_segments(
+        &self,
+        upload: &str,
+        segments: &[super::Segment],
+        digest: &Digest,
+    ) -> Result<(), StoreError> {
+        let key = self.key(digest);
+        let total: u64 = segments.iter().map(super::Segment::size).sum();
+        let segments: Vec<&super::Segment> = segments.iter().filter(|s| s.size() > 0).collect();
+        let short = segments
+            .iter()
+            .rev()
+            .skip(1)
+            .any(|s| s.size() < super::MIN_SEGMENT);
+        if short {
+            return Err(StoreError::Remote {
+                op: "compose upload segments",
+                key: key.to_string(),
+                message: format!(
+                    "a segment before the last is under {} bytes",
+                    super::MIN_SEGMENT
+                ),
+            });
+        }
+        match segments.as_slice() {
+            [] => {
+                self.put_single(key.clone(), PutPayload::default(), PutMode::Overwrite)?;
+            }
+            [one] if one.size() <= MAX_COPY => {
+                let from = self.segment_key(upload, &one.name)?;
+                let (s3, f, t) = (self.s3.clone(), from, key.clone());
+                self.run(async move { s3.copy(&f, &t).await })
+                    .map_err(|e| self.remote("copy upload segment", &key, e))?;
+            }
+            many => {
+                let (s3, k) = (self.s3.clone(), key.clone());
+                let upload_id = self
+                    .run(async move { s3.create_multipart(&k).await })
+                    .map_err(|e| self.remote("create multipart upload", &key, e))?;
+                let rec = MultipartRecord {
+                    key: key.to_string(),
+                    upload_id: upload_id.clone(),
+                    size: total,
+                    part_size: 0,
+                    parts: Vec::new(),
+                };
+                let copied = self.copy_parts(upload, many, &key, &upload_id);
+                let completed = copied.and_then(|parts| {
+                    let (s3, k, id) = (self.s3.clone(), key.clone(), upload_id.clone());
+                    self.run(async move { s3.complete_multipart(&k, &id, parts).await })
+                        .map(drop)
+                        .map_err(|e| self.remote("complete multipart upload", &key, e))
+                });
+                if let Err(e) = completed {
+                    self.abort(&rec);
+                    return Err(e);
+                }
+            }
+        }
+        match self.head_key(&key)? {
+            Some(n) if n == total => Ok(()),
+            other => Err(StoreError::Remote {
+                op: "check composed object",
+                key: format!("s3://{}/{key}", self.config.bucket),
+                message: format!("object has size {other:?}, expected {total}"),
+            }),
+        }
+    }
+
+    /// The parts of multipart upload `upload_id` of `key`, copied from
+    /// `segments` in order, each split into ranges of at most [`MAX_COPY`].
+    fn copy_parts(
+        &self,
+        upload: &str,
+        segments: &[&super::Segment],
+        key: &ObjPath,
+        upload_id: &str,
+    ) -> Result<Vec<PartId>, StoreError> {
+        let mut parts = Vec::new();
+        for seg in segments {
+            let source = self.segment_key(upload, &seg.name)?;
+            let size = seg.size();
+            let n = size.div_ceil(MAX_COPY);
+            let step = size.div_ceil(n);
+            let mut at = 0;
+            while at < size {
+                let end = (at + step).min(size);
+                let (b, k, id, src) = (
+                    self.bucket.clone(),
+                    key.to_string(),
+                    upload_id.to_owned(),
+                    source.to_string(),
+                );
+                let part = parts.len() + 1;
+                let etag = self.run(async move {
+                    b.upload_part_copy(&k, &id, part, &src, (at, end - 1)).await
+                })?;
+                parts.push(PartId { content_id: etag });
+                at = end;
+            }
+        }
+        Ok(parts)
+    }
+
     /// HEAD: the object's size, or `None`.
     pub(crate) fn head(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
-        let key = self.key(digest);
+        self.head_key(&self.key(digest))
+    }
+
+    fn head_key(&self, key: &ObjPath) -> Result<Option<u64>, StoreError> {
         let (s3, k) = (self.s3.clone(), key.clone());
         match self.run(async move { s3.head(&k).await }) {
             Ok(meta) => Ok(Some(meta.size)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(self.remote("head object", &key, e)),
+            Err(e) => Err(self.remote("head object", key, e)),
         }
     }
 
     /// One PutObject; `AlreadyPresent` if `CreateOnly` lost to an existing object.
     fn put_single(
         &self,
-        digest: &Digest,
+        key: ObjPath,
         payload: PutPayload,
         mode: PutMode,
     ) -> Result<PutOutcome, StoreError> {
-        let key = self.key(digest);
         let opts = PutOptions {
             mode: match mode {
                 PutMode::CreateOnly => ObjPutMode::Create,
@@ -461,18 +615,29 @@ impl S3Store {
         sidecar: &Path,
         mode: PutMode,
     ) -> Result<PutOutcome, StoreError> {
+        self.upload_file_to(self.key(digest), src, sidecar, mode)
+    }
+
+    /// [`S3Store::upload_file`] to any key of the store's.
+    fn upload_file_to(
+        &self,
+        key: ObjPath,
+        src: &Path,
+        sidecar: &Path,
+        mode: PutMode,
+    ) -> Result<PutOutcome, StoreError> {
         let size = fs::metadata(src)
             .map_err(|e| StoreError::io("stat source file", src, e))?
             .len();
         if size < self.config.multipart_threshold {
             let data = fs::read(src).map_err(|e| StoreError::io("read source file", src, e))?;
-            return self.put_single(digest, PutPayload::from(data), mode);
+            return self.put_single(key, PutPayload::from(data), mode);
         }
-        if mode == PutMode::CreateOnly && self.head(digest)?.is_some() {
+        if mode == PutMode::CreateOnly && self.head_key(&key)?.is_some() {
             self.abort_recorded(sidecar)?;
             return Ok(PutOutcome::AlreadyPresent);
         }
-        self.multipart(digest, src, sidecar, size)?;
+        self.multipart(key, src, sidecar, size)?;
         Ok(PutOutcome::Stored)
     }
 
@@ -491,12 +656,11 @@ impl S3Store {
     /// module docs and `docs/storage.md` ("Multipart resume protocol").
     fn multipart(
         &self,
-        digest: &Digest,
+        key: ObjPath,
         src: &Path,
         sidecar: &Path,
         size: u64,
     ) -> Result<(), StoreError> {
-        let key = self.key(digest);
         let part_size = self.config.part_size.max(5 << 20);
         let nparts = size.div_ceil(part_size) as usize;
 
@@ -576,7 +740,7 @@ impl S3Store {
             .collect();
         let (s3, k, id) = (self.s3.clone(), key.clone(), rec.upload_id.clone());
         let completed = self.run(async move { s3.complete_multipart(&k, &id, parts).await });
-        let stored = self.head(digest)?;
+        let stored = self.head_key(&key)?;
         match (completed, stored) {
             (_, Some(n)) if n == size => {}
             (Ok(_), other) => {
@@ -699,6 +863,8 @@ impl S3Store {
             let rel = m.location.as_ref().strip_prefix(&self.prefix).unwrap_or("");
             match parse_key(rel) {
                 Some(d) => out.push((d, m.size)),
+                // Shared upload segments (`put_segment`), not blobs.
+                None if rel.starts_with(&format!("{SEGMENTS_DIR}/")) => {}
                 None => tracing::warn!(key = %m.location, "S3: skipping unexpected object"),
             }
         }
@@ -726,9 +892,24 @@ impl S3Store {
     pub(crate) fn download_with(
         &self,
         digest: &Digest,
-        mut on_chunk: impl FnMut(&[u8]) -> Result<(), StoreError>,
+        on_chunk: impl FnMut(&[u8]) -> Result<(), StoreError>,
     ) -> Result<u64, StoreError> {
-        let key = self.key(digest);
+        self.download_key(self.key(digest), on_chunk)
+            .map_err(|e| match e {
+                None => StoreError::NotFound {
+                    digest: digest.clone(),
+                },
+                Some(e) => e,
+            })
+    }
+
+    /// [`S3Store::download_with`] of any key of the store's; `Err(None)`
+    /// if there is no such object.
+    fn download_key(
+        &self,
+        key: ObjPath,
+        mut on_chunk: impl FnMut(&[u8]) -> Result<(), StoreError>,
+    ) -> Result<u64, Option<StoreError>> {
         let (s3, k) = (self.s3.clone(), key.clone());
         // The runtime task reads the response; this thread writes. The
         // channel bounds what is buffered between them.
@@ -754,14 +935,10 @@ impl S3Store {
         while let Some(chunk) = futures::executor::block_on(rx.recv()) {
             let chunk = match chunk {
                 Ok(c) => c,
-                Err(object_store::Error::NotFound { .. }) => {
-                    return Err(StoreError::NotFound {
-                        digest: digest.clone(),
-                    })
-                }
-                Err(e) => return Err(self.remote("get object", &key, e)),
+                Err(object_store::Error::NotFound { .. }) => return Err(None),
+                Err(e) => return Err(Some(self.remote("get object", &key, e))),
             };
-            on_chunk(&chunk)?;
+            on_chunk(&chunk).map_err(Some)?;
             n += chunk.len() as u64;
         }
         Ok(n)
@@ -806,15 +983,7 @@ impl BlobStore for S3Store {
     ) -> Result<PutOutcome, StoreError> {
         let staging = self.staging()?;
         let id = staged.id().to_owned();
-        let src = staged
-            .path()
-            .filter(|p| p.parent() == Some(staging.dir()))
-            .map(Path::to_path_buf)
-            .ok_or_else(|| StoreError::Remote {
-                op: "commit staged blob",
-                key: id.clone(),
-                message: "not staged by this store".to_owned(),
-            })?;
+        let src = self.staged_file(&staged)?;
         staged.sync()?;
         drop(staged);
         let sidecar = staging.sidecar(&id, MULTIPART_SUFFIX)?;
@@ -837,7 +1006,75 @@ impl BlobStore for S3Store {
         data: &[u8],
         mode: PutMode,
     ) -> Result<PutOutcome, StoreError> {
-        self.put_single(digest, PutPayload::from(data.to_vec()), mode)
+        self.put_single(self.key(digest), PutPayload::from(data.to_vec()), mode)
+    }
+
+    fn put_segment(&self, upload: &str, name: &str, staged: Staged) -> Result<(), StoreError> {
+        let staging = self.staging()?;
+        let id = staged.id().to_owned();
+        let src = self.staged_file(&staged)?;
+        staged.sync()?;
+        drop(staged);
+        self.put_segment_file(upload, name, &src, &staging.sidecar(&id, MULTIPART_SUFFIX)?)?;
+        staging.remove(&id)
+    }
+
+    fn read_segment(
+        &self,
+        upload: &str,
+        name: &str,
+        on_chunk: &mut dyn FnMut(&[u8]) -> Result<(), StoreError>,
+    ) -> Result<u64, StoreError> {
+        let key = self.segment_key(upload, name)?;
+        self.download_key(key.clone(), on_chunk).map_err(|e| {
+            e.unwrap_or_else(|| StoreError::Remote {
+                op: "read upload segment",
+                key: format!("s3://{}/{key}", self.config.bucket),
+                message: "no such segment".to_owned(),
+            })
+        })
+    }
+
+    fn compose(
+        &self,
+        upload: &str,
+        segments: &[super::Segment],
+        digest: &Digest,
+        mode: PutMode,
+    ) -> Result<PutOutcome, StoreError> {
+        if mode == PutMode::CreateOnly && self.head(digest)?.is_some() {
+            return Ok(PutOutcome::AlreadyPresent);
+        }
+        self.compose_segments(upload, segments, digest)?;
+        Ok(PutOutcome::Stored)
+    }
+
+    fn drop_segments(&self, upload: &str, name: Option<&str>) -> Result<(), StoreError> {
+        let keys = match name {
+            Some(name) => vec![self.segment_key(upload, name)?],
+            None => {
+                super::segment_id(upload, "all")?;
+                let dir = ObjPath::from(format!("{}{SEGMENTS_DIR}/{upload}", self.prefix));
+                let (s3, d) = (self.s3.clone(), dir.clone());
+                let listed = self.run(async move { s3.list(Some(&d)).collect::<Vec<_>>().await });
+                let mut keys = Vec::new();
+                for m in listed {
+                    keys.push(
+                        m.map_err(|e| self.remote("list upload segments", &dir, e))?
+                            .location,
+                    );
+                }
+                keys
+            }
+        };
+        for key in keys {
+            let (s3, k) = (self.s3.clone(), key.clone());
+            match self.run(async move { s3.delete(&k).await }) {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.remote("delete upload segment", &key, e)),
+            }
+        }
+        Ok(())
     }
 
     fn get(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<BlobData, StoreError> {

@@ -39,6 +39,7 @@ pub fn run_all(store: &dyn BlobStore) {
     abort_after_partial_write_leaves_nothing(store);
     concurrent_commit_converges(store);
     list_returns_exactly_what_was_put(store);
+    segments_compose_into_a_blob(store);
     store_is_empty(store);
 }
 
@@ -583,6 +584,83 @@ pub fn list_returns_exactly_what_was_put(store: &dyn BlobStore) {
 // ---- helpers ----
 
 /// Deterministic pseudo-random bytes, distinct per `tag`.
+/// Shared staging: segments put from staged buffers read back, compose
+/// into one blob in order (several, as multipart parts in a bucket; one,
+/// as a copy), leave nothing staged, and are dropped one or all at once.
+pub fn segments_compose_into_a_blob(store: &dyn BlobStore) {
+    let name = store.name();
+    let upload = new_id("seg");
+    let min = super::MIN_SEGMENT as usize;
+    let parts = [
+        ("a1", content("seg-a", min + 3)),
+        ("b2", content("seg-b", min)),
+        ("c3", content("seg-c", 17)),
+    ];
+    let mut segments = Vec::new();
+    let mut at = 0u64;
+    for (seg, data) in &parts {
+        let buffer = stage_with(store, &new_id("buf"), data);
+        store
+            .put_segment(&upload, seg, buffer)
+            .unwrap_or_else(|e| panic!("{name}: put segment {seg}: {e}"));
+        let end = at + data.len() as u64;
+        segments.push(super::Segment {
+            name: (*seg).to_owned(),
+            start: at,
+            end,
+        });
+        at = end;
+    }
+    let read = |seg: &str| -> Result<Vec<u8>, StoreError> {
+        let mut out = Vec::new();
+        store.read_segment(&upload, seg, &mut |chunk| {
+            out.extend_from_slice(chunk);
+            Ok(())
+        })?;
+        Ok(out)
+    };
+    assert_eq!(
+        read("b2").unwrap_or_else(|e| panic!("{name}: read segment: {e}")),
+        parts[1].1,
+        "{name}: segment reads back"
+    );
+    let all: Vec<u8> = parts.iter().flat_map(|(_, d)| d.clone()).collect();
+    let d = Digest::of(Algorithm::Sha256, &all);
+    let compose = |segs: &[super::Segment], d: &Digest| {
+        store
+            .compose(&upload, segs, d, PutMode::CreateOnly)
+            .unwrap_or_else(|e| panic!("{name}: compose {d}: {e}"))
+    };
+    assert_eq!(
+        compose(&segments, &d),
+        PutOutcome::Stored,
+        "{name}: composed"
+    );
+    expect_bytes(store, &d, None, &all, "composed from three segments");
+    assert_eq!(
+        compose(&segments, &d),
+        PutOutcome::AlreadyPresent,
+        "{name}: CreateOnly compose of a stored blob"
+    );
+    let one = Digest::of(Algorithm::Sha256, &parts[1].1);
+    compose(&segments[1..2], &one);
+    expect_bytes(store, &one, None, &parts[1].1, "composed from one segment");
+    store
+        .drop_segments(&upload, Some("a1"))
+        .unwrap_or_else(|e| panic!("{name}: drop one segment: {e}"));
+    assert!(read("a1").is_err(), "{name}: a dropped segment reads");
+    assert!(read("c3").is_ok(), "{name}: dropping one dropped another");
+    store
+        .drop_segments(&upload, None)
+        .unwrap_or_else(|e| panic!("{name}: drop all segments: {e}"));
+    assert!(
+        read("b2").is_err(),
+        "{name}: segments left after dropping all"
+    );
+    delete(store, &d);
+    delete(store, &one);
+}
+
 fn content(tag: &str, len: usize) -> Vec<u8> {
     let seed = Digest::of(Algorithm::Sha256, tag.as_bytes());
     let mut x = u64::from_str_radix(&seed.hex()[..16], 16).unwrap_or(1) | 1;

@@ -773,6 +773,42 @@ impl BlobStore for TieredStore {
         i.local.abort(id)
     }
 
+    /// Segments live in the bucket, where every node reads them.
+    fn put_segment(&self, upload: &str, name: &str, staged: Staged) -> Result<(), StoreError> {
+        let i = &self.inner;
+        let id = staged.id().to_owned();
+        let src = i.local.staged_path(&staged)?;
+        staged.sync()?;
+        let sidecar = i.local.staging_sidecar(&id, MULTIPART_SUFFIX)?;
+        i.remote.put_segment_file(upload, name, &src, &sidecar)?;
+        drop(staged);
+        i.local.abort(&id)
+    }
+
+    fn read_segment(
+        &self,
+        upload: &str,
+        name: &str,
+        on_chunk: &mut dyn FnMut(&[u8]) -> Result<(), StoreError>,
+    ) -> Result<u64, StoreError> {
+        self.inner.remote.read_segment(upload, name, on_chunk)
+    }
+
+    /// Composed in the bucket; the cache fills on the first read.
+    fn compose(
+        &self,
+        upload: &str,
+        segments: &[super::Segment],
+        digest: &Digest,
+        mode: PutMode,
+    ) -> Result<PutOutcome, StoreError> {
+        self.inner.remote.compose(upload, segments, digest, mode)
+    }
+
+    fn drop_segments(&self, upload: &str, name: Option<&str>) -> Result<(), StoreError> {
+        self.inner.remote.drop_segments(upload, name)
+    }
+
     fn put_bytes(
         &self,
         digest: &Digest,

@@ -1,6 +1,7 @@
-//! The bucket-level S3 calls object_store has no API for: CreateBucket and
-//! ListMultipartUploads. (Object calls, AbortMultipartUpload included, go
-//! through object_store's `ObjectStore` and `MultipartStore`.)
+//! The S3 calls object_store has no API for: CreateBucket,
+//! ListMultipartUploads and UploadPartCopy. (Other object calls,
+//! AbortMultipartUpload included, go through object_store's `ObjectStore`
+//! and `MultipartStore`.)
 //!
 //! Nothing here speaks a protocol by hand; each layer is object_store's or
 //! a maintained crate's:
@@ -60,6 +61,7 @@ pub(super) struct BucketClient {
     http: HttpClient,
     credential: std::sync::Arc<AwsCredential>,
     region: String,
+    bucket: String,
     /// `https://host:port/bucket` (path-style) or `https://bucket.host:port/`
     /// (virtual-hosted), without a query.
     url: url::Url,
@@ -86,6 +88,7 @@ impl BucketClient {
                 token: None,
             }),
             region: config.region.clone(),
+            bucket: config.bucket.clone(),
             url,
         })
     }
@@ -155,6 +158,40 @@ impl BucketClient {
         Err(self.error(OP, format!("more than {MAX_LIST_PAGES} pages")))
     }
 
+    /// UploadPartCopy: bytes `range` (inclusive end, as S3 has it) of
+    /// object `source` become part `part` of multipart upload `upload_id`
+    /// of `key`, inside the bucket; the part's ETag.
+    pub(super) async fn upload_part_copy(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part: usize,
+        source: &str,
+        range: (u64, u64),
+    ) -> Result<String, StoreError> {
+        const OP: &str = "upload part copy";
+        let part = part.to_string();
+        let query = [("partNumber", part.as_str()), ("uploadId", upload_id)];
+        let copy_source = format!("/{}/{}", self.bucket, encode_key(source));
+        let copy_range = format!("bytes={}-{}", range.0, range.1);
+        let headers = [
+            ("x-amz-copy-source", copy_source.as_str()),
+            ("x-amz-copy-source-range", copy_range.as_str()),
+        ];
+        let (status, body) = self
+            .send_to(OP, http::Method::PUT, Some(key), &query, &headers)
+            .await?;
+        // A copy can fail after its 200 was sent: the body is then an
+        // <Error>, not a <CopyPartResult>.
+        let e = S3Error::parse(&body);
+        if !status.is_success() || !e.code.is_empty() {
+            return Err(self.http_error(OP, status, &e));
+        }
+        let result: CopyPartResult = quick_xml::de::from_reader(body.as_ref())
+            .map_err(|e| self.error(OP, format!("unreadable response: {e}")))?;
+        Ok(result.e_tag)
+    }
+
     /// A signed request on the bucket with an empty body; its status and body.
     async fn send(
         &self,
@@ -162,7 +199,24 @@ impl BucketClient {
         method: http::Method,
         query: &[(&str, &str)],
     ) -> Result<(http::StatusCode, Bytes), StoreError> {
+        self.send_to(op, method, None, query, &[]).await
+    }
+
+    /// A signed request on the bucket, or on its object `key`, with an
+    /// empty body and `headers`; its status and body.
+    async fn send_to(
+        &self,
+        op: &'static str,
+        method: http::Method,
+        key: Option<&str>,
+        query: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> Result<(http::StatusCode, Bytes), StoreError> {
         let mut url = self.url.clone();
+        if let Some(key) = key {
+            let path = format!("{}/{}", url.path().trim_end_matches('/'), encode_key(key));
+            url.set_path(&path);
+        }
         if !query.is_empty() {
             let q: Vec<String> = query
                 .iter()
@@ -176,9 +230,16 @@ impl BucketClient {
                 .collect();
             url.set_query(Some(&q.join("&")));
         }
-        let mut request = http::Request::builder()
-            .method(method)
-            .uri(url.as_str())
+        // RGW refuses a PUT without a length (411), empty body or not.
+        let put = method == http::Method::PUT;
+        let mut request = http::Request::builder().method(method).uri(url.as_str());
+        if put {
+            request = request.header(http::header::CONTENT_LENGTH, "0");
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let mut request = request
             .body(HttpRequestBody::empty())
             .map_err(|e| self.error(op, format!("cannot build request: {e}")))?;
         AwsAuthorizer::new(&self.credential, "s3", &self.region).authorize(&mut request, None);
@@ -241,6 +302,15 @@ fn bucket_url(config: &S3Config) -> Result<url::Url, String> {
     Ok(url)
 }
 
+/// `key` with each of its `/`-separated parts percent-encoded as SigV4
+/// canonicalizes S3 paths (once, unreserved characters kept).
+fn encode_key(key: &str) -> String {
+    key.split('/')
+        .map(|part| utf8_percent_encode(part, QUERY_ENCODE).to_string())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 /// An error and its sources, one line (reqwest's "error sending request"
 /// alone does not say that the certificate was refused).
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -272,6 +342,14 @@ struct UploadXml {
     key: String,
     upload_id: String,
     initiated: String,
+}
+
+/// `<CopyPartResult>`; only its ETag.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CopyPartResult {
+    #[serde(rename = "ETag")]
+    e_tag: String,
 }
 
 /// An S3 `<Error>` body; empty fields when the body is not one.
