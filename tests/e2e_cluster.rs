@@ -12,11 +12,13 @@
 //! PostgreSQL (`BERTH_TEST_DATABASE_URL`); `skopeo` on PATH; the `berth`
 //! binary built.
 
-use std::net::ToSocketAddrs;
+use std::io::Write;
+use std::net::{TcpStream, ToSocketAddrs};
 use std::path::Path;
 
 use berth_engine::store::s3::TestTransport;
 use berth_engine::DatabaseConfig;
+use berth_testkit::haproxy::{free_port, Haproxy};
 use berth_testkit::oci_layout::{self, sha256_digest};
 use berth_testkit::server::{header, http, skopeo_ok, TestServer};
 use berth_testkit::tcp_proxy::TcpProxy;
@@ -319,6 +321,189 @@ fn a_node_without_its_database_answers_503_and_heals() {
     put_manifest(&node, "proj/app", "v2", &manifest(&c, &l, 2));
     let log = node.stderr();
     assert!(!log.contains("panicked"), "the node panicked:\n{log}");
+}
+
+/// PATCHes `chunk` at `at` to upload `location` through `node`; the
+/// acknowledged end (from `Range: 0-<last>`).
+fn patch(node: &TestServer, location: &str, at: usize, chunk: &[u8]) -> u64 {
+    let range = format!("{at}-{}", at + chunk.len() - 1);
+    let (st, h, b) = http(
+        node.addr,
+        "PATCH",
+        location,
+        &[
+            ("Content-Type", "application/octet-stream"),
+            ("Content-Range", &range),
+        ],
+        chunk,
+    );
+    assert_eq!(
+        st,
+        202,
+        "PATCH {range} on {}: {}",
+        node.url(),
+        String::from_utf8_lossy(&b)
+    );
+    acknowledged(&h)
+}
+
+/// The end of `Range: 0-<last>`, as a byte count.
+fn acknowledged(h: &[(String, String)]) -> u64 {
+    let range = header(h, "Range").expect("Range header");
+    let last: u64 = range
+        .strip_prefix("0-")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or_else(|| panic!("Range {range:?}"));
+    last + 1
+}
+
+/// A chunked upload whose POST, PATCHes and PUT each reach another node,
+/// with chunks from 1 byte to 6 MiB; a node killed in the middle of a
+/// PATCH loses nothing acknowledged, and another node goes on with the
+/// session. Then skopeo pushes and pulls a multi-arch image through haproxy
+/// balancing every request round-robin over the three nodes.
+#[test]
+fn an_upload_moves_between_nodes() {
+    let Some(db) = database() else { return };
+    let (s3, bucket) =
+        berth_testkit::s3_server_env(TestTransport::Http, "berth-e2e", "s3", 8 << 20);
+    let env = node_env(&s3, &db, &db.url);
+    let dirs = tempfile::tempdir().expect("tempdir");
+    let mut nodes: Vec<TestServer> = ["a", "b", "c"]
+        .iter()
+        .map(|n| start(&dirs.path().join(n), &env))
+        .collect();
+
+    let sizes = [1024, 6 << 20, 1, 3 << 20, 7];
+    let total: usize = sizes.iter().sum::<usize>() + 10;
+    let data = berth_testkit::content("moving upload", total);
+    let digest = sha256_digest(&data);
+    let (st, h, b) = http(
+        nodes[0].addr,
+        "POST",
+        "/v2/proj/moved/blobs/uploads/",
+        &[],
+        b"",
+    );
+    assert_eq!(st, 202, "POST: {}", String::from_utf8_lossy(&b));
+    let location = header(&h, "Location").expect("Location").to_owned();
+    let location = location
+        .find("/v2/")
+        .map_or(location.clone(), |i| location[i..].to_owned());
+    let mut at = 0;
+    for (i, n) in sizes.iter().enumerate() {
+        let end = patch(&nodes[(i + 1) % 3], &location, at, &data[at..at + n]);
+        at += n;
+        assert_eq!(end, at as u64, "acknowledged offset after chunk {i}");
+    }
+
+    // Node b dies in the middle of a PATCH: what it had not acknowledged
+    // is gone, what was acknowledged is everywhere.
+    let mut stream = TcpStream::connect(nodes[1].addr).expect("connect to node b");
+    let head = format!(
+        "PATCH {location} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/octet-stream\r\n\
+         Content-Range: {at}-{}\r\nContent-Length: {}\r\n\r\n",
+        nodes[1].url(),
+        at + (4 << 20) - 1,
+        4 << 20
+    );
+    stream.write_all(head.as_bytes()).expect("PATCH head");
+    stream
+        .write_all(&berth_testkit::content("never acknowledged", 1 << 20))
+        .expect("part of the PATCH body");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    nodes[1].kill9();
+    drop(stream);
+    let (st, h, _) = http(nodes[2].addr, "GET", &location, &[], b"");
+    assert_eq!(st, 204, "upload status on node c after b died");
+    assert_eq!(acknowledged(&h), at as u64, "durable offset after the kill");
+    nodes[1].restart();
+
+    // The last bytes come with the PUT, on node c; node b serves the blob.
+    let (st, _, b) = http(
+        nodes[2].addr,
+        "PUT",
+        &format!("{location}?digest={digest}"),
+        &[("Content-Type", "application/octet-stream")],
+        &data[at..],
+    );
+    assert_eq!(st, 201, "PUT on node c: {}", String::from_utf8_lossy(&b));
+    let (st, _, got) = http(
+        nodes[1].addr,
+        "GET",
+        &format!("/v2/proj/moved/blobs/{digest}"),
+        &[],
+        b"",
+    );
+    assert_eq!(st, 200);
+    assert!(got == data, "the blob differs from what was uploaded");
+    let (st, _, _) = http(nodes[0].addr, "GET", &location, &[], b"");
+    assert_eq!(st, 404, "the completed session is gone everywhere");
+    assert_eq!(
+        bucket.segment_keys().expect("list segments"),
+        Vec::<String>::new(),
+        "segments left in the bucket"
+    );
+
+    // skopeo through haproxy, every request to the next node.
+    let port = free_port();
+    let servers: String = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| format!("  server n{i} {}\n", n.addr))
+        .collect();
+    let _haproxy = Haproxy::start(
+        dirs.path(),
+        port,
+        &format!(
+            "global\n  maxconn 256\n\
+             defaults\n  mode http\n  timeout connect 5s\n  timeout client 300s\n  timeout server 300s\n\
+             frontend fe\n  bind 127.0.0.1:{port}\n  default_backend be\n\
+             backend be\n  balance roundrobin\n{servers}"
+        ),
+    );
+    let via = format!("127.0.0.1:{port}");
+    let src = dirs.path().join("src");
+    let index = oci_layout::write_multi_arch(&src, "v1", "round robin", 9 << 20);
+    skopeo_ok(
+        &nodes[0],
+        &[
+            "copy",
+            "--all",
+            "--preserve-digests",
+            "--dest-tls-verify=false",
+            &format!("oci:{}:v1", src.display()),
+            &format!("docker://{via}/proj/rr:v1"),
+        ],
+    );
+    let pulled = dirs.path().join("pulled");
+    skopeo_ok(
+        &nodes[0],
+        &[
+            "copy",
+            "--all",
+            "--preserve-digests",
+            "--src-tls-verify=false",
+            &format!("docker://{via}/proj/rr:v1"),
+            &format!("oci:{}:v1", pulled.display()),
+        ],
+    );
+    for image in &index.images {
+        for d in image.blob_digests() {
+            assert!(
+                oci_layout::read_blob(&src, &d) == oci_layout::read_blob(&pulled, &d),
+                "blob {d} pulled through haproxy differs from the one pushed"
+            );
+        }
+    }
+    for node in &mut nodes {
+        node.assert_running();
+    }
+    assert_eq!(
+        bucket.segment_keys().expect("list segments"),
+        Vec::<String>::new(),
+        "segments left in the bucket after the push"
+    );
 }
 
 fn basic(user: &str, password: &str) -> String {

@@ -22,18 +22,11 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use berth_testkit::haproxy::{free_port, Haproxy};
 use berth_testkit::oci_layout;
 use berth_testkit::server::{header, http, TestServer};
 
 const ADMIN_PW: &str = "proxy-admin-pw";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A self-signed certificate for 127.0.0.1 and localhost: `cert.pem`,
 /// `key.pem`, haproxy's `combined.pem`, and `certs/ca.crt` for skopeo.
@@ -48,19 +41,6 @@ fn make_cert(dir: &Path) -> PathBuf {
     certs
 }
 
-/// haproxy in the foreground; killed on drop.
-struct Haproxy {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// haproxy terminating TLS on `port` in front of `backend`; `frontend`
 /// lines go into its frontend section (forwarding options, headers).
 fn haproxy(dir: &Path, port: u16, backend: SocketAddr, frontend: &str) -> Haproxy {
@@ -71,26 +51,7 @@ fn haproxy(dir: &Path, port: u16, backend: SocketAddr, frontend: &str) -> Haprox
          backend be\n  server berth {backend}\n",
         dir.join("combined.pem").display()
     );
-    let path = dir.join(format!("haproxy-{port}.cfg"));
-    fs::write(&path, cfg).unwrap();
-    let child = Command::new("haproxy")
-        .arg("-db")
-        .arg("-f")
-        .arg(&path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("running haproxy (is it installed?)");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "haproxy did not listen on {port}"
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
-    Haproxy { child, port }
+    Haproxy::start(dir, port, &cfg)
 }
 
 fn skopeo(args: &[&str], stdin: Option<&str>, server: &TestServer) {

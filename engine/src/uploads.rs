@@ -377,7 +377,8 @@ impl Inner {
         if let Err(e) = self.store.abort(id) {
             tracing::warn!(upload = %id, error = %e, "aborting the staged blob of a cancelled session");
         }
-        if !rec.segments.is_empty() {
+        if self.index.is_shared() {
+            // Those recorded, and any a cut request left unrecorded.
             self.drop_segments(id, None);
         }
         Ok(())

@@ -847,6 +847,21 @@ impl S3Store {
         self.run(async move { b.create_bucket().await })
     }
 
+    /// Every upload segment in the bucket (keys below the root), for tools
+    /// and tests: what no session names is garbage.
+    pub fn segment_keys(&self) -> Result<Vec<String>, StoreError> {
+        let dir = ObjPath::from(format!("{}{SEGMENTS_DIR}", self.prefix));
+        let (s3, d) = (self.s3.clone(), dir.clone());
+        let listed = self.run(async move { s3.list(Some(&d)).collect::<Vec<_>>().await });
+        let mut keys = Vec::new();
+        for m in listed {
+            let m = m.map_err(|e| self.remote("list upload segments", &dir, e))?;
+            let key = m.location.as_ref();
+            keys.push(key.strip_prefix(&self.prefix).unwrap_or(key).to_owned());
+        }
+        Ok(keys)
+    }
+
     /// Lists every object under the root with its size (for tools).
     pub fn list_sizes(&self) -> Result<Vec<(Digest, u64)>, StoreError> {
         let prefix = self.prefix.trim_end_matches('/').to_owned();
