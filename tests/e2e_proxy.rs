@@ -19,7 +19,6 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use berth_testkit::haproxy::{free_port, Haproxy};
 use berth_testkit::oci_layout;
