@@ -230,8 +230,8 @@ fn every_node_serves_what_any_node_acknowledged() {
         node.assert_running();
     }
 
-    // berthctl works online against the database and the bucket: its data
-    // directory is its own cache, and GC is refused but as a dry run.
+    // berthctl works online against the database and the bucket (its data
+    // directory is its own cache): stats, GC while the nodes serve, fsck.
     let tool = dirs.path().join("tool");
     let (code, out, err) = berth_testkit::berthctl_with(&tool, &["stats"], &env);
     assert_eq!(code, 0, "berthctl stats: {err}");
@@ -239,9 +239,27 @@ fn every_node_serves_what_any_node_acknowledged() {
         out.contains("tags       1"),
         "one tag is left (proj/multi:v1):\n{out}"
     );
-    let (code, _, err) = berth_testkit::berthctl_with(&tool, &["gc"], &env);
-    assert_ne!(code, 0, "berthctl gc ran in cluster mode");
-    assert!(err.contains("dry run"), "{err}");
+    let (code, out, err) = berth_testkit::berthctl_with(
+        &tool,
+        &["gc", "--grace-seconds", "0", "--delete-untagged"],
+        &env,
+    );
+    assert_eq!(code, 0, "berthctl gc in cluster mode: {out}{err}");
+    let (code, out, err) = berth_testkit::berthctl_with(&tool, &["fsck", "--verify-blobs"], &env);
+    assert_eq!(code, 0, "berthctl fsck in cluster mode: {out}{err}");
+    assert!(!out.contains("note:"), "{out}");
+    for node in &nodes {
+        let raw = skopeo_ok(
+            node,
+            &[
+                "inspect",
+                "--raw",
+                "--tls-verify=false",
+                &format!("docker://{}/proj/multi:v1", node.url()),
+            ],
+        );
+        assert_eq!(raw, index.index, "node {} after GC", node.url());
+    }
 }
 
 #[test]

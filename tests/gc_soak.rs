@@ -3,17 +3,23 @@
 //! Harbor's API in a loop. Afterwards every tagged image pulls with correct
 //! digests, `berthctl fsck --verify-blobs` on the stopped data directory is
 //! clean, and the store holds exactly the referenced blobs.
+//!
+//! The same soak on three cluster nodes (one PostgreSQL index, one RGW
+//! bucket), every node running GC every second (a second of grace): each push spreads its
+//! requests over the nodes (a blob's POST, PATCH and PUT on three different
+//! ones), so dedup onto a blob another node's GC is deleting is exercised
+//! across processes. Afterwards the bucket holds exactly the referenced
+//! blobs and `berthctl fsck --verify-blobs`, online, is clean.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use berth_testkit::server::{header, http, TestServer};
-use berth_testkit::{bin_path, content, sha256};
+use berth_testkit::{content, sha256};
 use serde_json::Value;
 
 const SOAK: Duration = Duration::from_secs(10);
@@ -26,17 +32,43 @@ fn layer(i: usize) -> Vec<u8> {
     content(&format!("soak-layer-{i}"), 1000 + (i * 7919) % 150_000)
 }
 
-/// Monolithic upload (`POST …/blobs/uploads/?digest=`). Returns the status.
-fn upload(addr: SocketAddr, repo: &str, data: &[u8]) -> u16 {
+/// Uploads `data`: monolithic (`POST …/blobs/uploads/?digest=`) on one
+/// node; on several, POST, PATCH and PUT each on the next node. Returns
+/// the last status.
+fn upload(nodes: &[SocketAddr], turn: usize, repo: &str, data: &[u8]) -> u16 {
     let d = sha256(data);
-    let (status, _, _) = http(
-        addr,
+    let node = |k: usize| nodes[(turn + k) % nodes.len()];
+    if nodes.len() == 1 {
+        return http(
+            node(0),
+            "POST",
+            &format!("/v2/{repo}/blobs/uploads/?digest={d}"),
+            &[("Content-Type", "application/octet-stream")],
+            data,
+        )
+        .0;
+    }
+    let (status, h, _) = http(
+        node(0),
         "POST",
-        &format!("/v2/{repo}/blobs/uploads/?digest={d}"),
+        &format!("/v2/{repo}/blobs/uploads/"),
+        &[],
+        b"",
+    );
+    assert_eq!(status, 202, "POST upload to {repo}");
+    let location = header(&h, "location").expect("Location").to_owned();
+    let path = location
+        .find("/v2/")
+        .map_or(location.clone(), |i| location[i..].to_owned());
+    let (status, _, _) = http(
+        node(1),
+        "PATCH",
+        &path,
         &[("Content-Type", "application/octet-stream")],
         data,
     );
-    status
+    assert_eq!(status, 202, "PATCH upload to {repo}");
+    http(node(2), "PUT", &format!("{path}?digest={d}"), &[], b"").0
 }
 
 fn blob_known(addr: SocketAddr, repo: &str, data: &[u8]) -> bool {
@@ -60,17 +92,27 @@ fn manifest_body(config: &[u8], layers: &[Vec<u8>]) -> Vec<u8> {
 /// PUT the manifest; when GC took a blob in between (grace 0), the
 /// manifest PUT fails with MANIFEST_BLOB_UNKNOWN and the push is retried
 /// uploading everything. Returns true once acknowledged.
-fn push(addr: SocketAddr, repo: &str, tag: &str, config: &[u8], layers: &[Vec<u8>]) -> bool {
+fn push(
+    nodes: &[SocketAddr],
+    turn: usize,
+    repo: &str,
+    tag: &str,
+    config: &[u8],
+    layers: &[Vec<u8>],
+) -> bool {
     let body = manifest_body(config, layers);
     for attempt in 0..8 {
-        for b in std::iter::once(config).chain(layers.iter().map(|l| l.as_slice())) {
-            if attempt > 0 || !blob_known(addr, repo, b) {
-                let s = upload(addr, repo, b);
+        for (k, b) in std::iter::once(config)
+            .chain(layers.iter().map(|l| l.as_slice()))
+            .enumerate()
+        {
+            if attempt > 0 || !blob_known(nodes[(turn + k) % nodes.len()], repo, b) {
+                let s = upload(nodes, turn + k, repo, b);
                 assert_eq!(s, 201, "upload to {repo}");
             }
         }
         let (status, _, resp) = http(
-            addr,
+            nodes[(turn + attempt) % nodes.len()],
             "PUT",
             &format!("/v2/{repo}/manifests/{tag}"),
             &[("Content-Type", MANIFEST)],
@@ -184,25 +226,33 @@ fn manual_gc(addr: SocketAddr, params: &str) -> Value {
     }
 }
 
-#[test]
-fn pushers_and_deleters_against_online_gc() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data");
-    let mut server = TestServer::start(
-        &data,
-        &[
-            ("BERTH_GC_INTERVAL_SECONDS", "1"),
-            ("BERTH_GC_GRACE_SECONDS", "0"),
-            ("RUST_LOG", "warn"),
-        ],
-    );
-    let addr = server.addr;
+/// What a soak left: pushes and deletes acknowledged, the blobs of the
+/// images still tagged, their number, and the last GC run.
+struct Soaked {
+    pushed: u64,
+    deleted: u64,
+    referenced: BTreeSet<String>,
+    images: usize,
+    run: Value,
+}
+
+/// Runs the soak against `servers` (see the module docs); the last GC run
+/// (with untagged manifests) goes to the first, after the others stopped.
+/// At least `min_pushes` pushes must get through: with no grace window,
+/// GC takes a push's blobs before its manifest whenever a run falls in
+/// between, and a push over three nodes is several times longer.
+/// With a grace window of `grace` the last run is followed by one more
+/// once that window is over (the blobs of the manifests it deleted were
+/// touched by the deletion).
+fn soak(servers: &mut [TestServer], min_pushes: u64, grace: Duration) -> Soaked {
+    let nodes: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
+    let addr = nodes[0];
     let stop = Arc::new(AtomicBool::new(false));
     let pushed = Arc::new(AtomicU64::new(0));
     let deleted = Arc::new(AtomicU64::new(0));
     let mut threads = Vec::new();
     for p in 0..3usize {
-        let (stop, pushed) = (stop.clone(), pushed.clone());
+        let (stop, pushed, nodes) = (stop.clone(), pushed.clone(), nodes.clone());
         threads.push(std::thread::spawn(move || {
             let mut i = 0usize;
             while !stop.load(Ordering::Relaxed) {
@@ -211,18 +261,26 @@ fn pushers_and_deleters_against_online_gc() {
                 let layers: Vec<Vec<u8>> =
                     (0..2).map(|k| layer((p * 5 + i * 3 + k) % 12)).collect();
                 let config = format!("{{\"pusher\":{p},\"push\":{i}}}").into_bytes();
-                if push(addr, repo, &format!("p{p}-{}", i % 4), &config, &layers) {
+                if push(
+                    &nodes,
+                    p + i,
+                    repo,
+                    &format!("p{p}-{}", i % 4),
+                    &config,
+                    &layers,
+                ) {
                     pushed.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }));
     }
     for t in 0..2usize {
-        let (stop, deleted) = (stop.clone(), deleted.clone());
+        let (stop, deleted, nodes) = (stop.clone(), deleted.clone(), nodes.clone());
         threads.push(std::thread::spawn(move || {
             let mut i = 0usize;
             while !stop.load(Ordering::Relaxed) {
                 i += 1;
+                let addr = nodes[(t + i) % nodes.len()];
                 std::thread::sleep(Duration::from_millis(150));
                 let repo = REPOS[(t + i) % REPOS.len()];
                 let list = tags(addr, repo);
@@ -273,11 +331,13 @@ fn pushers_and_deleters_against_online_gc() {
     }
     {
         // Manual GC runs in a loop on top of the 1 s schedule.
-        let stop = stop.clone();
+        let (stop, nodes) = (stop.clone(), nodes.clone());
         threads.push(std::thread::spawn(move || {
+            let mut i = 0usize;
             while !stop.load(Ordering::Relaxed) {
+                i += 1;
                 let (s, _, _) = http(
-                    addr,
+                    nodes[i % nodes.len()],
                     "POST",
                     "/api/v2.0/system/gc/schedule",
                     &[("Content-Type", "application/json")],
@@ -291,7 +351,9 @@ fn pushers_and_deleters_against_online_gc() {
     let start = Instant::now();
     while start.elapsed() < SOAK {
         std::thread::sleep(Duration::from_millis(200));
-        server.assert_running();
+        for server in servers.iter_mut() {
+            server.assert_running();
+        }
     }
     stop.store(true, Ordering::Relaxed);
     for t in threads {
@@ -300,8 +362,13 @@ fn pushers_and_deleters_against_online_gc() {
     let pushed = pushed.load(Ordering::Relaxed);
     let deleted = deleted.load(Ordering::Relaxed);
     assert!(
-        pushed > 10 && deleted > 0,
-        "pushed {pushed}, deleted {deleted}"
+        pushed >= min_pushes && deleted > 0,
+        "pushed {pushed}, deleted {deleted}; server logs:\n{}",
+        servers
+            .iter()
+            .map(|s| s.stderr())
+            .collect::<Vec<_>>()
+            .join("\n---\n")
     );
 
     // Everything still tagged pulls with correct digests.
@@ -316,8 +383,17 @@ fn pushers_and_deleters_against_online_gc() {
     assert!(images > 0);
 
     // A last run that also drops untagged manifests: afterwards the store
-    // holds exactly the blobs of tagged images.
-    let run = manual_gc(addr, r#"{"delete_untagged":true}"#);
+    // holds exactly the blobs of tagged images. The other nodes stop
+    // first, so no run of theirs holds the cluster's GC.
+    for server in servers[1..].iter_mut() {
+        let status = server.stop();
+        assert!(status.success(), "server exit: {status}");
+    }
+    let mut run = manual_gc(addr, r#"{"delete_untagged":true}"#);
+    if !grace.is_zero() {
+        std::thread::sleep(grace + Duration::from_millis(200));
+        run = manual_gc(addr, "{}");
+    }
     let (status, _, list) = http(addr, "GET", "/api/v2.0/system/gc", &[], b"");
     assert_eq!(status, 200);
     let list: Value = serde_json::from_slice(&list).expect("history");
@@ -339,21 +415,45 @@ fn pushers_and_deleters_against_online_gc() {
             pull(addr, repo, &tag);
         }
     }
-    let status = server.stop();
+    let status = servers[0].stop();
     assert!(status.success(), "server exit: {status}");
+    Soaked {
+        pushed,
+        deleted,
+        referenced,
+        images,
+        run,
+    }
+}
 
-    let out = Command::new(bin_path("berthctl"))
-        .args(["fsck", "--verify-blobs", "--data-dir"])
-        .arg(&data)
-        .output()
-        .expect("berthctl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "fsck: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!text.contains("note:"), "{text}");
+/// fsck's report is clean: no finding, no note.
+fn assert_fsck_clean(code: i32, out: &str, err: &str) {
+    assert_eq!(code, 0, "fsck: {out}{err}");
+    assert!(!out.contains("note:"), "{out}");
+}
+
+#[test]
+fn pushers_and_deleters_against_online_gc() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut servers = [TestServer::start(
+        &data,
+        &[
+            ("BERTH_GC_INTERVAL_SECONDS", "1"),
+            ("BERTH_GC_GRACE_SECONDS", "0"),
+            ("RUST_LOG", "warn"),
+        ],
+    )];
+    let Soaked {
+        pushed,
+        deleted,
+        referenced,
+        images,
+        run,
+    } = soak(&mut servers, 10, Duration::ZERO);
+
+    let (code, out, err) = berth_testkit::berthctl(&data, &["fsck", "--verify-blobs"]);
+    assert_fsck_clean(code, &out, &err);
 
     // The same check in-process, on the engine this tree built.
     let report = berth_testkit::open_engine(&data)
@@ -369,6 +469,71 @@ fn pushers_and_deleters_against_online_gc() {
     );
     eprintln!(
         "soak: {pushed} pushes, {deleted} deletes, {images} tagged images, {} blobs stored; last run {}",
+        stored.len(),
+        run["report"]
+    );
+}
+
+#[test]
+fn pushers_and_deleters_against_online_gc_on_three_cluster_nodes() {
+    let Some(db) = berth_engine::DatabaseConfig::for_test() else {
+        eprintln!("BERTH_TEST_DATABASE_URL is not set: cluster soak skipped");
+        return;
+    };
+    let (s3, bucket) = berth_testkit::s3_server_env(
+        berth_engine::store::s3::TestTransport::Http,
+        "berth-e2e",
+        "s3",
+        8 << 20,
+    );
+    let mut env: Vec<(String, String)> = s3;
+    env.push(("BERTH_DATABASE_URL".into(), db.url.clone()));
+    env.push(("BERTH_DATABASE_SCHEMA".into(), db.schema.clone()));
+    let mut server_env = env.clone();
+    server_env.extend([
+        ("BERTH_GC_INTERVAL_SECONDS".into(), "1".into()),
+        // A push over three nodes takes longer than a GC interval: a
+        // second of grace lets pushes through while every run still takes
+        // blobs that dedup may land on at that moment.
+        ("BERTH_GC_GRACE_SECONDS".into(), "1".into()),
+        ("RUST_LOG".into(), "warn".into()),
+    ]);
+    let refs: Vec<(&str, &str)> = server_env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut servers: Vec<TestServer> = ["a", "b", "c"]
+        .iter()
+        .map(|n| TestServer::start(&dir.path().join(n), &refs))
+        .collect();
+    let Soaked {
+        pushed,
+        deleted,
+        referenced,
+        images,
+        run,
+    } = soak(&mut servers, 5, Duration::from_secs(1));
+
+    let (code, out, err) =
+        berth_testkit::berthctl_with(&dir.path().join("tool"), &["fsck", "--verify-blobs"], &env);
+    assert_fsck_clean(code, &out, &err);
+    let stored: BTreeSet<String> = bucket
+        .list_sizes()
+        .expect("list the bucket")
+        .into_iter()
+        .map(|(d, _)| d.to_string())
+        .collect();
+    assert_eq!(
+        stored, referenced,
+        "the bucket holds exactly the referenced blobs"
+    );
+    assert!(
+        bucket.segment_keys().expect("list segments").is_empty(),
+        "upload segments left in the bucket"
+    );
+    eprintln!(
+        "cluster soak: {pushed} pushes, {deleted} deletes, {images} tagged images, {} blobs stored; last run {}",
         stored.len(),
         run["report"]
     );

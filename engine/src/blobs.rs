@@ -120,7 +120,11 @@ impl Engine {
             }
         }
         // The record's tier lets a tiered store skip a local miss.
-        match self.inner.store.get_at(digest, range, rec.tier) {
+        match self
+            .inner
+            .store
+            .get_at(digest, range, self.inner.read_hint(rec.tier))
+        {
             Ok(data) => Ok((info, data)),
             Err(StoreError::RangeNotSatisfiable { size, .. }) => {
                 Err(BlobError::RangeNotSatisfiable {

@@ -23,7 +23,7 @@ use crate::digest::{Algorithm, Digest};
 use crate::engine::{Engine, Inner};
 use crate::error::{ManifestError, StorageError};
 use crate::index::Batch;
-use crate::keys::{BlobKey, ChartKey, ChartRepoKey, WholeFamily};
+use crate::keys::{BlobKey, ChartKey, ChartRepoKey, PinKey, WholeFamily};
 use crate::manifests::{check_put, project_of, ManifestPut, Pending};
 use crate::names::{RepoName, Tag};
 use crate::records::{self, BlobState, ChartBlob, ChartRecord, ChartRepoRecord, Count};
@@ -373,8 +373,13 @@ impl Engine {
             });
         }
         inner.check_poison()?;
-        // 2. Pinned until the batch is committed (or this fails).
+        // 2. Pinned until the batch is committed (or this fails): against
+        //    this process's GC, and durably against every node's (a pin
+        //    left by a failure only keeps garbage a while, see gc.rs).
         let _pins: Vec<_> = given.iter().map(|(d, _)| inner.gc_digests.pin(d)).collect();
+        let holder = inner.fresh_id()?;
+        let pinned: Vec<&Digest> = given.iter().map(|(d, _)| d).collect();
+        inner.commit_pins(&pinned, &holder, |_| Ok(()))?;
         let live = |d: &Digest, size: u64| -> Result<bool, StorageError> {
             Ok(inner
                 .index
@@ -406,6 +411,7 @@ impl Engine {
             }
             let rec = inner.blob_record_to_link(d, existing, size, now)?;
             pending.link_blob(&mut batch, &repo, d, rec, now)?;
+            batch.delete(&PinKey(d.clone(), holder.clone()));
         }
         let digest = inner.manifest_into_batch(
             &mut pending,

@@ -16,8 +16,8 @@ use crate::keys::{
     WholeFamily,
 };
 use crate::metrics::EngineMetrics;
-use crate::records::{BlobRecord, BlobState, Empty, FormatVersion, Marker};
-use crate::store::{open_backend, Backend, BlobStore};
+use crate::records::{BlobRecord, BlobState, Empty, FormatVersion, Marker, Tier};
+use crate::store::{open_backend, Backend, BlobStore, Located, StoreError};
 use crate::uploads::Session;
 use crate::workers::Workers;
 
@@ -375,8 +375,33 @@ impl Inner {
     /// record is read under the write lock, after any commit that wrote it
     /// with an older answer. Records GC is deleting, and blobs the store no
     /// longer has, are left alone (fsck reports the latter).
+    /// Where the store holds `d`, as the index records it. In cluster mode
+    /// a node's local copy is its own cache, not shared state: the index
+    /// records what every node sees, the bucket (`Both` is `Remote`).
+    pub(crate) fn locate(&self, d: &Digest) -> Result<Option<Located>, StoreError> {
+        let located = self.store.locate(d)?;
+        Ok(match located {
+            Some(l) if self.index.is_shared() && l.tier == Tier::Both => Some(Located {
+                tier: Tier::Remote,
+                ..l
+            }),
+            other => other,
+        })
+    }
+
+    /// The tier hint a read of a blob recorded at `tier` gives the store:
+    /// in cluster mode the local cache is tried first whatever the index
+    /// says (it is this node's), then the bucket.
+    pub(crate) fn read_hint(&self, tier: Tier) -> Tier {
+        if self.index.is_shared() {
+            Tier::Both
+        } else {
+            tier
+        }
+    }
+
     pub(crate) fn sync_tier(&self, d: &Digest) -> Result<(), StorageError> {
-        let Some(located) = self.store.locate(d).map_err(|e| self.store_err(e))? else {
+        let Some(located) = self.locate(d).map_err(|e| self.store_err(e))? else {
             return Ok(());
         };
         let g = self.lock()?;

@@ -27,6 +27,11 @@ pub enum StorageError {
     /// What this configuration does not do (yet), and why.
     #[error("{0}")]
     Unsupported(String),
+    /// Another process holds what the operation needs for now (a GC run
+    /// on another node, a GC claim on a digest); nothing was done, and the
+    /// same request later succeeds. The server answers 503.
+    #[error("busy: {0}")]
+    Busy(String),
     #[error("blob store: {0}")]
     Store(#[from] StoreError),
     #[error("{op} {path}: {source}", path = .path.display())]

@@ -124,7 +124,7 @@ enum Fix {
 pub(crate) fn removable(cf: Cf) -> bool {
     matches!(
         cf,
-        Cf::GcCandidates | Cf::BlobRepos | Cf::Referrers | Cf::Uploads
+        Cf::GcCandidates | Cf::BlobRepos | Cf::Referrers | Cf::Uploads | Cf::Pins
     )
 }
 
@@ -480,7 +480,7 @@ impl Engine {
                 fixes.push(Fix::FinishDeletion(d.clone()));
                 continue;
             }
-            let located = inner.store.locate(d)?;
+            let located = inner.locate(d)?;
             if let Some(l) = located.filter(|l| l.tier != rec.tier) {
                 add(
                     format!("blob {d}"),

@@ -17,20 +17,52 @@
 //!    while claiming the digest; unlink the store file; under the lock,
 //!    remove the record, its candidate entry and its links; release the
 //!    claim. A record is never removed before its file.
+//!
+//! Across nodes (cluster mode, a shared index) the in-memory pins and
+//! claims of [`GcDigests`] see one process only; what every node sees is
+//! in the index, ordered by its write lock: an upload (or chart upload)
+//! writes a pin (`pins`: digest, holder) with its `publishing` note before
+//! it looks for the blob, and removes it in the batch that ends it; GC
+//! claims no pinned digest, and its claim is the `Deleting` state with the
+//! claim time in `touched_ms`. A pin is not taken while another node's
+//! claim is live ([`CLAIM_LEASE`]): the upload waits. A GC deletes nothing
+//! past [`DELETE_DEADLINE`] of its claim, so once the lease is over an
+//! upload may put the bytes back and revive the record, and GC's removal
+//! of the entries re-checks its claim first. One GC run at a time in the
+//! cluster (`Index::try_exclusive`). See `docs/gc.md`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::digest::Digest;
 use crate::engine::{Engine, Inner};
 use crate::error::StorageError;
 use crate::index::Batch;
 use crate::keys::{
-    BlobKey, BlobRepoKey, CorruptKey, GcCandidateKey, LinkKey, RepoManifestKey, WholeFamily,
+    BlobKey, BlobRepoKey, CorruptKey, GcCandidateKey, LinkKey, PinKey, RepoManifestKey, WholeFamily,
 };
 use crate::metrics::EngineMetrics;
-use crate::records::{self, BlobRecord, BlobState};
+use crate::records::{self, BlobRecord, BlobState, Seq};
+
+/// Cluster mode: a GC claim (a `Deleting` record, its `touched_ms` the
+/// claim time) older than this is abandoned: its run died or stalled and
+/// fenced itself off ([`DELETE_DEADLINE`]); an upload may then put the
+/// bytes back and revive the record.
+pub(crate) const CLAIM_LEASE: Duration = Duration::from_secs(300);
+/// A run deletes no blob whose claim is older than this: half the lease,
+/// so a store delete still in flight (a request and its retries end within
+/// a minute) lands before any upload may put the bytes back.
+const DELETE_DEADLINE: Duration = Duration::from_secs(150);
+/// A pin older than this was left by a holder that died: ignored by GC's
+/// claims, and removed by its runs.
+const PIN_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How often a pin waiting on a live claim looks again.
+const PIN_RETRY: Duration = Duration::from_millis(100);
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
 
 /// Marks are committed in batches of this many blobs.
 const MARK_BATCH: usize = 1024;
@@ -333,15 +365,14 @@ impl Inner {
         opts: &GcOptions,
         progress: Progress<'_>,
     ) -> Result<GcReport, StorageError> {
-        if self.index.is_shared() && !opts.dry_run {
-            // The pins that keep an upload's dedup from landing on a blob
-            // being deleted are this process's memory; across nodes they
-            // must live in the database first (docs/cluster.md).
-            return Err(StorageError::Unsupported(
-                "cluster mode runs GC only as a dry run until uploads pin their digests in the database (docs/cluster.md)".to_owned(),
-            ));
-        }
         let _run = self.gc_run.lock().unwrap_or_else(|p| p.into_inner());
+        // One run at a time in the cluster (every process on the index).
+        let _exclusive = match opts.dry_run {
+            true => None,
+            false => Some(self.index.try_exclusive("gc")?.ok_or_else(|| {
+                StorageError::Busy("a GC run is in progress on another node".to_owned())
+            })?),
+        };
         let mut report = GcReport {
             dry_run: opts.dry_run,
             ..GcReport::default()
@@ -351,6 +382,9 @@ impl Inner {
         }
         if let (Some(ttl), false) = (opts.upload_ttl, opts.dry_run) {
             report.uploads_expired = self.expire_uploads(ttl)? as u64;
+        }
+        if !opts.dry_run {
+            self.remove_stale_pins()?;
         }
         let cutoff = records::now_ms()
             .saturating_sub(u64::try_from(opts.grace.as_millis()).unwrap_or(u64::MAX));
@@ -449,8 +483,10 @@ impl Inner {
         cutoff: u64,
         report: &mut GcReport,
     ) -> Result<(), StorageError> {
-        // 1. Decide under the lock, claim, commit Deleting.
+        // 1. Decide under the lock, claim, commit Deleting (at `now`, the
+        //    claim time every node reads).
         let mut claimed: Vec<(Claim<'_>, u64)> = Vec::with_capacity(ds.len());
+        let now = records::now_ms();
         {
             let g = self.lock()?;
             let mut b = Batch::default();
@@ -464,9 +500,10 @@ impl Inner {
                         BlobState::Deleting => true,
                         BlobState::Active => false,
                     };
-                // IMPORTANT: an upload of these bytes in flight has the
-                // digest pinned; then the blob is about to be used: kept.
-                if !garbage || !self.gc_digests.claim(d) {
+                // IMPORTANT: an upload of these bytes in flight, on any
+                // node, has the digest pinned; then the blob is about to be
+                // used: kept.
+                if !garbage || self.pinned(d, now)? || !self.gc_digests.claim(d) {
                     report.kept_touched += 1;
                     continue;
                 }
@@ -477,17 +514,26 @@ impl Inner {
                     },
                     rec.size,
                 ));
-                if rec.state != BlobState::Deleting {
-                    rec.state = BlobState::Deleting;
-                    self.put_blob_record(&mut b, d, &rec);
-                }
+                rec.state = BlobState::Deleting;
+                rec.touched_ms = now;
+                self.put_blob_record(&mut b, d, &rec);
             }
             self.commit(g, b)?;
         }
+        let deadline = Instant::now() + DELETE_DEADLINE;
         // 2. Unlink the files (durably), outside the lock: S3 deletes are slow.
         let mut existed = Vec::with_capacity(claimed.len());
         for (c, _) in &claimed {
             self.hook(GcPoint::Deleting, Some(c.digest))?;
+            if self.index.is_shared() && Instant::now() > deadline {
+                // Past it, an upload may revive a claimed blob once the
+                // lease ends: delete nothing more. The claims left are
+                // resumed by the next run, or revived.
+                return Err(StorageError::Busy(format!(
+                    "GC stopped: its claims outlived the {} s deletion deadline; run it again",
+                    DELETE_DEADLINE.as_secs()
+                )));
+            }
             match self.store.delete(c.digest) {
                 Ok(e) => existed.push(e),
                 Err(e) => {
@@ -506,7 +552,15 @@ impl Inner {
             let g = self.lock()?;
             let mut b = Batch::default();
             for (c, _) in &claimed {
-                report.links_removed += self.remove_blob_entries(&mut b, c.digest)?;
+                // Still this run's claim: nobody revived it (only possible
+                // once the lease is over, see the module docs).
+                let ours = self
+                    .index
+                    .get(&BlobKey(c.digest.clone()))?
+                    .is_some_and(|r| r.state == BlobState::Deleting && r.touched_ms == now);
+                if ours {
+                    report.links_removed += self.remove_blob_entries(&mut b, c.digest)?;
+                }
             }
             self.commit(g, b)?;
         }
@@ -519,6 +573,88 @@ impl Inner {
         // Claims are released here, after the records are gone.
         drop(claimed);
         Ok(())
+    }
+
+    /// Whether `rec` is claimed by a GC run that may still delete its
+    /// bytes, as far as the index says: cluster mode only (on one node the
+    /// in-memory claims of [`GcDigests`] say it, and pins wait on them).
+    pub(crate) fn claim_is_live(&self, rec: &BlobRecord, now: u64) -> bool {
+        self.index.is_shared()
+            && rec.state == BlobState::Deleting
+            && now < rec.touched_ms.saturating_add(ms(CLAIM_LEASE))
+    }
+
+    /// Whether an upload or chart upload on any node has `d` pinned.
+    fn pinned(&self, d: &Digest, now: u64) -> Result<bool, StorageError> {
+        for r in self.index.scan(PinKey::of_digest(d)) {
+            let (_, Seq(at)) = r?;
+            if now < at.saturating_add(ms(PIN_TTL)) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Commits pins of `ds` for `holder` (with whatever `more` adds to the
+    /// batch), so no GC run on any node claims them until the batch that
+    /// ends the holder's work removes them. While a run on another node has
+    /// a live claim on one of them, waits (the claim ends within
+    /// [`CLAIM_LEASE`]). Not synced: a holder that dies loses nothing
+    /// acknowledged, and its pins would only keep garbage a while.
+    pub(crate) fn commit_pins(
+        &self,
+        ds: &[&Digest],
+        holder: &str,
+        more: impl Fn(&mut Batch) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        let give_up = Instant::now() + CLAIM_LEASE + Duration::from_secs(1);
+        loop {
+            let g = self.lock()?;
+            let now = records::now_ms();
+            let mut b = Batch::default();
+            let mut claimed = None;
+            for d in ds {
+                match self.index.get(&BlobKey((*d).clone()))? {
+                    Some(rec) if self.claim_is_live(&rec, now) => {
+                        claimed = Some(*d);
+                        break;
+                    }
+                    _ => b.put(&PinKey((*d).clone(), holder.to_owned()), &Seq(now)),
+                }
+            }
+            let Some(d) = claimed else {
+                more(&mut b)?;
+                return self.commit_unsynced(g, b);
+            };
+            drop(g);
+            if Instant::now() > give_up {
+                return Err(StorageError::Busy(format!(
+                    "blob {d} is being deleted by GC"
+                )));
+            }
+            std::thread::sleep(PIN_RETRY);
+        }
+    }
+
+    /// Removes pins older than [`PIN_TTL`] (their holders died).
+    fn remove_stale_pins(&self) -> Result<(), StorageError> {
+        let cutoff = records::now_ms().saturating_sub(ms(PIN_TTL));
+        let mut stale = Vec::new();
+        for r in self.index.scan(PinKey::all()) {
+            let (k, Seq(at)) = r?;
+            if at <= cutoff {
+                stale.push(k);
+            }
+        }
+        if stale.is_empty() {
+            return Ok(());
+        }
+        let g = self.lock()?;
+        let mut b = Batch::default();
+        for k in &stale {
+            b.delete(k);
+        }
+        self.commit(g, b)
     }
 
     /// Deletes untagged manifests (see [`GcOptions::delete_untagged`]).
@@ -581,6 +717,11 @@ impl Inner {
                 }
                 self.history()
                     .update(id, GcRunStatus::Success, Some(report.clone()));
+            }
+            Err(e @ StorageError::Busy(_)) => {
+                tracing::info!(error = %e, "gc run skipped");
+                self.history()
+                    .update(id, GcRunStatus::Error(e.to_string()), None);
             }
             Err(e) => {
                 EngineMetrics::add(&m.gc_failures, 1);

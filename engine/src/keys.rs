@@ -71,6 +71,9 @@
 //! chart_repos     ChartRepoKey: project                   ChartRepoRecord: generation
 //!                                                           (bumped by every chart change),
 //!                                                           updated, version count
+//! pins            PinKey: digest 0x00 holder (32 hex:     Seq: u64 BE, when it was pinned
+//!                   an upload id or a chart upload's)       (ms); GC claims no pinned digest
+//!                                                           (docs/gc.md, "Across nodes")
 //! ```
 //!
 //! A chart `name-version` of `project` is the OCI manifest tagged
@@ -118,11 +121,12 @@ pub enum Cf {
     GcCandidates,
     Charts,
     ChartRepos,
+    Pins,
 }
 
 impl Cf {
     /// Every column family, in the order they are opened.
-    pub const ALL: [Cf; 18] = [
+    pub const ALL: [Cf; 19] = [
         Cf::Meta,
         Cf::Blobs,
         Cf::Links,
@@ -141,6 +145,7 @@ impl Cf {
         Cf::GcCandidates,
         Cf::Charts,
         Cf::ChartRepos,
+        Cf::Pins,
     ];
 
     /// The column family's name in the index. Changing one is a format change.
@@ -164,6 +169,7 @@ impl Cf {
             Cf::GcCandidates => "gc_candidates",
             Cf::Charts => "charts",
             Cf::ChartRepos => "chart_repos",
+            Cf::Pins => "pins",
         }
     }
 }
@@ -479,6 +485,47 @@ impl IndexKey for BlobRepoKey {
 impl WholeFamily for BlobRepoKey {}
 
 impl fmt::Display for BlobRepoKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}@{}", Self::CF, self.0, self.1)
+    }
+}
+
+/// `pins`: digest `.0` is about to be published or linked by holder `.1`
+/// (an upload id, or a chart upload's id: 32 lowercase hex characters),
+/// so GC claims it for no deletion. Written with the upload's `publishing`
+/// note, removed in the batch that ends the holder's work.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PinKey(pub Digest, pub String);
+
+impl PinKey {
+    /// Every pin of one digest.
+    pub fn of_digest(d: &Digest) -> Scan<PinKey> {
+        Scan::prefix(prefix_of(&[d.as_str().as_bytes()]))
+    }
+}
+
+impl IndexKey for PinKey {
+    const CF: Cf = Cf::Pins;
+    type Value = crate::records::Seq;
+    fn encode(&self) -> Vec<u8> {
+        join(&[self.0.as_str().as_bytes(), self.1.as_bytes()])
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, CorruptKey> {
+        let [d, holder] = split::<2>(Self::CF, bytes)?;
+        if !crate::uploads::valid_upload_id(holder) {
+            return Err(CorruptKey {
+                cf: Self::CF,
+                key: bytes.to_vec(),
+                reason: "holder is not 32 lowercase hex characters".into(),
+            });
+        }
+        Ok(PinKey(digest(Self::CF, bytes, d)?, holder.to_owned()))
+    }
+}
+
+impl WholeFamily for PinKey {}
+
+impl fmt::Display for PinKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}@{}", Self::CF, self.0, self.1)
     }
@@ -1048,6 +1095,7 @@ pub enum Key {
     GcCandidate(GcCandidateKey),
     Chart(ChartKey),
     ChartRepo(ChartRepoKey),
+    Pin(PinKey),
 }
 
 /// Applies `$body` to the typed key inside every non-`meta` variant, with
@@ -1124,6 +1172,10 @@ macro_rules! each_key {
                 type $K = ChartRepoKey;
                 $body
             }
+            Key::Pin($k) => {
+                type $K = PinKey;
+                $body
+            }
         }
     };
 }
@@ -1153,6 +1205,7 @@ impl Key {
             Cf::GcCandidates => Key::GcCandidate(GcCandidateKey::decode(bytes)?),
             Cf::Charts => Key::Chart(ChartKey::decode(bytes)?),
             Cf::ChartRepos => Key::ChartRepo(ChartRepoKey::decode(bytes)?),
+            Cf::Pins => Key::Pin(PinKey::decode(bytes)?),
         })
     }
 
@@ -1241,6 +1294,11 @@ mod tests {
                 }),
                 "referrers",
                 format!("proj/app\0sha256:{hex_a}\0sha256:{hex_b}"),
+            ),
+            (
+                enc(PinKey(a.clone(), "0123456789abcdef0123456789abcdef".into())),
+                "pins",
+                format!("sha256:{hex_a}\0{}", "0123456789abcdef0123456789abcdef"),
             ),
             (
                 enc(UploadKey("0123456789abcdef0123456789abcdef".into())),
@@ -1569,6 +1627,7 @@ mod tests {
             roundtrip(RobotKey(format!("robot${n1}+{n2}")))?;
             roundtrip(MemberKey { project: n1.clone(), user: n2.clone() })?;
             roundtrip(ChartKey(chart.clone()))?;
+            roundtrip(PinKey(d2.clone(), id.clone()))?;
 
             // The closed keyspace: every variant of `Key`, every meta key.
             let mut keys: Vec<Key> = MetaKey::ALL.into_iter().map(Key::Meta).collect();
@@ -1590,6 +1649,7 @@ mod tests {
                 Key::GcCandidate(GcCandidateKey(d2.clone())),
                 Key::Chart(ChartKey(chart)),
                 Key::ChartRepo(ChartRepoKey(repo.clone())),
+                Key::Pin(PinKey(d1.clone(), id.clone())),
             ]);
             let families: std::collections::HashSet<Cf> = keys.iter().map(Key::cf).collect();
             prop_assert_eq!(families.len(), Cf::ALL.len());

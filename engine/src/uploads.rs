@@ -38,7 +38,7 @@ use crate::digest::{Algorithm, Digest, Hasher};
 use crate::engine::{Engine, Inner};
 use crate::error::{StorageError, UploadError};
 use crate::index::Batch;
-use crate::keys::{BlobKey, BlobRepoKey, LinkKey, RepoKey, UploadKey, WholeFamily};
+use crate::keys::{BlobKey, BlobRepoKey, LinkKey, PinKey, RepoKey, UploadKey, WholeFamily};
 use crate::names::RepoName;
 use crate::records::{
     self, BlobInfo, BlobRecord, BlobState, Count, Empty, LinkRecord, RepoRecord, Segment, Tier,
@@ -76,6 +76,18 @@ pub fn valid_upload_id(id: &str) -> bool {
 }
 
 impl Inner {
+    /// A new random id of the upload id form (32 lowercase hex): upload
+    /// sessions, and the holders of pins.
+    pub(crate) fn fresh_id(&self) -> Result<String, StorageError> {
+        let mut raw = [0u8; 16];
+        getrandom::fill(&mut raw).map_err(|e| StorageError::Io {
+            op: "generate an id",
+            path: self.config.data_dir.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        Ok(hex::encode(raw))
+    }
+
     fn upload_record(&self, repo: &RepoName, id: &str) -> Result<UploadRecord, UploadError> {
         let not_found = || UploadError::NotFound {
             repo: repo.to_string(),
@@ -323,6 +335,7 @@ impl Inner {
         self.link_into(&mut batch, &repo, digest, &mut blob, now)?;
         self.put_blob_record(&mut batch, digest, &blob);
         batch.delete(&UploadKey(id.to_owned()));
+        batch.delete(&PinKey(digest.clone(), id.to_owned()));
         self.commit(g, batch)?;
         tracing::info!(upload = %id, %repo, blob = %digest, "finished an upload completion cut by a crash");
         Ok(())
@@ -368,6 +381,9 @@ impl Inner {
             let _g = self.lock()?;
             let mut b = Batch::default();
             b.delete(&UploadKey(id.to_owned()));
+            if let Some(d) = &rec.publishing {
+                b.delete(&PinKey(d.clone(), id.to_owned()));
+            }
             self.commit(_g, b)?;
         }
         self.release_upload_slot(&rec.owner);
@@ -451,7 +467,7 @@ impl Inner {
                 touched_ms: now,
             },
         };
-        match self.store.locate(digest) {
+        match self.locate(digest) {
             Ok(Some(located)) => rec.tier = located.tier,
             Ok(None) | Err(_) => {
                 let _ = self.tier_moves.send(digest.clone());
@@ -505,16 +521,19 @@ impl Inner {
     /// drops the session (its completion was never acknowledged; the
     /// client uploads again, and the orphan file is reused or collected by
     /// `fsck --repair`).
+    ///
+    /// The same batch pins `digest` for the upload (`Inner::commit_pins`),
+    /// so no GC run on any node claims it until the completion's commit
+    /// point removes the pin; while one has a live claim on it, this waits.
     fn note_publishing(&self, id: &str, digest: &Digest) -> Result<(), StorageError> {
-        let g = self.lock()?;
         let key = UploadKey(id.to_owned());
-        let Some(mut rec) = self.index.get(&key)? else {
-            return Ok(());
-        };
-        rec.publishing = Some(digest.clone());
-        let mut b = Batch::default();
-        b.put(&key, &rec);
-        self.commit_unsynced(g, b)
+        self.commit_pins(&[digest], id, |b| {
+            if let Some(mut rec) = self.index.get(&key)? {
+                rec.publishing = Some(digest.clone());
+                b.put(&key, &rec);
+            }
+            Ok(())
+        })
     }
 
     /// Commits the verified, staged content of upload `staged.id()` as blob
@@ -587,6 +606,7 @@ impl Inner {
             owner = up.owner;
         }
         batch.delete(&ukey);
+        batch.delete(&PinKey(digest.clone(), upload_id.clone()));
         // IMPORTANT: the commit point. Before it the blob may sit in the
         // store unindexed (fsck reports it; a later commit reuses it).
         self.commit(_g, batch)?;
@@ -633,13 +653,7 @@ impl Engine {
         let inner = &self.inner;
         inner.check_poison()?;
         let slot = inner.take_upload_slot(owner)?;
-        let mut raw = [0u8; 16];
-        getrandom::fill(&mut raw).map_err(|e| StorageError::Io {
-            op: "generate upload id",
-            path: inner.config.data_dir.clone(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
-        let id = hex::encode(raw);
+        let id = inner.fresh_id()?;
         // IMPORTANT: the staged blob exists durably before the record names
         // it, so recovery never sees a record without its staged blob. (In
         // cluster mode a record names segments, none yet.)
@@ -1150,8 +1164,11 @@ impl UploadWriter {
             }
             rec.offset = self.pos;
             rec.updated_ms = records::now_ms();
-            rec.publishing = None;
             let mut b = Batch::default();
+            // A completion that failed after its note: its pin goes too.
+            if let Some(d) = rec.publishing.take() {
+                b.delete(&PinKey(d, self.id.clone()));
+            }
             b.put(&key, &rec);
             inner.commit(_g, b)?;
             Ok(())

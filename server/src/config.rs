@@ -225,11 +225,6 @@ impl Config {
             .or(file.gc_interval_seconds)
             .filter(|&s| s > 0)
             .map(Duration::from_secs);
-        if database.is_some() && gc_interval.is_some() {
-            return Err(ConfigError::Invalid(
-                "online GC (BERTH_GC_INTERVAL_SECONDS) is not yet available in cluster mode (BERTH_DATABASE_URL): see docs/cluster.md".into(),
-            ));
-        }
         Ok(Config {
             limits,
             storage,

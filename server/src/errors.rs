@@ -342,7 +342,7 @@ pub enum Surface {
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> ApiError {
         match e {
-            StorageError::Database { .. } => ApiError::unavailable(e),
+            StorageError::Database { .. } | StorageError::Busy(_) => ApiError::unavailable(e),
             StorageError::Unsupported(why) => ApiError::new(Code::Unsupported, why),
             e => ApiError::internal(e),
         }

@@ -160,6 +160,13 @@ pub(crate) enum Committed {
     Durable,
 }
 
+/// An exclusive lock held across processes ([`Index::try_exclusive`]).
+pub(crate) enum Exclusive {
+    Local,
+    #[allow(dead_code)] // held for its Drop
+    Pg(Box<pg::PgExclusive>),
+}
+
 impl Index {
     /// Opens (creating if needed) the RocksDB index at `path` with every
     /// column family of [`Cf::ALL`].
@@ -312,6 +319,18 @@ impl Index {
     /// Takes the backend's part of the write lock (the engine holds its
     /// own mutex already): nothing on RocksDB; on PostgreSQL a transaction
     /// holding the cluster's advisory lock, waited for.
+    /// Takes the exclusive lock `what` of every process on this index, if
+    /// none holds it; `None` if one does. RocksDB: this process is the
+    /// only one (the caller's own mutex orders its threads); PostgreSQL: a
+    /// session advisory lock, released when the guard drops or the node
+    /// dies.
+    pub(crate) fn try_exclusive(&self, what: &str) -> Result<Option<Exclusive>, StorageError> {
+        match self {
+            Index::Rocks(_) => Ok(Some(Exclusive::Local)),
+            Index::Pg(p) => Ok(p.try_exclusive(what)?.map(|e| Exclusive::Pg(Box::new(e)))),
+        }
+    }
+
     pub(crate) fn begin(&self) -> Result<IndexTxn<'_>, StorageError> {
         match self {
             Index::Rocks(_) => Ok(IndexTxn::Local),

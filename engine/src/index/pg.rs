@@ -248,6 +248,12 @@ impl Drop for InTxn {
     }
 }
 
+/// A session-level advisory lock ([`PgIndex::try_exclusive`]); dropping
+/// it closes its connection, which releases the lock.
+pub(crate) struct PgExclusive {
+    _session: InTxn,
+}
+
 /// A transaction holding the cluster's write lock, from
 /// [`PgIndex::begin`] to [`PgIndex::commit`]; dropped uncommitted, it is
 /// rolled back (its connection closed if that fails or takes 5 s).
@@ -556,6 +562,23 @@ impl PgIndex {
                 .await
                 .map_err(db_err)?;
             Ok(row.get::<_, i64>(0).max(0) as u64)
+        })
+    }
+
+    /// Takes the schema's session-level advisory lock `what` if no node
+    /// holds it (GC runs: one node at a time). It is held by a connection
+    /// of its own, kept out of the pool until the guard drops and closes
+    /// it; a node that dies loses its connection, and the lock with it.
+    pub(super) fn try_exclusive(&self, what: &str) -> Result<Option<PgExclusive>, StorageError> {
+        let (pool, lock) = (self.pool.clone(), lock_key(&self.schema, what));
+        self.call("take an exclusive lock", async move {
+            let c = InTxn(Some(pool.get().await.map_err(db_err)?));
+            let row = c
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&lock])
+                .await
+                .map_err(db_err)?;
+            let held: bool = row.try_get(0).map_err(db_err)?;
+            Ok(held.then_some(PgExclusive { _session: c }))
         })
     }
 
