@@ -224,6 +224,77 @@ fn an_upload_racing_the_unlink_waits_and_rewrites() {
     }
 }
 
+/// The same race across cluster nodes: two engines on one PostgreSQL
+/// index and one store, GC on the first, the upload of the same bytes on
+/// the second, whose in-memory pins the first never sees. The upload waits
+/// on the claim recorded in the index (it neither dedups onto the blob
+/// being unlinked nor revives it early), then stores the bytes again.
+#[test]
+fn an_upload_on_another_node_racing_the_unlink_waits_and_rewrites() {
+    let Some(db) = berth_engine::DatabaseConfig::for_test() else {
+        eprintln!("BERTH_TEST_DATABASE_URL is not set: skipped");
+        return;
+    };
+    for point in [GcPoint::Deleting, GcPoint::Unlinked] {
+        let db = berth_engine::DatabaseConfig {
+            schema: format!("{}_{}", db.schema, point as u8),
+            ..db.clone()
+        };
+        let dirs = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn berth_engine::store::BlobStore> =
+            Arc::new(berth_engine::store::MemoryStore::new());
+        let open = |name: &str, hook: Option<GcHook>| {
+            let mut c = EngineConfig::new(dirs.path().join(name));
+            c.database = Some(db.clone());
+            c.store = Some(store.clone());
+            c.gc_hook = hook;
+            Arc::new(Engine::open(c).expect("open engine"))
+        };
+        let r = repo("p/app");
+        let data = content("cross-node race", 50_000);
+        let d = sha256(&data);
+        let other = open("b", None);
+        let uploader: Arc<Mutex<Option<std::thread::JoinHandle<()>>>> = Arc::new(Mutex::new(None));
+        let (hu, ho, hr, hd, hdata) = (
+            uploader.clone(),
+            other.clone(),
+            repo("p/other"),
+            d.clone(),
+            data.clone(),
+        );
+        let hook: GcHook = Arc::new(move |p, _| {
+            if p == point {
+                let (e, r, d, data) = (ho.clone(), hr.clone(), hd.clone(), hdata.clone());
+                let t = std::thread::spawn(move || {
+                    e.put_blob(&r, &d, &data)
+                        .expect("upload on the other node during deletion");
+                });
+                std::thread::sleep(Duration::from_millis(300));
+                assert!(
+                    !t.is_finished(),
+                    "the other node's upload did not wait for the deletion"
+                );
+                *hu.lock().expect("uploader") = Some(t);
+            }
+            true
+        });
+        let gc_node = open("a", Some(hook));
+        gc_node.put_blob(&r, &d, &data).expect("put");
+        let rep = gc_node.gc(&now_opts()).expect("gc");
+        assert_eq!(rep.blobs_deleted, 1, "{point:?}");
+        uploader
+            .lock()
+            .expect("uploader")
+            .take()
+            .expect("uploader started")
+            .join()
+            .expect("uploader ok");
+        assert_readable(&other, &repo("p/other"), &d, &data);
+        assert_readable(&gc_node, &repo("p/other"), &d, &data);
+        assert_clean(&gc_node);
+    }
+}
+
 /// A run cut short after committing `Deleting` (as by a crash) leaves a
 /// record readers do not see; an upload of the same bytes revives it, and
 /// otherwise the next run finishes the deletion.
