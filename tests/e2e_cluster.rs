@@ -524,6 +524,90 @@ fn an_upload_moves_between_nodes() {
     );
 }
 
+/// Moving in: a single node (local disk, RocksDB) with an image and an
+/// upload in progress is stopped and imported into an empty cluster; two
+/// cluster nodes then serve the image bit for bit, fsck is clean online,
+/// and a second import into the now non-empty database is refused.
+#[test]
+fn a_single_node_moves_into_a_cluster() {
+    let Some(db) = database() else { return };
+    let (s3, bucket) =
+        berth_testkit::s3_server_env(TestTransport::Http, "berth-e2e", "s3", 8 << 20);
+    let env = node_env(&s3, &db, &db.url);
+    let dirs = tempfile::tempdir().expect("tempdir");
+    let single_dir = dirs.path().join("single");
+    let mut single = TestServer::start(&single_dir, &[]);
+    let src = dirs.path().join("src");
+    let index = oci_layout::write_multi_arch(&src, "v1", "moving in", 200_000);
+    skopeo_ok(
+        &single,
+        &[
+            "copy",
+            "--all",
+            "--preserve-digests",
+            "--dest-tls-verify=false",
+            &format!("oci:{}:v1", src.display()),
+            &format!("docker://{}/proj/moved:v1", single.url()),
+        ],
+    );
+    let (st, _, _) = http(
+        single.addr,
+        "POST",
+        "/v2/proj/moved/blobs/uploads/",
+        &[],
+        b"",
+    );
+    assert_eq!(st, 202, "an upload left in progress");
+    assert!(single.stop().success());
+
+    let (code, out, err) = berth_testkit::berthctl_with(&single_dir, &["cluster", "import"], &env);
+    assert_eq!(code, 0, "berthctl cluster import: {out}{err}");
+    assert!(
+        out.contains("1 upload session(s) in progress were not imported"),
+        "{out}"
+    );
+    assert!(
+        !bucket.list_sizes().expect("list the bucket").is_empty(),
+        "no blob reached the bucket"
+    );
+
+    let nodes: Vec<TestServer> = ["a", "b"]
+        .iter()
+        .map(|n| start(&dirs.path().join(n), &env))
+        .collect();
+    let pulled = dirs.path().join("pulled");
+    skopeo_ok(
+        &nodes[1],
+        &[
+            "copy",
+            "--all",
+            "--preserve-digests",
+            "--src-tls-verify=false",
+            &format!("docker://{}/proj/moved:v1", nodes[1].url()),
+            &format!("oci:{}:v1", pulled.display()),
+        ],
+    );
+    for image in &index.images {
+        for d in image.blob_digests() {
+            assert!(
+                oci_layout::read_blob(&src, &d) == oci_layout::read_blob(&pulled, &d),
+                "blob {d} served by the cluster differs from the one pushed to the node"
+            );
+        }
+    }
+    let tool = dirs.path().join("tool");
+    let (code, out, err) = berth_testkit::berthctl_with(&tool, &["fsck", "--verify-blobs"], &env);
+    assert_eq!(code, 0, "fsck after the import: {out}{err}");
+    assert!(!out.contains("note:"), "{out}");
+
+    let (code, out, err) = berth_testkit::berthctl_with(&single_dir, &["cluster", "import"], &env);
+    assert_ne!(
+        code, 0,
+        "a second import went into a serving cluster: {out}"
+    );
+    assert!(err.contains("not empty"), "{err}");
+}
+
 fn basic(user: &str, password: &str) -> String {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));

@@ -20,6 +20,7 @@ pub mod store;
 
 mod blobs;
 pub mod charts;
+pub mod cluster;
 mod engine;
 mod error;
 pub mod fsck;

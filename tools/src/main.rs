@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use berth_engine::fsck::FsckOptions;
-use berth_engine::store::StorageSettings;
+use berth_engine::store::{BackendKind, StorageSettings};
 use berth_engine::{
     AccountError, Action, Actions, DatabaseConfig, Engine, EngineConfig, GcOptions, Role,
     StorageError,
@@ -101,6 +101,27 @@ enum Command {
     /// Robot accounts.
     #[command(subcommand)]
     Robot(RobotCmd),
+    /// Cluster mode (docs/cluster.md).
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Copies the stopped single node's data directory (its index, and
+    /// every blob the cluster's bucket lacks) into an empty cluster
+    /// database and its bucket: the cluster's settings as `berth serve`
+    /// reads them (`BERTH_DATABASE_URL`, `BERTH_STORAGE_BACKEND=s3`,
+    /// `BERTH_S3_*`). A killed import commits nothing; run it again.
+    Import {
+        /// The cluster database (else `BERTH_DATABASE_URL`).
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Where the node kept its blobs: `local` (its data directory) or
+        /// `s3` (the cluster's bucket already).
+        #[arg(long, default_value = "local")]
+        source_backend: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -225,6 +246,13 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> Result<ExitCode, CliError> {
+    if let Command::Cluster(ClusterCmd::Import {
+        database_url,
+        source_backend,
+    }) = &cli.command
+    {
+        return cluster_import(cli, database_url.as_deref(), source_backend);
+    }
     let creates = matches!(cli.command, Command::User(_) | Command::Project(_));
     let (backend, database) = storage_backend()?;
     if !creates && database.is_none() && !cli.data_dir.join("index").exists() {
@@ -293,6 +321,7 @@ fn run(cli: &Cli) -> Result<ExitCode, CliError> {
             })
         }
         Command::Bench(_) | Command::S3AbortUploads(_) => unreachable!("handled in main"),
+        Command::Cluster(_) => unreachable!("handled before the engine opens"),
         Command::Gc {
             dry_run,
             delete_untagged,
@@ -395,6 +424,80 @@ fn run(cli: &Cli) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `berthctl cluster import` (see [`ClusterCmd::Import`]).
+fn cluster_import(
+    cli: &Cli,
+    database_url: Option<&str>,
+    source_backend: &str,
+) -> Result<ExitCode, CliError> {
+    let (backend, database) = storage_backend()?;
+    let mut db = database.unwrap_or_else(|| DatabaseConfig::new(""));
+    if let Some(url) = database_url {
+        db.url = url.to_owned();
+    }
+    if db.url.is_empty() {
+        return Err(CliError::Usage(
+            "cluster import: the cluster database: --database-url or BERTH_DATABASE_URL".into(),
+        ));
+    }
+    let Some(s3) = backend
+        .s3
+        .clone()
+        .filter(|_| backend.kind == BackendKind::S3)
+    else {
+        return Err(CliError::Usage(
+            "cluster import: the cluster's bucket: BERTH_STORAGE_BACKEND=s3 and BERTH_S3_*".into(),
+        ));
+    };
+    if !cli.data_dir.join("index").exists() {
+        return Err(CliError::Usage(format!(
+            "cluster import: no berth index in {}",
+            cli.data_dir.display()
+        )));
+    }
+    let mut ec = EngineConfig::new(&cli.data_dir);
+    ec.backend = match source_backend {
+        "local" => berth_engine::store::Backend::local(),
+        "s3" => backend.clone(),
+        other => {
+            return Err(CliError::Usage(format!(
+                "cluster import: --source-backend {other:?}: local or s3"
+            )))
+        }
+    };
+    ec.allow_open_data_dir = cli.allow_open_data_dir;
+    let engine = Engine::open(ec)?;
+    let staging = cli.data_dir.join("cluster-import");
+    let target = berth_engine::store::S3Store::open(s3)
+        .and_then(|s| s.with_staging_dir(&staging))
+        .map_err(StorageError::from)?;
+    let bar = spinner("importing");
+    let report = engine.import_into_cluster(&db, &target, &|phase, n| {
+        bar.set_message(phase);
+        bar.set_position(n);
+    })?;
+    bar.finish_and_clear();
+    drop(target);
+    let _ = std::fs::remove_dir_all(&staging);
+    println!(
+        "imported {} index entries into {} (schema {})",
+        report.entries,
+        db.redacted_url(),
+        db.schema
+    );
+    println!(
+        "blobs: {} copied ({} bytes), {} already in the bucket",
+        report.blobs_copied, report.bytes_copied, report.blobs_present
+    );
+    if report.uploads_skipped > 0 {
+        println!(
+            "note: {} upload session(s) in progress were not imported (their clients upload again)",
+            report.uploads_skipped
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A spinner with a count on stderr; indicatif hides it when stderr is not

@@ -316,9 +316,6 @@ impl Index {
         }
     }
 
-    /// Takes the backend's part of the write lock (the engine holds its
-    /// own mutex already): nothing on RocksDB; on PostgreSQL a transaction
-    /// holding the cluster's advisory lock, waited for.
     /// Takes the exclusive lock `what` of every process on this index, if
     /// none holds it; `None` if one does. RocksDB: this process is the
     /// only one (the caller's own mutex orders its threads); PostgreSQL: a
@@ -331,11 +328,36 @@ impl Index {
         }
     }
 
+    /// Takes the backend's part of the write lock (the engine holds its
+    /// own mutex already): nothing on RocksDB; on PostgreSQL a transaction
+    /// holding the cluster's advisory lock, waited for.
     pub(crate) fn begin(&self) -> Result<IndexTxn<'_>, StorageError> {
         match self {
             Index::Rocks(_) => Ok(IndexTxn::Local),
             Index::Pg(p) => Ok(IndexTxn::Pg(Box::new(p.begin()?))),
         }
+    }
+
+    /// Writes raw `rows` in the open transaction `txn` of a PostgreSQL
+    /// index, committed with the next [`Index::commit`] of `txn` (a bulk
+    /// load: `berthctl cluster import`).
+    pub(crate) fn load(
+        &self,
+        txn: &mut IndexTxn<'_>,
+        rows: Vec<(Cf, Vec<u8>, Vec<u8>)>,
+    ) -> Result<(), StorageError> {
+        match (self, txn) {
+            (Index::Pg(p), IndexTxn::Pg(t)) => p.load(t, rows),
+            _ => Err(StorageError::Unsupported(
+                "bulk loads go into a PostgreSQL index only".to_owned(),
+            )),
+        }
+    }
+
+    /// Every raw entry of `cf`, in key order, streamed (a whole-family
+    /// walk: not cached).
+    pub(crate) fn entries(&self, cf: Cf) -> RawScan<'_> {
+        self.raw_scan(cf, Vec::new(), None, false, true)
     }
 
     /// Applies `batch` atomically in the lock `txn` from [`Index::begin`].

@@ -598,6 +598,40 @@ impl PgIndex {
         })
     }
 
+    /// Writes `rows` in `txn` without committing it (a bulk load spread
+    /// over several statements, each bounded by [`CALL_TIMEOUT`], in one
+    /// transaction).
+    pub(super) fn load(
+        &self,
+        txn: &mut PgTxn<'_>,
+        rows: Vec<(Cf, Vec<u8>, Vec<u8>)>,
+    ) -> Result<(), StorageError> {
+        let Some(c) = txn.client.take() else {
+            return Err(StorageError::Database {
+                op: "load",
+                message: "transaction already ended".to_owned(),
+            });
+        };
+        let sql = self.sql.clone();
+        let c = self.call("load", async move {
+            let mut fams = Vec::with_capacity(rows.len());
+            let mut keys = Vec::with_capacity(rows.len());
+            let mut values = Vec::with_capacity(rows.len());
+            for (cf, k, v) in rows {
+                fams.push(cf.name());
+                keys.push(k);
+                values.push(v);
+            }
+            let st = c.prepare_cached(&sql.upsert).await.map_err(db_err)?;
+            c.execute(&st, &[&fams, &keys, &values])
+                .await
+                .map_err(db_err)?;
+            Ok(c)
+        })?;
+        txn.client = Some(c);
+        Ok(())
+    }
+
     /// Applies `ops` in `txn` and commits it, releasing the write lock.
     /// IMPORTANT: on any failure the connection is closed, not pooled
     /// ([`InTxn`]): its transaction may be open, aborted or (a lost COMMIT
