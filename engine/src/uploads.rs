@@ -1277,10 +1277,27 @@ impl UploadWriter {
             }
         }
         self.holds = false;
-        let mut s = self.session.lock().unwrap_or_else(|p| p.into_inner());
-        s.busy = false;
-        if hasher.is_some() {
-            s.hasher = hasher;
+        {
+            let mut s = self.session.lock().unwrap_or_else(|p| p.into_inner());
+            s.busy = false;
+            if hasher.is_some() {
+                s.hasher = hasher;
+            }
+        }
+        if self.segments.is_some() {
+            // Cluster mode: the next request of the session may reach
+            // another node, which completes it: this node would never
+            // forget the entry. Dropped unless another writer of this node
+            // holds it (its clone is taken under the map's lock, as this
+            // count is read).
+            let mut map = self
+                .inner
+                .sessions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if Arc::strong_count(&self.session) == 2 {
+                map.remove(&self.id);
+            }
         }
     }
 }
