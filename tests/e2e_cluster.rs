@@ -91,6 +91,49 @@ fn put_manifest(node: &TestServer, repo: &str, reference: &str, body: &[u8]) -> 
         .to_owned()
 }
 
+/// Pulls `image` (`repo:tag`, every platform) from `node` with skopeo into
+/// the OCI layout `into`; every blob must equal the one in `src`.
+fn pull_and_compare(
+    node: &TestServer,
+    image: &str,
+    src: &Path,
+    index: &oci_layout::ImageIndex,
+    into: &Path,
+) {
+    pull_and_compare_from(node, &node.url(), image, src, index, into);
+}
+
+/// [`pull_and_compare`] through the registry address `via` (a proxy in
+/// front of `node`, whose log a failure shows).
+fn pull_and_compare_from(
+    node: &TestServer,
+    via: &str,
+    image: &str,
+    src: &Path,
+    index: &oci_layout::ImageIndex,
+    into: &Path,
+) {
+    skopeo_ok(
+        node,
+        &[
+            "copy",
+            "--all",
+            "--preserve-digests",
+            "--src-tls-verify=false",
+            &format!("docker://{via}/{image}"),
+            &format!("oci:{}:v1", into.display()),
+        ],
+    );
+    for m in &index.images {
+        for d in m.blob_digests() {
+            assert!(
+                oci_layout::read_blob(src, &d) == oci_layout::read_blob(into, &d),
+                "blob {d} of {image} pulled through {via} differs from the one pushed"
+            );
+        }
+    }
+}
+
 /// Status and `Docker-Content-Digest` of a manifest HEAD.
 fn head_manifest(node: &TestServer, repo: &str, reference: &str) -> (u16, Option<String>) {
     let (st, h, _) = http(
@@ -146,26 +189,13 @@ fn every_node_serves_what_any_node_acknowledged() {
             node.url()
         );
     }
-    let pulled = dirs.path().join("pulled");
-    skopeo_ok(
+    pull_and_compare(
         &nodes[2],
-        &[
-            "copy",
-            "--all",
-            "--preserve-digests",
-            "--src-tls-verify=false",
-            &format!("docker://{}/proj/multi:v1", nodes[2].url()),
-            &format!("oci:{}:v1", pulled.display()),
-        ],
+        "proj/multi:v1",
+        &src,
+        &index,
+        &dirs.path().join("pulled"),
     );
-    for image in &index.images {
-        for d in image.blob_digests() {
-            assert!(
-                oci_layout::read_blob(&src, &d) == oci_layout::read_blob(&pulled, &d),
-                "blob {d} pulled from node c differs from the one pushed to node a"
-            );
-        }
-    }
 
     // A tag moved 100 times on a: b and c never answer the old digest.
     let config = b"{\"architecture\":\"amd64\",\"os\":\"linux\"}".to_vec();
@@ -494,26 +524,14 @@ fn an_upload_moves_between_nodes() {
             &format!("docker://{via}/proj/rr:v1"),
         ],
     );
-    let pulled = dirs.path().join("pulled");
-    skopeo_ok(
+    pull_and_compare_from(
         &nodes[0],
-        &[
-            "copy",
-            "--all",
-            "--preserve-digests",
-            "--src-tls-verify=false",
-            &format!("docker://{via}/proj/rr:v1"),
-            &format!("oci:{}:v1", pulled.display()),
-        ],
+        &via,
+        "proj/rr:v1",
+        &src,
+        &index,
+        &dirs.path().join("pulled"),
     );
-    for image in &index.images {
-        for d in image.blob_digests() {
-            assert!(
-                oci_layout::read_blob(&src, &d) == oci_layout::read_blob(&pulled, &d),
-                "blob {d} pulled through haproxy differs from the one pushed"
-            );
-        }
-    }
     for node in &mut nodes {
         node.assert_running();
     }
@@ -575,26 +593,13 @@ fn a_single_node_moves_into_a_cluster() {
         .iter()
         .map(|n| start(&dirs.path().join(n), &env))
         .collect();
-    let pulled = dirs.path().join("pulled");
-    skopeo_ok(
+    pull_and_compare(
         &nodes[1],
-        &[
-            "copy",
-            "--all",
-            "--preserve-digests",
-            "--src-tls-verify=false",
-            &format!("docker://{}/proj/moved:v1", nodes[1].url()),
-            &format!("oci:{}:v1", pulled.display()),
-        ],
+        "proj/moved:v1",
+        &src,
+        &index,
+        &dirs.path().join("pulled"),
     );
-    for image in &index.images {
-        for d in image.blob_digests() {
-            assert!(
-                oci_layout::read_blob(&src, &d) == oci_layout::read_blob(&pulled, &d),
-                "blob {d} served by the cluster differs from the one pushed to the node"
-            );
-        }
-    }
     let tool = dirs.path().join("tool");
     let (code, out, err) = berth_testkit::berthctl_with(&tool, &["fsck", "--verify-blobs"], &env);
     assert_eq!(code, 0, "fsck after the import: {out}{err}");

@@ -275,6 +275,23 @@ impl Drop for PgTxn<'_> {
     }
 }
 
+/// Writes `rows` (insert or replace) on `c` in one statement over arrays.
+async fn upsert(c: &Object, sql: &Sql, rows: Vec<(Cf, Vec<u8>, Vec<u8>)>) -> DbResult<()> {
+    let mut fams = Vec::with_capacity(rows.len());
+    let mut keys = Vec::with_capacity(rows.len());
+    let mut values = Vec::with_capacity(rows.len());
+    for (cf, k, v) in rows {
+        fams.push(cf.name());
+        keys.push(k);
+        values.push(v);
+    }
+    let st = c.prepare_cached(&sql.upsert).await.map_err(db_err)?;
+    c.execute(&st, &[&fams, &keys, &values])
+        .await
+        .map_err(db_err)?;
+    Ok(())
+}
+
 /// A schema name berth accepts: it is spliced into statements, so only
 /// `[a-z_][a-z0-9_]{0,62}`.
 fn valid_schema(s: &str) -> bool {
@@ -614,18 +631,7 @@ impl PgIndex {
         };
         let sql = self.sql.clone();
         let c = self.call("load", async move {
-            let mut fams = Vec::with_capacity(rows.len());
-            let mut keys = Vec::with_capacity(rows.len());
-            let mut values = Vec::with_capacity(rows.len());
-            for (cf, k, v) in rows {
-                fams.push(cf.name());
-                keys.push(k);
-                values.push(v);
-            }
-            let st = c.prepare_cached(&sql.upsert).await.map_err(db_err)?;
-            c.execute(&st, &[&fams, &keys, &values])
-                .await
-                .map_err(db_err)?;
+            upsert(&c, &sql, rows).await?;
             Ok(c)
         })?;
         txn.client = Some(c);
@@ -647,18 +653,7 @@ impl PgIndex {
         let sql = self.sql.clone();
         self.call("commit", async move {
             if !puts.is_empty() {
-                let mut fams = Vec::with_capacity(puts.len());
-                let mut keys = Vec::with_capacity(puts.len());
-                let mut values = Vec::with_capacity(puts.len());
-                for (cf, k, v) in puts {
-                    fams.push(cf.name());
-                    keys.push(k);
-                    values.push(v);
-                }
-                let st = c.prepare_cached(&sql.upsert).await.map_err(db_err)?;
-                c.execute(&st, &[&fams, &keys, &values])
-                    .await
-                    .map_err(db_err)?;
+                upsert(&c, &sql, puts).await?;
             }
             if !deletes.is_empty() {
                 let (fams, keys): (Vec<&str>, Vec<Vec<u8>>) =
