@@ -539,15 +539,27 @@ impl Engine {
         reference: &Reference,
     ) -> Result<Option<Manifest>, ManifestError> {
         let inner = &self.inner;
-        let Some(digest) = inner.resolve(repo, reference)? else {
-            return Ok(None);
+        // One read of the three keys, with the tag when there is one (one
+        // round trip in cluster mode).
+        let (digest, (in_repo, rec, body)) = match reference {
+            Reference::Digest(d) => (
+                d.clone(),
+                inner.index.get3(
+                    &RepoManifestKey(repo.clone(), d.clone()),
+                    &ManifestKey(d.clone()),
+                    &BodyKey(d.clone()),
+                )?,
+            ),
+            Reference::Tag(t) => {
+                match inner
+                    .index
+                    .get_tag_target(&TagKey(repo.clone(), t.clone()))?
+                {
+                    Some(found) => found,
+                    None => return Ok(None),
+                }
+            }
         };
-        // One read of the three keys (one round trip in cluster mode).
-        let (in_repo, rec, body) = inner.index.get3(
-            &RepoManifestKey(repo.clone(), digest.clone()),
-            &ManifestKey(digest.clone()),
-            &BodyKey(digest.clone()),
-        )?;
         if in_repo.is_none() {
             return Ok(None);
         }

@@ -29,7 +29,9 @@ impl OwnedRuntime {
         self.rt.as_ref().expect("runtime lives until drop").handle()
     }
 
-    /// Runs `fut` on the runtime and waits for it on this thread. On a
+    /// Runs `fut` to completion, driven on this thread (its I/O and the
+    /// tasks it talks to, such as a database connection's, on the
+    /// runtime's threads): no spawn and no join handle per call. On a
     /// worker of a caller's multi-thread runtime (a server handler calling
     /// the engine directly) the wait is announced with `block_in_place`,
     /// so the caller's other tasks move to another worker meanwhile.
@@ -37,18 +39,12 @@ impl OwnedRuntime {
         &self,
         fut: impl Future<Output = T> + Send + 'static,
     ) -> T {
-        let handle = self.handle().spawn(fut);
-        let wait = move || futures::executor::block_on(handle);
-        let joined = match tokio::runtime::Handle::try_current() {
+        let wait = move || self.handle().block_on(fut);
+        match tokio::runtime::Handle::try_current() {
             Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
                 tokio::task::block_in_place(wait)
             }
             _ => wait(),
-        };
-        match joined {
-            Ok(v) => v,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(e) => panic!("task on an owned runtime cancelled: {e}"),
         }
     }
 }

@@ -164,6 +164,7 @@ struct Counters {
 struct Sql {
     get: String,
     get_many: String,
+    get_through: String,
     scan_from: String,
     scan_range: String,
     keys_from: String,
@@ -178,6 +179,14 @@ impl Sql {
         let t = format!("{s}.entries");
         Sql {
             get: format!("SELECT value FROM {t} WHERE family = $1 AND key = $2"),
+            get_through: format!(
+                "WITH t AS (SELECT value FROM {t} WHERE family = $1 AND key = $2) \
+                 SELECT 0::bigint, value FROM t \
+                 UNION ALL \
+                 SELECT p.i, e.value FROM t \
+                 CROSS JOIN unnest($3::text[], $4::bytea[]) WITH ORDINALITY AS p(fam, prefix, i) \
+                 JOIN {t} e ON e.family = p.fam AND e.key = p.prefix || t.value"
+            ),
             get_many: format!(
                 "SELECT family, key, value FROM {t} WHERE (family, key) IN \
                  (SELECT * FROM unnest($1::text[], $2::bytea[]))"
@@ -514,6 +523,40 @@ impl PgIndex {
                 }
             }
             Ok(out)
+        })
+    }
+
+    /// The value of `first`, and of the keys `prefix ++ value` of `then`:
+    /// one statement, one snapshot.
+    pub(super) fn get_through(
+        &self,
+        first: (Cf, &[u8]),
+        then: &[(Cf, Vec<u8>)],
+    ) -> Result<super::Through, StorageError> {
+        let (pool, sql) = (self.pool.clone(), self.sql.clone());
+        let (fam, key) = (first.0.name(), first.1.to_vec());
+        let fams: Vec<&'static str> = then.iter().map(|(cf, _)| cf.name()).collect();
+        let prefixes: Vec<Vec<u8>> = then.iter().map(|(_, p)| p.clone()).collect();
+        let n = then.len();
+        self.call("get", async move {
+            let c = pool.get().await.map_err(db_err)?;
+            let st = c.prepare_cached(&sql.get_through).await.map_err(db_err)?;
+            let rows = c
+                .query(&st, &[&fam, &key, &fams, &prefixes])
+                .await
+                .map_err(db_err)?;
+            let mut first = None;
+            let mut out = vec![None; n];
+            for r in rows {
+                let i: i64 = r.get(0);
+                let v: Vec<u8> = r.get(1);
+                match usize::try_from(i) {
+                    Ok(0) => first = Some(v),
+                    Ok(i) if i <= n => out[i - 1] = Some(v),
+                    _ => return Err(format!("get_through: row index {i} out of range")),
+                }
+            }
+            Ok((first, out))
         })
     }
 
