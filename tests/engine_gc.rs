@@ -295,6 +295,51 @@ fn an_upload_on_another_node_racing_the_unlink_waits_and_rewrites() {
     }
 }
 
+/// In cluster mode a GC run removes the segments of upload sessions that
+/// are gone (a node that died between a completion's commit point and its
+/// removal of the segments leaves them), and keeps those of a session in
+/// progress.
+#[test]
+fn gc_removes_the_segments_of_ended_sessions_only() {
+    let Some(db) = berth_engine::DatabaseConfig::for_test() else {
+        eprintln!("BERTH_TEST_DATABASE_URL is not set: skipped");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn berth_engine::store::BlobStore> =
+        Arc::new(berth_engine::store::MemoryStore::new());
+    let mut c = EngineConfig::new(dir.path());
+    c.database = Some(db);
+    c.store = Some(store.clone());
+    let e = Engine::open(c).expect("open engine");
+    let r = repo("p/app");
+    let live = e
+        .begin_upload(&r, berth_engine::Algorithm::Sha256)
+        .expect("begin")
+        .id;
+    let mut w = e.upload_writer(&r, &live, Some(0)).expect("writer");
+    w.write(b"acknowledged bytes").expect("write");
+    w.commit().expect("append");
+    let ended = "0123456789abcdef0123456789abcdef";
+    let buffer = store.stage("buffer").expect("stage");
+    buffer.write_at(b"left behind", 0).expect("write");
+    store
+        .put_segment(ended, "0011223344556677", buffer)
+        .expect("segment of an ended session");
+    assert_eq!(
+        store.segment_uploads().expect("segment uploads").len(),
+        2,
+        "the live session's segment and the ended one's"
+    );
+    e.gc(&now_opts()).expect("gc");
+    assert_eq!(
+        store.segment_uploads().expect("segment uploads"),
+        vec![live.clone()],
+        "only the live session's segments remain"
+    );
+    assert_eq!(e.upload_status(&r, &live).expect("status").offset, 18);
+}
+
 /// A run cut short after committing `Deleting` (as by a crash) leaves a
 /// record readers do not see; an upload of the same bytes revives it, and
 /// otherwise the next run finishes the deletion.

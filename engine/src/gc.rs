@@ -40,7 +40,8 @@ use crate::engine::{Engine, Inner};
 use crate::error::StorageError;
 use crate::index::Batch;
 use crate::keys::{
-    BlobKey, BlobRepoKey, CorruptKey, GcCandidateKey, LinkKey, PinKey, RepoManifestKey, WholeFamily,
+    BlobKey, BlobRepoKey, CorruptKey, GcCandidateKey, LinkKey, PinKey, RepoManifestKey, UploadKey,
+    WholeFamily,
 };
 use crate::metrics::EngineMetrics;
 use crate::records::{self, BlobRecord, BlobState, Seq};
@@ -385,6 +386,9 @@ impl Inner {
         }
         if !opts.dry_run {
             self.remove_stale_pins()?;
+            if self.index.is_shared() {
+                self.sweep_segments()?;
+            }
         }
         let cutoff = records::now_ms()
             .saturating_sub(u64::try_from(opts.grace.as_millis()).unwrap_or(u64::MAX));
@@ -634,6 +638,37 @@ impl Inner {
             }
             std::thread::sleep(PIN_RETRY);
         }
+    }
+
+    /// Cluster mode: removes the upload segments of sessions that are gone
+    /// (a node died between a completion's commit point and its removal of
+    /// the segments, or a cut request's segment was never recorded). Safe
+    /// against sessions in flight: a segment is only written for a session
+    /// whose record exists, and a write that finds its record gone drops its
+    /// own segment. Costs a listing of the uploads in progress.
+    fn sweep_segments(&self) -> Result<(), StorageError> {
+        let mut swept = 0u64;
+        for id in self
+            .store
+            .segment_uploads()
+            .map_err(|e| self.store_err(e))?
+        {
+            if crate::uploads::valid_upload_id(&id)
+                && !self.index.contains(&UploadKey(id.clone()))?
+            {
+                self.store
+                    .drop_segments(&id, None)
+                    .map_err(|e| self.store_err(e))?;
+                swept += 1;
+            }
+        }
+        if swept > 0 {
+            tracing::info!(
+                uploads = swept,
+                "removed the segments of ended upload sessions"
+            );
+        }
+        Ok(())
     }
 
     /// Removes pins older than [`PIN_TTL`] (their holders died).

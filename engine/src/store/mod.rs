@@ -241,6 +241,18 @@ pub trait BlobStore: Send + Sync + 'static {
         self.commit(out, digest, mode)
     }
 
+    /// Every upload that has segments, sorted: what GC compares with the
+    /// session records (a segment whose session is gone is garbage).
+    fn segment_uploads(&self) -> Result<Vec<String>, StoreError> {
+        let mut ids: Vec<String> = self
+            .staged_ids()?
+            .into_iter()
+            .filter_map(|id| id.split_once('-').map(|(upload, _)| upload.to_owned()))
+            .collect();
+        ids.dedup();
+        Ok(ids)
+    }
+
     /// Removes segment `name` of upload `upload` (absent is fine), or with
     /// `None` every segment of the upload.
     fn drop_segments(&self, upload: &str, name: Option<&str>) -> Result<(), StoreError> {

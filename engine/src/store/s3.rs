@@ -1064,6 +1064,16 @@ impl BlobStore for S3Store {
         Ok(PutOutcome::Stored)
     }
 
+    fn segment_uploads(&self) -> Result<Vec<String>, StoreError> {
+        let mut ids: Vec<String> = self
+            .segment_keys()?
+            .iter()
+            .filter_map(|k| k.split('/').nth(1).map(str::to_owned))
+            .collect();
+        ids.dedup();
+        Ok(ids)
+    }
+
     fn drop_segments(&self, upload: &str, name: Option<&str>) -> Result<(), StoreError> {
         let keys = match name {
             Some(name) => vec![self.segment_key(upload, name)?],

@@ -805,6 +805,10 @@ impl BlobStore for TieredStore {
         self.inner.remote.compose(upload, segments, digest, mode)
     }
 
+    fn segment_uploads(&self) -> Result<Vec<String>, StoreError> {
+        self.inner.remote.segment_uploads()
+    }
+
     fn drop_segments(&self, upload: &str, name: Option<&str>) -> Result<(), StoreError> {
         self.inner.remote.drop_segments(upload, name)
     }
