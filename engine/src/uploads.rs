@@ -568,7 +568,13 @@ impl Inner {
         pending: Pending,
     ) -> Result<BlobInfo, StorageError> {
         let upload_id = pending.upload_id().to_owned();
-        let shared = matches!(pending, Pending::Segments { .. });
+        // Cluster mode: the segments to remove after the commit point.
+        let segments: Option<Vec<String>> = match &pending {
+            Pending::Segments { segments, .. } => {
+                Some(segments.iter().map(|s| s.name.clone()).collect())
+            }
+            Pending::Staged(_) => None,
+        };
         let mut staged = Some(pending);
         self.check_poison()?;
         let _pin = self.gc_digests.pin(digest);
@@ -611,9 +617,13 @@ impl Inner {
         // store unindexed (fsck reports it; a later commit reuses it).
         self.commit(_g, batch)?;
         self.release_upload_slot(&owner);
-        if shared {
-            // The segments are in the blob now, or the blob was there.
-            self.drop_segments(&upload_id, None);
+        if let Some(names) = segments {
+            // The segments are in the blob now, or the blob was there. By
+            // name (no listing); one a cut request left unrecorded goes
+            // with GC's sweep of ended sessions.
+            for name in &names {
+                self.drop_segments(&upload_id, Some(name));
+            }
         } else if staged.take().is_some() {
             // The blob was already stored: drop our copy. A failure leaves
             // an orphan staged id, aborted by the next open.
@@ -1216,8 +1226,17 @@ impl UploadWriter {
             Some(tail) if !tail.segments.is_empty() => Some(tail.segments.clone()),
             _ => None,
         };
+        // The short tail this request reopened is in its new segment: it
+        // goes too once the blob is committed.
+        let mut replaced = None;
         let segments = match recorded {
-            Some(recorded) => Some(self.put_segment()?.map_or(recorded, |(s, _)| s)),
+            Some(recorded) => Some(match self.put_segment()? {
+                Some((segments, tail)) => {
+                    replaced = tail;
+                    segments
+                }
+                None => recorded,
+            }),
             None => None,
         };
         let actual = if digest.algorithm() == self.hasher.algorithm() {
@@ -1256,6 +1275,9 @@ impl UploadWriter {
         let info = self
             .inner
             .commit_blob(&self.repo, digest, self.pos, pending)?;
+        if let Some(tail) = replaced {
+            self.inner.drop_segments(&self.id, Some(&tail.name));
+        }
         self.release(None);
         self.inner.forget_session(&self.id);
         Ok(info)
