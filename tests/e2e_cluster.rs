@@ -532,14 +532,69 @@ fn an_upload_moves_between_nodes() {
         &index,
         &dirs.path().join("pulled"),
     );
-    for node in &mut nodes {
-        node.assert_running();
+    for (i, node) in nodes.iter().enumerate() {
+        pull_and_compare(
+            node,
+            "proj/rr:v1",
+            &src,
+            &index,
+            &dirs.path().join(format!("from-{i}")),
+        );
     }
+
     assert_eq!(
         bucket.segment_keys().expect("list segments"),
         Vec::<String>::new(),
         "segments left in the bucket after the push"
     );
+
+    // A node SIGKILLed in the middle of a push through haproxy: the push
+    // may fail; retried once the node is back, it succeeds, and every
+    // node serves the image bit for bit.
+    let killed_src = dirs.path().join("killed-src");
+    let killed = oci_layout::write_multi_arch(&killed_src, "v1", "killed push", 9 << 20);
+    let push = std::process::Command::new("skopeo")
+        .args(berth_testkit::server::SKOPEO_GLOBAL)
+        .args([
+            "copy",
+            "--all",
+            "--preserve-digests",
+            "--dest-tls-verify=false",
+            &format!("oci:{}:v1", killed_src.display()),
+            &format!("docker://{via}/proj/killed:v1"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("running skopeo");
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    nodes[1].kill9();
+    let first = push.wait_with_output().expect("skopeo push");
+    eprintln!("push cut by a node's SIGKILL exited {}", first.status);
+    nodes[1].restart();
+    skopeo_ok(
+        &nodes[0],
+        &[
+            "copy",
+            "--all",
+            "--preserve-digests",
+            "--dest-tls-verify=false",
+            &format!("oci:{}:v1", killed_src.display()),
+            &format!("docker://{via}/proj/killed:v1"),
+        ],
+    );
+    for (i, node) in nodes.iter().enumerate() {
+        pull_and_compare(
+            node,
+            "proj/killed:v1",
+            &killed_src,
+            &killed,
+            &dirs.path().join(format!("killed-from-{i}")),
+        );
+    }
+    for node in &mut nodes {
+        node.assert_running();
+    }
 }
 
 /// Moving in: a single node (local disk, RocksDB) with an image and an
