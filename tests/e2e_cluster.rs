@@ -41,6 +41,11 @@ fn node_env(s3: &[(String, String)], db: &DatabaseConfig, url: &str) -> Vec<(Str
     env
 }
 
+/// Cluster nodes `names` with data directories under `dir`, on `env`.
+fn start_nodes(dir: &Path, names: &[&str], env: &[(String, String)]) -> Vec<TestServer> {
+    names.iter().map(|n| start(&dir.join(n), env)).collect()
+}
+
 fn start(data: &Path, env: &[(String, String)]) -> TestServer {
     let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     TestServer::start(data, &refs)
@@ -89,6 +94,23 @@ fn put_manifest(node: &TestServer, repo: &str, reference: &str, body: &[u8]) -> 
     header(&h, "Docker-Content-Digest")
         .expect("Docker-Content-Digest")
         .to_owned()
+}
+
+/// Pushes the OCI layout `src` (tag `v1`, every platform) with skopeo to
+/// `image` (`repo:tag`) at the registry address `registry` (`node`'s, or a
+/// proxy's in front of it: a failure shows `node`'s log).
+fn push_image(node: &TestServer, registry: &str, src: &Path, image: &str) {
+    skopeo_ok(
+        node,
+        &[
+            "copy",
+            "--all",
+            "--preserve-digests",
+            "--dest-tls-verify=false",
+            &format!("oci:{}:v1", src.display()),
+            &format!("docker://{registry}/{image}"),
+        ],
+    );
 }
 
 /// Pulls `image` (`repo:tag`, every platform) from `node` with skopeo into
@@ -153,25 +175,12 @@ fn every_node_serves_what_any_node_acknowledged() {
         berth_testkit::s3_server_env(TestTransport::Http, "berth-e2e", "s3", 8 << 20);
     let env = node_env(&s3, &db, &db.url);
     let dirs = tempfile::tempdir().expect("tempdir");
-    let mut nodes: Vec<TestServer> = ["a", "b", "c"]
-        .iter()
-        .map(|n| start(&dirs.path().join(n), &env))
-        .collect();
+    let mut nodes = start_nodes(dirs.path(), &["a", "b", "c"], &env);
 
     // A multi-arch image pushed to node a pulls bit for bit from b and c.
     let src = dirs.path().join("src");
     let index = oci_layout::write_multi_arch(&src, "v1", "cluster", 300_000);
-    skopeo_ok(
-        &nodes[0],
-        &[
-            "copy",
-            "--all",
-            "--preserve-digests",
-            "--dest-tls-verify=false",
-            &format!("oci:{}:v1", src.display()),
-            &format!("docker://{}/proj/multi:v1", nodes[0].url()),
-        ],
-    );
+    push_image(&nodes[0], &nodes[0].url(), &src, "proj/multi:v1");
     for node in &nodes[1..] {
         let raw = skopeo_ok(
             node,
@@ -417,10 +426,7 @@ fn an_upload_moves_between_nodes() {
         berth_testkit::s3_server_env(TestTransport::Http, "berth-e2e", "s3", 8 << 20);
     let env = node_env(&s3, &db, &db.url);
     let dirs = tempfile::tempdir().expect("tempdir");
-    let mut nodes: Vec<TestServer> = ["a", "b", "c"]
-        .iter()
-        .map(|n| start(&dirs.path().join(n), &env))
-        .collect();
+    let mut nodes = start_nodes(dirs.path(), &["a", "b", "c"], &env);
 
     let sizes = [1024, 6 << 20, 1, 3 << 20, 7];
     let total: usize = sizes.iter().sum::<usize>() + 10;
@@ -513,17 +519,7 @@ fn an_upload_moves_between_nodes() {
     let via = format!("127.0.0.1:{port}");
     let src = dirs.path().join("src");
     let index = oci_layout::write_multi_arch(&src, "v1", "round robin", 9 << 20);
-    skopeo_ok(
-        &nodes[0],
-        &[
-            "copy",
-            "--all",
-            "--preserve-digests",
-            "--dest-tls-verify=false",
-            &format!("oci:{}:v1", src.display()),
-            &format!("docker://{via}/proj/rr:v1"),
-        ],
-    );
+    push_image(&nodes[0], &via, &src, "proj/rr:v1");
     pull_and_compare_from(
         &nodes[0],
         &via,
@@ -572,17 +568,7 @@ fn an_upload_moves_between_nodes() {
     let first = push.wait_with_output().expect("skopeo push");
     eprintln!("push cut by a node's SIGKILL exited {}", first.status);
     nodes[1].restart();
-    skopeo_ok(
-        &nodes[0],
-        &[
-            "copy",
-            "--all",
-            "--preserve-digests",
-            "--dest-tls-verify=false",
-            &format!("oci:{}:v1", killed_src.display()),
-            &format!("docker://{via}/proj/killed:v1"),
-        ],
-    );
+    push_image(&nodes[0], &via, &killed_src, "proj/killed:v1");
     for (i, node) in nodes.iter().enumerate() {
         pull_and_compare(
             node,
@@ -612,17 +598,7 @@ fn a_single_node_moves_into_a_cluster() {
     let mut single = TestServer::start(&single_dir, &[]);
     let src = dirs.path().join("src");
     let index = oci_layout::write_multi_arch(&src, "v1", "moving in", 200_000);
-    skopeo_ok(
-        &single,
-        &[
-            "copy",
-            "--all",
-            "--preserve-digests",
-            "--dest-tls-verify=false",
-            &format!("oci:{}:v1", src.display()),
-            &format!("docker://{}/proj/moved:v1", single.url()),
-        ],
-    );
+    push_image(&single, &single.url(), &src, "proj/moved:v1");
     let (st, _, _) = http(
         single.addr,
         "POST",
@@ -644,10 +620,7 @@ fn a_single_node_moves_into_a_cluster() {
         "no blob reached the bucket"
     );
 
-    let nodes: Vec<TestServer> = ["a", "b"]
-        .iter()
-        .map(|n| start(&dirs.path().join(n), &env))
-        .collect();
+    let nodes = start_nodes(dirs.path(), &["a", "b"], &env);
     pull_and_compare(
         &nodes[1],
         "proj/moved:v1",
