@@ -489,12 +489,12 @@ impl Inner {
         Ok(())
     }
 
-    /// Publishes `pending` in the blob store as `digest`; a failed fsync
+    /// Publishes `source` in the blob store as `digest`; a failed fsync
     /// there poisons the engine.
-    fn store_commit(&self, digest: &Digest, pending: Pending) -> Result<(), StorageError> {
-        match pending {
-            Pending::Staged(staged) => self.store.commit(staged, digest, PutMode::CreateOnly),
-            Pending::Segments { upload, segments } => {
+    fn store_commit(&self, digest: &Digest, source: BlobSource) -> Result<(), StorageError> {
+        match source {
+            BlobSource::Staged(staged) => self.store.commit(staged, digest, PutMode::CreateOnly),
+            BlobSource::Segments { upload, segments } => {
                 self.store
                     .compose(&upload, &segments, digest, PutMode::CreateOnly)
             }
@@ -565,17 +565,17 @@ impl Inner {
         repo: &RepoName,
         digest: &Digest,
         size: u64,
-        pending: Pending,
+        source: BlobSource,
     ) -> Result<BlobInfo, StorageError> {
-        let upload_id = pending.upload_id().to_owned();
+        let upload_id = source.upload_id().to_owned();
         // Cluster mode: the segments to remove after the commit point.
-        let segments: Option<Vec<String>> = match &pending {
-            Pending::Segments { segments, .. } => {
+        let segments: Option<Vec<String>> = match &source {
+            BlobSource::Segments { segments, .. } => {
                 Some(segments.iter().map(|s| s.name.clone()).collect())
             }
-            Pending::Staged(_) => None,
+            BlobSource::Staged(_) => None,
         };
-        let mut staged = Some(pending);
+        let mut staged = Some(source);
         self.check_poison()?;
         let _pin = self.gc_digests.pin(digest);
         let key = BlobKey(digest.clone());
@@ -940,16 +940,25 @@ pub struct UploadWriter {
 }
 
 /// What a cluster-mode writer started from: the record's segments, and
-/// the short last one it reopened into its buffer (which its own segment
-/// replaces).
+/// their last one when it is short: reopened into the buffer when the
+/// first bytes arrive (a request with none reads nothing back), then
+/// replaced by the writer's own segment.
 struct SharedTail {
     segments: Vec<Segment>,
-    reopened: Option<Segment>,
+    short: Option<Segment>,
+    reopened: bool,
+}
+
+impl SharedTail {
+    /// The short tail this writer's segment replaces, once reopened.
+    fn replaced(&self) -> Option<&Segment> {
+        self.short.as_ref().filter(|_| self.reopened)
+    }
 }
 
 /// What `commit_blob` publishes: a staged blob, or (cluster mode) an
 /// upload's segments in the shared staging.
-pub(crate) enum Pending {
+pub(crate) enum BlobSource {
     Staged(Staged),
     Segments {
         upload: String,
@@ -957,11 +966,11 @@ pub(crate) enum Pending {
     },
 }
 
-impl Pending {
+impl BlobSource {
     fn upload_id(&self) -> &str {
         match self {
-            Pending::Staged(s) => s.id(),
-            Pending::Segments { upload, .. } => upload,
+            BlobSource::Staged(s) => s.id(),
+            BlobSource::Segments { upload, .. } => upload,
         }
     }
 }
@@ -987,6 +996,9 @@ impl UploadWriter {
     /// second thread while this one writes, so the cost is max(hash, write)
     /// rather than their sum.
     pub fn write_all<B: AsRef<[u8]> + Sync>(&mut self, chunks: &[B]) -> Result<(), UploadError> {
+        if self.pos == self.start && chunks.iter().any(|c| !c.as_ref().is_empty()) {
+            self.reopen_tail()?;
+        }
         let staged = self.staged.as_ref().ok_or_else(|| UploadError::Busy {
             id: self.id.clone(),
         })?;
@@ -1032,9 +1044,10 @@ impl UploadWriter {
 
     /// Cluster mode: prepares this writer on `rec`, read under the
     /// session: a fresh local buffer (whatever this node had staged for the
-    /// session is an unacknowledged leftover), the short last segment
-    /// reopened into it, and the hasher at the durable offset (from the
-    /// record's state, this node's cache, or the segments hashed again).
+    /// session is an unacknowledged leftover; a short last segment is read
+    /// into it with the first bytes, [`UploadWriter::reopen_tail`]), and
+    /// the hasher at the durable offset (from the record's state, this
+    /// node's cache, or the segments hashed again).
     fn open_shared(
         &mut self,
         rec: &UploadRecord,
@@ -1049,32 +1062,7 @@ impl UploadWriter {
             .store
             .stage(&self.id)
             .map_err(|e| inner.store_err(e))?;
-        let mut reopened = None;
-        if let Some(last) = rec.segments.last().filter(|s| s.size() < MIN_SEGMENT) {
-            let mut at = 0u64;
-            inner
-                .store
-                .read_segment(&self.id, &last.name, &mut |chunk| {
-                    buffer.write_at(chunk, at)?;
-                    at += chunk.len() as u64;
-                    Ok(())
-                })
-                .map_err(|e| inner.store_err(e))?;
-            if at != last.size() || last.end != rec.offset {
-                return Err(StorageError::Corrupt {
-                    what: UploadKey(self.id.clone()).to_string(),
-                    detail: format!(
-                        "segment {} holds {at} bytes, recorded as [{}, {}) of {}",
-                        last.name, last.start, last.end, rec.offset
-                    ),
-                }
-                .into());
-            }
-            self.base = last.start;
-            reopened = Some(last.clone());
-        } else {
-            self.base = rec.offset;
-        }
+        self.base = rec.offset;
         self.staged = Some(buffer);
         let resumed = rec
             .hash_state
@@ -1089,8 +1077,51 @@ impl UploadWriter {
         };
         self.segments = Some(SharedTail {
             segments: rec.segments.clone(),
-            reopened,
+            short: rec
+                .segments
+                .last()
+                .filter(|s| s.size() < MIN_SEGMENT)
+                .cloned(),
+            reopened: false,
         });
+        Ok(())
+    }
+
+    /// Cluster mode, before the first bytes: reads a short last segment
+    /// back into the empty buffer, which then starts at that segment's
+    /// start (see [`SharedTail`]).
+    fn reopen_tail(&mut self) -> Result<(), UploadError> {
+        let Some(tail) = self.segments.as_mut() else {
+            return Ok(());
+        };
+        let (Some(last), false) = (&tail.short, tail.reopened) else {
+            return Ok(());
+        };
+        let buffer = self.staged.as_ref().ok_or_else(|| UploadError::Busy {
+            id: self.id.clone(),
+        })?;
+        let inner = &self.inner;
+        let mut at = 0u64;
+        inner
+            .store
+            .read_segment(&self.id, &last.name, &mut |chunk| {
+                buffer.write_at(chunk, at)?;
+                at += chunk.len() as u64;
+                Ok(())
+            })
+            .map_err(|e| inner.store_err(e))?;
+        if at != last.size() || last.end != self.start {
+            return Err(StorageError::Corrupt {
+                what: UploadKey(self.id.clone()).to_string(),
+                detail: format!(
+                    "segment {} holds {at} bytes, recorded as [{}, {}) of {}",
+                    last.name, last.start, last.end, self.start
+                ),
+            }
+            .into());
+        }
+        self.base = last.start;
+        tail.reopened = true;
         Ok(())
     }
 
@@ -1121,7 +1152,7 @@ impl UploadWriter {
             .put_segment(&self.id, &name, buffer)
             .map_err(|e| self.inner.store_err(e))?;
         let mut segments = tail.segments.clone();
-        if tail.reopened.is_some() {
+        if tail.reopened {
             segments.pop();
         }
         segments.push(Segment {
@@ -1129,7 +1160,7 @@ impl UploadWriter {
             start: self.base,
             end: self.pos,
         });
-        Ok(Some((segments, tail.reopened.clone())))
+        Ok(Some((segments, tail.replaced().cloned())))
     }
 
     fn sync(&self) -> Result<(), StorageError> {
@@ -1256,25 +1287,25 @@ impl UploadWriter {
                 actual,
             });
         }
-        let pending = match segments {
+        let source = match segments {
             Some(segments) => {
                 // The buffer is in a segment now, or held nothing.
                 if let Some(buffer) = self.staged.take() {
                     drop(buffer);
                     let _ = self.inner.store.abort(&self.id);
                 }
-                Pending::Segments {
+                BlobSource::Segments {
                     upload: self.id.clone(),
                     segments,
                 }
             }
-            None => Pending::Staged(self.staged.take().ok_or_else(|| UploadError::Busy {
+            None => BlobSource::Staged(self.staged.take().ok_or_else(|| UploadError::Busy {
                 id: self.id.clone(),
             })?),
         };
         let info = self
             .inner
-            .commit_blob(&self.repo, digest, self.pos, pending)?;
+            .commit_blob(&self.repo, digest, self.pos, source)?;
         if let Some(tail) = replaced {
             self.inner.drop_segments(&self.id, Some(&tail.name));
         }
@@ -1358,7 +1389,7 @@ mod tests {
             e.inner.note_publishing(&id, d).expect("note");
         }
         e.inner
-            .store_commit(d, Pending::Staged(staged))
+            .store_commit(d, BlobSource::Staged(staged))
             .expect("publish");
         id
     }
