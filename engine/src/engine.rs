@@ -15,6 +15,7 @@ use crate::keys::{
     self, BlobKey, Cf, FormatKey, GcCandidateKey, GcCandidatesBuiltKey, TiersLocatedKey,
     WholeFamily,
 };
+use crate::manifests::ManifestCache;
 use crate::metrics::EngineMetrics;
 use crate::records::{BlobRecord, BlobState, Empty, FormatVersion, Marker, Tier};
 use crate::store::{open_backend, Backend, BlobStore, Located, StoreError};
@@ -172,6 +173,8 @@ pub(crate) struct Inner {
     /// when a commit could not locate its blob. The tier worker
     /// (`workers.rs`) owns the receiver. Lifetime: the engine's.
     pub(crate) tier_moves: crossbeam_channel::Sender<Digest>,
+    /// Manifest bodies read, by digest (immutable; see [`ManifestCache`]).
+    pub(crate) manifest_cache: ManifestCache,
 }
 
 impl Engine {
@@ -228,6 +231,7 @@ impl Engine {
             gc_history: Mutex::new(GcHistory::default()),
             metrics: config.metrics.clone(),
             tier_moves,
+            manifest_cache: ManifestCache::new(),
         });
         inner.check_format()?;
         inner.build_gc_candidates()?;

@@ -536,17 +536,12 @@ impl fmt::Display for PinKey {
 pub struct TagKey(pub RepoName, pub Tag);
 
 impl TagKey {
-    /// The keys of the manifest this tag names, as (family, prefix) pairs:
-    /// each key is its prefix followed by the tag's stored value (the
-    /// digest string, `TagRecord`) — the manifest's entry in the
-    /// repository, its record, its body. What `Index::get_tag_target`
+    /// The prefix of the tagged manifest's entry in the tag's repository:
+    /// the `repo_manifests` key is this prefix followed by the tag's stored
+    /// value (the digest string, `TagRecord`). What `Index::get_tag_link`
     /// reads together with the tag, in one call.
-    pub(crate) fn target_prefixes(&self) -> [(Cf, Vec<u8>); 3] {
-        [
-            (Cf::RepoManifests, prefix_of(&[self.0.as_str().as_bytes()])),
-            (Cf::Manifests, Vec::new()),
-            (Cf::Bodies, Vec::new()),
-        ]
+    pub(crate) fn link_prefix(&self) -> Vec<u8> {
+        prefix_of(&[self.0.as_str().as_bytes()])
     }
 
     /// Every tag of one repository, in byte order.
@@ -1605,20 +1600,17 @@ mod tests {
     }
 
     proptest! {
-        /// A tag's target prefixes followed by its stored value are exactly
-        /// the keys of the manifest it names.
+        /// A tag's link prefix followed by its stored value is exactly the
+        /// key of the manifest's entry in the tag's repository.
         #[test]
-        fn a_tags_target_prefixes_complete_to_its_manifests_keys(
+        fn a_tags_link_prefix_completes_to_its_manifests_entry(
             repo in arb_repo(),
             tag in arb_tag(),
             d in arb_digest(),
         ) {
             let value = crate::records::Record::encode(&crate::records::TagRecord(d.clone()));
-            let key = |(cf, prefix): &(Cf, Vec<u8>)| (*cf, [prefix.as_slice(), &value].concat());
-            let [a, b, c] = TagKey(repo.clone(), tag).target_prefixes();
-            prop_assert_eq!(key(&a), (RepoManifestKey::CF, RepoManifestKey(repo, d.clone()).encode()));
-            prop_assert_eq!(key(&b), (ManifestKey::CF, ManifestKey(d.clone()).encode()));
-            prop_assert_eq!(key(&c), (BodyKey::CF, BodyKey(d).encode()));
+            let key = [TagKey(repo.clone(), tag).link_prefix().as_slice(), &value].concat();
+            prop_assert_eq!(key, RepoManifestKey(repo, d).encode());
         }
 
         #[test]

@@ -464,6 +464,7 @@ impl Inner {
             batch.put(&mkey, &mrec);
             *pending.repo_manifest(repo, &digest)? = Some(RepoManifestRecord {
                 created_ms: now,
+                media_type: mrec.media_type.clone(),
                 tags: 0,
                 parents: 0,
             });
@@ -532,50 +533,59 @@ impl Engine {
         Ok(digest)
     }
 
-    /// Looks a manifest up by tag or digest in `repo`.
+    /// Looks a manifest up by tag or digest in `repo`: one index read of
+    /// the manifest's entry in `repo` (with the tag, when there is one: one
+    /// round trip in cluster mode); the body, immutable, from this node's
+    /// [`ManifestCache`] when it holds it.
     pub fn get_manifest(
         &self,
         repo: &RepoName,
         reference: &Reference,
     ) -> Result<Option<Manifest>, ManifestError> {
-        let inner = &self.inner;
-        // One read of the three keys, with the tag when there is one (one
-        // round trip in cluster mode).
-        let (digest, (in_repo, rec, body)) = match reference {
-            Reference::Digest(d) => (
-                d.clone(),
-                inner.index.get3(
-                    &RepoManifestKey(repo.clone(), d.clone()),
-                    &ManifestKey(d.clone()),
-                    &BodyKey(d.clone()),
-                )?,
-            ),
+        let index = &self.inner.index;
+        let (digest, link) = match reference {
+            Reference::Digest(d) => (d.clone(), index.get(&link_key(repo, d))?),
+            Reference::Tag(t) => match index.get_tag_link(&TagKey(repo.clone(), t.clone()))? {
+                Some(found) => found,
+                None => return Ok(None),
+            },
+        };
+        let Some(link) = link else { return Ok(None) };
+        let cache = &self.inner.manifest_cache;
+        if let Some(m) = cache.manifest(&digest, &link) {
+            return Ok(Some(m));
+        }
+        let (rec, body) = index.get2(&ManifestKey(digest.clone()), &BodyKey(digest.clone()))?;
+        Ok(Some(cache.fill(repo, digest, rec, body)?))
+    }
+
+    /// [`Engine::get_manifest`] for a task (the server's read path): in
+    /// cluster mode its database calls are awaited, so the worker thread
+    /// neither blocks nor hands its other tasks to another thread.
+    pub async fn get_manifest_async(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<Option<Manifest>, ManifestError> {
+        let index = &self.inner.index;
+        let (digest, link) = match reference {
+            Reference::Digest(d) => (d.clone(), index.get_async(&link_key(repo, d)).await?),
             Reference::Tag(t) => {
-                match inner
-                    .index
-                    .get_tag_target(&TagKey(repo.clone(), t.clone()))?
-                {
+                let tag = TagKey(repo.clone(), t.clone());
+                match index.get_tag_link_async(&tag).await? {
                     Some(found) => found,
                     None => return Ok(None),
                 }
             }
         };
-        if in_repo.is_none() {
-            return Ok(None);
+        let Some(link) = link else { return Ok(None) };
+        let cache = &self.inner.manifest_cache;
+        if let Some(m) = cache.manifest(&digest, &link) {
+            return Ok(Some(m));
         }
-        match (rec, body) {
-            (Some(rec), Some(ManifestBody(body))) => Ok(Some(Manifest {
-                digest,
-                media_type: rec.media_type,
-                body: body.into(),
-                subject: rec.subject,
-            })),
-            _ => Err(StorageError::Corrupt {
-                what: format!("manifests/{digest}"),
-                detail: format!("linked in {repo} but its record or body is missing"),
-            }
-            .into()),
-        }
+        let (mkey, bkey) = (ManifestKey(digest.clone()), BodyKey(digest.clone()));
+        let (rec, body) = index.get2_async(&mkey, &bkey).await?;
+        Ok(Some(cache.fill(repo, digest, rec, body)?))
     }
 
     /// Deletes manifest `digest` from `repo`, with every tag pointing at it,
@@ -743,4 +753,93 @@ fn chart_id_in(repo: &RepoName, entry: &ChartEntry) -> Result<ChartId, ManifestE
     }
     ChartId::parse(project.as_str(), &entry.name, &entry.version)
         .map_err(|e| invalid(e.to_string()))
+}
+
+/// `repo`'s entry of manifest `d`.
+fn link_key(repo: &RepoName, d: &Digest) -> RepoManifestKey {
+    RepoManifestKey(repo.clone(), d.clone())
+}
+
+/// Bytes of manifest bodies a node keeps (at most 4 MiB each).
+const MANIFEST_CACHE_BYTES: u64 = 64 << 20;
+
+/// This node's copy of manifest bodies, by digest: what a read needs beside
+/// the manifest's entry in the repository, which is read from the index
+/// every time (it is what a push, delete or GC changes). A body and the
+/// subject parsed from it are functions of the digest, so a copy is never
+/// stale, in cluster mode too; the media type comes from the entry, since
+/// a manifest collected and pushed again may come with another one.
+/// Bounded by [`MANIFEST_CACHE_BYTES`], least recently used first out.
+pub(crate) struct ManifestCache(quick_cache::sync::Cache<Digest, CachedBody, BodyWeight>);
+
+#[derive(Clone)]
+pub(crate) struct CachedBody {
+    body: Arc<[u8]>,
+    subject: Option<Digest>,
+}
+
+#[derive(Clone)]
+pub(crate) struct BodyWeight;
+
+impl quick_cache::Weighter<Digest, CachedBody> for BodyWeight {
+    fn weight(&self, _: &Digest, v: &CachedBody) -> u64 {
+        // The body and what holds it.
+        v.body.len() as u64 + 128
+    }
+}
+
+impl ManifestCache {
+    pub(crate) fn new() -> ManifestCache {
+        let items = (MANIFEST_CACHE_BYTES / 2048) as usize;
+        ManifestCache(quick_cache::sync::Cache::with_weighter(
+            items,
+            MANIFEST_CACHE_BYTES,
+            BodyWeight,
+        ))
+    }
+
+    /// Manifest `digest` as `link` (its entry in a repository) and the
+    /// cached body make it, if the body is here and the entry carries the
+    /// media type.
+    fn manifest(&self, digest: &Digest, link: &RepoManifestRecord) -> Option<Manifest> {
+        if link.media_type.is_empty() {
+            return None;
+        }
+        let c = self.0.get(digest)?;
+        Some(Manifest {
+            digest: digest.clone(),
+            media_type: link.media_type.clone(),
+            body: c.body,
+            subject: c.subject,
+        })
+    }
+
+    /// The manifest of a record and body read from the index (its entry in
+    /// `repo` was found), keeping the body; both must be there.
+    fn fill(
+        &self,
+        repo: &RepoName,
+        digest: Digest,
+        rec: Option<ManifestRecord>,
+        body: Option<ManifestBody>,
+    ) -> Result<Manifest, StorageError> {
+        let (Some(rec), Some(ManifestBody(body))) = (rec, body) else {
+            return Err(StorageError::Corrupt {
+                what: format!("manifests/{digest}"),
+                detail: format!("linked in {repo} but its record or body is missing"),
+            });
+        };
+        let body: Arc<[u8]> = body.into();
+        let cached = CachedBody {
+            body: body.clone(),
+            subject: rec.subject.clone(),
+        };
+        self.0.insert(digest.clone(), cached);
+        Ok(Manifest {
+            digest,
+            media_type: rec.media_type,
+            body,
+            subject: rec.subject,
+        })
+    }
 }

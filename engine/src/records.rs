@@ -280,6 +280,12 @@ pub struct ManifestRecord {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RepoManifestRecord {
     pub created_ms: u64,
+    /// The manifest's media type (its `manifests` record's, which cannot
+    /// change while any repository holds it): a read by tag or digest
+    /// needs this entry and the body only, and the body is immutable.
+    /// Empty in entries written before it was kept here.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub media_type: String,
     /// Tags in this repository pointing at the manifest.
     pub tags: u64,
     /// Index manifests in this repository referencing it.

@@ -940,6 +940,13 @@ fn one_digest_one_media_type_and_one_reference_list() {
     };
     let d = e.put_manifest(&attacker, as_image.clone()).expect("image");
     assert_eq!(e.blob_record(&ld).expect("rec").expect("rec").refcount, 1);
+    let media_type = |r: &RepoName| {
+        e.get_manifest(r, &Reference::Digest(d.clone()))
+            .expect("get")
+            .map(|m| m.media_type)
+    };
+    // Read once: the node now holds the body.
+    assert_eq!(media_type(&attacker).as_deref(), Some(as_image.media_type.as_str()));
     let before = snapshot(&e);
     for r in [&attacker, &victim] {
         let res = e.put_manifest(r, as_index.clone());
@@ -958,8 +965,11 @@ fn one_digest_one_media_type_and_one_reference_list() {
     assert_eq!(e.blob_record(&ld).expect("rec").expect("rec").refcount, 1);
     assert!(e.delete_manifest(&victim, &d).expect("delete"));
     assert_eq!(e.blob_record(&ld).expect("rec").expect("rec").refcount, 0);
-    // Once no repository holds the bytes, a new first put decides again.
-    e.put_manifest(&attacker, as_index).expect("index now");
+    assert_eq!(media_type(&attacker), None, "deleted, whatever is cached");
+    // Once no repository holds the bytes, a new first put decides again,
+    // and reads serve the new reading, not the one read before.
+    e.put_manifest(&attacker, as_index.clone()).expect("index now");
+    assert_eq!(media_type(&attacker).as_deref(), Some(as_index.media_type.as_str()));
     assert_eq!(e.blob_record(&ld).expect("rec").expect("rec").refcount, 0);
     assert_eq!(
         e.repo_manifest_record(&attacker, &child)

@@ -1,8 +1,9 @@
 //! Manifests: pull, push, delete (end-3, end-7a/b, end-9).
 //!
 //! Manifest reads are the registry's hottest path: they run inline on the
-//! async worker (index point reads, no fsync), and the body is served from
-//! the engine's `Arc<[u8]>` without copying.
+//! async worker (index point reads, no fsync; in cluster mode the database
+//! call is awaited), and the body is served from the engine's `Arc<[u8]>`
+//! without copying.
 
 use crate::limits::RequestBody;
 use berth_engine::{Digest, Reference, RepoName, Tag};
@@ -54,8 +55,12 @@ impl GetManifest {
         })
     }
 
-    pub fn apply(self, app: &App) -> Result<Response<Body>, ApiError> {
-        let Some(m) = app.engine.get_manifest(&self.repo, &self.reference)? else {
+    pub async fn apply(self, app: &App) -> Result<Response<Body>, ApiError> {
+        let found = app
+            .engine
+            .get_manifest_async(&self.repo, &self.reference)
+            .await?;
+        let Some(m) = found else {
             return Err(unknown(&self.repo, &self.reference));
         };
         let len = m.body.len() as u64;

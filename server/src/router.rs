@@ -366,7 +366,9 @@ async fn run(
             blocking(app, move |e| list.apply(e)).await?
         }
         Endpoint::GetManifest { name, reference } => {
-            manifests::GetManifest::parse(name, reference, method)?.apply(app)
+            manifests::GetManifest::parse(name, reference, method)?
+                .apply(app)
+                .await
         }
         Endpoint::PutManifest { name, reference } => {
             manifests::PutManifest::parse(name, reference, query, &parts.headers)?

@@ -49,32 +49,55 @@ use std::path::Path;
 
 use crate::digest::Digest;
 use crate::error::StorageError;
-use crate::keys::{
-    BodyKey, Cf, CorruptKey, IndexKey, Key, ManifestKey, RepoManifestKey, Scan, TagKey,
-};
-use crate::records::{Record, TagRecord};
+use crate::keys::{Cf, CorruptKey, IndexKey, Key, RepoManifestKey, Scan, TagKey};
+use crate::records::{Record, RepoManifestRecord, TagRecord};
 
 pub use pg::DatabaseConfig;
 
-/// The values [`Index::get3`] reads.
-type Three<A, B, C> = (
+/// The values [`Index::get2`] reads.
+type Two<A, B> = (
     Option<<A as IndexKey>::Value>,
     Option<<B as IndexKey>::Value>,
-    Option<<C as IndexKey>::Value>,
 );
 
 /// What a read through a value finds: the first key's value, and the
-/// values of the keys it completes (`get_tag_target`).
-type Through = (Option<Vec<u8>>, Vec<Option<Vec<u8>>>);
+/// value of the key it completes (`get_tag_link`).
+type Through = (Option<Vec<u8>>, Option<Vec<u8>>);
 
-/// A tag's target digest and its manifest's three entries.
-type TagTarget = (Digest, Three<RepoManifestKey, ManifestKey, BodyKey>);
+/// A tag's target digest and the manifest's entry in the tag's repository.
+type TagLink = (Digest, Option<RepoManifestRecord>);
 
 /// A key and value as stored.
 type RawEntry = (Box<[u8]>, Box<[u8]>);
 
 /// A stream of raw entries in key order.
 type RawScan<'a> = Box<dyn Iterator<Item = Result<RawEntry, StorageError>> + 'a>;
+
+/// Decodes the values [`Index::get2`] read, in the order of its keys.
+fn decode2<A: IndexKey, B: IndexKey>(
+    a: &A,
+    b: &B,
+    values: Vec<Option<Vec<u8>>>,
+) -> Result<Two<A, B>, StorageError> {
+    let mut v = values.into_iter();
+    let mut next = || v.next().flatten();
+    Ok((
+        next().map(|x| decode_value(a, &x)).transpose()?,
+        next().map(|x| decode_value(b, &x)).transpose()?,
+    ))
+}
+
+/// Decodes what a read through `tag` found: its digest, and the entry of
+/// [`TagKey::link_prefix`] completed by it.
+fn tag_link(tag: &TagKey, (value, link): Through) -> Result<Option<TagLink>, StorageError> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let TagRecord(d) = decode_value(tag, &value)?;
+    let key = RepoManifestKey(tag.0.clone(), d.clone());
+    let link = link.map(|v| decode_value(&key, &v)).transpose()?;
+    Ok(Some((d, link)))
+}
 
 /// The index of an engine. Owned by `Inner`; lives as long as the engine.
 pub(crate) enum Index {
@@ -226,61 +249,75 @@ impl Index {
         }
     }
 
-    /// The values of three keys of any families, read together (one
-    /// round trip to PostgreSQL; RocksDB's multi-get). Not a snapshot,
-    /// like any two reads.
-    pub(crate) fn get3<A: IndexKey, B: IndexKey, C: IndexKey>(
+    /// [`Index::get`] for a task (a server handler): in cluster mode the
+    /// database call is awaited, not waited for.
+    pub(crate) async fn get_async<K: IndexKey>(
+        &self,
+        key: &K,
+    ) -> Result<Option<K::Value>, StorageError> {
+        let raw = match self {
+            Index::Rocks(r) => r.get_raw(K::CF, &key.encode())?,
+            Index::Pg(p) => p.get_raw_async(K::CF, &key.encode()).await?,
+        };
+        raw.map(|v| decode_value(key, &v)).transpose()
+    }
+
+    /// The values of two keys of any families, read together (one round
+    /// trip to PostgreSQL; RocksDB's multi-get). Not a snapshot, like any
+    /// two reads.
+    pub(crate) fn get2<A: IndexKey, B: IndexKey>(
         &self,
         a: &A,
         b: &B,
-        c: &C,
-    ) -> Result<Three<A, B, C>, StorageError> {
-        let keys = [
-            (A::CF, a.encode()),
-            (B::CF, b.encode()),
-            (C::CF, c.encode()),
-        ];
-        let mut v = match self {
+    ) -> Result<Two<A, B>, StorageError> {
+        let keys = [(A::CF, a.encode()), (B::CF, b.encode())];
+        let v = match self {
             Index::Rocks(r) => r.get_many(&keys)?,
             Index::Pg(p) => p.get_many(&keys)?,
-        }
-        .into_iter();
-        let mut next = || v.next().flatten();
-        Ok((
-            next().map(|x| decode_value(a, &x)).transpose()?,
-            next().map(|x| decode_value(b, &x)).transpose()?,
-            next().map(|x| decode_value(c, &x)).transpose()?,
-        ))
+        };
+        decode2(a, b, v)
     }
 
-    /// Tag `tag`'s target and, in the same read, the three keys of the
-    /// manifest it names (its entry in the repository, record and body):
-    /// one round trip and one snapshot in cluster mode, where a GET by tag
-    /// made two. `None` if the tag does not exist.
-    pub(crate) fn get_tag_target(&self, tag: &TagKey) -> Result<Option<TagTarget>, StorageError> {
-        let first = (TagKey::CF, tag.encode());
-        let then = tag.target_prefixes();
-        let (value, rest) = match self {
-            Index::Rocks(r) => r.get_through((first.0, &first.1), &then)?,
-            Index::Pg(p) => p.get_through((first.0, &first.1), &then)?,
+    /// [`Index::get2`] for a task.
+    pub(crate) async fn get2_async<A: IndexKey, B: IndexKey>(
+        &self,
+        a: &A,
+        b: &B,
+    ) -> Result<Two<A, B>, StorageError> {
+        let keys = [(A::CF, a.encode()), (B::CF, b.encode())];
+        let v = match self {
+            Index::Rocks(r) => r.get_many(&keys)?,
+            Index::Pg(p) => p.get_many_async(&keys).await?,
         };
-        let Some(value) = value else {
-            return Ok(None);
+        decode2(a, b, v)
+    }
+
+    /// Tag `tag`'s target and, in the same read, the manifest's entry in
+    /// the tag's repository: one round trip and one snapshot in cluster
+    /// mode. `None` if the tag does not exist.
+    pub(crate) fn get_tag_link(&self, tag: &TagKey) -> Result<Option<TagLink>, StorageError> {
+        let (key, prefix) = (tag.encode(), tag.link_prefix());
+        let through = match self {
+            Index::Rocks(r) => r.get_through((TagKey::CF, &key), (RepoManifestKey::CF, &prefix))?,
+            Index::Pg(p) => p.get_through((TagKey::CF, &key), (RepoManifestKey::CF, &prefix))?,
         };
-        let TagRecord(d) = decode_value(tag, &value)?;
-        let (a, b, c) = (
-            RepoManifestKey(tag.0.clone(), d.clone()),
-            ManifestKey(d.clone()),
-            BodyKey(d.clone()),
-        );
-        let mut v = rest.into_iter();
-        let mut next = || v.next().flatten();
-        let three = (
-            next().map(|x| decode_value(&a, &x)).transpose()?,
-            next().map(|x| decode_value(&b, &x)).transpose()?,
-            next().map(|x| decode_value(&c, &x)).transpose()?,
-        );
-        Ok(Some((d, three)))
+        tag_link(tag, through)
+    }
+
+    /// [`Index::get_tag_link`] for a task.
+    pub(crate) async fn get_tag_link_async(
+        &self,
+        tag: &TagKey,
+    ) -> Result<Option<TagLink>, StorageError> {
+        let (key, prefix) = (tag.encode(), tag.link_prefix());
+        let through = match self {
+            Index::Rocks(r) => r.get_through((TagKey::CF, &key), (RepoManifestKey::CF, &prefix))?,
+            Index::Pg(p) => {
+                p.get_through_async((TagKey::CF, &key), (RepoManifestKey::CF, &prefix))
+                    .await?
+            }
+        };
+        tag_link(tag, through)
     }
 
     /// True if `key` is present (its value is not read).

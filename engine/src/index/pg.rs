@@ -32,6 +32,7 @@
 //! bounded time (pool wait, connect and statement timeouts), never a hang.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -180,12 +181,9 @@ impl Sql {
         Sql {
             get: format!("SELECT value FROM {t} WHERE family = $1 AND key = $2"),
             get_through: format!(
-                "WITH t AS (SELECT value FROM {t} WHERE family = $1 AND key = $2) \
-                 SELECT 0::bigint, value FROM t \
-                 UNION ALL \
-                 SELECT p.i, e.value FROM t \
-                 CROSS JOIN unnest($3::text[], $4::bytea[]) WITH ORDINALITY AS p(fam, prefix, i) \
-                 JOIN {t} e ON e.family = p.fam AND e.key = p.prefix || t.value"
+                "SELECT f.value, e.value FROM {t} f \
+                 LEFT JOIN {t} e ON e.family = $3 AND e.key = $4 || f.value \
+                 WHERE f.family = $1 AND f.key = $2"
             ),
             get_many: format!(
                 "SELECT family, key, value FROM {t} WHERE (family, key) IN \
@@ -212,9 +210,23 @@ impl Sql {
 /// Failure of one database call, before it is named.
 type DbResult<T> = Result<T, String>;
 
+/// `fut`, or an error once it has taken [`CALL_TIMEOUT`].
+async fn bounded<T>(fut: impl Future<Output = DbResult<T>>) -> DbResult<T> {
+    match tokio::time::timeout(CALL_TIMEOUT, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("no answer within {} s", CALL_TIMEOUT.as_secs())),
+    }
+}
+
 /// The PostgreSQL index of a cluster node.
 pub(crate) struct PgIndex {
+    /// Connections of the blocking API, run on `rt`.
     pool: Pool,
+    /// Connections of the calls awaited by tasks (`*_async`: the server's
+    /// read path), each run on the runtime of the task that opened it (the
+    /// server's): such a read wakes no thread of `rt`. Half the size of
+    /// `pool`, at least 2.
+    task_pool: Pool,
     sql: Arc<Sql>,
     schema: String,
     /// `pg_advisory_xact_lock` key of the schema's write lock.
@@ -387,28 +399,32 @@ impl PgIndex {
                  -c lock_timeout=25000 -c statement_timeout=25000",
             );
         let tls = tls(config).map_err(open_err)?;
-        let manager = Manager::from_config(
-            pg,
-            tls,
-            ManagerConfig {
+        let manager = || {
+            let cfg = ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
-            },
-        );
+            };
+            Manager::from_config(pg.clone(), tls.clone(), cfg)
+        };
         let rt = OwnedRuntime::start("berth-pg", 2)
             .map_err(|e| open_err(format!("start database client runtime: {e}")))?;
-        let pool = {
-            let _in_rt = rt.handle().enter();
+        let pool = |manager, size: usize| {
             Pool::builder(manager)
-                .max_size(config.pool_size.max(2))
+                .max_size(size.max(2))
                 .runtime(deadpool_postgres::Runtime::Tokio1)
                 .wait_timeout(Some(Duration::from_secs(10)))
                 .create_timeout(Some(Duration::from_secs(5)))
                 .recycle_timeout(Some(Duration::from_secs(5)))
                 .build()
-                .map_err(|e| open_err(e.to_string()))?
+                .map_err(|e| open_err(e.to_string()))
+        };
+        let task_pool = pool(manager(), config.pool_size / 2)?;
+        let pool = {
+            let _in_rt = rt.handle().enter();
+            pool(manager(), config.pool_size)?
         };
         let index = PgIndex {
             pool,
+            task_pool,
             sql: Arc::new(Sql::new(&config.schema)),
             schema: config.schema.clone(),
             write_lock: lock_key(&config.schema, "write"),
@@ -427,15 +443,28 @@ impl PgIndex {
     fn call<T: Send + 'static>(
         &self,
         op: &'static str,
-        fut: impl std::future::Future<Output = DbResult<T>> + Send + 'static,
+        fut: impl Future<Output = DbResult<T>> + Send + 'static,
     ) -> Result<T, StorageError> {
         let t0 = Instant::now();
-        let r = self.rt.run(async move {
-            match tokio::time::timeout(CALL_TIMEOUT, fut).await {
-                Ok(r) => r,
-                Err(_) => Err(format!("no answer within {} s", CALL_TIMEOUT.as_secs())),
-            }
-        });
+        let r = self.rt.run(bounded(fut));
+        self.counted(op, t0, r)
+    }
+
+    /// [`PgIndex::call`] for a caller that is a task itself (a server
+    /// handler on the read path): the call is awaited where it stands, so
+    /// the caller's thread neither blocks nor hands its work to another
+    /// thread while the database answers.
+    async fn call_async<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        fut: impl Future<Output = DbResult<T>> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let t0 = Instant::now();
+        let r = bounded(fut).await;
+        self.counted(op, t0, r)
+    }
+
+    fn counted<T>(&self, op: &'static str, t0: Instant, r: DbResult<T>) -> Result<T, StorageError> {
         let c = &self.counters;
         c.calls.fetch_add(1, Ordering::Relaxed);
         c.latency_us
@@ -491,8 +520,27 @@ impl PgIndex {
     }
 
     pub(super) fn get_raw(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        let (pool, sql, key) = (self.pool.clone(), self.sql.clone(), key.to_vec());
-        self.call("get", async move {
+        self.call("get", self.get_raw_fut(&self.pool, cf, key))
+    }
+
+    /// [`PgIndex::get_raw`], awaited by a task.
+    pub(super) async fn get_raw_async(
+        &self,
+        cf: Cf,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        self.call_async("get", self.get_raw_fut(&self.task_pool, cf, key))
+            .await
+    }
+
+    fn get_raw_fut(
+        &self,
+        pool: &Pool,
+        cf: Cf,
+        key: &[u8],
+    ) -> impl Future<Output = DbResult<Option<Vec<u8>>>> + Send + 'static {
+        let (pool, sql, key) = (pool.clone(), self.sql.clone(), key.to_vec());
+        async move {
             let c = pool.get().await.map_err(db_err)?;
             let st = c.prepare_cached(&sql.get).await.map_err(db_err)?;
             let row = c
@@ -500,7 +548,7 @@ impl PgIndex {
                 .await
                 .map_err(db_err)?;
             Ok(row.map(|r| r.get::<_, Vec<u8>>(0)))
-        })
+        }
     }
 
     /// The values of several keys, in order, in one query.
@@ -508,8 +556,25 @@ impl PgIndex {
         &self,
         keys: &[(Cf, Vec<u8>)],
     ) -> Result<Vec<Option<Vec<u8>>>, StorageError> {
-        let (pool, sql, keys) = (self.pool.clone(), self.sql.clone(), keys.to_vec());
-        self.call("get", async move {
+        self.call("get", self.get_many_fut(&self.pool, keys))
+    }
+
+    /// [`PgIndex::get_many`], awaited by a task.
+    pub(super) async fn get_many_async(
+        &self,
+        keys: &[(Cf, Vec<u8>)],
+    ) -> Result<Vec<Option<Vec<u8>>>, StorageError> {
+        self.call_async("get", self.get_many_fut(&self.task_pool, keys))
+            .await
+    }
+
+    fn get_many_fut(
+        &self,
+        pool: &Pool,
+        keys: &[(Cf, Vec<u8>)],
+    ) -> impl Future<Output = DbResult<Vec<Option<Vec<u8>>>>> + Send + 'static {
+        let (pool, sql, keys) = (pool.clone(), self.sql.clone(), keys.to_vec());
+        async move {
             let c = pool.get().await.map_err(db_err)?;
             let st = c.prepare_cached(&sql.get_many).await.map_err(db_err)?;
             let fams: Vec<&str> = keys.iter().map(|(cf, _)| cf.name()).collect();
@@ -523,41 +588,54 @@ impl PgIndex {
                 }
             }
             Ok(out)
-        })
+        }
     }
 
-    /// The value of `first`, and of the keys `prefix ++ value` of `then`:
+    /// The value of `first`, and of the key `prefix ++ value` of `then`:
     /// one statement, one snapshot.
     pub(super) fn get_through(
         &self,
         first: (Cf, &[u8]),
-        then: &[(Cf, Vec<u8>)],
+        then: (Cf, &[u8]),
     ) -> Result<super::Through, StorageError> {
-        let (pool, sql) = (self.pool.clone(), self.sql.clone());
-        let (fam, key) = (first.0.name(), first.1.to_vec());
-        let fams: Vec<&'static str> = then.iter().map(|(cf, _)| cf.name()).collect();
-        let prefixes: Vec<Vec<u8>> = then.iter().map(|(_, p)| p.clone()).collect();
-        let n = then.len();
-        self.call("get", async move {
+        self.call("get", self.get_through_fut(&self.pool, first, then))
+    }
+
+    /// [`PgIndex::get_through`], awaited by a task.
+    pub(super) async fn get_through_async(
+        &self,
+        first: (Cf, &[u8]),
+        then: (Cf, &[u8]),
+    ) -> Result<super::Through, StorageError> {
+        self.call_async("get", self.get_through_fut(&self.task_pool, first, then))
+            .await
+    }
+
+    fn get_through_fut(
+        &self,
+        pool: &Pool,
+        first: (Cf, &[u8]),
+        then: (Cf, &[u8]),
+    ) -> impl Future<Output = DbResult<super::Through>> + Send + 'static {
+        let (pool, sql) = (pool.clone(), self.sql.clone());
+        let (f, key, t, prefix) = (
+            first.0.name(),
+            first.1.to_vec(),
+            then.0.name(),
+            then.1.to_vec(),
+        );
+        async move {
             let c = pool.get().await.map_err(db_err)?;
             let st = c.prepare_cached(&sql.get_through).await.map_err(db_err)?;
-            let rows = c
-                .query(&st, &[&fam, &key, &fams, &prefixes])
+            let row = c
+                .query_opt(&st, &[&f, &key, &t, &prefix])
                 .await
                 .map_err(db_err)?;
-            let mut first = None;
-            let mut out = vec![None; n];
-            for r in rows {
-                let i: i64 = r.get(0);
-                let v: Vec<u8> = r.get(1);
-                match usize::try_from(i) {
-                    Ok(0) => first = Some(v),
-                    Ok(i) if i <= n => out[i - 1] = Some(v),
-                    _ => return Err(format!("get_through: row index {i} out of range")),
-                }
-            }
-            Ok((first, out))
-        })
+            Ok(match row {
+                None => (None, None),
+                Some(r) => (Some(r.get(0)), r.get(1)),
+            })
+        }
     }
 
     /// One page of entries of `cf` from `start` (inclusive) to `end`.
@@ -723,16 +801,16 @@ impl PgIndex {
     }
 
     pub(super) fn stats(&self) -> DbStats {
-        let st = self.pool.status();
+        let (st, t) = (self.pool.status(), self.task_pool.status());
         let c = &self.counters;
         DbStats {
             calls: c.calls.load(Ordering::Relaxed),
             errors: c.errors.load(Ordering::Relaxed),
             latency_us: c.latency_us.load(Ordering::Relaxed),
-            pool_size: st.size as u64,
-            pool_idle: st.available as u64,
-            pool_waiting: st.waiting as u64,
-            pool_max: st.max_size as u64,
+            pool_size: (st.size + t.size) as u64,
+            pool_idle: (st.available + t.available) as u64,
+            pool_waiting: (st.waiting + t.waiting) as u64,
+            pool_max: (st.max_size + t.max_size) as u64,
         }
     }
 }

@@ -72,20 +72,17 @@ impl RocksIndex {
             .collect()
     }
 
-    /// The value of `first`, and of the keys `prefix ++ value` of `then`.
+    /// The value of `first`, and of the key `prefix ++ value` of `then`.
     pub(super) fn get_through(
         &self,
         first: (Cf, &[u8]),
-        then: &[(Cf, Vec<u8>)],
+        then: (Cf, &[u8]),
     ) -> Result<super::Through, StorageError> {
         let Some(v) = self.get_raw(first.0, first.1)? else {
-            return Ok((None, vec![None; then.len()]));
+            return Ok((None, None));
         };
-        let keys: Vec<(Cf, Vec<u8>)> = then
-            .iter()
-            .map(|(cf, prefix)| (*cf, [prefix.as_slice(), &v].concat()))
-            .collect();
-        Ok((Some(v), self.get_many(&keys)?))
+        let next = self.get_raw(then.0, &[then.1, &v].concat())?;
+        Ok((Some(v), next))
     }
 
     /// Entries of `cf` from `start` up to `end` (exclusive). `bulk` walks
