@@ -104,6 +104,7 @@ enum Fix {
     Candidate(Digest, bool),
     ManifestRepos(Digest, u64),
     RepoManifestCounts(RepoName, Digest, u64, u64),
+    RepoManifestMediaType(RepoName, Digest, String),
     ReverseLink(Digest, RepoName, bool),
     RemoveLink(RepoName, Digest),
     FinishDeletion(Digest),
@@ -318,12 +319,25 @@ impl Engine {
         let mut refcounts: HashMap<Digest, u64> = HashMap::new();
         let mut repos_per_manifest: HashMap<Digest, u64> = HashMap::new();
         let mut parents: HashMap<(RepoName, Digest), u64> = HashMap::new();
-        for (repo, d) in repo_manifests.keys() {
+        for ((repo, d), rm) in &repo_manifests {
             *repos_per_manifest.entry(d.clone()).or_default() += 1;
             let Some(m) = manifests.get(d) else {
                 add(format!("manifest {repo}@{d}"), "no content record".into());
                 continue;
             };
+            // Reads serve the entry's media type (`docs/design.md`, "Get
+            // manifest"); an entry from before it was kept has none.
+            if !rm.media_type.is_empty() && rm.media_type != m.media_type {
+                add(
+                    format!("manifest {repo}@{d}"),
+                    format!(
+                        "media type {} in the repository, {} in its record",
+                        rm.media_type, m.media_type
+                    ),
+                );
+                let fix = (repo.clone(), d.clone(), m.media_type.clone());
+                fixes.push(Fix::RepoManifestMediaType(fix.0, fix.1, fix.2));
+            }
             for b in &m.blobs {
                 *refcounts.entry(b.clone()).or_default() += 1;
                 if !blobs.contains_key(b) {
@@ -725,6 +739,15 @@ impl Engine {
                         ));
                     }
                 }
+                Fix::RepoManifestMediaType(repo, d, media_type) => {
+                    let key = RepoManifestKey(repo.clone(), d.clone());
+                    if let Some(mut r) = inner.index.get(&key)? {
+                        r.media_type.clone_from(media_type);
+                        b.put(&key, &r);
+                        out.actions
+                            .push(format!("manifest {repo}@{d}: media type {media_type}"));
+                    }
+                }
                 Fix::ReverseLink(d, repo, present) => {
                     let k = BlobRepoKey(d.clone(), repo.clone());
                     if *present {
@@ -917,6 +940,29 @@ mod tests {
         let report = e.fsck(FsckOptions::default()).unwrap();
         assert!(report.findings.is_empty(), "{:?}", report.findings);
         (repo, b, l, m1, m2)
+    }
+
+    /// A repository entry whose media type is not its record's (what a
+    /// read would serve) is a finding, and repair copies the record's.
+    #[test]
+    fn an_entrys_media_type_must_be_its_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Engine::open(EngineConfig::new(dir.path())).unwrap();
+        let (repo, _, _, m1, _) = populated(&e);
+        let key = RepoManifestKey(repo.clone(), m1.clone());
+        let mut entry = e.inner.index.get(&key).unwrap().unwrap();
+        let recorded = std::mem::replace(&mut entry.media_type, "text/html".into());
+        plant(&e, &[(Cf::RepoManifests, &key.encode(), &entry.encode())]);
+        let report = e.fsck(FsckOptions::default()).unwrap();
+        let object = format!("manifest {repo}@{m1}");
+        assert!(has(&report, &object, "media type text/html"), "{report:?}");
+        e.fsck_repair(FsckOptions::default()).unwrap();
+        assert!(e.fsck(FsckOptions::default()).unwrap().findings.is_empty());
+        let m = e
+            .get_manifest(&repo, &Reference::Digest(m1))
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.media_type, recorded);
     }
 
     /// Every family is walked to the end through the closed keyspace: each

@@ -946,7 +946,10 @@ fn one_digest_one_media_type_and_one_reference_list() {
             .map(|m| m.media_type)
     };
     // Read once: the node now holds the body.
-    assert_eq!(media_type(&attacker).as_deref(), Some(as_image.media_type.as_str()));
+    assert_eq!(
+        media_type(&attacker).as_deref(),
+        Some(as_image.media_type.as_str())
+    );
     let before = snapshot(&e);
     for r in [&attacker, &victim] {
         let res = e.put_manifest(r, as_index.clone());
@@ -968,8 +971,12 @@ fn one_digest_one_media_type_and_one_reference_list() {
     assert_eq!(media_type(&attacker), None, "deleted, whatever is cached");
     // Once no repository holds the bytes, a new first put decides again,
     // and reads serve the new reading, not the one read before.
-    e.put_manifest(&attacker, as_index.clone()).expect("index now");
-    assert_eq!(media_type(&attacker).as_deref(), Some(as_index.media_type.as_str()));
+    e.put_manifest(&attacker, as_index.clone())
+        .expect("index now");
+    assert_eq!(
+        media_type(&attacker).as_deref(),
+        Some(as_index.media_type.as_str())
+    );
     assert_eq!(e.blob_record(&ld).expect("rec").expect("rec").refcount, 0);
     assert_eq!(
         e.repo_manifest_record(&attacker, &child)

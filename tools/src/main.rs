@@ -5,6 +5,7 @@
 //! one engine operation and prints the result.
 
 mod bench;
+mod import;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -104,6 +105,30 @@ enum Command {
     /// Cluster mode (docs/cluster.md).
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// Takes in another registry's storage (docs/migration.md).
+    #[command(subcommand)]
+    Import(ImportCmd),
+}
+
+#[derive(Subcommand)]
+enum ImportCmd {
+    /// Imports the storage tree of CNCF distribution (or Harbor, which
+    /// runs it) from a filesystem: every repository, tag, manifest and
+    /// blob, each blob's digest verified as it is copied. Problems (a
+    /// damaged or missing blob, a dangling tag, a corrupt link) are listed
+    /// with their paths and the import goes on; schema 1 manifests are
+    /// counted and skipped. Run again after an interruption: what is there
+    /// is skipped. Exits 1 if there were problems.
+    Distribution {
+        /// distribution's storage root (its `rootdirectory`, holding
+        /// `docker/registry/v2`).
+        #[arg(long)]
+        from: PathBuf,
+        /// Where the JSON report goes (default: import-report.json in the
+        /// data directory).
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -253,7 +278,10 @@ fn run(cli: &Cli) -> Result<ExitCode, CliError> {
     {
         return cluster_import(cli, database_url.as_deref(), source_backend);
     }
-    let creates = matches!(cli.command, Command::User(_) | Command::Project(_));
+    let creates = matches!(
+        cli.command,
+        Command::User(_) | Command::Project(_) | Command::Import(_)
+    );
     let (backend, database) = storage_backend()?;
     if !creates && database.is_none() && !cli.data_dir.join("index").exists() {
         return Err(StorageError::Io {
@@ -322,6 +350,32 @@ fn run(cli: &Cli) -> Result<ExitCode, CliError> {
         }
         Command::Bench(_) | Command::S3AbortUploads(_) => unreachable!("handled in main"),
         Command::Cluster(_) => unreachable!("handled before the engine opens"),
+        Command::Import(ImportCmd::Distribution { from, report }) => {
+            let tree = import::Tree::open(from).map_err(CliError::Usage)?;
+            let r = import::import_distribution(&engine, &tree)
+                .map_err(|e| CliError::Usage(format!("import stopped: {e}")))?;
+            let path = report
+                .clone()
+                .unwrap_or_else(|| cli.data_dir.join("import-report.json"));
+            let json = serde_json::to_vec_pretty(&r.to_json()).unwrap_or_default();
+            std::fs::write(&path, json).map_err(|e| {
+                CliError::Usage(format!("write the report {}: {e}", path.display()))
+            })?;
+            for p in &r.problems {
+                println!("problem: {}: {}", p.path.display(), p.problem);
+            }
+            println!(
+                "imported {} repositories, {} tags, {} manifests; blobs: {} copied ({} bytes), {} mounted; {} already present; {} schema 1 manifests skipped; {} problem(s); report: {}",
+                r.repositories, r.tags, r.manifests, r.blobs_copied, r.bytes_copied,
+                r.blobs_mounted, r.already_present, r.schema1_skipped, r.problems.len(),
+                path.display()
+            );
+            Ok(if r.problems.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Command::Gc {
             dry_run,
             delete_untagged,

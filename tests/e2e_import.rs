@@ -1,0 +1,337 @@
+//! End to end: `berthctl import distribution` reads a storage tree written
+//! by the real CNCF distribution 2.8.2 (Debian's `docker-registry`, started
+//! by `../shared/bench/start-distribution.sh`), fed by skopeo; berth then
+//! serves every tag bit for bit. Damage in the tree (a blob whose bytes no
+//! longer hash to its digest, a dangling tag) is reported, not imported; an
+//! import killed halfway and run again finishes the job.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use berth_testkit::haproxy::free_port;
+use berth_testkit::oci_layout::{self, sha256_digest, MEDIA_TYPE_MANIFEST};
+use berth_testkit::server::{header, http, skopeo_ok, TestServer, SKOPEO_GLOBAL};
+use berth_testkit::{berthctl, bin_path};
+use serde_json::{json, Value};
+
+/// The reference registry on a filesystem root, stopped on drop.
+struct Distribution {
+    port: u16,
+    root: PathBuf,
+    script_dir: PathBuf,
+}
+
+impl Distribution {
+    fn start(root: &Path) -> Distribution {
+        let script_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/bench");
+        let port = free_port();
+        let out = Command::new("bash")
+            .arg(script_dir.join("start-distribution.sh"))
+            .arg(port.to_string())
+            .arg(root)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run start-distribution.sh");
+        assert!(
+            out.status.success(),
+            "start-distribution.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Distribution {
+            port,
+            root: root.to_owned(),
+            script_dir,
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    fn stop(&self) {
+        let _ = Command::new("bash")
+            .arg(self.script_dir.join("stop-distribution.sh"))
+            .arg(self.port.to_string())
+            .arg(&self.root)
+            .output();
+    }
+}
+
+impl Drop for Distribution {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// skopeo without a berth server to blame (the source side).
+fn skopeo(args: &[&str]) -> Vec<u8> {
+    let out = Command::new("skopeo")
+        .args(SKOPEO_GLOBAL)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run skopeo");
+    assert!(
+        out.status.success(),
+        "skopeo {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+const COPY: &[&str] = &[
+    "copy",
+    "--all",
+    "--src-tls-verify=false",
+    "--dest-tls-verify=false",
+    "--preserve-digests",
+    "--dest-oci-accept-uncompressed-layers",
+];
+
+/// Pushes a blob to a registry with a POST and a PUT (the two-step
+/// monolithic upload every registry supports).
+fn push_blob(addr: SocketAddr, repo: &str, data: &[u8]) -> String {
+    let d = sha256_digest(data);
+    let (status, headers, _) = http(
+        addr,
+        "POST",
+        &format!("/v2/{repo}/blobs/uploads/"),
+        &[],
+        b"",
+    );
+    assert_eq!(status, 202);
+    let loc = header(&headers, "location").expect("location").to_owned();
+    let path = loc.split_once("://").map_or(loc.as_str(), |(_, rest)| {
+        rest.find('/').map_or(rest, |i| &rest[i..])
+    });
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let (status, _, body) = http(addr, "PUT", &format!("{path}{sep}digest={d}"), &[], data);
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    d
+}
+
+/// Pushes `manifest` to `repo` under `reference`.
+fn push_manifest(addr: SocketAddr, repo: &str, reference: &str, manifest: &[u8]) {
+    let ct = [("Content-Type", MEDIA_TYPE_MANIFEST)];
+    let path = format!("/v2/{repo}/manifests/{reference}");
+    let (status, _, body) = http(addr, "PUT", &path, &ct, manifest);
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+}
+
+fn get_json(addr: SocketAddr, path: &str) -> Value {
+    let (status, _, body) = http(addr, "GET", path, &[], b"");
+    assert_eq!(status, 200, "GET {path}");
+    serde_json::from_slice(&body).expect("json")
+}
+
+fn tags(addr: SocketAddr, repo: &str) -> BTreeSet<String> {
+    let v = get_json(addr, &format!("/v2/{repo}/tags/list"));
+    v["tags"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `skopeo inspect --raw` of `image` on a registry.
+fn raw_manifest(image: &str) -> Vec<u8> {
+    skopeo(&["inspect", "--tls-verify=false", "--raw", image])
+}
+
+fn blob_path(root: &Path, digest: &str) -> PathBuf {
+    let hex = digest.strip_prefix("sha256:").expect("sha256");
+    root.join("docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+        .join("data")
+}
+
+/// What the source holds, read from distribution before it is stopped.
+struct Source {
+    catalog: BTreeSet<String>,
+    tags: Vec<(String, BTreeSet<String>)>,
+    /// (repo:tag, manifest bytes as distribution serves them).
+    manifests: Vec<(String, Vec<u8>)>,
+}
+
+fn read_source(dist: &Distribution, repos: &[&str]) -> Source {
+    let addr = dist.addr();
+    let catalog = get_json(addr, "/v2/_catalog")["repositories"]
+        .as_array()
+        .expect("catalog")
+        .iter()
+        .filter_map(|r| r.as_str().map(str::to_owned))
+        .collect();
+    let mut tag_lists = Vec::new();
+    let mut manifests = Vec::new();
+    for repo in repos {
+        let t = tags(addr, repo);
+        for tag in &t {
+            let image = format!("docker://{addr}/{repo}:{tag}");
+            manifests.push((format!("{repo}:{tag}"), raw_manifest(&image)));
+        }
+        tag_lists.push((repo.to_string(), t));
+    }
+    Source {
+        catalog,
+        tags: tag_lists,
+        manifests,
+    }
+}
+
+#[test]
+fn a_distribution_tree_imports_bit_for_bit_with_its_damage_reported() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let layouts = work.path().join("layouts");
+    let root = work.path().join("dist");
+    let dist = Distribution::start(&root);
+    let addr = dist.addr();
+
+    // A single image, a multi-arch index, an artifact whose subject is the
+    // single image, and a victim whose one layer is damaged below.
+    let single = layouts.join("single");
+    let image = oci_layout::write_image(&single, "v1", "import/single", &[300_000, 5_000]);
+    let multi = layouts.join("multi");
+    let index = oci_layout::write_multi_arch(&multi, "v2", "import/multi", 200_000);
+    let victim = layouts.join("victim");
+    let hurt = oci_layout::write_image(&victim, "v1", "import/victim", &[70_000]);
+    let push = |layout: &Path, tag: &str, dest: &str| {
+        let src = format!("oci:{}:{tag}", layout.display());
+        let dest = format!("docker://{addr}/{dest}");
+        let mut args = COPY.to_vec();
+        args.extend_from_slice(&[&src, &dest]);
+        skopeo(&args);
+    };
+    push(&single, "v1", "team/app:v1");
+    push(&single, "v1", "team/app:stable");
+    push(&multi, "v2", "team/multi:v2");
+    push(&victim, "v1", "victim/app:v1");
+    let empty = push_blob(addr, "team/app", b"{}");
+    let sbom = push_blob(addr, "team/app", b"an sbom");
+    let referrer = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": MEDIA_TYPE_MANIFEST,
+        "artifactType": "application/spdx+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+        "layers": [{"mediaType": "application/spdx+json", "digest": sbom, "size": 7}],
+        "subject": {"mediaType": MEDIA_TYPE_MANIFEST, "digest": image.manifest_digest, "size": image.manifest.len()},
+    }))
+    .expect("json");
+    let referrer_digest = sha256_digest(&referrer);
+    push_manifest(addr, "team/app", &referrer_digest, &referrer);
+    let source = read_source(&dist, &["team/app", "team/multi"]);
+    dist.stop();
+
+    // The damage: the victim's layer loses a byte; a tag names a manifest
+    // the repository does not have.
+    let layer = blob_path(&root, &hurt.layer_digests[0]);
+    let mut bytes = std::fs::read(&layer).expect("victim layer");
+    bytes[1000] ^= 0xff;
+    std::fs::write(&layer, bytes).expect("damage");
+    let ghost = root.join("docker/registry/v2/repositories/team/app/_manifests/tags/ghost/current");
+    std::fs::create_dir_all(&ghost).expect("ghost tag");
+    let nowhere = sha256_digest(b"no such manifest");
+    std::fs::write(ghost.join("link"), &nowhere).expect("ghost link");
+
+    // An import killed early, then run to the end.
+    let data = work.path().join("berth");
+    let mut killed = Command::new(bin_path("berthctl"))
+        .args(["import", "distribution", "--from"])
+        .arg(&root)
+        .arg("--data-dir")
+        .arg(&data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn berthctl");
+    std::thread::sleep(Duration::from_millis(150));
+    let _ = killed.kill();
+    let _ = killed.wait();
+    let from = root.to_string_lossy().into_owned();
+    let (code, out, err) = berthctl(&data, &["import", "distribution", "--from", &from]);
+    assert_eq!(code, 1, "problems make exit code 1\n{out}\n{err}");
+    assert!(out.contains("is damaged"), "{out}");
+    assert!(out.contains("dangling tag ghost"), "{out}");
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(data.join("import-report.json")).expect("report"))
+            .expect("report json");
+    let problems = report["problems"].as_array().expect("problems");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p["path"].as_str() == Some(&*layer.to_string_lossy())),
+        "the damaged blob is named by its path: {report}"
+    );
+    // A third run finds everything in place and copies nothing.
+    let (_, again, _) = berthctl(&data, &["import", "distribution", "--from", &from]);
+    let rerun: Value =
+        serde_json::from_slice(&std::fs::read(data.join("import-report.json")).expect("report"))
+            .expect("report json");
+    assert_eq!(rerun["blobs_copied"], 0, "{again}");
+    assert_eq!(rerun["bytes_copied"], 0, "{again}");
+    let (code, out, err) = berthctl(&data, &["fsck", "--verify-blobs"]);
+    assert_eq!(code, 0, "fsck after import\n{out}\n{err}");
+
+    // berth serves what distribution served, bit for bit.
+    let server = TestServer::start(&data, &[]);
+    let berth: SocketAddr = server.url().parse().expect("addr");
+    let catalog: BTreeSet<String> = get_json(berth, "/v2/_catalog")["repositories"]
+        .as_array()
+        .expect("catalog")
+        .iter()
+        .filter_map(|r| r.as_str().map(str::to_owned))
+        .collect();
+    // The victim's repository holds its intact config blob, as in
+    // distribution; its manifest, whose layer is damaged, stayed out.
+    assert_eq!(catalog, source.catalog);
+    assert!(tags(berth, "victim/app").is_empty());
+    for (repo, want) in &source.tags {
+        assert_eq!(&tags(berth, repo), want, "tags of {repo}");
+    }
+    for (image, bytes) in &source.manifests {
+        let got = raw_manifest(&format!("docker://{}/{image}", server.url()));
+        assert_eq!(&got, bytes, "manifest of {image}");
+    }
+    let pulled = work.path().join("pulled");
+    for (image, tag, blobs) in [
+        ("team/app:v1", "v1", image.blob_digests()),
+        ("team/multi:v2", "v2", index.blob_digests()),
+    ] {
+        let dest = format!("oci:{}:{tag}", pulled.display());
+        let src = format!("docker://{}/{image}", server.url());
+        let mut args = COPY.to_vec();
+        args.extend_from_slice(&[&src, &dest]);
+        skopeo_ok(&server, &args);
+        for d in blobs {
+            let source_layout = if image.starts_with("team/app") {
+                &single
+            } else {
+                &multi
+            };
+            assert_eq!(
+                oci_layout::read_blob(&pulled, &d),
+                oci_layout::read_blob(source_layout, &d),
+                "blob {d} of {image}"
+            );
+        }
+    }
+    // The artifact came across as a referrer of its subject.
+    let referrers = get_json(
+        berth,
+        &format!("/v2/team/app/referrers/{}", image.manifest_digest),
+    );
+    let listed: Vec<&str> = referrers["manifests"]
+        .as_array()
+        .expect("referrers")
+        .iter()
+        .filter_map(|m| m["digest"].as_str())
+        .collect();
+    assert_eq!(listed, vec![referrer_digest.as_str()]);
+}
