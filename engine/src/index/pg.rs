@@ -166,6 +166,7 @@ struct Sql {
     get: String,
     get_many: String,
     get_through: String,
+    get_batch: String,
     scan_from: String,
     scan_range: String,
     keys_from: String,
@@ -184,6 +185,13 @@ impl Sql {
                 "SELECT f.value, e.value FROM {t} f \
                  LEFT JOIN {t} e ON e.family = $3 AND e.key = $4 || f.value \
                  WHERE f.family = $1 AND f.key = $2"
+            ),
+            get_batch: format!(
+                "SELECT q.i, f.value, e.value \
+                 FROM unnest($1::text[], $2::bytea[], $3::text[], $4::bytea[]) \
+                   WITH ORDINALITY AS q(ff, fk, tf, tp, i) \
+                 JOIN {t} f ON f.family = q.ff AND f.key = q.fk \
+                 LEFT JOIN {t} e ON e.family = q.tf AND e.key = q.tp || f.value"
             ),
             get_many: format!(
                 "SELECT family, key, value FROM {t} WHERE (family, key) IN \
@@ -218,6 +226,115 @@ async fn bounded<T>(fut: impl Future<Output = DbResult<T>>) -> DbResult<T> {
     }
 }
 
+/// One point read a task awaits: the value of key `first` and, with
+/// `then`, of the key `prefix ++ that value` in family `then.0`.
+struct Read {
+    first: (&'static str, Vec<u8>),
+    then: Option<(&'static str, Vec<u8>)>,
+    reply: tokio::sync::oneshot::Sender<DbResult<super::Through>>,
+}
+
+/// Most reads one statement carries.
+const BATCH_MAX: usize = 256;
+
+/// Statements of batched reads a node has at the database at once.
+const BATCH_WORKERS: usize = 2;
+
+/// Coalesces the point reads of the server's read path (a manifest GET's
+/// repository entry, with its tag): while a worker's statement is at the
+/// database, reads arriving meanwhile queue, and the next free worker sends
+/// every queued read (up to [`BATCH_MAX`]) in one statement. A read still
+/// sees everything committed before it was queued (its statement starts
+/// later), so reads stay as fresh as one statement each; under load a node
+/// pays one round trip, and PostgreSQL one statement, per batch instead of
+/// per request. Idle, a read goes alone at once.
+struct Batcher(tokio::sync::mpsc::UnboundedSender<Read>);
+
+impl Batcher {
+    /// Starts the workers on the current runtime.
+    fn start(pool: Pool, sql: Arc<Sql>) -> Batcher {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        for _ in 0..BATCH_WORKERS {
+            let (rx, pool, sql) = (rx.clone(), pool.clone(), sql.clone());
+            tokio::spawn(async move {
+                loop {
+                    let mut batch = Vec::new();
+                    {
+                        let mut rx = rx.lock().await;
+                        match rx.recv().await {
+                            Some(r) => batch.push(r),
+                            None => return,
+                        }
+                        while batch.len() < BATCH_MAX {
+                            match rx.try_recv() {
+                                Ok(r) => batch.push(r),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    Batcher::run(&pool, &sql, batch).await;
+                }
+            });
+        }
+        Batcher(tx)
+    }
+
+    /// Sends `batch` as one statement and answers each read.
+    async fn run(pool: &Pool, sql: &Sql, batch: Vec<Read>) {
+        let mut ff = Vec::with_capacity(batch.len());
+        let mut fk = Vec::with_capacity(batch.len());
+        let mut tf = Vec::with_capacity(batch.len());
+        let mut tp = Vec::with_capacity(batch.len());
+        for r in &batch {
+            ff.push(r.first.0);
+            fk.push(r.first.1.as_slice());
+            // No family is empty: a read without `then` completes nothing.
+            let (f, p) = r
+                .then
+                .as_ref()
+                .map_or(("", &[][..]), |(f, p)| (*f, p.as_slice()));
+            tf.push(f);
+            tp.push(p);
+        }
+        let rows = bounded(async {
+            let c = pool.get().await.map_err(db_err)?;
+            let st = c.prepare_cached(&sql.get_batch).await.map_err(db_err)?;
+            c.query(&st, &[&ff, &fk, &tf, &tp]).await.map_err(db_err)
+        })
+        .await;
+        let mut found: Vec<super::Through> = vec![(None, None); batch.len()];
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(e) => {
+                for r in batch {
+                    let _ = r.reply.send(Err(e.clone()));
+                }
+                return;
+            }
+        };
+        for row in rows {
+            let i: i64 = row.get(0);
+            match usize::try_from(i)
+                .ok()
+                .and_then(|i| found.get_mut(i.wrapping_sub(1)))
+            {
+                Some(slot) => *slot = (Some(row.get(1)), row.get(2)),
+                None => {
+                    let e = format!("batched read: row index {i} out of range");
+                    for r in batch {
+                        let _ = r.reply.send(Err(e.clone()));
+                    }
+                    return;
+                }
+            }
+        }
+        for (r, v) in batch.into_iter().zip(found) {
+            let _ = r.reply.send(Ok(v));
+        }
+    }
+}
+
 /// The PostgreSQL index of a cluster node.
 pub(crate) struct PgIndex {
     /// Connections of the blocking API, run on `rt`.
@@ -227,6 +344,9 @@ pub(crate) struct PgIndex {
     /// server's): such a read wakes no thread of `rt`. Half the size of
     /// `pool`, at least 2.
     task_pool: Pool,
+    /// The reads tasks await, coalesced (see [`Batcher`]); started by the
+    /// first such read, on its runtime.
+    batcher: std::sync::Mutex<Option<Batcher>>,
     sql: Arc<Sql>,
     schema: String,
     /// `pg_advisory_xact_lock` key of the schema's write lock.
@@ -425,6 +545,7 @@ impl PgIndex {
         let index = PgIndex {
             pool,
             task_pool,
+            batcher: std::sync::Mutex::new(None),
             sql: Arc::new(Sql::new(&config.schema)),
             schema: config.schema.clone(),
             write_lock: lock_key(&config.schema, "write"),
@@ -523,14 +644,15 @@ impl PgIndex {
         self.call("get", self.get_raw_fut(&self.pool, cf, key))
     }
 
-    /// [`PgIndex::get_raw`], awaited by a task.
+    /// [`PgIndex::get_raw`], awaited by a task: one read of a batch
+    /// ([`Batcher`]).
     pub(super) async fn get_raw_async(
         &self,
         cf: Cf,
         key: &[u8],
     ) -> Result<Option<Vec<u8>>, StorageError> {
-        self.call_async("get", self.get_raw_fut(&self.task_pool, cf, key))
-            .await
+        let read = self.batched((cf.name(), key.to_vec()), None);
+        Ok(self.call_async("get", read).await?.0)
     }
 
     fn get_raw_fut(
@@ -601,14 +723,48 @@ impl PgIndex {
         self.call("get", self.get_through_fut(&self.pool, first, then))
     }
 
-    /// [`PgIndex::get_through`], awaited by a task.
+    /// [`PgIndex::get_through`], awaited by a task: one read of a batch
+    /// ([`Batcher`]).
     pub(super) async fn get_through_async(
         &self,
         first: (Cf, &[u8]),
         then: (Cf, &[u8]),
     ) -> Result<super::Through, StorageError> {
-        self.call_async("get", self.get_through_fut(&self.task_pool, first, then))
-            .await
+        let read = self.batched(
+            (first.0.name(), first.1.to_vec()),
+            Some((then.0.name(), then.1.to_vec())),
+        );
+        self.call_async("get", read).await
+    }
+
+    /// Queues one read with the node's [`Batcher`] (started here, on the
+    /// caller's runtime, if it is not running) and waits for its answer.
+    fn batched(
+        &self,
+        first: (&'static str, Vec<u8>),
+        then: Option<(&'static str, Vec<u8>)>,
+    ) -> impl Future<Output = DbResult<super::Through>> + Send + 'static {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let mut read = Read { first, then, reply };
+        let mut b = self.batcher.lock().unwrap_or_else(|p| p.into_inner());
+        // A batcher whose runtime ended (its workers with it) is replaced.
+        for _ in 0..2 {
+            let tx =
+                b.get_or_insert_with(|| Batcher::start(self.task_pool.clone(), self.sql.clone()));
+            match tx.0.send(read) {
+                Ok(()) => break,
+                Err(tokio::sync::mpsc::error::SendError(r)) => {
+                    read = r;
+                    *b = None;
+                }
+            }
+        }
+        drop(b);
+        async move {
+            answer
+                .await
+                .unwrap_or_else(|_| Err("the read batcher stopped".to_owned()))
+        }
     }
 
     fn get_through_fut(
