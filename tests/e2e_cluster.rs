@@ -19,8 +19,10 @@ use std::path::Path;
 use berth_engine::store::s3::TestTransport;
 use berth_engine::DatabaseConfig;
 use berth_testkit::haproxy::{free_port, Haproxy};
-use berth_testkit::oci_layout::{self, sha256_digest};
-use berth_testkit::server::{header, http, skopeo_ok, TestServer};
+use berth_testkit::oci_layout::{self, sha256_digest, MEDIA_TYPE_MANIFEST};
+use berth_testkit::server::{
+    header, http, image_manifest, push_blob, push_manifest, skopeo_ok, TestServer,
+};
 use berth_testkit::tcp_proxy::TcpProxy;
 
 /// The database of the test run, or the test is skipped (see
@@ -51,49 +53,12 @@ fn start(data: &Path, env: &[(String, String)]) -> TestServer {
     TestServer::start(data, &refs)
 }
 
-/// Pushes `body` as a blob of `repo` (monolithic POST).
 fn put_blob(node: &TestServer, repo: &str, body: &[u8]) -> String {
-    let d = sha256_digest(body);
-    let (st, _, b) = http(
-        node.addr,
-        "POST",
-        &format!("/v2/{repo}/blobs/uploads/?digest={d}"),
-        &[("Content-Type", "application/octet-stream")],
-        body,
-    );
-    assert_eq!(st, 201, "blob push: {}", String::from_utf8_lossy(&b));
-    d
-}
-
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-
-/// An image manifest over `config` and `layer` (digest, size), told apart
-/// from its siblings by `n`.
-fn manifest(config: &(String, usize), layer: &(String, usize), n: u32) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": config.0, "size": config.1},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": layer.0, "size": layer.1}],
-        "annotations": {"n": n.to_string()},
-    }))
-    .expect("manifest JSON")
+    push_blob(node.addr, repo, body)
 }
 
 fn put_manifest(node: &TestServer, repo: &str, reference: &str, body: &[u8]) -> String {
-    let (st, h, b) = http(
-        node.addr,
-        "PUT",
-        &format!("/v2/{repo}/manifests/{reference}"),
-        &[("Content-Type", OCI_MANIFEST)],
-        body,
-    );
-    assert_eq!(st, 201, "manifest PUT: {}", String::from_utf8_lossy(&b));
-    header(&h, "Docker-Content-Digest")
-        .expect("Docker-Content-Digest")
-        .to_owned()
+    push_manifest(node.addr, repo, reference, body)
 }
 
 /// Pushes the OCI layout `src` (tag `v1`, every platform) with skopeo to
@@ -162,7 +127,7 @@ fn head_manifest(node: &TestServer, repo: &str, reference: &str) -> (u16, Option
         node.addr,
         "HEAD",
         &format!("/v2/{repo}/manifests/{reference}"),
-        &[("Accept", OCI_MANIFEST)],
+        &[("Accept", MEDIA_TYPE_MANIFEST)],
         b"",
     );
     (st, header(&h, "Docker-Content-Digest").map(str::to_owned))
@@ -212,8 +177,15 @@ fn every_node_serves_what_any_node_acknowledged() {
     let c = (put_blob(&nodes[0], "proj/moving", &config), config.len());
     let l = (put_blob(&nodes[0], "proj/moving", &layer), layer.len());
     let mut stale = Vec::new();
+    let mut last = String::new();
     for n in 0..100 {
-        let d = put_manifest(&nodes[0], "proj/moving", "latest", &manifest(&c, &l, n));
+        let d = put_manifest(
+            &nodes[0],
+            "proj/moving",
+            "latest",
+            &image_manifest(&c, &l, n),
+        );
+        last.clone_from(&d);
         for node in &nodes[1..] {
             let (st, got) = head_manifest(node, "proj/moving", "latest");
             if st != 200 || got.as_deref() != Some(d.as_str()) {
@@ -238,6 +210,36 @@ fn every_node_serves_what_any_node_acknowledged() {
     for node in [&nodes[0], &nodes[2]] {
         assert_eq!(
             head_manifest(node, "proj/moving", "latest").0,
+            404,
+            "node {}",
+            node.url()
+        );
+    }
+    // So is a manifest deleted by digest on b while a and c read it by
+    // digest without pause (what a node may keep for a moment: the delete
+    // is acknowledged only once no node can still use a copy it read
+    // before the commit).
+    for node in [&nodes[0], &nodes[2]] {
+        assert_eq!(head_manifest(node, "proj/moving", &last).0, 200);
+    }
+    let reading = std::sync::atomic::AtomicBool::new(true);
+    let path = format!("/v2/proj/moving/manifests/{last}");
+    std::thread::scope(|s| {
+        for node in [&nodes[0], &nodes[2]] {
+            let (reading, last) = (&reading, &last);
+            s.spawn(move || {
+                while reading.load(std::sync::atomic::Ordering::Relaxed) {
+                    head_manifest(node, "proj/moving", last);
+                }
+            });
+        }
+        let (st, _, _) = http(nodes[1].addr, "DELETE", &path, &[], b"");
+        reading.store(false, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(st, 202, "manifest delete on node b");
+    });
+    for node in [&nodes[0], &nodes[2]] {
+        assert_eq!(
+            head_manifest(node, "proj/moving", &last).0,
             404,
             "node {}",
             node.url()
@@ -323,7 +325,7 @@ fn a_node_without_its_database_answers_503_and_heals() {
     let layer = b"outage layer".to_vec();
     let c = (put_blob(&node, "proj/app", &config), config.len());
     let l = (put_blob(&node, "proj/app", &layer), layer.len());
-    let before = put_manifest(&node, "proj/app", "v1", &manifest(&c, &l, 1));
+    let before = put_manifest(&node, "proj/app", "v1", &image_manifest(&c, &l, 1));
 
     proxy.cut();
     let reads_and_writes: [(&str, String, Vec<u8>); 3] = [
@@ -331,7 +333,7 @@ fn a_node_without_its_database_answers_503_and_heals() {
         (
             "PUT",
             "/v2/proj/app/manifests/v2".into(),
-            manifest(&c, &l, 2),
+            image_manifest(&c, &l, 2),
         ),
         ("GET", "/v2/proj/app/tags/list".into(), Vec::new()),
     ];
@@ -340,7 +342,7 @@ fn a_node_without_its_database_answers_503_and_heals() {
             node.addr,
             method,
             path,
-            &[("Content-Type", OCI_MANIFEST)],
+            &[("Content-Type", MEDIA_TYPE_MANIFEST)],
             body,
         );
         assert_eq!(
@@ -375,7 +377,7 @@ fn a_node_without_its_database_answers_503_and_heals() {
     }
     // Nothing of the refused PUT was written; a new one goes through.
     assert_eq!(head_manifest(&node, "proj/app", "v2").0, 404);
-    put_manifest(&node, "proj/app", "v2", &manifest(&c, &l, 2));
+    put_manifest(&node, "proj/app", "v2", &image_manifest(&c, &l, 2));
     let log = node.stderr();
     assert!(!log.contains("panicked"), "the node panicked:\n{log}");
 }

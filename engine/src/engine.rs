@@ -15,7 +15,7 @@ use crate::keys::{
     self, BlobKey, Cf, FormatKey, GcCandidateKey, GcCandidatesBuiltKey, TiersLocatedKey,
     WholeFamily,
 };
-use crate::manifests::ManifestCache;
+use crate::manifests::{LinkCache, ManifestCache, LINK_LEASE_WAIT};
 use crate::metrics::EngineMetrics;
 use crate::records::{BlobRecord, BlobState, Empty, FormatVersion, Marker, Tier};
 use crate::store::{open_backend, Backend, BlobStore, Located, StoreError};
@@ -175,6 +175,9 @@ pub(crate) struct Inner {
     pub(crate) tier_moves: crossbeam_channel::Sender<Digest>,
     /// Manifest bodies read, by digest (immutable; see [`ManifestCache`]).
     pub(crate) manifest_cache: ManifestCache,
+    /// Cluster mode: repository entries read by digest, each usable for
+    /// a moment after its read began (see [`LinkCache`]).
+    pub(crate) link_cache: LinkCache,
 }
 
 impl Engine {
@@ -232,6 +235,7 @@ impl Engine {
             metrics: config.metrics.clone(),
             tier_moves,
             manifest_cache: ManifestCache::new(),
+            link_cache: LinkCache::new(),
         });
         inner.check_format()?;
         inner.build_gc_candidates()?;
@@ -564,7 +568,28 @@ impl Inner {
     /// durable when that returns; a failure there does not poison (the
     /// database, not this process, decides what is durable, and the next
     /// lock reads its answer).
+    ///
+    /// IMPORTANT: in cluster mode a batch removing a manifest from a
+    /// repository is acknowledged only once no node can still serve the
+    /// entry it read before the commit ([`Inner::wait_link_leases`]); the
+    /// write lock is free meanwhile.
     pub(crate) fn commit(&self, guard: WriteGuard<'_>, batch: Batch) -> Result<(), StorageError> {
+        let unlinks = batch.deletes(Cf::RepoManifests);
+        self.commit_unleased(guard, batch)?;
+        if unlinks {
+            self.wait_link_leases();
+        }
+        Ok(())
+    }
+
+    /// [`Inner::commit`] without the wait for link leases: for a caller
+    /// that commits many removals and waits once
+    /// ([`Inner::wait_link_leases`]) before it reports them (GC).
+    pub(crate) fn commit_unleased(
+        &self,
+        guard: WriteGuard<'_>,
+        batch: Batch,
+    ) -> Result<(), StorageError> {
         let WriteGuard { txn, _local } = guard;
         let seq = match self.index.commit(txn, batch) {
             Ok(Committed::Durable) => {
@@ -589,6 +614,16 @@ impl Inner {
         let r = self.index.sync_wal();
         *synced = self.poison_on_err(r)?;
         Ok(())
+    }
+
+    /// Cluster mode: waits until every node's copy of a repository entry
+    /// read before now has expired ([`LINK_LEASE_WAIT`]; see
+    /// [`crate::manifests::LinkCache`]). Nothing in single-node mode, whose
+    /// reads are never cached.
+    pub(crate) fn wait_link_leases(&self) {
+        if self.index.is_shared() {
+            std::thread::sleep(LINK_LEASE_WAIT);
+        }
     }
 
     fn check_format(&self) -> Result<(), StorageError> {

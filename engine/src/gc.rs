@@ -726,6 +726,9 @@ impl Inner {
                 break;
             }
         }
+        if report.manifests_deleted > 0 && !opts.dry_run {
+            self.wait_link_leases();
+        }
         Ok(())
     }
 

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::charts::{chart_repo_parts, ChartChanges, ChartEntry, ChartId, ChartWrite};
 use crate::digest::{Algorithm, Digest};
@@ -569,7 +570,17 @@ impl Engine {
     ) -> Result<Option<Manifest>, ManifestError> {
         let index = &self.inner.index;
         let (digest, link) = match reference {
-            Reference::Digest(d) => (d.clone(), index.get_async(&link_key(repo, d)).await?),
+            Reference::Digest(d) => match self.inner.link_cache.get(repo, d) {
+                Some(link) => (d.clone(), Some(link)),
+                None => {
+                    let since = Instant::now();
+                    let link = index.get_async(&link_key(repo, d)).await?;
+                    if let (Some(l), true) = (&link, index.is_shared()) {
+                        self.inner.link_cache.put(repo, d, since, l);
+                    }
+                    (d.clone(), link)
+                }
+            },
             Reference::Tag(t) => {
                 let tag = TagKey(repo.clone(), t.clone());
                 match index.get_tag_link_async(&tag).await? {
@@ -715,7 +726,12 @@ impl Inner {
         self.remove_manifest(&mut pending, &mut batch, &mut charts, repo, digest, now)?;
         pending.write(repo, &mut batch);
         charts.write(self, &mut batch, now)?;
-        self.commit(_g, batch)?;
+        if untagged_only {
+            // GC: one wait for its whole phase (`gc_untagged`).
+            self.commit_unleased(_g, batch)?;
+        } else {
+            self.commit(_g, batch)?;
+        }
         Ok(true)
     }
 
@@ -758,6 +774,49 @@ fn chart_id_in(repo: &RepoName, entry: &ChartEntry) -> Result<ChartId, ManifestE
 /// `repo`'s entry of manifest `d`.
 fn link_key(repo: &RepoName, d: &Digest) -> RepoManifestKey {
     RepoManifestKey(repo.clone(), d.clone())
+}
+
+/// How long a node serves a manifest's repository entry it read by digest
+/// from the shared index (cluster mode) without reading it again, counted
+/// from before its read began.
+pub(crate) const LINK_LEASE: Duration = Duration::from_millis(200);
+
+/// How long a batch that removes repository entries waits after its commit
+/// before it is acknowledged: [`LINK_LEASE`], and a margin for the rates
+/// of two nodes' clocks.
+pub(crate) const LINK_LEASE_WAIT: Duration = Duration::from_millis(220);
+
+/// Most entries a [`LinkCache`] holds.
+const LINK_CACHE_ENTRIES: usize = 100_000;
+
+/// Cluster mode: the repository entries a node read for GETs by digest,
+/// each with the instant its read began. An entry is used for
+/// [`LINK_LEASE`] from then, never after; only entries that exist are kept
+/// (a push is visible at once). What makes this safe is the other half
+/// (`Inner::commit`): a batch that deletes an entry is acknowledged
+/// [`LINK_LEASE_WAIT`] after its commit, when every copy read before the
+/// commit has expired on every node. So after a delete's answer no node
+/// serves the manifest, as without the cache; a GET by digest under load
+/// costs no database call. Tag reads are not cached: a tag PUT would wait
+/// too.
+pub(crate) struct LinkCache(
+    quick_cache::sync::Cache<(RepoName, Digest), (Instant, RepoManifestRecord)>,
+);
+
+impl LinkCache {
+    pub(crate) fn new() -> LinkCache {
+        LinkCache(quick_cache::sync::Cache::new(LINK_CACHE_ENTRIES))
+    }
+
+    fn get(&self, repo: &RepoName, d: &Digest) -> Option<RepoManifestRecord> {
+        let (since, rec) = self.0.get(&(repo.clone(), d.clone()))?;
+        (since.elapsed() < LINK_LEASE).then_some(rec)
+    }
+
+    fn put(&self, repo: &RepoName, d: &Digest, since: Instant, rec: &RepoManifestRecord) {
+        self.0
+            .insert((repo.clone(), d.clone()), (since, rec.clone()));
+    }
 }
 
 /// Bytes of manifest bodies a node keeps (at most 4 MiB each).

@@ -439,3 +439,52 @@ mod tests {
         assert_eq!(b, b"abcde");
     }
 }
+
+/// Pushes `data` as a blob of `repo` with a POST and a PUT (the two-step
+/// monolithic upload every registry supports); returns its digest.
+pub fn push_blob(addr: SocketAddr, repo: &str, data: &[u8]) -> String {
+    let d = crate::oci_layout::sha256_digest(data);
+    let path = format!("/v2/{repo}/blobs/uploads/");
+    let (status, headers, _) = http(addr, "POST", &path, &[], b"");
+    assert_eq!(status, 202, "POST {path}");
+    let loc = header(&headers, "location").expect("location").to_owned();
+    let path = loc.split_once("://").map_or(loc.as_str(), |(_, rest)| {
+        rest.find('/').map_or(rest, |i| &rest[i..])
+    });
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let (status, _, body) = http(addr, "PUT", &format!("{path}{sep}digest={d}"), &[], data);
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    d
+}
+
+/// Pushes OCI image manifest `body` to `repo` under `reference`; returns
+/// its digest as the registry answered it.
+pub fn push_manifest(addr: SocketAddr, repo: &str, reference: &str, body: &[u8]) -> String {
+    let path = format!("/v2/{repo}/manifests/{reference}");
+    let (st, h, b) = http(
+        addr,
+        "PUT",
+        &path,
+        &[("Content-Type", crate::oci_layout::MEDIA_TYPE_MANIFEST)],
+        body,
+    );
+    assert_eq!(st, 201, "PUT {path}: {}", String::from_utf8_lossy(&b));
+    header(&h, "Docker-Content-Digest")
+        .expect("Docker-Content-Digest")
+        .to_owned()
+}
+
+/// An image manifest over `config` and `layer` (digest, size), told apart
+/// from its siblings by `n`.
+pub fn image_manifest(config: &(String, usize), layer: &(String, usize), n: u32) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": crate::oci_layout::MEDIA_TYPE_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": config.0, "size": config.1},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": layer.0, "size": layer.1}],
+        "annotations": {"n": n.to_string()},
+    }))
+    .expect("manifest JSON")
+}

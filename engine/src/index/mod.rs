@@ -129,6 +129,13 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
+    /// True if the batch deletes any key of `cf`.
+    pub(crate) fn deletes(&self, cf: Cf) -> bool {
+        self.ops
+            .iter()
+            .any(|op| matches!(op, Op::Delete { cf: c, .. } if *c == cf))
+    }
+
     /// Sets `key` to `value`.
     pub(crate) fn put<K: IndexKey>(&mut self, key: &K, value: &K::Value) {
         self.ops.push(Op::Put {
