@@ -4,12 +4,13 @@
 # make and a C compiler for AFL++, which cargo-afl builds (scripts/fuzz.sh),
 # skopeo and podman for the end-to-end tests, haproxy and openssl for the
 # TLS-terminating proxy test, docker-registry (CNCF distribution 2.8,
-# the other side of the import tests), python3-venv), and the Python OCI client
+# the other side of the import and sync tests), apache2-utils (htpasswd, for
+# the sync test's source with auth), python3-venv), and the Python OCI client
 # oras-py in a virtualenv at ~/.cache/berth/venv (the oras end-to-end test).
 # Needs root or sudo for apt; does nothing when all is present.
 set -euo pipefail
 
-packages=(libclang-dev clang g++ make pkg-config skopeo podman python3 python3-venv haproxy openssl docker-registry)
+packages=(libclang-dev clang g++ make pkg-config skopeo podman python3 python3-venv haproxy openssl docker-registry apache2-utils)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

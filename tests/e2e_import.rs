@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use berth_testkit::haproxy::free_port;
 use berth_testkit::oci_layout::{self, sha256_digest, MEDIA_TYPE_MANIFEST};
-use berth_testkit::server::{header, http, skopeo_ok, TestServer, SKOPEO_GLOBAL};
+use berth_testkit::server::{http, push_blob, push_manifest, skopeo_ok, TestServer, SKOPEO_GLOBAL};
 use berth_testkit::{berthctl, bin_path};
 use serde_json::{json, Value};
 
@@ -91,36 +91,6 @@ const COPY: &[&str] = &[
     "--preserve-digests",
     "--dest-oci-accept-uncompressed-layers",
 ];
-
-/// Pushes a blob to a registry with a POST and a PUT (the two-step
-/// monolithic upload every registry supports).
-fn push_blob(addr: SocketAddr, repo: &str, data: &[u8]) -> String {
-    let d = sha256_digest(data);
-    let (status, headers, _) = http(
-        addr,
-        "POST",
-        &format!("/v2/{repo}/blobs/uploads/"),
-        &[],
-        b"",
-    );
-    assert_eq!(status, 202);
-    let loc = header(&headers, "location").expect("location").to_owned();
-    let path = loc.split_once("://").map_or(loc.as_str(), |(_, rest)| {
-        rest.find('/').map_or(rest, |i| &rest[i..])
-    });
-    let sep = if path.contains('?') { '&' } else { '?' };
-    let (status, _, body) = http(addr, "PUT", &format!("{path}{sep}digest={d}"), &[], data);
-    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
-    d
-}
-
-/// Pushes `manifest` to `repo` under `reference`.
-fn push_manifest(addr: SocketAddr, repo: &str, reference: &str, manifest: &[u8]) {
-    let ct = [("Content-Type", MEDIA_TYPE_MANIFEST)];
-    let path = format!("/v2/{repo}/manifests/{reference}");
-    let (status, _, body) = http(addr, "PUT", &path, &ct, manifest);
-    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
-}
 
 fn get_json(addr: SocketAddr, path: &str) -> Value {
     let (status, _, body) = http(addr, "GET", path, &[], b"");
@@ -334,4 +304,63 @@ fn a_distribution_tree_imports_bit_for_bit_with_its_damage_reported() {
         .filter_map(|m| m["digest"].as_str())
         .collect();
     assert_eq!(listed, vec![referrer_digest.as_str()]);
+}
+
+/// ChartMuseum's storage as Harbor keeps it (`<project>/<name>-<version>.tgz`)
+/// comes in as chart uploads would: served by the chart repository with the
+/// very archives; a broken archive and a chart outside any project are
+/// reported; a second run finds everything in place.
+#[test]
+fn chartmuseum_storage_imports_into_the_chart_repository() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let from = work.path().join("chart_storage");
+    std::fs::create_dir_all(from.join("team")).expect("project dir");
+    let charts = [("web", "1.0.0"), ("web", "1.1.0"), ("db", "0.3.1")];
+    for (name, version) in charts {
+        let path = from.join(format!("team/{name}-{version}.tgz"));
+        std::fs::write(path, berth_testkit::chart_tgz(name, version)).expect("chart");
+    }
+    std::fs::write(from.join("team/broken-1.0.0.tgz"), b"not gzip").expect("broken");
+    std::fs::write(
+        from.join("loose-1.0.0.tgz"),
+        berth_testkit::chart_tgz("loose", "1.0.0"),
+    )
+    .expect("loose");
+    std::fs::write(from.join("team/index-cache.yaml"), b"apiVersion: v1\n").expect("cache");
+
+    let data = work.path().join("berth");
+    let src = from.to_string_lossy().into_owned();
+    let (code, out, err) = berthctl(&data, &["import", "chartmuseum", "--from", &src]);
+    assert_eq!(code, 1, "problems make exit code 1\n{out}\n{err}");
+    assert!(out.contains("broken-1.0.0.tgz"), "{out}");
+    assert!(out.contains("outside any project"), "{out}");
+    assert!(
+        out.contains("imported 3 chart versions in 1 projects"),
+        "{out}"
+    );
+    let (_, out, _) = berthctl(
+        &data,
+        &["import", "chartmuseum", "--from", &src, "--project", "team"],
+    );
+    assert!(
+        out.contains("imported 1 chart versions"),
+        "the loose chart, into team: {out}"
+    );
+    assert!(out.contains("3 already present"), "{out}");
+
+    let server = TestServer::start(&data, &[]);
+    let addr: SocketAddr = server.url().parse().expect("addr");
+    let (status, _, index) = http(addr, "GET", "/chartrepo/team/index.yaml", &[], b"");
+    assert_eq!(status, 200);
+    let index = String::from_utf8_lossy(&index);
+    for name in ["web", "db", "loose"] {
+        assert!(index.contains(&format!("  {name}:")), "{name} in {index}");
+    }
+    for (name, version) in charts {
+        let path = format!("/chartrepo/team/charts/{name}-{version}.tgz");
+        let (status, _, body) = http(addr, "GET", &path, &[], b"");
+        assert_eq!(status, 200, "{path}");
+        let stored = std::fs::read(from.join(format!("team/{name}-{version}.tgz"))).expect("src");
+        assert_eq!(body, stored, "{path} bit for bit");
+    }
 }

@@ -524,6 +524,14 @@ impl Inner {
             }
             self.commit(g, b)?;
         }
+        // IMPORTANT: a backup that took its snapshot before these claims
+        // is linking the blobs it holds live; deleting now could take one
+        // from under it (`backup.rs`). The claims stay for the next run.
+        if let Some(pid) = self.backup_hold() {
+            return Err(StorageError::Busy(format!(
+                "GC paused: a backup (pid {pid}) is reading the data directory; the next run deletes what this one claimed"
+            )));
+        }
         let deadline = Instant::now() + DELETE_DEADLINE;
         // 2. Unlink the files (durably), outside the lock: S3 deletes are slow.
         let mut existed = Vec::with_capacity(claimed.len());
@@ -586,6 +594,16 @@ impl Inner {
         self.index.is_shared()
             && rec.state == BlobState::Deleting
             && now < rec.touched_ms.saturating_add(ms(CLAIM_LEASE))
+    }
+
+    /// The process id of a backup reading this data directory, if one
+    /// runs (single node: a cluster's index is backed up by PostgreSQL's
+    /// own tools).
+    fn backup_hold(&self) -> Option<u32> {
+        if self.index.is_shared() {
+            return None;
+        }
+        crate::backup::live_hold(&self.config.data_dir)
     }
 
     /// Whether an upload or chart upload on any node has `d` pinned.

@@ -13,6 +13,7 @@
 //! synced RocksDB batch; see `docs/design.md` for the commit protocol.
 
 pub mod accounts;
+pub mod backup;
 /// The OCI digest grammar and hashers (crate `berth-formats`).
 pub use berth_formats::digest;
 pub mod durable;

@@ -163,3 +163,19 @@ pub fn bin_path(name: &str) -> PathBuf {
     );
     p
 }
+
+/// A minimal chart archive: `NAME/Chart.yaml` only.
+pub fn chart_tgz(name: &str, version: &str) -> Vec<u8> {
+    use std::io::Write as _;
+    let yaml = format!("apiVersion: v2\nname: {name}\nversion: {version}\n");
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(yaml.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    tar.append_data(&mut h, format!("{name}/Chart.yaml"), yaml.as_bytes())
+        .expect("tar");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&tar.into_inner().expect("tar")).expect("gzip");
+    gz.finish().expect("gzip")
+}

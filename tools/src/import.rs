@@ -75,10 +75,7 @@ impl Report {
             "blobs_mounted": self.blobs_mounted,
             "already_present": self.already_present,
             "schema1_skipped": self.schema1_skipped,
-            "problems": self.problems.iter().map(|p| json!({
-                "path": p.path.display().to_string(),
-                "problem": p.problem,
-            })).collect::<Vec<_>>(),
+            "problems": problems_json(&self.problems),
         })
     }
 
@@ -572,4 +569,147 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
         }
     }
     Ok(n)
+}
+
+/// What `berthctl import chartmuseum` did.
+#[derive(Debug, Default)]
+pub struct ChartReport {
+    pub projects: u64,
+    pub charts: u64,
+    /// Versions already stored with the same archive (an earlier run).
+    pub already_present: u64,
+    pub problems: Vec<Problem>,
+}
+
+impl ChartReport {
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "projects": self.projects,
+            "charts": self.charts,
+            "already_present": self.already_present,
+            "problems": problems_json(&self.problems),
+        })
+    }
+}
+
+fn problems_json(problems: &[Problem]) -> Vec<serde_json::Value> {
+    problems
+        .iter()
+        .map(|p| json!({"path": p.path.display().to_string(), "problem": p.problem}))
+        .collect()
+}
+
+/// Imports ChartMuseum's storage (what Harbor's chart repository keeps):
+/// `<from>/<project>/<name>-<version>.tgz`, each with its `.tgz.prov` if
+/// there is one; archives directly in `<from>` (a single-tenant
+/// ChartMuseum) go to `default_project`. Each archive is checked and stored
+/// exactly as a chart upload through the API is
+/// ([`berth_server::charts::save_chart`]); a version already stored with
+/// the same archive is skipped, so a second run resumes the first.
+pub fn import_chartmuseum(
+    engine: &Engine,
+    from: &Path,
+    default_project: Option<&RepoName>,
+) -> Result<ChartReport, Fatal> {
+    let mut report = ChartReport::default();
+    let mut dirs: Vec<(Option<RepoName>, PathBuf)> =
+        vec![(default_project.cloned(), from.to_owned())];
+    for d in read_dir_sorted(from).into_iter().filter(|p| p.is_dir()) {
+        let name = d
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        match RepoName::parse(&name) {
+            Ok(p) if !name.contains('/') => dirs.push((Some(p), d)),
+            _ => report.problems.push(Problem {
+                path: d.clone(),
+                problem: "not a project name berth accepts".into(),
+            }),
+        }
+    }
+    let limits = berth_wire::charts::package::Limits::default();
+    for (project, dir) in dirs {
+        let archives: Vec<PathBuf> = read_dir_sorted(&dir)
+            .into_iter()
+            .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "tgz"))
+            .collect();
+        if archives.is_empty() {
+            continue;
+        }
+        let Some(project) = project else {
+            for a in archives {
+                report.problems.push(Problem {
+                    path: a,
+                    problem: "a chart outside any project directory (give --project)".into(),
+                });
+            }
+            continue;
+        };
+        report.projects += 1;
+        for path in archives {
+            import_chart(engine, &project, &path, &limits, &mut report)?;
+        }
+    }
+    Ok(report)
+}
+
+fn import_chart(
+    engine: &Engine,
+    project: &RepoName,
+    path: &Path,
+    limits: &berth_wire::charts::package::Limits,
+    report: &mut ChartReport,
+) -> Result<(), Fatal> {
+    let mut problem = |p: String| {
+        report.problems.push(Problem {
+            path: path.to_owned(),
+            problem: p,
+        })
+    };
+    let chart = match std::fs::read(path) {
+        Ok(c) => c,
+        Err(e) => {
+            problem(format!("cannot be read: {e}"));
+            return Ok(());
+        }
+    };
+    let prov_path = PathBuf::from(format!("{}.prov", path.display()));
+    let prov = std::fs::read(&prov_path).ok();
+    let meta = match berth_wire::charts::package::inspect(&chart, limits) {
+        Ok(p) => p.metadata,
+        Err(e) => {
+            problem(format!("not a chart berth accepts: {e}"));
+            return Ok(());
+        }
+    };
+    let stored = berth_engine::ChartId::parse(project.as_str(), &meta.name, &meta.version)
+        .ok()
+        .map(|id| engine.get_chart(&id))
+        .transpose()?
+        .flatten();
+    if let Some(rec) = stored {
+        if rec.chart.digest == Digest::of(berth_engine::Algorithm::Sha256, &chart) {
+            report.already_present += 1;
+        } else {
+            problem(format!(
+                "{} {} is stored with another archive; not replaced",
+                meta.name, meta.version
+            ));
+        }
+        return Ok(());
+    }
+    let write = berth_engine::ChartWrite::Create;
+    match berth_server::charts::save_chart(engine, project, &chart, prov.as_deref(), write, limits)
+    {
+        Ok(()) => report.charts += 1,
+        Err(e) if e.code == berth_server::errors::Code::Internal => {
+            return Err(Fatal(e.internal.unwrap_or_default()));
+        }
+        Err(e) => problem(format!(
+            "refused: {}",
+            e.detail.as_deref().unwrap_or("not a valid chart")
+        )),
+    }
+    Ok(())
 }

@@ -6,6 +6,7 @@
 
 mod bench;
 mod import;
+mod sync;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -108,6 +109,67 @@ enum Command {
     /// Takes in another registry's storage (docs/migration.md).
     #[command(subcommand)]
     Import(ImportCmd),
+    /// Copies repositories from a registry that speaks the OCI
+    /// distribution API (Docker Hub, Harbor, distribution, berth) into
+    /// another, over that API: only what the destination lacks, multi-arch
+    /// indexes with every child, referrers with their subjects
+    /// (docs/migration.md). Passwords come from BERTH_SYNC_FROM_PASSWORD
+    /// and BERTH_SYNC_TO_PASSWORD. Exits 1 if a tag failed. Does not use
+    /// the data directory.
+    Sync(Box<SyncArgs>),
+    /// Backs up the data directory while `berth serve` may run on it
+    /// (docs/backup.md): a consistent snapshot of the index and the blobs
+    /// it references, hard-linked where the filesystem allows, else copied.
+    /// Into an earlier backup's directory only new blobs are copied; the
+    /// directory then holds the new snapshot. With the s3 backend only the
+    /// index is kept, and the bucket named.
+    Backup {
+        /// The backup directory (created private).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Makes the data directory (new or empty) serve what a backup holds,
+    /// then checks it as `fsck` does; exits 1 if the check finds anything.
+    Restore {
+        /// The backup directory.
+        #[arg(long)]
+        from: PathBuf,
+        /// Also re-hash every blob.
+        #[arg(long)]
+        verify_blobs: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct SyncArgs {
+    /// The source registry, `http(s)://host[:port]`.
+    #[arg(long)]
+    from: String,
+    /// The destination registry.
+    #[arg(long)]
+    to: String,
+    /// Repositories to copy (`*` within a path component, `**` across,
+    /// `?`, `{a,b}`); default: every repository of the source's catalog.
+    #[arg(long)]
+    repos: Option<String>,
+    /// Tags to copy, a pattern as for --repos; default: every tag.
+    #[arg(long)]
+    tags: Option<String>,
+    /// The source's user (password: BERTH_SYNC_FROM_PASSWORD).
+    #[arg(long)]
+    from_user: Option<String>,
+    /// The destination's user (password: BERTH_SYNC_TO_PASSWORD).
+    #[arg(long)]
+    to_user: Option<String>,
+    /// Accept any TLS certificate from the source.
+    #[arg(long)]
+    from_insecure: bool,
+    /// Accept any TLS certificate from the destination.
+    #[arg(long)]
+    to_insecure: bool,
+    /// Tags copied at once.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
 }
 
 #[derive(Subcommand)]
@@ -124,6 +186,24 @@ enum ImportCmd {
         /// `docker/registry/v2`).
         #[arg(long)]
         from: PathBuf,
+        /// Where the JSON report goes (default: import-report.json in the
+        /// data directory).
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+    /// Imports ChartMuseum's chart storage (Harbor's chart repository):
+    /// `<from>/<project>/<name>-<version>.tgz` with its `.prov`, each
+    /// archive checked as a chart upload is. Run again after an
+    /// interruption: versions stored with the same archive are skipped.
+    /// Exits 1 if there were problems.
+    Chartmuseum {
+        /// ChartMuseum's storage directory (Harbor: its chart_storage).
+        #[arg(long)]
+        from: PathBuf,
+        /// The project of archives directly in --from (a single-tenant
+        /// ChartMuseum).
+        #[arg(long)]
+        project: Option<String>,
         /// Where the JSON report goes (default: import-report.json in the
         /// data directory).
         #[arg(long)]
@@ -278,6 +358,12 @@ fn run(cli: &Cli) -> Result<ExitCode, CliError> {
     {
         return cluster_import(cli, database_url.as_deref(), source_backend);
     }
+    match &cli.command {
+        Command::Sync(args) => return sync(args),
+        Command::Backup { out } => return backup(cli, out),
+        Command::Restore { from, verify_blobs } => return restore(cli, from, *verify_blobs),
+        _ => {}
+    }
     let creates = matches!(
         cli.command,
         Command::User(_) | Command::Project(_) | Command::Import(_)
@@ -349,26 +435,45 @@ fn run(cli: &Cli) -> Result<ExitCode, CliError> {
             })
         }
         Command::Bench(_) | Command::S3AbortUploads(_) => unreachable!("handled in main"),
-        Command::Cluster(_) => unreachable!("handled before the engine opens"),
+        Command::Cluster(_)
+        | Command::Sync(_)
+        | Command::Backup { .. }
+        | Command::Restore { .. } => {
+            unreachable!("handled before the engine opens")
+        }
         Command::Import(ImportCmd::Distribution { from, report }) => {
             let tree = import::Tree::open(from).map_err(CliError::Usage)?;
             let r = import::import_distribution(&engine, &tree)
                 .map_err(|e| CliError::Usage(format!("import stopped: {e}")))?;
-            let path = report
-                .clone()
-                .unwrap_or_else(|| cli.data_dir.join("import-report.json"));
-            let json = serde_json::to_vec_pretty(&r.to_json()).unwrap_or_default();
-            std::fs::write(&path, json).map_err(|e| {
-                CliError::Usage(format!("write the report {}: {e}", path.display()))
-            })?;
-            for p in &r.problems {
-                println!("problem: {}: {}", p.path.display(), p.problem);
-            }
+            let path = write_report(cli, report.as_deref(), &r.to_json(), &r.problems)?;
             println!(
                 "imported {} repositories, {} tags, {} manifests; blobs: {} copied ({} bytes), {} mounted; {} already present; {} schema 1 manifests skipped; {} problem(s); report: {}",
                 r.repositories, r.tags, r.manifests, r.blobs_copied, r.bytes_copied,
                 r.blobs_mounted, r.already_present, r.schema1_skipped, r.problems.len(),
                 path.display()
+            );
+            Ok(if r.problems.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Import(ImportCmd::Chartmuseum {
+            from,
+            project,
+            report,
+        }) => {
+            let project = project
+                .as_deref()
+                .map(berth_engine::RepoName::parse)
+                .transpose()
+                .map_err(|e| CliError::Usage(format!("--project: {e}")))?;
+            let r = import::import_chartmuseum(&engine, from, project.as_ref())
+                .map_err(|e| CliError::Usage(format!("import stopped: {e}")))?;
+            let path = write_report(cli, report.as_deref(), &r.to_json(), &r.problems)?;
+            println!(
+                "imported {} chart versions in {} projects; {} already present; {} problem(s); report: {}",
+                r.charts, r.projects, r.already_present, r.problems.len(), path.display()
             );
             Ok(if r.problems.is_empty() {
                 ExitCode::SUCCESS
@@ -552,6 +657,144 @@ fn cluster_import(
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn sync(a: &SyncArgs) -> Result<ExitCode, CliError> {
+    let side = |url: &str, user: &Option<String>, env: &str, insecure: bool| sync::Side {
+        url: url.to_owned(),
+        user: user.clone(),
+        password: user.as_ref().and_then(|_| std::env::var(env).ok()),
+        insecure,
+    };
+    let opts = sync::SyncOptions {
+        from: side(
+            &a.from,
+            &a.from_user,
+            "BERTH_SYNC_FROM_PASSWORD",
+            a.from_insecure,
+        ),
+        to: side(&a.to, &a.to_user, "BERTH_SYNC_TO_PASSWORD", a.to_insecure),
+        repos: a.repos.clone(),
+        tags: a.tags.clone(),
+        concurrency: a.concurrency,
+    };
+    let bar = spinner("sync");
+    let progress = |r: &sync::SyncReport| {
+        bar.set_message(format!(
+            "sync: {} tags copied, {} present, {} blobs ({} bytes)",
+            r.tags_copied, r.tags_present, r.blobs_copied, r.bytes_copied
+        ))
+    };
+    let r = sync::sync(&opts, &progress).map_err(|e| CliError::Usage(format!("sync: {e}")))?;
+    bar.finish_and_clear();
+    for f in &r.failures {
+        println!("failed: {f}");
+    }
+    println!(
+        "synced {} repositories: {} tags copied, {} already present; {} manifests; blobs: {} copied ({} bytes), {} present; {} skipped (schema 1); {} failure(s)",
+        r.repositories,
+        r.tags_copied,
+        r.tags_present,
+        r.manifests_copied,
+        r.blobs_copied,
+        r.bytes_copied,
+        r.blobs_present,
+        r.skipped,
+        r.failures.len()
+    );
+    Ok(if r.failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn backup(cli: &Cli, out: &std::path::Path) -> Result<ExitCode, CliError> {
+    let (backend, database) = storage_backend()?;
+    if database.is_some() {
+        return Err(CliError::Usage(
+            "backup: in cluster mode the index is PostgreSQL's (pg_dump or its base backups) and the bytes are the bucket's".into(),
+        ));
+    }
+    let bar = spinner("backup");
+    let progress = |phase: &'static str, n: u64| bar.set_message(format!("backup: {phase}: {n}"));
+    let r = berth_engine::backup::backup(&cli.data_dir, out, &backend, &progress)?;
+    bar.finish_and_clear();
+    let m = &r.manifest;
+    println!(
+        "backed up {} index entries and {} blobs ({} bytes): {} linked, {} copied ({} bytes), {} already present, {} pruned; {}",
+        m.entries,
+        m.blobs,
+        m.bytes,
+        r.blobs_linked,
+        r.blobs_copied,
+        r.bytes_copied,
+        r.blobs_present,
+        r.blobs_pruned,
+        match &m.bucket {
+            Some(b) => format!("the bytes stay in bucket {} at {} (root {:?})", b.bucket, b.endpoint, b.root),
+            None => format!("into {}", out.display()),
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn restore(cli: &Cli, from: &std::path::Path, verify_blobs: bool) -> Result<ExitCode, CliError> {
+    let (backend, database) = storage_backend()?;
+    let manifest = berth_engine::backup::read_manifest(from)?;
+    if database.is_some() || backend.kind.name() != manifest.backend {
+        return Err(CliError::Usage(format!(
+            "restore: the backup was taken with the {} backend; restore (and serve) with BERTH_STORAGE_BACKEND={} and no database URL{}",
+            manifest.backend,
+            manifest.backend,
+            manifest.bucket.as_ref().map_or(String::new(), |b| format!(
+                ", on bucket {} at {}",
+                b.bucket, b.endpoint
+            ))
+        )));
+    }
+    let r = berth_engine::backup::restore(from, &cli.data_dir)?;
+    let mut ec = EngineConfig::new(&cli.data_dir);
+    ec.backend = backend;
+    let engine = Engine::open(ec)?;
+    let report = engine.fsck(FsckOptions { verify_blobs })?;
+    for f in &report.findings {
+        println!("berthctl: {f}");
+    }
+    println!(
+        "restored the backup of {} ms since the epoch: {} index entries, {} blobs ({} linked, {} copied); fsck: {} blobs and {} manifests, {} finding(s)",
+        r.manifest.taken_ms,
+        r.manifest.entries,
+        r.manifest.blobs,
+        r.blobs_linked,
+        r.blobs_copied,
+        report.blobs,
+        report.manifests,
+        report.findings.len()
+    );
+    Ok(if report.findings.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Writes an import's JSON report (to `report`, else import-report.json in
+/// the data directory) and prints its problems; returns where it went.
+fn write_report(
+    cli: &Cli,
+    report: Option<&std::path::Path>,
+    json: &serde_json::Value,
+    problems: &[import::Problem],
+) -> Result<PathBuf, CliError> {
+    let path = report.map_or_else(|| cli.data_dir.join("import-report.json"), PathBuf::from);
+    let bytes = serde_json::to_vec_pretty(json).unwrap_or_default();
+    std::fs::write(&path, bytes)
+        .map_err(|e| CliError::Usage(format!("write the report {}: {e}", path.display())))?;
+    for p in problems {
+        println!("problem: {}: {}", p.path.display(), p.problem);
+    }
+    Ok(path)
 }
 
 /// A spinner with a count on stderr; indicatif hides it when stderr is not

@@ -171,8 +171,8 @@ impl Batch {
         });
     }
 
-    /// Writes raw bytes: tests only, to plant corrupt entries.
-    #[cfg(test)]
+    /// Writes raw bytes: an entry copied from another index as it is
+    /// (`backup.rs`), or in tests a corrupt entry.
     pub(crate) fn put_raw(&mut self, cf: Cf, key: &[u8], value: &[u8]) {
         self.ops.push(Op::Put {
             cf,
@@ -212,6 +212,12 @@ impl Index {
     /// column family of [`Cf::ALL`].
     pub(crate) fn open_rocks(path: &Path) -> Result<Index, StorageError> {
         rocks::RocksIndex::open(path).map(Index::Rocks)
+    }
+
+    /// A read-only, point-in-time view of the RocksDB index at `path`,
+    /// which a running server may hold (`berthctl backup`).
+    pub(crate) fn open_rocks_secondary(path: &Path, scratch: &Path) -> Result<Index, StorageError> {
+        rocks::RocksIndex::open_secondary(path, scratch).map(Index::Rocks)
     }
 
     /// Connects to the PostgreSQL index `config` names, creating or

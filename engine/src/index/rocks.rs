@@ -47,6 +47,26 @@ impl RocksIndex {
         Ok(RocksIndex { db })
     }
 
+    /// Opens the index at `primary`, which another process may have open
+    /// and be writing, as a RocksDB secondary instance (its own files in
+    /// `secondary`), caught up once with the primary's WAL: every read sees
+    /// that one point, whole batches only. Read-only.
+    pub(super) fn open_secondary(
+        primary: &Path,
+        secondary: &Path,
+    ) -> Result<RocksIndex, StorageError> {
+        let mut opts = Options::default();
+        // A secondary keeps every file open: the primary may delete a
+        // compacted file while it is read.
+        opts.set_max_open_files(-1);
+        let names = Cf::ALL.iter().map(|cf| cf.name());
+        let db = DB::open_cf_as_secondary(&opts, primary, secondary, names)
+            .map_err(StorageError::index("open as secondary"))?;
+        db.try_catch_up_with_primary()
+            .map_err(StorageError::index("catch up with the primary"))?;
+        Ok(RocksIndex { db })
+    }
+
     fn handle(&self, cf: Cf) -> &ColumnFamily {
         // Every family of Cf::ALL is created at open.
         self.db

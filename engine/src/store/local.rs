@@ -89,6 +89,16 @@ pub struct LocalStore {
     sync_failed: OnceLock<String>,
 }
 
+/// Where blob `digest` lives below a local store's root:
+/// `<algorithm>/<first two hex chars>/<hex>` (also the layout of a backup's
+/// `blobs/`, `berthctl backup`).
+pub(crate) fn blob_relative_path(digest: &Digest) -> PathBuf {
+    let hex = digest.hex();
+    Path::new(digest.algorithm().name())
+        .join(&hex[..2])
+        .join(hex)
+}
+
 impl LocalStore {
     /// Opens (creating if needed, durably) the store rooted at `root`, and
     /// deletes everything left in `<root>/tmp` — temp files of puts torn by a
@@ -137,14 +147,10 @@ impl LocalStore {
         &self.tmp
     }
 
-    /// `<root>/<algorithm>/<first two hex chars>/<hex>` — the only place blob
-    /// paths are built.
+    /// `<root>/<algorithm>/<first two hex chars>/<hex>`
+    /// ([`blob_relative_path`], the only place blob paths are built).
     fn blob_path(&self, digest: &Digest) -> PathBuf {
-        let hex = digest.hex();
-        self.root
-            .join(digest.algorithm().name())
-            .join(&hex[..2])
-            .join(hex)
+        self.root.join(blob_relative_path(digest))
     }
 
     /// The path of blob `digest`'s file, whether or not it exists (for the

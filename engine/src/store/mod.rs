@@ -39,6 +39,7 @@ pub mod testsuite;
 mod tiered;
 
 pub use backend::{open_backend, Backend, BackendKind, DEFAULT_CACHE_MAX_BYTES};
+pub(crate) use local::blob_relative_path;
 pub use local::LocalStore;
 pub use memory::MemoryStore;
 pub use s3::{S3Config, S3Store};

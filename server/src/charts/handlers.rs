@@ -534,8 +534,9 @@ fn conflict_hint(e: ManifestError) -> ApiError {
 /// A chart upload, top to bottom: validate everything (nothing is stored
 /// for a bad chart), then one engine operation ([`Engine::put_chart`])
 /// that stores the blobs and commits manifest, tag, chart entry and the
-/// repository's generation in one batch: the whole chart or nothing.
-fn save_chart(
+/// repository's generation in one batch: the whole chart or nothing. Also
+/// what `berthctl import chartmuseum` stores each archive with.
+pub fn save_chart(
     e: &Engine,
     project: &RepoName,
     chart: &[u8],

@@ -26,6 +26,7 @@
 //! (the global index filters by it) and never authorize themselves.
 
 mod handlers;
+pub use handlers::save_chart;
 pub mod index;
 use berth_wire::charts::multipart;
 pub mod oci;
