@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use berth_testkit::haproxy::free_port;
 use berth_testkit::oci_layout::{self, sha256_digest, MEDIA_TYPE_MANIFEST};
-use berth_testkit::server::{http, push_blob, push_manifest, skopeo_ok, TestServer, SKOPEO_GLOBAL};
+use berth_testkit::server::{http, push_blob, push_manifest, skopeo, skopeo_ok, TestServer};
 use berth_testkit::{berthctl, bin_path};
 use serde_json::{json, Value};
 
@@ -64,23 +64,6 @@ impl Drop for Distribution {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// skopeo without a berth server to blame (the source side).
-fn skopeo(args: &[&str]) -> Vec<u8> {
-    let out = Command::new("skopeo")
-        .args(SKOPEO_GLOBAL)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run skopeo");
-    assert!(
-        out.status.success(),
-        "skopeo {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
 }
 
 const COPY: &[&str] = &[

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use berth_testkit::berthctl_with;
 use berth_testkit::haproxy::free_port;
 use berth_testkit::oci_layout::{self, sha256_digest, MEDIA_TYPE_MANIFEST};
-use berth_testkit::server::{http, skopeo_ok, TestServer, SKOPEO_GLOBAL};
+use berth_testkit::server::{http, skopeo, skopeo_ok, TestServer};
 use serde_json::{json, Value};
 
 const ADMIN_PW: &str = "sync-admin-password";
@@ -70,23 +70,6 @@ impl Drop for Source {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// skopeo against the source (no berth server to blame).
-fn skopeo(args: &[&str]) -> Vec<u8> {
-    let out = Command::new("skopeo")
-        .args(SKOPEO_GLOBAL)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run skopeo");
-    assert!(
-        out.status.success(),
-        "skopeo {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
 }
 
 fn basic(user: &str, pw: &str) -> String {

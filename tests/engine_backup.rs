@@ -118,3 +118,94 @@ fn gc_deletes_nothing_while_a_live_backup_holds_the_directory() {
     let f = e.fsck(FsckOptions::default()).expect("fsck");
     assert!(f.findings.is_empty(), "{:?}", f.findings);
 }
+
+#[test]
+fn a_backup_naming_an_index_outside_itself_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("backup");
+    std::fs::create_dir_all(&out).expect("dir");
+    for index in ["../../etc", "index-../x", "index-", "/tmp/index-1"] {
+        let json = format!(
+            r#"{{"format":1,"taken_ms":1,"index":"{index}","backend":"local","entries":0,"blobs":0,"bytes":0}}"#
+        );
+        std::fs::write(out.join(backup::MANIFEST_FILE), json).expect("manifest");
+        let restored = dir.path().join("restored");
+        match backup::restore(&out, &restored) {
+            Err(StorageError::Corrupt { detail, .. }) => {
+                assert!(detail.contains("index"), "{detail}")
+            }
+            other => panic!("{index}: {other:?}"),
+        }
+        assert!(!restored.exists(), "{index}: nothing restored");
+    }
+}
+
+#[test]
+fn a_backup_into_the_data_directory_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let e = Engine::open(EngineConfig::new(&data)).expect("open");
+    put_image(&e, &repo("p/app"), "x", "v1");
+    let inside = data.join("backup");
+    match backup::backup(&data, &inside, &Backend::local(), &|_, _| {}) {
+        Err(StorageError::Unsupported(m)) => assert!(m.contains("outside"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(!inside.exists());
+}
+
+/// A snapshot taken while GC holds a claim (its hold check passed): the
+/// claimed blob's record and links come along without its bytes, and the
+/// restored directory is clean; its first GC finishes the deletion.
+#[test]
+fn a_backup_during_a_gc_deletion_restores_clean() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let out = dir.path().join("backup");
+    let once = std::sync::Mutex::new(false);
+    let (hook_data, hook_out) = (data.clone(), out.clone());
+    let hook: berth_engine::gc::GcHook = std::sync::Arc::new(move |p, _| {
+        let mut done = once.lock().expect("once");
+        if p == berth_engine::gc::GcPoint::Deleting && !*done {
+            *done = true;
+            backup::backup(&hook_data, &hook_out, &Backend::local(), &|_, _| {})
+                .expect("backup during the deletion");
+        }
+        true
+    });
+    let mut c = EngineConfig::new(&data);
+    c.gc_hook = Some(hook);
+    let e = Engine::open(c).expect("open");
+    let r = repo("p/app");
+    put_image(&e, &r, "kept", "v1");
+    let victim = put_image(&e, &r, "victim", "v2");
+    let m = e
+        .get_manifest(&r, &Reference::Tag(Tag::parse("v2").expect("tag")))
+        .expect("get")
+        .expect("present")
+        .digest;
+    assert!(e.delete_manifest(&r, &m).expect("delete"));
+    let now = GcOptions {
+        grace: Duration::ZERO,
+        ..GcOptions::default()
+    };
+    assert_eq!(e.gc(&now).expect("gc").blobs_deleted, 1);
+
+    let restored = dir.path().join("restored");
+    backup::restore(&out, &restored).expect("restore");
+    let second = Engine::open(EngineConfig::new(&restored)).expect("open restored");
+    assert!(tagged(&second, &r, "v1"));
+    let f = second
+        .fsck(FsckOptions { verify_blobs: true })
+        .expect("fsck");
+    assert!(f.findings.is_empty(), "{:?}", f.findings);
+    assert_eq!(f.interrupted_deletions, vec![victim]);
+    second.gc(&now).expect("gc on the restored directory");
+    let f = second
+        .fsck(FsckOptions { verify_blobs: true })
+        .expect("fsck");
+    assert!(
+        f.findings.is_empty() && f.interrupted_deletions.is_empty(),
+        "{f:?}"
+    );
+}

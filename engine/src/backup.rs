@@ -12,6 +12,8 @@
 //!    batch-atomic (a batch is one WAL record). Its entries are written into
 //!    a fresh RocksDB, `<out>/index-<ms>/`, except upload sessions and pins
 //!    (an upload in flight is not part of any image; its client retries).
+//!    A blob GC had claimed (`Deleting`) keeps its record and links but not
+//!    its bytes: the restored directory's first GC finishes the deletion.
 //! 3. **Blobs.** Every blob the snapshot records (not `Deleting`) is
 //!    hard-linked from the store into `<out>/blobs/` (the store's layout),
 //!    or copied where a link cannot be made (another filesystem); one that
@@ -126,8 +128,21 @@ pub fn backup(
             data.display()
         )));
     }
+    let existed = out.exists();
     crate::host::prepare_data_dir(out, !out.join(MANIFEST_FILE).exists())
         .map_err(StorageError::io("create backup directory", out))?;
+    let canonical = |p: &Path| fs::canonicalize(p).map_err(StorageError::io("resolve", p));
+    let (data_real, out_real) = (canonical(data)?, canonical(out)?);
+    if out_real.starts_with(&data_real) || data_real.starts_with(&out_real) {
+        if !existed {
+            let _ = fs::remove_dir(out);
+        }
+        return Err(StorageError::Unsupported(format!(
+            "{}: a backup goes outside the data directory {}",
+            out.display(),
+            data.display()
+        )));
+    }
     let hold = Hold::take(data)?;
     let taken_ms = crate::records::now_ms();
     let index_name = format!("index-{taken_ms}");
@@ -220,10 +235,13 @@ fn copy_index(
                         what: format!("{cf} entry {}", key.0),
                         detail,
                     })?;
-                    if rec.state == BlobState::Deleting {
-                        continue; // refcount 0: nothing in the snapshot uses it
+                    // A blob GC had claimed (refcount 0) keeps its record,
+                    // and the links it still has, without its bytes: after
+                    // a restore the next GC finishes the deletion, as after
+                    // a crash.
+                    if rec.state != BlobState::Deleting {
+                        blobs.push((key.0, rec.size));
                     }
-                    blobs.push((key.0, rec.size));
                 }
                 _ => {}
             }
@@ -362,6 +380,9 @@ pub fn restore(from: &Path, data: &Path) -> Result<RestoreReport, StorageError> 
         let index = Index::open_rocks(&to)?;
         for r in index.scan(BlobKey::all()) {
             let (BlobKey(d), rec) = r?;
+            if rec.state == BlobState::Deleting {
+                continue; // claimed by GC at the snapshot: not backed up
+            }
             let rel = crate::store::blob_relative_path(&d);
             let (src, dest) = (from.join("blobs").join(&rel), data.join("blobs").join(&rel));
             let dir = parent(&dest);
@@ -392,6 +413,17 @@ pub fn read_manifest(from: &Path) -> Result<BackupManifest, StorageError> {
         what: path.display().to_string(),
         detail: e.to_string(),
     })?;
+    // A name this module wrote: nothing outside the backup is read.
+    let plain = m
+        .index
+        .strip_prefix("index-")
+        .is_some_and(|ms| !ms.is_empty() && ms.bytes().all(|b| b.is_ascii_digit()));
+    if !plain {
+        return Err(StorageError::Corrupt {
+            what: path.display().to_string(),
+            detail: format!("index {:?} is not an index directory of a backup", m.index),
+        });
+    }
     if m.format != FORMAT {
         return Err(StorageError::Unsupported(format!(
             "{}: backup format {} (this berth reads {FORMAT})",

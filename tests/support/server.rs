@@ -418,28 +418,6 @@ fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, String> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_plain_and_chunked_responses() {
-        let (st, h, b) =
-            parse_response(b"HTTP/1.1 202 Accepted\r\nRange: 0-9\r\nContent-Length: 3\r\n\r\nabc")
-                .unwrap();
-        assert_eq!(st, 202);
-        assert_eq!(header(&h, "range"), Some("0-9"));
-        assert_eq!(b, b"abc");
-
-        let (st, _, b) = parse_response(
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n",
-        )
-        .unwrap();
-        assert_eq!(st, 200);
-        assert_eq!(b, b"abcde");
-    }
-}
-
 /// Pushes `data` as a blob of `repo` with a POST and a PUT (the two-step
 /// monolithic upload every registry supports); returns its digest.
 pub fn push_blob(addr: SocketAddr, repo: &str, data: &[u8]) -> String {
@@ -487,4 +465,44 @@ pub fn image_manifest(config: &(String, usize), layer: &(String, usize), n: u32)
         "annotations": {"n": n.to_string()},
     }))
     .expect("manifest JSON")
+}
+
+/// skopeo with no berth server to blame (the other registry's side): its
+/// stdout; panics with its stderr if it fails.
+pub fn skopeo(args: &[&str]) -> Vec<u8> {
+    let out = Command::new("skopeo")
+        .args(SKOPEO_GLOBAL)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run skopeo");
+    assert!(
+        out.status.success(),
+        "skopeo {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_plain_and_chunked_responses() {
+        let (st, h, b) =
+            parse_response(b"HTTP/1.1 202 Accepted\r\nRange: 0-9\r\nContent-Length: 3\r\n\r\nabc")
+                .unwrap();
+        assert_eq!(st, 202);
+        assert_eq!(header(&h, "range"), Some("0-9"));
+        assert_eq!(b, b"abc");
+
+        let (st, _, b) = parse_response(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(st, 200);
+        assert_eq!(b, b"abcde");
+    }
 }

@@ -428,11 +428,7 @@ fn run(cli: &Cli) -> Result<ExitCode, CliError> {
                 report.manifests,
                 report.findings.len()
             );
-            Ok(if report.findings.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(exit_code(report.findings.is_empty()))
         }
         Command::Bench(_) | Command::S3AbortUploads(_) => unreachable!("handled in main"),
         Command::Cluster(_)
@@ -452,11 +448,7 @@ fn run(cli: &Cli) -> Result<ExitCode, CliError> {
                 r.blobs_mounted, r.already_present, r.schema1_skipped, r.problems.len(),
                 path.display()
             );
-            Ok(if r.problems.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(exit_code(r.problems.is_empty()))
         }
         Command::Import(ImportCmd::Chartmuseum {
             from,
@@ -475,11 +467,7 @@ fn run(cli: &Cli) -> Result<ExitCode, CliError> {
                 "imported {} chart versions in {} projects; {} already present; {} problem(s); report: {}",
                 r.charts, r.projects, r.already_present, r.problems.len(), path.display()
             );
-            Ok(if r.problems.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(exit_code(r.problems.is_empty()))
         }
         Command::Gc {
             dry_run,
@@ -702,11 +690,7 @@ fn sync(a: &SyncArgs) -> Result<ExitCode, CliError> {
         r.skipped,
         r.failures.len()
     );
-    Ok(if r.failures.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(exit_code(r.failures.is_empty()))
 }
 
 fn backup(cli: &Cli, out: &std::path::Path) -> Result<ExitCode, CliError> {
@@ -772,11 +756,16 @@ fn restore(cli: &Cli, from: &std::path::Path, verify_blobs: bool) -> Result<Exit
         report.manifests,
         report.findings.len()
     );
-    Ok(if report.findings.is_empty() {
+    Ok(exit_code(report.findings.is_empty()))
+}
+
+/// 0 when a run found nothing wrong, else 1.
+fn exit_code(clean: bool) -> ExitCode {
+    if clean {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    })
+    }
 }
 
 /// Writes an import's JSON report (to `report`, else import-report.json in

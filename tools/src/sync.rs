@@ -48,6 +48,9 @@ const ATTEMPTS: u32 = 4;
 const MAX_MANIFEST: u64 = 4 << 20;
 /// Entries asked for per catalog or tag list page.
 const PAGE: u32 = 1000;
+/// Deepest nesting followed (an index's children, referrers of
+/// referrers): a source cannot make the copy recurse without bound.
+const MAX_DEPTH: u32 = 8;
 
 /// One side of a sync.
 #[derive(Clone, Debug)]
@@ -207,12 +210,12 @@ impl Run {
         if source.is_some() && source == self.to.head_digest(&path, &push)? {
             add(&self.counts.tags_present, 1);
             if let Some(d) = source {
-                self.sync_referrers(repo, &d, &mut HashSet::new())?;
+                self.sync_referrers(repo, &d, &mut HashSet::new(), 0)?;
             }
             return Ok(());
         }
         let mut seen = HashSet::new();
-        if let Some((digest, body, media_type)) = self.sync_manifest(repo, tag, &mut seen)? {
+        if let Some((digest, body, media_type)) = self.sync_manifest(repo, tag, &mut seen, 0)? {
             let ok = self.to.send(
                 Method::PUT,
                 &path,
@@ -221,7 +224,7 @@ impl Run {
                 Some(body),
             )?;
             expect(ok, StatusCode::CREATED, &format!("PUT {path}"))?;
-            self.sync_referrers(repo, &digest, &mut seen)?;
+            self.sync_referrers(repo, &digest, &mut seen, 0)?;
             add(&self.counts.tags_copied, 1);
         }
         Ok(())
@@ -235,7 +238,13 @@ impl Run {
         repo: &str,
         reference: &str,
         seen: &mut HashSet<String>,
+        depth: u32,
     ) -> Result<Option<(String, Vec<u8>, String)>> {
+        if depth > MAX_DEPTH {
+            return Err(SyncError(format!(
+                "{repo}@{reference}: nested deeper than {MAX_DEPTH} levels"
+            )));
+        }
         let pull = format!("repository:{repo}:pull");
         let push = format!("repository:{repo}:pull,push");
         let path = format!("/v2/{repo}/manifests/{reference}");
@@ -284,7 +293,7 @@ impl Run {
             if let Some(children) = json["manifests"].as_array() {
                 for c in children {
                     let d = descriptor_digest(c, &path)?;
-                    self.sync_manifest(repo, &d, seen)?;
+                    self.sync_manifest(repo, &d, seen, depth + 1)?;
                 }
             } else {
                 let blobs = json["layers"]
@@ -313,7 +322,13 @@ impl Run {
 
     /// Copies the referrers of `digest` the source lists (OCI 1.1); none
     /// where it has no referrers API.
-    fn sync_referrers(&self, repo: &str, digest: &str, seen: &mut HashSet<String>) -> Result<()> {
+    fn sync_referrers(
+        &self,
+        repo: &str,
+        digest: &str,
+        seen: &mut HashSet<String>,
+        depth: u32,
+    ) -> Result<()> {
         let pull = format!("repository:{repo}:pull");
         let path = format!("/v2/{repo}/referrers/{digest}");
         let resp = self.from.send(Method::GET, &path, &pull, &[], None)?;
@@ -324,8 +339,8 @@ impl Run {
         for r in json["manifests"].as_array().into_iter().flatten() {
             let d = descriptor_digest(r, &path)?;
             if !seen.contains(&d) {
-                self.sync_manifest(repo, &d, seen)?;
-                self.sync_referrers(repo, &d, seen)?;
+                self.sync_manifest(repo, &d, seen, depth + 1)?;
+                self.sync_referrers(repo, &d, seen, depth + 1)?;
             }
         }
         Ok(())
@@ -567,6 +582,14 @@ impl Registry {
             .ok_or_else(|| SyncError(format!("{}: a Bearer challenge without realm", self.base)))?;
         let mut url =
             url::Url::parse(realm).map_err(|e| SyncError(format!("token realm {realm:?}: {e}")))?;
+        // The credentials go where the registry says; never in clear text
+        // when the registry itself was reached over TLS.
+        if self.base.scheme() == "https" && url.scheme() != "https" {
+            return Err(SyncError(format!(
+                "{}: refusing to send credentials to the token realm {realm} (not https)",
+                self.base
+            )));
+        }
         {
             let mut q = url.query_pairs_mut();
             if let Some(s) = params.get("service") {
