@@ -36,6 +36,23 @@ fn put_image(e: &Engine, r: &RepoName, seed: &str, tag: &str) -> berth_engine::D
     d
 }
 
+/// Deletes the manifest `tag` names, making its layer garbage.
+fn delete_tagged(e: &Engine, r: &RepoName, tag: &str) {
+    let m = e
+        .get_manifest(r, &Reference::Tag(Tag::parse(tag).expect("tag")))
+        .expect("get")
+        .expect("present")
+        .digest;
+    assert!(e.delete_manifest(r, &m).expect("delete"));
+}
+
+fn gc_now() -> GcOptions {
+    GcOptions {
+        grace: Duration::ZERO,
+        ..GcOptions::default()
+    }
+}
+
 fn tagged(e: &Engine, r: &RepoName, tag: &str) -> bool {
     e.get_manifest(r, &Reference::Tag(Tag::parse(tag).expect("tag")))
         .expect("get")
@@ -83,16 +100,8 @@ fn gc_deletes_nothing_while_a_live_backup_holds_the_directory() {
     let e = Engine::open(EngineConfig::new(&data)).expect("open");
     let r = repo("p/app");
     let d = put_image(&e, &r, "victim", "v1");
-    let m = e
-        .get_manifest(&r, &Reference::Tag(Tag::parse("v1").expect("tag")))
-        .expect("get")
-        .expect("present")
-        .digest;
-    assert!(e.delete_manifest(&r, &m).expect("delete"));
-    let now = GcOptions {
-        grace: Duration::ZERO,
-        ..GcOptions::default()
-    };
+    delete_tagged(&e, &r, "v1");
+    let now = gc_now();
 
     // This process is alive: its id in the hold is a running backup.
     let hold = data.join(HOLD_FILE);
@@ -179,16 +188,8 @@ fn a_backup_during_a_gc_deletion_restores_clean() {
     let r = repo("p/app");
     put_image(&e, &r, "kept", "v1");
     let victim = put_image(&e, &r, "victim", "v2");
-    let m = e
-        .get_manifest(&r, &Reference::Tag(Tag::parse("v2").expect("tag")))
-        .expect("get")
-        .expect("present")
-        .digest;
-    assert!(e.delete_manifest(&r, &m).expect("delete"));
-    let now = GcOptions {
-        grace: Duration::ZERO,
-        ..GcOptions::default()
-    };
+    delete_tagged(&e, &r, "v2");
+    let now = gc_now();
     assert_eq!(e.gc(&now).expect("gc").blobs_deleted, 1);
 
     let restored = dir.path().join("restored");
