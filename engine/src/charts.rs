@@ -24,7 +24,7 @@ use crate::engine::{Engine, Inner};
 use crate::error::{ManifestError, StorageError};
 use crate::index::Batch;
 use crate::keys::{BlobKey, ChartKey, ChartRepoKey, PinKey, WholeFamily};
-use crate::manifests::{check_put, project_of, ManifestPut, Pending};
+use crate::manifests::{check_put, project_of, ManifestPut, Pending, Stored};
 use crate::names::{RepoName, Tag};
 use crate::records::{self, BlobState, ChartBlob, ChartRecord, ChartRepoRecord, Count};
 
@@ -92,11 +92,10 @@ impl ChartChanges {
         }
     }
 
-    fn repo_record(&mut self, inner: &Inner) -> Result<&mut ChartRepoRecord, StorageError> {
+    fn repo_record(&mut self, r: &impl Stored) -> Result<&mut ChartRepoRecord, StorageError> {
         if self.repo.is_none() {
-            let r = inner
-                .index
-                .get(&ChartRepoKey(self.project.clone()))?
+            let r = r
+                .stored(&ChartRepoKey(self.project.clone()))?
                 .unwrap_or_default();
             self.repo = Some(r);
         }
@@ -104,26 +103,26 @@ impl ChartChanges {
     }
 
     /// The entry at `key` as this batch sees it.
-    fn get(&self, inner: &Inner, key: &ChartKey) -> Result<Option<ChartRecord>, StorageError> {
+    fn get(&self, r: &impl Stored, key: &ChartKey) -> Result<Option<ChartRecord>, StorageError> {
         if self.deleted.contains(key) {
             return Ok(None);
         }
-        inner.index.get(key)
+        r.stored(key)
     }
 
     fn delete(
         &mut self,
-        inner: &Inner,
+        r: &impl Stored,
         batch: &mut Batch,
         key: &ChartKey,
     ) -> Result<(), StorageError> {
-        if self.get(inner, key)?.is_none() {
+        if self.get(r, key)?.is_none() {
             return Ok(());
         }
         batch.delete(key);
         self.deleted.insert(key.clone());
         let project = self.project.clone();
-        let r = self.repo_record(inner)?;
+        let r = self.repo_record(r)?;
         Count::Versions.down(&mut r.versions, || format!("chart repository {project}"))?;
         self.changed = true;
         Ok(())
@@ -131,16 +130,16 @@ impl ChartChanges {
 
     fn put(
         &mut self,
-        inner: &Inner,
+        stored: &impl Stored,
         batch: &mut Batch,
         key: &ChartKey,
         rec: &ChartRecord,
     ) -> Result<(), StorageError> {
-        let existed = self.get(inner, key)?.is_some();
+        let existed = self.get(stored, key)?.is_some();
         batch.put(key, rec);
         self.deleted.remove(key);
         let project = self.project.clone();
-        let r = self.repo_record(inner)?;
+        let r = self.repo_record(stored)?;
         if !existed {
             Count::Versions.up(&mut r.versions, || format!("chart repository {project}"))?;
         }
@@ -151,7 +150,7 @@ impl ChartChanges {
     /// Writes the repository record, generation bumped, if anything changed.
     pub(crate) fn write(
         mut self,
-        inner: &Inner,
+        stored: &impl Stored,
         batch: &mut Batch,
         now: u64,
     ) -> Result<(), StorageError> {
@@ -159,7 +158,7 @@ impl ChartChanges {
             return Ok(());
         }
         let key = ChartRepoKey(self.project.clone());
-        let r = self.repo_record(inner)?;
+        let r = self.repo_record(stored)?;
         r.generation += 1;
         r.updated_ms = now;
         batch.put(&key, r);
@@ -177,32 +176,39 @@ pub(crate) fn chart_repo_parts(repo: &RepoName) -> Option<(RepoName, &str)> {
     Some((RepoName::parse(project).ok()?, name))
 }
 
+/// The chart version tag `tag` of `repo` names, if `repo` is a chart's
+/// (`project/name`) and the tag a chart version (SemVer's `+` written `_`).
+/// A tag that names no valid chart version indexes no chart.
+pub(crate) fn chart_of_tag(repo: &RepoName, tag: &Tag) -> Option<ChartKey> {
+    let (project, name) = chart_repo_parts(repo)?;
+    let version = tag.as_str().replace('_', "+");
+    ChartId::parse(project.as_str(), name, &version)
+        .ok()
+        .map(ChartKey)
+}
+
 impl Inner {
     /// Tag `tag` of `repo` stops pointing at `digest` in this batch: the
     /// chart version it named, if it recorded `digest`, leaves the index.
     /// IMPORTANT: the caller holds the write lock.
     pub(crate) fn unindex_chart_tag(
         &self,
+        pending: &Pending<'_>,
         charts: &mut ChartChanges,
         batch: &mut Batch,
         repo: &RepoName,
         tag: &Tag,
         digest: &crate::digest::Digest,
     ) -> Result<(), StorageError> {
-        let Some((project, name)) = chart_repo_parts(repo) else {
+        let Some(key) = chart_of_tag(repo, tag) else {
             return Ok(());
         };
-        if project != charts.project {
+        if key.0.project() != &charts.project {
             return Ok(());
         }
-        // A tag that names no valid chart version indexes no chart.
-        let Ok(id) = ChartId::parse(project.as_str(), name, &tag.as_str().replace('_', "+")) else {
-            return Ok(());
-        };
-        let key = ChartKey(id);
-        if let Some(rec) = charts.get(self, &key)? {
+        if let Some(rec) = charts.get(pending, &key)? {
             if &rec.manifest == digest {
-                charts.delete(self, batch, &key)?;
+                charts.delete(pending, batch, &key)?;
             }
         }
         Ok(())
@@ -395,10 +401,10 @@ impl Engine {
             }
         }
         // 4. One batch.
-        let _g = inner.lock()?;
+        let (_g, prefetched) = inner.lock_reading(checked.reads(&repo, &put))?;
         let now = records::now_ms();
         let mut batch = Batch::default();
-        let mut pending = Pending::new(inner);
+        let mut pending = Pending::prefetched(inner, prefetched);
         let mut charts = ChartChanges::new(project_of(&repo));
         for (d, data) in &given {
             let size = data.len() as u64;
@@ -423,7 +429,7 @@ impl Engine {
             now,
         )?;
         pending.write(&repo, &mut batch);
-        charts.write(inner, &mut batch, now)?;
+        charts.write(&**inner, &mut batch, now)?;
         // 5. The commit point.
         inner.commit(_g, batch)?;
         Ok(digest)
@@ -473,7 +479,7 @@ impl Engine {
         let mut charts = ChartChanges::new(project.clone());
         let mut manifests = HashSet::new();
         for (key, rec) in &targets {
-            charts.delete(inner, &mut batch, key)?;
+            charts.delete(&**inner, &mut batch, key)?;
             if manifests.insert(rec.manifest.clone())
                 && pending.repo_manifest(&repo, &rec.manifest)?.is_some()
             {
@@ -488,7 +494,7 @@ impl Engine {
             }
         }
         pending.write(&repo, &mut batch);
-        charts.write(inner, &mut batch, now)?;
+        charts.write(&**inner, &mut batch, now)?;
         inner.commit(_g, batch)?;
         Ok(targets.len())
     }

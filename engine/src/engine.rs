@@ -10,7 +10,7 @@ use crate::digest::Digest;
 use crate::error::StorageError;
 use crate::gc::{GcDigests, GcHistory};
 use crate::host::{self, Guarded};
-use crate::index::{Batch, Committed, DatabaseConfig, Index, IndexTxn};
+use crate::index::{Batch, Committed, DatabaseConfig, Index, IndexTxn, Prefetched, ReadAhead};
 use crate::keys::{
     self, BlobKey, Cf, FormatKey, GcCandidateKey, GcCandidatesBuiltKey, TiersLocatedKey,
     WholeFamily,
@@ -518,6 +518,18 @@ impl Inner {
         let local = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         let txn = self.index.begin()?;
         Ok(WriteGuard { txn, _local: local })
+    }
+
+    /// [`Inner::lock`], with `reads` made once it is held
+    /// ([`Index::begin_reading`]: in cluster mode, in the same round trip).
+    pub(crate) fn lock_reading(
+        &self,
+        reads: ReadAhead,
+    ) -> Result<(WriteGuard<'_>, Prefetched), StorageError> {
+        self.check_poison()?;
+        let local = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let (txn, prefetched) = self.index.begin_reading(reads)?;
+        Ok((WriteGuard { txn, _local: local }, prefetched))
     }
 
     pub(crate) fn check_poison(&self) -> Result<(), StorageError> {

@@ -5,18 +5,21 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::charts::{chart_repo_parts, ChartChanges, ChartEntry, ChartId, ChartWrite};
+use crate::charts::{
+    chart_of_tag, chart_repo_parts, ChartChanges, ChartEntry, ChartId, ChartWrite,
+};
 use crate::digest::{Algorithm, Digest};
 use crate::engine::{Engine, Inner};
 use crate::error::{ManifestError, StorageError};
-use crate::index::Batch;
+use crate::index::{Batch, Prefetched, ReadAhead};
 use crate::keys::{
-    BlobKey, BodyKey, ChartKey, LinkKey, ManifestKey, ReferrerKey, RepoManifestKey, TagKey,
+    BlobKey, BodyKey, ChartKey, IndexKey, LinkKey, ManifestKey, ReferrerKey, RepoKey,
+    RepoManifestKey, TagKey,
 };
 use crate::names::{Reference, RepoName, Tag};
 use crate::records::{
     self, BlobRecord, BlobState, Count, Empty, ManifestBody, ManifestRecord, RepoManifestRecord,
-    TagRecord,
+    RepoRecord, TagRecord,
 };
 
 /// A manifest to store, already parsed by the caller. The parsed fields
@@ -73,10 +76,34 @@ pub struct Referrer {
     pub annotations: BTreeMap<String, String>,
 }
 
+/// Reads of the index state under the write lock.
+pub(crate) trait Stored {
+    /// The stored value of `key` (not a pending change of it).
+    fn stored<K: IndexKey>(&self, key: &K) -> Result<Option<K::Value>, StorageError>;
+}
+
+impl Stored for Inner {
+    fn stored<K: IndexKey>(&self, key: &K) -> Result<Option<K::Value>, StorageError> {
+        self.index.get(key)
+    }
+}
+
+impl Stored for Pending<'_> {
+    fn stored<K: IndexKey>(&self, key: &K) -> Result<Option<K::Value>, StorageError> {
+        match self.prefetched.get(key) {
+            Some(v) => v,
+            None => self.inner.index.get(key),
+        }
+    }
+}
+
 /// Pending record changes of one batch: every record read once, changed in
-/// memory, written once at the end.
+/// memory, written once at the end. Reads of the index state go through
+/// what was read as the lock was taken ([`Inner::lock_reading`]), then the
+/// index.
 pub(crate) struct Pending<'a> {
     inner: &'a Inner,
+    prefetched: Prefetched,
     blobs: HashMap<Digest, BlobRecord>,
     repo_manifests: HashMap<Digest, Option<RepoManifestRecord>>,
     /// Blobs linked into the repository earlier in this batch.
@@ -85,8 +112,14 @@ pub(crate) struct Pending<'a> {
 
 impl<'a> Pending<'a> {
     pub(crate) fn new(inner: &'a Inner) -> Self {
+        Self::prefetched(inner, Prefetched::default())
+    }
+
+    /// A batch whose reads start with `prefetched`.
+    pub(crate) fn prefetched(inner: &'a Inner, prefetched: Prefetched) -> Self {
         Pending {
             inner,
+            prefetched,
             blobs: HashMap::new(),
             repo_manifests: HashMap::new(),
             linked: HashSet::new(),
@@ -113,7 +146,7 @@ impl<'a> Pending<'a> {
 
     fn blob(&mut self, d: &Digest) -> Result<Option<&mut BlobRecord>, StorageError> {
         if !self.blobs.contains_key(d) {
-            match self.inner.index.get(&BlobKey(d.clone()))? {
+            match self.stored(&BlobKey(d.clone()))? {
                 Some(r) => {
                     self.blobs.insert(d.clone(), r);
                 }
@@ -129,10 +162,7 @@ impl<'a> Pending<'a> {
         d: &Digest,
     ) -> Result<&mut Option<RepoManifestRecord>, StorageError> {
         if !self.repo_manifests.contains_key(d) {
-            let r = self
-                .inner
-                .index
-                .get(&RepoManifestKey(repo.clone(), d.clone()))?;
+            let r = self.stored(&RepoManifestKey(repo.clone(), d.clone()))?;
             self.repo_manifests.insert(d.clone(), r);
         }
         Ok(self.repo_manifests.entry(d.clone()).or_insert(None))
@@ -188,7 +218,9 @@ impl Inner {
         tag: &Tag,
         digest: &Digest,
     ) -> Result<(), StorageError> {
-        let old = self.resolve(repo, &Reference::Tag(tag.clone()))?;
+        let old = pending
+            .stored(&TagKey(repo.clone(), tag.clone()))?
+            .map(|TagRecord(d)| d);
         if old.as_ref() == Some(digest) {
             return Ok(());
         }
@@ -196,7 +228,7 @@ impl Inner {
             if let Some(r) = pending.repo_manifest(repo, &old)? {
                 Count::Tags.down(&mut r.tags, || format!("manifest {repo}@{old}"))?;
             }
-            self.unindex_chart_tag(charts, batch, repo, tag, &old)?;
+            self.unindex_chart_tag(pending, charts, batch, repo, tag, &old)?;
         }
         if let Some(r) = pending.repo_manifest(repo, digest)? {
             Count::Tags.up(&mut r.tags, || format!("manifest {repo}@{digest}"))?;
@@ -232,7 +264,7 @@ impl Inner {
             for r in self.index.scan(TagKey::of_repo(repo)) {
                 let (key, TagRecord(target)) = r?;
                 if &target == digest {
-                    self.unindex_chart_tag(charts, batch, repo, &key.1, digest)?;
+                    self.unindex_chart_tag(pending, charts, batch, repo, &key.1, digest)?;
                     batch.delete(&key);
                 }
             }
@@ -338,6 +370,35 @@ pub(crate) fn check_put(
     })
 }
 
+impl CheckedPut {
+    /// What storing `put` in `repo` reads from the index, as far as the
+    /// request tells: read with the write lock in one round trip
+    /// ([`Inner::lock_reading`]); whatever else it needs is read after.
+    pub(crate) fn reads(&self, repo: &RepoName, put: &ManifestPut) -> ReadAhead {
+        let mut reads = ReadAhead::default();
+        reads.key(&ManifestKey(self.digest.clone()));
+        reads.key(&RepoManifestKey(repo.clone(), self.digest.clone()));
+        reads.key(&RepoKey(repo.clone()));
+        for tag in &put.tags {
+            reads.tag(&TagKey(repo.clone(), tag.clone()));
+            if let Some(chart) = chart_of_tag(repo, tag) {
+                reads.key(&chart);
+            }
+        }
+        for b in &self.blobs {
+            reads.key(&LinkKey(repo.clone(), b.clone()));
+            reads.key(&BlobKey(b.clone()));
+        }
+        for c in &self.children {
+            reads.key(&RepoManifestKey(repo.clone(), c.clone()));
+        }
+        if let Some(id) = &self.chart {
+            reads.key(&ChartKey(id.clone()));
+        }
+        reads
+    }
+}
+
 impl Inner {
     /// The body of [`Engine::put_manifest`] and [`Engine::put_chart`]:
     /// stores the manifest of `put` in `repo` and moves its tags, within
@@ -363,7 +424,7 @@ impl Inner {
             chart,
         } = checked;
         if let (Some(id), Some(entry)) = (&chart, &put.chart) {
-            if let Some(old) = inner.index.get(&ChartKey(id.clone()))? {
+            if let Some(old) = pending.stored(&ChartKey(id.clone()))? {
                 match entry.write {
                     ChartWrite::Create => {
                         return Err(ManifestError::ChartExists {
@@ -390,7 +451,7 @@ impl Inner {
         // interprets the bytes as another media type is refused; this
         // request's parse is used only when no record exists.
         let mkey = ManifestKey(digest.clone());
-        let stored = inner.index.get(&mkey)?;
+        let stored = pending.stored(&mkey)?;
         if let Some(r) = &stored {
             if r.media_type != put.media_type {
                 return Err(ManifestError::MediaTypeConflict {
@@ -421,7 +482,7 @@ impl Inner {
             };
             for b in &mrec.blobs {
                 if !pending.linked.contains(b)
-                    && !inner.index.contains(&LinkKey(repo.clone(), b.clone()))?
+                    && pending.stored(&LinkKey(repo.clone(), b.clone()))?.is_none()
                 {
                     return Err(ManifestError::BlobUnknown {
                         repo: repo.to_string(),
@@ -479,7 +540,9 @@ impl Inner {
                     &Empty,
                 );
             }
-            inner.ensure_repo(batch, repo, now)?;
+            if pending.stored(&RepoKey(repo.clone()))?.is_none() {
+                batch.put(&RepoKey(repo.clone()), &RepoRecord { created_ms: now });
+            }
         }
         for tag in &put.tags {
             inner.set_tag(pending, charts, batch, repo, tag, &digest)?;
@@ -514,10 +577,10 @@ impl Engine {
     ) -> Result<Digest, ManifestError> {
         let inner = &self.inner;
         let checked = check_put(repo, &mut put)?;
-        let _g = inner.lock()?;
+        let (_g, prefetched) = inner.lock_reading(checked.reads(repo, &put))?;
         let now = records::now_ms();
         let mut batch = Batch::default();
-        let mut pending = Pending::new(inner);
+        let mut pending = Pending::prefetched(inner, prefetched);
         let mut charts = ChartChanges::new(project_of(repo));
         let digest = inner.manifest_into_batch(
             &mut pending,
@@ -529,7 +592,7 @@ impl Engine {
             now,
         )?;
         pending.write(repo, &mut batch);
-        charts.write(inner, &mut batch, now)?;
+        charts.write(&**inner, &mut batch, now)?;
         inner.commit(_g, batch)?;
         Ok(digest)
     }
@@ -619,10 +682,10 @@ impl Engine {
         if let Some(r) = pending.repo_manifest(repo, &digest)? {
             Count::Tags.down(&mut r.tags, || format!("manifest {repo}@{digest}"))?;
         }
-        inner.unindex_chart_tag(&mut charts, &mut batch, repo, tag, &digest)?;
+        inner.unindex_chart_tag(&pending, &mut charts, &mut batch, repo, tag, &digest)?;
         batch.delete(&TagKey(repo.clone(), tag.clone()));
         pending.write(repo, &mut batch);
-        charts.write(inner, &mut batch, records::now_ms())?;
+        charts.write(&**inner, &mut batch, records::now_ms())?;
         inner.commit(_g, batch)?;
         Ok(true)
     }

@@ -987,3 +987,47 @@ fn one_digest_one_media_type_and_one_reference_list() {
     );
     assert_clean(&e);
 }
+
+/// Cluster mode: a tag PUT of a stored manifest — a new tag, a moved tag,
+/// an unchanged tag — is two database calls: the write lock with every
+/// read the request names, then the batch with its COMMIT. Each is one
+/// round trip, made under the cluster's write lock.
+#[test]
+fn a_tag_put_is_two_database_calls_in_cluster_mode() {
+    let Some(db) = berth_engine::DatabaseConfig::for_test() else {
+        eprintln!("BERTH_TEST_DATABASE_URL is not set: skipped");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = EngineConfig::new(dir.path());
+    c.database = Some(db);
+    let e = Engine::open(c).expect("open engine");
+    let r = repo("p/t");
+    let layer = b"tagged layer".to_vec();
+    let ld = sha(&layer);
+    e.put_blob(&r, &ld, &layer).expect("layer");
+    let put = |body: &str, tags: &[&str]| ManifestPut {
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        body: body.as_bytes().to_vec(),
+        blobs: vec![ld.clone()],
+        tags: tags.iter().map(|t| Tag::parse(t).expect("tag")).collect(),
+        ..Default::default()
+    };
+    let m1 = e.put_manifest(&r, put("{\"a\":1}", &["one"])).expect("m1");
+    let m2 = e.put_manifest(&r, put("{\"a\":2}", &["two"])).expect("m2");
+    let calls = || e.database_stats().expect("cluster mode").calls;
+    for (body, tag, target) in [
+        ("{\"a\":1}", "new", &m1), // a new tag
+        ("{\"a\":2}", "new", &m2), // moved to another manifest
+        ("{\"a\":2}", "new", &m2), // unchanged
+        ("{\"a\":1}", "two", &m1), // moved off a manifest with no tag left
+    ] {
+        let before = calls();
+        assert_eq!(&e.put_manifest(&r, put(body, &[tag])).expect("put"), target);
+        assert_eq!(calls() - before, 2, "database calls of a PUT of tag {tag}");
+        let t = Reference::parse(tag).expect("tag");
+        let got = e.get_manifest(&r, &t).expect("get").expect("tagged");
+        assert_eq!(&got.digest, target);
+    }
+    assert_clean(&e);
+}

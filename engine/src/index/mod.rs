@@ -45,6 +45,7 @@
 pub(crate) mod pg;
 mod rocks;
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use crate::digest::Digest;
@@ -179,6 +180,58 @@ impl Batch {
             key: key.to_vec(),
             value: value.to_vec(),
         });
+    }
+}
+
+/// Reads to make as the write lock is taken ([`Index::begin_reading`]):
+/// keys, and tags read through to their manifest's repository entry.
+#[derive(Default)]
+pub(crate) struct ReadAhead {
+    reads: Vec<((Cf, Vec<u8>), Option<(Cf, Vec<u8>)>)>,
+}
+
+impl ReadAhead {
+    /// Reads `key`.
+    pub(crate) fn key<K: IndexKey>(&mut self, key: &K) {
+        self.reads.push(((K::CF, key.encode()), None));
+    }
+
+    /// Reads `tag` and the repository entry of the manifest it names
+    /// ([`Index::get_tag_link`]).
+    pub(crate) fn tag(&mut self, tag: &TagKey) {
+        self.reads.push((
+            (TagKey::CF, tag.encode()),
+            Some((RepoManifestKey::CF, tag.link_prefix())),
+        ));
+    }
+}
+
+/// What [`Index::begin_reading`] read once the lock was held: the stored
+/// value (or its absence) of each key read, raw. Valid while that lock is
+/// held, since every write takes it.
+#[derive(Default)]
+pub(crate) struct Prefetched {
+    values: HashMap<(Cf, Vec<u8>), Option<Vec<u8>>>,
+}
+
+impl Prefetched {
+    fn insert(&mut self, reads: ReadAhead, found: Vec<Through>) {
+        for ((first, then), (value, link)) in reads.reads.into_iter().zip(found) {
+            if let (Some((cf, prefix)), Some(v)) = (then, &value) {
+                self.values
+                    .insert((cf, [prefix.as_slice(), v].concat()), link);
+            }
+            self.values.insert(first, value);
+        }
+    }
+
+    /// The value of `key` as read, if it was read (`None`: not read).
+    pub(crate) fn get<K: IndexKey>(
+        &self,
+        key: &K,
+    ) -> Option<Result<Option<K::Value>, StorageError>> {
+        let raw = self.values.get(&(K::CF, key.encode()))?;
+        Some(raw.as_ref().map(|v| decode_value(key, v)).transpose())
     }
 }
 
@@ -425,6 +478,34 @@ impl Index {
         match self {
             Index::Rocks(_) => Ok(IndexTxn::Local),
             Index::Pg(p) => Ok(IndexTxn::Pg(Box::new(p.begin()?))),
+        }
+    }
+
+    /// [`Index::begin`], then `reads`, made once the lock is held: on
+    /// PostgreSQL in the lock's transaction, sent with the lock's statement
+    /// (one round trip for both).
+    pub(crate) fn begin_reading(
+        &self,
+        reads: ReadAhead,
+    ) -> Result<(IndexTxn<'_>, Prefetched), StorageError> {
+        let mut prefetched = Prefetched::default();
+        match self {
+            Index::Rocks(r) => {
+                let mut found = Vec::with_capacity(reads.reads.len());
+                for ((cf, key), then) in &reads.reads {
+                    found.push(match then {
+                        None => (r.get_raw(*cf, key)?, None),
+                        Some((tcf, prefix)) => r.get_through((*cf, key), (*tcf, prefix))?,
+                    });
+                }
+                prefetched.insert(reads, found);
+                Ok((IndexTxn::Local, prefetched))
+            }
+            Index::Pg(p) => {
+                let (txn, found) = p.begin_reading(&reads.reads)?;
+                prefetched.insert(reads, found);
+                Ok((IndexTxn::Pg(Box::new(txn)), prefetched))
+            }
         }
     }
 

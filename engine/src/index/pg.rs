@@ -40,6 +40,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use tokio_postgres::types::ToSql;
 
 use super::{last_change_per_key, Op, RawEntry};
 use crate::error::StorageError;
@@ -282,57 +283,63 @@ impl Batcher {
 
     /// Sends `batch` as one statement and answers each read.
     async fn run(pool: &Pool, sql: &Sql, batch: Vec<Read>) {
-        let mut ff = Vec::with_capacity(batch.len());
-        let mut fk = Vec::with_capacity(batch.len());
-        let mut tf = Vec::with_capacity(batch.len());
-        let mut tp = Vec::with_capacity(batch.len());
-        for r in &batch {
-            ff.push(r.first.0);
-            fk.push(r.first.1.as_slice());
-            // No family is empty: a read without `then` completes nothing.
-            let (f, p) = r
-                .then
-                .as_ref()
-                .map_or(("", &[][..]), |(f, p)| (*f, p.as_slice()));
-            tf.push(f);
-            tp.push(p);
-        }
-        let rows = bounded(async {
+        let reads: Vec<ReadRef<'_>> = batch
+            .iter()
+            .map(|r| {
+                let then = r.then.as_ref().map(|(f, p)| (*f, p.as_slice()));
+                ((r.first.0, r.first.1.as_slice()), then)
+            })
+            .collect();
+        let found = bounded(async {
             let c = pool.get().await.map_err(db_err)?;
-            let st = c.prepare_cached(&sql.get_batch).await.map_err(db_err)?;
-            c.query(&st, &[&ff, &fk, &tf, &tp]).await.map_err(db_err)
+            read_batch(&c, sql, &reads).await
         })
         .await;
-        let mut found: Vec<super::Through> = vec![(None, None); batch.len()];
-        let rows = match rows {
-            Ok(rows) => rows,
+        match found {
+            Ok(found) => {
+                for (r, v) in batch.into_iter().zip(found) {
+                    let _ = r.reply.send(Ok(v));
+                }
+            }
             Err(e) => {
                 for r in batch {
                     let _ = r.reply.send(Err(e.clone()));
                 }
-                return;
             }
-        };
-        for row in rows {
-            let i: i64 = row.get(0);
-            match usize::try_from(i)
-                .ok()
-                .and_then(|i| found.get_mut(i.wrapping_sub(1)))
-            {
-                Some(slot) => *slot = (Some(row.get(1)), row.get(2)),
-                None => {
-                    let e = format!("batched read: row index {i} out of range");
-                    for r in batch {
-                        let _ = r.reply.send(Err(e.clone()));
-                    }
-                    return;
-                }
-            }
-        }
-        for (r, v) in batch.into_iter().zip(found) {
-            let _ = r.reply.send(Ok(v));
         }
     }
+}
+
+/// A read of [`read_batch`]: family and key, and optionally the family
+/// and prefix its value completes.
+type ReadRef<'a> = ((&'a str, &'a [u8]), Option<(&'a str, &'a [u8])>);
+
+/// Makes `reads` on `c` in one statement; what each found, in order.
+async fn read_batch(c: &Object, sql: &Sql, reads: &[ReadRef<'_>]) -> DbResult<Vec<super::Through>> {
+    let mut ff = Vec::with_capacity(reads.len());
+    let mut fk = Vec::with_capacity(reads.len());
+    let mut tf = Vec::with_capacity(reads.len());
+    let mut tp = Vec::with_capacity(reads.len());
+    for ((f, k), then) in reads {
+        ff.push(*f);
+        fk.push(*k);
+        // No family is empty: a read without `then` completes nothing.
+        let (f, p) = then.unwrap_or(("", &[][..]));
+        tf.push(f);
+        tp.push(p);
+    }
+    let st = c.prepare_cached(&sql.get_batch).await.map_err(db_err)?;
+    let rows = c.query(&st, &[&ff, &fk, &tf, &tp]).await.map_err(db_err)?;
+    let mut found: Vec<super::Through> = vec![(None, None); reads.len()];
+    for row in rows {
+        let i: i64 = row.get(0);
+        let slot = usize::try_from(i)
+            .ok()
+            .and_then(|i| found.get_mut(i.wrapping_sub(1)))
+            .ok_or_else(|| format!("batched read: row index {i} out of range"))?;
+        *slot = (Some(row.get(1)), row.get(2));
+    }
+    Ok(found)
 }
 
 /// The PostgreSQL index of a cluster node.
@@ -416,16 +423,26 @@ impl Drop for PgTxn<'_> {
     }
 }
 
+/// The columns of an upsert of `rows`: families, keys, values.
+type Columns = (Vec<&'static str>, Vec<Vec<u8>>, Vec<Vec<u8>>);
+
+fn columns(rows: Vec<(Cf, Vec<u8>, Vec<u8>)>) -> Columns {
+    let mut cols: Columns = (
+        Vec::with_capacity(rows.len()),
+        Vec::with_capacity(rows.len()),
+        Vec::with_capacity(rows.len()),
+    );
+    for (cf, k, v) in rows {
+        cols.0.push(cf.name());
+        cols.1.push(k);
+        cols.2.push(v);
+    }
+    cols
+}
+
 /// Writes `rows` (insert or replace) on `c` in one statement over arrays.
 async fn upsert(c: &Object, sql: &Sql, rows: Vec<(Cf, Vec<u8>, Vec<u8>)>) -> DbResult<()> {
-    let mut fams = Vec::with_capacity(rows.len());
-    let mut keys = Vec::with_capacity(rows.len());
-    let mut values = Vec::with_capacity(rows.len());
-    for (cf, k, v) in rows {
-        fams.push(cf.name());
-        keys.push(k);
-        values.push(v);
-    }
+    let (fams, keys, values) = columns(rows);
     let st = c.prepare_cached(&sql.upsert).await.map_err(db_err)?;
     c.execute(&st, &[&fams, &keys, &values])
         .await
@@ -878,18 +895,57 @@ impl PgIndex {
 
     /// Opens a transaction and waits for the cluster's write lock in it.
     pub(super) fn begin(&self) -> Result<PgTxn<'_>, StorageError> {
-        let (pool, lock) = (self.pool.clone(), self.write_lock);
-        let client = self.call("take the write lock", async move {
+        Ok(self.begin_reading(&[])?.0)
+    }
+
+    /// [`PgIndex::begin`], then `reads` in the transaction once the lock
+    /// is granted: the statements are pipelined, so lock and reads cost one
+    /// round trip, and the reads see every batch committed before the lock
+    /// was granted.
+    pub(super) fn begin_reading(
+        &self,
+        reads: &[((Cf, Vec<u8>), Option<(Cf, Vec<u8>)>)],
+    ) -> Result<(PgTxn<'_>, Vec<super::Through>), StorageError> {
+        let (pool, sql, lock) = (self.pool.clone(), self.sql.clone(), self.write_lock);
+        let reads: Vec<_> = reads
+            .iter()
+            .map(|((cf, k), then)| {
+                let then = then.as_ref().map(|(tcf, p)| (tcf.name(), p.clone()));
+                ((cf.name(), k.clone()), then)
+            })
+            .collect();
+        let (client, found) = self.call("take the write lock", async move {
             let c = InTxn(Some(pool.get().await.map_err(db_err)?));
-            c.batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({lock})"))
-                .await
-                .map_err(db_err)?;
-            Ok(c)
+            let take = async {
+                c.batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({lock})"))
+                    .await
+                    .map_err(db_err)
+            };
+            let found = if reads.is_empty() {
+                take.await?;
+                Vec::new()
+            } else {
+                let refs: Vec<ReadRef<'_>> = reads
+                    .iter()
+                    .map(|((f, k), then)| {
+                        let then = then.as_ref().map(|(tf, p)| (*tf, p.as_slice()));
+                        ((*f, k.as_slice()), then)
+                    })
+                    .collect();
+                // Polled together, so sent together: the read is queued
+                // behind the lock on the same connection.
+                let ((), found) = futures::try_join!(take, read_batch(&c, &sql, &refs))?;
+                found
+            };
+            Ok((c, found))
         })?;
-        Ok(PgTxn {
-            index: self,
-            client: Some(client),
-        })
+        Ok((
+            PgTxn {
+                index: self,
+                client: Some(client),
+            },
+            found,
+        ))
     }
 
     /// Writes `rows` in `txn` without committing it (a bulk load spread
@@ -929,16 +985,36 @@ impl PgIndex {
         let (puts, deletes) = last_change_per_key(ops);
         let sql = self.sql.clone();
         self.call("commit", async move {
-            if !puts.is_empty() {
-                upsert(&c, &sql, puts).await?;
-            }
-            if !deletes.is_empty() {
-                let (fams, keys): (Vec<&str>, Vec<Vec<u8>>) =
-                    deletes.into_iter().map(|(cf, k)| (cf.name(), k)).unzip();
-                let st = c.prepare_cached(&sql.delete).await.map_err(db_err)?;
-                c.execute(&st, &[&fams, &keys]).await.map_err(db_err)?;
-            }
-            c.batch_execute("COMMIT").await.map_err(db_err)?;
+            // IMPORTANT: both statements are prepared before anything is
+            // sent, so the three requests below go out in this order:
+            // pipelined, PostgreSQL runs them in order.
+            let upsert_st = c.prepare_cached(&sql.upsert).await.map_err(db_err)?;
+            let delete_st = c.prepare_cached(&sql.delete).await.map_err(db_err)?;
+            let (fams, keys, values) = columns(puts);
+            let write = async {
+                if !fams.is_empty() {
+                    let params: [&(dyn ToSql + Sync); 3] = [&fams, &keys, &values];
+                    c.execute(&upsert_st, &params).await.map_err(db_err)?;
+                }
+                Ok(())
+            };
+            let (del_fams, del_keys): (Vec<&str>, Vec<Vec<u8>>) =
+                deletes.into_iter().map(|(cf, k)| (cf.name(), k)).unzip();
+            let delete = async {
+                if !del_fams.is_empty() {
+                    let params: [&(dyn ToSql + Sync); 2] = [&del_fams, &del_keys];
+                    c.execute(&delete_st, &params).await.map_err(db_err)?;
+                }
+                Ok(())
+            };
+            // IMPORTANT: if the write or the delete fails, the transaction
+            // is aborted, PostgreSQL answers the COMMIT with a rollback, and
+            // that statement's error fails the call (the connection is then
+            // closed, not pooled): a COMMIT that answers after an error of
+            // its own statements is never taken for success.
+            futures::try_join!(write, delete, async {
+                c.batch_execute("COMMIT").await.map_err(db_err)
+            })?;
             drop(c.ended());
             Ok(())
         })
