@@ -187,8 +187,12 @@ impl Batch {
 /// keys, and tags read through to their manifest's repository entry.
 #[derive(Default)]
 pub(crate) struct ReadAhead {
-    reads: Vec<((Cf, Vec<u8>), Option<(Cf, Vec<u8>)>)>,
+    reads: Vec<Ahead>,
 }
+
+/// One read of a [`ReadAhead`]: a family and key, and the family and
+/// prefix its value completes, if it is read through.
+type Ahead = ((Cf, Vec<u8>), Option<(Cf, Vec<u8>)>);
 
 impl ReadAhead {
     /// Reads `key`.

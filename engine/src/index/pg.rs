@@ -904,7 +904,7 @@ impl PgIndex {
     /// was granted.
     pub(super) fn begin_reading(
         &self,
-        reads: &[((Cf, Vec<u8>), Option<(Cf, Vec<u8>)>)],
+        reads: &[super::Ahead],
     ) -> Result<(PgTxn<'_>, Vec<super::Through>), StorageError> {
         let (pool, sql, lock) = (self.pool.clone(), self.sql.clone(), self.write_lock);
         let reads: Vec<_> = reads
