@@ -175,6 +175,7 @@ struct Sql {
     count: String,
     upsert: String,
     delete: String,
+    lock: String,
 }
 
 impl Sql {
@@ -187,16 +188,24 @@ impl Sql {
                  LEFT JOIN {t} e ON e.family = $3 AND e.key = $4 || f.value \
                  WHERE f.family = $1 AND f.key = $2"
             ),
+            // IMPORTANT: each key is one scalar subquery, an index probe of
+            // the primary key whatever the table's size or statistics: as a
+            // join, the planner hashed the whole table for a handful of
+            // keys. `OFFSET 0` keeps the inner query whole, so each probe
+            // runs once.
             get_batch: format!(
-                "SELECT q.i, f.value, e.value \
-                 FROM unnest($1::text[], $2::bytea[], $3::text[], $4::bytea[]) \
-                   WITH ORDINALITY AS q(ff, fk, tf, tp, i) \
-                 JOIN {t} f ON f.family = q.ff AND f.key = q.fk \
-                 LEFT JOIN {t} e ON e.family = q.tf AND e.key = q.tp || f.value"
+                "SELECT s.i, s.v, \
+                   (SELECT e.value FROM {t} e WHERE e.family = s.tf AND e.key = s.tp || s.v) \
+                 FROM (SELECT q.i, q.tf, q.tp, \
+                         (SELECT f.value FROM {t} f WHERE f.family = q.ff AND f.key = q.fk) AS v \
+                       FROM unnest($1::text[], $2::bytea[], $3::text[], $4::bytea[]) \
+                         WITH ORDINALITY AS q(ff, fk, tf, tp, i) \
+                       OFFSET 0) s \
+                 WHERE s.v IS NOT NULL"
             ),
             get_many: format!(
-                "SELECT family, key, value FROM {t} WHERE (family, key) IN \
-                 (SELECT * FROM unnest($1::text[], $2::bytea[]))"
+                "SELECT q.i, (SELECT f.value FROM {t} f WHERE f.family = q.ff AND f.key = q.fk) \
+                 FROM unnest($1::text[], $2::bytea[]) WITH ORDINALITY AS q(ff, fk, i)"
             ),
             scan_from: format!("SELECT key, value FROM {t} WHERE family = $1 AND key >= $2 ORDER BY key LIMIT $3"),
             scan_range: format!("SELECT key, value FROM {t} WHERE family = $1 AND key >= $2 AND key < $4 ORDER BY key LIMIT $3"),
@@ -212,6 +221,7 @@ impl Sql {
                 "DELETE FROM {t} WHERE (family, key) IN \
                  (SELECT * FROM unnest($1::text[], $2::bytea[]))"
             ),
+            lock: "SELECT pg_advisory_xact_lock($1)".to_owned(),
         }
     }
 }
@@ -333,13 +343,18 @@ async fn read_batch(c: &Object, sql: &Sql, reads: &[ReadRef<'_>]) -> DbResult<Ve
     let mut found: Vec<super::Through> = vec![(None, None); reads.len()];
     for row in rows {
         let i: i64 = row.get(0);
-        let slot = usize::try_from(i)
-            .ok()
-            .and_then(|i| found.get_mut(i.wrapping_sub(1)))
-            .ok_or_else(|| format!("batched read: row index {i} out of range"))?;
-        *slot = (Some(row.get(1)), row.get(2));
+        *row_slot(&mut found, i)? = (Some(row.get(1)), row.get(2));
     }
     Ok(found)
+}
+
+/// The answer slot of row `i` (1-based, `WITH ORDINALITY`) of a read of
+/// several keys.
+fn row_slot<T>(slots: &mut [T], i: i64) -> DbResult<&mut T> {
+    usize::try_from(i)
+        .ok()
+        .and_then(|i| slots.get_mut(i.wrapping_sub(1)))
+        .ok_or_else(|| format!("read of several keys: row index {i} out of range"))
 }
 
 /// The PostgreSQL index of a cluster node.
@@ -721,10 +736,9 @@ impl PgIndex {
             let rows = c.query(&st, &[&fams, &ks]).await.map_err(db_err)?;
             let mut out = vec![None; keys.len()];
             for r in rows {
-                let (f, k): (&str, &[u8]) = (r.get(0), r.get(1));
-                if let Some(i) = keys.iter().position(|(cf, key)| cf.name() == f && key == k) {
-                    out[i] = Some(r.get::<_, Vec<u8>>(2));
-                }
+                let i: i64 = r.get(0);
+                let slot = row_slot(&mut out, i)?;
+                *slot = r.get::<_, Option<Vec<u8>>>(1);
             }
             Ok(out)
         }
@@ -916,27 +930,28 @@ impl PgIndex {
             .collect();
         let (client, found) = self.call("take the write lock", async move {
             let c = InTxn(Some(pool.get().await.map_err(db_err)?));
-            let take = async {
-                c.batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({lock})"))
-                    .await
-                    .map_err(db_err)
-            };
-            let found = if reads.is_empty() {
-                take.await?;
-                Vec::new()
-            } else {
-                let refs: Vec<ReadRef<'_>> = reads
-                    .iter()
-                    .map(|((f, k), then)| {
-                        let then = then.as_ref().map(|(tf, p)| (*tf, p.as_slice()));
-                        ((*f, k.as_slice()), then)
-                    })
-                    .collect();
-                // Polled together, so sent together: the read is queued
-                // behind the lock on the same connection.
-                let ((), found) = futures::try_join!(take, read_batch(&c, &sql, &refs))?;
-                found
-            };
+            // IMPORTANT: both statements are prepared before anything is
+            // sent, so the requests below go out in this order, pipelined,
+            // and PostgreSQL runs the reads once the lock is granted.
+            let lock_st = c.prepare_cached(&sql.lock).await.map_err(db_err)?;
+            c.prepare_cached(&sql.get_batch).await.map_err(db_err)?;
+            let refs: Vec<ReadRef<'_>> = reads
+                .iter()
+                .map(|((f, k), then)| {
+                    let then = then.as_ref().map(|(tf, p)| (*tf, p.as_slice()));
+                    ((*f, k.as_slice()), then)
+                })
+                .collect();
+            let (_, _, found) = futures::try_join!(
+                async { c.batch_execute("BEGIN").await.map_err(db_err) },
+                async { c.execute(&lock_st, &[&lock]).await.map_err(db_err) },
+                async {
+                    if refs.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    read_batch(&c, &sql, &refs).await
+                },
+            )?;
             Ok((c, found))
         })?;
         Ok((
