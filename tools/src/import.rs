@@ -1,6 +1,6 @@
 //! `berthctl import distribution`: takes in the storage tree CNCF
 //! distribution writes (and so Harbor, which runs it), from a filesystem
-//! root. The layout, as distribution's `registry/storage/paths.go` defines
+//! root or a bucket's key prefix (its S3 driver). The layout, as distribution's `registry/storage/paths.go` defines
 //! it, under `<root>/docker/registry/v2/`:
 //!
 //! ```text
@@ -29,6 +29,7 @@ use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use berth_engine::store::{S3Config, S3Store, StoreError};
 use berth_engine::{Digest, Engine, ManifestError, ManifestPut, RepoName, Tag, UploadError};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -87,23 +88,45 @@ impl Report {
     }
 }
 
-/// A repository of the tree, as its links name it.
+/// A repository of the tree, as its links name it (paths below the
+/// tree's `docker/registry/v2`).
+#[derive(Default)]
 struct Repo {
-    name: RepoName,
-    dir: PathBuf,
-    layers: Vec<(Digest, PathBuf)>,
-    revisions: Vec<(Digest, PathBuf)>,
+    name: String,
+    layers: Vec<(Digest, String)>,
+    revisions: Vec<(Digest, String)>,
     /// Tag → (target, its link file).
-    tags: BTreeMap<Tag, (Digest, PathBuf)>,
+    tags: BTreeMap<Tag, (Digest, String)>,
 }
 
-/// The distribution storage tree at `root` (the directory holding
-/// `docker/`, distribution's `rootdirectory`).
-pub struct Tree {
-    v2: PathBuf,
+/// Where a tree is read from.
+enum Source {
+    /// A filesystem directory: `<root>/docker/registry/v2`.
+    Dir(PathBuf),
+    /// A bucket, objects below `<root>/docker/registry/v2`; `url` names
+    /// that prefix (`s3://bucket/root/docker/registry/v2`) in reports.
+    Bucket { store: Box<S3Store>, url: String },
 }
+
+/// Why a file of the tree could not be read.
+enum Unread {
+    Missing,
+    TooLarge(u64),
+    Failed(String),
+}
+
+/// The distribution storage tree at a root (distribution's
+/// `rootdirectory`, holding `docker/`): a filesystem directory or a
+/// bucket's key prefix.
+pub struct Tree {
+    source: Source,
+}
+
+/// The components of a repository's files that end its name.
+const REPO_PARTS: [&str; 3] = ["_layers", "_manifests", "_uploads"];
 
 impl Tree {
+    /// The tree below the directory `root`.
     pub fn open(root: &Path) -> Result<Tree, String> {
         let v2 = root.join("docker/registry/v2");
         if !v2.join("repositories").is_dir() {
@@ -112,101 +135,249 @@ impl Tree {
                 root.display()
             ));
         }
-        Ok(Tree { v2 })
+        Ok(Tree {
+            source: Source::Dir(v2),
+        })
     }
 
-    fn blob_path(&self, d: &Digest) -> PathBuf {
+    /// The tree below `config.root` in `config.bucket` (distribution's S3
+    /// driver: its `bucket` and `rootdirectory`).
+    pub fn open_bucket(mut config: S3Config) -> Result<Tree, String> {
+        let root = config.root.trim_matches('/').to_owned();
+        let origin = format!("s3://{}/{root}", config.bucket);
+        config.root = [root.as_str(), "docker/registry/v2"]
+            .iter()
+            .filter(|p| !p.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join("/");
+        let url = format!("s3://{}/{}", config.bucket, config.root);
+        let store = S3Store::open(config).map_err(|e| e.to_string())?;
+        let tree = Tree {
+            source: Source::Bucket {
+                store: Box::new(store),
+                url,
+            },
+        };
+        if tree.files("repositories")?.is_empty() {
+            return Err(format!(
+                "{origin} is not a distribution storage root (no docker/registry/v2/repositories)"
+            ));
+        }
+        Ok(tree)
+    }
+
+    /// Where `rel` (a path below `docker/registry/v2`) is, for reports.
+    fn display(&self, rel: &str) -> PathBuf {
+        match &self.source {
+            Source::Dir(v2) => v2.join(rel),
+            Source::Bucket { url, .. } => PathBuf::from(format!("{url}/{rel}")),
+        }
+    }
+
+    fn blob_path(d: &Digest) -> String {
         let hex = d.hex();
-        self.v2
-            .join("blobs")
-            .join(d.algorithm().name())
-            .join(&hex[..2])
-            .join(hex)
-            .join("data")
+        format!("blobs/{}/{}/{hex}/data", d.algorithm().name(), &hex[..2])
     }
 
-    /// Every repository, by name; a directory whose name is not a valid
-    /// repository name is a problem.
-    fn repos(&self, report: &mut Report) -> Vec<Repo> {
+    /// Every file below `dir`, as paths below `docker/registry/v2`, sorted;
+    /// uploads in progress (`_uploads`) left out.
+    fn files(&self, dir: &str) -> Result<Vec<String>, String> {
         let mut out = Vec::new();
-        let base = self.v2.join("repositories");
-        let mut dirs = vec![base.clone()];
-        while let Some(dir) = dirs.pop() {
-            let Ok(rd) = std::fs::read_dir(&dir) else {
-                report.problem(&dir, "cannot be read");
-                continue;
-            };
-            let mut is_repo = false;
-            for e in rd.flatten() {
-                let name = e.file_name();
-                let name = name.to_string_lossy();
-                if name == "_manifests" || name == "_layers" {
-                    is_repo = true;
-                } else if !name.starts_with('_') && e.path().is_dir() {
-                    dirs.push(e.path());
+        match &self.source {
+            Source::Dir(v2) => {
+                let mut dirs = vec![v2.join(dir)];
+                while let Some(d) = dirs.pop() {
+                    let rd = std::fs::read_dir(&d)
+                        .map_err(|e| format!("{} cannot be read: {e}", d.display()))?;
+                    for e in rd.flatten() {
+                        let path = e.path();
+                        if path.is_dir() {
+                            if e.file_name() != "_uploads" {
+                                dirs.push(path);
+                            }
+                        } else if let Ok(rel) = path.strip_prefix(v2) {
+                            out.push(rel.to_string_lossy().into_owned());
+                        }
+                    }
                 }
             }
-            if !is_repo {
-                continue;
-            }
-            let rel = dir.strip_prefix(&base).unwrap_or(&dir).to_string_lossy();
-            match RepoName::parse(&rel) {
-                Ok(name) => out.push(self.repo(name, dir, report)),
-                Err(e) => report.problem(&dir, format!("not a repository name berth accepts: {e}")),
+            Source::Bucket { store, .. } => {
+                for (key, _) in store.objects_under(dir).map_err(|e| e.to_string())? {
+                    if !key.contains("/_uploads/") {
+                        out.push(key);
+                    }
+                }
             }
         }
-        out.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
+        out.sort();
+        Ok(out)
+    }
+
+    /// The size of `rel`, if it is there.
+    fn size(&self, rel: &str) -> Option<u64> {
+        match &self.source {
+            Source::Dir(v2) => std::fs::metadata(v2.join(rel)).ok().map(|m| m.len()),
+            Source::Bucket { store, .. } => store.object_size(rel).ok().flatten(),
+        }
+    }
+
+    /// The bytes of `rel`, at most `max` of them.
+    fn read(&self, rel: &str, max: u64) -> Result<Vec<u8>, Unread> {
+        match self.size(rel) {
+            None => return Err(Unread::Missing),
+            Some(n) if n > max => return Err(Unread::TooLarge(n)),
+            Some(_) => {}
+        }
+        let mut out = Vec::new();
+        self.stream(rel, &mut |chunk: &[u8]| {
+            out.extend_from_slice(chunk);
+            out.len() as u64 <= max
+        })?;
+        if out.len() as u64 > max {
+            return Err(Unread::TooLarge(out.len() as u64));
+        }
+        Ok(out)
+    }
+
+    /// Streams `rel` to `on_chunk` (which returns false to stop); the
+    /// bytes read.
+    fn stream(&self, rel: &str, on_chunk: &mut dyn FnMut(&[u8]) -> bool) -> Result<u64, Unread> {
+        match &self.source {
+            Source::Dir(v2) => {
+                let mut file = File::open(v2.join(rel)).map_err(|_| Unread::Missing)?;
+                let mut buf = vec![0u8; CHUNK];
+                let mut total = 0u64;
+                loop {
+                    let n = read_full(&mut file, &mut buf)
+                        .map_err(|e| Unread::Failed(e.to_string()))?;
+                    if n == 0 {
+                        return Ok(total);
+                    }
+                    total += n as u64;
+                    if !on_chunk(&buf[..n]) {
+                        return Ok(total);
+                    }
+                }
+            }
+            Source::Bucket { store, .. } => {
+                let stopped = || StoreError::Remote {
+                    op: "read object",
+                    key: rel.to_owned(),
+                    message: "stopped by the reader".to_owned(),
+                };
+                let mut stop = false;
+                let r = store.read_object(rel, |chunk| {
+                    if on_chunk(chunk) {
+                        Ok(())
+                    } else {
+                        stop = true;
+                        Err(stopped())
+                    }
+                });
+                match r {
+                    Ok(Some(n)) => Ok(n),
+                    Ok(None) => Err(Unread::Missing),
+                    Err(_) if stop => Ok(0),
+                    Err(e) => Err(Unread::Failed(e.to_string())),
+                }
+            }
+        }
+    }
+
+    /// The digest a link file holds.
+    fn read_link(&self, rel: &str) -> Result<Digest, String> {
+        let bytes = self.read(rel, 1024).map_err(|e| match e {
+            Unread::Missing => "corrupt link: missing".to_owned(),
+            Unread::TooLarge(n) => format!("corrupt link: {n} bytes"),
+            Unread::Failed(e) => format!("corrupt link: {e}"),
+        })?;
+        let text = String::from_utf8_lossy(&bytes);
+        Digest::parse(text.trim()).map_err(|e| format!("corrupt link: {e}"))
+    }
+
+    /// Every repository, by name, from the link files below
+    /// `repositories/` (distribution's `paths.go`: a repository's name
+    /// ends where `_layers`, `_manifests` or `_uploads` begins); a name
+    /// berth does not accept is a problem.
+    fn repos(&self, report: &mut Report) -> Vec<(RepoName, Repo)> {
+        let files = match self.files("repositories") {
+            Ok(f) => f,
+            Err(e) => {
+                report.problem(&self.display("repositories"), e);
+                return Vec::new();
+            }
+        };
+        let mut repos: BTreeMap<String, Repo> = BTreeMap::new();
+        for rel in files {
+            let parts: Vec<&str> = rel.split('/').skip(1).collect();
+            let Some(at) = parts.iter().position(|p| REPO_PARTS.contains(p)) else {
+                continue;
+            };
+            let name = parts[..at].join("/");
+            let repo = repos.entry(name.clone()).or_insert_with(|| Repo {
+                name,
+                ..Repo::default()
+            });
+            match parts[at..] {
+                ["_layers", alg, hex, "link"] => {
+                    if let Some(l) = self.checked_link(&rel, alg, hex, report) {
+                        repo.layers.push((l, rel.clone()));
+                    }
+                }
+                ["_manifests", "revisions", alg, hex, "link"] => {
+                    if let Some(l) = self.checked_link(&rel, alg, hex, report) {
+                        repo.revisions.push((l, rel.clone()));
+                    }
+                }
+                ["_manifests", "tags", tag, "current", "link"] => {
+                    let Ok(tag) = Tag::parse(tag) else {
+                        let dir = rel.trim_end_matches("/current/link");
+                        report.problem(&self.display(dir), "not a tag name berth accepts");
+                        continue;
+                    };
+                    match self.read_link(&rel) {
+                        Ok(d) => {
+                            repo.tags.insert(tag, (d, rel.clone()));
+                        }
+                        Err(p) => report.problem(&self.display(&rel), p),
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut out = Vec::new();
+        for (name, repo) in repos {
+            match RepoName::parse(&name) {
+                Ok(n) => out.push((n, repo)),
+                Err(e) => report.problem(
+                    &self.display(&format!("repositories/{name}")),
+                    format!("not a repository name berth accepts: {e}"),
+                ),
+            }
+        }
         out
     }
 
-    fn repo(&self, name: RepoName, dir: PathBuf, report: &mut Report) -> Repo {
-        let layers = links_under(&dir.join("_layers"), report);
-        let revisions = links_under(&dir.join("_manifests/revisions"), report);
-        let mut tags = BTreeMap::new();
-        let tags_dir = dir.join("_manifests/tags");
-        for e in read_dir_sorted(&tags_dir) {
-            let link = e.join("current/link");
-            let tag_name = e.file_name().map(|n| n.to_string_lossy().into_owned());
-            let Some(Ok(tag)) = tag_name.as_deref().map(Tag::parse) else {
-                report.problem(&e, "not a tag name berth accepts");
-                continue;
-            };
-            match read_link(&link) {
-                Ok(d) => {
-                    tags.insert(tag, (d, link));
-                }
-                Err(p) => report.problem(&link, p),
+    /// The digest of link file `rel` at `<alg>/<hex>/link`, checked against
+    /// its path.
+    fn checked_link(&self, rel: &str, alg: &str, hex: &str, report: &mut Report) -> Option<Digest> {
+        let named = format!("{alg}:{hex}");
+        match self.read_link(rel) {
+            Ok(d) if d.as_str() == named => Some(d),
+            Ok(d) => {
+                report.problem(
+                    &self.display(rel),
+                    format!("holds {d}, but its path names {named}"),
+                );
+                None
             }
-        }
-        Repo {
-            name,
-            dir,
-            layers,
-            revisions,
-            tags,
-        }
-    }
-}
-
-/// The link files `<dir>/<alg>/<hex>/link`, each checked against its path.
-fn links_under(dir: &Path, report: &mut Report) -> Vec<(Digest, PathBuf)> {
-    let mut out = Vec::new();
-    for alg in read_dir_sorted(dir) {
-        for entry in read_dir_sorted(&alg) {
-            let link = entry.join("link");
-            let named = format!(
-                "{}:{}",
-                alg.file_name().unwrap_or_default().to_string_lossy(),
-                entry.file_name().unwrap_or_default().to_string_lossy()
-            );
-            match read_link(&link) {
-                Ok(d) if d.as_str() == named => out.push((d, link)),
-                Ok(d) => report.problem(&link, format!("holds {d}, but its path names {named}")),
-                Err(p) => report.problem(&link, p),
+            Err(p) => {
+                report.problem(&self.display(rel), p);
+                None
             }
         }
     }
-    out
 }
 
 fn read_dir_sorted(dir: &Path) -> Vec<PathBuf> {
@@ -215,12 +386,6 @@ fn read_dir_sorted(dir: &Path) -> Vec<PathBuf> {
         .unwrap_or_default();
     v.sort();
     v
-}
-
-/// The digest a link file holds.
-fn read_link(path: &Path) -> Result<Digest, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("corrupt link: {e}"))?;
-    Digest::parse(text.trim()).map_err(|e| format!("corrupt link: {e}"))
 }
 
 /// Progress on stderr: bars for items and bytes on a terminal, a plain
@@ -317,20 +482,19 @@ pub fn import_distribution(engine: &Engine, tree: &Tree) -> Result<Report, Fatal
     let repos = tree.repos(&mut report);
     let items: u64 = repos
         .iter()
-        .map(|r| (r.layers.len() + r.revisions.len()) as u64)
+        .map(|(_, r)| (r.layers.len() + r.revisions.len()) as u64)
         .sum();
     let mut distinct = BTreeSet::new();
     let bytes: u64 = repos
         .iter()
-        .flat_map(|r| r.layers.iter())
+        .flat_map(|(_, r)| r.layers.iter())
         .filter(|(d, _)| distinct.insert(d.clone()))
-        .filter_map(|(d, _)| std::fs::metadata(tree.blob_path(d)).ok())
-        .map(|m| m.len())
+        .filter_map(|(d, _)| tree.size(&Tree::blob_path(d)))
         .sum();
     let mut progress = Progress::new(items, bytes);
-    for repo in &repos {
+    for (name, repo) in &repos {
         report.repositories += 1;
-        import_repo(engine, tree, repo, &mut report, &mut progress)?;
+        import_repo(engine, tree, name, repo, &mut report, &mut progress)?;
     }
     progress.finish();
     Ok(report)
@@ -339,34 +503,36 @@ pub fn import_distribution(engine: &Engine, tree: &Tree) -> Result<Report, Fatal
 fn import_repo(
     engine: &Engine,
     tree: &Tree,
+    name: &RepoName,
     repo: &Repo,
     report: &mut Report,
     progress: &mut Progress,
 ) -> Result<(), Fatal> {
     for (d, link) in &repo.layers {
-        progress.item(repo.name.as_str());
-        import_blob(engine, tree, &repo.name, d, link, report, progress)?;
+        progress.item(name.as_str());
+        import_blob(engine, tree, name, d, link, report, progress)?;
     }
     // Read and parse every revision; schema 1 and refused ones drop out.
     let mut pending: BTreeMap<Digest, ManifestPut> = BTreeMap::new();
     for (d, link) in &repo.revisions {
-        progress.item(repo.name.as_str());
+        progress.item(name.as_str());
         if let Some(put) = read_manifest(tree, d, link, report) {
             pending.insert(d.clone(), put);
         }
     }
     let mut tagged: BTreeMap<Digest, Vec<Tag>> = BTreeMap::new();
     for (tag, (d, link)) in &repo.tags {
+        let link = tree.display(link);
         if pending.contains_key(d) {
             tagged.entry(d.clone()).or_default().push(tag.clone());
         } else if !repo.revisions.iter().any(|(r, _)| r == d) {
             report.problem(
-                link,
-                format!("dangling tag {tag}: {d} is not a manifest of {}", repo.name),
+                &link,
+                format!("dangling tag {tag}: {d} is not a manifest of {name}"),
             );
         } else {
             report.problem(
-                link,
+                &link,
                 format!("tag {tag} not imported: its manifest {d} was not"),
             );
         }
@@ -393,8 +559,8 @@ fn import_repo(
             };
             put.tags = tagged.remove(&d).unwrap_or_default();
             let ntags = put.tags.len() as u64;
-            let path = revision_link(repo, &d);
-            match engine.put_manifest(&repo.name, put) {
+            let path = revision_link(tree, repo, &d);
+            match engine.put_manifest(name, put) {
                 Ok(_) => {
                     report.manifests += 1;
                     report.tags += ntags;
@@ -406,7 +572,7 @@ fn import_repo(
         }
     }
     for (d, _) in pending {
-        let path = revision_link(repo, &d);
+        let path = revision_link(tree, repo, &d);
         report.problem(
             &path,
             format!("manifest {d} not imported: it lists itself through its children"),
@@ -415,36 +581,36 @@ fn import_repo(
     Ok(())
 }
 
-fn revision_link(repo: &Repo, d: &Digest) -> PathBuf {
-    repo.revisions
+fn revision_link(tree: &Tree, repo: &Repo, d: &Digest) -> PathBuf {
+    let rel = repo
+        .revisions
         .iter()
         .find(|(r, _)| r == d)
-        .map(|(_, p)| p.clone())
-        .unwrap_or_else(|| repo.dir.clone())
+        .map_or_else(|| format!("repositories/{}", repo.name), |(_, p)| p.clone());
+    tree.display(&rel)
 }
 
 /// The manifest `d` as the server would take it, or `None` (a problem or
 /// a schema 1 manifest, counted).
-fn read_manifest(tree: &Tree, d: &Digest, link: &Path, report: &mut Report) -> Option<ManifestPut> {
-    let path = tree.blob_path(d);
-    let body = match std::fs::metadata(&path) {
-        Ok(m) if m.len() > MAX_MANIFEST => {
+fn read_manifest(tree: &Tree, d: &Digest, link: &str, report: &mut Report) -> Option<ManifestPut> {
+    let rel = Tree::blob_path(d);
+    let path = tree.display(&rel);
+    let body = match tree.read(&rel, MAX_MANIFEST) {
+        Ok(b) => b,
+        Err(Unread::TooLarge(n)) => {
             report.problem(
                 &path,
-                format!("manifest {d} is {} bytes, over berth's limit", m.len()),
+                format!("manifest {d} is {n} bytes, over berth's limit"),
             );
             return None;
         }
-        Ok(_) => match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) => {
-                report.problem(&path, format!("manifest {d} cannot be read: {e}"));
-                return None;
-            }
-        },
-        Err(_) => {
+        Err(Unread::Failed(e)) => {
+            report.problem(&path, format!("manifest {d} cannot be read: {e}"));
+            return None;
+        }
+        Err(Unread::Missing) => {
             report.problem(
-                link,
+                &tree.display(link),
                 format!(
                     "manifest {d} is linked but its blob is missing ({})",
                     path.display()
@@ -495,7 +661,7 @@ fn import_blob(
     tree: &Tree,
     repo: &RepoName,
     d: &Digest,
-    link: &Path,
+    link: &str,
     report: &mut Report,
     progress: &mut Progress,
 ) -> Result<(), Fatal> {
@@ -508,37 +674,47 @@ fn import_blob(
         progress.bytes(info.size);
         return Ok(());
     }
-    let path = tree.blob_path(d);
-    let mut file = match File::open(&path) {
-        Ok(f) => f,
-        Err(_) => {
-            report.problem(
-                link,
-                format!("blob {d} is linked but missing ({})", path.display()),
-            );
-            return Ok(());
-        }
-    };
+    let rel = Tree::blob_path(d);
+    let path = tree.display(&rel);
     let status = engine.begin_upload(repo, d.algorithm())?;
     let mut w = engine.upload_writer(repo, &status.id, Some(0))?;
-    let mut buf = vec![0u8; CHUNK];
+    // Written in pieces of CHUNK bytes, whatever size the source's reads.
+    let mut buf = Vec::with_capacity(CHUNK);
+    let mut failed = None;
     let mut copied = 0u64;
-    loop {
-        let n = match read_full(&mut file, &mut buf) {
-            Ok(n) => n,
-            Err(e) => {
-                drop(w);
-                let _ = engine.cancel_upload(repo, &status.id);
-                report.problem(&path, format!("blob {d} cannot be read: {e}"));
-                return Ok(());
+    let read = tree.stream(&rel, &mut |chunk: &[u8]| {
+        buf.extend_from_slice(chunk);
+        progress.bytes(chunk.len() as u64);
+        copied += chunk.len() as u64;
+        if buf.len() >= CHUNK {
+            if let Err(e) = w.write(&buf) {
+                failed = Some(e);
+                return false;
             }
-        };
-        if n == 0 {
-            break;
+            buf.clear();
         }
-        w.write(&buf[..n])?;
-        copied += n as u64;
-        progress.bytes(n as u64);
+        true
+    });
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    let problem = match read {
+        Ok(_) => None,
+        Err(Unread::Missing) => Some((
+            tree.display(link),
+            format!("blob {d} is linked but missing ({})", path.display()),
+        )),
+        Err(Unread::TooLarge(_)) => None,
+        Err(Unread::Failed(e)) => Some((path.clone(), format!("blob {d} cannot be read: {e}"))),
+    };
+    if let Some((at, p)) = problem {
+        drop(w);
+        let _ = engine.cancel_upload(repo, &status.id);
+        report.problem(&at, p);
+        return Ok(());
+    }
+    if !buf.is_empty() {
+        w.write(&buf)?;
     }
     match w.complete(d, None) {
         Ok(_) => {

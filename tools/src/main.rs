@@ -175,17 +175,20 @@ struct SyncArgs {
 #[derive(Subcommand)]
 enum ImportCmd {
     /// Imports the storage tree of CNCF distribution (or Harbor, which
-    /// runs it) from a filesystem: every repository, tag, manifest and
-    /// blob, each blob's digest verified as it is copied. Problems (a
-    /// damaged or missing blob, a dangling tag, a corrupt link) are listed
-    /// with their paths and the import goes on; schema 1 manifests are
-    /// counted and skipped. Run again after an interruption: what is there
-    /// is skipped. Exits 1 if there were problems.
+    /// runs it) from a filesystem or a bucket: every repository, tag,
+    /// manifest and blob, each blob's digest verified as it is copied.
+    /// Problems (a damaged or missing blob, a dangling tag, a corrupt link)
+    /// are listed with their paths and the import goes on; schema 1
+    /// manifests are counted and skipped. Run again after an interruption:
+    /// what is there is skipped. Exits 1 if there were problems.
     Distribution {
-        /// distribution's storage root (its `rootdirectory`, holding
-        /// `docker/registry/v2`).
+        /// distribution's storage root: a directory (its filesystem
+        /// driver's `rootdirectory`, holding `docker/registry/v2`), or
+        /// `s3://BUCKET/ROOT` (its S3 driver's `bucket` and
+        /// `rootdirectory`), reached with the endpoint, region, credentials
+        /// and CA of the usual BERTH_S3_* settings.
         #[arg(long)]
-        from: PathBuf,
+        from: String,
         /// Where the JSON report goes (default: import-report.json in the
         /// data directory).
         #[arg(long)]
@@ -438,7 +441,20 @@ fn run(cli: &Cli) -> Result<ExitCode, CliError> {
             unreachable!("handled before the engine opens")
         }
         Command::Import(ImportCmd::Distribution { from, report }) => {
-            let tree = import::Tree::open(from).map_err(CliError::Usage)?;
+            let tree = match from.strip_prefix("s3://") {
+                Some(rest) => {
+                    let (bucket, root) = rest.split_once('/').unwrap_or((rest, ""));
+                    if bucket.is_empty() {
+                        return Err(CliError::Usage(format!("--from {from}: no bucket named")));
+                    }
+                    let config = storage_settings()?
+                        .s3_source(bucket, root)
+                        .map_err(|e| CliError::Usage(format!("--from {from}: {e}")))?;
+                    import::Tree::open_bucket(config)
+                }
+                None => import::Tree::open(std::path::Path::new(from)),
+            }
+            .map_err(CliError::Usage)?;
             let r = import::import_distribution(&engine, &tree)
                 .map_err(|e| CliError::Usage(format!("import stopped: {e}")))?;
             let path = write_report(cli, report.as_deref(), &r.to_json(), &r.problems)?;
@@ -808,14 +824,20 @@ fn spinner(msg: &'static str) -> ProgressBar {
 /// With `BERTH_DATABASE_URL` (cluster mode) the index is the cluster's
 /// database, shared with the running servers; the data directory is then
 /// only this tool's cache (docs/cluster.md).
-fn storage_backend() -> Result<(berth_engine::store::Backend, Option<DatabaseConfig>), CliError> {
+/// The storage settings: the environment's, then the config file's
+/// (`BERTH_CONFIG`).
+fn storage_settings() -> Result<StorageSettings, CliError> {
     let env = StorageSettings::from_env().map_err(CliError::Usage)?;
     let file = match std::env::var_os("BERTH_CONFIG").filter(|p| !p.is_empty()) {
         Some(path) => StorageSettings::from_config_file(std::path::Path::new(&path))
             .map_err(CliError::Usage)?,
         None => StorageSettings::default(),
     };
-    let settings = env.or(file);
+    Ok(env.or(file))
+}
+
+fn storage_backend() -> Result<(berth_engine::store::Backend, Option<DatabaseConfig>), CliError> {
+    let settings = storage_settings()?;
     let usage = |e: String| CliError::Usage(format!("storage: {e}"));
     let database = settings.database().map_err(usage)?;
     let backend = settings.resolve().map_err(usage)?;

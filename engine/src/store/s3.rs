@@ -850,16 +850,50 @@ impl S3Store {
     /// Every upload segment in the bucket (keys below the root), for tools
     /// and tests: what no session names is garbage.
     pub fn segment_keys(&self) -> Result<Vec<String>, StoreError> {
-        let dir = ObjPath::from(format!("{}{SEGMENTS_DIR}", self.prefix));
+        Ok(self
+            .objects_under(SEGMENTS_DIR)?
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect())
+    }
+
+    /// Every object below `dir` (a key prefix below the root, without
+    /// slashes at either end) as its key below the root and its size, in
+    /// the bucket's order. For tools reading what another program wrote
+    /// (`berthctl import distribution --from s3://…`) and for tests.
+    pub fn objects_under(&self, dir: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let dir = ObjPath::from(format!("{}{dir}", self.prefix));
         let (s3, d) = (self.s3.clone(), dir.clone());
         let listed = self.run(async move { s3.list(Some(&d)).collect::<Vec<_>>().await });
-        let mut keys = Vec::new();
+        let mut out = Vec::new();
         for m in listed {
-            let m = m.map_err(|e| self.remote("list upload segments", &dir, e))?;
+            let m = m.map_err(|e| self.remote("list objects", &dir, e))?;
             let key = m.location.as_ref();
-            keys.push(key.strip_prefix(&self.prefix).unwrap_or(key).to_owned());
+            let rel = key.strip_prefix(&self.prefix).unwrap_or(key).to_owned();
+            out.push((rel, m.size));
         }
-        Ok(keys)
+        Ok(out)
+    }
+
+    /// The size of object `key` (below the root), or `None` if there is
+    /// none.
+    pub fn object_size(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        self.head_key(&ObjPath::from(format!("{}{key}", self.prefix)))
+    }
+
+    /// Streams object `key` (below the root) to `on_chunk` as it arrives;
+    /// its size, or `None` if there is no such object. Stops at
+    /// `on_chunk`'s error.
+    pub fn read_object(
+        &self,
+        key: &str,
+        on_chunk: impl FnMut(&[u8]) -> Result<(), StoreError>,
+    ) -> Result<Option<u64>, StoreError> {
+        match self.download_key(ObjPath::from(format!("{}{key}", self.prefix)), on_chunk) {
+            Ok(n) => Ok(Some(n)),
+            Err(None) => Ok(None),
+            Err(Some(e)) => Err(e),
+        }
     }
 
     /// Lists every object under the root with its size (for tools).

@@ -286,6 +286,21 @@ impl StorageSettings {
 }
 
 impl StorageSettings {
+    /// How to reach `bucket` (objects under `root`) with these settings'
+    /// endpoint, region, credentials, path style and CA, whatever the
+    /// backend: a bucket another program wrote, which `berthctl import`
+    /// reads.
+    pub fn s3_source(&self, bucket: &str, root: &str) -> Result<S3Config, String> {
+        let mut s = self.clone();
+        s.storage_backend = Some(BackendKind::S3.name().to_owned());
+        s.s3_bucket = Some(bucket.to_owned());
+        s.s3_root = Some(root.to_owned());
+        s.database_url = None;
+        s.resolve()?
+            .s3
+            .ok_or_else(|| format!("no S3 settings for bucket {bucket}"))
+    }
+
     /// Cluster mode's database, if `database_url` is set: a `postgres://`
     /// or `postgresql://` URL.
     pub fn database(&self) -> Result<Option<DatabaseConfig>, String> {
