@@ -546,9 +546,14 @@ impl PgIndex {
             .keepalives_idle(Duration::from_secs(30))
             // A holder of the write lock that stops talking is cut off;
             // lock waits and statements end with an error, not a hang.
+            // Every statement is planned once per connection: each is a
+            // primary-key probe or range whose best plan does not depend on
+            // its parameters, so replanning it per execution (a custom
+            // plan) is pure cost.
             .options(
                 "-c idle_in_transaction_session_timeout=60000 \
-                 -c lock_timeout=25000 -c statement_timeout=25000",
+                 -c lock_timeout=25000 -c statement_timeout=25000 \
+                 -c plan_cache_mode=force_generic_plan",
             );
         let tls = tls(config).map_err(open_err)?;
         let manager = || {
