@@ -104,8 +104,13 @@ enum Source {
     /// A filesystem directory: `<root>/docker/registry/v2`.
     Dir(PathBuf),
     /// A bucket, objects below `<root>/docker/registry/v2`; `url` names
-    /// that prefix (`s3://bucket/root/docker/registry/v2`) in reports.
-    Bucket { store: Box<S3Store>, url: String },
+    /// that prefix (`s3://bucket/root/docker/registry/v2`) in reports;
+    /// `repositories` lists the files below `repositories/`, read once.
+    Bucket {
+        store: Box<S3Store>,
+        url: String,
+        repositories: Vec<String>,
+    },
 }
 
 /// Why a file of the tree could not be read.
@@ -153,18 +158,28 @@ impl Tree {
             .join("/");
         let url = format!("s3://{}/{}", config.bucket, config.root);
         let store = S3Store::open(config).map_err(|e| e.to_string())?;
-        let tree = Tree {
-            source: Source::Bucket {
-                store: Box::new(store),
-                url,
-            },
-        };
-        if tree.files("repositories")?.is_empty() {
+        // One listing finds every repository file (distribution's uploads
+        // in progress left out).
+        let mut repositories: Vec<String> = store
+            .objects_under("repositories")
+            .map_err(|e| format!("{origin}: {e}"))?
+            .into_iter()
+            .map(|(key, _)| key)
+            .filter(|key| !key.contains("/_uploads/"))
+            .collect();
+        if repositories.is_empty() {
             return Err(format!(
                 "{origin} is not a distribution storage root (no docker/registry/v2/repositories)"
             ));
         }
-        Ok(tree)
+        repositories.sort();
+        Ok(Tree {
+            source: Source::Bucket {
+                store: Box::new(store),
+                url,
+                repositories,
+            },
+        })
     }
 
     /// Where `rel` (a path below `docker/registry/v2`) is, for reports.
@@ -180,38 +195,38 @@ impl Tree {
         format!("blobs/{}/{}/{hex}/data", d.algorithm().name(), &hex[..2])
     }
 
-    /// Every file below `dir`, as paths below `docker/registry/v2`, sorted;
-    /// uploads in progress (`_uploads`) left out.
-    fn files(&self, dir: &str) -> Result<Vec<String>, String> {
+    /// Every file below `repositories/`, as paths below
+    /// `docker/registry/v2`, sorted; uploads in progress (`_uploads`) left
+    /// out. A directory that cannot be read is a problem, and the walk goes
+    /// on.
+    fn repository_files(&self, report: &mut Report) -> Vec<String> {
+        let v2 = match &self.source {
+            Source::Bucket { repositories, .. } => return repositories.clone(),
+            Source::Dir(v2) => v2,
+        };
         let mut out = Vec::new();
-        match &self.source {
-            Source::Dir(v2) => {
-                let mut dirs = vec![v2.join(dir)];
-                while let Some(d) = dirs.pop() {
-                    let rd = std::fs::read_dir(&d)
-                        .map_err(|e| format!("{} cannot be read: {e}", d.display()))?;
-                    for e in rd.flatten() {
-                        let path = e.path();
-                        if path.is_dir() {
-                            if e.file_name() != "_uploads" {
-                                dirs.push(path);
-                            }
-                        } else if let Ok(rel) = path.strip_prefix(v2) {
-                            out.push(rel.to_string_lossy().into_owned());
-                        }
-                    }
+        let mut dirs = vec![v2.join("repositories")];
+        while let Some(d) = dirs.pop() {
+            let rd = match std::fs::read_dir(&d) {
+                Ok(rd) => rd,
+                Err(e) => {
+                    report.problem(&d, format!("cannot be read: {e}"));
+                    continue;
                 }
-            }
-            Source::Bucket { store, .. } => {
-                for (key, _) in store.objects_under(dir).map_err(|e| e.to_string())? {
-                    if !key.contains("/_uploads/") {
-                        out.push(key);
+            };
+            for e in rd.flatten() {
+                let path = e.path();
+                if path.is_dir() {
+                    if e.file_name() != "_uploads" {
+                        dirs.push(path);
                     }
+                } else if let Ok(rel) = path.strip_prefix(v2) {
+                    out.push(rel.to_string_lossy().into_owned());
                 }
             }
         }
         out.sort();
-        Ok(out)
+        out
     }
 
     /// The size of `rel`, if it is there.
@@ -222,20 +237,28 @@ impl Tree {
         }
     }
 
-    /// The bytes of `rel`, at most `max` of them.
+    /// The bytes of `rel`, at most `max` of them (a bucket's object in one
+    /// GET).
     fn read(&self, rel: &str, max: u64) -> Result<Vec<u8>, Unread> {
-        match self.size(rel) {
-            None => return Err(Unread::Missing),
-            Some(n) if n > max => return Err(Unread::TooLarge(n)),
-            Some(_) => {}
+        if let Source::Dir(v2) = &self.source {
+            let path = v2.join(rel);
+            let len = std::fs::metadata(&path).map_err(|_| Unread::Missing)?.len();
+            if len > max {
+                return Err(Unread::TooLarge(len));
+            }
+            return std::fs::read(&path).map_err(|e| Unread::Failed(e.to_string()));
         }
         let mut out = Vec::new();
+        let mut over = false;
         self.stream(rel, &mut |chunk: &[u8]| {
-            out.extend_from_slice(chunk);
-            out.len() as u64 <= max
+            over = (out.len() + chunk.len()) as u64 > max;
+            if !over {
+                out.extend_from_slice(chunk);
+            }
+            !over
         })?;
-        if out.len() as u64 > max {
-            return Err(Unread::TooLarge(out.len() as u64));
+        if over {
+            return Err(Unread::TooLarge(self.size(rel).unwrap_or(max + 1)));
         }
         Ok(out)
     }
@@ -301,13 +324,7 @@ impl Tree {
     /// ends where `_layers`, `_manifests` or `_uploads` begins); a name
     /// berth does not accept is a problem.
     fn repos(&self, report: &mut Report) -> Vec<(RepoName, Repo)> {
-        let files = match self.files("repositories") {
-            Ok(f) => f,
-            Err(e) => {
-                report.problem(&self.display("repositories"), e);
-                return Vec::new();
-            }
-        };
+        let files = self.repository_files(report);
         let mut repos: BTreeMap<String, Repo> = BTreeMap::new();
         for rel in files {
             let parts: Vec<&str> = rel.split('/').skip(1).collect();
