@@ -27,6 +27,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use berth_engine::store::{S3Config, S3Store, StoreError};
@@ -493,8 +495,16 @@ impl<E: std::error::Error> From<E> for Fatal {
     }
 }
 
-/// Imports every repository of `tree` into `engine`.
-pub fn import_distribution(engine: &Engine, tree: &Tree) -> Result<Report, Fatal> {
+/// Blobs of a repository copied at once, by default.
+pub const DEFAULT_CONCURRENCY: usize = 4;
+
+/// Imports every repository of `tree` into `engine`, copying up to
+/// `concurrency` blobs of a repository at once.
+pub fn import_distribution(
+    engine: &Engine,
+    tree: &Tree,
+    concurrency: usize,
+) -> Result<Report, Fatal> {
     let mut report = Report::default();
     let repos = tree.repos(&mut report);
     let items: u64 = repos
@@ -508,31 +518,88 @@ pub fn import_distribution(engine: &Engine, tree: &Tree) -> Result<Report, Fatal
         .filter(|(d, _)| distinct.insert(d.clone()))
         .filter_map(|(d, _)| tree.size(&Tree::blob_path(d)))
         .sum();
-    let mut progress = Progress::new(items, bytes);
+    let progress = Mutex::new(Progress::new(items, bytes));
     for (name, repo) in &repos {
         report.repositories += 1;
-        import_repo(engine, tree, name, repo, &mut report, &mut progress)?;
+        import_layers(
+            engine,
+            tree,
+            name,
+            repo,
+            concurrency,
+            &mut report,
+            &progress,
+        )?;
+        import_repo(engine, tree, name, repo, &mut report, &progress)?;
     }
-    progress.finish();
+    lock(&progress).finish();
     Ok(report)
 }
 
+fn lock<'a>(progress: &'a Mutex<Progress>) -> std::sync::MutexGuard<'a, Progress> {
+    progress.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Links every blob of `repo` ([`import_blob`]), `concurrency` at once.
+/// A repository's links name distinct blobs, so no two workers copy the
+/// same one.
+fn import_layers(
+    engine: &Engine,
+    tree: &Tree,
+    name: &RepoName,
+    repo: &Repo,
+    concurrency: usize,
+    report: &mut Report,
+    progress: &Mutex<Progress>,
+) -> Result<(), Fatal> {
+    let next = AtomicUsize::new(0);
+    let work = || -> Result<Report, Fatal> {
+        let mut mine = Report::default();
+        while let Some((d, link)) = repo.layers.get(next.fetch_add(1, Ordering::Relaxed)) {
+            lock(progress).item(name.as_str());
+            import_blob(engine, tree, name, d, link, &mut mine, progress)?;
+        }
+        Ok(mine)
+    };
+    let workers = concurrency.clamp(1, repo.layers.len().max(1));
+    let done: Vec<Result<Report, Fatal>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers).map(|_| s.spawn(work)).collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Fatal("an import worker panicked".to_owned())))
+            })
+            .collect()
+    });
+    let mut problems = Vec::new();
+    for r in done {
+        let r = r?;
+        report.blobs_copied += r.blobs_copied;
+        report.bytes_copied += r.bytes_copied;
+        report.blobs_mounted += r.blobs_mounted;
+        report.already_present += r.already_present;
+        problems.extend(r.problems);
+    }
+    // In the order of the links, whichever worker met them.
+    problems.sort_by(|a, b| a.path.cmp(&b.path));
+    report.problems.extend(problems);
+    Ok(())
+}
+
+/// Puts the manifests of `repo` with their tags, its blobs linked already.
 fn import_repo(
     engine: &Engine,
     tree: &Tree,
     name: &RepoName,
     repo: &Repo,
     report: &mut Report,
-    progress: &mut Progress,
+    progress: &Mutex<Progress>,
 ) -> Result<(), Fatal> {
-    for (d, link) in &repo.layers {
-        progress.item(name.as_str());
-        import_blob(engine, tree, name, d, link, report, progress)?;
-    }
     // Read and parse every revision; schema 1 and refused ones drop out.
     let mut pending: BTreeMap<Digest, ManifestPut> = BTreeMap::new();
     for (d, link) in &repo.revisions {
-        progress.item(name.as_str());
+        lock(progress).item(name.as_str());
         if let Some(put) = read_manifest(tree, d, link, report) {
             pending.insert(d.clone(), put);
         }
@@ -680,7 +747,7 @@ fn import_blob(
     d: &Digest,
     link: &str,
     report: &mut Report,
-    progress: &mut Progress,
+    progress: &Mutex<Progress>,
 ) -> Result<(), Fatal> {
     if engine.stat_blob(repo, d)?.is_some() {
         report.already_present += 1;
@@ -688,7 +755,7 @@ fn import_blob(
     }
     if let Some(info) = engine.mount_blob(repo, d, None)? {
         report.blobs_mounted += 1;
-        progress.bytes(info.size);
+        lock(progress).bytes(info.size);
         return Ok(());
     }
     let rel = Tree::blob_path(d);
@@ -701,7 +768,7 @@ fn import_blob(
     let mut copied = 0u64;
     let read = tree.stream(&rel, &mut |chunk: &[u8]| {
         buf.extend_from_slice(chunk);
-        progress.bytes(chunk.len() as u64);
+        lock(progress).bytes(chunk.len() as u64);
         copied += chunk.len() as u64;
         if buf.len() >= CHUNK {
             if let Err(e) = w.write(&buf) {

@@ -189,6 +189,9 @@ enum ImportCmd {
         /// and CA of the usual BERTH_S3_* settings.
         #[arg(long)]
         from: String,
+        /// Blobs of a repository copied at once.
+        #[arg(long, default_value_t = import::DEFAULT_CONCURRENCY)]
+        concurrency: usize,
         /// Where the JSON report goes (default: import-report.json in the
         /// data directory).
         #[arg(long)]
@@ -440,7 +443,11 @@ fn run(cli: &Cli) -> Result<ExitCode, CliError> {
         | Command::Restore { .. } => {
             unreachable!("handled before the engine opens")
         }
-        Command::Import(ImportCmd::Distribution { from, report }) => {
+        Command::Import(ImportCmd::Distribution {
+            from,
+            concurrency,
+            report,
+        }) => {
             let tree = match from.strip_prefix("s3://") {
                 Some(rest) => {
                     let (bucket, root) = rest.split_once('/').unwrap_or((rest, ""));
@@ -455,7 +462,7 @@ fn run(cli: &Cli) -> Result<ExitCode, CliError> {
                 None => import::Tree::open(std::path::Path::new(from)),
             }
             .map_err(CliError::Usage)?;
-            let r = import::import_distribution(&engine, &tree)
+            let r = import::import_distribution(&engine, &tree, *concurrency)
                 .map_err(|e| CliError::Usage(format!("import stopped: {e}")))?;
             let path = write_report(cli, report.as_deref(), &r.to_json(), &r.problems)?;
             println!(
