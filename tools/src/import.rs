@@ -325,44 +325,69 @@ impl Tree {
     /// `repositories/` (distribution's `paths.go`: a repository's name
     /// ends where `_layers`, `_manifests` or `_uploads` begins); a name
     /// berth does not accept is a problem.
-    fn repos(&self, report: &mut Report) -> Vec<(RepoName, Repo)> {
+    fn repos(&self, report: &mut Report, concurrency: usize) -> Vec<(RepoName, Repo)> {
+        /// A link file: its repository, what it links, where it is.
+        enum Link<'a> {
+            Layer(&'a str, &'a str),
+            Revision(&'a str, &'a str),
+            Tag(Tag),
+        }
         let files = self.repository_files(report);
-        let mut repos: BTreeMap<String, Repo> = BTreeMap::new();
-        for rel in files {
+        let mut links: Vec<(String, Link<'_>, &str)> = Vec::new();
+        for rel in &files {
             let parts: Vec<&str> = rel.split('/').skip(1).collect();
             let Some(at) = parts.iter().position(|p| REPO_PARTS.contains(p)) else {
                 continue;
             };
             let name = parts[..at].join("/");
+            let link = match parts[at..] {
+                ["_layers", alg, hex, "link"] => Link::Layer(alg, hex),
+                ["_manifests", "revisions", alg, hex, "link"] => Link::Revision(alg, hex),
+                ["_manifests", "tags", tag, "current", "link"] => match Tag::parse(tag) {
+                    Ok(tag) => Link::Tag(tag),
+                    Err(_) => {
+                        let dir = rel.trim_end_matches("/current/link");
+                        report.problem(&self.display(dir), "not a tag name berth accepts");
+                        continue;
+                    }
+                },
+                _ => continue,
+            };
+            links.push((name, link, rel));
+        }
+        // One read per link file, `concurrency` at once (a GET each from a
+        // bucket).
+        let read = in_parallel(&links, concurrency, |(_, _, rel)| self.read_link(rel));
+        let mut repos: BTreeMap<String, Repo> = BTreeMap::new();
+        for ((name, link, rel), digest) in links.into_iter().zip(read) {
             let repo = repos.entry(name.clone()).or_insert_with(|| Repo {
                 name,
                 ..Repo::default()
             });
-            match parts[at..] {
-                ["_layers", alg, hex, "link"] => {
-                    if let Some(l) = self.checked_link(&rel, alg, hex, report) {
-                        repo.layers.push((l, rel.clone()));
-                    }
+            let digest = match (&link, digest) {
+                (_, Err(p)) => {
+                    report.problem(&self.display(rel), p);
+                    continue;
                 }
-                ["_manifests", "revisions", alg, hex, "link"] => {
-                    if let Some(l) = self.checked_link(&rel, alg, hex, report) {
-                        repo.revisions.push((l, rel.clone()));
-                    }
-                }
-                ["_manifests", "tags", tag, "current", "link"] => {
-                    let Ok(tag) = Tag::parse(tag) else {
-                        let dir = rel.trim_end_matches("/current/link");
-                        report.problem(&self.display(dir), "not a tag name berth accepts");
+                (Link::Layer(alg, hex) | Link::Revision(alg, hex), Ok(d)) => {
+                    let named = format!("{alg}:{hex}");
+                    if d.as_str() != named {
+                        report.problem(
+                            &self.display(rel),
+                            format!("holds {d}, but its path names {named}"),
+                        );
                         continue;
-                    };
-                    match self.read_link(&rel) {
-                        Ok(d) => {
-                            repo.tags.insert(tag, (d, rel.clone()));
-                        }
-                        Err(p) => report.problem(&self.display(&rel), p),
                     }
+                    d
                 }
-                _ => {}
+                (Link::Tag(_), Ok(d)) => d,
+            };
+            match link {
+                Link::Layer(..) => repo.layers.push((digest, rel.to_owned())),
+                Link::Revision(..) => repo.revisions.push((digest, rel.to_owned())),
+                Link::Tag(tag) => {
+                    repo.tags.insert(tag, (digest, rel.to_owned()));
+                }
             }
         }
         let mut out = Vec::new();
@@ -376,26 +401,6 @@ impl Tree {
             }
         }
         out
-    }
-
-    /// The digest of link file `rel` at `<alg>/<hex>/link`, checked against
-    /// its path.
-    fn checked_link(&self, rel: &str, alg: &str, hex: &str, report: &mut Report) -> Option<Digest> {
-        let named = format!("{alg}:{hex}");
-        match self.read_link(rel) {
-            Ok(d) if d.as_str() == named => Some(d),
-            Ok(d) => {
-                report.problem(
-                    &self.display(rel),
-                    format!("holds {d}, but its path names {named}"),
-                );
-                None
-            }
-            Err(p) => {
-                report.problem(&self.display(rel), p);
-                None
-            }
-        }
     }
 }
 
@@ -506,7 +511,7 @@ pub fn import_distribution(
     concurrency: usize,
 ) -> Result<Report, Fatal> {
     let mut report = Report::default();
-    let repos = tree.repos(&mut report);
+    let repos = tree.repos(&mut report, concurrency);
     let items: u64 = repos
         .iter()
         .map(|(_, r)| (r.layers.len() + r.revisions.len()) as u64)
@@ -540,6 +545,36 @@ fn lock<'a>(progress: &'a Mutex<Progress>) -> std::sync::MutexGuard<'a, Progress
     progress.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// `f` of every item, in the items' order, `workers` items at once.
+fn in_parallel<T: Sync, R: Send>(
+    items: &[T],
+    workers: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let mut mine = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(item) = items.get(i) else {
+                return mine;
+            };
+            mine.push((i, f(item)));
+        }
+    };
+    let mut done: Vec<(usize, R)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers.clamp(1, items.len().max(1)))
+            .map(|_| s.spawn(work))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, r)| r).collect()
+}
+
 /// Links every blob of `repo` ([`import_blob`]), `concurrency` at once.
 /// A repository's links name distinct blobs, so no two workers copy the
 /// same one.
@@ -552,38 +587,19 @@ fn import_layers(
     report: &mut Report,
     progress: &Mutex<Progress>,
 ) -> Result<(), Fatal> {
-    let next = AtomicUsize::new(0);
-    let work = || -> Result<Report, Fatal> {
+    let done = in_parallel(&repo.layers, concurrency, |(d, link)| {
         let mut mine = Report::default();
-        while let Some((d, link)) = repo.layers.get(next.fetch_add(1, Ordering::Relaxed)) {
-            lock(progress).item(name.as_str());
-            import_blob(engine, tree, name, d, link, &mut mine, progress)?;
-        }
-        Ok(mine)
-    };
-    let workers = concurrency.clamp(1, repo.layers.len().max(1));
-    let done: Vec<Result<Report, Fatal>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..workers).map(|_| s.spawn(work)).collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(Fatal("an import worker panicked".to_owned())))
-            })
-            .collect()
+        lock(progress).item(name.as_str());
+        import_blob(engine, tree, name, d, link, &mut mine, progress).map(|()| mine)
     });
-    let mut problems = Vec::new();
     for r in done {
         let r = r?;
         report.blobs_copied += r.blobs_copied;
         report.bytes_copied += r.bytes_copied;
         report.blobs_mounted += r.blobs_mounted;
         report.already_present += r.already_present;
-        problems.extend(r.problems);
+        report.problems.extend(r.problems);
     }
-    // In the order of the links, whichever worker met them.
-    problems.sort_by(|a, b| a.path.cmp(&b.path));
-    report.problems.extend(problems);
     Ok(())
 }
 
