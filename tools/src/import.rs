@@ -94,7 +94,6 @@ impl Report {
 /// tree's `docker/registry/v2`).
 #[derive(Default)]
 struct Repo {
-    name: String,
     layers: Vec<(Digest, String)>,
     revisions: Vec<(Digest, String)>,
     /// Tag → (target, its link file).
@@ -360,10 +359,7 @@ impl Tree {
         let read = in_parallel(&links, concurrency, |(_, _, rel)| self.read_link(rel));
         let mut repos: BTreeMap<String, Repo> = BTreeMap::new();
         for ((name, link, rel), digest) in links.into_iter().zip(read) {
-            let repo = repos.entry(name.clone()).or_insert_with(|| Repo {
-                name,
-                ..Repo::default()
-            });
+            let repo = repos.entry(name).or_default();
             let digest = match (&link, digest) {
                 (_, Err(p)) => {
                     report.problem(&self.display(rel), p);
@@ -659,7 +655,7 @@ fn import_repo(
             };
             put.tags = tagged.remove(&d).unwrap_or_default();
             let ntags = put.tags.len() as u64;
-            let path = revision_link(tree, repo, &d);
+            let path = revision_link(tree, name, repo, &d);
             match engine.put_manifest(name, put) {
                 Ok(_) => {
                     report.manifests += 1;
@@ -672,7 +668,7 @@ fn import_repo(
         }
     }
     for (d, _) in pending {
-        let path = revision_link(tree, repo, &d);
+        let path = revision_link(tree, name, repo, &d);
         report.problem(
             &path,
             format!("manifest {d} not imported: it lists itself through its children"),
@@ -681,12 +677,12 @@ fn import_repo(
     Ok(())
 }
 
-fn revision_link(tree: &Tree, repo: &Repo, d: &Digest) -> PathBuf {
+fn revision_link(tree: &Tree, name: &RepoName, repo: &Repo, d: &Digest) -> PathBuf {
     let rel = repo
         .revisions
         .iter()
         .find(|(r, _)| r == d)
-        .map_or_else(|| format!("repositories/{}", repo.name), |(_, p)| p.clone());
+        .map_or_else(|| format!("repositories/{name}"), |(_, p)| p.clone());
     tree.display(&rel)
 }
 

@@ -189,7 +189,7 @@ enum ImportCmd {
         /// and CA of the usual BERTH_S3_* settings.
         #[arg(long)]
         from: String,
-        /// Blobs of a repository copied at once.
+        /// Link files read, and blobs of a repository copied, at once.
         #[arg(long, default_value_t = import::DEFAULT_CONCURRENCY)]
         concurrency: usize,
         /// Where the JSON report goes (default: import-report.json in the
