@@ -6,112 +6,17 @@
 //! subject — a repository outside the pattern does not, a second run
 //! copies nothing, and wrong source credentials fail clearly.
 
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use berth_testkit::berthctl_with;
-use berth_testkit::haproxy::free_port;
+use berth_testkit::distribution::{
+    basic, AuthDistribution as Source, PASSWORD as SRC_PW, USER as SRC_USER,
+};
 use berth_testkit::oci_layout::{self, sha256_digest, MEDIA_TYPE_MANIFEST};
 use berth_testkit::server::{http, skopeo, skopeo_ok, TestServer};
 use serde_json::{json, Value};
 
 const ADMIN_PW: &str = "sync-admin-password";
-const SRC_USER: &str = "source";
-const SRC_PW: &str = "source-password";
-
-/// distribution with htpasswd auth on a filesystem root; killed on drop.
-struct Source {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Source {
-    fn start(dir: &Path) -> Source {
-        let htpasswd = dir.join("htpasswd");
-        let out = Command::new("htpasswd")
-            .args(["-Bbn", SRC_USER, SRC_PW])
-            .output()
-            .expect("htpasswd (apache2-utils)");
-        assert!(out.status.success(), "htpasswd");
-        std::fs::write(&htpasswd, out.stdout).expect("htpasswd file");
-        let port = free_port();
-        let config = dir.join("registry.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nauth:\n  htpasswd:\n    realm: source\n    path: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                dir.join("root").display(),
-                htpasswd.display()
-            ),
-        )
-        .expect("config");
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("docker-registry");
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "distribution did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Source { child, addr }
-    }
-}
-
-impl Drop for Source {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn basic(user: &str, pw: &str) -> String {
-    use base64::Engine as _;
-    let b = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"));
-    format!("Basic {b}")
-}
-
-/// A PUT to the source with Basic auth; its status.
-fn source_put(src: &Source, path: &str, ct: &str, body: &[u8]) -> u16 {
-    let auth = basic(SRC_USER, SRC_PW);
-    http(
-        src.addr,
-        "PUT",
-        path,
-        &[("Authorization", &auth), ("Content-Type", ct)],
-        body,
-    )
-    .0
-}
-
-/// A blob into the source (POST, PUT); its digest.
-fn source_blob(src: &Source, repo: &str, data: &[u8]) -> String {
-    let auth = basic(SRC_USER, SRC_PW);
-    let (st, h, _) = http(
-        src.addr,
-        "POST",
-        &format!("/v2/{repo}/blobs/uploads/"),
-        &[("Authorization", &auth)],
-        b"",
-    );
-    assert_eq!(st, 202);
-    let loc = berth_testkit::server::header(&h, "location").expect("location");
-    let path = loc
-        .split_once("://")
-        .map_or(loc, |(_, rest)| rest.find('/').map_or(rest, |i| &rest[i..]));
-    let d = sha256_digest(data);
-    let sep = if path.contains('?') { '&' } else { '?' };
-    let put = format!("{path}{sep}digest={d}");
-    assert_eq!(source_put(src, &put, "application/octet-stream", data), 201);
-    d
-}
 
 fn sync(to: &TestServer, src: &Source, extra: &[&str], src_pw: &str) -> (i32, String, String) {
     let from = format!("http://{}", src.addr);
@@ -167,8 +72,8 @@ fn a_registry_with_auth_syncs_into_berth_bit_for_bit_and_only_once() {
     // A signature-like referrer of team/app:v1, kept the way clients keep
     // one on a registry without the referrers API: by digest, listed in an
     // index tagged `sha256-<hex of the subject>`.
-    let empty = source_blob(&src, "team/app", b"{}");
-    let sig = source_blob(&src, "team/app", b"a signature");
+    let empty = src.blob("team/app", b"{}");
+    let sig = src.blob("team/app", b"a signature");
     let referrer = serde_json::to_vec(&json!({
         "schemaVersion": 2,
         "mediaType": MEDIA_TYPE_MANIFEST,
@@ -180,7 +85,7 @@ fn a_registry_with_auth_syncs_into_berth_bit_for_bit_and_only_once() {
     .expect("json");
     let referrer_digest = sha256_digest(&referrer);
     let path = format!("/v2/team/app/manifests/{referrer_digest}");
-    assert_eq!(source_put(&src, &path, MEDIA_TYPE_MANIFEST, &referrer), 201);
+    assert_eq!(src.put(&path, MEDIA_TYPE_MANIFEST, &referrer), 201);
     let fallback = serde_json::to_vec(&json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",
@@ -191,7 +96,7 @@ fn a_registry_with_auth_syncs_into_berth_bit_for_bit_and_only_once() {
     let fallback_tag = image.manifest_digest.replace(':', "-");
     let path = format!("/v2/team/app/manifests/{fallback_tag}");
     let index_type = "application/vnd.oci.image.index.v1+json";
-    assert_eq!(source_put(&src, &path, index_type, &fallback), 201);
+    assert_eq!(src.put(&path, index_type, &fallback), 201);
 
     let data = w.join("berth");
     let server = TestServer::start(

@@ -25,8 +25,8 @@ use crate::error::StorageError;
 use crate::host::{self, Guarded};
 use crate::index::Batch;
 use crate::keys::{
-    IdKind, IndexKey, MemberKey, ProjectKey, RobotKey, Scan, SeqKey, TokenSeedKey, UserKey,
-    WholeFamily,
+    IdKind, IndexKey, MemberKey, ProjectKey, RegistryKey, RobotKey, Scan, SeqKey, TokenSeedKey,
+    UserKey, WholeFamily,
 };
 use crate::names::RepoName;
 use crate::records::{self, MemberRecord, ProjectRecord, RobotRecord, Seq, TokenSeed, UserRecord};
@@ -273,6 +273,9 @@ pub enum AccountError {
     /// (`EngineConfig::max_members_per_project`, `max_robots_per_project`).
     #[error("{what}: at most {limit} per project")]
     Limit { what: String, limit: u64 },
+    /// Something still depends on it (Harbor's `412`).
+    #[error("{what} is used by {by}")]
+    InUse { what: String, by: String },
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -384,7 +387,7 @@ impl Inner {
     }
 
     /// The next id of `kind`, written into `batch` (call under the lock).
-    fn next_id(&self, batch: &mut Batch, kind: IdKind) -> Result<u64, StorageError> {
+    pub(crate) fn next_id(&self, batch: &mut Batch, kind: IdKind) -> Result<u64, StorageError> {
         let key = SeqKey(kind);
         let Seq(last) = self.index.get(&key)?.unwrap_or(Seq(0));
         let id = last.checked_add(1).ok_or_else(|| StorageError::Corrupt {
@@ -614,6 +617,18 @@ impl Engine {
         public: bool,
         owner: Option<&str>,
     ) -> Result<u64, AccountError> {
+        self.create_project_with(name, public, owner, None)
+    }
+
+    /// [`Engine::create_project`], as a proxy cache of registry
+    /// `registry_id` when given (which must exist).
+    pub fn create_project_with(
+        &self,
+        name: &str,
+        public: bool,
+        owner: Option<&str>,
+        registry_id: Option<u64>,
+    ) -> Result<u64, AccountError> {
         valid_project_name(name)?;
         let inner = &self.inner;
         let g = inner.lock()?;
@@ -623,6 +638,14 @@ impl Engine {
                 what: format!("project {name}"),
             });
         }
+        if let Some(id) = registry_id {
+            if !inner.index.contains(&RegistryKey(id))? {
+                return Err(invalid(
+                    format!("registry_id {id}"),
+                    "no registry has this id",
+                ));
+            }
+        }
         let now = records::now_ms();
         let mut batch = Batch::default();
         let id = inner.next_id(&mut batch, IdKind::Project)?;
@@ -631,6 +654,7 @@ impl Engine {
             public,
             owner: owner.unwrap_or_default().to_owned(),
             created_ms: now,
+            registry_id,
         };
         batch.put(&key, &rec);
         if let Some(owner) = owner {

@@ -40,8 +40,8 @@ use crate::error::StorageError;
 use crate::index::{Batch, Checked, Index};
 use crate::keys::{
     BlobKey, BlobRepoKey, BodyKey, Cf, ChartKey, ChartRepoKey, CorruptKey, GcCandidateKey,
-    IndexKey, Key, LinkKey, ManifestKey, ReferrerKey, RepoManifestKey, Scan, TagKey, UploadKey,
-    WholeFamily,
+    IndexKey, Key, LinkKey, ManifestKey, ProjectKey, ReferrerKey, RegistryKey, RepoManifestKey,
+    Scan, TagKey, UploadKey, WholeFamily,
 };
 use crate::names::RepoName;
 use crate::records::{
@@ -630,6 +630,20 @@ impl Engine {
                 format!("chart repository {project}"),
                 format!("{n} chart entries but no chart_repos record"),
             );
+        }
+
+        // Proxy cache projects pull through a registry that exists (a
+        // registry is not deleted while a project uses it).
+        for r in entries(&inner.index, ProjectKey::all()) {
+            let (ProjectKey(project), rec) = r?;
+            if let Some(id) = rec.registry_id {
+                if !inner.index.contains(&RegistryKey(id))? && unreadable.whole(Cf::Registries) {
+                    add(
+                        format!("project {project}"),
+                        format!("a proxy cache of registry {id}, which does not exist"),
+                    );
+                }
+            }
         }
 
         report.blobs = blobs.len() as u64;

@@ -57,7 +57,7 @@
 //!                                                           purged at first use
 //! meta            SeqKey: "seq" 0x00 kind                 Seq: u64 BE, last id handed out for
 //!                                                           kind ("user", "project", "robot",
-//!                                                           "member")
+//!                                                           "member", "registry")
 //! meta            GcCandidatesBuiltKey:                   Marker: "1"
 //!                   "gc_candidates_built"
 //! meta            TiersLocatedKey: "tiers_located"        Marker: "1": every blob record's
@@ -74,6 +74,10 @@
 //! pins            PinKey: digest 0x00 holder (32 hex:     Seq: u64 BE, when it was pinned
 //!                   an upload id or a chart upload's)       (ms); GC claims no pinned digest
 //!                                                           (docs/gc.md, "Across nodes")
+//! registries      RegistryKey: id (decimal)               RegistryRecord: an upstream
+//!                                                           registry endpoint (name, type,
+//!                                                           URL, credential), which proxy
+//!                                                           cache projects pull through
 //! ```
 //!
 //! A chart `name-version` of `project` is the OCI manifest tagged
@@ -95,8 +99,9 @@ use crate::digest::Digest;
 use crate::names::{RepoName, Tag};
 use crate::records::{
     BlobRecord, ChartRecord, ChartRepoRecord, Empty, FormatVersion, LinkRecord, ManifestBody,
-    ManifestRecord, Marker, MemberRecord, ProjectRecord, Record, RepoManifestRecord, RepoRecord,
-    RobotRecord, Seq, TagRecord, TokenSeed, UploadRecord, UserRecord,
+    ManifestRecord, Marker, MemberRecord, ProjectRecord, Record, RegistryRecord,
+    RepoManifestRecord, RepoRecord, RobotRecord, Seq, TagRecord, TokenSeed, UploadRecord,
+    UserRecord,
 };
 
 /// A column family of the index. Its name (the RocksDB column family name)
@@ -122,11 +127,12 @@ pub enum Cf {
     Charts,
     ChartRepos,
     Pins,
+    Registries,
 }
 
 impl Cf {
     /// Every column family, in the order they are opened.
-    pub const ALL: [Cf; 19] = [
+    pub const ALL: [Cf; 20] = [
         Cf::Meta,
         Cf::Blobs,
         Cf::Links,
@@ -146,6 +152,7 @@ impl Cf {
         Cf::Charts,
         Cf::ChartRepos,
         Cf::Pins,
+        Cf::Registries,
     ];
 
     /// The column family's name in the index. Changing one is a format change.
@@ -170,6 +177,7 @@ impl Cf {
             Cf::Charts => "charts",
             Cf::ChartRepos => "chart_repos",
             Cf::Pins => "pins",
+            Cf::Registries => "registries",
         }
     }
 }
@@ -788,6 +796,38 @@ impl RobotKey {
     }
 }
 
+/// `registries`: an upstream registry endpoint, by id (decimal, no
+/// leading zeros: the one spelling of each id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RegistryKey(pub u64);
+
+impl IndexKey for RegistryKey {
+    const CF: Cf = Cf::Registries;
+    type Value = RegistryRecord;
+    fn encode(&self) -> Vec<u8> {
+        self.0.to_string().into_bytes()
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, CorruptKey> {
+        let id = std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .filter(|id| id.to_string().as_bytes() == bytes);
+        id.map(RegistryKey).ok_or_else(|| CorruptKey {
+            cf: Self::CF,
+            key: bytes.to_vec(),
+            reason: "not a decimal registry id".into(),
+        })
+    }
+}
+
+impl WholeFamily for RegistryKey {}
+
+impl fmt::Display for RegistryKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", Self::CF, self.0)
+    }
+}
+
 /// `members`: user `user` has a role in project `project`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct MemberKey {
@@ -942,11 +982,18 @@ pub enum IdKind {
     Project,
     Member,
     Robot,
+    Registry,
 }
 
 impl IdKind {
     /// Every kind.
-    pub const ALL: [IdKind; 4] = [IdKind::User, IdKind::Project, IdKind::Member, IdKind::Robot];
+    pub const ALL: [IdKind; 5] = [
+        IdKind::User,
+        IdKind::Project,
+        IdKind::Member,
+        IdKind::Robot,
+        IdKind::Registry,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -954,6 +1001,7 @@ impl IdKind {
             IdKind::Project => "project",
             IdKind::Member => "member",
             IdKind::Robot => "robot",
+            IdKind::Registry => "registry",
         }
     }
 }
@@ -1104,6 +1152,7 @@ pub enum Key {
     Chart(ChartKey),
     ChartRepo(ChartRepoKey),
     Pin(PinKey),
+    Registry(RegistryKey),
 }
 
 /// Applies `$body` to the typed key inside every non-`meta` variant, with
@@ -1184,6 +1233,10 @@ macro_rules! each_key {
                 type $K = PinKey;
                 $body
             }
+            Key::Registry($k) => {
+                type $K = RegistryKey;
+                $body
+            }
         }
     };
 }
@@ -1214,6 +1267,7 @@ impl Key {
             Cf::Charts => Key::Chart(ChartKey::decode(bytes)?),
             Cf::ChartRepos => Key::ChartRepo(ChartRepoKey::decode(bytes)?),
             Cf::Pins => Key::Pin(PinKey::decode(bytes)?),
+            Cf::Registries => Key::Registry(RegistryKey::decode(bytes)?),
         })
     }
 
@@ -1329,11 +1383,17 @@ mod tests {
                 "robots",
                 "robot$proj+ci".into(),
             ),
+            (enc(RegistryKey(12)), "registries", "12".into()),
             (enc(TokenSeedKey), "meta", "token_key".into()),
             (enc(SeqKey(IdKind::User)), "meta", "seq\0user".into()),
             (enc(SeqKey(IdKind::Project)), "meta", "seq\0project".into()),
             (enc(SeqKey(IdKind::Member)), "meta", "seq\0member".into()),
             (enc(SeqKey(IdKind::Robot)), "meta", "seq\0robot".into()),
+            (
+                enc(SeqKey(IdKind::Registry)),
+                "meta",
+                "seq\0registry".into(),
+            ),
             (
                 enc(GcCandidatesBuiltKey),
                 "meta",
@@ -1623,6 +1683,7 @@ mod tests {
             n2 in arb_name(),
             chart in arb_chart(),
             id in "[0-9a-f]{32}",
+            n in any::<u64>(),
         ) {
             roundtrip(FormatKey)?;
             roundtrip(GcCandidatesBuiltKey)?;
@@ -1649,6 +1710,7 @@ mod tests {
             roundtrip(MemberKey { project: n1.clone(), user: n2.clone() })?;
             roundtrip(ChartKey(chart.clone()))?;
             roundtrip(PinKey(d2.clone(), id.clone()))?;
+            roundtrip(RegistryKey(n))?;
 
             // The closed keyspace: every variant of `Key`, every meta key.
             let mut keys: Vec<Key> = MetaKey::ALL.into_iter().map(Key::Meta).collect();
@@ -1671,6 +1733,7 @@ mod tests {
                 Key::Chart(ChartKey(chart)),
                 Key::ChartRepo(ChartRepoKey(repo.clone())),
                 Key::Pin(PinKey(d1.clone(), id.clone())),
+                Key::Registry(RegistryKey(n)),
             ]);
             let families: std::collections::HashSet<Cf> = keys.iter().map(Key::cf).collect();
             prop_assert_eq!(families.len(), Cf::ALL.len());

@@ -36,6 +36,7 @@ pub mod metrics;
 mod runtime;
 use berth_formats::names;
 pub mod records;
+pub mod registries;
 pub mod tags;
 /// Bearer tokens (crate `berth-formats`).
 pub use berth_formats::token;

@@ -76,6 +76,7 @@ json_records!(
     RobotRecord,
     ChartRecord,
     ChartRepoRecord,
+    RegistryRecord,
 );
 
 /// An empty value: the key alone is the fact (`blob_repos`, `referrers`,
@@ -371,6 +372,44 @@ pub struct ProjectRecord {
     #[serde(default)]
     pub owner: String,
     pub created_ms: u64,
+    /// A proxy cache project: the upstream registry (`registries`) it
+    /// pulls through. Fixed at creation, as in Harbor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_id: Option<u64>,
+}
+
+/// `registries`: an upstream registry endpoint (Harbor's `/registries`),
+/// which proxy cache projects pull through.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryRecord {
+    /// Unique among registries.
+    pub name: String,
+    /// Harbor's registry type (`docker-registry`, `docker-hub`, `harbor`, …).
+    pub kind: String,
+    /// `http(s)://host[:port][/path]`, no trailing slash.
+    pub url: String,
+    /// How berth signs in upstream; none: anonymously.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<RegistryCredential>,
+    /// Skip TLS certificate verification.
+    #[serde(default)]
+    pub insecure: bool,
+    /// PEM CA certificates to verify the upstream with instead of the
+    /// system's.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ca_certificate: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+}
+
+/// A [`RegistryRecord`]'s credential: Harbor's `basic` (user name and
+/// password, sent as Basic or traded for a bearer token).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryCredential {
+    pub access_key: String,
+    pub access_secret: String,
 }
 
 /// `members`: a user's role in a project.

@@ -6,6 +6,7 @@
 //! ```text
 //! GET  /api/v2.0/projects                 projects the caller may pull from
 //! POST /api/v2.0/projects                 {"project_name":"p","metadata":{"public":"true"}} → 201
+//!                                         with "registry_id": a proxy cache project (admin)
 //! GET  /api/v2.0/projects/{name}          one project (404 if the caller cannot see it)
 //! PUT  /api/v2.0/projects/{name}          {"metadata":{"public":"false"}}         (project admin)
 //! GET  /api/v2.0/projects/{name}/members  members                    (members, admins)
@@ -16,6 +17,16 @@
 //! POST /api/v2.0/users                    {"username","password","email","realname"} → 201
 //!                                         (admin; anyone with self-registration on)
 //! GET  /api/v2.0/users/current            the caller
+//! GET  /api/v2.0/registries               upstream registries, paged (?q=name=~x,type=…
+//!                                         &page&page_size; X-Total-Count, Link)    (admin)
+//! POST /api/v2.0/registries               {"name","type":"docker-registry","url",
+//!                                          "credential":{"type":"basic","access_key",
+//!                                          "access_secret"},"insecure"} → 201      (admin)
+//! GET|PUT|DELETE /api/v2.0/registries/{id} one registry (its secret never shown); PUT
+//!                                         takes Harbor's RegistryUpdate; DELETE is
+//!                                         412 while a project pulls through it    (admin)
+//! POST /api/v2.0/registries/ping          {"id"} or {"type","url",…}: 200 if it answers
+//!                                         as a registry with the credential, else 400 (admin)
 //! GET  /api/v2.0/robots                   every robot                             (admin)
 //! POST /api/v2.0/robots                   {"name":"ci","duration":-1,"level":"project",
 //!                                          "permissions":[{"kind":"project","namespace":"p",
@@ -73,6 +84,12 @@ pub enum Endpoint<'a> {
     CurrentUser,
     ListRobots,
     CreateRobot,
+    ListRegistries,
+    CreateRegistry,
+    PingRegistry,
+    GetRegistry(&'a str),
+    UpdateRegistry(&'a str),
+    DeleteRegistry(&'a str),
 }
 
 /// The route table's rows for [`PREFIX`] (`rest` is the path after it):
@@ -110,9 +127,18 @@ pub fn resolve<'a>(
         (["robots"], &Method::GET) => (E::ListRobots, Guard::Admin),
         // The project is in the body: `create_robot` checks it.
         (["robots"], &Method::POST) => (E::CreateRobot, Guard::SignedIn),
-        (["projects"] | ["users"] | ["robots"] | ["projects", _, "members"], _) => {
-            return Err(ApiError::method_not_allowed("GET, POST"))
-        }
+        (["registries"], &Method::GET) => (E::ListRegistries, Guard::Admin),
+        (["registries"], &Method::POST) => (E::CreateRegistry, Guard::Admin),
+        (["registries", "ping"], &Method::POST) => (E::PingRegistry, Guard::Admin),
+        (["registries", "ping"], _) => return Err(ApiError::method_not_allowed("POST")),
+        (["registries", id], &Method::GET) => (E::GetRegistry(id), Guard::Admin),
+        (["registries", id], &Method::PUT) => (E::UpdateRegistry(id), Guard::Admin),
+        (["registries", id], &Method::DELETE) => (E::DeleteRegistry(id), Guard::Admin),
+        (["registries", _], _) => return Err(ApiError::method_not_allowed("GET, PUT, DELETE")),
+        (
+            ["projects"] | ["users"] | ["robots"] | ["registries"] | ["projects", _, "members"],
+            _,
+        ) => return Err(ApiError::method_not_allowed("GET, POST")),
         (["projects", _], _) => return Err(ApiError::method_not_allowed("GET, PUT")),
         (["users", "current"], _) => return Err(ApiError::method_not_allowed("GET")),
         _ => {
@@ -145,44 +171,56 @@ pub async fn handle(
         E::CurrentUser => current_user(app, caller).await,
         E::ListRobots => list_robots(app).await,
         E::CreateRobot => create_robot(app, caller, parts, body).await,
+        E::ListRegistries => crate::registries_api::list(app, parts).await,
+        E::CreateRegistry => crate::registries_api::create(app, caller, body).await,
+        E::PingRegistry => crate::registries_api::ping(app, body).await,
+        E::GetRegistry(id) => crate::registries_api::get(app, id).await,
+        E::UpdateRegistry(id) => crate::registries_api::update(app, caller, id, body).await,
+        E::DeleteRegistry(id) => crate::registries_api::delete(app, caller, id).await,
     }
 }
 
-async fn read_json<T: for<'de> Deserialize<'de>>(body: RequestBody) -> Result<T, ApiError> {
+pub(crate) async fn read_json<T: for<'de> Deserialize<'de>>(
+    body: RequestBody,
+) -> Result<T, ApiError> {
     let raw = read_small_body(body, MAX_JSON).await?;
     serde_json::from_slice(&raw)
         .map_err(|e| ApiError::new(Code::BadRequest, format!("invalid JSON body: {e}")))
 }
 
-fn ok_json(v: &Value) -> Result<Response<Body>, ApiError> {
+pub(crate) fn ok_json(v: &Value) -> Result<Response<Body>, ApiError> {
     Ok(json(
         serde_json::to_vec(v).map_err(ApiError::internal)?,
         "application/json",
     ))
 }
 
-fn created(location: String) -> Response<Body> {
+pub(crate) fn created(location: String) -> Response<Body> {
     let mut res = empty(StatusCode::CREATED);
     res.headers_mut().insert(LOCATION, hv(&location));
     res
 }
 
-fn time(ms: u64) -> String {
+pub(crate) fn time(ms: u64) -> String {
     rfc3339_secs(ms / 1000)
 }
 
 fn project_json(name: &str, p: &ProjectRecord) -> Value {
-    json!({
+    let mut v = json!({
         "project_id": p.id,
         "name": name,
         "public": p.public,
         "metadata": {"public": p.public.to_string()},
         "owner_name": p.owner,
         "creation_time": time(p.created_ms),
-    })
+    });
+    if let Some(id) = p.registry_id {
+        v["registry_id"] = json!(id);
+    }
+    v
 }
 
-fn not_found(what: String) -> ApiError {
+pub(crate) fn not_found(what: String) -> ApiError {
     ApiError::new(Code::NotFound, what)
 }
 
@@ -241,11 +279,24 @@ async fn create_project(
     let Some(name) = req.project_name.clone() else {
         return Err(ApiError::new(Code::BadRequest, "project_name is required"));
     };
+    // A proxy cache makes berth fetch from elsewhere with a stored
+    // credential: a system administrator's decision, as in Harbor.
+    if req.registry_id.is_some() && !account.is_admin() {
+        return Err(ApiError::new(
+            Code::Denied,
+            "only administrators may create proxy cache projects",
+        ));
+    }
     let public = req.public().unwrap_or(false);
     let owner = Some(account.name().to_owned()).filter(|o| !o.is_empty());
-    let n = name.clone();
-    let id = blocking(app, move |e| e.create_project(&n, public, owner.as_deref())).await??;
-    tracing::info!(target: "berth::auth", project = %name, public, by = account.name(), "project created");
+    let (n, registry) = (name.clone(), req.registry_id);
+    let id = blocking(app, move |e| {
+        e.create_project_with(&n, public, owner.as_deref(), registry)
+    })
+    .await??;
+    app.proxy_cache.forget_project(&name);
+    tracing::info!(target: "berth::auth", project = %name, public, registry_id = ?registry,
+        by = account.name(), "project created");
     let mut res = created(format!("/api/v2.0/projects/{id}"));
     res.headers_mut()
         .insert("x-resource-id", hv(&id.to_string()));

@@ -119,7 +119,7 @@ impl GetBlob {
     }
 }
 
-fn blob_headers(res: &mut Response<Body>, digest: &Digest) {
+pub(crate) fn blob_headers(res: &mut Response<Body>, digest: &Digest) {
     let h = res.headers_mut();
     h.insert(
         CONTENT_TYPE,

@@ -19,7 +19,7 @@
 //!  "chart_allow_overwrite": false, "body_read_timeout_seconds": 60,
 //!  "header_read_timeout_seconds": 30, "max_connections": 4096, "idle_timeout_seconds": 60,
 //!  "tls_handshake_timeout_seconds": 10, "max_members_per_project": 1000,
-//!  "max_robots_per_project": 1000}
+//!  "max_robots_per_project": 1000, "proxy_revalidate_seconds": 60}
 //! ```
 //!
 //! Storage (`docs/storage.md`): `storage_backend` is `local` (default), `s3`
@@ -47,6 +47,9 @@ use crate::proxy::{parse_external_url, Cidr, ProxyConfig};
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5000";
 pub const DEFAULT_DATA_DIR: &str = "./berth-data";
 pub const DEFAULT_UPLOAD_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How long a proxy cache project serves a cached tag before asking its
+/// upstream whether the tag moved.
+pub const DEFAULT_PROXY_REVALIDATE: Duration = Duration::from_secs(60);
 pub const DEFAULT_TOKEN_SERVICE: &str = "berth-registry";
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(300);
 /// Longest access-token lifetime: a year.
@@ -135,6 +138,9 @@ pub struct Config {
     pub delete_enabled: bool,
     /// Upload sessions untouched this long are expired.
     pub upload_ttl: Duration,
+    /// A proxy cache project's cached tag is checked against its upstream
+    /// when it was last checked this long ago (zero: at every pull).
+    pub proxy_revalidate: Duration,
     /// Open upload sessions one account (or, unauthenticated, one
     /// repository) may hold; one more is `429 TOOMANYREQUESTS`.
     pub max_uploads_per_user: u64,
@@ -178,6 +184,7 @@ impl Config {
             read_only: false,
             delete_enabled: true,
             upload_ttl: DEFAULT_UPLOAD_TTL,
+            proxy_revalidate: DEFAULT_PROXY_REVALIDATE,
             max_uploads_per_user: berth_engine::DEFAULT_MAX_UPLOADS_PER_OWNER,
             max_members_per_project: berth_engine::DEFAULT_MAX_PER_PROJECT,
             max_robots_per_project: berth_engine::DEFAULT_MAX_PER_PROJECT,
@@ -244,6 +251,10 @@ impl Config {
                 .upload_ttl_seconds
                 .or(file.upload_ttl_seconds)
                 .map_or(DEFAULT_UPLOAD_TTL, Duration::from_secs),
+            proxy_revalidate: args
+                .proxy_revalidate_seconds
+                .or(file.proxy_revalidate_seconds)
+                .map_or(DEFAULT_PROXY_REVALIDATE, Duration::from_secs),
             max_uploads_per_user: args
                 .max_uploads_per_user
                 .or(file.max_uploads_per_user)
@@ -453,6 +464,11 @@ pub struct ServeArgs {
     /// Expire upload sessions untouched for this many seconds [default: 86400]
     #[arg(long, env = "BERTH_UPLOAD_TTL_SECONDS", value_name = "SECONDS")]
     pub upload_ttl_seconds: Option<u64>,
+    /// Ask a proxy cache project's upstream whether a cached tag moved
+    /// when it was last asked this many seconds ago; 0: at every pull
+    /// [default: 60]
+    #[arg(long, env = "BERTH_PROXY_REVALIDATE_SECONDS", value_name = "SECONDS")]
+    pub proxy_revalidate_seconds: Option<u64>,
     /// Open upload sessions one account (or, unauthenticated, one
     /// repository) may hold at once [default: 256]
     #[arg(long, env = "BERTH_MAX_UPLOADS_PER_USER", value_name = "N")]
@@ -612,6 +628,7 @@ struct FileConfig {
     read_only: Option<bool>,
     delete_enabled: Option<bool>,
     upload_ttl_seconds: Option<u64>,
+    proxy_revalidate_seconds: Option<u64>,
     max_uploads_per_user: Option<u64>,
     auth_enabled: Option<bool>,
     admin_password: Option<String>,
@@ -667,7 +684,7 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("berth: config {path}: {source} (expected a JSON object with keys listen, data_dir, read_only, delete_enabled, upload_ttl_seconds, max_uploads_per_user, storage_backend, s3_endpoint, s3_region, s3_bucket, s3_access_key, s3_secret_key, s3_root, s3_path_style, s3_multipart_threshold, s3_ca_file, cache_max_bytes, database_url, database_ca_file, database_schema, auth_enabled, admin_password, external_url, trusted_proxies, token_service, token_ttl_seconds, self_registration, project_creation, max_failed_logins, tls_cert, tls_key, gc_interval_seconds, gc_grace_seconds, chart_allow_overwrite, body_read_timeout_seconds, header_read_timeout_seconds, max_connections, idle_timeout_seconds, tls_handshake_timeout_seconds, max_members_per_project, max_robots_per_project)", path = .path.display())]
+    #[error("berth: config {path}: {source} (expected a JSON object with keys listen, data_dir, read_only, delete_enabled, upload_ttl_seconds, max_uploads_per_user, storage_backend, s3_endpoint, s3_region, s3_bucket, s3_access_key, s3_secret_key, s3_root, s3_path_style, s3_multipart_threshold, s3_ca_file, cache_max_bytes, database_url, database_ca_file, database_schema, auth_enabled, admin_password, external_url, trusted_proxies, token_service, token_ttl_seconds, self_registration, project_creation, max_failed_logins, tls_cert, tls_key, gc_interval_seconds, gc_grace_seconds, chart_allow_overwrite, body_read_timeout_seconds, header_read_timeout_seconds, max_connections, idle_timeout_seconds, tls_handshake_timeout_seconds, max_members_per_project, max_robots_per_project, proxy_revalidate_seconds)", path = .path.display())]
     Parse {
         path: PathBuf,
         #[source]

@@ -71,6 +71,8 @@ pub enum Code {
     NotFound,
     /// An API object that already exists.
     Conflict,
+    /// An API object something still depends on (Harbor's `412`).
+    PreconditionFailed,
     /// The index of record (cluster mode's database) did not answer:
     /// distribution's `UNAVAILABLE`, `503`; the client retries.
     Unavailable,
@@ -90,7 +92,7 @@ pub struct CodeInfo {
 
 impl Code {
     /// Every code, for tests and documentation.
-    pub const ALL: [Code; 27] = [
+    pub const ALL: [Code; 28] = [
         Code::BlobUnknown,
         Code::BlobUploadInvalid,
         Code::BlobUploadUnknown,
@@ -116,6 +118,7 @@ impl Code {
         Code::BadRequest,
         Code::NotFound,
         Code::Conflict,
+        Code::PreconditionFailed,
         Code::Unavailable,
         Code::Internal,
     ];
@@ -216,6 +219,7 @@ impl Code {
             Code::BadRequest => i("BAD_REQUEST", "bad request", S::BAD_REQUEST),
             Code::NotFound => i("NOT_FOUND", "not found", S::NOT_FOUND),
             Code::Conflict => i("CONFLICT", "already exists", S::CONFLICT),
+            Code::PreconditionFailed => i("PRECONDITION", "still in use", S::PRECONDITION_FAILED),
             Code::Unavailable => i("UNAVAILABLE", "service unavailable", S::SERVICE_UNAVAILABLE),
             Code::Internal => i(
                 "UNKNOWN",
@@ -429,6 +433,15 @@ impl From<ManifestError> for ApiError {
     }
 }
 
+impl std::fmt::Display for ApiError {
+    /// The code's wire name and the detail (or the code's message).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let info = self.code.info();
+        let detail = self.detail.as_deref().unwrap_or(info.message);
+        write!(f, "{}: {detail}", info.wire)
+    }
+}
+
 impl From<AccountError> for ApiError {
     fn from(e: AccountError) -> ApiError {
         let e = match e {
@@ -441,6 +454,7 @@ impl From<AccountError> for ApiError {
             AccountError::NotFound { .. } => Code::NotFound,
             // Harbor answers a project limit with 403 too; the detail names it.
             AccountError::Limit { .. } => Code::Denied,
+            AccountError::InUse { .. } => Code::PreconditionFailed,
             AccountError::Storage(_) => Code::Internal, // returned above
         };
         ApiError::new(code, e.to_string())

@@ -63,6 +63,9 @@ pub struct App {
     pub gc_interval: Option<Duration>,
     pub gc_grace: Duration,
     pub upload_ttl: Duration,
+    /// Proxy cache projects: their upstreams and what is being fetched
+    /// (see `proxy_cache.rs`).
+    pub proxy_cache: crate::proxy_cache::ProxyCache,
     /// Request counters for `/metrics`.
     pub metrics: crate::metrics::ServerMetrics,
     pub charts: ChartsState,
@@ -165,6 +168,7 @@ pub async fn serve(
         gc_interval: config.gc_interval,
         gc_grace: config.gc_grace,
         upload_ttl: config.upload_ttl,
+        proxy_cache: crate::proxy_cache::ProxyCache::new(config.proxy_revalidate),
         metrics: crate::metrics::ServerMetrics::default(),
         charts: ChartsState {
             allow_overwrite: config.chart_allow_overwrite,

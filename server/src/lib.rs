@@ -19,6 +19,8 @@
 //!   Harbor's `/api/v2.0/system/gc…` over the engine's online GC.
 //! - [`charts`]: the Helm chart repository (Harbor `chartrepo` paths,
 //!   ChartMuseum API), its own router, handlers and `index.yaml` cache.
+//! - `proxy_cache`: proxy cache projects (pull-through from an upstream
+//!   registry), over `upstream`, berth's client of other registries.
 //!
 //! Architecture Invariant: handlers call the engine's public API only; the
 //! server never builds index keys or blob paths.
@@ -48,13 +50,16 @@ mod cursor;
 mod gc_api;
 mod manifest_parse;
 mod manifests;
+mod proxy_cache;
 mod referrers;
+mod registries_api;
 mod router;
 pub mod sendfile;
 mod tags;
 mod time;
 mod tls;
 mod uploads;
+mod upstream;
 
 pub use config::{Config, ConfigError, ServeArgs};
 pub use http::{serve, ServeError};

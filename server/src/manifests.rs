@@ -6,7 +6,7 @@
 //! without copying.
 
 use crate::limits::RequestBody;
-use berth_engine::{Digest, Reference, RepoName, Tag};
+use berth_engine::{Digest, Manifest, Reference, RepoName, Tag};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
@@ -63,23 +63,29 @@ impl GetManifest {
         let Some(m) = found else {
             return Err(unknown(&self.repo, &self.reference));
         };
-        let len = m.body.len() as u64;
-        let mut res = if self.head {
-            let mut res = empty(StatusCode::OK);
-            set_content_length(&mut res, len);
-            res
-        } else {
-            Response::new(Body::new(Bytes::from_owner(m.body)))
-        };
-        let h = res.headers_mut();
-        h.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_str(&m.media_type)
-                .unwrap_or(HeaderValue::from_static("application/octet-stream")),
-        );
-        h.insert(HDR_CONTENT_DIGEST, hv(m.digest.as_str()));
-        Ok(res)
+        Ok(manifest_response(&m, self.head))
     }
+}
+
+/// The answer to a manifest GET (or HEAD): its bytes as pushed, its media
+/// type as `Content-Type`, its digest.
+pub fn manifest_response(m: &Manifest, head: bool) -> Response<Body> {
+    let len = m.body.len() as u64;
+    let mut res = if head {
+        let mut res = empty(StatusCode::OK);
+        set_content_length(&mut res, len);
+        res
+    } else {
+        Response::new(Body::new(Bytes::from_owner(m.body.clone())))
+    };
+    let h = res.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_str(&m.media_type)
+            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    );
+    h.insert(HDR_CONTENT_DIGEST, hv(m.digest.as_str()));
+    res
 }
 
 /// `PUT /v2/<name>/manifests/<tag|digest>[?tag=<t>&tag=<t>…]` with the

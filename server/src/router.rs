@@ -85,6 +85,25 @@ pub struct Entry<'a> {
     pub endpoint: Endpoint<'a>,
 }
 
+impl<'a> Entry<'a> {
+    /// The project a push goes to: a write of the registry or chart API
+    /// that is not a content delete.
+    fn pushed_project(&self) -> Option<&'a str> {
+        if !self.writes || self.deletes {
+            return None;
+        }
+        match (self.surface, self.guard) {
+            (Surface::Registry, Guard::Access(Target::Repository(name), _)) => {
+                name.split('/').next()
+            }
+            (Surface::Charts, Guard::Access(Target::Project(p) | Target::Repository(p), _)) => {
+                p.split('/').next()
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Every handler, with what its path names.
 #[derive(Clone, Copy, Debug)]
 pub enum Endpoint<'a> {
@@ -312,6 +331,9 @@ async fn admit_and_run(
             "deletes are disabled on this registry",
         ));
     }
+    if let Some(project) = entry.pushed_project() {
+        crate::proxy_cache::refuse_push(app, project).await?;
+    }
     let query = Query(parts.uri.query().unwrap_or(""));
     run(app, entry.endpoint, caller, parts, query, body).await
 }
@@ -366,9 +388,11 @@ async fn run(
             blocking(app, move |e| list.apply(e)).await?
         }
         Endpoint::GetManifest { name, reference } => {
-            manifests::GetManifest::parse(name, reference, method)?
-                .apply(app)
-                .await
+            let get = manifests::GetManifest::parse(name, reference, method)?;
+            match crate::proxy_cache::registry_of(app, &get.repo).await? {
+                Some(registry) => crate::proxy_cache::get_manifest(app, registry, get).await,
+                None => get.apply(app).await,
+            }
         }
         Endpoint::PutManifest { name, reference } => {
             manifests::PutManifest::parse(name, reference, query, &parts.headers)?
@@ -381,9 +405,11 @@ async fn run(
                 .await
         }
         Endpoint::GetBlob { name, digest } => {
-            blobs::GetBlob::parse(name, digest, method, parts)?
-                .apply(app)
-                .await
+            let get = blobs::GetBlob::parse(name, digest, method, parts)?;
+            match crate::proxy_cache::registry_of(app, &get.repo).await? {
+                Some(registry) => crate::proxy_cache::get_blob(app, registry, get).await,
+                None => get.apply(app).await,
+            }
         }
         Endpoint::DeleteBlob { name, digest } => {
             blobs::DeleteBlob::parse(name, digest)?.apply(app).await

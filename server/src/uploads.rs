@@ -489,7 +489,7 @@ async fn pump(
     Ok((writer, total))
 }
 
-async fn write_batch(
+pub(crate) async fn write_batch(
     app: &App,
     mut writer: UploadWriter,
     batch: Vec<Bytes>,

@@ -11,6 +11,7 @@ mod blob_bytes;
 mod exhaustion;
 mod limits;
 mod parsers;
+mod proxy_cache;
 mod refcount;
 mod routes;
 mod secrets;

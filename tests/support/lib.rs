@@ -1,6 +1,7 @@
 //! Shared helpers for berth's end-to-end tests, crash tests and benchmarks.
 //! Lives under `tests/` because only tests and benches use it.
 
+pub mod distribution;
 pub mod haproxy;
 pub mod keepalive;
 pub mod oci_layout;

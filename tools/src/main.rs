@@ -259,6 +259,23 @@ enum ProjectCmd {
         /// A user who becomes the project admin.
         #[arg(long)]
         owner: Option<String>,
+        /// Makes it a proxy cache of the registry at this URL (Harbor's
+        /// proxy cache project; docs/proxy-cache.md). The registry is
+        /// registered under the project's name, or reused if one with
+        /// this URL exists.
+        #[arg(long, value_name = "URL")]
+        proxy: Option<String>,
+        /// The upstream's type: docker-registry, docker-hub, harbor, quay,
+        /// github-ghcr, google-gcr, azure-acr, jfrog-artifactory.
+        #[arg(long, default_value = "docker-registry", requires = "proxy")]
+        proxy_type: String,
+        /// The user name berth signs in upstream with (the password from
+        /// BERTH_PROXY_PASSWORD).
+        #[arg(long, requires = "proxy")]
+        proxy_user: Option<String>,
+        /// Skip verifying the upstream's TLS certificate.
+        #[arg(long, requires = "proxy")]
+        proxy_insecure: bool,
     },
 }
 
@@ -544,11 +561,49 @@ fn run(cli: &Cli) -> Result<ExitCode, CliError> {
             name,
             public,
             owner,
+            proxy,
+            proxy_type,
+            proxy_user,
+            proxy_insecure,
         }) => {
-            let id = engine.create_project(name, *public, owner.as_deref())?;
+            let registry = match proxy {
+                None => None,
+                Some(url) => {
+                    let credential =
+                        proxy_user
+                            .as_ref()
+                            .map(|u| berth_engine::records::RegistryCredential {
+                                access_key: u.clone(),
+                                access_secret: std::env::var("BERTH_PROXY_PASSWORD")
+                                    .unwrap_or_default(),
+                            });
+                    let spec = berth_engine::registries::RegistrySpec {
+                        name: name.clone(),
+                        kind: proxy_type.clone(),
+                        url: url.clone(),
+                        credential,
+                        insecure: *proxy_insecure,
+                        ca_certificate: String::new(),
+                        description: format!("upstream of proxy cache project {name}"),
+                    }
+                    .validate()?;
+                    let existing = engine.registries()?.into_iter().find(|(_, r)| {
+                        r.url == spec.url && r.kind == spec.kind && r.credential == spec.credential
+                    });
+                    Some(match existing {
+                        Some((id, _)) => id,
+                        None => engine.create_registry(spec)?,
+                    })
+                }
+            };
+            let id = engine.create_project_with(name, *public, owner.as_deref(), registry)?;
             println!(
-                "created {} project {name} (id {id})",
-                if *public { "public" } else { "private" }
+                "created {} project {name} (id {id}){}",
+                if *public { "public" } else { "private" },
+                match (registry, proxy) {
+                    (Some(r), Some(url)) => format!(", a proxy cache of {url} (registry {r})"),
+                    _ => String::new(),
+                }
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -32,16 +32,13 @@ use reqwest::header::{HeaderMap, ACCEPT, CONTENT_TYPE, WWW_AUTHENTICATE};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-/// The manifest media types copied (schema 1 is not: berth stores schema
-/// 2 and OCI only).
-const MANIFEST_TYPE_LIST: [&str; 4] = [
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-];
-/// [`MANIFEST_TYPE_LIST`] as an `Accept` header.
-const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+// The manifest types copied (schema 1 is not: berth stores schema 2 and
+// OCI only), the challenge and `Link` parsers: `berth_wire::challenge`,
+// shared with the server's proxy cache.
+use berth_wire::challenge::{
+    next_link, Challenge, MANIFEST_ACCEPT as MANIFEST_TYPES, MANIFEST_TYPE_LIST,
+};
+
 /// Attempts of one request (or one blob copy) on transient failures.
 const ATTEMPTS: u32 = 4;
 /// Most manifest bytes read (berth's own limit).
@@ -565,21 +562,20 @@ impl Registry {
             .get(WWW_AUTHENTICATE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
-        let (kind, params) = challenge.split_once(' ').unwrap_or((challenge, ""));
-        if kind.eq_ignore_ascii_case("basic") {
-            self.basic.store(true, Ordering::Relaxed);
-            return Ok(());
-        }
-        if !kind.eq_ignore_ascii_case("bearer") {
-            return Err(SyncError(format!(
-                "{}: unauthorized ({challenge:?})",
-                self.base
-            )));
-        }
-        let params = challenge_params(params);
-        let realm = params
-            .get("realm")
-            .ok_or_else(|| SyncError(format!("{}: a Bearer challenge without realm", self.base)))?;
+        let (realm, service) = match Challenge::parse(challenge) {
+            Challenge::Basic => {
+                self.basic.store(true, Ordering::Relaxed);
+                return Ok(());
+            }
+            Challenge::Bearer { realm, service } => (realm, service),
+            Challenge::Other(_) => {
+                return Err(SyncError(format!(
+                    "{}: unauthorized ({challenge:?})",
+                    self.base
+                )))
+            }
+        };
+        let realm = &realm;
         let mut url =
             url::Url::parse(realm).map_err(|e| SyncError(format!("token realm {realm:?}: {e}")))?;
         // The credentials go where the registry says; never in clear text
@@ -592,7 +588,7 @@ impl Registry {
         }
         {
             let mut q = url.query_pairs_mut();
-            if let Some(s) = params.get("service") {
+            if let Some(s) = &service {
                 q.append_pair("service", s);
             }
             q.append_pair("scope", scope);
@@ -667,47 +663,6 @@ impl Registry {
     }
 }
 
-/// The target of a `Link` header's `rel="next"`.
-fn next_link(link: &str) -> Option<String> {
-    link.split(',').find_map(|part| {
-        let (target, params) = part.split_once(';')?;
-        params.contains("rel=\"next\"").then(|| {
-            target
-                .trim()
-                .trim_start_matches('<')
-                .trim_end_matches('>')
-                .to_owned()
-        })
-    })
-}
-
-/// `key="value"` pairs of a challenge (values may hold commas).
-fn challenge_params(s: &str) -> HashMap<String, String> {
-    let mut out = HashMap::new();
-    let mut rest = s.trim();
-    while let Some((key, after)) = rest.split_once('=') {
-        let key = key
-            .trim()
-            .trim_start_matches(',')
-            .trim()
-            .to_ascii_lowercase();
-        let (value, tail) = if let Some(q) = after.strip_prefix('"') {
-            match q.split_once('"') {
-                Some((v, t)) => (v.to_owned(), t),
-                None => (q.to_owned(), ""),
-            }
-        } else {
-            match after.split_once(',') {
-                Some((v, t)) => (v.trim().to_owned(), t),
-                None => (after.trim().to_owned(), ""),
-            }
-        };
-        out.insert(key, value);
-        rest = tail.trim_start().trim_start_matches(',');
-    }
-    out
-}
-
 /// Whether `s` matches `pattern`: `**` any characters, `*` any but `/`,
 /// `?` one character, `{a,b}` one of the alternatives (Harbor's
 /// replication filters).
@@ -754,24 +709,4 @@ mod tests {
         assert!(glob("exact", "exact"));
         assert!(!glob("exact", "exactly"));
     }
-
-    #[test]
-    fn challenges_and_links_parse() {
-        let p = challenge_params(
-            r#"realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull,push""#,
-        );
-        assert_eq!(p["realm"], "https://auth.example/token");
-        assert_eq!(p["service"], "registry.example");
-        assert_eq!(p["scope"], "repository:a/b:pull,push");
-        assert_eq!(
-            next_link(r#"</v2/_catalog?last=b&n=2>; rel="next""#).as_deref(),
-            Some("/v2/_catalog?last=b&n=2")
-        );
-        assert_eq!(next_link(r#"</x>; rel="prev""#), None);
-    }
-}
-
-#[test]
-fn the_accept_header_lists_the_copied_types() {
-    assert_eq!(MANIFEST_TYPES, MANIFEST_TYPE_LIST.join(", "));
 }

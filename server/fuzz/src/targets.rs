@@ -216,8 +216,14 @@ pub fn manifest(data: &[u8]) {
 }
 
 /// The `Authorization` header: accepted credentials render back to a
-/// header that parses to the same credentials.
+/// header that parses to the same credentials. Also what other registries
+/// answer berth as a client (`WWW-Authenticate`, `Link`): read without
+/// panicking.
 pub fn credentials(data: &[u8]) {
+    if let Some(s) = text(data) {
+        let _ = berth_wire::challenge::Challenge::parse(s);
+        let _ = berth_wire::challenge::next_link(s);
+    }
     match Credentials::parse(Some(data)) {
         Ok(Credentials::None) => panic!("a present header parsed as no credentials"),
         Ok(c @ Credentials::Basic { .. }) => {
@@ -333,6 +339,8 @@ pub fn harbor(data: &[u8]) {
         assert!(access <= data.len());
     }
     let _ = serde_json::from_slice::<harbor::ScheduleRequest>(data);
+    let _ = serde_json::from_slice::<harbor::RegistryReq>(data);
+    let _ = serde_json::from_slice::<harbor::RegistryUpdateReq>(data);
 }
 
 /// The token service's form bodies and scopes: every scope of the form

@@ -18,6 +18,66 @@ pub struct ProjectReq {
     /// Harbor v1's form.
     #[serde(default)]
     pub public: Option<Value>,
+    /// A proxy cache project of this registry (`POST` only).
+    #[serde(default)]
+    pub registry_id: Option<u64>,
+}
+
+/// `credential` of a [`RegistryReq`].
+#[derive(Debug, Default, Deserialize)]
+pub struct RegistryCredentialReq {
+    /// `basic` (or empty); Harbor's `oauth` is refused.
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub access_key: Option<String>,
+    #[serde(default)]
+    pub access_secret: Option<String>,
+}
+
+/// `POST /api/v2.0/registries` (Harbor's `Registry`).
+#[derive(Debug, Deserialize)]
+pub struct RegistryReq {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub url: String,
+    #[serde(default)]
+    pub credential: Option<RegistryCredentialReq>,
+    #[serde(default)]
+    pub insecure: bool,
+    #[serde(default)]
+    pub ca_certificate: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// `PUT /api/v2.0/registries/{id}` (Harbor's `RegistryUpdate`) and
+/// `POST /api/v2.0/registries/ping` (`RegistryPing`: with `id`, the
+/// registry's fields overridden by the others; `type` for a new one):
+/// every field optional.
+#[derive(Debug, Default, Deserialize)]
+pub struct RegistryUpdateReq {
+    #[serde(default)]
+    pub id: Option<u64>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub credential_type: Option<String>,
+    #[serde(default)]
+    pub access_key: Option<String>,
+    #[serde(default)]
+    pub access_secret: Option<String>,
+    #[serde(default)]
+    pub insecure: Option<bool>,
+    #[serde(default)]
+    pub ca_certificate: Option<String>,
 }
 
 /// `metadata` of a [`ProjectReq`].

@@ -9,6 +9,8 @@
 //!   archives (gzip, tar, `Chart.yaml`) and provenance files.
 //! - [`harbor`]: the Harbor-shaped API's JSON request bodies.
 //! - [`token_request`]: the token service's form bodies and scopes.
+//! - [`challenge`]: what other registries answer berth as a client
+//!   (`WWW-Authenticate`, `Link`), for `berthctl sync` and the proxy cache.
 //!
 //! Digests, names and bearer tokens are `berth_formats`'. The server
 //! (`berth-server`) re-exports these from the modules that used to hold
@@ -20,6 +22,7 @@
 //! on hyper, or panics on any input; sizes and counts computed from input
 //! are checked or bounded.
 
+pub mod challenge;
 pub mod charts;
 pub mod credentials;
 pub mod harbor;

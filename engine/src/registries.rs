@@ -1,0 +1,350 @@
+//! Upstream registry endpoints (Harbor's `/api/v2.0/registries`) and the
+//! proxy cache projects that pull through them.
+//!
+//! A registry is a name, a type, a URL and an optional credential. A
+//! project created with a `registry_id` is a proxy cache of that registry
+//! (`docs/proxy-cache.md`); the link is fixed for the project's life, and
+//! a registry is not deleted while a project uses it. Every change is one
+//! synced batch under the engine's write lock, like every index write.
+
+use crate::accounts::AccountError;
+use crate::engine::Engine;
+use crate::error::StorageError;
+use crate::index::Batch;
+use crate::keys::{IdKind, ProjectKey, RegistryKey, WholeFamily};
+use crate::records::{self, RegistryCredential, RegistryRecord};
+
+/// The registry types berth pulls through: those that speak the OCI
+/// distribution API with Basic or Docker token auth. Harbor's other types
+/// (AWS ECR's signed tokens, Huawei SWR, …) are refused.
+pub const REGISTRY_KINDS: [&str; 8] = [
+    "docker-registry",
+    "docker-hub",
+    "harbor",
+    "quay",
+    "github-ghcr",
+    "google-gcr",
+    "azure-acr",
+    "jfrog-artifactory",
+];
+
+/// Docker Hub's registry API, for `docker-hub` registries given the
+/// web address Harbor's UI suggests (or none).
+pub const DOCKER_HUB_API: &str = "https://registry-1.docker.io";
+
+/// What a registry is, as created or updated (everything but its times).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistrySpec {
+    pub name: String,
+    pub kind: String,
+    pub url: String,
+    pub credential: Option<RegistryCredential>,
+    pub insecure: bool,
+    pub ca_certificate: String,
+    pub description: String,
+}
+
+impl RegistrySpec {
+    /// The spec of a stored record.
+    pub fn of(rec: &RegistryRecord) -> RegistrySpec {
+        RegistrySpec {
+            name: rec.name.clone(),
+            kind: rec.kind.clone(),
+            url: rec.url.clone(),
+            credential: rec.credential.clone(),
+            insecure: rec.insecure,
+            ca_certificate: rec.ca_certificate.clone(),
+            description: rec.description.clone(),
+        }
+    }
+
+    /// Checks the fields and puts the URL in its one spelling (no trailing
+    /// slash; Docker Hub's web address becomes its registry API).
+    pub fn validate(mut self) -> Result<RegistrySpec, AccountError> {
+        let invalid = |what: &str, reason: &str| AccountError::Invalid {
+            what: what.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if self.name.trim().is_empty()
+            || self.name.len() > 255
+            || self.name.chars().any(char::is_control)
+        {
+            return Err(invalid(
+                "registry name",
+                "give 1-255 characters, no control characters",
+            ));
+        }
+        if !REGISTRY_KINDS.contains(&self.kind.as_str()) {
+            return Err(invalid(
+                &format!("registry type {:?}", self.kind),
+                &format!("berth pulls through {}", REGISTRY_KINDS.join(", ")),
+            ));
+        }
+        let url = self.url.trim().trim_end_matches('/');
+        let url = match (self.kind.as_str(), url) {
+            ("docker-hub", "" | "https://hub.docker.com" | "https://docker.io") => DOCKER_HUB_API,
+            (_, url) => url,
+        };
+        let rest = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"));
+        let host_ok = rest.is_some_and(|r| {
+            let host = r.split('/').next().unwrap_or_default();
+            !host.is_empty() && !host.contains('@')
+        });
+        if !host_ok
+            || url.chars().any(|c| c.is_whitespace() || c.is_control())
+            || url.contains(['?', '#'])
+        {
+            return Err(invalid(
+                &format!("registry URL {:?}", self.url),
+                "give http(s)://host[:port][/path], without credentials, query or fragment",
+            ));
+        }
+        self.url = url.to_owned();
+        if let Some(c) = &self.credential {
+            if c.access_key.is_empty() || c.access_key.contains(':') {
+                return Err(invalid(
+                    "registry credential",
+                    "access_key is a non-empty user name without ':'",
+                ));
+            }
+        }
+        Ok(self)
+    }
+}
+
+impl Engine {
+    /// Registers an upstream registry; its name must be new. Returns its id.
+    pub fn create_registry(&self, spec: RegistrySpec) -> Result<u64, AccountError> {
+        let spec = spec.validate()?;
+        let inner = &self.inner;
+        let g = inner.lock()?;
+        self.check_registry_name(&spec.name, None)?;
+        let now = records::now_ms();
+        let mut batch = Batch::default();
+        let id = inner.next_id(&mut batch, IdKind::Registry)?;
+        batch.put(&RegistryKey(id), &record(spec, now, now));
+        inner.commit(g, batch)?;
+        Ok(id)
+    }
+
+    /// Registry `id`.
+    pub fn registry(&self, id: u64) -> Result<Option<RegistryRecord>, StorageError> {
+        self.inner.index.get(&RegistryKey(id))
+    }
+
+    /// Every registry, by id.
+    pub fn registries(&self) -> Result<Vec<(u64, RegistryRecord)>, StorageError> {
+        self.inner
+            .index
+            .scan(RegistryKey::all())
+            .map(|r| r.map(|(RegistryKey(id), rec)| (id, rec)))
+            .collect()
+    }
+
+    /// Changes registry `id` by `change` (applied to its current spec
+    /// under the write lock; an error from it changes nothing); the result
+    /// is validated and its name must stay unique.
+    pub fn update_registry(
+        &self,
+        id: u64,
+        change: impl FnOnce(&mut RegistrySpec) -> Result<(), AccountError>,
+    ) -> Result<RegistryRecord, AccountError> {
+        let inner = &self.inner;
+        let g = inner.lock()?;
+        let Some(old) = inner.index.get(&RegistryKey(id))? else {
+            return Err(not_found(id));
+        };
+        let mut spec = RegistrySpec::of(&old);
+        change(&mut spec)?;
+        let spec = spec.validate()?;
+        if spec.name != old.name {
+            self.check_registry_name(&spec.name, Some(id))?;
+        }
+        let rec = record(spec, old.created_ms, records::now_ms());
+        let mut batch = Batch::default();
+        batch.put(&RegistryKey(id), &rec);
+        inner.commit(g, batch)?;
+        Ok(rec)
+    }
+
+    /// Deletes registry `id`; refused ([`AccountError::InUse`]) while a
+    /// proxy cache project pulls through it.
+    pub fn delete_registry(&self, id: u64) -> Result<(), AccountError> {
+        let inner = &self.inner;
+        let g = inner.lock()?;
+        if !inner.index.contains(&RegistryKey(id))? {
+            return Err(not_found(id));
+        }
+        for entry in inner.index.scan(ProjectKey::all()) {
+            let (ProjectKey(project), rec) = entry?;
+            if rec.registry_id == Some(id) {
+                return Err(AccountError::InUse {
+                    what: format!("registry {id}"),
+                    by: format!("proxy cache project {project}"),
+                });
+            }
+        }
+        let mut batch = Batch::default();
+        batch.delete(&RegistryKey(id));
+        inner.commit(g, batch)?;
+        Ok(())
+    }
+
+    /// Under the write lock: no registry but `except` is named `name`.
+    fn check_registry_name(&self, name: &str, except: Option<u64>) -> Result<(), AccountError> {
+        for entry in self.inner.index.scan(RegistryKey::all()) {
+            let (RegistryKey(id), rec) = entry?;
+            if rec.name == name && Some(id) != except {
+                return Err(AccountError::Exists {
+                    what: format!("registry {name}"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn record(spec: RegistrySpec, created_ms: u64, updated_ms: u64) -> RegistryRecord {
+    RegistryRecord {
+        name: spec.name,
+        kind: spec.kind,
+        url: spec.url,
+        credential: spec.credential,
+        insecure: spec.insecure,
+        ca_certificate: spec.ca_certificate,
+        description: spec.description,
+        created_ms,
+        updated_ms,
+    }
+}
+
+fn not_found(id: u64) -> AccountError {
+    AccountError::NotFound {
+        what: format!("registry {id}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(kind: &str, url: &str) -> RegistrySpec {
+        RegistrySpec {
+            name: "up".into(),
+            kind: kind.into(),
+            url: url.into(),
+            credential: None,
+            insecure: false,
+            ca_certificate: String::new(),
+            description: String::new(),
+        }
+    }
+
+    /// Names stay unique, a registry in use is not deleted, a project's
+    /// registry must exist, and fsck sees all of it as sound.
+    #[test]
+    fn registries_live_as_projects_need_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Engine::open(crate::EngineConfig::new(dir.path())).unwrap();
+        let a = e
+            .create_registry(spec("docker-registry", "http://a:5000/"))
+            .unwrap();
+        let mut other = spec("harbor", "https://b");
+        other.name = "b".into();
+        let b = e.create_registry(other).unwrap();
+        assert_ne!(a, b);
+        assert!(matches!(
+            e.create_registry(spec("docker-registry", "http://c")),
+            Err(AccountError::Exists { .. })
+        ));
+        assert!(matches!(
+            e.update_registry(b, |s| {
+                s.name = "up".into();
+                Ok(())
+            }),
+            Err(AccountError::Exists { .. })
+        ));
+        // A failing change changes nothing.
+        let refused = e.update_registry(b, |s| {
+            s.url = "http://elsewhere".into();
+            Err(AccountError::Invalid {
+                what: "x".into(),
+                reason: "y".into(),
+            })
+        });
+        assert!(refused.is_err());
+        assert_eq!(e.registry(b).unwrap().unwrap().url, "https://b");
+        let rec = e
+            .update_registry(b, |s| {
+                s.description = "mirror".into();
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(rec.description, "mirror");
+        assert_eq!(e.registry(a).unwrap().unwrap().url, "http://a:5000");
+
+        assert!(matches!(
+            e.create_project_with("p", true, None, Some(999)),
+            Err(AccountError::Invalid { .. })
+        ));
+        e.create_project_with("p", true, None, Some(a)).unwrap();
+        assert_eq!(e.project("p").unwrap().unwrap().registry_id, Some(a));
+        assert!(matches!(
+            e.delete_registry(a),
+            Err(AccountError::InUse { .. })
+        ));
+        e.delete_registry(b).unwrap();
+        assert!(matches!(
+            e.delete_registry(b),
+            Err(AccountError::NotFound { .. })
+        ));
+        assert_eq!(
+            e.registries()
+                .unwrap()
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect::<Vec<_>>(),
+            vec![a]
+        );
+        let report = e.fsck(crate::fsck::FsckOptions::default()).unwrap();
+        assert!(report.findings.is_empty(), "{:?}", report.findings);
+    }
+
+    #[test]
+    fn urls_are_checked_and_spelled_one_way() {
+        let ok = |k: &str, u: &str| spec(k, u).validate().map(|s| s.url);
+        assert_eq!(
+            ok("docker-registry", "http://127.0.0.1:5000/").unwrap(),
+            "http://127.0.0.1:5000"
+        );
+        assert_eq!(
+            ok("docker-hub", "https://hub.docker.com").unwrap(),
+            DOCKER_HUB_API
+        );
+        assert_eq!(ok("docker-hub", "").unwrap(), DOCKER_HUB_API);
+        assert_eq!(
+            ok("harbor", "https://h.example/sub").unwrap(),
+            "https://h.example/sub"
+        );
+        for bad in [
+            "",
+            "ftp://x",
+            "http://",
+            "https://u:p@x",
+            "http://x?y",
+            "http://a b",
+            "x",
+        ] {
+            assert!(ok("docker-registry", bad).is_err(), "{bad:?}");
+        }
+        assert!(ok("aws-ecr", "https://x").is_err());
+        let mut s = spec("docker-registry", "http://x");
+        s.credential = Some(RegistryCredential {
+            access_key: "a:b".into(),
+            access_secret: "s".into(),
+        });
+        assert!(s.validate().is_err());
+    }
+}
