@@ -57,7 +57,7 @@
 //!                                                           purged at first use
 //! meta            SeqKey: "seq" 0x00 kind                 Seq: u64 BE, last id handed out for
 //!                                                           kind ("user", "project", "robot",
-//!                                                           "member", "registry")
+//!                                                           "member", "registry", "policy")
 //! meta            GcCandidatesBuiltKey:                   Marker: "1"
 //!                   "gc_candidates_built"
 //! meta            TiersLocatedKey: "tiers_located"        Marker: "1": every blob record's
@@ -78,6 +78,9 @@
 //!                                                           registry endpoint (name, type,
 //!                                                           URL, credential), which proxy
 //!                                                           cache projects pull through
+//! replication_    PolicyKey: id (decimal)                 PolicyRecord: a pull replication
+//!   policies                                                policy (source registry, filters,
+//!                                                           destination namespace, schedule)
 //! ```
 //!
 //! A chart `name-version` of `project` is the OCI manifest tagged
@@ -99,7 +102,7 @@ use crate::digest::Digest;
 use crate::names::{RepoName, Tag};
 use crate::records::{
     BlobRecord, ChartRecord, ChartRepoRecord, Empty, FormatVersion, LinkRecord, ManifestBody,
-    ManifestRecord, Marker, MemberRecord, ProjectRecord, Record, RegistryRecord,
+    ManifestRecord, Marker, MemberRecord, PolicyRecord, ProjectRecord, Record, RegistryRecord,
     RepoManifestRecord, RepoRecord, RobotRecord, Seq, TagRecord, TokenSeed, UploadRecord,
     UserRecord,
 };
@@ -128,11 +131,12 @@ pub enum Cf {
     ChartRepos,
     Pins,
     Registries,
+    Policies,
 }
 
 impl Cf {
     /// Every column family, in the order they are opened.
-    pub const ALL: [Cf; 20] = [
+    pub const ALL: [Cf; 21] = [
         Cf::Meta,
         Cf::Blobs,
         Cf::Links,
@@ -153,6 +157,7 @@ impl Cf {
         Cf::ChartRepos,
         Cf::Pins,
         Cf::Registries,
+        Cf::Policies,
     ];
 
     /// The column family's name in the index. Changing one is a format change.
@@ -178,6 +183,7 @@ impl Cf {
             Cf::ChartRepos => "chart_repos",
             Cf::Pins => "pins",
             Cf::Registries => "registries",
+            Cf::Policies => "replication_policies",
         }
     }
 }
@@ -796,37 +802,55 @@ impl RobotKey {
     }
 }
 
-/// `registries`: an upstream registry endpoint, by id (decimal, no
-/// leading zeros: the one spelling of each id).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct RegistryKey(pub u64);
+/// A key family of records by numeric id: the id in decimal, no leading
+/// zeros (the one spelling of each id).
+macro_rules! id_key {
+    ($(#[$doc:meta])* $name:ident, $cf:expr, $value:ty) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub struct $name(pub u64);
 
-impl IndexKey for RegistryKey {
-    const CF: Cf = Cf::Registries;
-    type Value = RegistryRecord;
-    fn encode(&self) -> Vec<u8> {
-        self.0.to_string().into_bytes()
-    }
-    fn decode(bytes: &[u8]) -> Result<Self, CorruptKey> {
-        let id = std::str::from_utf8(bytes)
-            .ok()
-            .and_then(|s| s.parse::<u64>().ok())
-            .filter(|id| id.to_string().as_bytes() == bytes);
-        id.map(RegistryKey).ok_or_else(|| CorruptKey {
-            cf: Self::CF,
-            key: bytes.to_vec(),
-            reason: "not a decimal registry id".into(),
-        })
-    }
+        impl IndexKey for $name {
+            const CF: Cf = $cf;
+            type Value = $value;
+            fn encode(&self) -> Vec<u8> {
+                self.0.to_string().into_bytes()
+            }
+            fn decode(bytes: &[u8]) -> Result<Self, CorruptKey> {
+                let id = std::str::from_utf8(bytes)
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .filter(|id| id.to_string().as_bytes() == bytes);
+                id.map($name).ok_or_else(|| CorruptKey {
+                    cf: Self::CF,
+                    key: bytes.to_vec(),
+                    reason: "not a decimal id".into(),
+                })
+            }
+        }
+
+        impl WholeFamily for $name {}
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}/{}", Self::CF, self.0)
+            }
+        }
+    };
 }
 
-impl WholeFamily for RegistryKey {}
-
-impl fmt::Display for RegistryKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", Self::CF, self.0)
-    }
-}
+id_key!(
+    /// `registries`: an upstream registry endpoint, by id.
+    RegistryKey,
+    Cf::Registries,
+    RegistryRecord
+);
+id_key!(
+    /// `replication_policies`: a pull replication policy, by id.
+    PolicyKey,
+    Cf::Policies,
+    PolicyRecord
+);
 
 /// `members`: user `user` has a role in project `project`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -983,16 +1007,18 @@ pub enum IdKind {
     Member,
     Robot,
     Registry,
+    Policy,
 }
 
 impl IdKind {
     /// Every kind.
-    pub const ALL: [IdKind; 5] = [
+    pub const ALL: [IdKind; 6] = [
         IdKind::User,
         IdKind::Project,
         IdKind::Member,
         IdKind::Robot,
         IdKind::Registry,
+        IdKind::Policy,
     ];
 
     fn name(self) -> &'static str {
@@ -1002,6 +1028,7 @@ impl IdKind {
             IdKind::Member => "member",
             IdKind::Robot => "robot",
             IdKind::Registry => "registry",
+            IdKind::Policy => "policy",
         }
     }
 }
@@ -1153,6 +1180,7 @@ pub enum Key {
     ChartRepo(ChartRepoKey),
     Pin(PinKey),
     Registry(RegistryKey),
+    Policy(PolicyKey),
 }
 
 /// Applies `$body` to the typed key inside every non-`meta` variant, with
@@ -1237,6 +1265,10 @@ macro_rules! each_key {
                 type $K = RegistryKey;
                 $body
             }
+            Key::Policy($k) => {
+                type $K = PolicyKey;
+                $body
+            }
         }
     };
 }
@@ -1268,6 +1300,7 @@ impl Key {
             Cf::ChartRepos => Key::ChartRepo(ChartRepoKey::decode(bytes)?),
             Cf::Pins => Key::Pin(PinKey::decode(bytes)?),
             Cf::Registries => Key::Registry(RegistryKey::decode(bytes)?),
+            Cf::Policies => Key::Policy(PolicyKey::decode(bytes)?),
         })
     }
 
@@ -1384,6 +1417,7 @@ mod tests {
                 "robot$proj+ci".into(),
             ),
             (enc(RegistryKey(12)), "registries", "12".into()),
+            (enc(PolicyKey(3)), "replication_policies", "3".into()),
             (enc(TokenSeedKey), "meta", "token_key".into()),
             (enc(SeqKey(IdKind::User)), "meta", "seq\0user".into()),
             (enc(SeqKey(IdKind::Project)), "meta", "seq\0project".into()),
@@ -1394,6 +1428,7 @@ mod tests {
                 "meta",
                 "seq\0registry".into(),
             ),
+            (enc(SeqKey(IdKind::Policy)), "meta", "seq\0policy".into()),
             (
                 enc(GcCandidatesBuiltKey),
                 "meta",
@@ -1711,6 +1746,7 @@ mod tests {
             roundtrip(ChartKey(chart.clone()))?;
             roundtrip(PinKey(d2.clone(), id.clone()))?;
             roundtrip(RegistryKey(n))?;
+            roundtrip(PolicyKey(n))?;
 
             // The closed keyspace: every variant of `Key`, every meta key.
             let mut keys: Vec<Key> = MetaKey::ALL.into_iter().map(Key::Meta).collect();
@@ -1734,6 +1770,7 @@ mod tests {
                 Key::ChartRepo(ChartRepoKey(repo.clone())),
                 Key::Pin(PinKey(d1.clone(), id.clone())),
                 Key::Registry(RegistryKey(n)),
+                Key::Policy(PolicyKey(n)),
             ]);
             let families: std::collections::HashSet<Cf> = keys.iter().map(Key::cf).collect();
             prop_assert_eq!(families.len(), Cf::ALL.len());

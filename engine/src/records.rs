@@ -77,6 +77,7 @@ json_records!(
     ChartRecord,
     ChartRepoRecord,
     RegistryRecord,
+    PolicyRecord,
 );
 
 /// An empty value: the key alone is the fact (`blob_repos`, `referrers`,
@@ -402,6 +403,45 @@ pub struct RegistryRecord {
     pub description: String,
     pub created_ms: u64,
     pub updated_ms: u64,
+}
+
+/// `replication_policies`: Harbor's pull-based replication policy — what
+/// to copy from a registry, where to, and when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyRecord {
+    /// Unique among policies.
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// The source (`registries`).
+    pub registry_id: u64,
+    /// Repositories copied (a pattern, `berth_wire::pattern`); empty: all.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub repos: String,
+    /// Tags copied (a pattern); empty: all.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tags: String,
+    /// The destination namespace (a project); empty: the source's names.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub dest_namespace: String,
+    /// How many leading components of a source name `dest_namespace`
+    /// replaces (Harbor's `dest_namespace_replace_count`; -1: the first).
+    #[serde(default = "minus_one")]
+    pub dest_namespace_replace_count: i8,
+    /// Harbor's six-field cron (`sec min hour day month weekday`) of a
+    /// scheduled policy; empty: manual only.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cron: String,
+    /// Tags that exist at the destination with another digest are moved.
+    #[serde(default)]
+    pub overwrite: bool,
+    pub enabled: bool,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+}
+
+fn minus_one() -> i8 {
+    -1
 }
 
 /// A [`RegistryRecord`]'s credential: Harbor's `basic` (user name and

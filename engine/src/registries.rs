@@ -4,15 +4,18 @@
 //! A registry is a name, a type, a URL and an optional credential. A
 //! project created with a `registry_id` is a proxy cache of that registry
 //! (`docs/proxy-cache.md`); the link is fixed for the project's life, and
-//! a registry is not deleted while a project uses it. Every change is one
-//! synced batch under the engine's write lock, like every index write.
+//! a registry is not deleted while a project or a replication policy uses
+//! it. Replication policies (Harbor's pull-based replication) copy from a
+//! registry on a schedule or on demand (`docs/proxy-cache.md`,
+//! "Replication"). Every change is one synced batch under the engine's
+//! write lock, like every index write.
 
 use crate::accounts::AccountError;
 use crate::engine::Engine;
 use crate::error::StorageError;
 use crate::index::Batch;
-use crate::keys::{IdKind, ProjectKey, RegistryKey, WholeFamily};
-use crate::records::{self, RegistryCredential, RegistryRecord};
+use crate::keys::{IdKind, PolicyKey, ProjectKey, RegistryKey, WholeFamily};
+use crate::records::{self, PolicyRecord, RegistryCredential, RegistryRecord};
 
 /// The registry types berth pulls through: those that speak the OCI
 /// distribution API with Basic or Docker token auth. Harbor's other types
@@ -186,6 +189,15 @@ impl Engine {
                 });
             }
         }
+        for entry in inner.index.scan(PolicyKey::all()) {
+            let (PolicyKey(policy), rec) = entry?;
+            if rec.registry_id == id {
+                return Err(AccountError::InUse {
+                    what: format!("registry {id}"),
+                    by: format!("replication policy {policy} ({})", rec.name),
+                });
+            }
+        }
         let mut batch = Batch::default();
         batch.delete(&RegistryKey(id));
         inner.commit(g, batch)?;
@@ -203,6 +215,115 @@ impl Engine {
             }
         }
         Ok(())
+    }
+}
+
+impl Engine {
+    /// Creates a replication policy (its times are set here); its name
+    /// must be new and its registry exist. Returns its id.
+    pub fn create_policy(&self, mut policy: PolicyRecord) -> Result<u64, AccountError> {
+        let inner = &self.inner;
+        let g = inner.lock()?;
+        self.check_policy(&policy, None)?;
+        let now = records::now_ms();
+        (policy.created_ms, policy.updated_ms) = (now, now);
+        let mut batch = Batch::default();
+        let id = inner.next_id(&mut batch, IdKind::Policy)?;
+        batch.put(&PolicyKey(id), &policy);
+        inner.commit(g, batch)?;
+        Ok(id)
+    }
+
+    /// Replication policy `id`.
+    pub fn policy(&self, id: u64) -> Result<Option<PolicyRecord>, StorageError> {
+        self.inner.index.get(&PolicyKey(id))
+    }
+
+    /// Every replication policy, by id.
+    pub fn policies(&self) -> Result<Vec<(u64, PolicyRecord)>, StorageError> {
+        self.inner
+            .index
+            .scan(PolicyKey::all())
+            .map(|r| r.map(|(PolicyKey(id), rec)| (id, rec)))
+            .collect()
+    }
+
+    /// Changes policy `id` by `change` under the write lock (an error from
+    /// it changes nothing); the result is checked as at creation.
+    pub fn update_policy(
+        &self,
+        id: u64,
+        change: impl FnOnce(&mut PolicyRecord) -> Result<(), AccountError>,
+    ) -> Result<PolicyRecord, AccountError> {
+        let inner = &self.inner;
+        let g = inner.lock()?;
+        let Some(mut rec) = inner.index.get(&PolicyKey(id))? else {
+            return Err(AccountError::NotFound {
+                what: format!("replication policy {id}"),
+            });
+        };
+        change(&mut rec)?;
+        self.check_policy(&rec, Some(id))?;
+        rec.updated_ms = records::now_ms();
+        let mut batch = Batch::default();
+        batch.put(&PolicyKey(id), &rec);
+        inner.commit(g, batch)?;
+        Ok(rec)
+    }
+
+    /// Deletes policy `id`; false if there was none.
+    pub fn delete_policy(&self, id: u64) -> Result<bool, AccountError> {
+        let inner = &self.inner;
+        let g = inner.lock()?;
+        if !inner.index.contains(&PolicyKey(id))? {
+            return Ok(false);
+        }
+        let mut batch = Batch::default();
+        batch.delete(&PolicyKey(id));
+        inner.commit(g, batch)?;
+        Ok(true)
+    }
+
+    /// Under the write lock: a name no other policy has, a registry that
+    /// exists.
+    fn check_policy(&self, p: &PolicyRecord, except: Option<u64>) -> Result<(), AccountError> {
+        if p.name.trim().is_empty() || p.name.len() > 255 {
+            return Err(AccountError::Invalid {
+                what: "replication policy name".into(),
+                reason: "give 1-255 characters".into(),
+            });
+        }
+        if !self.inner.index.contains(&RegistryKey(p.registry_id))? {
+            return Err(AccountError::Invalid {
+                what: format!("src_registry {}", p.registry_id),
+                reason: "no registry has this id".into(),
+            });
+        }
+        for entry in self.inner.index.scan(PolicyKey::all()) {
+            let (PolicyKey(id), rec) = entry?;
+            if rec.name == p.name && Some(id) != except {
+                return Err(AccountError::Exists {
+                    what: format!("replication policy {}", p.name),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Held while a replication run of one policy goes on: in cluster mode
+/// the policy runs on one node at a time (a session advisory lock); on a
+/// single node there is nothing to hold.
+pub struct RunLock(#[allow(dead_code)] crate::index::Exclusive);
+
+impl Engine {
+    /// The run lock of policy `id`, unless another node holds it.
+    pub fn try_run_lock(&self, id: u64) -> Result<Option<RunLock>, StorageError> {
+        Ok(self
+            .inner
+            .index
+            .try_exclusive(&format!("replication {id}"))?
+            .map(RunLock))
     }
 }
 

@@ -27,6 +27,7 @@
 //!                                         412 while a project pulls through it    (admin)
 //! POST /api/v2.0/registries/ping          {"id"} or {"type","url",…}: 200 if it answers
 //!                                         as a registry with the credential, else 400 (admin)
+//! …/replication/policies, …/executions    pull-based replication (replication.rs) (admin)
 //! GET  /api/v2.0/robots                   every robot                             (admin)
 //! POST /api/v2.0/robots                   {"name":"ci","duration":-1,"level":"project",
 //!                                          "permissions":[{"kind":"project","namespace":"p",
@@ -90,6 +91,7 @@ pub enum Endpoint<'a> {
     GetRegistry(&'a str),
     UpdateRegistry(&'a str),
     DeleteRegistry(&'a str),
+    Replication(crate::replication::Endpoint<'a>),
 }
 
 /// The route table's rows for [`PREFIX`] (`rest` is the path after it):
@@ -135,6 +137,10 @@ pub fn resolve<'a>(
         (["registries", id], &Method::PUT) => (E::UpdateRegistry(id), Guard::Admin),
         (["registries", id], &Method::DELETE) => (E::DeleteRegistry(id), Guard::Admin),
         (["registries", _], _) => return Err(ApiError::method_not_allowed("GET, PUT, DELETE")),
+        (["replication", ..], m) => (
+            E::Replication(crate::replication::resolve(m, &segs)?),
+            Guard::Admin,
+        ),
         (
             ["projects"] | ["users"] | ["robots"] | ["registries"] | ["projects", _, "members"],
             _,
@@ -152,7 +158,7 @@ pub fn resolve<'a>(
 
 /// Runs an admin endpoint for the caller its guard admitted.
 pub async fn handle(
-    app: &App,
+    app: &std::sync::Arc<App>,
     endpoint: Endpoint<'_>,
     caller: &Principal,
     parts: &Parts,
@@ -177,6 +183,7 @@ pub async fn handle(
         E::GetRegistry(id) => crate::registries_api::get(app, id).await,
         E::UpdateRegistry(id) => crate::registries_api::update(app, caller, id, body).await,
         E::DeleteRegistry(id) => crate::registries_api::delete(app, caller, id).await,
+        E::Replication(e) => crate::replication::handle(app, e, parts, body).await,
     }
 }
 

@@ -66,6 +66,8 @@ pub struct App {
     /// Proxy cache projects: their upstreams and what is being fetched
     /// (see `proxy_cache.rs`).
     pub proxy_cache: crate::proxy_cache::ProxyCache,
+    /// Replication runs and the scheduler's bell (see `replication.rs`).
+    pub replication: crate::replication::Replication,
     /// Request counters for `/metrics`.
     pub metrics: crate::metrics::ServerMetrics,
     pub charts: ChartsState,
@@ -169,6 +171,7 @@ pub async fn serve(
         gc_grace: config.gc_grace,
         upload_ttl: config.upload_ttl,
         proxy_cache: crate::proxy_cache::ProxyCache::new(config.proxy_revalidate),
+        replication: crate::replication::Replication::default(),
         metrics: crate::metrics::ServerMetrics::default(),
         charts: ChartsState {
             allow_overwrite: config.chart_allow_overwrite,
@@ -177,6 +180,9 @@ pub async fn serve(
         },
         limits: config.limits,
     });
+    if !config.read_only {
+        tokio::spawn(crate::replication::schedule(app.clone()));
+    }
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     eprintln!(

@@ -53,6 +53,7 @@ mod manifests;
 mod proxy_cache;
 mod referrers;
 mod registries_api;
+mod replication;
 mod router;
 pub mod sendfile;
 mod tags;

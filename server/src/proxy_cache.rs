@@ -178,7 +178,7 @@ pub async fn refuse_push(app: &App, project: &str) -> Result<(), ApiError> {
 }
 
 /// The client of registry `id`, rebuilt when its record changed.
-async fn upstream(app: &App, id: u64) -> Result<Arc<Upstream>, ApiError> {
+pub(crate) async fn upstream(app: &App, id: u64) -> Result<Arc<Upstream>, ApiError> {
     let rec = blocking(app, move |e| e.registry(id)).await??;
     let Some(rec) = rec else {
         return Err(ApiError::new(
@@ -303,7 +303,8 @@ fn spawn_cache_manifest(
     let app = app.clone();
     tokio::spawn(async move {
         let (r, d) = (repo.clone(), m.digest.clone());
-        match cache_manifest(&app, &up, repo, tag, m, 0).await {
+        let src = upstream_repo(&repo).to_owned();
+        match cache_manifest(&app, &up, &src, repo, tag, m).await {
             Ok(()) => tracing::info!(target: "berth::proxy", repo = %r, digest = %d, "cached"),
             Err(e) => tracing::warn!(target: "berth::proxy", repo = %r, digest = %d, error = %e,
                 "not cached"),
@@ -311,10 +312,24 @@ fn spawn_cache_manifest(
     });
 }
 
-/// Stores manifest `m` in `repo` with what it references, then `tag`.
-async fn cache_manifest(
+/// Stores manifest `m` of upstream repository `src` in `repo` with what it
+/// references (fetched from `src` where `repo` lacks it), then points
+/// `tag` at it. Also the replication runs' copy (`replication.rs`).
+pub(crate) async fn cache_manifest(
     app: &Arc<App>,
     up: &Arc<Upstream>,
+    src: &str,
+    repo: RepoName,
+    tag: Option<Tag>,
+    m: Fetched,
+) -> Result<(), String> {
+    cache_nested(app, up, src, repo, tag, m, 0).await
+}
+
+async fn cache_nested(
+    app: &Arc<App>,
+    up: &Arc<Upstream>,
+    src: &str,
     repo: RepoName,
     tag: Option<Tag>,
     m: Fetched,
@@ -341,14 +356,14 @@ async fn cache_manifest(
                 continue;
             }
             let f = up
-                .manifest(upstream_repo(&repo), child.as_str())
+                .manifest(src, child.as_str())
                 .await
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| format!("child manifest {child} is not upstream"))?;
-            Box::pin(cache_manifest(app, up, repo.clone(), None, f, depth + 1)).await?;
+            Box::pin(cache_nested(app, up, src, repo.clone(), None, f, depth + 1)).await?;
         }
         for b in put.blobs.clone() {
-            ensure_blob(app, up, &repo, &b).await?;
+            ensure_blob(app, up, src, &repo, &b).await?;
         }
         put.digest = Some(m.digest.clone());
         put.tags = tag.clone().into_iter().collect();
@@ -430,7 +445,7 @@ async fn wait(mut rx: watch::Receiver<Outcome>) -> Result<(), String> {
 /// upstream (one of another project, whose digest it learned).
 async fn readable(
     app: &App,
-    up: Option<&Upstream>,
+    up: Option<(&Upstream, &str)>,
     repo: &RepoName,
     digest: &Digest,
 ) -> Result<bool, ApiError> {
@@ -445,13 +460,10 @@ async fn readable(
     if linked {
         return Ok(true);
     }
-    let Some(up) = up.filter(|_| stored) else {
+    let Some((up, src)) = up.filter(|_| stored) else {
         return Ok(false);
     };
-    if !matches!(
-        up.blob(upstream_repo(repo), digest, true).await,
-        Ok(Some(_))
-    ) {
+    if !matches!(up.blob(src, digest, true).await, Ok(Some(_))) {
         return Ok(false);
     }
     let (r, d) = (repo.clone(), digest.clone());
@@ -464,11 +476,12 @@ async fn readable(
 async fn ensure_blob(
     app: &Arc<App>,
     up: &Arc<Upstream>,
+    src: &str,
     repo: &RepoName,
     digest: &Digest,
 ) -> Result<(), String> {
     loop {
-        if readable(app, Some(up), repo, digest)
+        if readable(app, Some((up, src)), repo, digest)
             .await
             .map_err(|e| e.to_string())?
         {
@@ -477,7 +490,7 @@ async fn ensure_blob(
         match take_flight(app, digest) {
             Flight::Join(rx) => wait(rx).await?,
             Flight::Lead(lead) => {
-                let result = fetch(app, up, repo, digest, None).await;
+                let result = fetch(app, up, src, repo, digest).await;
                 lead.finish(result.clone());
                 return result;
             }
@@ -504,10 +517,10 @@ pub async fn get_blob(
         )
     };
     let up = upstream(app, registry).await?;
-    if readable(app, Some(&up), &get.repo, &get.digest).await? {
+    let name = upstream_repo(&get.repo).to_owned();
+    if readable(app, Some((&up, &name)), &get.repo, &get.digest).await? {
         return get.apply(app).await;
     }
-    let name = upstream_repo(&get.repo).to_owned();
     let unreachable = |e: UpstreamError| match e {
         UpstreamError::Unreachable { .. } => ApiError::new(Code::Unavailable, e.to_string()),
         UpstreamError::Refused { .. } => unknown(format!(": {e}")),
@@ -534,7 +547,7 @@ pub async fn get_blob(
                 wait(rx)
                     .await
                     .map_err(|e| ApiError::new(Code::Unavailable, e))?;
-                if readable(app, Some(&up), &get.repo, &get.digest).await? {
+                if readable(app, Some((&up, &name)), &get.repo, &get.digest).await? {
                     return get.apply(app).await;
                 }
                 continue;
@@ -571,20 +584,21 @@ pub async fn get_blob(
     }
 }
 
-/// Fetches blob `digest` of `repo` from the upstream and stores it.
+/// Fetches blob `digest` of upstream repository `src` and stores it in
+/// `repo`.
 async fn fetch(
     app: &Arc<App>,
     up: &Arc<Upstream>,
+    src: &str,
     repo: &RepoName,
     digest: &Digest,
-    tee: Option<mpsc::Sender<Bytes>>,
 ) -> Result<(), String> {
     let resp = up
-        .blob(upstream_repo(repo), digest, false)
+        .blob(src, digest, false)
         .await
         .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("blob {digest} is not upstream"))?;
-    store(app, repo, digest, resp, tee).await
+        .ok_or_else(|| format!("blob {digest} is not upstream in {src}"))?;
+    store(app, repo, digest, resp, None).await
 }
 
 /// Streams an upstream blob response into an upload session of `repo`

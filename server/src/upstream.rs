@@ -384,6 +384,67 @@ impl Upstream {
     }
 }
 
+impl Upstream {
+    /// Every repository of the upstream's catalog (`/v2/_catalog`, paged
+    /// by its `Link`s), at most `limit`.
+    pub async fn catalog(&self, limit: usize) -> Result<Vec<String>, UpstreamError> {
+        self.list("/v2/_catalog", "registry:catalog:*", "repositories", limit)
+            .await
+    }
+
+    /// Every tag of `repo` (none when the upstream has no such
+    /// repository), at most `limit`.
+    pub async fn tags(&self, repo: &str, limit: usize) -> Result<Vec<String>, UpstreamError> {
+        let repo = self.repo_name(repo);
+        let path = format!("/v2/{repo}/tags/list");
+        self.list(&path, &pull_scope(&repo), "tags", limit).await
+    }
+
+    async fn list(
+        &self,
+        path: &str,
+        scope: &str,
+        field: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, UpstreamError> {
+        let mut out = Vec::new();
+        let mut next = Some(format!("{path}?n=1000"));
+        while let Some(p) = next.take() {
+            let resp = self
+                .send(Method::GET, &p, scope, None, Some(SMALL_TIMEOUT))
+                .await?;
+            match resp.status() {
+                StatusCode::OK => {}
+                StatusCode::NOT_FOUND if field == "tags" => break,
+                s => return Err(self.refused(format!("GET {p}: {s}"))),
+            }
+            next = resp
+                .headers()
+                .get(reqwest::header::LINK)
+                .and_then(|v| v.to_str().ok())
+                .and_then(berth_wire::challenge::next_link)
+                .filter(|n| n.starts_with(path) || n.starts_with(self.base.as_str()));
+            let body = read_capped(resp, 16 << 20)
+                .await
+                .map_err(|e| self.unreachable(format!("GET {p}: {e}")))?;
+            let json: serde_json::Value =
+                serde_json::from_slice(&body).map_err(|e| self.refused(format!("GET {p}: {e}")))?;
+            out.extend(
+                json[field]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_str().map(str::to_owned)),
+            );
+            if out.len() >= limit {
+                out.truncate(limit);
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
 fn pull_scope(repo: &str) -> String {
     format!("repository:{repo}:pull")
 }

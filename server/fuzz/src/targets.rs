@@ -341,6 +341,8 @@ pub fn harbor(data: &[u8]) {
     let _ = serde_json::from_slice::<harbor::ScheduleRequest>(data);
     let _ = serde_json::from_slice::<harbor::RegistryReq>(data);
     let _ = serde_json::from_slice::<harbor::RegistryUpdateReq>(data);
+    let _ = serde_json::from_slice::<harbor::PolicyReq>(data);
+    let _ = serde_json::from_slice::<harbor::ExecutionReq>(data);
 }
 
 /// The token service's form bodies and scopes: every scope of the form

@@ -188,3 +188,74 @@ pub struct Parameters {
     #[serde(default)]
     pub dry_run: bool,
 }
+
+/// `POST /api/v2.0/replication/policies`, `PUT …/{id}` (Harbor's
+/// `ReplicationPolicy`; the fields berth reads).
+#[derive(Debug, Default, Deserialize)]
+pub struct PolicyReq {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub src_registry: Option<IdRef>,
+    /// Must be empty or id 0 (the local registry): pull-based only.
+    #[serde(default)]
+    pub dest_registry: Option<IdRef>,
+    #[serde(default)]
+    pub dest_namespace: Option<String>,
+    #[serde(default)]
+    pub dest_namespace_replace_count: Option<i8>,
+    #[serde(default)]
+    pub filters: Option<Vec<FilterReq>>,
+    #[serde(default)]
+    pub trigger: Option<TriggerReq>,
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    #[serde(default, rename = "override")]
+    pub overwrite: Option<bool>,
+    /// Harbor's push-side deletion replication: refused when true.
+    #[serde(default)]
+    pub deletion: Option<bool>,
+}
+
+/// `{"id": N}`, Harbor's reference to a registry.
+#[derive(Debug, Default, Deserialize)]
+pub struct IdRef {
+    #[serde(default)]
+    pub id: u64,
+}
+
+/// One of a policy's `filters`: `{"type":"name"|"tag"|"resource","value":…}`.
+#[derive(Debug, Deserialize)]
+pub struct FilterReq {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub value: Value,
+    /// Harbor's `matches` / `excludes`.
+    #[serde(default)]
+    pub decoration: Option<String>,
+}
+
+/// A policy's `trigger`: `manual`, or `scheduled` with a cron.
+#[derive(Debug, Deserialize)]
+pub struct TriggerReq {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub trigger_settings: Option<TriggerSettings>,
+}
+
+/// `trigger_settings` of a [`TriggerReq`].
+#[derive(Debug, Default, Deserialize)]
+pub struct TriggerSettings {
+    #[serde(default)]
+    pub cron: Option<String>,
+}
+
+/// `POST /api/v2.0/replication/executions`.
+#[derive(Debug, Deserialize)]
+pub struct ExecutionReq {
+    pub policy_id: u64,
+}

@@ -9,6 +9,8 @@
 //!   archives (gzip, tar, `Chart.yaml`) and provenance files.
 //! - [`harbor`]: the Harbor-shaped API's JSON request bodies.
 //! - [`token_request`]: the token service's form bodies and scopes.
+//! - [`pattern`]: Harbor's replication filter patterns (`**`, `*`, `?`,
+//!   `{a,b}`).
 //! - [`challenge`]: what other registries answer berth as a client
 //!   (`WWW-Authenticate`, `Link`), for `berthctl sync` and the proxy cache.
 //!
@@ -28,5 +30,6 @@ pub mod credentials;
 pub mod harbor;
 pub mod manifest;
 pub mod path;
+pub mod pattern;
 pub mod range;
 pub mod token_request;
