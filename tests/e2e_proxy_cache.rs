@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use berth_testkit::berthctl;
 use berth_testkit::distribution::{basic, AuthDistribution, PASSWORD, USER};
 use berth_testkit::oci_layout::{self, ImageIndex};
-use berth_testkit::server::{header, http, skopeo, skopeo_ok, TestServer};
+use berth_testkit::server::{api_json, header, http, skopeo_ok, skopeo_raw, TestServer};
 use serde_json::{json, Value};
 
 const ADMIN_PW: &str = "proxy-cache-admin-pw";
@@ -25,40 +25,7 @@ fn api(
     path: &str,
     body: &Value,
 ) -> (u16, Vec<(String, String)>, Value) {
-    let raw = if body.is_null() {
-        Vec::new()
-    } else {
-        serde_json::to_vec(body).expect("json")
-    };
-    let (st, h, b) = http(
-        server.addr,
-        method,
-        path,
-        &[
-            ("Authorization", auth),
-            ("Content-Type", "application/json"),
-        ],
-        &raw,
-    );
-    let v = serde_json::from_slice(&b).unwrap_or(Value::Null);
-    (st, h, v)
-}
-
-/// Pushes an OCI layout's tag to the upstream.
-fn push(up: &AuthDistribution, layout: &Path, tag: &str, image: &str) {
-    let from = format!("oci:{}:{tag}", layout.display());
-    let to = format!("docker://{}/{image}", up.addr);
-    let creds = format!("{USER}:{PASSWORD}");
-    skopeo(&[
-        "copy",
-        "--all",
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        &creds,
-        "--preserve-digests",
-        &from,
-        &to,
-    ]);
+    api_json(server.addr, auth, method, path, body)
 }
 
 /// Copies `image` (every platform) from berth into a new OCI layout.
@@ -83,19 +50,7 @@ fn pull(server: &TestServer, image: &str, to: &Path) {
 
 /// The manifest berth serves for `image`, as bytes.
 fn raw(server: &TestServer, image: &str) -> Vec<u8> {
-    let remote = format!("docker://{}/{image}", server.url());
-    let creds = format!("admin:{ADMIN_PW}");
-    skopeo_ok(
-        server,
-        &[
-            "inspect",
-            "--tls-verify=false",
-            "--creds",
-            &creds,
-            "--raw",
-            &remote,
-        ],
-    )
+    skopeo_raw(server, &format!("admin:{ADMIN_PW}"), image)
 }
 
 fn same_blobs(pulled: &Path, source: &Path, digests: impl IntoIterator<Item = String>) {
@@ -151,9 +106,9 @@ fn a_proxy_cache_project_pulls_through_serves_offline_and_follows_moved_tags() {
     let index: ImageIndex = oci_layout::write_multi_arch(&multi, "v2", "proxy/multi", 100_000);
     let big = w.join("big");
     let big_image = oci_layout::write_image(&big, "1", "proxy/big", &[6 << 20]);
-    push(&up, &single, "v1", "team/app:v1");
-    push(&up, &multi, "v2", "team/multi:v2");
-    push(&up, &big, "1", "team/big:1");
+    up.push(&single, "v1", "team/app:v1");
+    up.push(&multi, "v2", "team/multi:v2");
+    up.push(&big, "1", "team/big:1");
 
     let data = w.join("berth");
     let mut server = TestServer::start(
@@ -344,7 +299,7 @@ fn a_proxy_cache_project_pulls_through_serves_offline_and_follows_moved_tags() {
     let up = AuthDistribution::start_on(&up_dir, port);
     let moved = w.join("moved");
     let moved_image = oci_layout::write_image(&moved, "v1", "proxy/moved", &[50_000]);
-    push(&up, &moved, "v1", "team/app:v1");
+    up.push(&moved, "v1", "team/app:v1");
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(raw(&server, "hub/team/app:v1"), moved_image.manifest);
     let pulled = w.join("moved-app");

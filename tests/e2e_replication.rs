@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use berth_testkit::distribution::{basic, AuthDistribution, PASSWORD, USER};
 use berth_testkit::oci_layout;
-use berth_testkit::server::{header, http, skopeo, skopeo_ok, TestServer};
+use berth_testkit::server::{api_json, header, http, skopeo_ok, skopeo_raw, TestServer};
 use serde_json::{json, Value};
 
 const ADMIN_PW: &str = "replication-admin-pw";
@@ -21,60 +21,13 @@ fn api(
     path: &str,
     body: &Value,
 ) -> (u16, Option<String>, Value) {
-    let raw = if body.is_null() {
-        Vec::new()
-    } else {
-        serde_json::to_vec(body).expect("json")
-    };
     let admin = basic("admin", ADMIN_PW);
-    let (st, h, b) = http(
-        server.addr,
-        method,
-        path,
-        &[
-            ("Authorization", &admin),
-            ("Content-Type", "application/json"),
-        ],
-        &raw,
-    );
-    let location = header(&h, "location").map(str::to_owned);
-    (
-        st,
-        location,
-        serde_json::from_slice(&b).unwrap_or(Value::Null),
-    )
-}
-
-fn push(up: &AuthDistribution, layout: &std::path::Path, tag: &str, image: &str) {
-    let from = format!("oci:{}:{tag}", layout.display());
-    let to = format!("docker://{}/{image}", up.addr);
-    let creds = format!("{USER}:{PASSWORD}");
-    skopeo(&[
-        "copy",
-        "--all",
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        &creds,
-        "--preserve-digests",
-        &from,
-        &to,
-    ]);
+    let (st, h, v) = api_json(server.addr, &admin, method, path, body);
+    (st, header(&h, "location").map(str::to_owned), v)
 }
 
 fn raw(server: &TestServer, image: &str) -> Vec<u8> {
-    let remote = format!("docker://{}/{image}", server.url());
-    let creds = format!("admin:{ADMIN_PW}");
-    skopeo_ok(
-        server,
-        &[
-            "inspect",
-            "--tls-verify=false",
-            "--creds",
-            &creds,
-            "--raw",
-            &remote,
-        ],
-    )
+    skopeo_raw(server, &format!("admin:{ADMIN_PW}"), image)
 }
 
 /// Runs policy `id` and waits for the run to end; the run.
@@ -124,10 +77,10 @@ fn a_policy_replicates_what_it_selects_once_and_on_its_schedule() {
     let image = oci_layout::write_image(&single, "v1", "repl/app", &[200_000, 3_000]);
     let multi = w.join("multi");
     let index = oci_layout::write_multi_arch(&multi, "m", "repl/multi", 80_000);
-    push(&up, &single, "v1", "team/app:v1");
-    push(&up, &single, "v1", "team/app:latest");
-    push(&up, &multi, "m", "team/sub/multi:m");
-    push(&up, &single, "v1", "other/x:v1");
+    up.push(&single, "v1", "team/app:v1");
+    up.push(&single, "v1", "team/app:latest");
+    up.push(&multi, "m", "team/sub/multi:m");
+    up.push(&single, "v1", "other/x:v1");
 
     let server = TestServer::start(
         &w.join("berth"),
@@ -253,7 +206,7 @@ fn a_policy_replicates_what_it_selects_once_and_on_its_schedule() {
     // A tag moved upstream moves here with the next run.
     let moved = w.join("moved");
     let moved_image = oci_layout::write_image(&moved, "v1", "repl/moved", &[40_000]);
-    push(&up, &moved, "v1", "team/app:v1");
+    up.push(&moved, "v1", "team/app:v1");
     let r = run(&server, policy);
     assert_eq!(r["status"], json!("Succeed"), "{r}");
     assert_eq!(raw(&server, "mirror/app:v1"), moved_image.manifest);

@@ -13,7 +13,7 @@ use berth_testkit::distribution::{
     basic, AuthDistribution as Source, PASSWORD as SRC_PW, USER as SRC_USER,
 };
 use berth_testkit::oci_layout::{self, sha256_digest, MEDIA_TYPE_MANIFEST};
-use berth_testkit::server::{http, skopeo, skopeo_ok, TestServer};
+use berth_testkit::server::{http, skopeo_ok, TestServer};
 use serde_json::{json, Value};
 
 const ADMIN_PW: &str = "sync-admin-password";
@@ -45,29 +45,14 @@ fn a_registry_with_auth_syncs_into_berth_bit_for_bit_and_only_once() {
     let work = tempfile::tempdir().expect("tempdir");
     let w = work.path();
     let src = Source::start(w);
-    let creds = format!("{SRC_USER}:{SRC_PW}");
-    let push = |layout: &Path, tag: &str, image: &str| {
-        let from = format!("oci:{}:{tag}", layout.display());
-        let to = format!("docker://{}/{image}", src.addr);
-        skopeo(&[
-            "copy",
-            "--all",
-            "--dest-tls-verify=false",
-            "--dest-creds",
-            &creds,
-            "--preserve-digests",
-            &from,
-            &to,
-        ]);
-    };
     let single = w.join("single");
     let image = oci_layout::write_image(&single, "v1", "sync/app", &[300_000, 4_000]);
     let multi = w.join("multi");
     let index = oci_layout::write_multi_arch(&multi, "v2", "sync/multi", 100_000);
-    push(&single, "v1", "team/app:v1");
-    push(&single, "v1", "team/app:stable");
-    push(&multi, "v2", "team/multi:v2");
-    push(&single, "v1", "other/skipped:v1");
+    src.push(&single, "v1", "team/app:v1");
+    src.push(&single, "v1", "team/app:stable");
+    src.push(&multi, "v2", "team/multi:v2");
+    src.push(&single, "v1", "other/skipped:v1");
 
     // A signature-like referrer of team/app:v1, kept the way clients keep
     // one on a registry without the referrers API: by digest, listed in an
@@ -208,7 +193,7 @@ fn a_registry_with_auth_syncs_into_berth_bit_for_bit_and_only_once() {
     assert!(out.contains("blobs: 0 copied (0 bytes)"), "{out}");
     let moved = w.join("moved");
     oci_layout::write_image(&moved, "v1", "sync/moved", &[2_000]);
-    push(&moved, "v1", "team/app:stable");
+    src.push(&moved, "v1", "team/app:stable");
     let (code, out, err) = sync(
         &server,
         &src,

@@ -271,27 +271,17 @@ impl Upstream {
         repo: &str,
         reference: &str,
     ) -> Result<Option<Option<Digest>>, UpstreamError> {
-        let repo = self.repo_name(repo);
-        let path = format!("/v2/{repo}/manifests/{reference}");
-        let resp = self
-            .send(
+        let tail = format!("manifests/{reference}");
+        let found = self
+            .object(
                 Method::HEAD,
-                &path,
-                &pull_scope(&repo),
+                repo,
+                &tail,
                 Some(MANIFEST_ACCEPT),
                 Some(SMALL_TIMEOUT),
             )
             .await?;
-        match resp.status() {
-            StatusCode::OK => Ok(Some(
-                resp.headers()
-                    .get("docker-content-digest")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| Digest::parse(v).ok()),
-            )),
-            StatusCode::NOT_FOUND => Ok(None),
-            s => Err(self.refused(format!("HEAD {path}: {s}"))),
-        }
+        Ok(found.map(|resp| content_digest(&resp)))
     }
 
     /// Manifest `reference` of `repo`, or `None` when the upstream has
@@ -303,33 +293,27 @@ impl Upstream {
         repo: &str,
         reference: &str,
     ) -> Result<Option<Fetched>, UpstreamError> {
-        let repo = self.repo_name(repo);
-        let path = format!("/v2/{repo}/manifests/{reference}");
-        let resp = self
-            .send(
+        let path = format!("/v2/{}/manifests/{reference}", self.repo_name(repo));
+        let tail = format!("manifests/{reference}");
+        let found = self
+            .object(
                 Method::GET,
-                &path,
-                &pull_scope(&repo),
+                repo,
+                &tail,
                 Some(MANIFEST_ACCEPT),
                 Some(SMALL_TIMEOUT),
             )
             .await?;
-        match resp.status() {
-            StatusCode::OK => {}
-            StatusCode::NOT_FOUND => return Ok(None),
-            s => return Err(self.refused(format!("GET {path}: {s}"))),
-        }
+        let Some(resp) = found else {
+            return Ok(None);
+        };
         let media_type = resp
             .headers()
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(|v| v.split(';').next().unwrap_or_default().trim().to_owned())
             .unwrap_or_default();
-        let named = resp
-            .headers()
-            .get("docker-content-digest")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| Digest::parse(v).ok());
+        let named = content_digest(&resp);
         let body = read_capped(resp, MAX_MANIFEST_BYTES)
             .await
             .map_err(|e| self.unreachable(format!("GET {path}: {e}")))?;
@@ -370,16 +354,31 @@ impl Upstream {
         digest: &Digest,
         head: bool,
     ) -> Result<Option<Response>, UpstreamError> {
-        let repo = self.repo_name(repo);
-        let path = format!("/v2/{repo}/blobs/{digest}");
         let method = if head { Method::HEAD } else { Method::GET };
+        self.object(method, repo, &format!("blobs/{digest}"), None, None)
+            .await
+    }
+
+    /// `/v2/<repo>/<tail>` (`manifests/…`, `blobs/…`) of `repo` (berth's
+    /// name for it): `200` is the response, `404` none, anything else
+    /// refused.
+    async fn object(
+        &self,
+        method: Method,
+        repo: &str,
+        tail: &str,
+        accept: Option<&str>,
+        timeout: Option<Duration>,
+    ) -> Result<Option<Response>, UpstreamError> {
+        let repo = self.repo_name(repo);
+        let path = format!("/v2/{repo}/{tail}");
         let resp = self
-            .send(method, &path, &pull_scope(&repo), None, None)
+            .send(method.clone(), &path, &pull_scope(&repo), accept, timeout)
             .await?;
         match resp.status() {
             StatusCode::OK => Ok(Some(resp)),
             StatusCode::NOT_FOUND => Ok(None),
-            s => Err(self.refused(format!("GET {path}: {s}"))),
+            s => Err(self.refused(format!("{method} {path}: {s}"))),
         }
     }
 }
@@ -443,6 +442,14 @@ impl Upstream {
         }
         Ok(out)
     }
+}
+
+/// The digest a registry names its answer with, if it names one.
+fn content_digest(resp: &Response) -> Option<Digest> {
+    resp.headers()
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| Digest::parse(v).ok())
 }
 
 fn pull_scope(repo: &str) -> String {

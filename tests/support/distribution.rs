@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::haproxy::free_port;
 use crate::oci_layout::sha256_digest;
-use crate::server::{header, http};
+use crate::server::{header, http, skopeo};
 
 /// The user distribution's htpasswd file holds.
 pub const USER: &str = "source";
@@ -93,6 +93,24 @@ impl AuthDistribution {
     /// Its log so far: the access log's lines hold `"METHOD PATH HTTP/1.1"`.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("registry.log")).unwrap_or_default()
+    }
+
+    /// Pushes tag `tag` of the OCI layout at `layout` (every platform,
+    /// digests kept) as `image` (`repo:tag`), with skopeo.
+    pub fn push(&self, layout: &Path, tag: &str, image: &str) {
+        let from = format!("oci:{}:{tag}", layout.display());
+        let to = format!("docker://{}/{image}", self.addr);
+        let creds = format!("{USER}:{PASSWORD}");
+        skopeo(&[
+            "copy",
+            "--all",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            &creds,
+            "--preserve-digests",
+            &from,
+            &to,
+        ]);
     }
 
     /// A PUT with Basic auth; its status.

@@ -469,6 +469,53 @@ pub fn image_manifest(config: &(String, usize), layer: &(String, usize), n: u32)
 
 /// skopeo with no berth server to blame (the other registry's side): its
 /// stdout; panics with its stderr if it fails.
+/// The manifest `server` serves for `image` (`repo:tag`), as bytes
+/// (`skopeo inspect --raw` with `creds`, `user:password`).
+pub fn skopeo_raw(server: &TestServer, creds: &str, image: &str) -> Vec<u8> {
+    let remote = format!("docker://{}/{image}", server.url());
+    skopeo_ok(
+        server,
+        &[
+            "inspect",
+            "--tls-verify=false",
+            "--creds",
+            creds,
+            "--raw",
+            &remote,
+        ],
+    )
+}
+
+/// A JSON API call with `Authorization: auth` (a null `body` sends none):
+/// status, headers and the body as JSON (null when it is not).
+pub fn api_json(
+    addr: SocketAddr,
+    auth: &str,
+    method: &str,
+    path: &str,
+    body: &serde_json::Value,
+) -> (u16, Vec<(String, String)>, serde_json::Value) {
+    let raw = match body {
+        serde_json::Value::Null => Vec::new(),
+        b => serde_json::to_vec(b).expect("json"),
+    };
+    let (st, h, b) = http(
+        addr,
+        method,
+        path,
+        &[
+            ("Authorization", auth),
+            ("Content-Type", "application/json"),
+        ],
+        &raw,
+    );
+    (
+        st,
+        h,
+        serde_json::from_slice(&b).unwrap_or(serde_json::Value::Null),
+    )
+}
+
 pub fn skopeo(args: &[&str]) -> Vec<u8> {
     let out = Command::new("skopeo")
         .args(SKOPEO_GLOBAL)
