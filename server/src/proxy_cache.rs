@@ -64,6 +64,10 @@ const WRITE_BATCH: usize = 1 << 20;
 const TEE_DEPTH: usize = 16;
 /// Deepest index nesting followed when caching.
 const MAX_DEPTH: u32 = 8;
+/// Entries of the project and tag-check maps before stale ones are
+/// dropped: a caller naming ever new projects or tags (auth off) cannot
+/// grow them without bound.
+const MAX_ENTRIES: usize = 100_000;
 
 /// What the proxy cache knows and is doing; one per server.
 pub struct ProxyCache {
@@ -109,7 +113,15 @@ impl ProxyCache {
     }
 
     fn mark_checked(&self, repo: &RepoName, tag: &Tag) {
-        lock(&self.checked).insert((repo.clone(), tag.clone()), Instant::now());
+        let mut checked = lock(&self.checked);
+        if checked.len() >= MAX_ENTRIES {
+            let revalidate = self.revalidate;
+            checked.retain(|_, t| t.elapsed() < revalidate);
+        }
+        if checked.len() >= MAX_ENTRIES {
+            checked.clear(); // every tag is asked upstream once more
+        }
+        checked.insert((repo.clone(), tag.clone()), Instant::now());
     }
 
     /// Forgets what is known of `project` (it was just created here).
@@ -157,6 +169,11 @@ async fn registry_of_project(app: &App, project: &str) -> Result<Option<u64>, Ap
         },
     };
     if let Ok(mut m) = app.proxy_cache.projects.write() {
+        if m.len() >= MAX_ENTRIES {
+            // Proxy entries are few and never stale; plain ones are asked
+            // again anyway.
+            m.retain(|_, k| matches!(k, ProjectKind::Proxy(_)));
+        }
         m.insert(project.to_owned(), kind);
     }
     Ok(match kind {
