@@ -181,7 +181,7 @@ pub async fn serve(
         limits: config.limits,
     });
     if !config.read_only {
-        tokio::spawn(crate::replication::schedule(app.clone()));
+        tokio::spawn(crate::replication::schedule(Arc::downgrade(&app)));
     }
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };

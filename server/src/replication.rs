@@ -25,7 +25,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use berth_engine::records::{now_ms, PolicyRecord};
@@ -341,7 +341,7 @@ pub struct Replication {
     runs: Mutex<VecDeque<Run>>,
     next_id: AtomicU64,
     /// Rung when policies change, so the scheduler re-reads them.
-    wake: tokio::sync::Notify,
+    wake: Arc<tokio::sync::Notify>,
 }
 
 /// One execution of a policy.
@@ -568,9 +568,12 @@ async fn copy_tag(
 
 /// The scheduler: fires each enabled scheduled policy at its cron's times
 /// (UTC), re-reading the policies every [`RESCAN`] or when they change.
-pub async fn schedule(app: Arc<App>) {
+/// It holds the server only while it works: once the server has shut
+/// down (its last `Arc` gone), it ends.
+pub async fn schedule(server: Weak<App>) {
     let mut next: HashMap<u64, (String, DateTime<Utc>)> = HashMap::new();
     loop {
+        let Some(app) = server.upgrade() else { return };
         let policies = match blocking(&app, |e| e.policies()).await {
             Ok(Ok(p)) => p,
             _ => Vec::new(),
@@ -612,9 +615,11 @@ pub async fn schedule(app: Arc<App>) {
             .unwrap_or(Duration::ZERO)
             .min(RESCAN);
         let wait = if soonest.is_none() { RESCAN } else { wait };
+        let wake = app.replication.wake.clone();
+        drop(app);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = app.replication.wake.notified() => {}
+            _ = wake.notified() => {}
         }
     }
 }
