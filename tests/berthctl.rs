@@ -97,6 +97,28 @@ fn accounts_offline_user_project_member_robot() {
     assert_eq!(code, 0, "{out}{err}");
     let (code, _, err) = berthctl(d, &["member", "add", "team", "bob", "--role", "owner"]);
     assert_eq!(code, 2, "{err}");
+    // Proxy cache projects: the upstream registered once, reused by URL.
+    let (code, out, err) = berthctl(
+        d,
+        &[
+            "project",
+            "add",
+            "hub",
+            "--public",
+            "--proxy",
+            "http://127.0.0.1:5999/",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("a proxy cache of"), "{out}");
+    let (code, out, err) = berthctl(
+        d,
+        &["project", "add", "hub2", "--proxy", "http://127.0.0.1:5999"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) = berthctl(d, &["project", "add", "bad", "--proxy", "ftp://x"]);
+    assert_ne!(code, 0, "a URL that is not http(s) is refused");
+    assert!(err.contains("URL"), "{err}");
     let (code, out, err) = berthctl(d, &["robot", "add", "team", "ci", "--actions", "pull,push"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("robot$team+ci"), "{out}");
@@ -115,6 +137,17 @@ fn accounts_offline_user_project_member_robot() {
         e.permissions(&bob, "team").expect("perms"),
         berth_engine::Role::Developer.actions()
     );
+    let registries = e.registries().expect("registries");
+    assert_eq!(registries.len(), 1, "{registries:?}");
+    let (id, rec) = &registries[0];
+    assert_eq!(rec.url, "http://127.0.0.1:5999");
+    for p in ["hub", "hub2"] {
+        assert_eq!(
+            e.project(p).expect("project").expect(p).registry_id,
+            Some(*id)
+        );
+    }
+    assert!(e.project("bad").expect("project").is_none());
     let robot = e
         .authenticate("robot$team+ci", &secret)
         .expect("auth")
