@@ -40,8 +40,8 @@ use crate::error::StorageError;
 use crate::index::{Batch, Checked, Index};
 use crate::keys::{
     BlobKey, BlobRepoKey, BodyKey, Cf, ChartKey, ChartRepoKey, CorruptKey, GcCandidateKey,
-    IndexKey, Key, LinkKey, ManifestKey, ProjectKey, ReferrerKey, RegistryKey, RepoManifestKey,
-    Scan, TagKey, UploadKey, WholeFamily,
+    IndexKey, Key, LinkKey, ManifestKey, PolicyKey, ProjectKey, ReferrerKey, RegistryKey,
+    RepoManifestKey, Scan, TagKey, UploadKey, WholeFamily,
 };
 use crate::names::RepoName;
 use crate::records::{
@@ -632,17 +632,22 @@ impl Engine {
             );
         }
 
-        // Proxy cache projects pull through a registry that exists (a
-        // registry is not deleted while a project uses it).
+        // Proxy cache projects and replication policies use a registry
+        // that exists (a registry is not deleted while either uses it).
+        let mut users: Vec<(String, u64)> = Vec::new();
         for r in entries(&inner.index, ProjectKey::all()) {
             let (ProjectKey(project), rec) = r?;
             if let Some(id) = rec.registry_id {
-                if !inner.index.contains(&RegistryKey(id))? && unreadable.whole(Cf::Registries) {
-                    add(
-                        format!("project {project}"),
-                        format!("a proxy cache of registry {id}, which does not exist"),
-                    );
-                }
+                users.push((format!("project {project}"), id));
+            }
+        }
+        for r in entries(&inner.index, PolicyKey::all()) {
+            let (PolicyKey(policy), rec) = r?;
+            users.push((format!("replication policy {policy}"), rec.registry_id));
+        }
+        for (object, id) in users {
+            if !inner.index.contains(&RegistryKey(id))? && unreadable.whole(Cf::Registries) {
+                add(object, format!("uses registry {id}, which does not exist"));
             }
         }
 

@@ -429,8 +429,54 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![a]
         );
+        let policy = PolicyRecord {
+            name: "mirror".into(),
+            description: String::new(),
+            registry_id: a,
+            repos: "team/**".into(),
+            tags: String::new(),
+            dest_namespace: "mirror".into(),
+            dest_namespace_replace_count: 1,
+            cron: String::new(),
+            overwrite: false,
+            enabled: true,
+            created_ms: 0,
+            updated_ms: 0,
+        };
+        let pid = e.create_policy(policy.clone()).unwrap();
+        assert!(matches!(
+            e.create_policy(policy.clone()),
+            Err(AccountError::Exists { .. })
+        ));
+        let orphan = PolicyRecord {
+            name: "orphan".into(),
+            registry_id: 999,
+            ..policy
+        };
+        assert!(matches!(
+            e.create_policy(orphan.clone()),
+            Err(AccountError::Invalid { .. })
+        ));
+        let renamed = e
+            .update_policy(pid, |p| {
+                p.tags = "v*".into();
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!((renamed.tags.as_str(), renamed.registry_id), ("v*", a));
         let report = e.fsck(crate::fsck::FsckOptions::default()).unwrap();
         assert!(report.findings.is_empty(), "{:?}", report.findings);
+
+        // A policy naming a registry that is gone is a finding.
+        let g = e.inner.lock().unwrap();
+        let mut batch = Batch::default();
+        batch.put(&PolicyKey(77), &orphan);
+        e.inner.commit(g, batch).unwrap();
+        let report = e.fsck(crate::fsck::FsckOptions::default()).unwrap();
+        assert_eq!(report.findings.len(), 1, "{:?}", report.findings);
+        assert!(report.findings[0].problem.contains("registry 999"));
+        assert!(e.delete_policy(77).unwrap());
+        assert!(!e.delete_policy(77).unwrap());
     }
 
     #[test]
