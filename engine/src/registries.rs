@@ -127,7 +127,7 @@ impl Engine {
         let now = records::now_ms();
         let mut batch = Batch::default();
         let id = inner.next_id(&mut batch, IdKind::Registry)?;
-        batch.put(&RegistryKey(id), &record(spec, now, now));
+        batch.put(&RegistryKey(id), &spec.into_record(now, now));
         inner.commit(g, batch)?;
         Ok(id)
     }
@@ -165,7 +165,7 @@ impl Engine {
         if spec.name != old.name {
             self.check_registry_name(&spec.name, Some(id))?;
         }
-        let rec = record(spec, old.created_ms, records::now_ms());
+        let rec = spec.into_record(old.created_ms, records::now_ms());
         let mut batch = Batch::default();
         batch.put(&RegistryKey(id), &rec);
         inner.commit(g, batch)?;
@@ -327,17 +327,20 @@ impl Engine {
     }
 }
 
-fn record(spec: RegistrySpec, created_ms: u64, updated_ms: u64) -> RegistryRecord {
-    RegistryRecord {
-        name: spec.name,
-        kind: spec.kind,
-        url: spec.url,
-        credential: spec.credential,
-        insecure: spec.insecure,
-        ca_certificate: spec.ca_certificate,
-        description: spec.description,
-        created_ms,
-        updated_ms,
+impl RegistrySpec {
+    /// The record of this spec, with its times.
+    pub fn into_record(self, created_ms: u64, updated_ms: u64) -> RegistryRecord {
+        RegistryRecord {
+            name: self.name,
+            kind: self.kind,
+            url: self.url,
+            credential: self.credential,
+            insecure: self.insecure,
+            ca_certificate: self.ca_certificate,
+            description: self.description,
+            created_ms,
+            updated_ms,
+        }
     }
 }
 

@@ -220,18 +220,7 @@ pub async fn ping(app: &App, body: RequestBody) -> Result<Response<Body>, ApiErr
         },
     };
     apply_update(&mut spec, req)?;
-    let spec = spec.validate()?;
-    let rec = RegistryRecord {
-        name: spec.name,
-        kind: spec.kind,
-        url: spec.url,
-        credential: spec.credential,
-        insecure: spec.insecure,
-        ca_certificate: spec.ca_certificate,
-        description: spec.description,
-        created_ms: 0,
-        updated_ms: 0,
-    };
+    let rec = spec.validate()?.into_record(0, 0);
     let up = Upstream::new(&rec).map_err(|e| ApiError::new(Code::BadRequest, e))?;
     up.ping().await.map_err(|e| {
         ApiError::new(
