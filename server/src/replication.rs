@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use berth_engine::records::{now_ms, PolicyRecord};
+use berth_engine::records::{now_ms, PolicyRecord, RegistryRecord};
 use berth_engine::{AccountError, Reference, RepoName, Tag};
 use berth_wire::harbor::{ExecutionReq, PolicyReq};
 use berth_wire::pattern::glob;
@@ -217,12 +217,9 @@ fn apply(p: &mut PolicyRecord, req: PolicyReq) -> Result<(), AccountError> {
     Ok(())
 }
 
-fn policy_json(app: &App, id: u64, p: &PolicyRecord) -> Value {
-    let src = app
-        .engine
-        .registry(p.registry_id)
-        .ok()
-        .flatten()
+/// A policy as Harbor shows it; `src` its registry, read with it.
+fn policy_json(id: u64, p: &PolicyRecord, src: Option<&RegistryRecord>) -> Value {
+    let src = src
         .map(|r| json!({"id": p.registry_id, "name": r.name, "type": r.kind, "url": r.url}))
         .unwrap_or_else(|| json!({"id": p.registry_id}));
     let mut filters = Vec::new();
@@ -260,11 +257,16 @@ fn policy_json(app: &App, id: u64, p: &PolicyRecord) -> Value {
 async fn list_policies(app: &App, parts: &Parts) -> Result<Response<Body>, ApiError> {
     let query = Query(parts.uri.query().unwrap_or(""));
     let name = query.get("name").map(|n| n.into_owned());
-    let all = blocking(app, |e| e.policies()).await??;
+    // Policies and their registries in one trip to the blocking pool.
+    let (all, registries) = blocking(app, |e| -> Result<_, ApiError> {
+        let registries: HashMap<u64, RegistryRecord> = e.registries()?.into_iter().collect();
+        Ok((e.policies()?, registries))
+    })
+    .await??;
     let items = all
         .iter()
         .filter(|(_, p)| name.as_deref().is_none_or(|n| p.name.contains(n)))
-        .map(|(id, p)| policy_json(app, *id, p))
+        .map(|(id, p)| policy_json(*id, p, registries.get(&p.registry_id)))
         .collect();
     crate::registries_api::paged(query, "/api/v2.0/replication/policies", items)
 }
@@ -293,8 +295,16 @@ async fn create_policy(app: &Arc<App>, body: RequestBody) -> Result<Response<Bod
 
 async fn get_policy(app: &App, id: &str) -> Result<Response<Body>, ApiError> {
     let id = parse_id(id)?;
-    match blocking(app, move |e| e.policy(id)).await?? {
-        Some(p) => ok_json(&policy_json(app, id, &p)),
+    let found = blocking(app, move |e| -> Result<_, ApiError> {
+        let Some(p) = e.policy(id)? else {
+            return Ok(None);
+        };
+        let src = e.registry(p.registry_id)?;
+        Ok(Some((p, src)))
+    })
+    .await??;
+    match found {
+        Some((p, src)) => ok_json(&policy_json(id, &p, src.as_ref())),
         None => Err(not_found(format!("replication policy {id} not found"))),
     }
 }
