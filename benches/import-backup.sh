@@ -6,7 +6,12 @@
 # and, with its S3 driver, into a bucket of the S3 server; then per run:
 #   - `berthctl import distribution` from the directory and from s3://…
 #     into an empty data directory on local disk (images/s, MiB/s of blob
-#     bytes copied, from the import's own JSON report);
+#     bytes copied, from the import's own JSON report, and the CPU seconds
+#     berthctl used);
+#   - the same bucket import into a berth that keeps its blobs in that
+#     bucket (s3 backend, another root): each blob read once and copied
+#     inside the bucket (the default), and streamed through berthctl as
+#     from anywhere else (`--no-server-copy`), for comparison;
 #   - `berthctl backup` of the directory imported from the filesystem:
 #     full, then again with nothing new (incremental), with its size and
 #     what it adds on disk beside the data (its blobs are hard links).
@@ -85,17 +90,26 @@ export BERTH_S3_ENDPOINT=$S3_ENDPOINT BERTH_S3_REGION=$REGION \
 RES=$OUT/results.txt; : > "$RES"
 now() { date +%s.%N; }
 calc() { python3 -c "print(round($1, 2))"; }
-import_once() { # NAME FROM DATA
-  local t0 t1 bytes
-  rm -rf "$3"; t0=$(now)
-  "$BIN" import distribution --from "$2" --data-dir "$3" --report "$WORK/$1.json" >/dev/null
+import_once() { # NAME FROM DATA [ARGS…]
+  local t0 t1 bytes name=$1 from=$2 data=$3
+  shift 3
+  rm -rf "$data"; t0=$(now)
+  /usr/bin/time -f "%U %S" -o "$WORK/$name.cpu" \
+    "$BIN" import distribution --from "$from" --data-dir "$data" --report "$WORK/$name.json" "$@" >/dev/null
   t1=$(now)
-  bytes=$(python3 -c "import json;print(json.load(open('$WORK/$1.json'))['bytes_copied'])")
-  echo "run=$r import_$1_s=$(calc "$t1-$t0") import_$1_images_s=$(calc "$N/($t1-$t0)") import_$1_mib_s=$(calc "$bytes/1048576/($t1-$t0)") import_$1_bytes=$bytes" | tee -a "$RES"
+  bytes=$(python3 -c "import json;print(json.load(open('$WORK/$name.json'))['bytes_copied'])")
+  in_bucket=$(python3 -c "import json;print(json.load(open('$WORK/$name.json'))['blobs_copied_in_bucket'])")
+  cpu=$(awk '{print $1 + $2}' "$WORK/$name.cpu")
+  echo "run=$r import_${name}_s=$(calc "$t1-$t0") import_${name}_images_s=$(calc "$N/($t1-$t0)") import_${name}_mib_s=$(calc "$bytes/1048576/($t1-$t0)") import_${name}_bytes=$bytes import_${name}_in_bucket=$in_bucket import_${name}_cpu_s=$cpu" | tee -a "$RES"
 }
 for ((r = 1; r <= RUNS; r++)); do
   import_once fs "$FS" "$WORK/berth-fs"
   import_once s3 "s3://$BUCKET/$RUN" "$WORK/berth-s3"
+  # berth's own blobs in the same bucket, below another root.
+  BERTH_STORAGE_BACKEND=s3 BERTH_S3_BUCKET=$BUCKET BERTH_S3_ROOT=$RUN-berth-copy-$r \
+    import_once s3copy "s3://$BUCKET/$RUN" "$WORK/berth-s3copy"
+  BERTH_STORAGE_BACKEND=s3 BERTH_S3_BUCKET=$BUCKET BERTH_S3_ROOT=$RUN-berth-stream-$r \
+    import_once s3stream "s3://$BUCKET/$RUN" "$WORK/berth-s3stream" --no-server-copy
   rm -rf "$WORK/backup"; t0=$(now)
   "$BIN" backup --out "$WORK/backup" --data-dir "$WORK/berth-fs" >/dev/null
   t1=$(now)

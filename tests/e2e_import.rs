@@ -261,8 +261,15 @@ fn push_set(dist: &Distribution, layouts: &Path) -> Pushed {
 /// The damaged victim layer and the dangling tag are reported (the blob
 /// named by `damaged_path`), the import's exit code is 1, a second run
 /// copies nothing, fsck is clean, and berth serves what distribution
-/// served, bit for bit (the victim's manifest stayed out).
-fn check_import(data: &Path, from: &str, env: &[(String, String)], damaged_path: &str, p: &Pushed) {
+/// served, bit for bit (the victim's manifest stayed out). Berth runs with
+/// `env` too. The first run's report.
+fn check_import(
+    data: &Path,
+    from: &str,
+    env: &[(String, String)],
+    damaged_path: &str,
+    p: &Pushed,
+) -> Value {
     let (code, out, err) = berthctl_with(data, &["import", "distribution", "--from", from], env);
     assert_eq!(code, 1, "problems make exit code 1\n{out}\n{err}");
     assert!(out.contains("is damaged"), "{out}");
@@ -277,6 +284,7 @@ fn check_import(data: &Path, from: &str, env: &[(String, String)], damaged_path:
             .any(|p| p["path"].as_str() == Some(damaged_path)),
         "the damaged blob is named by its path {damaged_path}: {report}"
     );
+    let first = report.clone();
     // A second run finds everything in place and copies nothing.
     let (_, again, _) = berthctl_with(data, &["import", "distribution", "--from", from], env);
     let rerun: Value =
@@ -284,10 +292,11 @@ fn check_import(data: &Path, from: &str, env: &[(String, String)], damaged_path:
             .expect("report json");
     assert_eq!(rerun["blobs_copied"], 0, "{again}");
     assert_eq!(rerun["bytes_copied"], 0, "{again}");
-    let (code, out, err) = berthctl(data, &["fsck", "--verify-blobs"]);
+    let (code, out, err) = berthctl_with(data, &["fsck", "--verify-blobs"], env);
     assert_eq!(code, 0, "fsck after import\n{out}\n{err}");
 
-    let server = TestServer::start(data, &[]);
+    let server_env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let server = TestServer::start(data, &server_env);
     let berth: SocketAddr = server.url().parse().expect("addr");
     let catalog: BTreeSet<String> = get_json(berth, "/v2/_catalog")["repositories"]
         .as_array()
@@ -336,6 +345,7 @@ fn check_import(data: &Path, from: &str, env: &[(String, String)], damaged_path:
         .filter_map(|m| m["digest"].as_str())
         .collect();
     assert_eq!(listed, vec![p.referrer_digest.as_str()]);
+    first
 }
 
 #[test]
@@ -372,7 +382,8 @@ fn a_distribution_tree_imports_bit_for_bit_with_its_damage_reported() {
     let _ = killed.kill();
     let _ = killed.wait();
     let from = root.to_string_lossy().into_owned();
-    check_import(&data, &from, &[], &layer.to_string_lossy(), &pushed);
+    let report = check_import(&data, &from, &[], &layer.to_string_lossy(), &pushed);
+    assert_eq!(report["blobs_copied_in_bucket"], 0, "{report}");
 }
 
 /// The same set, pushed to distribution with its S3 driver on the tests'
@@ -417,7 +428,19 @@ fn a_distribution_bucket_imports_bit_for_bit_with_its_damage_reported() {
     let data = work.path().join("berth");
     let from = format!("s3://{}/{}", c.bucket, c.root);
     let damaged = format!("s3://{}/{layer_key}", c.bucket);
-    check_import(&data, &from, &env, &damaged, &pushed);
+    let report = check_import(&data, &from, &env, &damaged, &pushed);
+    assert_eq!(report["blobs_copied_in_bucket"], 0, "{report}");
+
+    // berth keeping its blobs in the same bucket (another root): every
+    // blob is read once to verify it and copied inside the bucket; the
+    // damaged one is caught by that read and nothing of it is stored.
+    let mut own = env.clone();
+    own.push(("BERTH_STORAGE_BACKEND".into(), "s3".into()));
+    own.push(("BERTH_S3_ROOT".into(), format!("{}-berth", c.root)));
+    let report = check_import(&work.path().join("berth-s3"), &from, &own, &damaged, &pushed);
+    let copied = report["blobs_copied"].as_u64().expect("blobs_copied");
+    assert!(copied > 0, "{report}");
+    assert_eq!(report["blobs_copied_in_bucket"].as_u64(), Some(copied), "{report}");
 
     // A bucket prefix with no tree is refused, naming what is missing.
     let (code, _, err) = berthctl_with(

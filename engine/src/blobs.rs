@@ -2,14 +2,15 @@
 
 use std::ops::Range;
 
-use crate::digest::Digest;
+use crate::digest::{Digest, Hasher};
 use crate::engine::{Engine, Inner};
-use crate::error::{BlobError, StorageError};
+use crate::error::{BlobError, StorageError, UploadError};
 use crate::index::Batch;
-use crate::keys::{BlobKey, BlobRepoKey, LinkKey};
+use crate::keys::{BlobKey, BlobRepoKey, LinkKey, PinKey};
 use crate::names::RepoName;
 use crate::records::{self, BlobInfo, BlobRecord, BlobState, Count};
-use crate::store::{BlobData, StoreError};
+use crate::store::s3::MAX_COPY;
+use crate::store::{BlobData, S3Config, StoreError};
 
 impl Inner {
     /// The blob record if `digest` is linked in `repo`. A record GC is
@@ -164,6 +165,96 @@ impl Engine {
         Ok(Some(BlobInfo {
             digest: digest.clone(),
             size: rec.size,
+        }))
+    }
+
+    /// The bucket the blob store keeps its blobs in (`s3` and `tiered`
+    /// backends), for [`Engine::copy_from_bucket`].
+    pub fn bucket(&self) -> Option<&S3Config> {
+        self.inner.store.bucket().map(|b| b.config())
+    }
+
+    /// Links blob `digest` into `repo` from object `key` of the bucket the
+    /// blob store keeps its blobs in ([`Engine::bucket`]; `key` is from the
+    /// bucket's root, such as another registry's tree in the same bucket),
+    /// copied inside the bucket: the object is read once and hashed (a GET
+    /// with `If-Match` on the ETag a HEAD found), then copied on the
+    /// bucket's condition that its ETag is still that one, so the blob
+    /// stored is the bytes verified. Only the read crosses the network.
+    ///
+    /// `None` if there is no such object; [`UploadError::DigestMismatch`]
+    /// (nothing stored) if its bytes hash to another digest; an error,
+    /// before any read, for an object over [`MAX_COPY`] bytes (one
+    /// CopyObject's limit: stream those through an upload session). The commit
+    /// follows the chart path's: pinned against GC on every node, the copy
+    /// outside the lock, one batch linking the blob (see `docs/design.md`).
+    pub fn copy_from_bucket(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        key: &str,
+    ) -> Result<Option<BlobInfo>, UploadError> {
+        let inner = &self.inner;
+        inner.check_poison()?;
+        let bucket = inner.store.bucket().ok_or_else(|| {
+            StorageError::Unsupported(format!(
+                "the {} blob store keeps no blobs in a bucket",
+                inner.store.name()
+            ))
+        })?;
+        let mut hasher = Hasher::new(digest.algorithm());
+        let version = bucket
+            .read_version(key, MAX_COPY, |chunk| {
+                hasher.update(chunk);
+                Ok(())
+            })
+            .map_err(|e| inner.store_err(e))?;
+        let Some(version) = version else {
+            return Ok(None);
+        };
+        let actual = hasher.finalize();
+        if &actual != digest {
+            return Err(UploadError::DigestMismatch {
+                id: key.to_owned(),
+                expected: digest.clone(),
+                actual,
+            });
+        }
+        let size = version.size;
+        let copy = || {
+            bucket
+                .copy_version(key, &version, digest)
+                .map_err(|e| inner.store_err(e))
+        };
+        // Pinned until the batch is committed, as a chart's blobs are.
+        let _pin = inner.gc_digests.pin(digest);
+        let holder = inner.fresh_id()?;
+        inner.commit_pins(&[digest], &holder, |_| Ok(()))?;
+        let bkey = BlobKey(digest.clone());
+        let live = |r: &Option<BlobRecord>| {
+            r.as_ref()
+                .is_some_and(|r| r.size == size && r.state != BlobState::Deleting)
+        };
+        let copied = !live(&inner.index.get(&bkey)?);
+        if copied {
+            copy()?;
+        }
+        let g = inner.lock()?;
+        let existing = inner.index.get(&bkey)?;
+        if !live(&existing) && !copied {
+            // Live when looked at, not now: put the bytes back first.
+            copy()?;
+        }
+        let now = records::now_ms();
+        let mut rec = inner.blob_record_to_link(digest, existing, size, now)?;
+        let mut batch = Batch::default();
+        inner.link_into(&mut batch, repo, digest, &mut rec, now)?;
+        inner.put_blob_record(&mut batch, digest, &rec);
+        batch.delete(&PinKey(digest.clone(), holder));
+        inner.commit(g, batch)?;
+        Ok(Some(BlobInfo {
+            digest: digest.clone(),
+            size,
         }))
     }
 

@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use berth_engine::store::s3::MAX_COPY;
 use berth_engine::store::{S3Config, S3Store, StoreError};
 use berth_engine::{Digest, Engine, ManifestError, ManifestPut, RepoName, Tag, UploadError};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -58,6 +59,9 @@ pub struct Report {
     /// Blobs whose bytes were copied.
     pub blobs_copied: u64,
     pub bytes_copied: u64,
+    /// Of those, blobs copied inside the bucket (berth's bucket is the
+    /// tree's): read once to verify, never uploaded.
+    pub blobs_copied_in_bucket: u64,
     /// Blob links that needed no bytes: the blob was already stored (by an
     /// earlier repository or an earlier run).
     pub blobs_mounted: u64,
@@ -75,6 +79,7 @@ impl Report {
             "manifests": self.manifests,
             "blobs_copied": self.blobs_copied,
             "bytes_copied": self.bytes_copied,
+            "blobs_copied_in_bucket": self.blobs_copied_in_bucket,
             "blobs_mounted": self.blobs_mounted,
             "already_present": self.already_present,
             "schema1_skipped": self.schema1_skipped,
@@ -188,6 +193,27 @@ impl Tree {
         match &self.source {
             Source::Dir(v2) => v2.join(rel),
             Source::Bucket { url, .. } => PathBuf::from(format!("{url}/{rel}")),
+        }
+    }
+
+    /// Whether the tree is in `bucket` (the same endpoint and bucket):
+    /// then its blobs can be copied inside the bucket.
+    pub fn in_bucket(&self, bucket: Option<&S3Config>) -> bool {
+        let endpoint = |c: &S3Config| c.endpoint.trim_end_matches('/').to_owned();
+        match (&self.source, bucket) {
+            (Source::Bucket { store, .. }, Some(b)) => {
+                let c = store.config();
+                c.bucket == b.bucket && endpoint(c) == endpoint(b)
+            }
+            _ => false,
+        }
+    }
+
+    /// The key of `rel` from the bucket's root (a bucket tree).
+    fn bucket_key(&self, rel: &str) -> Option<String> {
+        match &self.source {
+            Source::Bucket { store, .. } => Some(format!("{}/{rel}", store.config().root)),
+            Source::Dir(_) => None,
         }
     }
 
@@ -500,13 +526,18 @@ impl<E: std::error::Error> From<E> for Fatal {
 pub const DEFAULT_CONCURRENCY: usize = 4;
 
 /// Imports every repository of `tree` into `engine`, copying up to
-/// `concurrency` blobs of a repository at once.
+/// `concurrency` blobs of a repository at once. With `server_copy`, when
+/// the tree is in the bucket berth keeps its blobs in, each blob is copied
+/// inside the bucket ([`Engine::copy_from_bucket`]) instead of streamed
+/// through berth.
 pub fn import_distribution(
     engine: &Engine,
     tree: &Tree,
     concurrency: usize,
+    server_copy: bool,
 ) -> Result<Report, Fatal> {
     let mut report = Report::default();
+    let in_bucket = server_copy && tree.in_bucket(engine.bucket());
     let repos = tree.repos(&mut report, concurrency);
     let items: u64 = repos
         .iter()
@@ -525,9 +556,9 @@ pub fn import_distribution(
         import_layers(
             engine,
             tree,
-            name,
-            repo,
+            (name, repo),
             concurrency,
+            in_bucket,
             &mut report,
             &progress,
         )?;
@@ -577,21 +608,27 @@ fn in_parallel<T: Sync, R: Send>(
 fn import_layers(
     engine: &Engine,
     tree: &Tree,
-    name: &RepoName,
-    repo: &Repo,
+    (name, repo): (&RepoName, &Repo),
     concurrency: usize,
+    in_bucket: bool,
     report: &mut Report,
     progress: &Mutex<Progress>,
 ) -> Result<(), Fatal> {
     let done = in_parallel(&repo.layers, concurrency, |(d, link)| {
         let mut mine = Report::default();
         lock(progress).item(name.as_str());
-        import_blob(engine, tree, name, d, link, &mut mine, progress).map(|()| mine)
+        let key = in_bucket.then(|| tree.bucket_key(&Tree::blob_path(d)));
+        match key.flatten() {
+            Some(key) => copy_in_bucket(engine, tree, name, (d, link), &key, &mut mine, progress),
+            None => import_blob(engine, tree, name, d, link, &mut mine, progress),
+        }
+        .map(|()| mine)
     });
     for r in done {
         let r = r?;
         report.blobs_copied += r.blobs_copied;
         report.bytes_copied += r.bytes_copied;
+        report.blobs_copied_in_bucket += r.blobs_copied_in_bucket;
         report.blobs_mounted += r.blobs_mounted;
         report.already_present += r.already_present;
         report.problems.extend(r.problems);
@@ -749,6 +786,76 @@ fn read_manifest(tree: &Tree, d: &Digest, link: &str, report: &mut Report) -> Op
     }
 }
 
+/// Links blob `d` into `repo` if no bytes need copying: true if it was
+/// there, or stored already and now mounted.
+fn link_held(
+    engine: &Engine,
+    repo: &RepoName,
+    d: &Digest,
+    report: &mut Report,
+    progress: &Mutex<Progress>,
+) -> Result<bool, Fatal> {
+    if engine.stat_blob(repo, d)?.is_some() {
+        report.already_present += 1;
+        return Ok(true);
+    }
+    if let Some(info) = engine.mount_blob(repo, d, None)? {
+        report.blobs_mounted += 1;
+        lock(progress).bytes(info.size);
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// The problem of blob `d`, linked at `link`, missing from the tree.
+fn missing_blob(tree: &Tree, d: &Digest, link: &str, report: &mut Report) {
+    let path = tree.display(&Tree::blob_path(d));
+    report.problem(
+        &tree.display(link),
+        format!("blob {d} is linked but missing ({})", path.display()),
+    );
+}
+
+/// The problem of blob `d` whose bytes hash to `actual`.
+fn damaged_blob(tree: &Tree, d: &Digest, actual: &Digest, report: &mut Report) {
+    report.problem(
+        &tree.display(&Tree::blob_path(d)),
+        format!("blob {d} is damaged: its bytes hash to {actual}"),
+    );
+}
+
+/// [`import_blob`] for a tree in berth's own bucket: the blob object at
+/// `key` copied inside the bucket, verified by one read.
+fn copy_in_bucket(
+    engine: &Engine,
+    tree: &Tree,
+    repo: &RepoName,
+    (d, link): (&Digest, &str),
+    key: &str,
+    report: &mut Report,
+    progress: &Mutex<Progress>,
+) -> Result<(), Fatal> {
+    if link_held(engine, repo, d, report, progress)? {
+        return Ok(());
+    }
+    if tree.size(&Tree::blob_path(d)).is_some_and(|n| n > MAX_COPY) {
+        // Over one CopyObject's limit: streamed as from anywhere else.
+        return import_blob(engine, tree, repo, d, link, report, progress);
+    }
+    match engine.copy_from_bucket(repo, d, key) {
+        Ok(Some(info)) => {
+            report.blobs_copied += 1;
+            report.blobs_copied_in_bucket += 1;
+            report.bytes_copied += info.size;
+            lock(progress).bytes(info.size);
+        }
+        Ok(None) => missing_blob(tree, d, link, report),
+        Err(UploadError::DigestMismatch { actual, .. }) => damaged_blob(tree, d, &actual, report),
+        Err(e) => return Err(e.into()),
+    }
+    Ok(())
+}
+
 /// Links blob `d` into `repo`: nothing if it is there, a mount if the blob
 /// is stored, else its bytes copied through an upload session (hashed as
 /// they go; a mismatch cancels the session and is a problem).
@@ -761,13 +868,7 @@ fn import_blob(
     report: &mut Report,
     progress: &Mutex<Progress>,
 ) -> Result<(), Fatal> {
-    if engine.stat_blob(repo, d)?.is_some() {
-        report.already_present += 1;
-        return Ok(());
-    }
-    if let Some(info) = engine.mount_blob(repo, d, None)? {
-        report.blobs_mounted += 1;
-        lock(progress).bytes(info.size);
+    if link_held(engine, repo, d, report, progress)? {
         return Ok(());
     }
     let rel = Tree::blob_path(d);
@@ -794,19 +895,17 @@ fn import_blob(
     if let Some(e) = failed {
         return Err(e.into());
     }
-    let problem = match read {
-        Ok(_) => None,
-        Err(Unread::Missing) => Some((
-            tree.display(link),
-            format!("blob {d} is linked but missing ({})", path.display()),
-        )),
-        Err(Unread::TooLarge(_)) => None,
-        Err(Unread::Failed(e)) => Some((path.clone(), format!("blob {d} cannot be read: {e}"))),
+    let unread = match read {
+        Ok(_) | Err(Unread::TooLarge(_)) => None,
+        Err(e) => Some(e),
     };
-    if let Some((at, p)) = problem {
+    if let Some(e) = unread {
         drop(w);
         let _ = engine.cancel_upload(repo, &status.id);
-        report.problem(&at, p);
+        match e {
+            Unread::Failed(e) => report.problem(&path, format!("blob {d} cannot be read: {e}")),
+            _ => missing_blob(tree, d, link, report),
+        }
         return Ok(());
     }
     if !buf.is_empty() {
@@ -819,10 +918,7 @@ fn import_blob(
         }
         Err(UploadError::DigestMismatch { actual, .. }) => {
             let _ = engine.cancel_upload(repo, &status.id);
-            report.problem(
-                &path,
-                format!("blob {d} is damaged: its bytes hash to {actual}"),
-            );
+            damaged_blob(tree, d, &actual, report);
         }
         Err(e) => return Err(e.into()),
     }

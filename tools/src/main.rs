@@ -196,6 +196,11 @@ enum ImportCmd {
         /// data directory).
         #[arg(long)]
         report: Option<PathBuf>,
+        /// Stream every blob through berthctl even when berth keeps its
+        /// blobs in the tree's bucket (by default such blobs are read once
+        /// to verify them and copied inside the bucket).
+        #[arg(long)]
+        no_server_copy: bool,
     },
     /// Imports ChartMuseum's chart storage (Harbor's chart repository):
     /// `<from>/<project>/<name>-<version>.tgz` with its `.prov`, each
@@ -464,6 +469,7 @@ fn run(cli: &Cli) -> Result<ExitCode, CliError> {
             from,
             concurrency,
             report,
+            no_server_copy,
         }) => {
             let tree = match from.strip_prefix("s3://") {
                 Some(rest) => {
@@ -479,12 +485,12 @@ fn run(cli: &Cli) -> Result<ExitCode, CliError> {
                 None => import::Tree::open(std::path::Path::new(from)),
             }
             .map_err(CliError::Usage)?;
-            let r = import::import_distribution(&engine, &tree, *concurrency)
+            let r = import::import_distribution(&engine, &tree, *concurrency, !no_server_copy)
                 .map_err(|e| CliError::Usage(format!("import stopped: {e}")))?;
             let path = write_report(cli, report.as_deref(), &r.to_json(), &r.problems)?;
             println!(
-                "imported {} repositories, {} tags, {} manifests; blobs: {} copied ({} bytes), {} mounted; {} already present; {} schema 1 manifests skipped; {} problem(s); report: {}",
-                r.repositories, r.tags, r.manifests, r.blobs_copied, r.bytes_copied,
+                "imported {} repositories, {} tags, {} manifests; blobs: {} copied ({} bytes; {} inside the bucket), {} mounted; {} already present; {} schema 1 manifests skipped; {} problem(s); report: {}",
+                r.repositories, r.tags, r.manifests, r.blobs_copied, r.bytes_copied, r.blobs_copied_in_bucket,
                 r.blobs_mounted, r.already_present, r.schema1_skipped, r.problems.len(),
                 path.display()
             );

@@ -292,6 +292,13 @@ pub trait BlobStore: Send + Sync + 'static {
         }))
     }
 
+    /// The bucket this store keeps its blobs in, if it keeps them in one
+    /// ([`S3Store`] itself, a [`TieredStore`]'s remote tier): what copies
+    /// inside the bucket go through (`Engine::copy_from_bucket`).
+    fn bucket(&self) -> Option<&S3Store> {
+        None
+    }
+
     /// Gives the store the channel on which it reports every digest whose
     /// [`BlobStore::locate`] answer it changed on its own, after the change
     /// (a background copy to the bucket, an eviction, a read-through fill).

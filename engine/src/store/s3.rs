@@ -68,7 +68,8 @@ use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as ObjPath;
 use object_store::{
-    BackoffConfig, Certificate, ClientOptions, ObjectStore, PutMode as ObjPutMode, PutOptions,
+    BackoffConfig, Certificate, ClientOptions, GetOptions, ObjectStore, PutMode as ObjPutMode,
+    PutOptions,
     PutPayload, RetryConfig,
 };
 use serde::{Deserialize, Serialize};
@@ -88,7 +89,7 @@ pub const DEFAULT_PART_SIZE: u64 = 8 << 20;
 /// Multipart parts uploaded concurrently by one `commit`.
 const PARTS_IN_FLIGHT: usize = 4;
 /// Largest object CopyObject copies, and largest part UploadPartCopy makes.
-const MAX_COPY: u64 = 5 << 30;
+pub const MAX_COPY: u64 = 5 << 30;
 /// The directory under the root that holds shared upload segments.
 const SEGMENTS_DIR: &str = "uploads";
 
@@ -334,6 +335,13 @@ struct MultipartRecord {
     parts: Vec<Option<String>>,
 }
 
+/// One version of an object: what [`S3Store::read_version`] read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ObjectVersion {
+    pub size: u64,
+    pub etag: String,
+}
+
 impl S3Store {
     /// Connects to the bucket (no request is made until first use).
     pub fn open(config: S3Config) -> Result<S3Store, StoreError> {
@@ -458,11 +466,8 @@ impl S3Store {
     }
 
     /// Composes `segments` of `upload` into the object of `digest` inside
-    /// the bucket: one CopyObject for a single segment up to 5 GiB, else a
-    /// multipart upload whose parts are UploadPartCopy ranges of the
-    /// segments (each at most 5 GiB, and every part but the last at least
-    /// [`super::MIN_SEGMENT`], as S3 requires). The object is HEAD-checked
-    /// for the total size, as multipart completions are.
+    /// the bucket ([`S3Store::copy_into`]; every segment but the last must
+    /// be at least [`super::MIN_SEGMENT`] bytes, as S3 requires of parts).
     fn compose_segments(
         &self,
         upload: &str,
@@ -470,7 +475,6 @@ impl S3Store {
         digest: &Digest,
     ) -> Result<(), StoreError> {
         let key = self.key(digest);
-        let total: u64 = segments.iter().map(super::Segment::size).sum();
         let segments: Vec<&super::Segment> = segments.iter().filter(|s| s.size() > 0).collect();
         let short = segments
             .iter()
@@ -487,21 +491,34 @@ impl S3Store {
                 ),
             });
         }
-        match segments.as_slice() {
+        let sources = segments
+            .iter()
+            .map(|s| Ok((self.segment_key(upload, &s.name)?, s.size())))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        self.copy_into(&key, &sources)
+    }
+
+    /// Makes object `key` of `sources` (keys and sizes), in order, inside
+    /// the bucket: one CopyObject for a single source up to 5 GiB, else a
+    /// multipart upload whose parts are UploadPartCopy ranges of the
+    /// sources (each at most 5 GiB). The object is HEAD-checked for the
+    /// total size, as multipart completions are.
+    fn copy_into(&self, key: &ObjPath, sources: &[(ObjPath, u64)]) -> Result<(), StoreError> {
+        let total: u64 = sources.iter().map(|(_, n)| n).sum();
+        match sources {
             [] => {
                 self.put_single(key.clone(), PutPayload::default(), PutMode::Overwrite)?;
             }
-            [one] if one.size() <= MAX_COPY => {
-                let from = self.segment_key(upload, &one.name)?;
-                let (s3, f, t) = (self.s3.clone(), from, key.clone());
+            [(from, n)] if *n <= MAX_COPY => {
+                let (s3, f, t) = (self.s3.clone(), from.clone(), key.clone());
                 self.run(async move { s3.copy(&f, &t).await })
-                    .map_err(|e| self.remote("copy upload segment", &key, e))?;
+                    .map_err(|e| self.remote("copy object", key, e))?;
             }
-            many => {
+            _ => {
                 let (s3, k) = (self.s3.clone(), key.clone());
                 let upload_id = self
                     .run(async move { s3.create_multipart(&k).await })
-                    .map_err(|e| self.remote("create multipart upload", &key, e))?;
+                    .map_err(|e| self.remote("create multipart upload", key, e))?;
                 let rec = MultipartRecord {
                     key: key.to_string(),
                     upload_id: upload_id.clone(),
@@ -509,12 +526,12 @@ impl S3Store {
                     part_size: 0,
                     parts: Vec::new(),
                 };
-                let copied = self.copy_parts(upload, many, &key, &upload_id);
+                let copied = self.copy_parts(sources, key, &upload_id);
                 let completed = copied.and_then(|parts| {
                     let (s3, k, id) = (self.s3.clone(), key.clone(), upload_id.clone());
                     self.run(async move { s3.complete_multipart(&k, &id, parts).await })
                         .map(drop)
-                        .map_err(|e| self.remote("complete multipart upload", &key, e))
+                        .map_err(|e| self.remote("complete multipart upload", key, e))
                 });
                 if let Err(e) = completed {
                     self.abort(&rec);
@@ -522,10 +539,10 @@ impl S3Store {
                 }
             }
         }
-        match self.head_key(&key)? {
+        match self.head_key(key)? {
             Some(n) if n == total => Ok(()),
             other => Err(StoreError::Remote {
-                op: "check composed object",
+                op: "check copied object",
                 key: format!("s3://{}/{key}", self.config.bucket),
                 message: format!("object has size {other:?}, expected {total}"),
             }),
@@ -533,18 +550,16 @@ impl S3Store {
     }
 
     /// The parts of multipart upload `upload_id` of `key`, copied from
-    /// `segments` in order, each split into ranges of at most [`MAX_COPY`].
+    /// `sources` in order, each split into ranges of at most [`MAX_COPY`].
     fn copy_parts(
         &self,
-        upload: &str,
-        segments: &[&super::Segment],
+        sources: &[(ObjPath, u64)],
         key: &ObjPath,
         upload_id: &str,
     ) -> Result<Vec<PartId>, StoreError> {
         let mut parts = Vec::new();
-        for seg in segments {
-            let source = self.segment_key(upload, &seg.name)?;
-            let size = seg.size();
+        for (source, size) in sources {
+            let size = *size;
             let n = size.div_ceil(MAX_COPY);
             let step = size.div_ceil(n);
             let mut at = 0;
@@ -565,6 +580,101 @@ impl S3Store {
             }
         }
         Ok(parts)
+    }
+
+    /// Streams object `key` of the bucket (a key from the bucket's root,
+    /// not below this store's root) to `on_chunk`: the version a HEAD
+    /// finds, read with `If-Match` on its ETag, so the bytes streamed are
+    /// that version's whole. `None` if there is no such object; an object
+    /// over `max` bytes is refused unread.
+    pub(crate) fn read_version(
+        &self,
+        key: &str,
+        max: u64,
+        on_chunk: impl FnMut(&[u8]) -> Result<(), StoreError>,
+    ) -> Result<Option<ObjectVersion>, StoreError> {
+        let path = ObjPath::from(key);
+        let (s3, k) = (self.s3.clone(), path.clone());
+        let meta = match self.run(async move { s3.head(&k).await }) {
+            Ok(meta) => meta,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.remote("head object", &path, e)),
+        };
+        let etag = meta.e_tag.ok_or_else(|| StoreError::Remote {
+            op: "head object",
+            key: format!("s3://{}/{path}", self.config.bucket),
+            message: "the server sent no ETag".to_owned(),
+        })?;
+        if meta.size > max {
+            return Err(StoreError::Remote {
+                op: "read object",
+                key: format!("s3://{}/{path}", self.config.bucket),
+                message: format!("{} bytes, over the {max} this read takes", meta.size),
+            });
+        }
+        let options = GetOptions {
+            if_match: Some(etag.clone()),
+            ..GetOptions::default()
+        };
+        let size = match self.download_key_with(path, options, on_chunk) {
+            Ok(n) => n,
+            Err(None) => return Ok(None),
+            Err(Some(e)) => return Err(e),
+        };
+        Ok(Some(ObjectVersion { size, etag }))
+    }
+
+    /// Copies `version` of object `source` (read by
+    /// [`S3Store::read_version`], so a key from the bucket's root) as blob
+    /// `digest`, inside the bucket, in one CopyObject (at most
+    /// [`MAX_COPY`] bytes): nothing crosses the network but the request.
+    /// Refused by the bucket if the source's ETag changed since. The copy
+    /// is checked by a HEAD: its size, and its ETag where the source's is
+    /// the MD5 of its bytes (not a multipart ETag, `…-N`), which a copy of
+    /// the same bytes keeps; a copy that fails the check is deleted.
+    pub(crate) fn copy_version(
+        &self,
+        source: &str,
+        version: &ObjectVersion,
+        digest: &Digest,
+    ) -> Result<(), StoreError> {
+        let key = self.key(digest);
+        let failed = |message: String| StoreError::Remote {
+            op: "copy object",
+            key: format!("s3://{}/{key}", self.config.bucket),
+            message,
+        };
+        if version.size > MAX_COPY {
+            return Err(failed(format!(
+                "{} bytes: more than one CopyObject copies",
+                version.size
+            )));
+        }
+        let (b, f, t, e) = (
+            self.bucket.clone(),
+            source.to_owned(),
+            key.to_string(),
+            version.etag.clone(),
+        );
+        self.run(async move { b.copy_object(&t, &f, &e).await })?;
+        let (s3, k) = (self.s3.clone(), key.clone());
+        let meta = self
+            .run(async move { s3.head(&k).await })
+            .map_err(|e| self.remote("head copied object", &key, e))?;
+        let plain_md5 = !version.etag.contains('-');
+        let same = meta.size == version.size
+            && (!plain_md5 || meta.e_tag.as_deref() == Some(version.etag.as_str()));
+        if same {
+            return Ok(());
+        }
+        let (s3, k) = (self.s3.clone(), key.clone());
+        if let Err(e) = self.run(async move { s3.delete(&k).await }) {
+            tracing::warn!(key = %key, error = %e, "S3: deleting a copy that failed its check");
+        }
+        Err(failed(format!(
+            "the copy has size {} and ETag {:?}; the object read had {} and {:?}",
+            meta.size, meta.e_tag, version.size, version.etag
+        )))
     }
 
     /// HEAD: the object's size, or `None`.
@@ -957,6 +1067,16 @@ impl S3Store {
     fn download_key(
         &self,
         key: ObjPath,
+        on_chunk: impl FnMut(&[u8]) -> Result<(), StoreError>,
+    ) -> Result<u64, Option<StoreError>> {
+        self.download_key_with(key, GetOptions::default(), on_chunk)
+    }
+
+    /// [`S3Store::download_key`] with `options` (conditions) on the GET.
+    fn download_key_with(
+        &self,
+        key: ObjPath,
+        options: GetOptions,
         mut on_chunk: impl FnMut(&[u8]) -> Result<(), StoreError>,
     ) -> Result<u64, Option<StoreError>> {
         let (s3, k) = (self.s3.clone(), key.clone());
@@ -965,7 +1085,7 @@ impl S3Store {
         let (tx, mut rx) =
             tokio::sync::mpsc::channel::<Result<bytes::Bytes, object_store::Error>>(4);
         self.rt.handle().spawn(async move {
-            match s3.get(&k).await {
+            match s3.get_opts(&k, options).await {
                 Ok(r) => {
                     let mut stream = r.into_stream();
                     while let Some(chunk) = stream.next().await {
@@ -1195,6 +1315,10 @@ impl BlobStore for S3Store {
 
     fn stat(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
         self.head(digest)
+    }
+
+    fn bucket(&self) -> Option<&S3Store> {
+        Some(self)
     }
 
     fn locate(&self, digest: &Digest) -> Result<Option<super::Located>, StoreError> {

@@ -872,6 +872,10 @@ impl BlobStore for TieredStore {
         self.get(digest, range)
     }
 
+    fn bucket(&self) -> Option<&S3Store> {
+        Some(&self.inner.remote)
+    }
+
     fn locate(&self, digest: &Digest) -> Result<Option<Located>, StoreError> {
         let i = &self.inner;
         if let Some(size) = i.local.stat(digest)? {
@@ -1336,6 +1340,99 @@ mod tests {
         );
         for (d, _) in &blobs {
             store.delete(d).expect("delete");
+        }
+        store.delete(&d).expect("delete");
+    }
+
+    /// `Engine::copy_from_bucket`: an object of another tree in the same
+    /// bucket becomes a linked blob by one read and a copy inside the
+    /// bucket (only in the bucket: tier `Remote`); damaged bytes and a
+    /// missing object store nothing; a source rewritten between the read
+    /// and the copy is refused by the bucket (the ETag condition).
+    #[test]
+    fn blobs_are_copied_from_another_tree_in_the_bucket_only_as_verified() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(open(
+            TierMode::WriteThrough,
+            dir.path(),
+            &root("adopt"),
+            1 << 30,
+        ));
+        let mut c = store.remote().config().clone();
+        c.root = root("adopt-foreign");
+        let foreign = S3Store::open(c).expect("open foreign tree");
+        let key_of = |d: &Digest| {
+            format!(
+                "{}/{}/{}/{}",
+                foreign.config().root,
+                d.algorithm().name(),
+                &d.hex()[..2],
+                d.hex()
+            )
+        };
+        let e = engine_over(&store, dir.path());
+        let repo = crate::RepoName::parse("adopt/app").expect("repo");
+
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let d = Digest::of(Algorithm::Sha256, &data);
+        foreign
+            .put_bytes(&d, &data, PutMode::CreateOnly)
+            .expect("put foreign");
+        let info = e
+            .copy_from_bucket(&repo, &d, &key_of(&d))
+            .expect("copy")
+            .expect("found");
+        assert_eq!(info.size, data.len() as u64);
+        assert_eq!(tier_of(&e, &d), Tier::Remote);
+        assert_eq!(store.local().stat(&d).expect("stat"), None);
+        let (_, got) = e.read_blob(&repo, &d, None).expect("read");
+        assert!(got.as_ref() == data.as_slice());
+
+        // Bytes that hash to another digest: nothing stored or linked.
+        let claimed = Digest::of(Algorithm::Sha256, b"what the tree claims");
+        foreign
+            .put_bytes(&claimed, b"what the tree holds", PutMode::CreateOnly)
+            .expect("put damaged");
+        let err = e
+            .copy_from_bucket(&repo, &claimed, &key_of(&claimed))
+            .expect_err("damaged");
+        assert!(
+            matches!(err, crate::UploadError::DigestMismatch { .. }),
+            "{err}"
+        );
+        assert_eq!(store.remote().stat(&claimed).expect("stat"), None);
+        assert!(e.stat_blob(&repo, &claimed).expect("stat").is_none());
+
+        // No such object.
+        let absent = Digest::of(Algorithm::Sha256, b"absent");
+        assert!(e
+            .copy_from_bucket(&repo, &absent, &key_of(&absent))
+            .expect("copy")
+            .is_none());
+
+        // Rewritten after it was read: the copy is refused, nothing stored.
+        let first = b"the bytes read".to_vec();
+        let d1 = Digest::of(Algorithm::Sha256, &first);
+        foreign
+            .put_bytes(&d1, &first, PutMode::CreateOnly)
+            .expect("put");
+        let version = store
+            .remote()
+            .read_version(&key_of(&d1), u64::MAX, |_| Ok(()))
+            .expect("read")
+            .expect("there");
+        foreign
+            .put_bytes(&d1, b"other bytes, written since", PutMode::Overwrite)
+            .expect("rewrite");
+        let refused = store.remote().copy_version(&key_of(&d1), &version, &d1);
+        let refused = refused.expect_err("the ETag condition held").to_string();
+        assert!(refused.contains("PreconditionFailed"), "{refused}");
+        assert_eq!(store.remote().stat(&d1).expect("stat"), None);
+
+        assert_fsck_clean(&e);
+        drop(e);
+        for x in [&d, &claimed, &d1] {
+            foreign.delete(x).expect("delete foreign");
         }
         store.delete(&d).expect("delete");
     }

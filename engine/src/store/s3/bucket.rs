@@ -1,5 +1,7 @@
 //! The S3 calls object_store has no API for: CreateBucket,
-//! ListMultipartUploads and UploadPartCopy. (Other object calls,
+//! ListMultipartUploads, UploadPartCopy, and CopyObject on the condition
+//! that the source is still the version read (`x-amz-copy-source-if-match`).
+//! (Other object calls,
 //! AbortMultipartUpload included, go through object_store's `ObjectStore`
 //! and `MultipartStore`.)
 //!
@@ -172,24 +174,62 @@ impl BucketClient {
         const OP: &str = "upload part copy";
         let part = part.to_string();
         let query = [("partNumber", part.as_str()), ("uploadId", upload_id)];
-        let copy_source = format!("/{}/{}", self.bucket, encode_key(source));
         let copy_range = format!("bytes={}-{}", range.0, range.1);
-        let headers = [
-            ("x-amz-copy-source", copy_source.as_str()),
-            ("x-amz-copy-source-range", copy_range.as_str()),
-        ];
-        let (status, body) = self
-            .send_to(OP, http::Method::PUT, Some(key), &query, &headers)
+        let body = self
+            .copy(OP, key, source, &query, Some(&copy_range), None)
             .await?;
-        // A copy can fail after its 200 was sent: the body is then an
-        // <Error>, not a <CopyPartResult>.
-        let e = S3Error::parse(&body);
-        if !status.is_success() || !e.code.is_empty() {
-            return Err(self.http_error(OP, status, &e));
-        }
         let result: CopyPartResult = quick_xml::de::from_reader(body.as_ref())
             .map_err(|e| self.error(OP, format!("unreadable response: {e}")))?;
         Ok(result.e_tag)
+    }
+
+    /// CopyObject: object `source` becomes object `key`, inside the
+    /// bucket, only while the source's ETag is `if_match` (a source
+    /// rewritten since it was read fails with `412 PreconditionFailed`).
+    /// The condition goes by both names servers read it by: S3's
+    /// `x-amz-copy-source-if-match`, and `x-amz-copy-if-match`, which Ceph
+    /// RGW reads for CopyObject (`RGWCopyObj_ObjStore_S3::get_params`).
+    pub(super) async fn copy_object(
+        &self,
+        key: &str,
+        source: &str,
+        if_match: &str,
+    ) -> Result<(), StoreError> {
+        self.copy("copy object", key, source, &[], None, Some(if_match))
+            .await
+            .map(drop)
+    }
+
+    /// A copy request (CopyObject, or UploadPartCopy with its `query`):
+    /// the response body of a success.
+    async fn copy(
+        &self,
+        op: &'static str,
+        key: &str,
+        source: &str,
+        query: &[(&str, &str)],
+        range: Option<&str>,
+        if_match: Option<&str>,
+    ) -> Result<Bytes, StoreError> {
+        let copy_source = format!("/{}/{}", self.bucket, encode_key(source));
+        let mut headers = vec![("x-amz-copy-source", copy_source.as_str())];
+        if let Some(range) = range {
+            headers.push(("x-amz-copy-source-range", range));
+        }
+        if let Some(etag) = if_match {
+            headers.push(("x-amz-copy-source-if-match", etag));
+            headers.push(("x-amz-copy-if-match", etag));
+        }
+        let (status, body) = self
+            .send_to(op, http::Method::PUT, Some(key), query, &headers)
+            .await?;
+        // A copy can fail after its 200 was sent: the body is then an
+        // <Error>, not the copy's result.
+        let e = S3Error::parse(&body);
+        if !status.is_success() || !e.code.is_empty() {
+            return Err(self.http_error(op, status, &e));
+        }
+        Ok(body)
     }
 
     /// A signed request on the bucket with an empty body; its status and body.
