@@ -437,10 +437,20 @@ fn a_distribution_bucket_imports_bit_for_bit_with_its_damage_reported() {
     let mut own = env.clone();
     own.push(("BERTH_STORAGE_BACKEND".into(), "s3".into()));
     own.push(("BERTH_S3_ROOT".into(), format!("{}-berth", c.root)));
-    let report = check_import(&work.path().join("berth-s3"), &from, &own, &damaged, &pushed);
+    let report = check_import(
+        &work.path().join("berth-s3"),
+        &from,
+        &own,
+        &damaged,
+        &pushed,
+    );
     let copied = report["blobs_copied"].as_u64().expect("blobs_copied");
     assert!(copied > 0, "{report}");
-    assert_eq!(report["blobs_copied_in_bucket"].as_u64(), Some(copied), "{report}");
+    assert_eq!(
+        report["blobs_copied_in_bucket"].as_u64(),
+        Some(copied),
+        "{report}"
+    );
 
     // A bucket prefix with no tree is refused, naming what is missing.
     let (code, _, err) = berthctl_with(

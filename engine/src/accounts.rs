@@ -280,7 +280,7 @@ pub enum AccountError {
     Storage(#[from] StorageError),
 }
 
-fn invalid(what: impl Into<String>, reason: impl Into<String>) -> AccountError {
+pub(crate) fn invalid(what: impl Into<String>, reason: impl Into<String>) -> AccountError {
     AccountError::Invalid {
         what: what.into(),
         reason: reason.into(),
@@ -317,7 +317,7 @@ pub fn valid_project_name(name: &str) -> Result<(), AccountError> {
     }
 }
 
-fn valid_password(password: &str) -> Result<(), AccountError> {
+pub(crate) fn valid_password(password: &str) -> Result<(), AccountError> {
     if password.chars().count() >= MIN_PASSWORD_LEN {
         Ok(())
     } else {
@@ -329,7 +329,7 @@ fn valid_password(password: &str) -> Result<(), AccountError> {
 }
 
 /// argon2id (the crate's defaults: m = 19 MiB, t = 2, p = 1) with a random salt.
-fn hash_password(password: &str) -> Result<String, AccountError> {
+pub(crate) fn hash_password(password: &str) -> Result<String, AccountError> {
     let mut salt = [0u8; 16];
     getrandom::fill(&mut salt).expect("the OS random source is available");
     let salt = SaltString::encode_b64(&salt).map_err(|e| invalid("salt", e.to_string()))?;
@@ -355,7 +355,7 @@ fn dummy_hash() -> &'static str {
     DUMMY.get_or_init(|| hash_password("berth-dummy-password").unwrap_or_default())
 }
 
-fn sha256_hex(s: &str) -> String {
+pub(crate) fn sha256_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
 }
 
@@ -366,6 +366,24 @@ fn constant_time_eq(a: &str, b: &str) -> bool {
             .zip(b.bytes())
             .fold(0u8, |acc, (x, y)| acc | (x ^ y))
             == 0
+}
+
+/// A robot secret: 256 random bits, hex.
+pub(crate) fn new_robot_secret() -> String {
+    let mut raw = [0u8; 32];
+    getrandom::fill(&mut raw).expect("the OS random source is available");
+    hex::encode(raw)
+}
+
+/// A robot that may sign in: not disabled, not expired.
+fn robot_active(rec: &RobotRecord) -> bool {
+    !rec.disabled && rec.expires_ms.is_none_or(|e| e > records::now_ms())
+}
+
+/// The stamp of a stored credential (see [`Engine::credential_stamp`]):
+/// 64 bits of its sha256, enough to tell one credential from the next.
+fn stamp_of(stored: &str) -> String {
+    sha256_hex(stored)[..16].to_owned()
 }
 
 fn robot_full_name(project: &str, name: &str) -> String {
@@ -564,29 +582,62 @@ impl Engine {
     /// including an expired robot. Slow on purpose for users (argon2id):
     /// call it off the async path.
     pub fn authenticate(&self, name: &str, secret: &str) -> Result<Option<Account>, StorageError> {
+        Ok(self.authenticate_stamped(name, secret)?.map(|(a, _)| a))
+    }
+
+    /// [`Engine::authenticate`], with the stamp of the credential that
+    /// matched ([`Engine::credential_stamp`], read from the same record).
+    pub fn authenticate_stamped(
+        &self,
+        name: &str,
+        secret: &str,
+    ) -> Result<Option<(Account, String)>, StorageError> {
         if name.starts_with(ROBOT_PREFIX) {
             let Some(rec) = self.inner.index.get(&RobotKey(name.to_owned()))? else {
                 return Ok(None);
             };
-            if !constant_time_eq(&sha256_hex(secret), &rec.secret_sha256) {
+            if !constant_time_eq(&sha256_hex(secret), &rec.secret_sha256) || !robot_active(&rec) {
                 return Ok(None);
             }
-            if rec.expires_ms.is_some_and(|e| e <= records::now_ms()) {
-                return Ok(None);
-            }
-            return Ok(Some(self.inner.robot_account(name, rec)));
+            let stamp = stamp_of(&rec.secret_sha256);
+            return Ok(Some((self.inner.robot_account(name, rec), stamp)));
         }
         match self.user(name)? {
-            Some(rec) if verify_password(secret, &rec.password_hash) => Ok(Some(Account::User {
-                name: name.to_owned(),
-                admin: rec.admin,
-            })),
+            Some(rec) if verify_password(secret, &rec.password_hash) => Ok(Some((
+                Account::User {
+                    name: name.to_owned(),
+                    admin: rec.admin,
+                },
+                stamp_of(&rec.password_hash),
+            ))),
             Some(_) => Ok(None),
             None => {
                 let _ = verify_password(secret, dummy_hash());
                 Ok(None)
             }
         }
+    }
+
+    /// What a verified credential and every token issued on it are bound
+    /// to: a short digest of the account's stored credential (the
+    /// password's argon2id string, fresh salt at every change; the robot
+    /// secret's hash), so a password change or a secret refresh changes
+    /// it. `None` for an account that is gone, disabled or expired, and for
+    /// anonymous. Checked by the server on every cached Basic credential
+    /// and every token: revocation takes effect on the next request.
+    pub fn credential_stamp(&self, name: &str) -> Result<Option<String>, StorageError> {
+        if name.starts_with(ROBOT_PREFIX) {
+            return Ok(self
+                .inner
+                .index
+                .get(&RobotKey(name.to_owned()))?
+                .filter(robot_active)
+                .map(|r| stamp_of(&r.secret_sha256)));
+        }
+        if name.is_empty() {
+            return Ok(None);
+        }
+        Ok(self.user(name)?.map(|r| stamp_of(&r.password_hash)))
     }
 
     /// The account called `name` as it stands now (for token subjects):
@@ -601,7 +652,7 @@ impl Engine {
                 .inner
                 .index
                 .get(&RobotKey(name.to_owned()))?
-                .filter(|r| r.expires_ms.is_none_or(|e| e > records::now_ms()))
+                .filter(robot_active)
                 .map(|r| self.inner.robot_account(name, r)));
         }
         Ok(self.user(name)?.map(|r| Account::User {
@@ -823,9 +874,7 @@ impl Engine {
                 "needs at least one of pull, push, delete",
             ));
         }
-        let mut raw = [0u8; 32];
-        getrandom::fill(&mut raw).expect("the OS random source is available");
-        let secret = hex::encode(raw);
+        let secret = new_robot_secret();
         let full = robot_full_name(project, name);
         let inner = &self.inner;
         let g = inner.lock()?;
@@ -859,6 +908,7 @@ impl Engine {
             expires_ms,
             description: description.to_owned(),
             created_ms,
+            disabled: false,
         };
         batch.put(&key, &rec);
         inner.commit(g, batch)?;

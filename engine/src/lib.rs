@@ -12,6 +12,7 @@
 //! Entry point: [`Engine::open`]. Every mutating operation is one atomic,
 //! synced RocksDB batch; see `docs/design.md` for the commit protocol.
 
+pub mod account_admin;
 pub mod accounts;
 pub mod backup;
 /// The OCI digest grammar and hashers (crate `berth-formats`).

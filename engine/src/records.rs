@@ -477,6 +477,9 @@ pub struct RobotRecord {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
     pub created_ms: u64,
+    /// Refused at sign-in, its tokens too, until enabled again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
 }
 
 /// A blob a chart record refers to.

@@ -64,7 +64,7 @@ use crate::router::TableConfig;
 use crate::time::rfc3339_secs;
 
 // The request bodies live in `berth_wire::harbor`, beside their fuzz target.
-use berth_wire::harbor::{MemberReq, ProjectReq, RobotReq, UserReq};
+use berth_wire::harbor::{MemberReq, ProjectReq, RobotPermission, RobotReq, UserReq};
 
 /// Where the admin API lives.
 pub const PREFIX: &str = "/api/v2.0/";
@@ -92,6 +92,8 @@ pub enum Endpoint<'a> {
     UpdateRegistry(&'a str),
     DeleteRegistry(&'a str),
     Replication(crate::replication::Endpoint<'a>),
+    /// Users, robots, projects and members changed or removed.
+    Day2(crate::accounts_api::Endpoint<'a>),
 }
 
 /// The route table's rows for [`PREFIX`] (`rest` is the path after it):
@@ -102,6 +104,7 @@ pub fn resolve<'a>(
     method: &Method,
     rest: &'a str,
 ) -> Result<(Endpoint<'a>, Guard<'a>), ApiError> {
+    use crate::accounts_api::Endpoint as D;
     use Endpoint as E;
     if !config.auth {
         return Err(ApiError::new(
@@ -118,6 +121,13 @@ pub fn resolve<'a>(
         (["projects"], &Method::POST) => (E::CreateProject, Guard::SignedIn),
         (["projects", name], &Method::GET) => (E::GetProject(name), Guard::Caller),
         (["projects", name], &Method::PUT) => (E::UpdateProject(name), admin_of(name)),
+        (["projects", name], &Method::DELETE) => (D::DeleteProject(name).into(), admin_of(name)),
+        (["projects", name, "members", mid], m) => match *m {
+            Method::GET => (D::GetMember(name, mid).into(), Guard::SignedIn),
+            Method::PUT => (D::UpdateMember(name, mid).into(), admin_of(name)),
+            Method::DELETE => (D::DeleteMember(name, mid).into(), admin_of(name)),
+            _ => return Err(ApiError::method_not_allowed("GET, PUT, DELETE")),
+        },
         (["projects", name, "members"], &Method::GET) => (E::ListMembers(name), Guard::SignedIn),
         (["projects", name, "members"], &Method::POST) => (E::AddMember(name), admin_of(name)),
         (["users"], &Method::GET) => (E::ListUsers, Guard::Admin),
@@ -126,9 +136,28 @@ pub fn resolve<'a>(
         (["users"], &Method::POST) if config.self_registration => (E::CreateUser, Guard::Caller),
         (["users"], &Method::POST) => (E::CreateUser, Guard::Admin),
         (["users", "current"], &Method::GET) => (E::CurrentUser, Guard::SignedIn),
+        (["users", "current"], _) => return Err(ApiError::method_not_allowed("GET")),
+        (["users", id], m) => match *m {
+            Method::GET => (D::GetUser(id).into(), Guard::SignedIn),
+            Method::PUT => (D::UpdateUser(id).into(), Guard::SignedIn),
+            Method::DELETE => (D::DeleteUser(id).into(), Guard::Admin),
+            _ => return Err(ApiError::method_not_allowed("GET, PUT, DELETE")),
+        },
+        (["users", id, "password"], &Method::PUT) => (D::SetPassword(id).into(), Guard::SignedIn),
+        (["users", id, "sysadmin"], &Method::PUT) => (D::SetSysadmin(id).into(), Guard::Admin),
+        (["users", _, "password" | "sysadmin"], _) => {
+            return Err(ApiError::method_not_allowed("PUT"))
+        }
         (["robots"], &Method::GET) => (E::ListRobots, Guard::Admin),
         // The project is in the body: `create_robot` checks it.
         (["robots"], &Method::POST) => (E::CreateRobot, Guard::SignedIn),
+        (["robots", id], m) => match *m {
+            Method::GET => (D::GetRobot(id).into(), Guard::SignedIn),
+            Method::PUT => (D::UpdateRobot(id).into(), Guard::SignedIn),
+            Method::PATCH => (D::RefreshRobot(id).into(), Guard::SignedIn),
+            Method::DELETE => (D::DeleteRobot(id).into(), Guard::SignedIn),
+            _ => return Err(ApiError::method_not_allowed("GET, PUT, PATCH, DELETE")),
+        },
         (["registries"], &Method::GET) => (E::ListRegistries, Guard::Admin),
         (["registries"], &Method::POST) => (E::CreateRegistry, Guard::Admin),
         (["registries", "ping"], &Method::POST) => (E::PingRegistry, Guard::Admin),
@@ -145,8 +174,7 @@ pub fn resolve<'a>(
             ["projects"] | ["users"] | ["robots"] | ["registries"] | ["projects", _, "members"],
             _,
         ) => return Err(ApiError::method_not_allowed("GET, POST")),
-        (["projects", _], _) => return Err(ApiError::method_not_allowed("GET, PUT")),
-        (["users", "current"], _) => return Err(ApiError::method_not_allowed("GET")),
+        (["projects", _], _) => return Err(ApiError::method_not_allowed("GET, PUT, DELETE")),
         _ => {
             return Err(ApiError::new(
                 Code::RouteUnknown,
@@ -184,6 +212,13 @@ pub async fn handle(
         E::UpdateRegistry(id) => crate::registries_api::update(app, caller, id, body).await,
         E::DeleteRegistry(id) => crate::registries_api::delete(app, caller, id).await,
         E::Replication(e) => crate::replication::handle(app, e, parts, body).await,
+        E::Day2(e) => crate::accounts_api::handle(app, e, caller, parts, body).await,
+    }
+}
+
+impl<'a> From<crate::accounts_api::Endpoint<'a>> for Endpoint<'a> {
+    fn from(e: crate::accounts_api::Endpoint<'a>) -> Self {
+        Endpoint::Day2(e)
     }
 }
 
@@ -332,6 +367,37 @@ async fn list_members(
     caller: &Principal,
     name: &str,
 ) -> Result<Response<Body>, ApiError> {
+    members_visible(app, caller, name)?;
+    let members = app
+        .engine
+        .members(name)?
+        .iter()
+        .map(|(user, m)| member_json(app, name, user, m))
+        .collect::<Result<Vec<Value>, ApiError>>()?;
+    ok_json(&Value::Array(members))
+}
+
+/// A membership in Harbor's `ProjectMemberEntity` shape.
+pub(crate) fn member_json(
+    app: &App,
+    project: &str,
+    user: &str,
+    m: &berth_engine::records::MemberRecord,
+) -> Result<Value, ApiError> {
+    let project_id = app.engine.project(project)?.map_or(0, |p| p.id);
+    Ok(json!({
+        "id": m.id,
+        "project_id": project_id,
+        "entity_name": user,
+        "entity_type": "u",
+        "role_id": m.role,
+        "role_name": Role::from_id(m.role).map_or("unknown", Role::name),
+    }))
+}
+
+/// `Ok` if the caller may see `name`'s members: its members and system
+/// administrators (`404` if it cannot see the project, `403` otherwise).
+pub(crate) fn members_visible(app: &App, caller: &Principal, name: &str) -> Result<(), ApiError> {
     let account = auth::effective_account(caller);
     let visible = auth::permits(
         app,
@@ -339,7 +405,7 @@ async fn list_members(
         Resource::Project(name),
         Actions::of(&[Action::Pull]),
     )?;
-    let (Some(project), true) = (app.engine.project(name)?, visible) else {
+    let (Some(_), true) = (app.engine.project(name)?, visible) else {
         return Err(not_found(format!("project {name} not found")));
     };
     let member = match &account {
@@ -353,22 +419,7 @@ async fn list_members(
             format!("only members of project {name} may list its members"),
         ));
     }
-    let members: Vec<Value> = app
-        .engine
-        .members(name)?
-        .into_iter()
-        .map(|(user, m)| {
-            json!({
-                "id": m.id,
-                "project_id": project.id,
-                "entity_name": user,
-                "entity_type": "u",
-                "role_id": m.role,
-                "role_name": Role::from_id(m.role).map_or("unknown", Role::name),
-            })
-        })
-        .collect();
-    ok_json(&Value::Array(members))
+    Ok(())
 }
 
 /// Admitted as the project's administrator.
@@ -379,15 +430,7 @@ async fn add_member(
     body: RequestBody,
 ) -> Result<Response<Body>, ApiError> {
     let req: MemberReq = read_json(body).await?;
-    let Some(role) = Role::from_id(req.role_id) else {
-        return Err(ApiError::new(
-            Code::BadRequest,
-            format!(
-                "role_id {} is not 1 (projectAdmin), 2 (developer), 3 (guest) or 4 (maintainer)",
-                req.role_id
-            ),
-        ));
-    };
+    let role = role_of(req.role_id)?;
     // Whether the user exists is told only to those who may list users
     // (system administrators, for whom an unknown name is a 400). A project
     // admin — which anyone can become by creating a project — gets the same
@@ -414,7 +457,19 @@ async fn add_member(
     Ok(created(format!("/api/v2.0/projects/{name}/members/{id}")))
 }
 
-fn user_json(name: &str, u: &berth_engine::records::UserRecord) -> Value {
+/// The role Harbor's `role_id` names.
+pub(crate) fn role_of(id: u8) -> Result<Role, ApiError> {
+    Role::from_id(id).ok_or_else(|| {
+        ApiError::new(
+            Code::BadRequest,
+            format!(
+                "role_id {id} is not 1 (projectAdmin), 2 (developer), 3 (guest) or 4 (maintainer)"
+            ),
+        )
+    })
+}
+
+pub(crate) fn user_json(name: &str, u: &berth_engine::records::UserRecord) -> Value {
     json!({
         "user_id": u.id,
         "username": name,
@@ -485,26 +540,30 @@ async fn list_robots(app: &App) -> Result<Response<Body>, ApiError> {
     let robots: Vec<Value> = app
         .engine
         .robots()?
-        .into_iter()
-        .map(|(name, r)| {
-            json!({
-                "id": r.id,
-                "name": name,
-                "description": r.description,
-                "level": "project",
-                "expires_at": r.expires_ms.map_or(-1, |e| (e / 1000) as i64),
-                "creation_time": time(r.created_ms),
-                "permissions": [{
-                    "kind": "project",
-                    "namespace": r.project,
-                    "access": r.actions.iter()
-                        .map(|a| json!({"resource": "repository", "action": a}))
-                        .collect::<Vec<_>>(),
-                }],
-            })
-        })
+        .iter()
+        .map(|(name, r)| robot_json(name, r))
         .collect();
     ok_json(&Value::Array(robots))
+}
+
+/// A robot in Harbor's `Robot` shape (never its secret).
+pub(crate) fn robot_json(name: &str, r: &berth_engine::records::RobotRecord) -> Value {
+    json!({
+        "id": r.id,
+        "name": name,
+        "description": r.description,
+        "level": "project",
+        "disable": r.disabled,
+        "expires_at": r.expires_ms.map_or(-1, |e| (e / 1000) as i64),
+        "creation_time": time(r.created_ms),
+        "permissions": [{
+            "kind": "project",
+            "namespace": r.project,
+            "access": r.actions.iter()
+                .map(|a| json!({"resource": "repository", "action": a}))
+                .collect::<Vec<_>>(),
+        }],
+    })
 }
 
 /// Admitted signed in (so a caller without an account is answered `401`
@@ -542,6 +601,31 @@ async fn create_robot(
         Resource::Project(&perm.namespace),
         Actions::of(&[Action::Admin]),
     )?;
+    let actions = robot_actions(perm)?;
+    let expires_ms = robot_duration(req.duration)?;
+    let (project, name, description) = (perm.namespace.clone(), req.name.clone(), req.description);
+    let robot = blocking(app, move |e| {
+        e.create_robot(&project, &name, actions, expires_ms, &description)
+    })
+    .await??;
+    tracing::info!(target: "berth::auth", robot = %robot.name, by = p.name(), "robot created");
+    let body = json!({
+        "id": robot.id,
+        "name": robot.name,
+        "secret": robot.secret,
+        "creation_time": time(robot.created_ms),
+        "expires_at": robot.expires_ms.map_or(-1, |e| (e / 1000) as i64),
+    });
+    let mut res = ok_json(&body)?;
+    *res.status_mut() = StatusCode::CREATED;
+    res.headers_mut()
+        .insert(LOCATION, hv(&format!("/api/v2.0/robots/{}", robot.id)));
+    Ok(res)
+}
+
+/// The actions a robot permission entry grants (pull, push, delete on
+/// repositories or artifacts; other resources are ignored).
+pub(crate) fn robot_actions(perm: &RobotPermission) -> Result<Actions, ApiError> {
     let mut actions = Actions::NONE;
     for a in &perm.access {
         if a.resource
@@ -562,34 +646,20 @@ async fn create_robot(
             }
         }
     }
-    let expires_ms = match req.duration {
-        None | Some(-1) => None,
-        Some(d) if d > 0 => Some(robot_expiry(berth_engine::records::now_ms(), d)?),
-        Some(d) => {
-            return Err(ApiError::new(
-                Code::BadRequest,
-                format!("duration {d}: give days > 0, or -1 for never"),
-            ))
-        }
-    };
-    let (project, name, description) = (perm.namespace.clone(), req.name.clone(), req.description);
-    let robot = blocking(app, move |e| {
-        e.create_robot(&project, &name, actions, expires_ms, &description)
-    })
-    .await??;
-    tracing::info!(target: "berth::auth", robot = %robot.name, by = p.name(), "robot created");
-    let body = json!({
-        "id": robot.id,
-        "name": robot.name,
-        "secret": robot.secret,
-        "creation_time": time(robot.created_ms),
-        "expires_at": robot.expires_ms.map_or(-1, |e| (e / 1000) as i64),
-    });
-    let mut res = ok_json(&body)?;
-    *res.status_mut() = StatusCode::CREATED;
-    res.headers_mut()
-        .insert(LOCATION, hv(&format!("/api/v2.0/robots/{}", robot.id)));
-    Ok(res)
+    Ok(actions)
+}
+
+/// The expiry of a robot given `duration` days from now (-1 or absent:
+/// never).
+pub(crate) fn robot_duration(duration: Option<i64>) -> Result<Option<u64>, ApiError> {
+    match duration {
+        None | Some(-1) => Ok(None),
+        Some(d) if d > 0 => Ok(Some(robot_expiry(berth_engine::records::now_ms(), d)?)),
+        Some(d) => Err(ApiError::new(
+            Code::BadRequest,
+            format!("duration {d}: give days > 0, or -1 for never"),
+        )),
+    }
 }
 
 /// When a robot created at `now_ms` for `days` (> 0) expires, in Unix

@@ -129,8 +129,9 @@ impl Auth {
         }
     }
 
-    /// Signs an access token for `sub` with `access`.
-    pub fn access_token(&self, sub: &str, access: Vec<Access>) -> (String, Claims) {
+    /// Signs an access token for `sub` with `access`, bound to the stamp
+    /// `crd` of the credential it is issued on.
+    pub fn access_token(&self, sub: &str, crd: &str, access: Vec<Access>) -> (String, Claims) {
         let now = now_secs();
         let claims = Claims {
             iss: ISSUER.into(),
@@ -141,12 +142,14 @@ impl Auth {
             iat: now,
             jti: berth_engine::token::new_jti(),
             access,
+            crd: crd.to_owned(),
         };
         (self.key.sign(&claims), claims)
     }
 
-    /// Signs a refresh token for `sub` (no access; its own audience).
-    pub fn refresh_token(&self, sub: &str, expires_ms: Option<u64>) -> String {
+    /// Signs a refresh token for `sub` (no access; its own audience),
+    /// bound to the stamp `crd` as access tokens are.
+    pub fn refresh_token(&self, sub: &str, crd: &str, expires_ms: Option<u64>) -> String {
         let now = now_secs();
         let mut exp = now + REFRESH_TTL.as_secs();
         if let Some(e) = expires_ms {
@@ -161,6 +164,7 @@ impl Auth {
             iat: now,
             jti: berth_engine::token::new_jti(),
             access: Vec::new(),
+            crd: crd.to_owned(),
         })
     }
 }
@@ -381,15 +385,16 @@ fn too_many(wait: Duration, detail: &'static str) -> ApiError {
 }
 
 /// Checks a name and secret for this request's source (see the module
-/// docs for the steps). `Ok(None)`: wrong credentials; `429` while the
-/// source, the name or the pair is over its failed-login budget, or when
-/// no verification slot frees up in time.
+/// docs for the steps): the account and the stamp of the credential that
+/// matched (`Engine::credential_stamp`). `Ok(None)`: wrong credentials;
+/// `429` while the source, the name or the pair is over its failed-login
+/// budget, or when no verification slot frees up in time.
 pub async fn check_password(
     app: &App,
     parts: &Parts,
     name: &str,
     secret: &str,
-) -> Result<Option<Account>, ApiError> {
+) -> Result<Option<(Account, String)>, ApiError> {
     let ip = client_ip(app, parts);
     // IMPORTANT: the attempt is counted before anything is verified, so
     // concurrent attempts cannot all pass a budget that each alone sees
@@ -402,21 +407,25 @@ pub async fn check_password(
         )
     })?;
     let cache_key = app.auth.cache.key(name, secret);
-    if app.auth.cache.get(&cache_key) {
-        // Re-read the account: removed or expired since it was cached → verify
-        // again (and fail); else its current state (admin flag, expiry).
+    if let Some(cached) = app.auth.cache.get(&cache_key) {
+        // IMPORTANT: a hit holds only while the account's credential is
+        // still the one verified: a password change, a secret refresh, a
+        // deletion or a disabled robot changes or removes the stamp, and
+        // the pair is verified again (and fails). Else the account's
+        // current state (admin flag, expiry).
+        let stamp = app.engine.credential_stamp(name)?;
         match app.engine.account(name)? {
-            Some(a) if a != Account::Anonymous => {
+            Some(a) if a != Account::Anonymous && stamp.as_deref() == Some(cached.as_str()) => {
                 attempt.succeeded();
-                return Ok(Some(a));
+                return Ok(Some((a, cached)));
             }
             _ => app.auth.cache.remove(&cache_key),
         }
     }
     let account = verify(app, name, secret).await?;
     match &account {
-        Some(_) => {
-            app.auth.cache.put(cache_key);
+        Some((_, stamp)) => {
+            app.auth.cache.put(cache_key, stamp.clone());
             attempt.succeeded();
         }
         None => {
@@ -431,12 +440,16 @@ pub async fn check_password(
 /// Verifies a name and secret. Users' passwords (argon2id; unknown names
 /// verify against a dummy hash at the same cost) run in a verification
 /// slot; robots' secrets (one sha256) on the blocking pool.
-async fn verify(app: &App, name: &str, secret: &str) -> Result<Option<Account>, ApiError> {
+async fn verify(
+    app: &App,
+    name: &str,
+    secret: &str,
+) -> Result<Option<(Account, String)>, ApiError> {
     let (n, s) = (name.to_owned(), secret.to_owned());
     if name.starts_with(berth_engine::accounts::ROBOT_PREFIX) {
-        return Ok(blocking(app, move |e| e.authenticate(&n, &s)).await??);
+        return Ok(blocking(app, move |e| e.authenticate_stamped(&n, &s)).await??);
     }
-    Ok(in_password_slot(app, move |e| e.authenticate(&n, &s)).await??)
+    Ok(in_password_slot(app, move |e| e.authenticate_stamped(&n, &s)).await??)
 }
 
 /// Runs `f` — an argon2id hash or verification for a request (logins, user
@@ -470,10 +483,21 @@ where
 /// but the registry API, `/v2`: the admin, chart and GC APIs take Basic
 /// credentials only, so no token can act there, whatever its claim).
 pub async fn authenticate(app: &App, parts: &Parts, tokens: bool) -> Result<Principal, ApiError> {
+    Ok(authenticate_stamped(app, parts, tokens).await?.0)
+}
+
+/// [`authenticate`], with the stamp of the Basic credential that signed in
+/// (what the token service binds the tokens it issues to); `None` for
+/// anonymous, tokens and auth off.
+pub async fn authenticate_stamped(
+    app: &App,
+    parts: &Parts,
+    tokens: bool,
+) -> Result<(Principal, Option<String>), ApiError> {
     if !app.auth.enabled {
-        return Ok(Principal::Open);
+        return Ok((Principal::Open, None));
     }
-    match credentials(parts) {
+    let principal = match credentials(parts) {
         Err(()) => Err(challenge(
             app,
             parts,
@@ -484,7 +508,7 @@ pub async fn authenticate(app: &App, parts: &Parts, tokens: bool) -> Result<Prin
         Ok(Credentials::None) => Ok(Principal::Account(Account::Anonymous)),
         Ok(Credentials::Basic { name, secret }) => {
             match check_password(app, parts, &name, &secret).await? {
-                Some(a) => Ok(Principal::Account(a)),
+                Some((a, stamp)) => return Ok((Principal::Account(a), Some(stamp))),
                 None => Err(challenge(
                     app,
                     parts,
@@ -503,11 +527,18 @@ pub async fn authenticate(app: &App, parts: &Parts, tokens: bool) -> Result<Prin
              sign in here with Basic credentials (a password or a robot secret)",
         )),
         Ok(Credentials::Bearer(t)) => {
-            match app
+            let verified = app
                 .auth
                 .key
-                .verify(&t, ISSUER, &app.auth.service, now_secs())
-            {
+                .verify(&t, ISSUER, &app.auth.service, now_secs());
+            match verified {
+                Ok(c) if !token_current(app, &c)? => Err(challenge(
+                    app,
+                    parts,
+                    None,
+                    Some("invalid_token"),
+                    "the token's account was removed, disabled or given new credentials",
+                )),
                 Ok(c) => Ok(Principal::Token(Grant {
                     sub: c.sub,
                     access: c.access,
@@ -524,7 +555,19 @@ pub async fn authenticate(app: &App, parts: &Parts, tokens: bool) -> Result<Prin
                 }
             }
         }
+    };
+    Ok((principal?, None))
+}
+
+/// Whether a verified token's subject still holds the credential the
+/// token was issued on (one index read): a token of a removed or disabled
+/// account, or issued before a password change or a secret refresh, is
+/// not. Anonymous tokens have no credential.
+pub fn token_current(app: &App, claims: &Claims) -> Result<bool, ApiError> {
+    if claims.sub.is_empty() {
+        return Ok(true);
     }
+    Ok(app.engine.credential_stamp(&claims.sub)?.as_deref() == Some(claims.crd.as_str()))
 }
 
 /// What `account` may do on `resource` now (index reads). The catalog is
@@ -1057,7 +1100,8 @@ impl VerifySlots {
 /// cache).
 struct CredentialCache {
     salt: [u8; 16],
-    entries: Mutex<HashMap<String, Instant>>,
+    /// Key → when verified, and the credential stamp it was verified on.
+    entries: Mutex<HashMap<String, (Instant, String)>>,
 }
 
 impl CredentialCache {
@@ -1082,22 +1126,24 @@ impl CredentialCache {
             .to_owned()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, String)>> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn get(&self, key: &str) -> bool {
+    /// The stamp a fresh entry was verified on.
+    fn get(&self, key: &str) -> Option<String> {
         self.lock()
             .get(key)
-            .is_some_and(|at| at.elapsed() < CREDENTIAL_CACHE_TTL)
+            .filter(|(at, _)| at.elapsed() < CREDENTIAL_CACHE_TTL)
+            .map(|(_, stamp)| stamp.clone())
     }
 
-    fn put(&self, key: String) {
+    fn put(&self, key: String, stamp: String) {
         let mut e = self.lock();
         if e.len() >= CREDENTIAL_CACHE_MAX {
             e.clear();
         }
-        e.insert(key, Instant::now());
+        e.insert(key, (Instant::now(), stamp));
     }
 
     fn remove(&self, key: &str) {

@@ -32,6 +32,7 @@
 //! the bucket waits asynchronously. Index point reads (manifest GET/HEAD,
 //! upload status) run inline.
 
+pub mod accounts_api;
 pub mod admin;
 pub mod auth;
 pub mod config;

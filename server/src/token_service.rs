@@ -79,8 +79,8 @@ fn bad_credentials() -> ApiError {
 
 async fn get(app: &App, parts: &Parts, query: Query<'_>) -> Result<Response<Body>, ApiError> {
     check_service(app, query.get("service").as_deref())?;
-    let account = match auth::authenticate(app, parts, false).await {
-        Ok(auth::Principal::Account(a)) => a,
+    let (account, stamp) = match auth::authenticate_stamped(app, parts, false).await {
+        Ok((auth::Principal::Account(a), stamp)) => (a, stamp.unwrap_or_default()),
         // Bearer credentials are not a login.
         Ok(_) => return Err(bad_credentials()),
         Err(e) if e.code == Code::Unauthorized => return Err(bad_credentials()),
@@ -96,7 +96,7 @@ async fn get(app: &App, parts: &Parts, query: Query<'_>) -> Result<Response<Body
         })
         .collect();
     let access = grant(app, &account, &scopes)?;
-    let (token, claims) = app.auth.access_token(account.name(), access);
+    let (token, claims) = app.auth.access_token(account.name(), &stamp, access);
     let mut out = json!({
         "token": token,
         "access_token": token,
@@ -105,7 +105,10 @@ async fn get(app: &App, parts: &Parts, query: Query<'_>) -> Result<Response<Body
     });
     let offline = query.get("offline_token").as_deref() == Some("true");
     if offline && account != Account::Anonymous {
-        out["refresh_token"] = json!(app.auth.refresh_token(account.name(), expiry(&account)));
+        out["refresh_token"] =
+            json!(app
+                .auth
+                .refresh_token(account.name(), &stamp, expiry(&account)));
     }
     Ok(json(
         serde_json::to_vec(&out).map_err(ApiError::internal)?,
@@ -132,7 +135,7 @@ async fn post(app: &App, parts: &Parts, body: RequestBody) -> Result<Response<Bo
         .filter(|x| !x.is_empty())
         .map(str::to_owned)
         .collect();
-    let (account, refresh) = match form.get("grant_type") {
+    let (account, stamp, refresh) = match form.get("grant_type") {
         Some("password") => {
             let (Some(user), Some(password)) = (form.get("username"), form.get("password")) else {
                 return Err(ApiError::new(
@@ -140,12 +143,12 @@ async fn post(app: &App, parts: &Parts, body: RequestBody) -> Result<Response<Bo
                     "grant_type=password needs username and password",
                 ));
             };
-            let Some(a) = auth::check_password(app, parts, user, password).await? else {
+            let Some((a, stamp)) = auth::check_password(app, parts, user, password).await? else {
                 return Err(bad_credentials());
             };
             let refresh = (form.get("access_type") == Some("offline"))
-                .then(|| app.auth.refresh_token(a.name(), expiry(&a)));
-            (a, refresh)
+                .then(|| app.auth.refresh_token(a.name(), &stamp, expiry(&a)));
+            (a, stamp, refresh)
         }
         Some("refresh_token") => {
             let Some(rt) = form.get("refresh_token") else {
@@ -160,14 +163,15 @@ async fn post(app: &App, parts: &Parts, body: RequestBody) -> Result<Response<Bo
                 .key
                 .verify(rt, ISSUER, &aud, auth::now_secs())
                 .map_err(|_| bad_credentials())?;
-            // The account must still exist (and a robot must not have expired).
+            // The account must still exist, hold the credential the refresh
+            // token was issued on, and not be disabled or expired.
+            if claims.sub.is_empty() || !auth::token_current(app, &claims)? {
+                return Err(bad_credentials());
+            }
             let Some(a) = app.engine.account(&claims.sub)? else {
                 return Err(bad_credentials());
             };
-            if a == Account::Anonymous {
-                return Err(bad_credentials());
-            }
-            (a, Some(rt.to_owned()))
+            (a, claims.crd, Some(rt.to_owned()))
         }
         other => {
             return Err(ApiError::new(
@@ -181,7 +185,7 @@ async fn post(app: &App, parts: &Parts, body: RequestBody) -> Result<Response<Bo
         .iter()
         .map(|a| format!("{}:{}:{}", a.kind, a.name, a.actions.join(",")))
         .collect();
-    let (token, claims) = app.auth.access_token(account.name(), access);
+    let (token, claims) = app.auth.access_token(account.name(), &stamp, access);
     let mut out = json!({
         "access_token": token,
         "token": token,

@@ -196,12 +196,23 @@ struct World {
     key: TokenKey,
     robot_secret: String,
     server: Server,
+    /// Each user's credential stamp, for tokens signed by the tests.
+    stamps: std::collections::HashMap<String, String>,
+}
+
+impl World {
+    /// `c` bound to its subject's credential, as the token service binds
+    /// the tokens it issues.
+    fn stamped(&self, mut c: Claims) -> Claims {
+        c.crd = self.stamps.get(&c.sub).cloned().unwrap_or_default();
+        c
+    }
 }
 
 async fn world(f: impl FnOnce(&mut Config)) -> World {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let (key, robot_secret) = {
+    let (key, robot_secret, stamps) = {
         let data = data.clone();
         tokio::task::spawn_blocking(move || {
             let e = Engine::open(EngineConfig::new(&data)).unwrap();
@@ -225,7 +236,11 @@ async fn world(f: impl FnOnce(&mut Config)) -> World {
                     "",
                 )
                 .unwrap();
-            (e.token_signing_key().unwrap(), robot.secret)
+            let stamps = ["alice", "gus", "mia", "mallory"]
+                .iter()
+                .map(|u| (u.to_string(), e.credential_stamp(u).unwrap().unwrap()))
+                .collect();
+            (e.token_signing_key().unwrap(), robot.secret, stamps)
         })
         .await
         .unwrap()
@@ -236,6 +251,7 @@ async fn world(f: impl FnOnce(&mut Config)) -> World {
         key,
         robot_secret,
         server,
+        stamps,
     }
 }
 
@@ -272,6 +288,7 @@ fn claims_now(sub: &str, repo: &str, actions: &[&str]) -> Claims {
             name: repo.into(),
             actions: actions.iter().map(|a| a.to_string()).collect(),
         }],
+        crd: String::new(),
     }
 }
 
@@ -555,7 +572,7 @@ async fn auth_forged_and_misused_tokens_are_refused() {
         .await
     };
     // The control: a token made like the forgeries below, but valid.
-    let good = claims_now("alice", "priv/app", &["pull"]);
+    let good = w.stamped(claims_now("alice", "priv/app", &["pull"]));
     assert_eq!(get(w.key.sign(&good)).await.status, 200);
 
     // Token for repository A used on B (and on another action).
@@ -601,7 +618,9 @@ async fn auth_forged_and_misused_tokens_are_refused() {
     c.iss = "someone-else".into();
     forgeries.push(("wrong iss", w.key.sign(&c)));
     // Tampered payload: a guest's valid token with the claims rewritten.
-    let guest = w.key.sign(&claims_now("gus", "priv/other", &["pull"]));
+    let guest = w
+        .key
+        .sign(&w.stamped(claims_now("gus", "priv/other", &["pull"])));
     let parts: Vec<&str> = guest.split('.').collect();
     let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&good).unwrap());
     forgeries.push((
@@ -884,7 +903,9 @@ async fn auth_failed_logins_are_rate_limited_per_source() {
     .await;
     assert_eq!(r.status, 429);
     // Tokens already issued keep working: the limit is on password checks.
-    let t = w.key.sign(&claims_now("alice", "priv/app", &["pull"]));
+    let t = w
+        .key
+        .sign(&w.stamped(claims_now("alice", "priv/app", &["pull"])));
     assert_eq!(
         send(a, "GET", "/v2/", &Cred::Bearer(t), &[], b"")
             .await

@@ -13,6 +13,7 @@ mod limits;
 mod parsers;
 mod proxy_cache;
 mod refcount;
+mod revocation;
 mod routes;
 mod secrets;
 mod tokens;

@@ -31,17 +31,17 @@ const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
 /// Credentials of a request.
 #[derive(Clone)]
-enum Cred {
+pub(super) enum Cred {
     None,
     Basic(String),
     Bearer(String),
 }
 
-fn basic(user: &str, password: &str) -> Cred {
+pub(super) fn basic(user: &str, password: &str) -> Cred {
     Cred::Basic(STANDARD.encode(format!("{user}:{password}")))
 }
 
-fn pw(user: &str) -> Cred {
+pub(super) fn pw(user: &str) -> Cred {
     if user == "admin" {
         basic("admin", ADMIN_PW)
     } else {
@@ -49,7 +49,7 @@ fn pw(user: &str) -> Cred {
     }
 }
 
-struct Registry {
+pub(super) struct Registry {
     server: TestServer,
     _dir: tempfile::TempDir,
     /// team/app:v1's layer and manifest digests.
@@ -62,7 +62,7 @@ impl Registry {
         self.server.addr
     }
 
-    fn send(&self, method: &str, path: &str, cred: &Cred, body: &[u8]) -> Resp {
+    pub(super) fn send(&self, method: &str, path: &str, cred: &Cred, body: &[u8]) -> Resp {
         self.send_with(method, path, cred, &[], body)
     }
 
@@ -93,7 +93,7 @@ impl Registry {
     }
 
     /// A token from berth's token service for `scopes`, asked with `cred`.
-    fn token(&self, cred: &Cred, scopes: &[&str]) -> String {
+    pub(super) fn token(&self, cred: &Cred, scopes: &[&str]) -> String {
         let mut q = format!("/service/token?service={SERVICE}");
         for s in scopes {
             q.push_str(&format!("&scope={s}"));
@@ -107,7 +107,13 @@ impl Registry {
     }
 
     /// Pushes a one-layer image as `repo:tag`; returns (layer, manifest).
-    fn push_image(&self, cred: &Cred, repo: &str, tag: &str, seed: &str) -> (String, String) {
+    pub(super) fn push_image(
+        &self,
+        cred: &Cred,
+        repo: &str,
+        tag: &str,
+        seed: &str,
+    ) -> (String, String) {
         let layer = berth_testkit::content(seed, 2048);
         let config = format!("{{\"seed\":\"{seed}\"}}").into_bytes();
         let (ld, cd) = (
@@ -194,7 +200,7 @@ impl Registry {
 }
 
 /// A registry with auth on and the cast of the module docs.
-fn registry() -> Registry {
+pub(super) fn registry() -> Registry {
     let dir = tempfile::tempdir().expect("temp dir");
     let server = TestServer::start(
         &dir.path().join("data"),

@@ -64,6 +64,12 @@ pub struct Claims {
     pub jti: String,
     #[serde(default)]
     pub access: Vec<Access>,
+    /// The stamp of the credential the token was issued on (berth's
+    /// `Engine::credential_stamp`): a token whose account's credential
+    /// changed since, or which was removed or disabled, is refused. Empty
+    /// for anonymous.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub crd: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -225,6 +231,7 @@ mod tests {
                 name: "proj/app".into(),
                 actions: vec!["pull".into()],
             }],
+            crd: String::new(),
         }
     }
 

@@ -69,8 +69,7 @@ use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as ObjPath;
 use object_store::{
     BackoffConfig, Certificate, ClientOptions, GetOptions, ObjectStore, PutMode as ObjPutMode,
-    PutOptions,
-    PutPayload, RetryConfig,
+    PutOptions, PutPayload, RetryConfig,
 };
 use serde::{Deserialize, Serialize};
 

@@ -343,6 +343,12 @@ pub fn harbor(data: &[u8]) {
     let _ = serde_json::from_slice::<harbor::RegistryUpdateReq>(data);
     let _ = serde_json::from_slice::<harbor::PolicyReq>(data);
     let _ = serde_json::from_slice::<harbor::ExecutionReq>(data);
+    let _ = serde_json::from_slice::<harbor::RobotUpdateReq>(data);
+    let _ = serde_json::from_slice::<harbor::RobotSecReq>(data);
+    let _ = serde_json::from_slice::<harbor::UserProfileReq>(data);
+    let _ = serde_json::from_slice::<harbor::PasswordReq>(data);
+    let _ = serde_json::from_slice::<harbor::SysadminReq>(data);
+    let _ = serde_json::from_slice::<harbor::RoleReq>(data);
 }
 
 /// The token service's form bodies and scopes: every scope of the form

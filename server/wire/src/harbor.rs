@@ -148,6 +148,62 @@ pub struct RobotReq {
     pub permissions: Vec<RobotPermission>,
 }
 
+/// `PUT /api/v2.0/robots/{id}`: Harbor's whole `Robot`; berth changes
+/// its description, permissions (actions on its own project), `disable`
+/// and `duration`. The name and project are fixed.
+#[derive(Debug, Deserialize)]
+pub struct RobotUpdateReq {
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub disable: Option<bool>,
+    /// Days from now; -1 never expires.
+    #[serde(default)]
+    pub duration: Option<i64>,
+    #[serde(default)]
+    pub permissions: Option<Vec<RobotPermission>>,
+}
+
+/// `PATCH /api/v2.0/robots/{id}` (Harbor's `RobotSec`): the new secret,
+/// or none for a generated one. No `Debug`: it holds a secret.
+#[derive(Default, Deserialize)]
+pub struct RobotSecReq {
+    #[serde(default)]
+    pub secret: Option<String>,
+}
+
+/// `PUT /api/v2.0/users/{id}` (Harbor's `UserProfile`).
+#[derive(Debug, Deserialize)]
+pub struct UserProfileReq {
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub realname: Option<String>,
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
+/// `PUT /api/v2.0/users/{id}/password` (Harbor's `PasswordReq`). No
+/// `Debug`: it holds passwords.
+#[derive(Deserialize)]
+pub struct PasswordReq {
+    #[serde(default)]
+    pub old_password: Option<String>,
+    pub new_password: String,
+}
+
+/// `PUT /api/v2.0/users/{id}/sysadmin` (Harbor's `UserSysAdminFlag`).
+#[derive(Debug, Deserialize)]
+pub struct SysadminReq {
+    pub sysadmin_flag: bool,
+}
+
+/// `PUT /api/v2.0/projects/{p}/members/{mid}` (Harbor's `RoleRequest`).
+#[derive(Debug, Deserialize)]
+pub struct RoleReq {
+    pub role_id: u8,
+}
+
 /// One `permissions` entry of a [`RobotReq`].
 #[derive(Debug, Deserialize)]
 pub struct RobotPermission {
