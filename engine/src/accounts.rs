@@ -307,6 +307,13 @@ pub fn valid_user_name(name: &str) -> Result<(), AccountError> {
 
 /// Project names: one repository path component (`[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`).
 pub fn valid_project_name(name: &str) -> Result<(), AccountError> {
+    if RESERVED_PROJECT_NAMES.contains(&name) {
+        return Err(invalid(
+            format!("project name {name:?}"),
+            "is reserved: ChartMuseum's paths (/{project}/index.yaml, /api/{project}/charts) \
+             would be ambiguous with /v2, /api and /chartrepo",
+        ));
+    }
     if !name.contains('/') && RepoName::parse(name).is_ok() {
         Ok(())
     } else {
@@ -316,6 +323,12 @@ pub fn valid_project_name(name: &str) -> Result<(), AccountError> {
         ))
     }
 }
+
+/// Project names that ChartMuseum's short paths would make ambiguous:
+/// `/v2/index.yaml` is the registry API's, `/api/index.yaml` and
+/// `/api/chartrepo/charts` the chart API's, `/chartrepo/index.yaml` the
+/// global index. Refused at creation.
+pub const RESERVED_PROJECT_NAMES: [&str; 3] = ["v2", "api", "chartrepo"];
 
 pub(crate) fn valid_password(password: &str) -> Result<(), AccountError> {
     if password.chars().count() >= MIN_PASSWORD_LEN {

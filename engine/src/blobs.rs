@@ -267,24 +267,32 @@ impl Engine {
     /// Removes the link of `digest` from `repo`. The bytes stay until GC
     /// finds them unreferenced. Returns false if it was not linked.
     pub fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, BlobError> {
-        let inner = &self.inner;
-        let _g = inner.lock()?;
+        Ok(self.inner.unlink(repo, digest)?)
+    }
+}
+
+impl Inner {
+    /// [`Engine::unlink_blob`].
+    pub(crate) fn unlink(&self, repo: &RepoName, digest: &Digest) -> Result<bool, StorageError> {
+        let _g = self.lock()?;
         let link = LinkKey(repo.clone(), digest.clone());
-        if !inner.index.contains(&link)? {
+        if !self.index.contains(&link)? {
             return Ok(false);
         }
         let mut batch = Batch::default();
         batch.delete(&link);
         batch.delete(&BlobRepoKey(digest.clone(), repo.clone()));
-        if let Some(mut rec) = inner.index.get(&BlobKey(digest.clone()))? {
+        if let Some(mut rec) = self.index.get(&BlobKey(digest.clone()))? {
             Count::Links.down(&mut rec.links, || format!("blob {digest}"))?;
             rec.touched_ms = records::now_ms();
-            inner.put_blob_record(&mut batch, digest, &rec);
+            self.put_blob_record(&mut batch, digest, &rec);
         }
-        inner.commit(_g, batch)?;
+        self.commit(_g, batch)?;
         Ok(true)
     }
+}
 
+impl Engine {
     /// The index record of a blob (tools, tests).
     pub fn blob_record(&self, digest: &Digest) -> Result<Option<BlobRecord>, StorageError> {
         self.inner.index.get(&BlobKey(digest.clone()))

@@ -449,6 +449,13 @@ macro_rules! repo_digest_key {
 
         impl WholeFamily for $name {}
 
+        impl $name {
+            /// Every entry of one repository, by digest.
+            pub fn of_repo(repo: &RepoName) -> Scan<$name> {
+                Scan::prefix(prefix_of(&[repo.as_str().as_bytes()]))
+            }
+        }
+
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 write!(f, "{}/{}@{}", Self::CF, self.0, self.1)

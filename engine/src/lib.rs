@@ -14,6 +14,7 @@
 
 pub mod account_admin;
 pub mod accounts;
+pub mod artifacts;
 pub mod backup;
 /// The OCI digest grammar and hashers (crate `berth-formats`).
 pub use berth_formats::digest;

@@ -60,7 +60,8 @@ use crate::auth::{self, Guard, Principal, Resource, Target};
 use crate::config::ProjectCreation;
 use crate::errors::{ApiError, Code};
 use crate::http::{blocking, empty, hv, json, read_small_body, App, Body};
-use crate::router::TableConfig;
+use crate::registries_api::paged_with;
+use crate::router::{Query, TableConfig};
 use crate::time::rfc3339_secs;
 
 // The request bodies live in `berth_wire::harbor`, beside their fuzz target.
@@ -94,6 +95,8 @@ pub enum Endpoint<'a> {
     Replication(crate::replication::Endpoint<'a>),
     /// Users, robots, projects and members changed or removed.
     Day2(crate::accounts_api::Endpoint<'a>),
+    /// Repositories and artifacts.
+    Artifacts(crate::artifacts_api::Endpoint<'a>),
 }
 
 /// The route table's rows for [`PREFIX`] (`rest` is the path after it):
@@ -105,6 +108,7 @@ pub fn resolve<'a>(
     rest: &'a str,
 ) -> Result<(Endpoint<'a>, Guard<'a>), ApiError> {
     use crate::accounts_api::Endpoint as D;
+    use crate::artifacts_api::Endpoint as A;
     use Endpoint as E;
     if !config.auth {
         return Err(ApiError::new(
@@ -122,6 +126,43 @@ pub fn resolve<'a>(
         (["projects", name], &Method::GET) => (E::GetProject(name), Guard::Caller),
         (["projects", name], &Method::PUT) => (E::UpdateProject(name), admin_of(name)),
         (["projects", name], &Method::DELETE) => (D::DeleteProject(name).into(), admin_of(name)),
+        (["projects", p, "repositories", rest @ ..], m) => {
+            let on = |actions: &[Action]| Guard::Access(Target::Project(p), Actions::of(actions));
+            let (pull, push, delete) = (
+                on(&[Action::Pull]),
+                on(&[Action::Push]),
+                on(&[Action::Delete]),
+            );
+            let (e, g) = match (rest, m) {
+                ([], &Method::GET) => (A::ListRepos(p), pull),
+                ([r], &Method::GET) => (A::GetRepo(p, r), pull),
+                ([r], &Method::DELETE) => (A::DeleteRepo(p, r), delete),
+                ([r, "artifacts"], &Method::GET) => (A::ListArtifacts(p, r), pull),
+                ([r, "artifacts", x], &Method::GET) => (A::GetArtifact(p, r, x), pull),
+                ([r, "artifacts", x], &Method::DELETE) => (A::DeleteArtifact(p, r, x), delete),
+                ([r, "artifacts", x, "tags"], &Method::POST) => (A::AddTag(p, r, x), push),
+                ([r, "artifacts", x, "tags", t], &Method::DELETE) => {
+                    (A::DeleteTag(p, r, x, t), delete)
+                }
+                ([] | [_, "artifacts"], _) => return Err(ApiError::method_not_allowed("GET")),
+                ([_] | [_, "artifacts", _], _) => {
+                    return Err(ApiError::method_not_allowed("GET, DELETE"))
+                }
+                ([_, "artifacts", _, "tags"], _) => {
+                    return Err(ApiError::method_not_allowed("POST"))
+                }
+                ([_, "artifacts", _, "tags", _], _) => {
+                    return Err(ApiError::method_not_allowed("DELETE"))
+                }
+                _ => {
+                    return Err(ApiError::new(
+                        Code::RouteUnknown,
+                        format!("no endpoint at {PREFIX}{rest}", rest = segs.join("/")),
+                    ))
+                }
+            };
+            (E::Artifacts(e), g)
+        }
         (["projects", name, "members", mid], m) => match *m {
             Method::GET => (D::GetMember(name, mid).into(), Guard::SignedIn),
             Method::PUT => (D::UpdateMember(name, mid).into(), admin_of(name)),
@@ -194,13 +235,13 @@ pub async fn handle(
 ) -> Result<Response<Body>, ApiError> {
     use Endpoint as E;
     match endpoint {
-        E::ListProjects => list_projects(app, caller).await,
+        E::ListProjects => list_projects(app, caller, parts).await,
         E::CreateProject => create_project(app, caller, body).await,
         E::GetProject(name) => get_project(app, caller, name).await,
         E::UpdateProject(name) => update_project(app, name, body).await,
         E::ListMembers(name) => list_members(app, caller, name).await,
         E::AddMember(name) => add_member(app, caller, name, body).await,
-        E::ListUsers => list_users(app).await,
+        E::ListUsers => list_users(app, parts).await,
         E::CreateUser => create_user(app, caller, body).await,
         E::CurrentUser => current_user(app, caller).await,
         E::ListRobots => list_robots(app).await,
@@ -213,6 +254,7 @@ pub async fn handle(
         E::DeleteRegistry(id) => crate::registries_api::delete(app, caller, id).await,
         E::Replication(e) => crate::replication::handle(app, e, parts, body).await,
         E::Day2(e) => crate::accounts_api::handle(app, e, caller, parts, body).await,
+        E::Artifacts(e) => crate::artifacts_api::handle(app, e, parts, body).await,
     }
 }
 
@@ -266,19 +308,50 @@ pub(crate) fn not_found(what: String) -> ApiError {
     ApiError::new(Code::NotFound, what)
 }
 
-async fn list_projects(app: &App, caller: &Principal) -> Result<Response<Body>, ApiError> {
+/// Harbor's paging (`page`, `page_size`, `X-Total-Count`, `Link`) and
+/// filters: `name` (substring), `public`, `owner`, and `q=name=~x`.
+async fn list_projects(
+    app: &App,
+    caller: &Principal,
+    parts: &Parts,
+) -> Result<Response<Body>, ApiError> {
+    let query = Query(parts.uri.query().unwrap_or(""));
+    let name = query.get("name").map(|n| n.into_owned()).or_else(|| {
+        query
+            .get("q")
+            .and_then(|q| q.strip_prefix("name=~").map(str::to_owned))
+    });
+    let public = match query.get("public").as_deref() {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(other) => {
+            return Err(ApiError::new(
+                Code::BadRequest,
+                format!("public must be true or false, not {other:?}"),
+            ))
+        }
+    };
+    let owner = query.get("owner").map(|o| o.into_owned());
     let mut out = Vec::new();
-    for (name, rec) in app.engine.projects()? {
-        if auth::permits(
-            app,
-            caller,
-            Resource::Project(&name),
-            Actions::of(&[Action::Pull]),
-        )? {
-            out.push(project_json(&name, &rec));
+    for (n, rec) in app.engine.projects()? {
+        let wanted = name.as_deref().is_none_or(|x| n.contains(x))
+            && public.is_none_or(|p| rec.public == p)
+            && owner.as_deref().is_none_or(|o| rec.owner == o);
+        if wanted
+            && auth::permits(
+                app,
+                caller,
+                Resource::Project(&n),
+                Actions::of(&[Action::Pull]),
+            )?
+        {
+            out.push((n, rec));
         }
     }
-    ok_json(&Value::Array(out))
+    paged_with(query, "/api/v2.0/projects", &out, |(n, rec)| {
+        Ok(project_json(n, rec))
+    })
 }
 
 async fn get_project(
@@ -481,14 +554,25 @@ pub(crate) fn user_json(name: &str, u: &berth_engine::records::UserRecord) -> Va
 }
 
 /// Admitted as a system administrator.
-async fn list_users(app: &App) -> Result<Response<Body>, ApiError> {
-    let users: Vec<Value> = app
+/// Paged as Harbor pages it; `q=username=~x` (substring) or
+/// `q=username=x` (exact).
+async fn list_users(app: &App, parts: &Parts) -> Result<Response<Body>, ApiError> {
+    let query = Query(parts.uri.query().unwrap_or(""));
+    let q = query.get("q").map(|q| q.into_owned()).unwrap_or_default();
+    let matches = |name: &str| match (q.strip_prefix("username=~"), q.strip_prefix("username=")) {
+        (Some(sub), _) => name.contains(sub),
+        (None, Some(exact)) => name == exact,
+        _ => true,
+    };
+    let users: Vec<_> = app
         .engine
         .users()?
-        .iter()
-        .map(|(n, u)| user_json(n, u))
+        .into_iter()
+        .filter(|(n, _)| matches(n))
         .collect();
-    ok_json(&Value::Array(users))
+    paged_with(query, "/api/v2.0/users", &users, |(n, u)| {
+        Ok(user_json(n, u))
+    })
 }
 
 async fn current_user(app: &App, caller: &Principal) -> Result<Response<Body>, ApiError> {

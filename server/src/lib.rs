@@ -34,6 +34,7 @@
 
 pub mod accounts_api;
 pub mod admin;
+pub mod artifacts_api;
 pub mod auth;
 pub mod config;
 pub mod errors;

@@ -286,6 +286,16 @@ impl Filters {
 /// 10, at most 100), the total in `X-Total-Count`, the neighbours in
 /// `Link` (`rel="prev"`, `rel="next"`).
 pub fn paged(query: Query<'_>, path: &str, items: Vec<Value>) -> Result<Response<Body>, ApiError> {
+    paged_with(query, path, &items, |v| Ok(v.clone()))
+}
+
+/// [`paged`] of `items`, only the page's own rendered by `render`.
+pub fn paged_with<T>(
+    query: Query<'_>,
+    path: &str,
+    items: &[T],
+    mut render: impl FnMut(&T) -> Result<Value, ApiError>,
+) -> Result<Response<Body>, ApiError> {
     let number = |key: &str, default: u64| -> Result<u64, ApiError> {
         match query.get(key) {
             None => Ok(default),
@@ -302,7 +312,11 @@ pub fn paged(query: Query<'_>, path: &str, items: Vec<Value>) -> Result<Response
     let total = items.len() as u64;
     let start = (page - 1).saturating_mul(size).min(total) as usize;
     let end = (start as u64 + size).min(total) as usize;
-    let mut res = ok_json(&Value::Array(items[start..end].to_vec()))?;
+    let page_items = items[start..end]
+        .iter()
+        .map(&mut render)
+        .collect::<Result<Vec<Value>, ApiError>>()?;
+    let mut res = ok_json(&Value::Array(page_items))?;
     let h = res.headers_mut();
     h.insert("x-total-count", HeaderValue::from(total));
     let mut links = Vec::new();

@@ -213,7 +213,16 @@ pub fn resolve<'a>(
     }
     if let Some(rest) = path.strip_prefix(crate::admin::PREFIX) {
         let (endpoint, guard) = crate::admin::resolve(config, method, rest)?;
-        return Ok(entry(Surface::Harbor, guard, Endpoint::Admin(endpoint)));
+        // Artifact writes change stored content, as the registry API's do.
+        let (writes, deletes) = match endpoint {
+            crate::admin::Endpoint::Artifacts(a) => (a.writes(), a.deletes()),
+            _ => (false, false),
+        };
+        return Ok(Entry {
+            writes,
+            deletes,
+            ..entry(Surface::Harbor, guard, Endpoint::Admin(endpoint))
+        });
     }
 
     let oci = route(path);

@@ -204,7 +204,10 @@ pub fn sorted_entries<'a>(
         by_name
             .entry(format!("{key_prefix}{}", v.name))
             .or_default()
-            .push((semver::Version::parse(&v.version).ok(), v));
+            .push((
+                berth_wire::charts::package::lenient_version(&v.version).ok(),
+                v,
+            ));
     }
     by_name
         .into_iter()

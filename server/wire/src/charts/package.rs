@@ -250,27 +250,70 @@ fn is_false(b: &bool) -> bool {
 }
 
 /// A string field that YAML may have written as a number or boolean
-/// (`appVersion: 1.16`), as Helm's YAML-to-JSON conversion accepts; null
-/// is empty.
+/// (`appVersion: 1.10`), kept as written: a plain scalar is asked for as
+/// a string, which gives its text (`1.10`, not the float `1.1`), as Helm's
+/// own Chart.yaml loading keeps it. Null is empty; a number or boolean
+/// from a deserializer that has no text for it is printed.
 fn string_like<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Scalar {
-        Str(String),
-        Bool(bool),
-        Int(i64),
-        Uint(u64),
-        Float(f64),
-        Null(()),
+    struct Text;
+    impl<'de> serde::de::Visitor<'de> for Text {
+        type Value = String;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a string, number, boolean or null")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_owned())
+        }
+        fn visit_string<E: serde::de::Error>(self, v: String) -> Result<String, E> {
+            Ok(v)
+        }
+        fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<String, E> {
+            Ok(String::new())
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<String, E> {
+            Ok(String::new())
+        }
+        fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> Result<String, D2::Error> {
+            d.deserialize_str(Text)
+        }
     }
-    Ok(match Option::<Scalar>::deserialize(d)? {
-        None | Some(Scalar::Null(())) => String::new(),
-        Some(Scalar::Str(s)) => s,
-        Some(Scalar::Bool(b)) => b.to_string(),
-        Some(Scalar::Int(i)) => i.to_string(),
-        Some(Scalar::Uint(u)) => u.to_string(),
-        Some(Scalar::Float(f)) => f.to_string(),
-    })
+    d.deserialize_option(Text)
+}
+
+/// `version` as Helm reads it (Masterminds' `semver.NewVersion`, which
+/// Helm's chart validation uses): an optional leading `v`, one to three
+/// numeric components (missing ones are 0), then SemVer's pre-release and
+/// build parts. `v1.2` is 1.2.0. The string itself is kept as written.
+pub fn lenient_version(text: &str) -> Result<semver::Version, String> {
+    let bare = text.strip_prefix('v').unwrap_or(text);
+    let split = bare.find(['-', '+']).unwrap_or(bare.len());
+    let (core, rest) = bare.split_at(split);
+    let parts: Vec<&str> = core.split('.').collect();
+    let numeric =
+        |p: &&str| !p.is_empty() && p.len() <= 20 && p.bytes().all(|b| b.is_ascii_digit());
+    if parts.is_empty() || parts.len() > 3 || !parts.iter().all(numeric) {
+        return Err(format!(
+            "{text:?} is not a version Helm accepts (v?MAJOR[.MINOR[.PATCH]][-PRE][+BUILD])"
+        ));
+    }
+    let mut nums = [0u64; 3];
+    for (n, p) in nums.iter_mut().zip(&parts) {
+        *n = p.parse().map_err(|e| format!("{text:?}: {e}"))?;
+    }
+    semver::Version::parse(&format!("{}.{}.{}{rest}", nums[0], nums[1], nums[2]))
+        .map_err(|e| format!("{text:?} is not a version Helm accepts: {e}"))
 }
 
 /// A list of strings; null is empty.
@@ -297,8 +340,8 @@ impl Metadata {
     }
 
     /// Checks what Helm and the chart repository require: a name that is
-    /// a valid OCI repository component, a SemVer 2 version, and a known
-    /// `apiVersion`.
+    /// a valid OCI repository component, a version Helm accepts
+    /// ([`lenient_version`]), and a known `apiVersion`.
     pub fn validate(&self) -> Result<semver::Version, PackageError> {
         let invalid = |m: String| PackageError::Invalid(m);
         if self.name.is_empty() {
@@ -313,12 +356,8 @@ impl Metadata {
                 self.api_version
             )));
         }
-        let version = semver::Version::parse(&self.version).map_err(|e| {
-            invalid(format!(
-                "version {:?} is not a SemVer 2 version: {e}",
-                self.version
-            ))
-        })?;
+        let version =
+            lenient_version(&self.version).map_err(|e| invalid(format!("version {e}")))?;
         berth_formats::names::ChartId::parse("p", &self.name, &self.version)
             .map_err(|e| invalid(e.to_string()))?;
         Ok(version)
@@ -548,7 +587,36 @@ mod tests {
     }
 
     const CHART: &[u8] =
-        b"apiVersion: v2\nname: demo\nversion: 1.2.3\nappVersion: 1.16\ndescription: d\n";
+        b"apiVersion: v2\nname: demo\nversion: 1.2.3\nappVersion: 1.10\ndescription: d\n";
+
+    #[test]
+    fn versions_as_helm_reads_them() {
+        for (text, want) in [
+            ("1.2.3", "1.2.3"),
+            ("v1.2", "1.2.0"),
+            ("1.2", "1.2.0"),
+            ("2", "2.0.0"),
+            ("v1.2.3-rc.1+b5", "1.2.3-rc.1+b5"),
+            ("1.2-beta", "1.2.0-beta"),
+        ] {
+            assert_eq!(lenient_version(text).unwrap().to_string(), want, "{text}");
+        }
+        for bad in ["", "v", "1.2.3.4", "x1.2", "1..2", "1.2.3-", "1.a", "V1.2"] {
+            assert!(lenient_version(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unquoted_numbers_keep_their_digits() {
+        let yaml = b"apiVersion: v2\nname: demo\nversion: v1.2\nappVersion: 1.10\nkubeVersion: 1.20\ndeprecated: false\ncondition: true\ntags: ~\n";
+        let m = parse_chart_yaml(yaml, &Limits::default()).unwrap();
+        assert_eq!(m.app_version, "1.10");
+        assert_eq!(m.kube_version, "1.20");
+        assert_eq!(m.condition, "true");
+        assert_eq!(m.tags, "");
+        assert_eq!(m.version, "v1.2");
+        assert_eq!(m.validate().unwrap(), semver::Version::new(1, 2, 0));
+    }
 
     #[test]
     fn good_chart_and_config_json() {
@@ -560,7 +628,7 @@ mod tests {
         assert_eq!(p.version, semver::Version::new(1, 2, 3));
         assert_eq!(
             p.metadata.to_config_json(),
-            r#"{"name":"demo","version":"1.2.3","description":"d","apiVersion":"v2","appVersion":"1.16"}"#
+            r#"{"name":"demo","version":"1.2.3","description":"d","apiVersion":"v2","appVersion":"1.10"}"#
         );
     }
 

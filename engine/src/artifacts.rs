@@ -1,0 +1,192 @@
+//! Repositories and artifacts as Harbor's API lists them: the read side
+//! of `/api/v2.0/projects/{p}/repositories…`, and the deletion of a whole
+//! repository.
+//!
+//! An artifact is a manifest present in a repository that no index of the
+//! repository lists and that is not an accessory (a referrer whose subject
+//! is in the repository): Harbor's top-level artifacts. Index children are
+//! its `references`, referrers its `accessories`.
+
+use std::collections::HashMap;
+
+use crate::digest::Digest;
+use crate::engine::Engine;
+use crate::error::{ManifestError, StorageError};
+use crate::index::Batch;
+use crate::keys::{BlobKey, LinkKey, ManifestKey, RepoKey, RepoManifestKey, TagKey};
+use crate::names::RepoName;
+use crate::records::{ManifestRecord, RepoManifestRecord};
+
+/// One repository of a project.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RepoSummary {
+    pub name: RepoName,
+    pub created_ms: u64,
+    /// Top-level artifacts (see the module docs).
+    pub artifact_count: u64,
+    /// The latest push of a manifest into it.
+    pub updated_ms: u64,
+}
+
+/// One manifest of a repository, with what the artifact API shows of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Artifact {
+    pub digest: Digest,
+    pub record: ManifestRecord,
+    pub in_repo: RepoManifestRecord,
+    /// Its tags in the repository, sorted.
+    pub tags: Vec<String>,
+    /// The manifest's bytes plus what it references: its blobs for an
+    /// image, its children's sizes for an index.
+    pub size: u64,
+    /// Whether it is an index child or an accessory in the repository (not
+    /// a top-level artifact).
+    pub nested: bool,
+}
+
+impl Engine {
+    /// The repositories of `project` that hold at least one manifest, by
+    /// name. One scan of the project's repositories and of each one's
+    /// manifests.
+    pub fn repositories_of(&self, project: &str) -> Result<Vec<RepoSummary>, StorageError> {
+        let prefix = format!("{project}/");
+        let mut out = Vec::new();
+        for r in self.inner.index.scan(RepoKey::after(&prefix)) {
+            let (RepoKey(repo), rec) = r?;
+            if !repo.as_str().starts_with(&prefix) {
+                break;
+            }
+            let arts = self.artifacts(&repo)?;
+            if arts.is_empty() {
+                continue;
+            }
+            out.push(RepoSummary {
+                artifact_count: arts.iter().filter(|a| !a.nested).count() as u64,
+                updated_ms: arts.iter().map(|a| a.in_repo.created_ms).max().unwrap_or(0),
+                created_ms: rec.created_ms,
+                name: repo,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Every manifest of `repo`, newest push first (then by digest), with
+    /// its tags and size. Index children and accessories come with
+    /// `nested` set.
+    pub fn artifacts(&self, repo: &RepoName) -> Result<Vec<Artifact>, StorageError> {
+        let index = &self.inner.index;
+        let mut tags: HashMap<Digest, Vec<String>> = HashMap::new();
+        for r in index.scan(TagKey::of_repo(repo)) {
+            let (TagKey(_, tag), target) = r?;
+            tags.entry(target.0).or_default().push(tag.into_string());
+        }
+        let mut present = Vec::new();
+        for r in index.scan(RepoManifestKey::of_repo(repo)) {
+            let (RepoManifestKey(_, digest), in_repo) = r?;
+            present.push((digest, in_repo));
+        }
+        let held: std::collections::HashSet<&Digest> = present.iter().map(|(d, _)| d).collect();
+        let mut out = Vec::new();
+        for (digest, in_repo) in &present {
+            let Some(record) = index.get(&ManifestKey(digest.clone()))? else {
+                continue;
+            };
+            let accessory = record.subject.as_ref().is_some_and(|s| held.contains(s));
+            let size = self.artifact_size(&record)?;
+            let mut t = tags.remove(digest).unwrap_or_default();
+            t.sort();
+            out.push(Artifact {
+                nested: in_repo.parents > 0 || accessory,
+                digest: digest.clone(),
+                record,
+                in_repo: in_repo.clone(),
+                tags: t,
+                size,
+            });
+        }
+        out.sort_by(|a, b| {
+            b.in_repo
+                .created_ms
+                .cmp(&a.in_repo.created_ms)
+                .then_with(|| a.digest.cmp(&b.digest))
+        });
+        Ok(out)
+    }
+
+    /// A manifest's size with what it references, one level down.
+    fn artifact_size(&self, m: &ManifestRecord) -> Result<u64, StorageError> {
+        let index = &self.inner.index;
+        let mut size = m.size;
+        for b in &m.blobs {
+            size += index.get(&BlobKey(b.clone()))?.map_or(0, |r| r.size);
+        }
+        for c in &m.manifests {
+            if let Some(child) = index.get(&ManifestKey(c.clone()))? {
+                size += child.size;
+                for b in &child.blobs {
+                    size += index.get(&BlobKey(b.clone()))?.map_or(0, |r| r.size);
+                }
+            }
+        }
+        Ok(size)
+    }
+
+    /// Deletes repository `repo`: every manifest (indexes before their
+    /// children, with their tags) and every blob link, so it leaves the
+    /// catalog; the bytes go with GC. Each manifest is its own batch, as a
+    /// client's `DELETE`s would be. Returns how many manifests went.
+    pub fn delete_repository(&self, repo: &RepoName) -> Result<u64, ManifestError> {
+        let mut deleted = 0;
+        loop {
+            // Top-level first: a child is deleted once no index lists it.
+            let next: Vec<Digest> = self
+                .artifacts(repo)?
+                .into_iter()
+                .filter(|a| a.in_repo.parents == 0)
+                .map(|a| a.digest)
+                .collect();
+            if next.is_empty() {
+                break;
+            }
+            for d in next {
+                if self.delete_manifest(repo, &d)? {
+                    deleted += 1;
+                }
+            }
+        }
+        let links: Vec<Digest> = self
+            .inner
+            .index
+            .scan_keys(LinkKey::of_repo(repo))
+            .map(|r| r.map(|LinkKey(_, d)| d))
+            .collect::<Result<_, _>>()?;
+        for d in links {
+            self.inner.unlink(repo, &d)?;
+        }
+        // The repository record goes too (it leaves the catalog), in a
+        // batch that checks under the lock that nothing came back since.
+        let inner = &self.inner;
+        let g = inner.lock()?;
+        let empty = inner
+            .index
+            .scan_keys(LinkKey::of_repo(repo))
+            .next()
+            .is_none()
+            && inner
+                .index
+                .scan_keys(RepoManifestKey::of_repo(repo))
+                .next()
+                .is_none()
+            && inner
+                .index
+                .scan_keys(TagKey::of_repo(repo))
+                .next()
+                .is_none();
+        if empty && inner.index.contains(&RepoKey(repo.clone()))? {
+            let mut batch = Batch::default();
+            batch.delete(&RepoKey(repo.clone()));
+            inner.commit(g, batch)?;
+        }
+        Ok(deleted)
+    }
+}
