@@ -251,6 +251,23 @@ fn repositories_and_artifacts_through_harbors_api() {
         .collect();
     assert_eq!(names, ["stable", "v1"]);
 
+    // Pulls are counted in batches: the pull above shows within a flush.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let repo_path = "/api/v2.0/projects/team/repositories/app";
+        let (_, _, one) = api(&server, &guest, "GET", repo_path, &Value::Null);
+        let (_, _, a) = api(&server, &guest, "GET", &by_digest, &Value::Null);
+        if one["pull_count"].as_u64().unwrap_or(0) >= 1 {
+            assert_ne!(a["pull_time"], "0001-01-01T00:00:00.000Z", "{a}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pull never counted: {one}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+
     // Read-only: every write refused, nothing changed.
     server.stop();
     let ro: Vec<(&str, &str)> = env

@@ -1161,6 +1161,16 @@ mod tests {
     }
 
     #[test]
+    fn chartmuseum_path_names_are_refused_as_projects() {
+        let (_d, e) = engine();
+        for name in RESERVED_PROJECT_NAMES {
+            let err = e.create_project(name, false, None).unwrap_err();
+            assert!(err.to_string().contains("reserved"), "{name}: {err}");
+        }
+        e.create_project("v3", false, None).unwrap();
+    }
+
+    #[test]
     fn users_projects_members_robots() {
         let (_d, e) = engine();
         assert!(matches!(

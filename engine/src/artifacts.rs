@@ -13,9 +13,9 @@ use crate::digest::Digest;
 use crate::engine::Engine;
 use crate::error::{ManifestError, StorageError};
 use crate::index::Batch;
-use crate::keys::{BlobKey, LinkKey, ManifestKey, RepoKey, RepoManifestKey, TagKey};
+use crate::keys::{BlobKey, LinkKey, ManifestKey, PullKey, RepoKey, RepoManifestKey, TagKey};
 use crate::names::RepoName;
-use crate::records::{ManifestRecord, RepoManifestRecord};
+use crate::records::{ManifestRecord, PullRecord, RepoManifestRecord};
 
 /// One repository of a project.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,6 +26,8 @@ pub struct RepoSummary {
     pub artifact_count: u64,
     /// The latest push of a manifest into it.
     pub updated_ms: u64,
+    /// Pulls of its manifests, as last flushed.
+    pub pull_count: u64,
 }
 
 /// One manifest of a repository, with what the artifact API shows of it.
@@ -60,7 +62,9 @@ impl Engine {
             if arts.is_empty() {
                 continue;
             }
+            let pull_count = self.pulls_of(&repo)?.values().map(|p| p.count).sum();
             out.push(RepoSummary {
+                pull_count,
                 artifact_count: arts.iter().filter(|a| !a.nested).count() as u64,
                 updated_ms: arts.iter().map(|a| a.in_repo.created_ms).max().unwrap_or(0),
                 created_ms: rec.created_ms,
@@ -185,8 +189,53 @@ impl Engine {
         if empty && inner.index.contains(&RepoKey(repo.clone()))? {
             let mut batch = Batch::default();
             batch.delete(&RepoKey(repo.clone()));
+            for r in inner.index.scan_keys(PullKey::of_repo(repo)) {
+                batch.delete(&r?);
+            }
             inner.commit(g, batch)?;
         }
         Ok(deleted)
+    }
+}
+
+/// Pulls counted since the last flush: (repository, manifest) → (count,
+/// latest pull).
+pub type PullCounts = std::collections::HashMap<(RepoName, Digest), (u64, u64)>;
+
+impl Engine {
+    /// Adds `counts` to the pull records, in one unsynced batch: pull
+    /// counts are statistics, recorded without a synced write per pull (a
+    /// crash may lose the last unsynced batch, never anything else).
+    /// Manifests no longer in their repository are skipped.
+    pub fn add_pulls(&self, counts: &PullCounts) -> Result<(), StorageError> {
+        if counts.is_empty() {
+            return Ok(());
+        }
+        let inner = &self.inner;
+        let g = inner.lock()?;
+        let mut batch = Batch::default();
+        for ((repo, digest), (n, last)) in counts {
+            if !inner
+                .index
+                .contains(&RepoManifestKey(repo.clone(), digest.clone()))?
+            {
+                continue;
+            }
+            let key = PullKey(repo.clone(), digest.clone());
+            let mut rec: PullRecord = inner.index.get(&key)?.unwrap_or_default();
+            rec.count = rec.count.saturating_add(*n);
+            rec.last_ms = rec.last_ms.max(*last);
+            batch.put(&key, &rec);
+        }
+        inner.commit_unsynced(g, batch)
+    }
+
+    /// The pull record of every manifest of `repo` that was pulled.
+    pub fn pulls_of(&self, repo: &RepoName) -> Result<HashMap<Digest, PullRecord>, StorageError> {
+        self.inner
+            .index
+            .scan(PullKey::of_repo(repo))
+            .map(|r| r.map(|(PullKey(_, d), rec)| (d, rec)))
+            .collect()
     }
 }

@@ -39,6 +39,8 @@
 //!                                                           exactly as pushed
 //! repo_manifests  RepoManifestKey: repo 0x00 digest       RepoManifestRecord: created, tag
 //!                                                           count, parent count
+//! pulls           PullKey: repo 0x00 digest               PullRecord: pull count, last pull
+//!                                                           (added in batches)
 //! tags            TagKey: repo 0x00 tag                   TagRecord: the digest string
 //! referrers       ReferrerKey:                            Empty (descriptor from `manifests`)
 //!                   repo 0x00 subject 0x00 referrer
@@ -102,9 +104,9 @@ use crate::digest::Digest;
 use crate::names::{RepoName, Tag};
 use crate::records::{
     BlobRecord, ChartRecord, ChartRepoRecord, Empty, FormatVersion, LinkRecord, ManifestBody,
-    ManifestRecord, Marker, MemberRecord, PolicyRecord, ProjectRecord, Record, RegistryRecord,
-    RepoManifestRecord, RepoRecord, RobotRecord, Seq, TagRecord, TokenSeed, UploadRecord,
-    UserRecord,
+    ManifestRecord, Marker, MemberRecord, PolicyRecord, ProjectRecord, PullRecord, Record,
+    RegistryRecord, RepoManifestRecord, RepoRecord, RobotRecord, Seq, TagRecord, TokenSeed,
+    UploadRecord, UserRecord,
 };
 
 /// A column family of the index. Its name (the RocksDB column family name)
@@ -132,11 +134,12 @@ pub enum Cf {
     Pins,
     Registries,
     Policies,
+    Pulls,
 }
 
 impl Cf {
     /// Every column family, in the order they are opened.
-    pub const ALL: [Cf; 21] = [
+    pub const ALL: [Cf; 22] = [
         Cf::Meta,
         Cf::Blobs,
         Cf::Links,
@@ -158,6 +161,7 @@ impl Cf {
         Cf::Pins,
         Cf::Registries,
         Cf::Policies,
+        Cf::Pulls,
     ];
 
     /// The column family's name in the index. Changing one is a format change.
@@ -184,6 +188,7 @@ impl Cf {
             Cf::Pins => "pins",
             Cf::Registries => "registries",
             Cf::Policies => "replication_policies",
+            Cf::Pulls => "pulls",
         }
     }
 }
@@ -475,6 +480,12 @@ repo_digest_key!(
     RepoManifestKey,
     Cf::RepoManifests,
     RepoManifestRecord
+);
+repo_digest_key!(
+    /// `pulls`: how often manifest `.1` was pulled from repository `.0`.
+    PullKey,
+    Cf::Pulls,
+    PullRecord
 );
 
 /// `blob_repos`: blob `.0` is linked in repository `.1` (reverse of `links`).
@@ -1188,6 +1199,7 @@ pub enum Key {
     Pin(PinKey),
     Registry(RegistryKey),
     Policy(PolicyKey),
+    Pull(PullKey),
 }
 
 /// Applies `$body` to the typed key inside every non-`meta` variant, with
@@ -1276,6 +1288,10 @@ macro_rules! each_key {
                 type $K = PolicyKey;
                 $body
             }
+            Key::Pull($k) => {
+                type $K = PullKey;
+                $body
+            }
         }
     };
 }
@@ -1308,6 +1324,7 @@ impl Key {
             Cf::Pins => Key::Pin(PinKey::decode(bytes)?),
             Cf::Registries => Key::Registry(RegistryKey::decode(bytes)?),
             Cf::Policies => Key::Policy(PolicyKey::decode(bytes)?),
+            Cf::Pulls => Key::Pull(PullKey::decode(bytes)?),
         })
     }
 
@@ -1778,6 +1795,7 @@ mod tests {
                 Key::Pin(PinKey(d1.clone(), id.clone())),
                 Key::Registry(RegistryKey(n)),
                 Key::Policy(PolicyKey(n)),
+                Key::Pull(PullKey(repo.clone(), d1.clone())),
             ]);
             let families: std::collections::HashSet<Cf> = keys.iter().map(Key::cf).collect();
             prop_assert_eq!(families.len(), Cf::ALL.len());

@@ -78,6 +78,7 @@ json_records!(
     ChartRepoRecord,
     RegistryRecord,
     PolicyRecord,
+    PullRecord,
 );
 
 /// An empty value: the key alone is the fact (`blob_repos`, `referrers`,
@@ -292,6 +293,15 @@ pub struct RepoManifestRecord {
     pub tags: u64,
     /// Index manifests in this repository referencing it.
     pub parents: u64,
+}
+
+/// `pulls`: pulls of a manifest from a repository, added up in batches
+/// (`Engine::add_pulls`), never per pull.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullRecord {
+    pub count: u64,
+    /// The latest pull, milliseconds since the epoch.
+    pub last_ms: u64,
 }
 
 /// `uploads`: a write-ahead upload session.

@@ -119,8 +119,8 @@ pub async fn handle(
         E::ListArtifacts(p, r) => list_artifacts(app, query, p, r).await,
         E::GetArtifact(p, r, reference) => {
             let repo = repo_name(p, r)?;
-            let (art, all) = artifact(app, &repo, reference).await?;
-            ok_json(&artifact_json(app, &repo, &art, &all, true)?)
+            let (art, (all, pulled)) = artifact(app, &repo, reference).await?;
+            ok_json(&artifact_json(app, &repo, &art, (&all, &pulled), true)?)
         }
         E::DeleteArtifact(p, r, reference) => {
             let repo = repo_name(p, r)?;
@@ -205,17 +205,25 @@ fn repo_json(app: &App, s: &berth_engine::artifacts::RepoSummary) -> Result<Valu
         "project_id": project_id,
         "description": "",
         "artifact_count": s.artifact_count,
-        "pull_count": 0,
+        "pull_count": s.pull_count,
         "creation_time": time(s.created_ms),
         "update_time": time(s.updated_ms),
     }))
 }
 
-/// Every manifest of `repo` (see `Engine::artifacts`).
-async fn all_artifacts(app: &App, repo: &RepoName) -> Result<Vec<Artifact>, ApiError> {
+/// Every manifest of `repo` (see `Engine::artifacts`), and its pulls.
+async fn all_artifacts(app: &App, repo: &RepoName) -> Result<(Vec<Artifact>, Pulled), ApiError> {
     let r = repo.clone();
-    Ok(blocking(app, move |e| e.artifacts(&r)).await??)
+    Ok(
+        blocking(app, move |e| -> Result<_, berth_engine::StorageError> {
+            Ok((e.artifacts(&r)?, e.pulls_of(&r)?))
+        })
+        .await??,
+    )
 }
+
+/// Pull records of a repository's manifests, by digest.
+type Pulled = std::collections::HashMap<Digest, berth_engine::records::PullRecord>;
 
 /// The artifact `reference` (a digest, or a tag) names in `repo`, with
 /// every manifest of the repository (for its accessories).
@@ -223,15 +231,15 @@ async fn artifact(
     app: &App,
     repo: &RepoName,
     reference: &str,
-) -> Result<(Artifact, Vec<Artifact>), ApiError> {
+) -> Result<(Artifact, (Vec<Artifact>, Pulled)), ApiError> {
     let reference = Reference::parse(reference)?;
-    let all = all_artifacts(app, repo).await?;
+    let (all, pulled) = all_artifacts(app, repo).await?;
     let found = all.iter().find(|a| match &reference {
         Reference::Digest(d) => &a.digest == d,
         Reference::Tag(t) => a.tags.iter().any(|x| x == t.as_str()),
     });
     match found {
-        Some(a) => Ok((a.clone(), all)),
+        Some(a) => Ok((a.clone(), (all, pulled))),
         None => Err(not_found(format!(
             "artifact {reference} of {repo} not found"
         ))),
@@ -248,7 +256,7 @@ async fn list_artifacts(
     if app.engine.project(project)?.is_none() {
         return Err(not_found(format!("project {project} not found")));
     }
-    let all = all_artifacts(app, &repo).await?;
+    let (all, pulled) = all_artifacts(app, &repo).await?;
     let with_tag = query.get("with_tag").as_deref() != Some("false");
     let top: Vec<&Artifact> = all.iter().filter(|a| !a.nested).collect();
     paged_with(
@@ -256,7 +264,7 @@ async fn list_artifacts(
         &format!("/api/v2.0/projects/{project}/repositories/{r}/artifacts"),
         &top,
         |a| {
-            let mut v = artifact_json(app, &repo, a, &all, with_tag)?;
+            let mut v = artifact_json(app, &repo, a, (&all, &pulled), with_tag)?;
             if !with_tag {
                 v["tags"] = Value::Null;
             }
@@ -265,12 +273,13 @@ async fn list_artifacts(
     )
 }
 
-/// An artifact in Harbor's `Artifact` shape.
+/// An artifact in Harbor's `Artifact` shape; `all` the repository's
+/// manifests (for accessories) and their pulls.
 fn artifact_json(
     app: &App,
     repo: &RepoName,
     a: &Artifact,
-    all: &[Artifact],
+    (all, pulled): (&[Artifact], &Pulled),
     with_tag: bool,
 ) -> Result<Value, ApiError> {
     let project = repo.as_str().split('/').next().unwrap_or_default();
@@ -289,11 +298,14 @@ fn artifact_json(
         None => "UNKNOWN",
     };
     let pushed = time(a.in_repo.created_ms);
+    let pull_time = pulled
+        .get(&a.digest)
+        .map_or_else(|| NEVER.to_owned(), |p| time(p.last_ms));
     let tags: Vec<Value> = if with_tag {
         a.tags
             .iter()
             .map(|t| {
-                json!({"name": t, "push_time": pushed, "pull_time": NEVER,
+                json!({"name": t, "push_time": pushed, "pull_time": pull_time,
                        "repository_id": 0, "immutable": false})
             })
             .collect()
@@ -328,7 +340,7 @@ fn artifact_json(
         "digest": a.digest.as_str(),
         "size": a.size,
         "push_time": pushed,
-        "pull_time": NEVER,
+        "pull_time": pull_time,
         "annotations": m.annotations,
         "tags": tags,
         "references": references,

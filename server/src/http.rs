@@ -70,6 +70,8 @@ pub struct App {
     pub replication: crate::replication::Replication,
     /// Request counters for `/metrics`.
     pub metrics: crate::metrics::ServerMetrics,
+    /// Pulls counted since the last flush (see `pulls.rs`).
+    pub pulls: crate::pulls::Pulls,
     pub charts: ChartsState,
     /// The key of sealed listing cursors (see `cursor.rs`).
     pub(crate) cursors: crate::cursor::Cursors,
@@ -173,6 +175,7 @@ pub async fn serve(
         proxy_cache: crate::proxy_cache::ProxyCache::new(config.proxy_revalidate),
         replication: crate::replication::Replication::default(),
         metrics: crate::metrics::ServerMetrics::default(),
+        pulls: crate::pulls::Pulls::default(),
         charts: ChartsState {
             allow_overwrite: config.chart_allow_overwrite,
             limits: config.chart_limits,
@@ -182,6 +185,7 @@ pub async fn serve(
     });
     if !config.read_only {
         tokio::spawn(crate::replication::schedule(Arc::downgrade(&app)));
+        tokio::spawn(crate::pulls::flush_loop(Arc::downgrade(&app)));
     }
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };

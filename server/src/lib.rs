@@ -32,9 +32,7 @@
 //! the bucket waits asynchronously. Index point reads (manifest GET/HEAD,
 //! upload status) run inline.
 
-pub mod accounts_api;
 pub mod admin;
-pub mod artifacts_api;
 pub mod auth;
 pub mod config;
 pub mod errors;
@@ -44,6 +42,8 @@ pub mod metrics;
 pub mod proxy;
 pub mod token_service;
 
+mod accounts_api;
+mod artifacts_api;
 mod blobs;
 mod body;
 mod catalog;
@@ -53,6 +53,7 @@ mod gc_api;
 mod manifest_parse;
 mod manifests;
 mod proxy_cache;
+mod pulls;
 mod referrers;
 mod registries_api;
 mod replication;

@@ -63,6 +63,9 @@ impl GetManifest {
         let Some(m) = found else {
             return Err(unknown(&self.repo, &self.reference));
         };
+        if !self.head && !app.read_only {
+            app.pulls.record(&self.repo, &m.digest);
+        }
         Ok(manifest_response(&m, self.head))
     }
 }

@@ -649,9 +649,9 @@ async fn bad_charts_are_400_and_change_nothing() {
             "top-level directory",
         ),
         (
-            "bad semver",
-            tgz(&[("demo/Chart.yaml".into(), yaml("demo", "1.0"))]),
-            "SemVer",
+            "a version Helm refuses (1.0 it accepts: 1.0.0)",
+            tgz(&[("demo/Chart.yaml".into(), yaml("demo", "1.0.0.1"))]),
+            "not a version Helm accepts",
         ),
         (
             "bad name",

@@ -642,9 +642,9 @@ mod tests {
             (
                 tgz(&[(
                     "demo/Chart.yaml",
-                    b"apiVersion: v2\nname: demo\nversion: 1.2\n",
+                    b"apiVersion: v2\nname: demo\nversion: 1.2.3.4\n",
                 )]),
-                "SemVer",
+                "not a version Helm accepts",
             ),
             (
                 tgz(&[(
