@@ -10,6 +10,7 @@
 //! manifests are tallied between flushes; pulls of others in the same
 //! interval are not counted (and counted in the log).
 
+use std::collections::HashMap;
 use std::sync::{Mutex, Weak};
 use std::time::Duration;
 
@@ -24,14 +25,23 @@ pub const FLUSH: Duration = Duration::from_secs(5);
 /// Manifests tallied between two flushes, at most.
 pub const MAX_PENDING: usize = 100_000;
 
-/// The tally since the last flush.
+/// The tally since the last flush: by repository, then manifest, so a
+/// pull of a manifest already tallied looks up borrowed names and
+/// allocates nothing.
 #[derive(Default)]
 pub struct Pulls {
-    pending: Mutex<(PullCounts, u64)>,
+    pending: Mutex<Tally>,
+}
+
+#[derive(Default)]
+struct Tally {
+    counts: HashMap<RepoName, HashMap<Digest, (u64, u64)>>,
+    manifests: usize,
+    dropped: u64,
 }
 
 impl Pulls {
-    fn lock(&self) -> std::sync::MutexGuard<'_, (PullCounts, u64)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Tally> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -39,21 +49,30 @@ impl Pulls {
     pub fn record(&self, repo: &RepoName, digest: &Digest) {
         let now = berth_engine::records::now_ms();
         let mut g = self.lock();
-        let (counts, dropped) = &mut *g;
-        let key = (repo.clone(), digest.clone());
-        if let Some((n, last)) = counts.get_mut(&key) {
+        let t = &mut *g;
+        if let Some((n, last)) = t.counts.get_mut(repo).and_then(|m| m.get_mut(digest)) {
             *n += 1;
             *last = now;
-        } else if counts.len() < MAX_PENDING {
-            counts.insert(key, (1, now));
+        } else if t.manifests < MAX_PENDING {
+            t.manifests += 1;
+            t.counts
+                .entry(repo.clone())
+                .or_default()
+                .insert(digest.clone(), (1, now));
         } else {
-            *dropped += 1;
+            t.dropped += 1;
         }
     }
 
     /// The tally, emptied, and how many pulls went uncounted.
     fn take(&self) -> (PullCounts, u64) {
-        std::mem::take(&mut *self.lock())
+        let t = std::mem::take(&mut *self.lock());
+        let counts = t
+            .counts
+            .into_iter()
+            .flat_map(|(repo, m)| m.into_iter().map(move |(d, c)| ((repo.clone(), d), c)))
+            .collect();
+        (counts, t.dropped)
     }
 }
 
@@ -82,5 +101,32 @@ pub async fn flush_loop(server: Weak<App>) {
         tokio::time::sleep(FLUSH).await;
         let Some(app) = server.upgrade() else { return };
         flush(&app).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tally_adds_up_and_empties() {
+        let p = Pulls::default();
+        let (a, b) = (
+            RepoName::parse("p/a").unwrap(),
+            RepoName::parse("p/b").unwrap(),
+        );
+        let d = Digest::of(berth_engine::Algorithm::Sha256, b"m");
+        for _ in 0..3 {
+            p.record(&a, &d);
+        }
+        p.record(&b, &d);
+        let (counts, dropped) = p.take();
+        assert_eq!(dropped, 0);
+        assert_eq!(counts.len(), 2);
+        assert_eq!(counts[&(a.clone(), d.clone())].0, 3);
+        assert_eq!(counts[&(b, d.clone())].0, 1);
+        assert!(p.take().0.is_empty(), "taken once");
+        p.record(&a, &d);
+        assert_eq!(p.take().0[&(a, d)].0, 1);
     }
 }
