@@ -358,3 +358,145 @@ fn repositories_and_artifacts_through_harbors_api() {
     );
     assert_eq!(st, 200, "{body}");
 }
+
+/// Tag immutability rules (Harbor's `immutabletagrules`): a covered tag is
+/// neither moved by a push (skopeo's fails with 412) nor deleted by any
+/// route, nor is its manifest; other tags move freely; a disabled rule
+/// stops holding.
+#[test]
+fn immutable_tags_cannot_be_moved_or_deleted_by_any_route() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let env = [
+        ("BERTH_AUTH_ENABLED", "true"),
+        ("BERTH_ADMIN_PASSWORD", ADMIN_PW),
+    ];
+    let server = TestServer::start(&work.path().join("data"), &env);
+    let admin = basic("admin", ADMIN_PW);
+    let (st, _, _) = api(
+        &server,
+        &admin,
+        "POST",
+        "/api/v2.0/projects",
+        &json!({"project_name": "team"}),
+    );
+    assert_eq!(st, 201);
+    let rules = "/api/v2.0/projects/team/immutabletagrules";
+    let rule = |decoration: &str, pattern: &str| {
+        json!({"disabled": false, "action": "immutable", "template": "immutable_template",
+            "tag_selectors": [{"kind": "doublestar", "decoration": decoration, "pattern": pattern}],
+            "scope_selectors": {"repository": [{"kind": "doublestar", "decoration": "repoMatches", "pattern": "**"}]}})
+    };
+    for bad in [
+        rule("sometimes", "v*"),
+        json!({"tag_selectors": [], "scope_selectors": {}}),
+        rule("matches", ""),
+    ] {
+        let (st, _, body) = api(&server, &admin, "POST", rules, &bad);
+        assert_eq!(st, 400, "{bad}: {body}");
+    }
+    let (st, h, _) = api(&server, &admin, "POST", rules, &rule("matches", "v*"));
+    assert_eq!(st, 201);
+    let location = header(&h, "location").expect("location").to_owned();
+    let (st, h, listed) = api(&server, &admin, "GET", rules, &Value::Null);
+    assert_eq!(
+        (st, header(&h, "x-total-count")),
+        (200, Some("1")),
+        "{listed}"
+    );
+    assert_eq!(listed[0]["tag_selectors"][0]["pattern"], "v*");
+
+    let layouts = work.path().join("layouts");
+    let a = oci_layout::write_image(&layouts.join("a"), "x", "imm-a", &[2000]);
+    let b = oci_layout::write_image(&layouts.join("b"), "x", "imm-b", &[2000]);
+    push(&server, &layouts.join("a"), "x", "team/app:v1");
+    push(&server, &layouts.join("a"), "x", "team/app:latest");
+    // Moving v1 fails; moving latest does not; re-pushing v1's own manifest is no move.
+    let creds = format!("admin:{ADMIN_PW}");
+    let out = std::process::Command::new("skopeo")
+        .args([
+            "--insecure-policy",
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            &creds,
+        ])
+        .arg(format!("oci:{}:x", layouts.join("b").display()))
+        .arg(format!("docker://{}/team/app:v1", server.url()))
+        .output()
+        .expect("skopeo");
+    assert!(
+        !out.status.success(),
+        "a push over an immutable tag succeeded"
+    );
+    assert_eq!(skopeo_raw(&server, &creds, "team/app:v1"), a.manifest);
+    push(&server, &layouts.join("b"), "x", "team/app:latest");
+    assert_eq!(skopeo_raw(&server, &creds, "team/app:latest"), b.manifest);
+    push(&server, &layouts.join("a"), "x", "team/app:v1");
+    let (st, _, _) = http(
+        server.addr,
+        "PUT",
+        "/v2/team/app/manifests/v1",
+        &[("Authorization", &admin), ("Content-Type", OCI_MANIFEST)],
+        &b.manifest,
+    );
+    assert_eq!(st, 412, "the registry API's own answer");
+
+    // No route deletes it, nor its manifest, nor its repository.
+    let by_digest = format!(
+        "/api/v2.0/projects/team/repositories/app/artifacts/{}",
+        a.manifest_digest
+    );
+    for (method, path) in [
+        ("DELETE", "/v2/team/app/manifests/v1".to_owned()),
+        (
+            "DELETE",
+            format!("/v2/team/app/manifests/{}", a.manifest_digest),
+        ),
+        ("DELETE", format!("{by_digest}/tags/v1")),
+        ("DELETE", by_digest.clone()),
+        (
+            "DELETE",
+            "/api/v2.0/projects/team/repositories/app".to_owned(),
+        ),
+    ] {
+        let (st, _, body) = http(
+            server.addr,
+            method,
+            &path,
+            &[("Authorization", &admin)],
+            b"",
+        );
+        assert_eq!(
+            st,
+            412,
+            "{method} {path}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    assert_eq!(skopeo_raw(&server, &creds, "team/app:v1"), a.manifest);
+    assert_eq!(
+        skopeo_raw(&server, &creds, "team/app:latest"),
+        b.manifest,
+        "the refused repository delete deleted nothing"
+    );
+
+    // Disabled, the rule holds nothing: v1 moves, then is deleted.
+    let mut off = rule("matches", "v*");
+    off["disabled"] = json!(true);
+    let (st, _, _) = api(&server, &admin, "PUT", &location, &off);
+    assert_eq!(st, 200);
+    push(&server, &layouts.join("b"), "x", "team/app:v1");
+    assert_eq!(skopeo_raw(&server, &creds, "team/app:v1"), b.manifest);
+    let (st, _, _) = http(
+        server.addr,
+        "DELETE",
+        "/v2/team/app/manifests/v1",
+        &[("Authorization", &admin)],
+        b"",
+    );
+    assert_eq!(st, 202);
+    let (st, _, _) = api(&server, &admin, "DELETE", &location, &Value::Null);
+    assert_eq!(st, 200);
+    let (_, h, _) = api(&server, &admin, "GET", rules, &Value::Null);
+    assert_eq!(header(&h, "x-total-count"), Some("0"));
+}

@@ -230,7 +230,8 @@ impl Engine {
         Ok(true)
     }
 
-    /// Deletes project `name` with its members and robots, in one batch;
+    /// Deletes project `name` with its members, robots and immutability
+    /// rules, in one batch;
     /// refused ([`AccountError::InUse`], Harbor's `412`) while it holds a
     /// repository (images or charts: delete those first).
     pub fn delete_project(&self, name: &str) -> Result<(), AccountError> {
@@ -257,6 +258,9 @@ impl Engine {
         }
         for r in inner.index.scan(RobotKey::of_project(name)) {
             batch.delete(&r?.0);
+        }
+        for (id, _) in self.immutable_rules(name)? {
+            batch.delete(&crate::keys::ImmutableRuleKey(id));
         }
         inner.commit(g, batch)?;
         Ok(())

@@ -140,6 +140,16 @@ impl Engine {
     /// catalog; the bytes go with GC. Each manifest is its own batch, as a
     /// client's `DELETE`s would be. Returns how many manifests went.
     pub fn delete_repository(&self, repo: &RepoName) -> Result<u64, ManifestError> {
+        // Refused whole, before anything goes, while an immutability rule
+        // covers one of its tags (each manifest's own delete checks again
+        // under the lock).
+        {
+            let _g = self.inner.lock()?;
+            for r in self.inner.index.scan_keys(TagKey::of_repo(repo)) {
+                let TagKey(_, tag) = r?;
+                self.inner.refuse_immutable(repo, &tag)?;
+            }
+        }
         let mut deleted = 0;
         loop {
             // Top-level first: a child is deleted once no index lists it.

@@ -474,6 +474,15 @@ impl Engine {
         if targets.is_empty() {
             return Ok(0);
         }
+        // The manifests go with every tag naming them: none may be
+        // immutable.
+        let doomed: HashSet<&Digest> = targets.iter().map(|(_, r)| &r.manifest).collect();
+        for r in inner.index.scan(crate::keys::TagKey::of_repo(&repo)) {
+            let (crate::keys::TagKey(_, tag), crate::records::TagRecord(target)) = r?;
+            if doomed.contains(&target) {
+                inner.refuse_immutable(&repo, &tag)?;
+            }
+        }
         let mut batch = Batch::default();
         let mut pending = crate::manifests::Pending::new(inner);
         let mut charts = ChartChanges::new(project.clone());

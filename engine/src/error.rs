@@ -159,6 +159,14 @@ pub enum ManifestError {
     },
     #[error("chart {chart} already exists in project {project}")]
     ChartExists { project: String, chart: String },
+    /// A tag an enabled immutability rule of the project covers: it can
+    /// be neither moved nor deleted (Harbor's `412`).
+    #[error("tag {tag} of {repo} is immutable (rule {rule} of its project): it cannot be moved or deleted")]
+    TagImmutable {
+        repo: String,
+        tag: String,
+        rule: u64,
+    },
     #[error("chart {chart} cannot be stored in repository {repo}: {reason}")]
     ChartInvalid {
         repo: String,

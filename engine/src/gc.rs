@@ -734,7 +734,14 @@ impl Inner {
             }
             let mut deleted = 0;
             for (repo, d) in &victims {
-                if self.delete_manifest(repo, d, true)? {
+                let gone = match self.delete_manifest(repo, d, true) {
+                    Ok(gone) => gone,
+                    Err(crate::error::ManifestError::Storage(e)) => return Err(e),
+                    // Untagged only: no tag, so no immutable one, is in
+                    // the way; nothing else is refused.
+                    Err(_) => false,
+                };
+                if gone {
                     deleted += 1;
                 }
             }

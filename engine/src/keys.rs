@@ -103,10 +103,10 @@ use crate::charts::ChartId;
 use crate::digest::Digest;
 use crate::names::{RepoName, Tag};
 use crate::records::{
-    BlobRecord, ChartRecord, ChartRepoRecord, Empty, FormatVersion, LinkRecord, ManifestBody,
-    ManifestRecord, Marker, MemberRecord, PolicyRecord, ProjectRecord, PullRecord, Record,
-    RegistryRecord, RepoManifestRecord, RepoRecord, RobotRecord, Seq, TagRecord, TokenSeed,
-    UploadRecord, UserRecord,
+    BlobRecord, ChartRecord, ChartRepoRecord, Empty, FormatVersion, ImmutableRuleRecord,
+    LinkRecord, ManifestBody, ManifestRecord, Marker, MemberRecord, PolicyRecord, ProjectRecord,
+    PullRecord, Record, RegistryRecord, RepoManifestRecord, RepoRecord, RobotRecord, Seq,
+    TagRecord, TokenSeed, UploadRecord, UserRecord,
 };
 
 /// A column family of the index. Its name (the RocksDB column family name)
@@ -135,11 +135,12 @@ pub enum Cf {
     Registries,
     Policies,
     Pulls,
+    ImmutableRules,
 }
 
 impl Cf {
     /// Every column family, in the order they are opened.
-    pub const ALL: [Cf; 22] = [
+    pub const ALL: [Cf; 23] = [
         Cf::Meta,
         Cf::Blobs,
         Cf::Links,
@@ -162,6 +163,7 @@ impl Cf {
         Cf::Registries,
         Cf::Policies,
         Cf::Pulls,
+        Cf::ImmutableRules,
     ];
 
     /// The column family's name in the index. Changing one is a format change.
@@ -189,6 +191,7 @@ impl Cf {
             Cf::Registries => "registries",
             Cf::Policies => "replication_policies",
             Cf::Pulls => "pulls",
+            Cf::ImmutableRules => "immutable_rules",
         }
     }
 }
@@ -869,6 +872,12 @@ id_key!(
     Cf::Policies,
     PolicyRecord
 );
+id_key!(
+    /// `immutable_rules`: a tag immutability rule of a project, by id.
+    ImmutableRuleKey,
+    Cf::ImmutableRules,
+    ImmutableRuleRecord
+);
 
 /// `members`: user `user` has a role in project `project`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -1026,17 +1035,19 @@ pub enum IdKind {
     Robot,
     Registry,
     Policy,
+    ImmutableRule,
 }
 
 impl IdKind {
     /// Every kind.
-    pub const ALL: [IdKind; 6] = [
+    pub const ALL: [IdKind; 7] = [
         IdKind::User,
         IdKind::Project,
         IdKind::Member,
         IdKind::Robot,
         IdKind::Registry,
         IdKind::Policy,
+        IdKind::ImmutableRule,
     ];
 
     fn name(self) -> &'static str {
@@ -1047,6 +1058,7 @@ impl IdKind {
             IdKind::Robot => "robot",
             IdKind::Registry => "registry",
             IdKind::Policy => "policy",
+            IdKind::ImmutableRule => "immutable_rule",
         }
     }
 }
@@ -1200,6 +1212,7 @@ pub enum Key {
     Registry(RegistryKey),
     Policy(PolicyKey),
     Pull(PullKey),
+    ImmutableRule(ImmutableRuleKey),
 }
 
 /// Applies `$body` to the typed key inside every non-`meta` variant, with
@@ -1292,6 +1305,10 @@ macro_rules! each_key {
                 type $K = PullKey;
                 $body
             }
+            Key::ImmutableRule($k) => {
+                type $K = ImmutableRuleKey;
+                $body
+            }
         }
     };
 }
@@ -1325,6 +1342,7 @@ impl Key {
             Cf::Registries => Key::Registry(RegistryKey::decode(bytes)?),
             Cf::Policies => Key::Policy(PolicyKey::decode(bytes)?),
             Cf::Pulls => Key::Pull(PullKey::decode(bytes)?),
+            Cf::ImmutableRules => Key::ImmutableRule(ImmutableRuleKey::decode(bytes)?),
         })
     }
 
@@ -1796,6 +1814,7 @@ mod tests {
                 Key::Registry(RegistryKey(n)),
                 Key::Policy(PolicyKey(n)),
                 Key::Pull(PullKey(repo.clone(), d1.clone())),
+                Key::ImmutableRule(ImmutableRuleKey(n)),
             ]);
             let families: std::collections::HashSet<Cf> = keys.iter().map(Key::cf).collect();
             prop_assert_eq!(families.len(), Cf::ALL.len());

@@ -29,6 +29,7 @@ mod error;
 pub mod fsck;
 pub mod gc;
 pub mod host;
+pub mod immutable;
 mod index;
 pub use index::pg::DbStats;
 pub use index::DatabaseConfig;
@@ -41,6 +42,7 @@ pub mod records;
 pub mod registries;
 pub mod tags;
 /// Bearer tokens (crate `berth-formats`).
+pub use berth_formats::pattern;
 pub use berth_formats::token;
 mod uploads;
 mod workers;

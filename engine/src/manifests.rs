@@ -545,6 +545,13 @@ impl Inner {
             }
         }
         for tag in &put.tags {
+            // IMPORTANT: under the write lock, in the batch's own view: a
+            // tag an immutability rule covers is never moved, whatever
+            // raced with this put.
+            let old = pending.stored(&TagKey(repo.clone(), tag.clone()))?;
+            if old.is_some_and(|TagRecord(o)| o != digest) {
+                inner.refuse_immutable(repo, tag)?;
+            }
             inner.set_tag(pending, charts, batch, repo, tag, &digest)?;
         }
         if let (Some(id), Some(entry)) = (&chart, &put.chart) {
@@ -665,7 +672,7 @@ impl Engine {
     /// Deletes manifest `digest` from `repo`, with every tag pointing at it,
     /// releasing its references. Returns false if it was not there.
     pub fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, ManifestError> {
-        Ok(self.inner.delete_manifest(repo, digest, false)?)
+        self.inner.delete_manifest(repo, digest, false)
     }
 
     /// Removes `tag` from `repo`. The manifest stays. Returns false if the
@@ -676,6 +683,7 @@ impl Engine {
         let Some(digest) = inner.resolve(repo, &Reference::Tag(tag.clone()))? else {
             return Ok(false);
         };
+        inner.refuse_immutable(repo, tag)?;
         let mut batch = Batch::default();
         let mut pending = Pending::new(inner);
         let mut charts = ChartChanges::new(project_of(repo));
@@ -774,7 +782,7 @@ impl Inner {
         repo: &RepoName,
         digest: &Digest,
         untagged_only: bool,
-    ) -> Result<bool, StorageError> {
+    ) -> Result<bool, ManifestError> {
         let _g = self.lock()?;
         let mut batch = Batch::default();
         let mut pending = Pending::new(self);
@@ -783,6 +791,15 @@ impl Inner {
         };
         if untagged_only && (rm.tags > 0 || rm.parents > 0 || self.is_accessory(repo, digest)?) {
             return Ok(false);
+        }
+        if rm.tags > 0 {
+            // Its tags go with it: none may be immutable.
+            for r in self.index.scan(TagKey::of_repo(repo)) {
+                let (TagKey(_, tag), TagRecord(target)) = r?;
+                if &target == digest {
+                    self.refuse_immutable(repo, &tag)?;
+                }
+            }
         }
         let now = records::now_ms();
         let mut charts = ChartChanges::new(project_of(repo));

@@ -79,6 +79,7 @@ json_records!(
     RegistryRecord,
     PolicyRecord,
     PullRecord,
+    ImmutableRuleRecord,
 );
 
 /// An empty value: the key alone is the fact (`blob_repos`, `referrers`,
@@ -293,6 +294,37 @@ pub struct RepoManifestRecord {
     pub tags: u64,
     /// Index manifests in this repository referencing it.
     pub parents: u64,
+}
+
+/// `immutable_rules`: a project's tag immutability rule (Harbor's
+/// `ImmutableRule`): tags matching `tags` in repositories matching `repos`
+/// can be neither moved nor deleted while it is enabled.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImmutableRuleRecord {
+    pub project: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
+    /// Repository names within the project (without `project/`).
+    pub repos: Selector,
+    pub tags: Selector,
+    pub created_ms: u64,
+}
+
+/// One of Harbor's selectors: a pattern (`berth_formats::pattern`), and
+/// whether it selects what matches (`matches`, `repoMatches`) or what does
+/// not (`excludes`, `repoExcludes`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Selector {
+    pub pattern: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub excludes: bool,
+}
+
+impl Selector {
+    /// Whether `name` is selected.
+    pub fn selects(&self, name: &str) -> bool {
+        crate::pattern::glob(&self.pattern, name) != self.excludes
+    }
 }
 
 /// `pulls`: pulls of a manifest from a repository, added up in batches

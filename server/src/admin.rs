@@ -97,6 +97,8 @@ pub enum Endpoint<'a> {
     Day2(crate::accounts_api::Endpoint<'a>),
     /// Repositories and artifacts.
     Artifacts(crate::artifacts_api::Endpoint<'a>),
+    /// Tag immutability rules.
+    Immutable(crate::immutable_api::Endpoint<'a>),
 }
 
 /// The route table's rows for [`PREFIX`] (`rest` is the path after it):
@@ -109,6 +111,7 @@ pub fn resolve<'a>(
 ) -> Result<(Endpoint<'a>, Guard<'a>), ApiError> {
     use crate::accounts_api::Endpoint as D;
     use crate::artifacts_api::Endpoint as A;
+    use crate::immutable_api::Endpoint as I;
     use Endpoint as E;
     if !config.auth {
         return Err(ApiError::new(
@@ -163,6 +166,16 @@ pub fn resolve<'a>(
             };
             (E::Artifacts(e), g)
         }
+        (["projects", p, "immutabletagrules"], m) => match *m {
+            Method::GET => (E::Immutable(I::List(p)), admin_of(p)),
+            Method::POST => (E::Immutable(I::Create(p)), admin_of(p)),
+            _ => return Err(ApiError::method_not_allowed("GET, POST")),
+        },
+        (["projects", p, "immutabletagrules", id], m) => match *m {
+            Method::PUT => (E::Immutable(I::Update(p, id)), admin_of(p)),
+            Method::DELETE => (E::Immutable(I::Delete(p, id)), admin_of(p)),
+            _ => return Err(ApiError::method_not_allowed("PUT, DELETE")),
+        },
         (["projects", name, "members", mid], m) => match *m {
             Method::GET => (D::GetMember(name, mid).into(), Guard::SignedIn),
             Method::PUT => (D::UpdateMember(name, mid).into(), admin_of(name)),
@@ -255,6 +268,7 @@ pub async fn handle(
         E::Replication(e) => crate::replication::handle(app, e, parts, body).await,
         E::Day2(e) => crate::accounts_api::handle(app, e, caller, parts, body).await,
         E::Artifacts(e) => crate::artifacts_api::handle(app, e, parts, body).await,
+        E::Immutable(e) => crate::immutable_api::handle(app, e, parts, body).await,
     }
 }
 

@@ -425,6 +425,9 @@ impl From<ManifestError> for ApiError {
             // A chart version that exists (the chart API without
             // overwrite; OCI puts follow tags and never get it).
             ManifestError::ChartExists { .. } => Code::Conflict,
+            // Harbor answers a push over, or a delete of, an immutable tag
+            // with 412.
+            ManifestError::TagImmutable { .. } => Code::PreconditionFailed,
             // A chart that does not fit its repository.
             ManifestError::ChartInvalid { .. } => Code::ManifestInvalid,
             ManifestError::Storage(_) => Code::Internal, // returned above

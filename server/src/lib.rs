@@ -50,6 +50,7 @@ mod catalog;
 pub mod charts;
 mod cursor;
 mod gc_api;
+mod immutable_api;
 mod manifest_parse;
 mod manifests;
 mod proxy_cache;

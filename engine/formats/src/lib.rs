@@ -4,6 +4,8 @@
 //! - [`digest`]: the OCI digest grammar and the sha256, sha512 and blake3
 //!   hashers.
 //! - [`names`]: repository names, tags and manifest references.
+//! - [`pattern`]: Harbor's repository and tag patterns (`**`, `*`, `?`,
+//!   `{a,b}`), matched in time bounded by the pattern and the name.
 //! - [`token`]: bearer tokens (Ed25519 JWTs): signing and verification.
 //!
 //! The engine re-exports all of it unchanged (`berth_engine::Digest`,
@@ -16,6 +18,7 @@
 
 pub mod digest;
 pub mod names;
+pub mod pattern;
 pub mod token;
 
 pub use digest::{Algorithm, Digest, DigestError, Hasher};

@@ -349,6 +349,7 @@ pub fn harbor(data: &[u8]) {
     let _ = serde_json::from_slice::<harbor::PasswordReq>(data);
     let _ = serde_json::from_slice::<harbor::SysadminReq>(data);
     let _ = serde_json::from_slice::<harbor::RoleReq>(data);
+    let _ = serde_json::from_slice::<harbor::ImmutableRuleReq>(data);
 }
 
 /// The token service's form bodies and scopes: every scope of the form

@@ -204,6 +204,29 @@ pub struct RoleReq {
     pub role_id: u8,
 }
 
+/// `POST|PUT /api/v2.0/projects/{p}/immutabletagrules[/{id}]` (Harbor's
+/// `ImmutableRule`).
+#[derive(Debug, Deserialize)]
+pub struct ImmutableRuleReq {
+    #[serde(default)]
+    pub disabled: bool,
+    #[serde(default)]
+    pub action: Option<String>,
+    #[serde(default)]
+    pub tag_selectors: Vec<SelectorReq>,
+    #[serde(default)]
+    pub scope_selectors: std::collections::BTreeMap<String, Vec<SelectorReq>>,
+}
+
+/// Harbor's `ImmutableSelector` (and retention's).
+#[derive(Debug, Deserialize)]
+pub struct SelectorReq {
+    #[serde(default)]
+    pub kind: Option<String>,
+    pub decoration: String,
+    pub pattern: String,
+}
+
 /// One `permissions` entry of a [`RobotReq`].
 #[derive(Debug, Deserialize)]
 pub struct RobotPermission {

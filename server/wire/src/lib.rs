@@ -10,7 +10,7 @@
 //! - [`harbor`]: the Harbor-shaped API's JSON request bodies.
 //! - [`token_request`]: the token service's form bodies and scopes.
 //! - [`pattern`]: Harbor's replication filter patterns (`**`, `*`, `?`,
-//!   `{a,b}`).
+//!   `{a,b}`), re-exported from `berth_formats`.
 //! - [`challenge`]: what other registries answer berth as a client
 //!   (`WWW-Authenticate`, `Link`), for `berthctl sync` and the proxy cache.
 //!
@@ -30,6 +30,6 @@ pub mod credentials;
 pub mod harbor;
 pub mod manifest;
 pub mod path;
-pub mod pattern;
+pub use berth_formats::pattern;
 pub mod range;
 pub mod token_request;

@@ -1,7 +1,9 @@
-//! Harbor's replication filter patterns, over repository names and tags:
+//! Harbor's repository and tag patterns (replication filters, tag
+//! immutability rules), over repository names and tags:
 //! `**` any characters, `*` any but `/`, `?` one character but `/`,
 //! `{a,b}` one of the alternatives. Used by `berthctl sync` (`--repos`,
-//! `--tags`) and the server's replication policies.
+//! `--tags`), the server's replication policies and the engine's tag
+//! immutability rules.
 //!
 //! Matching is one pass of a table over (pattern position, text position):
 //! time `O(|pattern| × |text|)` per alternative whatever the pattern, and
