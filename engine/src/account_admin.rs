@@ -12,10 +12,10 @@ use crate::accounts::{
     hash_password, invalid, new_robot_secret, sha256_hex, valid_password, AccountError, Action,
     Actions, ADMIN_USER,
 };
-use crate::engine::Engine;
+use crate::engine::{Engine, Inner};
 use crate::error::StorageError;
 use crate::index::Batch;
-use crate::keys::{MemberKey, ProjectKey, RepoKey, RobotKey, UserKey, WholeFamily};
+use crate::keys::{IndexKey, MemberKey, ProjectKey, RepoKey, RobotKey, UserKey, WholeFamily};
 use crate::records::{RobotRecord, UserRecord};
 
 /// What a user update changes (`None`: left as it is).
@@ -38,6 +38,38 @@ pub struct RobotUpdate {
 
 fn not_found(what: String) -> AccountError {
     AccountError::NotFound { what }
+}
+
+impl Inner {
+    /// Changes the record at `key` with `f`, in one batch under the lock;
+    /// `NotFound` naming `what()` when there is none.
+    pub(crate) fn change<K: IndexKey>(
+        &self,
+        key: &K,
+        what: impl FnOnce() -> String,
+        f: impl FnOnce(&mut K::Value) -> Result<(), AccountError>,
+    ) -> Result<(), AccountError> {
+        let g = self.lock()?;
+        let mut rec = self.index.get(key)?.ok_or_else(|| not_found(what()))?;
+        f(&mut rec)?;
+        let mut batch = Batch::default();
+        batch.put(key, &rec);
+        self.commit(g, batch)?;
+        Ok(())
+    }
+
+    /// Removes `key`, in one batch under the lock, if it is there;
+    /// whether it was.
+    pub(crate) fn remove_present<K: IndexKey>(&self, key: &K) -> Result<bool, StorageError> {
+        let g = self.lock()?;
+        if !self.index.contains(key)? {
+            return Ok(false);
+        }
+        let mut batch = Batch::default();
+        batch.delete(key);
+        self.commit(g, batch)?;
+        Ok(true)
+    }
 }
 
 impl Engine {
@@ -69,18 +101,8 @@ impl Engine {
         name: &str,
         f: impl FnOnce(&mut UserRecord) -> Result<(), AccountError>,
     ) -> Result<(), AccountError> {
-        let inner = &self.inner;
-        let g = inner.lock()?;
-        let key = UserKey(name.to_owned());
-        let mut rec = inner
-            .index
-            .get(&key)?
-            .ok_or_else(|| not_found(format!("user {name}")))?;
-        f(&mut rec)?;
-        let mut batch = Batch::default();
-        batch.put(&key, &rec);
-        inner.commit(g, batch)?;
-        Ok(())
+        self.inner
+            .change(&UserKey(name.to_owned()), || format!("user {name}"), f)
     }
 
     /// Updates user `name`'s profile.
@@ -202,32 +224,13 @@ impl Engine {
         name: &str,
         f: impl FnOnce(&mut RobotRecord) -> Result<(), AccountError>,
     ) -> Result<(), AccountError> {
-        let inner = &self.inner;
-        let g = inner.lock()?;
-        let key = RobotKey(name.to_owned());
-        let mut rec = inner
-            .index
-            .get(&key)?
-            .ok_or_else(|| not_found(format!("robot {name}")))?;
-        f(&mut rec)?;
-        let mut batch = Batch::default();
-        batch.put(&key, &rec);
-        inner.commit(g, batch)?;
-        Ok(())
+        self.inner
+            .change(&RobotKey(name.to_owned()), || format!("robot {name}"), f)
     }
 
     /// Deletes robot `name`. Returns whether it existed.
     pub fn delete_robot(&self, name: &str) -> Result<bool, AccountError> {
-        let inner = &self.inner;
-        let g = inner.lock()?;
-        let key = RobotKey(name.to_owned());
-        if !inner.index.contains(&key)? {
-            return Ok(false);
-        }
-        let mut batch = Batch::default();
-        batch.delete(&key);
-        inner.commit(g, batch)?;
-        Ok(true)
+        Ok(self.inner.remove_present(&RobotKey(name.to_owned()))?)
     }
 
     /// Deletes project `name` with its members, robots and immutability
@@ -259,9 +262,7 @@ impl Engine {
         for r in inner.index.scan(RobotKey::of_project(name)) {
             batch.delete(&r?.0);
         }
-        for (id, _) in self.immutable_rules(name)? {
-            batch.delete(&crate::keys::ImmutableRuleKey(id));
-        }
+        batch.delete(&crate::keys::ImmutableRulesKey(name.to_owned()));
         inner.commit(g, batch)?;
         Ok(())
     }

@@ -827,19 +827,10 @@ impl Engine {
 
     /// Removes `user` from `project`. Returns whether they were a member.
     pub fn remove_member(&self, project: &str, user: &str) -> Result<bool, AccountError> {
-        let inner = &self.inner;
-        let g = inner.lock()?;
-        let key = MemberKey {
+        Ok(self.inner.remove_present(&MemberKey {
             project: project.to_owned(),
             user: user.to_owned(),
-        };
-        if !inner.index.contains(&key)? {
-            return Ok(false);
-        }
-        let mut batch = Batch::default();
-        batch.delete(&key);
-        inner.commit(g, batch)?;
-        Ok(true)
+        })?)
     }
 
     /// The members of `project`, by user name.

@@ -2,16 +2,21 @@
 //! tag that an enabled rule of its project covers can be neither moved to
 //! another manifest nor deleted, nor can the manifest it names. The check
 //! runs under the write lock in the operation that would move or delete
-//! the tag (`put_manifest`, `delete_tag`, `delete_manifest`), against the
-//! rules as the lock sees them: nothing can slip between check and write.
+//! the tag (`put_manifest`, `delete_tag`, `delete_manifest`,
+//! `delete_charts`, `delete_repository`), against the rules as the lock
+//! sees them: nothing can slip between check and write.
+//!
+//! A project's rules are one record (`immutable_rules`, by project), so a
+//! tag put reads them with the reads it makes as it takes the lock: in
+//! cluster mode a tag move stays two database calls.
 
 use crate::accounts::AccountError;
 use crate::engine::{Engine, Inner};
 use crate::error::{ManifestError, StorageError};
 use crate::index::Batch;
-use crate::keys::{IdKind, ImmutableRuleKey, ProjectKey, WholeFamily};
+use crate::keys::{IdKind, ImmutableRulesKey, ProjectKey};
 use crate::names::{RepoName, Tag};
-use crate::records::{self, ImmutableRuleRecord, Selector};
+use crate::records::{self, ImmutableRuleRecord, ImmutableRulesRecord, Selector};
 
 /// Most rules a project holds (Harbor allows 15).
 pub const MAX_RULES_PER_PROJECT: usize = 15;
@@ -24,30 +29,40 @@ pub struct RuleSpec {
     pub tags: Selector,
 }
 
-impl Inner {
-    /// `Err(TagImmutable)` if an enabled rule of `repo`'s project covers
-    /// `tag`. Call under the write lock.
-    pub(crate) fn refuse_immutable(&self, repo: &RepoName, tag: &Tag) -> Result<(), ManifestError> {
-        let project = repo.project();
-        let within = repo
-            .as_str()
-            .strip_prefix(&format!("{project}/"))
-            .unwrap_or(repo.as_str());
-        for r in self.index.scan(ImmutableRuleKey::all()) {
-            let (ImmutableRuleKey(id), rule) = r?;
-            if rule.project == project
-                && !rule.disabled
-                && rule.repos.selects(within)
-                && rule.tags.selects(tag.as_str())
-            {
-                return Err(ManifestError::TagImmutable {
-                    repo: repo.to_string(),
-                    tag: tag.to_string(),
-                    rule: id,
-                });
-            }
+/// The rules key of `repo`'s project.
+pub(crate) fn rules_key(repo: &RepoName) -> ImmutableRulesKey {
+    ImmutableRulesKey(repo.project().to_owned())
+}
+
+/// `Err(TagImmutable)` if an enabled rule of `rules` (those of `repo`'s
+/// project) covers `tag`.
+pub(crate) fn refuse(
+    rules: Option<&ImmutableRulesRecord>,
+    repo: &RepoName,
+    tag: &Tag,
+) -> Result<(), ManifestError> {
+    let Some(rules) = rules else { return Ok(()) };
+    let within = repo
+        .as_str()
+        .strip_prefix(&format!("{}/", repo.project()))
+        .unwrap_or(repo.as_str());
+    for (id, rule) in &rules.rules {
+        if !rule.disabled && rule.repos.selects(within) && rule.tags.selects(tag.as_str()) {
+            return Err(ManifestError::TagImmutable {
+                repo: repo.to_string(),
+                tag: tag.to_string(),
+                rule: *id,
+            });
         }
-        Ok(())
+    }
+    Ok(())
+}
+
+impl Inner {
+    /// [`refuse`] with `repo`'s project's rules as stored. Call under the
+    /// write lock.
+    pub(crate) fn refuse_immutable(&self, repo: &RepoName, tag: &Tag) -> Result<(), ManifestError> {
+        refuse(self.index.get(&rules_key(repo))?.as_ref(), repo, tag)
     }
 }
 
@@ -70,21 +85,24 @@ fn check(spec: &RuleSpec) -> Result<(), AccountError> {
     Ok(())
 }
 
+fn rule_missing(project: &str, id: u64) -> AccountError {
+    AccountError::NotFound {
+        what: format!("immutability rule {id} of project {project}"),
+    }
+}
+
 impl Engine {
     /// The immutability rules of `project`, by id.
     pub fn immutable_rules(
         &self,
         project: &str,
     ) -> Result<Vec<(u64, ImmutableRuleRecord)>, StorageError> {
-        self.inner
+        Ok(self
+            .inner
             .index
-            .scan(ImmutableRuleKey::all())
-            .filter_map(|r| match r {
-                Ok((ImmutableRuleKey(id), rec)) if rec.project == project => Some(Ok((id, rec))),
-                Ok(_) => None,
-                Err(e) => Some(Err(e)),
-            })
-            .collect()
+            .get(&ImmutableRulesKey(project.to_owned()))?
+            .map(|r| r.rules.into_iter().collect())
+            .unwrap_or_default())
     }
 
     /// Adds a rule to `project`; its id.
@@ -101,7 +119,9 @@ impl Engine {
                 what: format!("project {project}"),
             });
         }
-        if self.immutable_rules(project)?.len() >= MAX_RULES_PER_PROJECT {
+        let key = ImmutableRulesKey(project.to_owned());
+        let mut rec = inner.index.get(&key)?.unwrap_or_default();
+        if rec.rules.len() >= MAX_RULES_PER_PROJECT {
             return Err(AccountError::Limit {
                 what: format!("immutability rules of project {project}"),
                 limit: MAX_RULES_PER_PROJECT as u64,
@@ -109,14 +129,16 @@ impl Engine {
         }
         let mut batch = Batch::default();
         let id = inner.next_id(&mut batch, IdKind::ImmutableRule)?;
-        let rec = ImmutableRuleRecord {
-            project: project.to_owned(),
-            disabled: spec.disabled,
-            repos: spec.repos,
-            tags: spec.tags,
-            created_ms: records::now_ms(),
-        };
-        batch.put(&ImmutableRuleKey(id), &rec);
+        rec.rules.insert(
+            id,
+            ImmutableRuleRecord {
+                disabled: spec.disabled,
+                repos: spec.repos,
+                tags: spec.tags,
+                created_ms: records::now_ms(),
+            },
+        );
+        batch.put(&key, &rec);
         inner.commit(g, batch)?;
         Ok(id)
     }
@@ -129,36 +151,29 @@ impl Engine {
         spec: RuleSpec,
     ) -> Result<(), AccountError> {
         check(&spec)?;
-        let inner = &self.inner;
-        let g = inner.lock()?;
-        let mut rec = self.rule_of(project, id)?;
-        rec.disabled = spec.disabled;
-        rec.repos = spec.repos;
-        rec.tags = spec.tags;
-        let mut batch = Batch::default();
-        batch.put(&ImmutableRuleKey(id), &rec);
-        inner.commit(g, batch)?;
-        Ok(())
+        let key = ImmutableRulesKey(project.to_owned());
+        let missing = || rule_missing(project, id).to_string();
+        self.inner.change(&key, missing, |rec| {
+            let rule = rec
+                .rules
+                .get_mut(&id)
+                .ok_or_else(|| rule_missing(project, id))?;
+            rule.disabled = spec.disabled;
+            rule.repos = spec.repos;
+            rule.tags = spec.tags;
+            Ok(())
+        })
     }
 
     /// Deletes rule `id` of `project`.
     pub fn delete_immutable_rule(&self, project: &str, id: u64) -> Result<(), AccountError> {
-        let inner = &self.inner;
-        let g = inner.lock()?;
-        self.rule_of(project, id)?;
-        let mut batch = Batch::default();
-        batch.delete(&ImmutableRuleKey(id));
-        inner.commit(g, batch)?;
-        Ok(())
-    }
-
-    fn rule_of(&self, project: &str, id: u64) -> Result<ImmutableRuleRecord, AccountError> {
-        self.inner
-            .index
-            .get(&ImmutableRuleKey(id))?
-            .filter(|r| r.project == project)
-            .ok_or_else(|| AccountError::NotFound {
-                what: format!("immutability rule {id} of project {project}"),
-            })
+        let key = ImmutableRulesKey(project.to_owned());
+        let missing = || rule_missing(project, id).to_string();
+        self.inner.change(&key, missing, |rec| {
+            rec.rules
+                .remove(&id)
+                .map(drop)
+                .ok_or_else(|| rule_missing(project, id))
+        })
     }
 }

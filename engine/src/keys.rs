@@ -39,6 +39,8 @@
 //!                                                           exactly as pushed
 //! repo_manifests  RepoManifestKey: repo 0x00 digest       RepoManifestRecord: created, tag
 //!                                                           count, parent count
+//! immutable_rules ImmutableRulesKey: project              ImmutableRulesRecord: the project's
+//!                                                           tag immutability rules, by id
 //! pulls           PullKey: repo 0x00 digest               PullRecord: pull count, last pull
 //!                                                           (added in batches)
 //! tags            TagKey: repo 0x00 tag                   TagRecord: the digest string
@@ -103,7 +105,7 @@ use crate::charts::ChartId;
 use crate::digest::Digest;
 use crate::names::{RepoName, Tag};
 use crate::records::{
-    BlobRecord, ChartRecord, ChartRepoRecord, Empty, FormatVersion, ImmutableRuleRecord,
+    BlobRecord, ChartRecord, ChartRepoRecord, Empty, FormatVersion, ImmutableRulesRecord,
     LinkRecord, ManifestBody, ManifestRecord, Marker, MemberRecord, PolicyRecord, ProjectRecord,
     PullRecord, Record, RegistryRecord, RepoManifestRecord, RepoRecord, RobotRecord, Seq,
     TagRecord, TokenSeed, UploadRecord, UserRecord,
@@ -814,6 +816,13 @@ name_key!(
     Cf::Robots,
     RobotRecord
 );
+name_key!(
+    /// `immutable_rules`: a project's tag immutability rules, by project
+    /// (one record: the one read a tag move adds to its locked reads).
+    ImmutableRulesKey,
+    Cf::ImmutableRules,
+    ImmutableRulesRecord
+);
 
 impl RobotKey {
     /// Every robot of one project (`robot$project+…`; project names
@@ -871,12 +880,6 @@ id_key!(
     PolicyKey,
     Cf::Policies,
     PolicyRecord
-);
-id_key!(
-    /// `immutable_rules`: a tag immutability rule of a project, by id.
-    ImmutableRuleKey,
-    Cf::ImmutableRules,
-    ImmutableRuleRecord
 );
 
 /// `members`: user `user` has a role in project `project`.
@@ -1212,7 +1215,7 @@ pub enum Key {
     Registry(RegistryKey),
     Policy(PolicyKey),
     Pull(PullKey),
-    ImmutableRule(ImmutableRuleKey),
+    ImmutableRules(ImmutableRulesKey),
 }
 
 /// Applies `$body` to the typed key inside every non-`meta` variant, with
@@ -1305,8 +1308,8 @@ macro_rules! each_key {
                 type $K = PullKey;
                 $body
             }
-            Key::ImmutableRule($k) => {
-                type $K = ImmutableRuleKey;
+            Key::ImmutableRules($k) => {
+                type $K = ImmutableRulesKey;
                 $body
             }
         }
@@ -1342,7 +1345,7 @@ impl Key {
             Cf::Registries => Key::Registry(RegistryKey::decode(bytes)?),
             Cf::Policies => Key::Policy(PolicyKey::decode(bytes)?),
             Cf::Pulls => Key::Pull(PullKey::decode(bytes)?),
-            Cf::ImmutableRules => Key::ImmutableRule(ImmutableRuleKey::decode(bytes)?),
+            Cf::ImmutableRules => Key::ImmutableRules(ImmutableRulesKey::decode(bytes)?),
         })
     }
 
@@ -1814,7 +1817,7 @@ mod tests {
                 Key::Registry(RegistryKey(n)),
                 Key::Policy(PolicyKey(n)),
                 Key::Pull(PullKey(repo.clone(), d1.clone())),
-                Key::ImmutableRule(ImmutableRuleKey(n)),
+                Key::ImmutableRules(ImmutableRulesKey(n2.clone())),
             ]);
             let families: std::collections::HashSet<Cf> = keys.iter().map(Key::cf).collect();
             prop_assert_eq!(families.len(), Cf::ALL.len());

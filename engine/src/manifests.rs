@@ -379,6 +379,10 @@ impl CheckedPut {
         reads.key(&ManifestKey(self.digest.clone()));
         reads.key(&RepoManifestKey(repo.clone(), self.digest.clone()));
         reads.key(&RepoKey(repo.clone()));
+        if !put.tags.is_empty() {
+            // A tag it moves must not be immutable: the project's rules.
+            reads.key(&crate::immutable::rules_key(repo));
+        }
         for tag in &put.tags {
             reads.tag(&TagKey(repo.clone(), tag.clone()));
             if let Some(chart) = chart_of_tag(repo, tag) {
@@ -550,7 +554,8 @@ impl Inner {
             // raced with this put.
             let old = pending.stored(&TagKey(repo.clone(), tag.clone()))?;
             if old.is_some_and(|TagRecord(o)| o != digest) {
-                inner.refuse_immutable(repo, tag)?;
+                let rules = pending.stored(&crate::immutable::rules_key(repo))?;
+                crate::immutable::refuse(rules.as_ref(), repo, tag)?;
             }
             inner.set_tag(pending, charts, batch, repo, tag, &digest)?;
         }

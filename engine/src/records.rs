@@ -79,7 +79,7 @@ json_records!(
     RegistryRecord,
     PolicyRecord,
     PullRecord,
-    ImmutableRuleRecord,
+    ImmutableRulesRecord,
 );
 
 /// An empty value: the key alone is the fact (`blob_repos`, `referrers`,
@@ -296,12 +296,17 @@ pub struct RepoManifestRecord {
     pub parents: u64,
 }
 
-/// `immutable_rules`: a project's tag immutability rule (Harbor's
-/// `ImmutableRule`): tags matching `tags` in repositories matching `repos`
-/// can be neither moved nor deleted while it is enabled.
+/// `immutable_rules`: a project's tag immutability rules, by rule id.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImmutableRulesRecord {
+    pub rules: BTreeMap<u64, ImmutableRuleRecord>,
+}
+
+/// A tag immutability rule (Harbor's `ImmutableRule`): tags matching
+/// `tags` in repositories matching `repos` can be neither moved nor
+/// deleted while it is enabled.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImmutableRuleRecord {
-    pub project: String,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub disabled: bool,
     /// Repository names within the project (without `project/`).
