@@ -38,9 +38,6 @@ pub struct Artifact {
     pub in_repo: RepoManifestRecord,
     /// Its tags in the repository, sorted.
     pub tags: Vec<String>,
-    /// The manifest's bytes plus what it references: its blobs for an
-    /// image, its children's sizes for an index.
-    pub size: u64,
     /// Whether it is an index child or an accessory in the repository (not
     /// a top-level artifact).
     pub nested: bool,
@@ -58,24 +55,39 @@ impl Engine {
             if !repo.as_str().starts_with(&prefix) {
                 break;
             }
-            let arts = self.artifacts(&repo)?;
-            if arts.is_empty() {
-                continue;
-            }
-            let pull_count = self.pulls_of(&repo)?.values().map(|p| p.count).sum();
-            out.push(RepoSummary {
-                pull_count,
-                artifact_count: arts.iter().filter(|a| !a.nested).count() as u64,
-                updated_ms: arts.iter().map(|a| a.in_repo.created_ms).max().unwrap_or(0),
-                created_ms: rec.created_ms,
-                name: repo,
-            });
+            out.extend(self.summary(repo, rec.created_ms)?);
         }
         Ok(out)
     }
 
+    /// Repository `repo`, if it holds at least one manifest.
+    pub fn repository(&self, repo: &RepoName) -> Result<Option<RepoSummary>, StorageError> {
+        match self.inner.index.get(&RepoKey(repo.clone()))? {
+            Some(rec) => self.summary(repo.clone(), rec.created_ms),
+            None => Ok(None),
+        }
+    }
+
+    fn summary(
+        &self,
+        repo: RepoName,
+        created_ms: u64,
+    ) -> Result<Option<RepoSummary>, StorageError> {
+        let arts = self.artifacts(&repo)?;
+        if arts.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(RepoSummary {
+            pull_count: self.pulls_of(&repo)?.values().map(|p| p.count).sum(),
+            artifact_count: arts.iter().filter(|a| !a.nested).count() as u64,
+            updated_ms: arts.iter().map(|a| a.in_repo.created_ms).max().unwrap_or(0),
+            created_ms,
+            name: repo,
+        }))
+    }
+
     /// Every manifest of `repo`, newest push first (then by digest), with
-    /// its tags and size. Index children and accessories come with
+    /// its tags ([`Engine::artifact_size`] gives a size). Index children and accessories come with
     /// `nested` set.
     pub fn artifacts(&self, repo: &RepoName) -> Result<Vec<Artifact>, StorageError> {
         let index = &self.inner.index;
@@ -96,7 +108,6 @@ impl Engine {
                 continue;
             };
             let accessory = record.subject.as_ref().is_some_and(|s| held.contains(s));
-            let size = self.artifact_size(&record)?;
             let mut t = tags.remove(digest).unwrap_or_default();
             t.sort();
             out.push(Artifact {
@@ -105,7 +116,6 @@ impl Engine {
                 record,
                 in_repo: in_repo.clone(),
                 tags: t,
-                size,
             });
         }
         out.sort_by(|a, b| {
@@ -117,8 +127,10 @@ impl Engine {
         Ok(out)
     }
 
-    /// A manifest's size with what it references, one level down.
-    fn artifact_size(&self, m: &ManifestRecord) -> Result<u64, StorageError> {
+    /// A manifest's size with what it references, one level down: its
+    /// blobs for an image, its children and theirs for an index. Reads
+    /// every blob record, so callers ask only for what they render.
+    pub fn artifact_size(&self, m: &ManifestRecord) -> Result<u64, StorageError> {
         let index = &self.inner.index;
         let mut size = m.size;
         for b in &m.blobs {

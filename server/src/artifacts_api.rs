@@ -99,10 +99,10 @@ pub async fn handle(
         E::ListRepos(project) => list_repos(app, query, project).await,
         E::GetRepo(p, r) => {
             let repo = repo_name(p, r)?;
-            let found = repos(app, p)
-                .await?
-                .into_iter()
-                .find(|s| s.name == repo)
+            project_exists(app, p)?;
+            let rr = repo.clone();
+            let found = blocking(app, move |e| e.repository(&rr))
+                .await??
                 .ok_or_else(|| not_found(format!("repository {repo} not found")))?;
             ok_json(&repo_json(app, &found)?)
         }
@@ -162,11 +162,16 @@ async fn repos(
     app: &App,
     project: &str,
 ) -> Result<Vec<berth_engine::artifacts::RepoSummary>, ApiError> {
+    project_exists(app, project)?;
     let p = project.to_owned();
-    if app.engine.project(project)?.is_none() {
-        return Err(not_found(format!("project {project} not found")));
-    }
     Ok(blocking(app, move |e| e.repositories_of(&p)).await??)
+}
+
+fn project_exists(app: &App, project: &str) -> Result<(), ApiError> {
+    match app.engine.project(project)? {
+        Some(_) => Ok(()),
+        None => Err(not_found(format!("project {project} not found"))),
+    }
 }
 
 async fn list_repos(
@@ -253,9 +258,7 @@ async fn list_artifacts(
     r: &str,
 ) -> Result<Response<Body>, ApiError> {
     let repo = repo_name(project, r)?;
-    if app.engine.project(project)?.is_none() {
-        return Err(not_found(format!("project {project} not found")));
-    }
+    project_exists(app, project)?;
     let (all, pulled) = all_artifacts(app, &repo).await?;
     let with_tag = query.get("with_tag").as_deref() != Some("false");
     let top: Vec<&Artifact> = all.iter().filter(|a| !a.nested).collect();
@@ -320,16 +323,16 @@ fn artifact_json(
     let accessories: Vec<Value> = all
         .iter()
         .filter(|x| x.record.subject.as_ref() == Some(&a.digest))
-        .map(|x| {
-            json!({
+        .map(|x| -> Result<Value, ApiError> {
+            Ok(json!({
                 "digest": x.digest.as_str(),
                 "type": x.record.artifact_type.clone().unwrap_or_default(),
-                "size": x.size,
+                "size": app.engine.artifact_size(&x.record)?,
                 "subject_artifact_digest": a.digest.as_str(),
                 "creation_time": time(x.in_repo.created_ms),
-            })
+            }))
         })
-        .collect();
+        .collect::<Result<_, _>>()?;
     Ok(json!({
         "type": kind,
         "media_type": m.artifact_type.clone().unwrap_or_else(|| m.media_type.clone()),
@@ -338,7 +341,7 @@ fn artifact_json(
         "project_id": project_id,
         "repository_name": repo.as_str(),
         "digest": a.digest.as_str(),
-        "size": a.size,
+        "size": app.engine.artifact_size(m)?,
         "push_time": pushed,
         "pull_time": pull_time,
         "annotations": m.annotations,
