@@ -681,17 +681,19 @@ impl Engine {
         public: bool,
         owner: Option<&str>,
     ) -> Result<u64, AccountError> {
-        self.create_project_with(name, public, owner, None)
+        self.create_project_with(name, public, owner, None, None)
     }
 
     /// [`Engine::create_project`], as a proxy cache of registry
-    /// `registry_id` when given (which must exist).
+    /// `registry_id` when given (which must exist), with a storage limit
+    /// (`quotas.rs`) when given.
     pub fn create_project_with(
         &self,
         name: &str,
         public: bool,
         owner: Option<&str>,
         registry_id: Option<u64>,
+        storage_limit: Option<u64>,
     ) -> Result<u64, AccountError> {
         valid_project_name(name)?;
         let inner = &self.inner;
@@ -719,6 +721,7 @@ impl Engine {
             owner: owner.unwrap_or_default().to_owned(),
             created_ms: now,
             registry_id,
+            storage_limit,
         };
         batch.put(&key, &rec);
         if let Some(owner) = owner {

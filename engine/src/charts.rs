@@ -379,6 +379,12 @@ impl Engine {
             });
         }
         inner.check_poison()?;
+        // Over the project's quota: refused before anything is stored
+        // (`quotas.rs`; the commit checks again).
+        let _reserved = given
+            .iter()
+            .map(|(d, data)| inner.reserve_quota(&repo, d, data.len() as u64))
+            .collect::<Result<Vec<_>, _>>()?;
         // 2. Pinned until the batch is committed (or this fails): against
         //    this process's GC, and durably against every node's (a pin
         //    left by a failure only keeps garbage a while, see gc.rs).

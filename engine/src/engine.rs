@@ -163,6 +163,9 @@ pub(crate) struct Inner {
     /// Which digests GC is deleting and which an upload is committing, so
     /// neither steps on the other (see `gc.rs`). Lifetime: the engine's.
     pub(crate) gc_digests: GcDigests,
+    /// Storage reserved by upload completions in flight, by project
+    /// (`quotas.rs`). Lifetime: the engine's.
+    pub(crate) reserved: crate::quotas::Reservations,
     /// Held for a whole GC run: one run at a time. Lifetime: the engine's.
     pub(crate) gc_run: Mutex<()>,
     /// Recent GC runs, for the Harbor API. Lifetime: the engine's.
@@ -230,6 +233,7 @@ impl Engine {
             sessions: Mutex::new(HashMap::new()),
             upload_owners: Mutex::new(HashMap::new()),
             gc_digests: GcDigests::default(),
+            reserved: Default::default(),
             gc_run: Mutex::new(()),
             gc_history: Mutex::new(GcHistory::default()),
             metrics: config.metrics.clone(),
@@ -239,6 +243,7 @@ impl Engine {
         });
         inner.check_format()?;
         inner.build_gc_candidates()?;
+        inner.count_usage()?;
         let locate_tiers = inner.tiers_to_locate()?;
         inner.recover_uploads()?;
         let workers = Workers::start(inner.clone(), tier_rx, locate_tiers);
@@ -308,8 +313,9 @@ impl Inner {
     pub(crate) fn commit_unsynced(
         &self,
         guard: WriteGuard<'_>,
-        batch: Batch,
+        mut batch: Batch,
     ) -> Result<(), StorageError> {
+        self.settle_usage(&mut batch)?;
         let WriteGuard { txn, _local } = guard;
         let r = self.index.commit(txn, batch).map(drop);
         if self.index.is_shared() {
@@ -600,8 +606,11 @@ impl Inner {
     pub(crate) fn commit_unleased(
         &self,
         guard: WriteGuard<'_>,
-        batch: Batch,
+        mut batch: Batch,
     ) -> Result<(), StorageError> {
+        // Derived from the batch's `links` changes, in the batch
+        // (`quotas.rs`); a refusal writes nothing and poisons nothing.
+        self.settle_usage(&mut batch)?;
         let WriteGuard { txn, _local } = guard;
         let seq = match self.index.commit(txn, batch) {
             Ok(Committed::Durable) => {

@@ -58,6 +58,15 @@ pub enum StorageError {
         count: &'static str,
         direction: &'static str,
     },
+    /// The batch would take a project's storage past its limit
+    /// (`quotas.rs`); nothing was written. Harbor's wording.
+    #[error("quota exceeded: adding {adding} bytes of storage to project {project}, which when updated to current usage of {used} bytes will exceed the configured upper limit of {limit} bytes")]
+    QuotaExceeded {
+        project: String,
+        adding: u64,
+        used: u64,
+        limit: u64,
+    },
     #[error(
         "the engine refuses writes after an earlier durability failure ({0}); reopen it to recover"
     )]

@@ -40,8 +40,8 @@ use crate::error::StorageError;
 use crate::index::{Batch, Checked, Index};
 use crate::keys::{
     BlobKey, BlobRepoKey, BodyKey, Cf, ChartKey, ChartRepoKey, CorruptKey, GcCandidateKey,
-    IndexKey, Key, LinkKey, ManifestKey, PolicyKey, ProjectKey, ReferrerKey, RegistryKey,
-    RepoManifestKey, Scan, TagKey, UploadKey, WholeFamily,
+    IndexKey, Key, LinkKey, ManifestKey, PolicyKey, ProjectBlobKey, ProjectKey, ReferrerKey,
+    RegistryKey, RepoManifestKey, Scan, TagKey, UploadKey, UsageKey, WholeFamily,
 };
 use crate::names::RepoName;
 use crate::records::{
@@ -99,6 +99,8 @@ pub struct FsckReport {
 /// One repair, computed by fsck.
 #[derive(Clone, Debug)]
 enum Fix {
+    /// Recount `project_blobs` and `project_usage` after the other fixes.
+    Usage,
     BlobCounts(Digest, u64, u64),
     Tier(Digest, Tier),
     Candidate(Digest, bool),
@@ -632,6 +634,61 @@ impl Engine {
             );
         }
 
+        // Project usage (`quotas.rs`): recounted from `links` and the blob
+        // sizes, when everything it counts was read.
+        let usage_read = [Cf::Links, Cf::Blobs, Cf::ProjectBlobs, Cf::ProjectUsage]
+            .iter()
+            .all(|cf| unreadable.whole(*cf));
+        if usage_read {
+            let (mut want_blobs, mut want_usage) = inner.recount_usage()?;
+            let mut wrong = false;
+            for r in entries(&inner.index, ProjectBlobKey::all()) {
+                let (ProjectBlobKey(p, d), rec) = r?;
+                let want = want_blobs.remove(&(p.clone(), d.clone())).unwrap_or(0);
+                if rec.links != want {
+                    wrong = true;
+                    add(
+                        format!("project {p} blob {d}"),
+                        format!("link count {} but {want} links", rec.links),
+                    );
+                }
+            }
+            for ((p, d), n) in want_blobs {
+                wrong = true;
+                add(
+                    format!("project {p} blob {d}"),
+                    format!("{n} links but no project_blobs entry"),
+                );
+            }
+            for r in entries(&inner.index, UsageKey::all()) {
+                let (UsageKey(p), rec) = r?;
+                let want = want_usage.remove(&p).unwrap_or_default();
+                if rec != want {
+                    wrong = true;
+                    add(
+                        format!("project {p} usage"),
+                        format!(
+                            "{} bytes in {} blobs, but its links hold {} bytes in {} blobs",
+                            rec.bytes, rec.blobs, want.bytes, want.blobs
+                        ),
+                    );
+                }
+            }
+            for (p, want) in want_usage {
+                wrong = true;
+                add(
+                    format!("project {p} usage"),
+                    format!(
+                        "no project_usage entry, but its links hold {} bytes in {} blobs",
+                        want.bytes, want.blobs
+                    ),
+                );
+            }
+            if wrong {
+                fixes.push(Fix::Usage);
+            }
+        }
+
         // Proxy cache projects and replication policies use a registry
         // that exists (a registry is not deleted while either uses it).
         let mut users: Vec<(String, u64)> = Vec::new();
@@ -820,10 +877,14 @@ impl Engine {
                     out.actions
                         .push(format!("entry {key} with a corrupt value removed"));
                 }
-                Fix::DeleteUnindexed(_) => {}
+                Fix::DeleteUnindexed(_) | Fix::Usage => {}
             }
         }
         inner.commit(g, b)?;
+        if report.fixes.iter().any(|f| matches!(f, Fix::Usage)) {
+            // From the index as the fixes above left it.
+            out.actions.push(inner.rewrite_usage()?);
+        }
         for f in &report.fixes {
             if let Fix::DropUpload(_, owner) = f {
                 inner.release_upload_slot(owner);

@@ -66,6 +66,8 @@
 //!                   "gc_candidates_built"
 //! meta            TiersLocatedKey: "tiers_located"        Marker: "1": every blob record's
 //!                                                           tier was located in the store
+//! meta            UsageCountedKey: "usage_counted"        Marker: "1": project_blobs and
+//!                                                           project_usage were counted
 //! gc_candidates   GcCandidateKey: digest                  Empty: the blob's refcount is 0
 //!                                                           (GC's work list, see docs/gc.md)
 //! charts          ChartKey:                               ChartRecord: Chart.yaml metadata
@@ -85,6 +87,11 @@
 //! replication_    PolicyKey: id (decimal)                 PolicyRecord: a pull replication
 //!   policies                                                policy (source registry, filters,
 //!                                                           destination namespace, schedule)
+//! project_blobs   ProjectBlobKey: project 0x00 digest     ProjectBlobRecord: how many `links`
+//!                                                           entries of the project's
+//!                                                           repositories name the blob
+//! project_usage   UsageKey: project                       UsageRecord: bytes and blobs the
+//!                                                           project holds, each blob once
 //! ```
 //!
 //! A chart `name-version` of `project` is the OCI manifest tagged
@@ -106,9 +113,9 @@ use crate::digest::Digest;
 use crate::names::{RepoName, Tag};
 use crate::records::{
     BlobRecord, ChartRecord, ChartRepoRecord, Empty, FormatVersion, ImmutableRulesRecord,
-    LinkRecord, ManifestBody, ManifestRecord, Marker, MemberRecord, PolicyRecord, ProjectRecord,
-    PullRecord, Record, RegistryRecord, RepoManifestRecord, RepoRecord, RobotRecord, Seq,
-    TagRecord, TokenSeed, UploadRecord, UserRecord,
+    LinkRecord, ManifestBody, ManifestRecord, Marker, MemberRecord, PolicyRecord,
+    ProjectBlobRecord, ProjectRecord, PullRecord, Record, RegistryRecord, RepoManifestRecord,
+    RepoRecord, RobotRecord, Seq, TagRecord, TokenSeed, UploadRecord, UsageRecord, UserRecord,
 };
 
 /// A column family of the index. Its name (the RocksDB column family name)
@@ -138,11 +145,13 @@ pub enum Cf {
     Policies,
     Pulls,
     ImmutableRules,
+    ProjectBlobs,
+    ProjectUsage,
 }
 
 impl Cf {
     /// Every column family, in the order they are opened.
-    pub const ALL: [Cf; 23] = [
+    pub const ALL: [Cf; 25] = [
         Cf::Meta,
         Cf::Blobs,
         Cf::Links,
@@ -166,6 +175,8 @@ impl Cf {
         Cf::Policies,
         Cf::Pulls,
         Cf::ImmutableRules,
+        Cf::ProjectBlobs,
+        Cf::ProjectUsage,
     ];
 
     /// The column family's name in the index. Changing one is a format change.
@@ -194,6 +205,8 @@ impl Cf {
             Cf::Policies => "replication_policies",
             Cf::Pulls => "pulls",
             Cf::ImmutableRules => "immutable_rules",
+            Cf::ProjectBlobs => "project_blobs",
+            Cf::ProjectUsage => "project_usage",
         }
     }
 }
@@ -824,6 +837,42 @@ name_key!(
     ImmutableRulesRecord
 );
 
+name_key!(
+    /// `project_usage`: what a project's repositories hold, each blob once
+    /// (derived from `links` in the batch that changes them: `quotas.rs`).
+    UsageKey,
+    Cf::ProjectUsage,
+    UsageRecord
+);
+
+/// `project_blobs`: blob `.1` is linked in at least one repository of
+/// project `.0`; the record counts in how many (derived from `links`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ProjectBlobKey(pub String, pub Digest);
+
+impl IndexKey for ProjectBlobKey {
+    const CF: Cf = Cf::ProjectBlobs;
+    type Value = ProjectBlobRecord;
+    fn encode(&self) -> Vec<u8> {
+        join(&[self.0.as_bytes(), self.1.as_str().as_bytes()])
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, CorruptKey> {
+        let [p, d] = split::<2>(Self::CF, bytes)?;
+        Ok(ProjectBlobKey(
+            name(Self::CF, bytes, p)?,
+            digest(Self::CF, bytes, d)?,
+        ))
+    }
+}
+
+impl WholeFamily for ProjectBlobKey {}
+
+impl fmt::Display for ProjectBlobKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}@{}", Self::CF, self.0, self.1)
+    }
+}
+
 impl RobotKey {
     /// Every robot of one project (`robot$project+…`; project names
     /// have no `+`).
@@ -1021,6 +1070,14 @@ meta_key!(
     Marker
 );
 meta_key!(
+    /// `meta/usage_counted`: present once `project_blobs` and
+    /// `project_usage` were counted from `links` (indexes written before
+    /// the families existed get them counted at open).
+    UsageCountedKey,
+    "usage_counted",
+    Marker
+);
+meta_key!(
     /// `meta/token_key`: where the token signing key was kept before it
     /// moved to its own file; read only to migrate it (see
     /// `Engine::token_signing_key`).
@@ -1105,6 +1162,8 @@ pub enum MetaKey {
     GcCandidatesBuilt,
     /// `tiers_located`.
     TiersLocated,
+    /// `usage_counted`.
+    UsageCounted,
     /// `token_key` (legacy, purged at first use).
     TokenSeed,
     /// `seq 0x00 kind`.
@@ -1113,10 +1172,11 @@ pub enum MetaKey {
 
 impl MetaKey {
     /// Every `meta` key, in no particular order.
-    pub const ALL: [MetaKey; 8] = [
+    pub const ALL: [MetaKey; 9] = [
         MetaKey::Format,
         MetaKey::GcCandidatesBuilt,
         MetaKey::TiersLocated,
+        MetaKey::UsageCounted,
         MetaKey::TokenSeed,
         MetaKey::Seq(IdKind::User),
         MetaKey::Seq(IdKind::Project),
@@ -1130,6 +1190,7 @@ impl MetaKey {
             MetaKey::Format => FormatKey.encode(),
             MetaKey::GcCandidatesBuilt => GcCandidatesBuiltKey.encode(),
             MetaKey::TiersLocated => TiersLocatedKey.encode(),
+            MetaKey::UsageCounted => UsageCountedKey.encode(),
             MetaKey::TokenSeed => TokenSeedKey.encode(),
             MetaKey::Seq(kind) => SeqKey(*kind).encode(),
         }
@@ -1152,7 +1213,7 @@ impl MetaKey {
             cf: Cf::Meta,
             key: bytes.to_vec(),
             reason:
-                "unknown meta key (not format, gc_candidates_built, tiers_located, token_key or seq 0x00 kind)"
+                "unknown meta key (not format, gc_candidates_built, tiers_located, usage_counted, token_key or seq 0x00 kind)"
                     .into(),
         })
     }
@@ -1163,6 +1224,7 @@ impl MetaKey {
             MetaKey::Format => check::<FormatKey>(bytes),
             MetaKey::GcCandidatesBuilt => check::<GcCandidatesBuiltKey>(bytes),
             MetaKey::TiersLocated => check::<TiersLocatedKey>(bytes),
+            MetaKey::UsageCounted => check::<UsageCountedKey>(bytes),
             MetaKey::TokenSeed => check::<TokenSeedKey>(bytes),
             MetaKey::Seq(_) => check::<SeqKey>(bytes),
         }
@@ -1175,6 +1237,7 @@ impl fmt::Display for MetaKey {
             MetaKey::Format => FormatKey.fmt(f),
             MetaKey::GcCandidatesBuilt => GcCandidatesBuiltKey.fmt(f),
             MetaKey::TiersLocated => TiersLocatedKey.fmt(f),
+            MetaKey::UsageCounted => UsageCountedKey.fmt(f),
             MetaKey::TokenSeed => TokenSeedKey.fmt(f),
             MetaKey::Seq(kind) => SeqKey(*kind).fmt(f),
         }
@@ -1216,6 +1279,8 @@ pub enum Key {
     Policy(PolicyKey),
     Pull(PullKey),
     ImmutableRules(ImmutableRulesKey),
+    ProjectBlob(ProjectBlobKey),
+    Usage(UsageKey),
 }
 
 /// Applies `$body` to the typed key inside every non-`meta` variant, with
@@ -1312,6 +1377,14 @@ macro_rules! each_key {
                 type $K = ImmutableRulesKey;
                 $body
             }
+            Key::ProjectBlob($k) => {
+                type $K = ProjectBlobKey;
+                $body
+            }
+            Key::Usage($k) => {
+                type $K = UsageKey;
+                $body
+            }
         }
     };
 }
@@ -1346,6 +1419,8 @@ impl Key {
             Cf::Policies => Key::Policy(PolicyKey::decode(bytes)?),
             Cf::Pulls => Key::Pull(PullKey::decode(bytes)?),
             Cf::ImmutableRules => Key::ImmutableRules(ImmutableRulesKey::decode(bytes)?),
+            Cf::ProjectBlobs => Key::ProjectBlob(ProjectBlobKey::decode(bytes)?),
+            Cf::ProjectUsage => Key::Usage(UsageKey::decode(bytes)?),
         })
     }
 
@@ -1480,6 +1555,7 @@ mod tests {
                 "gc_candidates_built".into(),
             ),
             (enc(TiersLocatedKey), "meta", "tiers_located".into()),
+            (enc(UsageCountedKey), "meta", "usage_counted".into()),
             (
                 enc(GcCandidateKey(a.clone())),
                 "gc_candidates",
@@ -1495,6 +1571,12 @@ mod tests {
                 "chart_repos",
                 "proj".into(),
             ),
+            (
+                enc(ProjectBlobKey("proj".into(), a.clone())),
+                "project_blobs",
+                format!("proj\0sha256:{hex_a}"),
+            ),
+            (enc(UsageKey("proj".into())), "project_usage", "proj".into()),
         ];
         for ((cf, got), family, want) in cases {
             assert_eq!(cf.name(), family, "{want:?}");
@@ -1768,6 +1850,7 @@ mod tests {
             roundtrip(FormatKey)?;
             roundtrip(GcCandidatesBuiltKey)?;
             roundtrip(TiersLocatedKey)?;
+            roundtrip(UsageCountedKey)?;
             roundtrip(TokenSeedKey)?;
             for k in IdKind::ALL {
                 roundtrip(SeqKey(k))?;
@@ -1818,6 +1901,8 @@ mod tests {
                 Key::Policy(PolicyKey(n)),
                 Key::Pull(PullKey(repo.clone(), d1.clone())),
                 Key::ImmutableRules(ImmutableRulesKey(n2.clone())),
+                Key::ProjectBlob(ProjectBlobKey(n2.clone(), d1.clone())),
+                Key::Usage(UsageKey(n2.clone())),
             ]);
             let families: std::collections::HashSet<Cf> = keys.iter().map(Key::cf).collect();
             prop_assert_eq!(families.len(), Cf::ALL.len());

@@ -31,6 +31,7 @@ pub mod gc;
 pub mod host;
 pub mod immutable;
 mod index;
+pub mod quotas;
 pub use index::pg::DbStats;
 pub use index::DatabaseConfig;
 pub mod keys;

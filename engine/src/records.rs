@@ -80,6 +80,8 @@ json_records!(
     PolicyRecord,
     PullRecord,
     ImmutableRulesRecord,
+    ProjectBlobRecord,
+    UsageRecord,
 );
 
 /// An empty value: the key alone is the fact (`blob_repos`, `referrers`,
@@ -424,6 +426,28 @@ pub struct ProjectRecord {
     /// pulls through. Fixed at creation, as in Harbor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry_id: Option<u64>,
+    /// The most bytes of blobs its repositories may hold (each blob
+    /// counted once: `UsageRecord`); none: unlimited. Harbor's project
+    /// `storage_limit` / quota `hard.storage`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_limit: Option<u64>,
+}
+
+/// `project_blobs`: a blob linked in a project's repositories. Derived
+/// from `links` (`quotas.rs`): present exactly while `links > 0`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectBlobRecord {
+    /// `links` entries of the project's repositories naming the blob.
+    pub links: u64,
+}
+
+/// `project_usage`: what a project's repositories hold, each blob counted
+/// once however many of them link it. Derived from `project_blobs` and the
+/// blobs' sizes in the batch that changes them (`quotas.rs`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageRecord {
+    pub bytes: u64,
+    pub blobs: u64,
 }
 
 /// `registries`: an upstream registry endpoint (Harbor's `/registries`),
@@ -581,6 +605,9 @@ pub(crate) enum Count {
     Tags,
     Parents,
     Versions,
+    ProjectLinks,
+    UsageBlobs,
+    UsageBytes,
 }
 
 impl Count {
@@ -592,6 +619,9 @@ impl Count {
             Count::Tags => "tag count",
             Count::Parents => "parent count",
             Count::Versions => "version count",
+            Count::ProjectLinks => "project link count",
+            Count::UsageBlobs => "project blob count",
+            Count::UsageBytes => "project byte count",
         }
     }
 
@@ -602,6 +632,26 @@ impl Count {
         what: impl FnOnce() -> String,
     ) -> Result<(), StorageError> {
         self.step(value, what, value.checked_add(1), "past u64::MAX")
+    }
+
+    /// `*value += n`.
+    pub(crate) fn add(
+        self,
+        value: &mut u64,
+        n: u64,
+        what: impl FnOnce() -> String,
+    ) -> Result<(), StorageError> {
+        self.step(value, what, value.checked_add(n), "past u64::MAX")
+    }
+
+    /// `*value -= n`.
+    pub(crate) fn sub(
+        self,
+        value: &mut u64,
+        n: u64,
+        what: impl FnOnce() -> String,
+    ) -> Result<(), StorageError> {
+        self.step(value, what, value.checked_sub(n), "below zero")
     }
 
     /// `*value -= 1`; `what` names the record (`blob sha256:…`).

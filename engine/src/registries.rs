@@ -410,10 +410,11 @@ mod tests {
         assert_eq!(e.registry(a).unwrap().unwrap().url, "http://a:5000");
 
         assert!(matches!(
-            e.create_project_with("p", true, None, Some(999)),
+            e.create_project_with("p", true, None, Some(999), None),
             Err(AccountError::Invalid { .. })
         ));
-        e.create_project_with("p", true, None, Some(a)).unwrap();
+        e.create_project_with("p", true, None, Some(a), None)
+            .unwrap();
         assert_eq!(e.project("p").unwrap().unwrap().registry_id, Some(a));
         assert!(matches!(
             e.delete_registry(a),

@@ -336,6 +336,9 @@ impl Inner {
         self.put_blob_record(&mut batch, digest, &blob);
         batch.delete(&UploadKey(id.to_owned()));
         batch.delete(&PinKey(digest.clone(), id.to_owned()));
+        // Its quota was checked before the crash; a limit lowered since
+        // must not stop the engine from opening.
+        batch.allow_over_quota();
         self.commit(g, batch)?;
         tracing::info!(upload = %id, %repo, blob = %digest, "finished an upload completion cut by a crash");
         Ok(())
@@ -541,6 +544,8 @@ impl Inner {
     /// batch.
     ///
     /// The write path, top to bottom:
+    /// 0. Reserve the blob's size against the project's quota (refused
+    ///    over it: nothing is stored).
     /// 1. Pin the digest against GC (waiting first if GC is deleting it right
     ///    now). IMPORTANT: while pinned, GC starts no deletion of this
     ///    digest, so a store file found "already there" stays there. Note
@@ -583,6 +588,9 @@ impl Inner {
             r.as_ref()
                 .is_some_and(|r| r.size == size && r.state != BlobState::Deleting)
         };
+        // A push over the project's quota is refused here, before the
+        // store holds its bytes (`quotas.rs`); the commit checks again.
+        let _reserved = self.reserve_quota(repo, digest, size)?;
         self.note_publishing(&upload_id, digest)?;
         let first = self.index.get(&key)?;
         let deleting =

@@ -69,6 +69,7 @@ on_postgres_too!(
     concurrent_appends_never_lose_an_acknowledged_chunk,
     upload_sessions_are_bounded_per_owner,
     one_digest_one_media_type_and_one_reference_list,
+    quotas_count_a_blob_once_per_project_and_refuse_before_storing,
 );
 
 fn repo(s: &str) -> RepoName {
@@ -1029,5 +1030,100 @@ fn a_tag_put_is_two_database_calls_in_cluster_mode() {
         let got = e.get_manifest(&r, &t).expect("get").expect("tagged");
         assert_eq!(&got.digest, target);
     }
+    assert_clean(&e);
+}
+
+/// Usage counts each blob once per project, whichever repositories link
+/// it and however (upload, mount); another project counts it again; a
+/// push over the limit is refused before the store holds its bytes, and a
+/// mount over it writes nothing; unlinks and GC bring usage down; fsck
+/// agrees throughout.
+#[test]
+fn quotas_count_a_blob_once_per_project_and_refuse_before_storing() {
+    use berth_engine::gc::GcOptions;
+    use berth_engine::StorageError;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let e = engine(dir.path());
+    e.create_project_with("p", false, None, None, Some(250_000))
+        .expect("project p");
+    e.create_project("q", false, None).expect("project q");
+    let used = |p: &str| {
+        let q = e.quota(p).expect("quota").expect("project");
+        (q.used.bytes, q.used.blobs)
+    };
+    let a = vec![1u8; 100_000];
+    let b = vec![2u8; 100_000];
+    let c = vec![3u8; 100_000];
+    let (da, db, dc) = (sha(&a), sha(&b), sha(&c));
+    e.put_blob(&repo("p/one"), &da, &a).expect("a into p/one");
+    e.put_blob(&repo("p/two"), &da, &a).expect("a into p/two");
+    e.mount_blob(&repo("p/three"), &da, Some(&repo("p/one")))
+        .expect("mount")
+        .expect("mounted");
+    assert_eq!(used("p"), (100_000, 1), "one blob, three repositories");
+    e.put_blob(&repo("q/x"), &da, &a).expect("a into q/x");
+    assert_eq!(used("q"), (100_000, 1), "another project counts it again");
+    e.put_blob(&repo("p/one"), &db, &b).expect("b into p/one");
+    assert_eq!(used("p"), (200_000, 2));
+    assert_clean(&e);
+
+    // Over the limit: refused before the bytes are stored.
+    let stored = e.store().list().expect("list");
+    let before = snapshot(&e);
+    match e.put_blob(&repo("p/two"), &dc, &c) {
+        Err(UploadError::Storage(StorageError::QuotaExceeded {
+            project,
+            adding,
+            used,
+            limit,
+        })) => {
+            assert_eq!(
+                (project.as_str(), adding, used, limit),
+                ("p", 100_000, 200_000, 250_000)
+            );
+        }
+        other => panic!("expected QuotaExceeded, got {other:?}"),
+    }
+    assert_eq!(
+        e.store().list().expect("list"),
+        stored,
+        "no new blob stored"
+    );
+    assert!(!e.blob_exists(&dc).expect("exists"));
+    assert_eq!(snapshot(&e), before);
+    // A blob the project holds already adds nothing: accepted.
+    e.put_blob(&repo("p/four"), &db, &b)
+        .expect("b again, in p/four");
+    assert_eq!(used("p"), (200_000, 2));
+    // A mount from another project adds its bytes: refused at the commit.
+    e.put_blob(&repo("q/x"), &dc, &c).expect("c into q/x");
+    assert!(matches!(
+        e.mount_blob(&repo("p/one"), &dc, Some(&repo("q/x"))),
+        Err(berth_engine::BlobError::Storage(
+            StorageError::QuotaExceeded { .. }
+        ))
+    ));
+    assert!(e.stat_blob(&repo("p/one"), &dc).expect("stat").is_none());
+    assert_eq!(used("p"), (200_000, 2));
+
+    // Unlinks: usage drops once the last repository of the project lets
+    // the blob go.
+    e.unlink_blob(&repo("p/one"), &db).expect("unlink");
+    assert_eq!(used("p"), (200_000, 2), "p/four still links b");
+    e.unlink_blob(&repo("p/four"), &db).expect("unlink");
+    assert_eq!(used("p"), (100_000, 1));
+    // Raising the limit lets the push through.
+    e.set_storage_limit("p", None).expect("unlimited");
+    e.put_blob(&repo("p/two"), &dc, &c).expect("c into p/two");
+    assert_eq!(used("p"), (200_000, 2));
+    assert_clean(&e);
+    // GC frees unreferenced blobs and their links: usage follows.
+    e.gc(&GcOptions {
+        grace: Duration::ZERO,
+        ..GcOptions::default()
+    })
+    .expect("gc");
+    assert_eq!(used("p"), (0, 0));
+    assert_eq!(used("q"), (0, 0));
     assert_clean(&e);
 }

@@ -99,6 +99,8 @@ pub enum Endpoint<'a> {
     Artifacts(crate::artifacts_api::Endpoint<'a>),
     /// Tag immutability rules.
     Immutable(crate::immutable_api::Endpoint<'a>),
+    /// Project quotas.
+    Quotas(crate::quotas_api::Endpoint<'a>),
 }
 
 /// The route table's rows for [`PREFIX`] (`rest` is the path after it):
@@ -112,6 +114,7 @@ pub fn resolve<'a>(
     use crate::accounts_api::Endpoint as D;
     use crate::artifacts_api::Endpoint as A;
     use crate::immutable_api::Endpoint as I;
+    use crate::quotas_api::Endpoint as Q;
     use Endpoint as E;
     if !config.auth {
         return Err(ApiError::new(
@@ -175,6 +178,17 @@ pub fn resolve<'a>(
             Method::PUT => (E::Immutable(I::Update(p, id)), admin_of(p)),
             Method::DELETE => (E::Immutable(I::Delete(p, id)), admin_of(p)),
             _ => return Err(ApiError::method_not_allowed("PUT, DELETE")),
+        },
+        (["projects", p, "summary"], &Method::GET) => (
+            E::Quotas(Q::Summary(p)),
+            Guard::Access(Target::Project(p), Actions::of(&[Action::Pull])),
+        ),
+        (["quotas"], &Method::GET) => (E::Quotas(Q::List), Guard::Admin),
+        (["quotas"], _) => return Err(ApiError::method_not_allowed("GET")),
+        (["quotas", id], m) => match *m {
+            Method::GET => (E::Quotas(Q::Get(id)), Guard::Admin),
+            Method::PUT => (E::Quotas(Q::Update(id)), Guard::Admin),
+            _ => return Err(ApiError::method_not_allowed("GET, PUT")),
         },
         (["projects", name, "members", mid], m) => match *m {
             Method::GET => (D::GetMember(name, mid).into(), Guard::SignedIn),
@@ -251,7 +265,7 @@ pub async fn handle(
         E::ListProjects => list_projects(app, caller, parts).await,
         E::CreateProject => create_project(app, caller, body).await,
         E::GetProject(name) => get_project(app, caller, name).await,
-        E::UpdateProject(name) => update_project(app, name, body).await,
+        E::UpdateProject(name) => update_project(app, caller, name, body).await,
         E::ListMembers(name) => list_members(app, caller, name).await,
         E::AddMember(name) => add_member(app, caller, name, body).await,
         E::ListUsers => list_users(app, parts).await,
@@ -269,6 +283,7 @@ pub async fn handle(
         E::Day2(e) => crate::accounts_api::handle(app, e, caller, parts, body).await,
         E::Artifacts(e) => crate::artifacts_api::handle(app, e, parts, body).await,
         E::Immutable(e) => crate::immutable_api::handle(app, e, parts, body).await,
+        E::Quotas(e) => crate::quotas_api::handle(app, e, parts, body).await,
     }
 }
 
@@ -417,10 +432,11 @@ async fn create_project(
         ));
     }
     let public = req.public().unwrap_or(false);
+    let limit = limit_of(&req, &account)?.flatten();
     let owner = Some(account.name().to_owned()).filter(|o| !o.is_empty());
     let (n, registry) = (name.clone(), req.registry_id);
     let id = blocking(app, move |e| {
-        e.create_project_with(&n, public, owner.as_deref(), registry)
+        e.create_project_with(&n, public, owner.as_deref(), registry, limit)
     })
     .await??;
     app.proxy_cache.forget_project(&name);
@@ -435,15 +451,38 @@ async fn create_project(
 /// Admitted as the project's administrator.
 async fn update_project(
     app: &App,
+    caller: &Principal,
     name: &str,
     body: RequestBody,
 ) -> Result<Response<Body>, ApiError> {
     let req: ProjectReq = read_json(body).await?;
+    let limit = limit_of(&req, &auth::effective_account(caller))?;
     if let Some(public) = req.public() {
         let n = name.to_owned();
         blocking(app, move |e| e.set_project_public(&n, public)).await??;
     }
+    if let Some(limit) = limit {
+        let n = name.to_owned();
+        blocking(app, move |e| e.set_storage_limit(&n, limit)).await??;
+        tracing::info!(target: "berth::auth", project = %name, ?limit, "quota set");
+    }
     Ok(empty(StatusCode::OK))
+}
+
+/// The request's `storage_limit` (`-1`: unlimited), which only system
+/// administrators set: a project administrator may not raise their own
+/// quota. `None`: not given.
+fn limit_of(req: &ProjectReq, account: &Account) -> Result<Option<Option<u64>>, ApiError> {
+    let Some(value) = req.storage_limit else {
+        return Ok(None);
+    };
+    if !account.is_admin() {
+        return Err(ApiError::new(
+            Code::Denied,
+            "only system administrators set a project's storage_limit",
+        ));
+    }
+    crate::quotas_api::storage_limit(value).map(Some)
 }
 
 /// Members are listed to the project's members and to system

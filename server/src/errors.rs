@@ -47,6 +47,9 @@ pub enum Code {
     SizeInvalid,
     Unauthorized,
     Denied,
+    /// `DENIED` for a push over a project's quota. Its detail is the
+    /// message on every surface (Harbor's), so `docker push` shows it.
+    QuotaExceeded,
     /// The operation is not supported here: wrong method, read-only mode,
     /// deletes disabled.
     Unsupported,
@@ -92,7 +95,7 @@ pub struct CodeInfo {
 
 impl Code {
     /// Every code, for tests and documentation.
-    pub const ALL: [Code; 28] = [
+    pub const ALL: [Code; 29] = [
         Code::BlobUnknown,
         Code::BlobUploadInvalid,
         Code::BlobUploadUnknown,
@@ -106,6 +109,7 @@ impl Code {
         Code::SizeInvalid,
         Code::Unauthorized,
         Code::Denied,
+        Code::QuotaExceeded,
         Code::Unsupported,
         Code::UnsupportedMediaType,
         Code::TooManyRequests,
@@ -181,6 +185,7 @@ impl Code {
                 "requested access to the resource is denied",
                 S::FORBIDDEN,
             ),
+            Code::QuotaExceeded => i("DENIED", "quota exceeded", S::FORBIDDEN),
             Code::Unsupported => i(
                 "UNSUPPORTED",
                 "the operation is unsupported",
@@ -304,7 +309,7 @@ impl ApiError {
             Surface::Registry => serde_json::json!({
                 "errors": [{
                     "code": info.wire,
-                    "message": info.message,
+                    "message": if self.code == Code::QuotaExceeded { said } else { info.message },
                     "detail": self.detail.as_deref(),
                 }]
             }),
@@ -348,6 +353,9 @@ impl From<StorageError> for ApiError {
         match e {
             StorageError::Database { .. } | StorageError::Busy(_) => ApiError::unavailable(e),
             StorageError::Unsupported(why) => ApiError::new(Code::Unsupported, why),
+            e @ StorageError::QuotaExceeded { .. } => {
+                ApiError::new(Code::QuotaExceeded, e.to_string())
+            }
             e => ApiError::internal(e),
         }
     }
@@ -513,6 +521,7 @@ mod tests {
             (Code::SizeInvalid, 400),
             (Code::Unauthorized, 401),
             (Code::Denied, 403),
+            (Code::QuotaExceeded, 403),
             (Code::Unsupported, 405),
             (Code::UnsupportedMediaType, 415),
             (Code::TooManyRequests, 429),

@@ -55,6 +55,7 @@ mod manifest_parse;
 mod manifests;
 mod proxy_cache;
 mod pulls;
+mod quotas_api;
 mod referrers;
 mod registries_api;
 mod replication;

@@ -602,7 +602,7 @@ fn run(cli: &Cli) -> Result<ExitCode, CliError> {
                     })
                 }
             };
-            let id = engine.create_project_with(name, *public, owner.as_deref(), registry)?;
+            let id = engine.create_project_with(name, *public, owner.as_deref(), registry, None)?;
             println!(
                 "created {} project {name} (id {id}){}",
                 if *public { "public" } else { "private" },

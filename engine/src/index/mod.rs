@@ -127,9 +127,34 @@ enum Op {
 #[derive(Default)]
 pub(crate) struct Batch {
     ops: Vec<Op>,
+    /// Link changes may take a project past its storage limit (repair).
+    over_quota: bool,
 }
 
 impl Batch {
+    /// The entries of `cf` the batch changes, in order: key bytes and the
+    /// value put (`None`: deleted). A later change of a key wins.
+    pub(crate) fn changes(&self, cf: Cf) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+        self.ops.iter().filter_map(move |op| match op {
+            Op::Put { cf: c, key, value } if *c == cf => {
+                Some((key.as_slice(), Some(value.as_slice())))
+            }
+            Op::Delete { cf: c, key } if *c == cf => Some((key.as_slice(), None)),
+            _ => None,
+        })
+    }
+
+    /// Lets the batch's link changes take a project past its storage limit
+    /// (`fsck --repair` restoring what the index lost; `quotas.rs`).
+    pub(crate) fn allow_over_quota(&mut self) {
+        self.over_quota = true;
+    }
+
+    /// See [`Batch::allow_over_quota`].
+    pub(crate) fn over_quota_allowed(&self) -> bool {
+        self.over_quota
+    }
+
     /// True if the batch deletes any key of `cf`.
     pub(crate) fn deletes(&self, cf: Cf) -> bool {
         self.ops

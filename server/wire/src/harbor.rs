@@ -21,6 +21,9 @@ pub struct ProjectReq {
     /// A proxy cache project of this registry (`POST` only).
     #[serde(default)]
     pub registry_id: Option<u64>,
+    /// Bytes its repositories may hold; `-1`: unlimited.
+    #[serde(default)]
+    pub storage_limit: Option<i64>,
 }
 
 /// `credential` of a [`RegistryReq`].
