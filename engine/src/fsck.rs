@@ -120,14 +120,22 @@ enum Fix {
 /// Whether repair may remove a corrupt entry of `cf`: only families whose
 /// entries hold nothing live. `gc_candidates`, `blob_repos` and `referrers`
 /// are derived (from `blobs` refcounts, from `links`, from manifests'
-/// subjects) and rebuilt by the same repair; an `uploads` entry that does
+/// subjects) and rebuilt by the same repair, and so are `project_blobs` and
+/// `project_usage` (from `links`: the next repair recounts them once
+/// their corrupt entries are gone); an `uploads` entry that does
 /// not decode is a session no client can name or resume (its staged bytes
 /// are aborted with it). Everything else may be the only copy of a record
 /// (`meta` included: an unknown key there is reported, never guessed at).
 pub(crate) fn removable(cf: Cf) -> bool {
     matches!(
         cf,
-        Cf::GcCandidates | Cf::BlobRepos | Cf::Referrers | Cf::Uploads | Cf::Pins
+        Cf::GcCandidates
+            | Cf::BlobRepos
+            | Cf::Referrers
+            | Cf::Uploads
+            | Cf::Pins
+            | Cf::ProjectBlobs
+            | Cf::ProjectUsage
     )
 }
 

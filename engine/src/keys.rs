@@ -92,6 +92,8 @@
 //!                                                           repositories name the blob
 //! project_usage   UsageKey: project                       UsageRecord: bytes and blobs the
 //!                                                           project holds, each blob once
+//! audit_log       AuditKey: 16 hex digits of !id          AuditRecord: who did what to which
+//!                   (newest first in key order)             resource, when
 //! ```
 //!
 //! A chart `name-version` of `project` is the OCI manifest tagged
@@ -112,10 +114,11 @@ use crate::charts::ChartId;
 use crate::digest::Digest;
 use crate::names::{RepoName, Tag};
 use crate::records::{
-    BlobRecord, ChartRecord, ChartRepoRecord, Empty, FormatVersion, ImmutableRulesRecord,
-    LinkRecord, ManifestBody, ManifestRecord, Marker, MemberRecord, PolicyRecord,
-    ProjectBlobRecord, ProjectRecord, PullRecord, Record, RegistryRecord, RepoManifestRecord,
-    RepoRecord, RobotRecord, Seq, TagRecord, TokenSeed, UploadRecord, UsageRecord, UserRecord,
+    AuditRecord, BlobRecord, ChartRecord, ChartRepoRecord, Empty, FormatVersion,
+    ImmutableRulesRecord, LinkRecord, ManifestBody, ManifestRecord, Marker, MemberRecord,
+    PolicyRecord, ProjectBlobRecord, ProjectRecord, PullRecord, Record, RegistryRecord,
+    RepoManifestRecord, RepoRecord, RobotRecord, Seq, TagRecord, TokenSeed, UploadRecord,
+    UsageRecord, UserRecord,
 };
 
 /// A column family of the index. Its name (the RocksDB column family name)
@@ -147,11 +150,12 @@ pub enum Cf {
     ImmutableRules,
     ProjectBlobs,
     ProjectUsage,
+    Audit,
 }
 
 impl Cf {
     /// Every column family, in the order they are opened.
-    pub const ALL: [Cf; 25] = [
+    pub const ALL: [Cf; 26] = [
         Cf::Meta,
         Cf::Blobs,
         Cf::Links,
@@ -177,6 +181,7 @@ impl Cf {
         Cf::ImmutableRules,
         Cf::ProjectBlobs,
         Cf::ProjectUsage,
+        Cf::Audit,
     ];
 
     /// The column family's name in the index. Changing one is a format change.
@@ -207,6 +212,7 @@ impl Cf {
             Cf::ImmutableRules => "immutable_rules",
             Cf::ProjectBlobs => "project_blobs",
             Cf::ProjectUsage => "project_usage",
+            Cf::Audit => "audit_log",
         }
     }
 }
@@ -873,6 +879,45 @@ impl fmt::Display for ProjectBlobKey {
     }
 }
 
+/// `audit_log`: one audit log entry, by id; the key is the 16 lowercase
+/// hex digits of `!id`, so a forward scan reads the newest entry first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AuditKey(pub u64);
+
+impl IndexKey for AuditKey {
+    const CF: Cf = Cf::Audit;
+    type Value = AuditRecord;
+    fn encode(&self) -> Vec<u8> {
+        format!("{:016x}", !self.0).into_bytes()
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, CorruptKey> {
+        let ok = bytes.len() == 16
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b));
+        let inverted = std::str::from_utf8(bytes)
+            .ok()
+            .filter(|_| ok)
+            .and_then(|s| u64::from_str_radix(s, 16).ok());
+        match inverted {
+            Some(n) => Ok(AuditKey(!n)),
+            None => Err(CorruptKey {
+                cf: Self::CF,
+                key: bytes.to_vec(),
+                reason: "not 16 lowercase hex digits".into(),
+            }),
+        }
+    }
+}
+
+impl WholeFamily for AuditKey {}
+
+impl fmt::Display for AuditKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", Self::CF, self.0)
+    }
+}
+
 impl RobotKey {
     /// Every robot of one project (`robot$project+…`; project names
     /// have no `+`).
@@ -1096,11 +1141,12 @@ pub enum IdKind {
     Registry,
     Policy,
     ImmutableRule,
+    Audit,
 }
 
 impl IdKind {
     /// Every kind.
-    pub const ALL: [IdKind; 7] = [
+    pub const ALL: [IdKind; 8] = [
         IdKind::User,
         IdKind::Project,
         IdKind::Member,
@@ -1108,6 +1154,7 @@ impl IdKind {
         IdKind::Registry,
         IdKind::Policy,
         IdKind::ImmutableRule,
+        IdKind::Audit,
     ];
 
     fn name(self) -> &'static str {
@@ -1119,6 +1166,7 @@ impl IdKind {
             IdKind::Registry => "registry",
             IdKind::Policy => "policy",
             IdKind::ImmutableRule => "immutable_rule",
+            IdKind::Audit => "audit",
         }
     }
 }
@@ -1281,6 +1329,7 @@ pub enum Key {
     ImmutableRules(ImmutableRulesKey),
     ProjectBlob(ProjectBlobKey),
     Usage(UsageKey),
+    Audit(AuditKey),
 }
 
 /// Applies `$body` to the typed key inside every non-`meta` variant, with
@@ -1385,6 +1434,10 @@ macro_rules! each_key {
                 type $K = UsageKey;
                 $body
             }
+            Key::Audit($k) => {
+                type $K = AuditKey;
+                $body
+            }
         }
     };
 }
@@ -1421,6 +1474,7 @@ impl Key {
             Cf::ImmutableRules => Key::ImmutableRules(ImmutableRulesKey::decode(bytes)?),
             Cf::ProjectBlobs => Key::ProjectBlob(ProjectBlobKey::decode(bytes)?),
             Cf::ProjectUsage => Key::Usage(UsageKey::decode(bytes)?),
+            Cf::Audit => Key::Audit(AuditKey::decode(bytes)?),
         })
     }
 
@@ -1577,6 +1631,7 @@ mod tests {
                 format!("proj\0sha256:{hex_a}"),
             ),
             (enc(UsageKey("proj".into())), "project_usage", "proj".into()),
+            (enc(AuditKey(1)), "audit_log", "fffffffffffffffe".into()),
         ];
         for ((cf, got), family, want) in cases {
             assert_eq!(cf.name(), family, "{want:?}");
@@ -1903,6 +1958,7 @@ mod tests {
                 Key::ImmutableRules(ImmutableRulesKey(n2.clone())),
                 Key::ProjectBlob(ProjectBlobKey(n2.clone(), d1.clone())),
                 Key::Usage(UsageKey(n2.clone())),
+                Key::Audit(AuditKey(n)),
             ]);
             let families: std::collections::HashSet<Cf> = keys.iter().map(Key::cf).collect();
             prop_assert_eq!(families.len(), Cf::ALL.len());

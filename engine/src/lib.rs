@@ -21,6 +21,7 @@ pub use berth_formats::digest;
 pub mod durable;
 pub mod store;
 
+pub mod audit;
 mod blobs;
 pub mod charts;
 pub mod cluster;

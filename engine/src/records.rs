@@ -82,6 +82,7 @@ json_records!(
     ImmutableRulesRecord,
     ProjectBlobRecord,
     UsageRecord,
+    AuditRecord,
 );
 
 /// An empty value: the key alone is the fact (`blob_repos`, `referrers`,
@@ -431,6 +432,22 @@ pub struct ProjectRecord {
     /// `storage_limit` / quota `hard.storage`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_limit: Option<u64>,
+}
+
+/// `audit_log`: one operation as Harbor's audit log shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Who: a user or robot name, `anonymous`, or the name a failed
+    /// sign-in gave.
+    pub username: String,
+    /// What: `project/repo:tag`, `project/repo@digest`, an API path.
+    pub resource: String,
+    /// `artifact`, `chart`, `project`, `user`, `robot`, `member`, …
+    pub resource_type: String,
+    /// `create`, `update`, `delete`, `pull`, `login_failure`.
+    pub operation: String,
+    /// When, in ms since the epoch.
+    pub op_ms: u64,
 }
 
 /// `project_blobs`: a blob linked in a project's repositories. Derived

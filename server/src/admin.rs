@@ -101,6 +101,8 @@ pub enum Endpoint<'a> {
     Immutable(crate::immutable_api::Endpoint<'a>),
     /// Project quotas.
     Quotas(crate::quotas_api::Endpoint<'a>),
+    /// The audit log, whole or of one project.
+    AuditLogs(Option<&'a str>),
 }
 
 /// The route table's rows for [`PREFIX`] (`rest` is the path after it):
@@ -183,6 +185,9 @@ pub fn resolve<'a>(
             E::Quotas(Q::Summary(p)),
             Guard::Access(Target::Project(p), Actions::of(&[Action::Pull])),
         ),
+        (["audit-logs"], &Method::GET) => (E::AuditLogs(None), Guard::Admin),
+        (["audit-logs"], _) => return Err(ApiError::method_not_allowed("GET")),
+        (["projects", p, "logs"], &Method::GET) => (E::AuditLogs(Some(p)), admin_of(p)),
         (["quotas"], &Method::GET) => (E::Quotas(Q::List), Guard::Admin),
         (["quotas"], _) => return Err(ApiError::method_not_allowed("GET")),
         (["quotas", id], m) => match *m {
@@ -284,6 +289,7 @@ pub async fn handle(
         E::Artifacts(e) => crate::artifacts_api::handle(app, e, parts, body).await,
         E::Immutable(e) => crate::immutable_api::handle(app, e, parts, body).await,
         E::Quotas(e) => crate::quotas_api::handle(app, e, parts, body).await,
+        E::AuditLogs(project) => crate::audit::list(app, parts, project).await,
     }
 }
 

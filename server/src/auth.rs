@@ -432,6 +432,8 @@ pub async fn check_password(
             attempt.failed();
             // Names are logged, secrets never.
             tracing::info!(target: "berth::auth", user = name, %ip, "failed login");
+            app.audit
+                .record(name, "user", format!("users/{name}"), "login_failure");
         }
     }
     Ok(account)

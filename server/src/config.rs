@@ -15,7 +15,7 @@
 //!  "trusted_proxies": ["10.0.0.0/8"], "token_service": "berth-registry",
 //!  "token_ttl_seconds": 300, "self_registration": false, "project_creation": "everyone",
 //!  "max_failed_logins": 10, "tls_cert": "/etc/berth/cert.pem", "tls_key": "/etc/berth/key.pem",
-//!  "gc_interval_seconds": 3600, "gc_grace_seconds": 3600,
+//!  "gc_interval_seconds": 3600, "gc_grace_seconds": 3600, "audit_retention_days": 90,
 //!  "chart_allow_overwrite": false, "body_read_timeout_seconds": 60,
 //!  "header_read_timeout_seconds": 30, "max_connections": 4096, "idle_timeout_seconds": 60,
 //!  "tls_handshake_timeout_seconds": 10, "max_members_per_project": 1000,
@@ -119,6 +119,9 @@ pub struct TlsConfig {
     pub key: PathBuf,
 }
 pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(3600);
+/// How long audit log entries are kept by default (Harbor keeps them until
+/// a purge job runs; berth purges by age, `BERTH_AUDIT_RETENTION_DAYS`).
+pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(90 * 86_400);
 /// Memory budget of the rendered `index.yaml` cache.
 pub const DEFAULT_CHART_INDEX_CACHE_BYTES: usize = 256 << 20;
 
@@ -162,6 +165,8 @@ pub struct Config {
     pub gc_interval: Option<Duration>,
     /// Unreferenced blobs touched within this window survive GC.
     pub gc_grace: Duration,
+    /// Audit log entries older than this are purged (`None`: kept).
+    pub audit_retention: Option<Duration>,
     /// Re-uploading an existing chart version through the chart API
     /// replaces it (else `409` unless the request says `?force`).
     pub chart_allow_overwrite: bool,
@@ -195,6 +200,7 @@ impl Config {
             tls: None,
             gc_interval: None,
             gc_grace: DEFAULT_GC_GRACE,
+            audit_retention: Some(DEFAULT_AUDIT_RETENTION),
             chart_allow_overwrite: false,
             chart_limits: crate::charts::Limits::default(),
             chart_index_cache_bytes: DEFAULT_CHART_INDEX_CACHE_BYTES,
@@ -337,6 +343,11 @@ impl Config {
                 .gc_grace_seconds
                 .or(file.gc_grace_seconds)
                 .map_or(DEFAULT_GC_GRACE, Duration::from_secs),
+            audit_retention: match args.audit_retention_days.or(file.audit_retention_days) {
+                None => Some(DEFAULT_AUDIT_RETENTION),
+                Some(0) => None,
+                Some(days) => Some(Duration::from_secs(days.saturating_mul(86_400))),
+            },
             chart_allow_overwrite: args
                 .chart_allow_overwrite
                 .or(file.chart_allow_overwrite)
@@ -579,6 +590,10 @@ pub struct ServeArgs {
     /// GC keeps unreferenced blobs touched within this many seconds [default: 3600]
     #[arg(long, env = "BERTH_GC_GRACE_SECONDS", value_name = "SECONDS")]
     pub gc_grace_seconds: Option<u64>,
+    /// Purge audit log entries older than this many days; 0 keeps them
+    /// [default: 90]
+    #[arg(long, env = "BERTH_AUDIT_RETENTION_DAYS", value_name = "DAYS")]
+    pub audit_retention_days: Option<u64>,
     /// Let chart uploads replace an existing chart version (else 409 unless
     /// the request says ?force) [default: false]
     #[arg(long, env = "BERTH_CHART_ALLOW_OVERWRITE", value_name = "BOOL", value_parser = BoolishValueParser::new())]
@@ -643,6 +658,7 @@ struct FileConfig {
     tls_key: Option<PathBuf>,
     gc_interval_seconds: Option<u64>,
     gc_grace_seconds: Option<u64>,
+    audit_retention_days: Option<u64>,
     chart_allow_overwrite: Option<bool>,
     body_read_timeout_seconds: Option<u64>,
     header_read_timeout_seconds: Option<u64>,
@@ -684,7 +700,7 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("berth: config {path}: {source} (expected a JSON object with keys listen, data_dir, read_only, delete_enabled, upload_ttl_seconds, max_uploads_per_user, storage_backend, s3_endpoint, s3_region, s3_bucket, s3_access_key, s3_secret_key, s3_root, s3_path_style, s3_multipart_threshold, s3_ca_file, cache_max_bytes, database_url, database_ca_file, database_schema, auth_enabled, admin_password, external_url, trusted_proxies, token_service, token_ttl_seconds, self_registration, project_creation, max_failed_logins, tls_cert, tls_key, gc_interval_seconds, gc_grace_seconds, chart_allow_overwrite, body_read_timeout_seconds, header_read_timeout_seconds, max_connections, idle_timeout_seconds, tls_handshake_timeout_seconds, max_members_per_project, max_robots_per_project, proxy_revalidate_seconds)", path = .path.display())]
+    #[error("berth: config {path}: {source} (expected a JSON object with keys listen, data_dir, read_only, delete_enabled, upload_ttl_seconds, max_uploads_per_user, storage_backend, s3_endpoint, s3_region, s3_bucket, s3_access_key, s3_secret_key, s3_root, s3_path_style, s3_multipart_threshold, s3_ca_file, cache_max_bytes, database_url, database_ca_file, database_schema, auth_enabled, admin_password, external_url, trusted_proxies, token_service, token_ttl_seconds, self_registration, project_creation, max_failed_logins, tls_cert, tls_key, gc_interval_seconds, gc_grace_seconds, audit_retention_days, chart_allow_overwrite, body_read_timeout_seconds, header_read_timeout_seconds, max_connections, idle_timeout_seconds, tls_handshake_timeout_seconds, max_members_per_project, max_robots_per_project, proxy_revalidate_seconds)", path = .path.display())]
     Parse {
         path: PathBuf,
         #[source]

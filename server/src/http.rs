@@ -72,6 +72,8 @@ pub struct App {
     pub metrics: crate::metrics::ServerMetrics,
     /// Pulls counted since the last flush (see `pulls.rs`).
     pub pulls: crate::pulls::Pulls,
+    /// Audit log entries not yet in the index (see `audit.rs`).
+    pub audit: crate::audit::AuditQueue,
     pub charts: ChartsState,
     /// The key of sealed listing cursors (see `cursor.rs`).
     pub(crate) cursors: crate::cursor::Cursors,
@@ -176,6 +178,7 @@ pub async fn serve(
         replication: crate::replication::Replication::default(),
         metrics: crate::metrics::ServerMetrics::default(),
         pulls: crate::pulls::Pulls::default(),
+        audit: crate::audit::AuditQueue::default(),
         charts: ChartsState {
             allow_overwrite: config.chart_allow_overwrite,
             limits: config.chart_limits,
@@ -186,6 +189,10 @@ pub async fn serve(
     if !config.read_only {
         tokio::spawn(crate::replication::schedule(Arc::downgrade(&app)));
         tokio::spawn(crate::pulls::flush_loop(Arc::downgrade(&app)));
+        tokio::spawn(crate::audit::flush_loop(
+            Arc::downgrade(&app),
+            config.audit_retention,
+        ));
     }
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -200,6 +207,11 @@ pub async fn serve(
         max_connections = config.limits.max_connections,
         body_read_timeout_seconds = config.limits.body_read_timeout.as_secs(), "serving");
     run(app.clone(), listener, tls, shutdown).await;
+    // What was tallied and queued since the last flush goes in now.
+    if !app.read_only {
+        crate::pulls::flush(&app).await;
+        crate::audit::flush(&app).await;
+    }
     // IMPORTANT: every connection has ended, so this is the last reference
     // to the engine unless a blocking engine call outlived its request;
     // dropping it joins the engine's workers, so do it off the async path.

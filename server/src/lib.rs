@@ -44,6 +44,7 @@ pub mod token_service;
 
 mod accounts_api;
 mod artifacts_api;
+mod audit;
 mod blobs;
 mod body;
 mod catalog;

@@ -344,7 +344,13 @@ async fn admit_and_run(
         crate::proxy_cache::refuse_push(app, project).await?;
     }
     let query = Query(parts.uri.query().unwrap_or(""));
-    run(app, entry.endpoint, caller, parts, query, body).await
+    // Who, kept only for what the audit log records.
+    let who = crate::audit::records(&entry, &parts.method).then(|| caller.name().to_owned());
+    let res = run(app, entry.endpoint, caller, parts, query, body).await?;
+    if let Some(who) = who {
+        crate::audit::after(app, &entry, parts, &who, &res);
+    }
+    Ok(res)
 }
 
 /// Runs the handler of an admitted request. `caller` is who the guard

@@ -20,6 +20,51 @@ pub fn rfc3339_ms(ms: u64) -> String {
     format!("{}.{:03}Z", &secs[..secs.len() - 1], ms % 1000)
 }
 
+/// Unix seconds of `YYYY-MM-DD HH:MM:SS` (Harbor's query times) or
+/// `YYYY-MM-DDTHH:MM:SSZ`, UTC; `None` for anything else (or before 1970).
+pub fn parse_datetime(s: &str) -> Option<u64> {
+    let s = s.strip_suffix('Z').unwrap_or(s);
+    let b = s.as_bytes();
+    if b.len() != 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !(b[10] == b' ' || b[10] == b'T')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let part = s.get(r)?;
+        if !part.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        part.parse().ok()
+    };
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    let days = days_from_civil(y, m, d);
+    if civil_from_days(days) != (y, m, d) {
+        return None; // 31 April and the like
+    }
+    u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()
+}
+
+/// Day count since 1970-01-01 of a date (Howard Hinnant's
+/// `days_from_civil`).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Year, month, day of a day count since 1970-01-01 (Howard Hinnant's
 /// `civil_from_days`).
 fn civil_from_days(days: i64) -> (i64, i64, i64) {
@@ -37,6 +82,28 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_times_parse_and_round_trip() {
+        assert_eq!(parse_datetime("1970-01-01 00:00:00"), Some(0));
+        assert_eq!(parse_datetime("2021-03-04 05:06:07"), Some(1_614_834_367));
+        assert_eq!(parse_datetime("2021-03-04T05:06:07Z"), Some(1_614_834_367));
+        for secs in [0u64, 951_782_400, 1_614_834_367, 4_102_444_799] {
+            let shown = rfc3339_secs(secs);
+            assert_eq!(parse_datetime(&shown), Some(secs), "{shown}");
+        }
+        for bad in [
+            "",
+            "2021-02-30 00:00:00",
+            "2021-13-01 00:00:00",
+            "2021-1-01 00:00:00",
+            "1969-12-31 23:59:59",
+            "2021-01-01 24:00:00",
+            "2021-01-01+00:00:00",
+        ] {
+            assert_eq!(parse_datetime(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn seconds() {
