@@ -25,11 +25,13 @@ use crate::error::StorageError;
 use crate::host::{self, Guarded};
 use crate::index::Batch;
 use crate::keys::{
-    IdKind, IndexKey, MemberKey, ProjectKey, RegistryKey, RobotKey, Scan, SeqKey, TokenSeedKey,
+    Cf, IdKind, IndexKey, MemberKey, ProjectKey, RegistryKey, RobotKey, Scan, SeqKey, TokenSeedKey,
     UserKey, WholeFamily,
 };
 use crate::names::RepoName;
-use crate::records::{self, MemberRecord, ProjectRecord, RobotRecord, Seq, TokenSeed, UserRecord};
+use crate::records::{
+    self, MemberRecord, ProjectRecord, Record, RobotRecord, Seq, TokenSeed, UserRecord,
+};
 use crate::token::TokenKey;
 
 /// The administrator account created on first start.
@@ -420,7 +422,23 @@ impl Inner {
     /// The next id of `kind`, written into `batch` (call under the lock).
     pub(crate) fn next_id(&self, batch: &mut Batch, kind: IdKind) -> Result<u64, StorageError> {
         let key = SeqKey(kind);
-        let Seq(last) = self.index.get(&key)?.unwrap_or(Seq(0));
+        // The batch's own last id first: several ids in one batch differ.
+        let encoded = key.encode();
+        let pending = batch
+            .changes(Cf::Meta)
+            .filter(|(k, _)| *k == encoded.as_slice())
+            .last()
+            .and_then(|(_, v)| v)
+            .map(Seq::decode)
+            .transpose()
+            .map_err(|detail| StorageError::Corrupt {
+                what: key.to_string(),
+                detail,
+            })?;
+        let Seq(last) = match pending {
+            Some(s) => s,
+            None => self.index.get(&key)?.unwrap_or(Seq(0)),
+        };
         let id = last.checked_add(1).ok_or_else(|| StorageError::Corrupt {
             what: key.to_string(),
             detail: "id sequence exhausted".into(),

@@ -58,6 +58,10 @@ pub enum StorageError {
         count: &'static str,
         direction: &'static str,
     },
+    /// The change conflicts with what is stored (a name taken); nothing
+    /// was written. The server answers 409.
+    #[error("{0}")]
+    Conflict(String),
     /// The batch would take a project's storage past its limit
     /// (`quotas.rs`); nothing was written. Harbor's wording.
     #[error("quota exceeded: adding {adding} bytes of storage to project {project}, which when updated to current usage of {used} bytes will exceed the configured upper limit of {limit} bytes")]

@@ -94,6 +94,12 @@
 //!                                                           project holds, each blob once
 //! audit_log       AuditKey: 16 hex digits of !id          AuditRecord: who did what to which
 //!                   (newest first in key order)             resource, when
+//! webhook_        WebhookPolicyKey: id (decimal)          WebhookPolicyRecord: a project's
+//!   policies                                                webhook targets and event types
+//! webhook_queue   WebhookEventKey: 16 hex digits of id    WebhookEventRecord: an event to
+//!                   (oldest first)                          deliver, its payload, attempts
+//! webhook_jobs    WebhookJobKey: 16 hex digits of !id     WebhookJobRecord: a delivery's
+//!                   (newest first)                          outcome
 //! ```
 //!
 //! A chart `name-version` of `project` is the OCI manifest tagged
@@ -118,7 +124,7 @@ use crate::records::{
     ImmutableRulesRecord, LinkRecord, ManifestBody, ManifestRecord, Marker, MemberRecord,
     PolicyRecord, ProjectBlobRecord, ProjectRecord, PullRecord, Record, RegistryRecord,
     RepoManifestRecord, RepoRecord, RobotRecord, Seq, TagRecord, TokenSeed, UploadRecord,
-    UsageRecord, UserRecord,
+    UsageRecord, UserRecord, WebhookEventRecord, WebhookJobRecord, WebhookPolicyRecord,
 };
 
 /// A column family of the index. Its name (the RocksDB column family name)
@@ -151,11 +157,14 @@ pub enum Cf {
     ProjectBlobs,
     ProjectUsage,
     Audit,
+    WebhookPolicies,
+    WebhookQueue,
+    WebhookJobs,
 }
 
 impl Cf {
     /// Every column family, in the order they are opened.
-    pub const ALL: [Cf; 26] = [
+    pub const ALL: [Cf; 29] = [
         Cf::Meta,
         Cf::Blobs,
         Cf::Links,
@@ -182,6 +191,9 @@ impl Cf {
         Cf::ProjectBlobs,
         Cf::ProjectUsage,
         Cf::Audit,
+        Cf::WebhookPolicies,
+        Cf::WebhookQueue,
+        Cf::WebhookJobs,
     ];
 
     /// The column family's name in the index. Changing one is a format change.
@@ -213,6 +225,9 @@ impl Cf {
             Cf::ProjectBlobs => "project_blobs",
             Cf::ProjectUsage => "project_usage",
             Cf::Audit => "audit_log",
+            Cf::WebhookPolicies => "webhook_policies",
+            Cf::WebhookQueue => "webhook_queue",
+            Cf::WebhookJobs => "webhook_jobs",
         }
     }
 }
@@ -879,44 +894,81 @@ impl fmt::Display for ProjectBlobKey {
     }
 }
 
-/// `audit_log`: one audit log entry, by id; the key is the 16 lowercase
-/// hex digits of `!id`, so a forward scan reads the newest entry first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct AuditKey(pub u64);
+/// A key family of records by numeric id, as 16 lowercase hex digits of
+/// the id (`up`: a forward scan reads the oldest first) or of `!id`
+/// (`down`: the newest first). Fixed width, so byte order is id order.
+macro_rules! hex_id_key {
+    ($(#[$doc:meta])* $name:ident, $cf:expr, $value:ty, $order:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub struct $name(pub u64);
 
-impl IndexKey for AuditKey {
-    const CF: Cf = Cf::Audit;
-    type Value = AuditRecord;
-    fn encode(&self) -> Vec<u8> {
-        format!("{:016x}", !self.0).into_bytes()
-    }
-    fn decode(bytes: &[u8]) -> Result<Self, CorruptKey> {
-        let ok = bytes.len() == 16
-            && bytes
-                .iter()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b));
-        let inverted = std::str::from_utf8(bytes)
-            .ok()
-            .filter(|_| ok)
-            .and_then(|s| u64::from_str_radix(s, 16).ok());
-        match inverted {
-            Some(n) => Ok(AuditKey(!n)),
-            None => Err(CorruptKey {
-                cf: Self::CF,
-                key: bytes.to_vec(),
-                reason: "not 16 lowercase hex digits".into(),
-            }),
+        impl $name {
+            fn stored(id: u64) -> u64 {
+                hex_id_key!(@order $order, id)
+            }
         }
-    }
+
+        impl IndexKey for $name {
+            const CF: Cf = $cf;
+            type Value = $value;
+            fn encode(&self) -> Vec<u8> {
+                format!("{:016x}", Self::stored(self.0)).into_bytes()
+            }
+            fn decode(bytes: &[u8]) -> Result<Self, CorruptKey> {
+                let ok = bytes.len() == 16
+                    && bytes
+                        .iter()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b));
+                let n = std::str::from_utf8(bytes)
+                    .ok()
+                    .filter(|_| ok)
+                    .and_then(|s| u64::from_str_radix(s, 16).ok());
+                match n {
+                    Some(n) => Ok($name(Self::stored(n))),
+                    None => Err(CorruptKey {
+                        cf: Self::CF,
+                        key: bytes.to_vec(),
+                        reason: "not 16 lowercase hex digits".into(),
+                    }),
+                }
+            }
+        }
+
+        impl WholeFamily for $name {}
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}/{}", Self::CF, self.0)
+            }
+        }
+    };
+    (@order up, $id:expr) => { $id };
+    (@order down, $id:expr) => { !$id };
 }
 
-impl WholeFamily for AuditKey {}
-
-impl fmt::Display for AuditKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", Self::CF, self.0)
-    }
-}
+hex_id_key!(
+    /// `audit_log`: one audit log entry, by id, newest first.
+    AuditKey,
+    Cf::Audit,
+    AuditRecord,
+    down
+);
+hex_id_key!(
+    /// `webhook_queue`: an event waiting for delivery, by id, oldest
+    /// first.
+    WebhookEventKey,
+    Cf::WebhookQueue,
+    WebhookEventRecord,
+    up
+);
+hex_id_key!(
+    /// `webhook_jobs`: a delivery's outcome, by id, newest first.
+    WebhookJobKey,
+    Cf::WebhookJobs,
+    WebhookJobRecord,
+    down
+);
 
 impl RobotKey {
     /// Every robot of one project (`robot$project+…`; project names
@@ -968,6 +1020,12 @@ id_key!(
     RegistryKey,
     Cf::Registries,
     RegistryRecord
+);
+id_key!(
+    /// `webhook_policies`: a project's webhook policy, by id.
+    WebhookPolicyKey,
+    Cf::WebhookPolicies,
+    WebhookPolicyRecord
 );
 id_key!(
     /// `replication_policies`: a pull replication policy, by id.
@@ -1142,11 +1200,14 @@ pub enum IdKind {
     Policy,
     ImmutableRule,
     Audit,
+    WebhookPolicy,
+    WebhookEvent,
+    WebhookJob,
 }
 
 impl IdKind {
     /// Every kind.
-    pub const ALL: [IdKind; 8] = [
+    pub const ALL: [IdKind; 11] = [
         IdKind::User,
         IdKind::Project,
         IdKind::Member,
@@ -1155,6 +1216,9 @@ impl IdKind {
         IdKind::Policy,
         IdKind::ImmutableRule,
         IdKind::Audit,
+        IdKind::WebhookPolicy,
+        IdKind::WebhookEvent,
+        IdKind::WebhookJob,
     ];
 
     fn name(self) -> &'static str {
@@ -1167,6 +1231,9 @@ impl IdKind {
             IdKind::Policy => "policy",
             IdKind::ImmutableRule => "immutable_rule",
             IdKind::Audit => "audit",
+            IdKind::WebhookPolicy => "webhook_policy",
+            IdKind::WebhookEvent => "webhook_event",
+            IdKind::WebhookJob => "webhook_job",
         }
     }
 }
@@ -1330,6 +1397,9 @@ pub enum Key {
     ProjectBlob(ProjectBlobKey),
     Usage(UsageKey),
     Audit(AuditKey),
+    WebhookPolicy(WebhookPolicyKey),
+    WebhookEvent(WebhookEventKey),
+    WebhookJob(WebhookJobKey),
 }
 
 /// Applies `$body` to the typed key inside every non-`meta` variant, with
@@ -1438,6 +1508,18 @@ macro_rules! each_key {
                 type $K = AuditKey;
                 $body
             }
+            Key::WebhookPolicy($k) => {
+                type $K = WebhookPolicyKey;
+                $body
+            }
+            Key::WebhookEvent($k) => {
+                type $K = WebhookEventKey;
+                $body
+            }
+            Key::WebhookJob($k) => {
+                type $K = WebhookJobKey;
+                $body
+            }
         }
     };
 }
@@ -1475,6 +1557,9 @@ impl Key {
             Cf::ProjectBlobs => Key::ProjectBlob(ProjectBlobKey::decode(bytes)?),
             Cf::ProjectUsage => Key::Usage(UsageKey::decode(bytes)?),
             Cf::Audit => Key::Audit(AuditKey::decode(bytes)?),
+            Cf::WebhookPolicies => Key::WebhookPolicy(WebhookPolicyKey::decode(bytes)?),
+            Cf::WebhookQueue => Key::WebhookEvent(WebhookEventKey::decode(bytes)?),
+            Cf::WebhookJobs => Key::WebhookJob(WebhookJobKey::decode(bytes)?),
         })
     }
 
@@ -1632,6 +1717,17 @@ mod tests {
             ),
             (enc(UsageKey("proj".into())), "project_usage", "proj".into()),
             (enc(AuditKey(1)), "audit_log", "fffffffffffffffe".into()),
+            (enc(WebhookPolicyKey(7)), "webhook_policies", "7".into()),
+            (
+                enc(WebhookEventKey(255)),
+                "webhook_queue",
+                "00000000000000ff".into(),
+            ),
+            (
+                enc(WebhookJobKey(0)),
+                "webhook_jobs",
+                "ffffffffffffffff".into(),
+            ),
         ];
         for ((cf, got), family, want) in cases {
             assert_eq!(cf.name(), family, "{want:?}");
@@ -1959,6 +2055,9 @@ mod tests {
                 Key::ProjectBlob(ProjectBlobKey(n2.clone(), d1.clone())),
                 Key::Usage(UsageKey(n2.clone())),
                 Key::Audit(AuditKey(n)),
+                Key::WebhookPolicy(WebhookPolicyKey(n)),
+                Key::WebhookEvent(WebhookEventKey(n)),
+                Key::WebhookJob(WebhookJobKey(n)),
             ]);
             let families: std::collections::HashSet<Cf> = keys.iter().map(Key::cf).collect();
             prop_assert_eq!(families.len(), Cf::ALL.len());

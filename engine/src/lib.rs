@@ -33,6 +33,7 @@ pub mod host;
 pub mod immutable;
 mod index;
 pub mod quotas;
+pub mod webhooks;
 pub use index::pg::DbStats;
 pub use index::DatabaseConfig;
 pub mod keys;

@@ -83,6 +83,9 @@ json_records!(
     ProjectBlobRecord,
     UsageRecord,
     AuditRecord,
+    WebhookPolicyRecord,
+    WebhookEventRecord,
+    WebhookJobRecord,
 );
 
 /// An empty value: the key alone is the fact (`blob_repos`, `referrers`,
@@ -448,6 +451,74 @@ pub struct AuditRecord {
     pub operation: String,
     /// When, in ms since the epoch.
     pub op_ms: u64,
+}
+
+/// `webhook_policies`: where a project's events go (Harbor's
+/// `WebhookPolicy`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookPolicyRecord {
+    pub project: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub targets: Vec<WebhookTarget>,
+    /// Harbor's event types (`PUSH_ARTIFACT`, …).
+    pub event_types: Vec<String>,
+    pub enabled: bool,
+    #[serde(default)]
+    pub creator: String,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+}
+
+/// One target of a [`WebhookPolicyRecord`] (Harbor's `WebhookTargetObject`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookTarget {
+    /// `http`.
+    pub kind: String,
+    /// `http(s)://…`.
+    pub address: String,
+    /// Sent as `Authorization`, and the key of the body's HMAC signature;
+    /// empty: neither.
+    #[serde(default)]
+    pub auth_header: String,
+    #[serde(default)]
+    pub skip_cert_verify: bool,
+    /// `Default` (Harbor's JSON) or `CloudEvents`.
+    #[serde(default)]
+    pub payload_format: String,
+}
+
+/// `webhook_queue`: an event for one target, durable before the request
+/// that caused it is answered; removed when delivered or given up.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookEventRecord {
+    pub policy_id: u64,
+    pub target: WebhookTarget,
+    pub event_type: String,
+    /// The body to send, exactly.
+    pub payload: String,
+    /// The `Content-Type` to send it with.
+    pub content_type: String,
+    pub attempts: u32,
+    /// Not before (ms since the epoch): the retry backoff.
+    pub next_ms: u64,
+    pub created_ms: u64,
+}
+
+/// `webhook_jobs`: the outcome of one delivery attempt (Harbor's
+/// `WebhookJob`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookJobRecord {
+    pub policy_id: u64,
+    pub event_type: String,
+    /// `http`.
+    pub notify_type: String,
+    /// `Success`, `Retrying` or `Error`.
+    pub status: String,
+    /// The answer or failure, short.
+    pub detail: String,
+    pub created_ms: u64,
 }
 
 /// `project_blobs`: a blob linked in a project's repositories. Derived

@@ -103,6 +103,8 @@ pub enum Endpoint<'a> {
     Quotas(crate::quotas_api::Endpoint<'a>),
     /// The audit log, whole or of one project.
     AuditLogs(Option<&'a str>),
+    /// A project's webhooks.
+    Webhooks(crate::webhooks::Endpoint<'a>),
 }
 
 /// The route table's rows for [`PREFIX`] (`rest` is the path after it):
@@ -188,6 +190,30 @@ pub fn resolve<'a>(
         (["audit-logs"], &Method::GET) => (E::AuditLogs(None), Guard::Admin),
         (["audit-logs"], _) => return Err(ApiError::method_not_allowed("GET")),
         (["projects", p, "logs"], &Method::GET) => (E::AuditLogs(Some(p)), admin_of(p)),
+        (["projects", p, "webhook", rest @ ..], m) => {
+            use crate::webhooks::Endpoint as W;
+            let e = match (rest, m) {
+                (["policies"], &Method::GET) => W::List(p),
+                (["policies"], &Method::POST) => W::Create(p),
+                (["policies", id], &Method::GET) => W::Get(p, id),
+                (["policies", id], &Method::PUT) => W::Update(p, id),
+                (["policies", id], &Method::DELETE) => W::Delete(p, id),
+                (["jobs"], &Method::GET) => W::Jobs(p),
+                (["events"], &Method::GET) => W::Events(p),
+                (["policies"], _) => return Err(ApiError::method_not_allowed("GET, POST")),
+                (["policies", _], _) => {
+                    return Err(ApiError::method_not_allowed("GET, PUT, DELETE"))
+                }
+                (["jobs"] | ["events"], _) => return Err(ApiError::method_not_allowed("GET")),
+                _ => {
+                    return Err(ApiError::new(
+                        Code::RouteUnknown,
+                        format!("no endpoint at {PREFIX}{rest}", rest = segs.join("/")),
+                    ))
+                }
+            };
+            (E::Webhooks(e), admin_of(p))
+        }
         (["quotas"], &Method::GET) => (E::Quotas(Q::List), Guard::Admin),
         (["quotas"], _) => return Err(ApiError::method_not_allowed("GET")),
         (["quotas", id], m) => match *m {
@@ -290,6 +316,7 @@ pub async fn handle(
         E::Immutable(e) => crate::immutable_api::handle(app, e, parts, body).await,
         E::Quotas(e) => crate::quotas_api::handle(app, e, parts, body).await,
         E::AuditLogs(project) => crate::audit::list(app, parts, project).await,
+        E::Webhooks(e) => crate::webhooks::handle(app, e, caller.name(), parts, body).await,
     }
 }
 

@@ -167,6 +167,8 @@ pub struct Config {
     pub gc_grace: Duration,
     /// Audit log entries older than this are purged (`None`: kept).
     pub audit_retention: Option<Duration>,
+    /// Webhooks may go to loopback and private addresses.
+    pub webhook_allow_private: bool,
     /// Re-uploading an existing chart version through the chart API
     /// replaces it (else `409` unless the request says `?force`).
     pub chart_allow_overwrite: bool,
@@ -201,6 +203,7 @@ impl Config {
             gc_interval: None,
             gc_grace: DEFAULT_GC_GRACE,
             audit_retention: Some(DEFAULT_AUDIT_RETENTION),
+            webhook_allow_private: false,
             chart_allow_overwrite: false,
             chart_limits: crate::charts::Limits::default(),
             chart_index_cache_bytes: DEFAULT_CHART_INDEX_CACHE_BYTES,
@@ -348,6 +351,10 @@ impl Config {
                 Some(0) => None,
                 Some(days) => Some(Duration::from_secs(days.saturating_mul(86_400))),
             },
+            webhook_allow_private: args
+                .webhook_allow_private
+                .or(file.webhook_allow_private)
+                .unwrap_or(false),
             chart_allow_overwrite: args
                 .chart_allow_overwrite
                 .or(file.chart_allow_overwrite)
@@ -594,6 +601,10 @@ pub struct ServeArgs {
     /// [default: 90]
     #[arg(long, env = "BERTH_AUDIT_RETENTION_DAYS", value_name = "DAYS")]
     pub audit_retention_days: Option<u64>,
+    /// Let webhooks go to loopback, private and link-local addresses
+    /// [default: false]
+    #[arg(long, env = "BERTH_WEBHOOK_ALLOW_PRIVATE", value_name = "BOOL", value_parser = BoolishValueParser::new())]
+    pub webhook_allow_private: Option<bool>,
     /// Let chart uploads replace an existing chart version (else 409 unless
     /// the request says ?force) [default: false]
     #[arg(long, env = "BERTH_CHART_ALLOW_OVERWRITE", value_name = "BOOL", value_parser = BoolishValueParser::new())]
@@ -659,6 +670,7 @@ struct FileConfig {
     gc_interval_seconds: Option<u64>,
     gc_grace_seconds: Option<u64>,
     audit_retention_days: Option<u64>,
+    webhook_allow_private: Option<bool>,
     chart_allow_overwrite: Option<bool>,
     body_read_timeout_seconds: Option<u64>,
     header_read_timeout_seconds: Option<u64>,
@@ -700,7 +712,7 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("berth: config {path}: {source} (expected a JSON object with keys listen, data_dir, read_only, delete_enabled, upload_ttl_seconds, max_uploads_per_user, storage_backend, s3_endpoint, s3_region, s3_bucket, s3_access_key, s3_secret_key, s3_root, s3_path_style, s3_multipart_threshold, s3_ca_file, cache_max_bytes, database_url, database_ca_file, database_schema, auth_enabled, admin_password, external_url, trusted_proxies, token_service, token_ttl_seconds, self_registration, project_creation, max_failed_logins, tls_cert, tls_key, gc_interval_seconds, gc_grace_seconds, audit_retention_days, chart_allow_overwrite, body_read_timeout_seconds, header_read_timeout_seconds, max_connections, idle_timeout_seconds, tls_handshake_timeout_seconds, max_members_per_project, max_robots_per_project, proxy_revalidate_seconds)", path = .path.display())]
+    #[error("berth: config {path}: {source} (expected a JSON object with keys listen, data_dir, read_only, delete_enabled, upload_ttl_seconds, max_uploads_per_user, storage_backend, s3_endpoint, s3_region, s3_bucket, s3_access_key, s3_secret_key, s3_root, s3_path_style, s3_multipart_threshold, s3_ca_file, cache_max_bytes, database_url, database_ca_file, database_schema, auth_enabled, admin_password, external_url, trusted_proxies, token_service, token_ttl_seconds, self_registration, project_creation, max_failed_logins, tls_cert, tls_key, gc_interval_seconds, gc_grace_seconds, audit_retention_days, webhook_allow_private, chart_allow_overwrite, body_read_timeout_seconds, header_read_timeout_seconds, max_connections, idle_timeout_seconds, tls_handshake_timeout_seconds, max_members_per_project, max_robots_per_project, proxy_revalidate_seconds)", path = .path.display())]
     Parse {
         path: PathBuf,
         #[source]

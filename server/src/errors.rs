@@ -353,6 +353,7 @@ impl From<StorageError> for ApiError {
         match e {
             StorageError::Database { .. } | StorageError::Busy(_) => ApiError::unavailable(e),
             StorageError::Unsupported(why) => ApiError::new(Code::Unsupported, why),
+            StorageError::Conflict(why) => ApiError::new(Code::Conflict, why),
             e @ StorageError::QuotaExceeded { .. } => {
                 ApiError::new(Code::QuotaExceeded, e.to_string())
             }

@@ -74,6 +74,8 @@ pub struct App {
     pub pulls: crate::pulls::Pulls,
     /// Audit log entries not yet in the index (see `audit.rs`).
     pub audit: crate::audit::AuditQueue,
+    /// Webhook policies as last read, and the deliverer's bell.
+    pub webhooks: crate::webhooks::Webhooks,
     pub charts: ChartsState,
     /// The key of sealed listing cursors (see `cursor.rs`).
     pub(crate) cursors: crate::cursor::Cursors,
@@ -179,6 +181,7 @@ pub async fn serve(
         metrics: crate::metrics::ServerMetrics::default(),
         pulls: crate::pulls::Pulls::default(),
         audit: crate::audit::AuditQueue::default(),
+        webhooks: crate::webhooks::Webhooks::new(config.webhook_allow_private),
         charts: ChartsState {
             allow_overwrite: config.chart_allow_overwrite,
             limits: config.chart_limits,
@@ -189,6 +192,7 @@ pub async fn serve(
     if !config.read_only {
         tokio::spawn(crate::replication::schedule(Arc::downgrade(&app)));
         tokio::spawn(crate::pulls::flush_loop(Arc::downgrade(&app)));
+        tokio::spawn(crate::webhooks::deliver_loop(Arc::downgrade(&app)));
         tokio::spawn(crate::audit::flush_loop(
             Arc::downgrade(&app),
             config.audit_retention,

@@ -67,6 +67,7 @@ mod time;
 mod tls;
 mod uploads;
 mod upstream;
+mod webhooks;
 
 pub use config::{Config, ConfigError, ServeArgs};
 pub use http::{serve, ServeError};

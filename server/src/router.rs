@@ -344,13 +344,23 @@ async fn admit_and_run(
         crate::proxy_cache::refuse_push(app, project).await?;
     }
     let query = Query(parts.uri.query().unwrap_or(""));
-    // Who, kept only for what the audit log records.
-    let who = crate::audit::records(&entry, &parts.method).then(|| caller.name().to_owned());
-    let res = run(app, entry.endpoint, caller, parts, query, body).await?;
+    // Who, kept only for what the audit log records or a webhook reports.
+    let who = (crate::audit::records(&entry, &parts.method) || crate::webhooks::may_fire(&entry))
+        .then(|| caller.name().to_owned());
+    let res = run(app, entry.endpoint, caller, parts, query, body).await;
     if let Some(who) = who {
-        crate::audit::after(app, &entry, parts, &who, &res);
+        match &res {
+            Ok(r) => {
+                crate::audit::after(app, &entry, parts, &who, r);
+                // IMPORTANT: awaited before the answer goes out, so an
+                // event is durable once the client hears "done".
+                let answer = (r.status(), r.headers());
+                crate::webhooks::after(app, &entry, parts, &who, answer).await;
+            }
+            Err(e) => crate::webhooks::refused(app, &entry, &who, e).await,
+        }
     }
-    Ok(res)
+    res
 }
 
 /// Runs the handler of an admitted request. `caller` is who the guard
