@@ -6,6 +6,7 @@
 //!                                     → 201, Location: /api/v2.0/system/gc/<id>
 //! GET  /api/v2.0/system/gc            recent runs, newest first (Harbor's GCHistory fields)
 //! GET  /api/v2.0/system/gc/<id>       one run
+//! GET  /api/v2.0/system/gc/<id>/log   its log, text/plain (what it did, step by step)
 //! GET  /api/v2.0/system/gc/schedule   the periodic schedule (BERTH_GC_INTERVAL_SECONDS)
 //! ```
 //!
@@ -41,6 +42,8 @@ pub enum Endpoint<'a> {
     Runs,
     /// `GET …/<id>` (as sent: an id that is not a number is not found).
     Run(&'a str),
+    /// `GET …/<id>/log`.
+    Log(&'a str),
 }
 
 /// The route table's rows for [`PREFIX`]: the endpoint and whether it
@@ -53,7 +56,13 @@ pub fn resolve<'a>(method: &Method, path: &'a str) -> Result<(Endpoint<'a>, bool
         (&Method::GET, "/schedule") => Ok((Endpoint::GetSchedule, false)),
         (_, "/schedule") => Err(ApiError::method_not_allowed("GET, POST")),
         (&Method::GET, "" | "/") => Ok((Endpoint::Runs, false)),
-        (&Method::GET, id) => Ok((Endpoint::Run(id.strip_prefix('/').unwrap_or(id)), false)),
+        (&Method::GET, id) => {
+            let id = id.strip_prefix('/').unwrap_or(id);
+            match id.strip_suffix("/log") {
+                Some(run) => Ok((Endpoint::Log(run), false)),
+                None => Ok((Endpoint::Run(id), false)),
+            }
+        }
         _ => Err(ApiError::method_not_allowed("GET")),
     }
 }
@@ -92,20 +101,65 @@ pub async fn handle(
             }
             Ok(res)
         }
-        Endpoint::Run(id) => {
-            let run = id
-                .parse::<u64>()
-                .ok()
-                .and_then(|id| app.engine.gc_runs().into_iter().find(|r| r.id == id));
-            match run {
-                Some(r) => Ok(crate::http::json(
-                    run_json(&r).to_string().into_bytes(),
-                    "application/json",
-                )),
-                None => Err(ApiError::new(Code::NotFound, format!("no GC run {id:?}"))),
-            }
+        Endpoint::Run(id) => Ok(crate::http::json(
+            run_json(&find(app, id)?).to_string().into_bytes(),
+            "application/json",
+        )),
+        Endpoint::Log(id) => Ok(crate::http::json(
+            run_log(&find(app, id)?).into_bytes(),
+            "text/plain; charset=utf-8",
+        )),
+    }
+}
+
+fn find(app: &App, id: &str) -> Result<GcRun, ApiError> {
+    id.parse::<u64>()
+        .ok()
+        .and_then(|id| app.engine.gc_runs().into_iter().find(|r| r.id == id))
+        .ok_or_else(|| ApiError::new(Code::NotFound, format!("no GC run {id:?}")))
+}
+
+/// A run's log, as Harbor's job log reads: one timestamped line per step.
+fn run_log(r: &GcRun) -> String {
+    let at = |ms: u64| rfc3339_ms(ms);
+    let mut out = format!(
+        "{} [INFO] garbage collection {} ({:?}): grace {} s, delete_untagged {}, dry_run {}\n",
+        at(r.created_ms),
+        r.id,
+        r.kind,
+        r.options.grace.as_secs(),
+        r.options.delete_untagged,
+        r.options.dry_run,
+    );
+    if let Some(p) = &r.report {
+        let verb = if p.dry_run { "would delete" } else { "deleted" };
+        for line in [
+            format!("untagged manifests {verb}: {}", p.manifests_deleted),
+            format!("upload sessions expired: {}", p.uploads_expired),
+            format!(
+                "candidates scanned: {} ({} within the grace window)",
+                p.candidates, p.in_grace
+            ),
+            format!(
+                "blobs marked: {} ({} kept: touched after the mark)",
+                p.marked, p.kept_touched
+            ),
+            format!(
+                "blobs {verb}: {}, {} bytes, {} repository links",
+                p.blobs_deleted, p.bytes_reclaimed, p.links_removed
+            ),
+        ] {
+            out.push_str(&format!("{} [INFO] {line}\n", at(r.updated_ms)));
         }
     }
+    let end = match &r.status {
+        GcRunStatus::Pending => "[INFO] pending".to_owned(),
+        GcRunStatus::Running => "[INFO] running".to_owned(),
+        GcRunStatus::Success => "[INFO] finished: success".to_owned(),
+        GcRunStatus::Error(e) => format!("[ERROR] failed: {e}"),
+    };
+    out.push_str(&format!("{} {end}\n", at(r.updated_ms)));
+    out
 }
 
 async fn schedule(app: &App, body: RequestBody) -> Result<Response<Body>, ApiError> {

@@ -114,7 +114,19 @@ fn run_gc(s: &TestServer, admin: &str) {
         assert_eq!(st, 200);
         let run: Value = serde_json::from_slice(&b).expect("GC run JSON");
         match run["job_status"].as_str().or(run["status"].as_str()) {
-            Some("Success") => return,
+            Some("Success") => {
+                // Its log says what it did.
+                let (st, h, log) =
+                    call(s, Some(admin), "GET", &format!("{location}/log"), &[], b"");
+                assert_eq!(st, 200);
+                assert!(header(&h, "content-type").is_some_and(|t| t.starts_with("text/plain")));
+                let log = String::from_utf8_lossy(&log);
+                assert!(
+                    log.contains("candidates scanned") && log.contains("finished: success"),
+                    "{log}"
+                );
+                return;
+            }
             Some("Error") => panic!("GC failed: {run}"),
             _ => std::thread::sleep(std::time::Duration::from_millis(100)),
         }
