@@ -355,7 +355,6 @@ fn project_json(name: &str, p: &ProjectRecord) -> Value {
     let mut v = json!({
         "project_id": p.id,
         "name": name,
-        "public": p.public,
         "metadata": {"public": p.public.to_string()},
         "owner_name": p.owner,
         "creation_time": time(p.created_ms),

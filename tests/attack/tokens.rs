@@ -189,7 +189,7 @@ impl Registry {
             "tags": tags.json()["tags"],
             "manifest": berth_testkit::sha256(&manifest.body).to_string(),
             "charts": charts.json(),
-            "public": project.json()["public"],
+            "public": project.json()["metadata"]["public"],
             "members": members.json().as_array().map(|m| m.iter()
                 .map(|x| json!([x["entity_name"], x["role_id"]])).collect::<Vec<_>>()),
             "users": names(users.json(), "username"),
