@@ -52,6 +52,8 @@
 //! users           UserKey: user name                      UserRecord: id, argon2id hash, admin
 //! projects        ProjectKey: project name                ProjectRecord: id, public, owner
 //! members         MemberKey: project 0x00 user name       MemberRecord: role
+//! group_members   GroupMemberKey:                         MemberRecord: role of the members
+//!                   project 0x00 group DN (normalized)      of an LDAP group
 //! robots          RobotKey: robot name                    RobotRecord: id, project, actions,
 //!                   (robot$project+name)                    sha256 of the secret, expiry
 //! meta            TokenSeedKey: "token_key"               TokenSeed: legacy only, the 32-byte
@@ -138,11 +140,12 @@ pub enum Cf {
     Policies,
     Pulls,
     ImmutableRules,
+    GroupMembers,
 }
 
 impl Cf {
     /// Every column family, in the order they are opened.
-    pub const ALL: [Cf; 23] = [
+    pub const ALL: [Cf; 24] = [
         Cf::Meta,
         Cf::Blobs,
         Cf::Links,
@@ -166,6 +169,7 @@ impl Cf {
         Cf::Policies,
         Cf::Pulls,
         Cf::ImmutableRules,
+        Cf::GroupMembers,
     ];
 
     /// The column family's name in the index. Changing one is a format change.
@@ -194,6 +198,7 @@ impl Cf {
             Cf::Policies => "replication_policies",
             Cf::Pulls => "pulls",
             Cf::ImmutableRules => "immutable_rules",
+            Cf::GroupMembers => "group_members",
         }
     }
 }
@@ -919,6 +924,44 @@ impl fmt::Display for MemberKey {
     }
 }
 
+/// `group_members`: the members of LDAP group `group` (a normalized DN,
+/// `accounts::normalize_dn`) have a role in project `project`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct GroupMemberKey {
+    pub project: String,
+    pub group: String,
+}
+
+impl GroupMemberKey {
+    /// Every group member of one project, by group DN.
+    pub fn of_project(project: &str) -> Scan<GroupMemberKey> {
+        Scan::prefix(prefix_of(&[project.as_bytes()]))
+    }
+}
+
+impl IndexKey for GroupMemberKey {
+    const CF: Cf = Cf::GroupMembers;
+    type Value = MemberRecord;
+    fn encode(&self) -> Vec<u8> {
+        join(&[self.project.as_bytes(), self.group.as_bytes()])
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, CorruptKey> {
+        let [p, g] = split::<2>(Self::CF, bytes)?;
+        Ok(GroupMemberKey {
+            project: name(Self::CF, bytes, p)?,
+            group: name(Self::CF, bytes, g)?,
+        })
+    }
+}
+
+impl WholeFamily for GroupMemberKey {}
+
+impl fmt::Display for GroupMemberKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", Self::CF, self.project, self.group)
+    }
+}
+
 /// `charts`: one version of a chart in a project's chart repository.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ChartKey(pub ChartId);
@@ -1216,6 +1259,7 @@ pub enum Key {
     Policy(PolicyKey),
     Pull(PullKey),
     ImmutableRules(ImmutableRulesKey),
+    GroupMember(GroupMemberKey),
 }
 
 /// Applies `$body` to the typed key inside every non-`meta` variant, with
@@ -1312,6 +1356,10 @@ macro_rules! each_key {
                 type $K = ImmutableRulesKey;
                 $body
             }
+            Key::GroupMember($k) => {
+                type $K = GroupMemberKey;
+                $body
+            }
         }
     };
 }
@@ -1346,6 +1394,7 @@ impl Key {
             Cf::Policies => Key::Policy(PolicyKey::decode(bytes)?),
             Cf::Pulls => Key::Pull(PullKey::decode(bytes)?),
             Cf::ImmutableRules => Key::ImmutableRules(ImmutableRulesKey::decode(bytes)?),
+            Cf::GroupMembers => Key::GroupMember(GroupMemberKey::decode(bytes)?),
         })
     }
 
@@ -1455,6 +1504,14 @@ mod tests {
                 }),
                 "members",
                 "proj\0alice".into(),
+            ),
+            (
+                enc(GroupMemberKey {
+                    project: "proj".into(),
+                    group: "cn=devs,ou=groups,dc=example,dc=org".into(),
+                }),
+                "group_members",
+                "proj\0cn=devs,ou=groups,dc=example,dc=org".into(),
             ),
             (
                 enc(RobotKey("robot$proj+ci".into())),
@@ -1648,6 +1705,8 @@ mod tests {
         bad::<UserKey>(b"");
         bad::<UserKey>(b"\xff");
         bad::<MemberKey>(b"proj\0");
+        bad::<GroupMemberKey>(b"proj\0");
+        bad::<GroupMemberKey>(b"proj");
         bad::<ChartKey>(b"proj\0nginx\0");
         bad::<ChartKey>(b"proj/x\0nginx\x001.0.0");
         bad::<ChartKey>(b"proj\0nginx\0-1");
@@ -1788,6 +1847,7 @@ mod tests {
             roundtrip(ProjectKey(n1.clone()))?;
             roundtrip(RobotKey(format!("robot${n1}+{n2}")))?;
             roundtrip(MemberKey { project: n1.clone(), user: n2.clone() })?;
+            roundtrip(GroupMemberKey { project: n1.clone(), group: format!("cn={n2},dc=x") })?;
             roundtrip(ChartKey(chart.clone()))?;
             roundtrip(PinKey(d2.clone(), id.clone()))?;
             roundtrip(RegistryKey(n))?;
@@ -1818,6 +1878,7 @@ mod tests {
                 Key::Policy(PolicyKey(n)),
                 Key::Pull(PullKey(repo.clone(), d1.clone())),
                 Key::ImmutableRules(ImmutableRulesKey(n2.clone())),
+                Key::GroupMember(GroupMemberKey { project: n1.clone(), group: format!("cn={n2}") }),
             ]);
             let families: std::collections::HashSet<Cf> = keys.iter().map(Key::cf).collect();
             prop_assert_eq!(families.len(), Cf::ALL.len());
