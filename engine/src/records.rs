@@ -579,10 +579,13 @@ pub const CHART_CHANGES_KEPT: usize = 32;
 
 impl ChartRepoRecord {
     /// The chart names changed after generation `since` up to
-    /// `self.generation` (sorted, each once), or `None` if the record does
-    /// not know them all (too old, or `since` is not a generation of this
-    /// record's past).
+    /// `self.generation` (sorted, each once; none if `since` is this
+    /// generation), or `None` if the record does not know them all (too
+    /// old, or `since` is not a generation of this record's past).
     pub fn changed_since(&self, since: u64) -> Option<Vec<&str>> {
+        if since == self.generation {
+            return Some(Vec::new());
+        }
         let from = self.changes_from?;
         if since < from || since > self.generation {
             return None;
@@ -742,9 +745,11 @@ mod tests {
     #[test]
     fn chart_repo_changes_cover_the_latest_generations() {
         // A record written before the list existed: nothing is known.
-        let mut r = ChartRepoRecord::decode(b"\x01{\"generation\":7,\"updated_ms\":8,\"versions\":2}")
-            .unwrap();
-        assert_eq!(r.changed_since(7), None);
+        let mut r =
+            ChartRepoRecord::decode(b"\x01{\"generation\":7,\"updated_ms\":8,\"versions\":2}")
+                .unwrap();
+        assert_eq!(r.changed_since(6), None);
+        assert_eq!(r.changed_since(7), Some(vec![]), "its own generation");
         r.bump(["b".to_owned()], 9);
         assert_eq!((r.generation, r.updated_ms), (8, 9));
         assert_eq!(r.changed_since(6), None);

@@ -168,6 +168,10 @@ async fn project_index(app: &Arc<App>, p: &RepoName) -> Result<Arc<Rendered>, Ap
     let rendered = blocking(app, move |e| {
         let since = index::since(prev.as_deref());
         let (rec, delta) = e.chart_index_since(&p, since)?;
+        if let Some(prev) = prev.as_ref().filter(|_| since == Some(rec.generation)) {
+            // Another request made it meanwhile.
+            return Ok(prev.clone());
+        }
         Ok(Arc::new(index::splice(
             prev.as_deref(),
             p.as_str(),
