@@ -123,8 +123,9 @@ fn deflate_piece(data: &[u8], last: bool) -> Deflated {
             Ok(_) => {
                 !last && c.total_in() as usize == data.len() && out.capacity() - out.len() >= 64
             }
-            // Only a full output buffer: grown above.
-            Err(_) => false,
+            // A stream error: not possible for a fresh compressor whose
+            // output keeps growing; stop rather than spin.
+            Err(_) => true,
         };
         if done {
             break;
