@@ -83,8 +83,11 @@ struct Piece {
     plain: Bytes,
     /// The entry as a raw deflate stream, made on first gzip demand and
     /// shared by every later generation's piece of the unchanged chart.
-    deflated: Arc<OnceLock<Deflated>>,
+    deflated: SharedDeflate,
 }
+
+/// A piece's deflate stream, made once and shared across generations.
+type SharedDeflate = Arc<OnceLock<Deflated>>;
 
 /// A piece of a gzip member's deflate stream and the CRC-32 of its input.
 struct Deflated {
@@ -277,7 +280,7 @@ pub fn splice(
         + tail.len();
     let mut body = Vec::with_capacity(len);
     body.extend_from_slice(HEAD.as_bytes());
-    let mut ranges: Vec<(String, Range<usize>, Option<Arc<OnceLock<Deflated>>>)> =
+    let mut ranges: Vec<(String, Range<usize>, Option<SharedDeflate>)> =
         Vec::with_capacity(charts.len());
     for (name, c) in charts {
         let start = body.len();
