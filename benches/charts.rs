@@ -11,13 +11,20 @@
 //!   (`If-None-Match`): `GET /chartrepo/bench/index.yaml` over HTTP/1.1;
 //!   `charts/oci_push_manifest`: a Helm chart manifest PUT (index update
 //!   included) over HTTP; `charts/get_index_after_change`: the first GET
-//!   after a push (a full re-render).
+//!   after a push (the changed chart's entry re-rendered, the others
+//!   spliced in), `…_gzip` the same with `Accept-Encoding: gzip`.
+//! - `…_discard`: the same GETs through a client that reads the body into
+//!   one reused buffer and drops it (as `curl -o /dev/null`), so the
+//!   figure is the server's and the socket's, not the test kit client's
+//!   copies of a 22 MB body.
 //! - The server's resident memory (VmRSS, VmHWM) is printed at the end.
 //!
 //! Run (see BENCHMARKS.md): `cargo build --release --workspace --bins` then
 //! `cargo bench --workspace --bench charts`. Under `cargo test
 //! --all-targets` it runs once over 200 versions.
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use berth_engine::{
@@ -131,6 +138,43 @@ fn add_version(e: &Engine, repo: &RepoName, tgz: &ChartBlob, k: usize, i: usize)
     start.elapsed()
 }
 
+/// One GET over a fresh connection; the body is read and dropped.
+/// Returns the status and the body's length.
+fn get_discard(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, usize) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("Connection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).expect("send");
+    let mut buf = vec![0u8; 256 << 10];
+    let mut head: Vec<u8> = Vec::new();
+    let mut body: Option<usize> = None;
+    loop {
+        let n = s.read(&mut buf).expect("read");
+        if n == 0 {
+            break;
+        }
+        match body.as_mut() {
+            Some(len) => *len += n,
+            None => {
+                head.extend_from_slice(&buf[..n]);
+                if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                    body = Some(head.len() - end - 4);
+                    head.truncate(end);
+                }
+            }
+        }
+    }
+    let status = std::str::from_utf8(&head)
+        .ok()
+        .and_then(|h| h.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    (status, body.expect("end of head"))
+}
+
 fn charts(c: &mut Criterion) {
     let total = if benchmarking() { 20_000 } else { 200 };
     let charts = total / VERSIONS_PER_CHART;
@@ -208,6 +252,13 @@ fn charts(c: &mut Criterion) {
             let (status, _, body) = http(addr, "GET", &path, &[("Accept-Encoding", "gzip")], b"");
             assert_eq!(status, 200);
             body.len()
+        })
+    });
+    group.bench_function("get_index_unchanged_discard", |b| {
+        b.iter(|| {
+            let (status, len) = get_discard(addr, &path, &[]);
+            assert_eq!(status, 200);
+            len
         })
     });
     group.bench_function("get_index_304", |b| {
@@ -290,6 +341,28 @@ fn charts(c: &mut Criterion) {
             t
         })
     });
+    for (name, headers) in [
+        ("get_index_after_change_discard", &[][..]),
+        (
+            "get_index_after_change_gzip_discard",
+            &[("Accept-Encoding", "gzip")][..],
+        ),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut t = Duration::ZERO;
+                for _ in 0..iters {
+                    i += 1;
+                    push(i);
+                    let start = Instant::now();
+                    let (status, _) = get_discard(addr, &path, headers);
+                    t += start.elapsed();
+                    assert_eq!(status, 200);
+                }
+                t
+            })
+        });
+    }
     group.finish();
 
     let status =

@@ -17,7 +17,7 @@
 //! The engine treats the chart metadata as opaque JSON text: parsing
 //! Chart.yaml and rendering `index.yaml` are the server's.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use crate::digest::{Algorithm, Digest};
 use crate::engine::{Engine, Inner};
@@ -70,6 +70,18 @@ pub struct ChartVersion {
     pub record: ChartRecord,
 }
 
+/// What [`Engine::chart_index_since`] read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChartIndexDelta {
+    /// Every version of the project (the changes since the reader's
+    /// generation are not known): in key order.
+    All(Vec<ChartVersion>),
+    /// Chart name → every version of that chart, in key order, for each
+    /// chart changed since the reader's generation (empty: no version is
+    /// left). Charts not listed are as the reader has them.
+    Charts(BTreeMap<String, Vec<ChartVersion>>),
+}
+
 /// The pending `charts`/`chart_repos` changes of one batch, for the one
 /// project the batch touches. Entries are read from the index, changed
 /// here, and the repository record is written once at the end with its
@@ -78,6 +90,9 @@ pub(crate) struct ChartChanges {
     project: RepoName,
     repo: Option<ChartRepoRecord>,
     changed: bool,
+    /// The chart names whose entries this batch changes (recorded in the
+    /// repository record, so index caches re-read only those).
+    names: BTreeSet<String>,
     /// Keys deleted earlier in this batch (a later put re-creates them).
     deleted: HashSet<ChartKey>,
 }
@@ -88,6 +103,7 @@ impl ChartChanges {
             project,
             repo: None,
             changed: false,
+            names: BTreeSet::new(),
             deleted: HashSet::new(),
         }
     }
@@ -125,6 +141,7 @@ impl ChartChanges {
         let r = self.repo_record(r)?;
         Count::Versions.down(&mut r.versions, || format!("chart repository {project}"))?;
         self.changed = true;
+        self.names.insert(key.0.name().to_owned());
         Ok(())
     }
 
@@ -144,10 +161,12 @@ impl ChartChanges {
             Count::Versions.up(&mut r.versions, || format!("chart repository {project}"))?;
         }
         self.changed = true;
+        self.names.insert(key.0.name().to_owned());
         Ok(())
     }
 
-    /// Writes the repository record, generation bumped, if anything changed.
+    /// Writes the repository record, generation bumped and the changed
+    /// chart names recorded, if anything changed.
     pub(crate) fn write(
         mut self,
         stored: &impl Stored,
@@ -158,9 +177,9 @@ impl ChartChanges {
             return Ok(());
         }
         let key = ChartRepoKey(self.project.clone());
+        let names = std::mem::take(&mut self.names);
         let r = self.repo_record(stored)?;
-        r.generation += 1;
-        r.updated_ms = now;
+        r.bump(names, now);
         batch.put(&key, r);
         Ok(())
     }
@@ -295,6 +314,41 @@ impl Engine {
             tries += 1;
             if after.generation == rec.generation || tries == 4 {
                 return Ok((rec, versions));
+            }
+            rec = after;
+        }
+    }
+
+    /// What a reader holding `project`'s chart index as of generation
+    /// `since` must re-read: the repository state and, consistent with its
+    /// generation (re-read as [`Engine::chart_index`] does), every version
+    /// of each chart changed since (by the record's list of changes), or
+    /// every version of the project when those changes are not known
+    /// (`since` is `None`, or older than the record remembers). A point
+    /// read and a scan of each changed chart: a reader one change behind
+    /// reads one chart's versions, not the project's.
+    pub fn chart_index_since(
+        &self,
+        project: &RepoName,
+        since: Option<u64>,
+    ) -> Result<(ChartRepoRecord, ChartIndexDelta), StorageError> {
+        let mut rec = self.chart_repo(project)?.unwrap_or_default();
+        let mut tries = 0;
+        loop {
+            let delta = match since.and_then(|g| rec.changed_since(g)) {
+                Some(names) => {
+                    let mut charts = BTreeMap::new();
+                    for name in names {
+                        charts.insert(name.to_owned(), self.list_charts(project, Some(name))?);
+                    }
+                    ChartIndexDelta::Charts(charts)
+                }
+                None => ChartIndexDelta::All(self.list_charts(project, None)?),
+            };
+            let after = self.chart_repo(project)?.unwrap_or_default();
+            tries += 1;
+            if after.generation == rec.generation || tries == 4 {
+                return Ok((rec, delta));
             }
             rec = after;
         }

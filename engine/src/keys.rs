@@ -78,7 +78,8 @@
 //!                                                           digest, created
 //! chart_repos     ChartRepoKey: project                   ChartRepoRecord: generation
 //!                                                           (bumped by every chart change),
-//!                                                           updated, version count
+//!                                                           updated, version count, the
+//!                                                           charts the latest changes touched
 //! pins            PinKey: digest 0x00 holder (32 hex:     Seq: u64 BE, when it was pinned
 //!                   an upload id or a chart upload's)       (ms); GC claims no pinned digest
 //!                                                           (docs/gc.md, "Across nodes")

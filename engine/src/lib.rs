@@ -52,7 +52,7 @@ mod uploads;
 mod workers;
 
 pub use accounts::{Account, AccountError, Action, Actions, AdminSetup, NewRobot, Role, UserCheck};
-pub use charts::{ChartEntry, ChartId, ChartVersion, ChartWrite};
+pub use charts::{ChartEntry, ChartId, ChartIndexDelta, ChartVersion, ChartWrite};
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use directory::DirectoryUser;
 pub use engine::{
@@ -63,7 +63,7 @@ pub use gc::{GcOptions, GcReport, GcRun, GcRunKind, GcRunStatus};
 pub use manifests::{Manifest, ManifestPut, Referrer};
 pub use metrics::EngineMetrics;
 pub use names::{Reference, RepoName, Tag};
-pub use records::{BlobInfo, ChartBlob, ChartRecord, ChartRepoRecord};
+pub use records::{BlobInfo, ChartBlob, ChartRecord, ChartRepoRecord, CHART_CHANGES_KEPT};
 pub use store::{BlobData, BlobStore, PutMode, PutOutcome, Staged, StoreError};
 pub use tags::{CatalogFrom, Page};
 pub use uploads::valid_upload_id;

@@ -700,6 +700,63 @@ pub struct ChartRepoRecord {
     pub updated_ms: u64,
     /// Number of `charts` entries of the project.
     pub versions: u64,
+    /// The chart names changed by the latest generations, oldest first,
+    /// each as `[generation, name]` (at most [`CHART_CHANGES_KEPT`]
+    /// pairs): complete for every generation after `changes_from`, so a
+    /// reader holding the index of generation `g >= changes_from` learns
+    /// which charts to re-read. `None` (a record written before the field
+    /// existed): not known. A hint for caches; fsck does not check it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<(u64, String)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes_from: Option<u64>,
+}
+
+/// How many `[generation, name]` pairs a [`ChartRepoRecord`] keeps.
+pub const CHART_CHANGES_KEPT: usize = 32;
+
+impl ChartRepoRecord {
+    /// The chart names changed after generation `since` up to
+    /// `self.generation` (sorted, each once; none if `since` is this
+    /// generation), or `None` if the record does not know them all (too
+    /// old, or `since` is not a generation of this record's past).
+    pub fn changed_since(&self, since: u64) -> Option<Vec<&str>> {
+        if since == self.generation {
+            return Some(Vec::new());
+        }
+        let from = self.changes_from?;
+        if since < from || since > self.generation {
+            return None;
+        }
+        let mut names: Vec<&str> = self
+            .changes
+            .iter()
+            .filter(|(g, _)| *g > since)
+            .map(|(_, n)| n.as_str())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        Some(names)
+    }
+
+    /// Bumps the generation for a change of the charts `names` at `now`,
+    /// recording them (dropping the oldest generations past the bound).
+    pub(crate) fn bump(&mut self, names: impl IntoIterator<Item = String>, now: u64) {
+        if self.changes_from.is_none() {
+            // Complete from here on.
+            self.changes_from = Some(self.generation);
+            self.changes.clear();
+        }
+        self.generation += 1;
+        self.updated_ms = now;
+        let g = self.generation;
+        self.changes.extend(names.into_iter().map(|n| (g, n)));
+        while self.changes.len() > CHART_CHANGES_KEPT {
+            let oldest = self.changes[0].0;
+            self.changes.retain(|(g, _)| *g != oldest);
+            self.changes_from = Some(oldest);
+        }
+    }
 }
 
 /// The derived counts of the index (`refcount`, `links`, `repos`, `tags`,
@@ -844,6 +901,40 @@ mod tests {
         let rec = ChartRepoRecord::decode(repo).unwrap();
         assert_eq!(rec.generation, 7);
         assert_eq!(rec.encode(), repo.to_vec());
+    }
+
+    /// The chart repository record remembers which charts the latest
+    /// generations changed, and only those: a reader too far behind, or
+    /// holding a record from before the list, learns nothing.
+    #[test]
+    fn chart_repo_changes_cover_the_latest_generations() {
+        // A record written before the list existed: nothing is known.
+        let mut r =
+            ChartRepoRecord::decode(b"\x01{\"generation\":7,\"updated_ms\":8,\"versions\":2}")
+                .unwrap();
+        assert_eq!(r.changed_since(6), None);
+        assert_eq!(r.changed_since(7), Some(vec![]), "its own generation");
+        r.bump(["b".to_owned()], 9);
+        assert_eq!((r.generation, r.updated_ms), (8, 9));
+        assert_eq!(r.changed_since(6), None);
+        assert_eq!(r.changed_since(7), Some(vec!["b"]));
+        assert_eq!(r.changed_since(8), Some(vec![]));
+        assert_eq!(r.changed_since(9), None, "a generation it never had");
+        r.bump(["a".to_owned(), "c".to_owned()], 10);
+        r.bump(["b".to_owned()], 11);
+        assert_eq!(r.changed_since(7), Some(vec!["a", "b", "c"]));
+        assert_eq!(r.changed_since(9), Some(vec!["b"]));
+        // Round trip.
+        assert_eq!(ChartRepoRecord::decode(&r.encode()).unwrap(), r);
+        // Past the bound, the oldest generations are forgotten whole.
+        for _ in 0..CHART_CHANGES_KEPT {
+            r.bump(["d".to_owned()], 12);
+        }
+        assert!(r.changes.len() <= CHART_CHANGES_KEPT);
+        assert_eq!(r.changed_since(7), None);
+        let from = r.changes_from.unwrap();
+        assert_eq!(r.changed_since(from), Some(vec!["d"]));
+        assert_eq!(r.changes[0].0, from + 1);
     }
 
     /// Fixture: version-1 account records.

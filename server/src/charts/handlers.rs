@@ -150,7 +150,12 @@ impl GetIndex {
 }
 
 /// One project's index: the cached render if the project's generation is
-/// unchanged (one index point read), else a fresh render, cached.
+/// unchanged (one index point read), else a splice of the previous
+/// generation's render with the charts changed since re-rendered (or a
+/// full render when there is none, or the changes are not known), cached.
+/// IMPORTANT: the generation is read on every request, after it arrived,
+/// and a render is served only for that generation or a later one, so no
+/// request sees an index older than a change acknowledged before it.
 async fn project_index(app: &Arc<App>, p: &RepoName) -> Result<Arc<Rendered>, ApiError> {
     let generation = app.engine.chart_repo(p)?.map_or(0, |r| r.generation);
     let slot = format!("p:{p}");
@@ -158,13 +163,21 @@ async fn project_index(app: &Arc<App>, p: &RepoName) -> Result<Arc<Rendered>, Ap
     if let Some(r) = app.charts.cache.get(&slot, &key) {
         return Ok(r);
     }
+    let prev = app.charts.cache.latest(&slot);
     let p = p.clone();
     let rendered = blocking(app, move |e| {
-        let (rec, versions) = e.chart_index(&p)?;
-        let key = vec![(p.to_string(), rec.generation)];
-        let modified = rec.updated_ms;
-        let body = index::render(&[(p.to_string(), rec, versions)], false);
-        Ok(Arc::new(Rendered::new(key, body, modified)))
+        let since = index::since(prev.as_deref());
+        let (rec, delta) = e.chart_index_since(&p, since)?;
+        if let Some(prev) = prev.as_ref().filter(|_| since == Some(rec.generation)) {
+            // Another request made it meanwhile.
+            return Ok(prev.clone());
+        }
+        Ok(Arc::new(index::splice(
+            prev.as_deref(),
+            p.as_str(),
+            rec,
+            delta,
+        )))
     })
     .await?;
     app.charts.cache.put(&slot, rendered.clone());
