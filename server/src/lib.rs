@@ -52,7 +52,6 @@ pub mod charts;
 mod cursor;
 mod gc_api;
 mod immutable_api;
-pub mod ldap;
 mod manifest_parse;
 mod manifests;
 mod proxy_cache;
