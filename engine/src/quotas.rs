@@ -90,6 +90,12 @@ impl Inner {
         if links.is_empty() {
             return Ok(());
         }
+        // The blob records the batch writes, last write winning: sizes of
+        // blobs it indexes (read once, not once per blob).
+        let written: HashMap<Vec<u8>, Option<Vec<u8>>> = batch
+            .changes(Cf::Blobs)
+            .map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec)))
+            .collect();
         let mut moved: BTreeMap<(String, Digest), i64> = BTreeMap::new();
         for (bytes, present) in links {
             let key = match LinkKey::decode(bytes) {
@@ -130,7 +136,7 @@ impl Inner {
             if (before == 0) == (rec.links == 0) {
                 continue;
             }
-            let size = self.size_in_batch(batch, &digest)?;
+            let size = self.size_in_batch(&written, &digest)?;
             let entry = match usage.get_mut(&project) {
                 Some(e) => e,
                 None => {
@@ -174,18 +180,16 @@ impl Inner {
         Ok(())
     }
 
-    /// The size of blob `d`: its record as `batch` writes it (a blob the
-    /// batch indexes), else as stored. A link to a blob without a record
-    /// counts nothing (fsck reports the link).
-    fn size_in_batch(&self, batch: &Batch, d: &Digest) -> Result<u64, StorageError> {
+    /// The size of blob `d`: its record as the batch writes it (`written`:
+    /// a blob the batch indexes), else as stored. A link to a blob without
+    /// a record counts nothing (fsck reports the link).
+    fn size_in_batch(
+        &self,
+        written: &HashMap<Vec<u8>, Option<Vec<u8>>>,
+        d: &Digest,
+    ) -> Result<u64, StorageError> {
         let key = BlobKey(d.clone());
-        let encoded = key.encode();
-        let written = batch
-            .changes(Cf::Blobs)
-            .filter(|(k, _)| *k == encoded.as_slice())
-            .last()
-            .and_then(|(_, v)| v);
-        if let Some(v) = written {
+        if let Some(Some(v)) = written.get(&key.encode()) {
             let rec = BlobRecord::decode(v).map_err(|detail| StorageError::Corrupt {
                 what: format!("blob {d}"),
                 detail,

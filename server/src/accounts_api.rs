@@ -154,7 +154,8 @@ fn done(caller: &Principal, what: &'static str, on: &str) -> Result<Response<Bod
     Ok(empty(StatusCode::OK))
 }
 
-fn parse_id(id: &str, what: &str) -> Result<u64, ApiError> {
+/// A numeric id from a path, or `400` naming `what` it is of.
+pub(crate) fn parse_id(id: &str, what: &str) -> Result<u64, ApiError> {
     id.parse().map_err(|_| {
         ApiError::new(
             Code::BadRequest,

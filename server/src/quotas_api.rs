@@ -138,9 +138,7 @@ pub(crate) fn storage_limit(value: i64) -> Result<Option<u64>, ApiError> {
 }
 
 async fn by_id(app: &App, id: &str) -> Result<Quota, ApiError> {
-    let n: u64 = id
-        .parse()
-        .map_err(|_| ApiError::new(Code::BadRequest, format!("quota id {id:?} is not a number")))?;
+    let n = crate::accounts_api::parse_id(id, "quota")?;
     let all = blocking(app, |e| e.quotas()).await??;
     all.into_iter()
         .find(|q| q.id == n)

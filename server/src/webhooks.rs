@@ -45,6 +45,7 @@ use hyper::{Method, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::accounts_api::parse_id;
 use crate::admin::{created, not_found, ok_json, read_json, time};
 use crate::errors::{ApiError, Code};
 use crate::http::{blocking, empty, App, Body, HDR_CONTENT_DIGEST};
@@ -557,13 +558,13 @@ pub async fn handle(
             )))
         }
         Endpoint::Get(p, id) => {
-            let id = number(id)?;
+            let id = parse_id(id, "webhook policy")?;
             let pid = project_id(app, p)?;
             let rec = one(app, p, id).await?;
             ok_json(&policy_json(id, pid, &rec))
         }
         Endpoint::Update(p, id) => {
-            let id = number(id)?;
+            let id = parse_id(id, "webhook policy")?;
             let rec = policy_of(p, caller, read_json(body).await?)?;
             let project = p.to_owned();
             if !blocking(app, move |e| e.update_webhook_policy(&project, id, rec)).await?? {
@@ -573,7 +574,7 @@ pub async fn handle(
             Ok(empty(StatusCode::OK))
         }
         Endpoint::Delete(p, id) => {
-            let id = number(id)?;
+            let id = parse_id(id, "webhook policy")?;
             let project = p.to_owned();
             if !blocking(app, move |e| e.delete_webhook_policy(&project, id)).await?? {
                 return Err(not_found(format!("webhook policy {id} not found")));
@@ -585,7 +586,7 @@ pub async fn handle(
             let id = query
                 .get("policy_id")
                 .ok_or_else(|| ApiError::new(Code::BadRequest, "policy_id is required"))?;
-            let id = number(&id)?;
+            let id = parse_id(&id, "webhook policy")?;
             one(app, p, id).await?;
             let jobs = blocking(app, move |e| e.webhook_jobs(id)).await??;
             let path = format!("/api/v2.0/projects/{p}/webhook/jobs");
@@ -611,11 +612,6 @@ pub async fn handle(
             }))
         }
     }
-}
-
-fn number(id: &str) -> Result<u64, ApiError> {
-    id.parse()
-        .map_err(|_| ApiError::new(Code::BadRequest, format!("id {id:?} is not a number")))
 }
 
 fn project_id(app: &App, p: &str) -> Result<u64, ApiError> {
