@@ -5,12 +5,14 @@
 # skopeo and podman for the end-to-end tests, haproxy and openssl for the
 # TLS-terminating proxy test, docker-registry (CNCF distribution 2.8,
 # the other side of the import and sync tests), apache2-utils (htpasswd, for
-# the sync test's source with auth), python3-venv), and the Python OCI client
+# the sync test's source with auth), slapd and ldap-utils (the LDAP tests
+# start their own slapd; the system service the package starts is stopped
+# and disabled), python3-venv), and the Python OCI client
 # oras-py in a virtualenv at ~/.cache/berth/venv (the oras end-to-end test).
 # Needs root or sudo for apt; does nothing when all is present.
 set -euo pipefail
 
-packages=(libclang-dev clang g++ make pkg-config skopeo podman python3 python3-venv haproxy openssl docker-registry apache2-utils)
+packages=(libclang-dev clang g++ make pkg-config skopeo podman python3 python3-venv haproxy openssl docker-registry apache2-utils slapd ldap-utils)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -24,6 +26,12 @@ if ((${#missing[@]} > 0)); then
     export DEBIAN_FRONTEND=noninteractive
     $sudo apt-get update -qq
     $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    if [[ " ${missing[*]} " == *" slapd "* ]]; then
+        # The tests run slapd instances of their own; the directory service
+        # the package set up and started is not used.
+        $sudo service slapd stop >/dev/null 2>&1 || true
+        $sudo update-rc.d slapd disable >/dev/null 2>&1 || true
+    fi
 fi
 
 venv="$HOME/.cache/berth/venv"

@@ -15,7 +15,9 @@ use crate::accounts::{
 use crate::engine::{Engine, Inner};
 use crate::error::StorageError;
 use crate::index::Batch;
-use crate::keys::{IndexKey, MemberKey, ProjectKey, RepoKey, RobotKey, UserKey, WholeFamily};
+use crate::keys::{
+    GroupMemberKey, IndexKey, MemberKey, ProjectKey, RepoKey, RobotKey, UserKey, WholeFamily,
+};
 use crate::records::{RobotRecord, UserRecord};
 
 /// What a user update changes (`None`: left as it is).
@@ -140,6 +142,12 @@ impl Engine {
         valid_password(password)?;
         let hash = hash_password(password)?;
         self.change_user(name, |rec| {
+            if rec.is_ldap() {
+                return Err(invalid(
+                    format!("user {name}"),
+                    "is an LDAP user: the password is the directory's",
+                ));
+            }
             rec.password_hash = hash;
             Ok(())
         })
@@ -233,8 +241,8 @@ impl Engine {
         Ok(self.inner.remove_present(&RobotKey(name.to_owned()))?)
     }
 
-    /// Deletes project `name` with its members, robots and immutability
-    /// rules, in one batch;
+    /// Deletes project `name` with its members (users and LDAP groups),
+    /// robots and immutability rules, in one batch;
     /// refused ([`AccountError::InUse`], Harbor's `412`) while it holds a
     /// repository (images or charts: delete those first).
     pub fn delete_project(&self, name: &str) -> Result<(), AccountError> {
@@ -260,6 +268,9 @@ impl Engine {
             batch.delete(&r?.0);
         }
         for r in inner.index.scan(RobotKey::of_project(name)) {
+            batch.delete(&r?.0);
+        }
+        for r in inner.index.scan(GroupMemberKey::of_project(name)) {
             batch.delete(&r?.0);
         }
         batch.delete(&crate::keys::ImmutableRulesKey(name.to_owned()));

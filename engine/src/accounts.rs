@@ -173,6 +173,17 @@ impl Role {
         .or((l == "admin" || l == "project-admin").then_some(Role::ProjectAdmin))
     }
 
+    /// Order by what the role may do: guest < developer < maintainer <
+    /// project admin (each holds the actions of the one before).
+    pub fn rank(self) -> u8 {
+        match self {
+            Role::Guest => 1,
+            Role::Developer => 2,
+            Role::Maintainer => 3,
+            Role::ProjectAdmin => 4,
+        }
+    }
+
     /// guest: pull; developer: + push; maintainer: + delete; project admin: + members.
     pub fn actions(self) -> Actions {
         use Action::*;
@@ -397,7 +408,7 @@ fn robot_active(rec: &RobotRecord) -> bool {
 
 /// The stamp of a stored credential (see [`Engine::credential_stamp`]):
 /// 64 bits of its sha256, enough to tell one credential from the next.
-fn stamp_of(stored: &str) -> String {
+pub(crate) fn stamp_of(stored: &str) -> String {
     sha256_hex(stored)[..16].to_owned()
 }
 
@@ -495,6 +506,9 @@ impl Engine {
             email: email.to_owned(),
             realname: realname.to_owned(),
             created_ms: records::now_ms(),
+            ldap_dn: String::new(),
+            ldap_groups: Vec::new(),
+            ldap_admin: false,
         };
         batch.put(&key, &rec);
         inner.commit(g, batch)?;
@@ -596,7 +610,7 @@ impl Engine {
     }
 
     /// The records of `scan`, each with the name `name` takes from its key.
-    fn list<K: IndexKey>(
+    pub(crate) fn list<K: IndexKey>(
         &self,
         scan: Scan<K>,
         name: impl Fn(K) -> String,
@@ -637,7 +651,7 @@ impl Engine {
             Some(rec) if verify_password(secret, &rec.password_hash) => Ok(Some((
                 Account::User {
                     name: name.to_owned(),
-                    admin: rec.admin,
+                    admin: rec.is_admin(),
                 },
                 stamp_of(&rec.password_hash),
             ))),
@@ -688,7 +702,7 @@ impl Engine {
         }
         Ok(self.user(name)?.map(|r| Account::User {
             name: name.to_owned(),
-            admin: r.admin,
+            admin: r.is_admin(),
         }))
     }
 
@@ -965,8 +979,9 @@ impl Engine {
         Ok(match account {
             Account::Anonymous => public,
             Account::User { admin: true, .. } => Actions::ALL,
+            // The higher of the user's own role and their LDAP groups'.
             Account::User { name, .. } => public.union(
-                self.member_role(project, name)?
+                self.effective_role(project, name)?
                     .map_or(Actions::NONE, Role::actions),
             ),
             Account::Robot {

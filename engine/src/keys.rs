@@ -52,6 +52,8 @@
 //! users           UserKey: user name                      UserRecord: id, argon2id hash, admin
 //! projects        ProjectKey: project name                ProjectRecord: id, public, owner
 //! members         MemberKey: project 0x00 user name       MemberRecord: role
+//! group_members   GroupMemberKey:                         MemberRecord: role of the members
+//!                   project 0x00 group DN (normalized)      of an LDAP group
 //! robots          RobotKey: robot name                    RobotRecord: id, project, actions,
 //!                   (robot$project+name)                    sha256 of the secret, expiry
 //! meta            TokenSeedKey: "token_key"               TokenSeed: legacy only, the 32-byte
@@ -161,11 +163,12 @@ pub enum Cf {
     WebhookPolicies,
     WebhookQueue,
     WebhookJobs,
+    GroupMembers,
 }
 
 impl Cf {
     /// Every column family, in the order they are opened.
-    pub const ALL: [Cf; 29] = [
+    pub const ALL: [Cf; 30] = [
         Cf::Meta,
         Cf::Blobs,
         Cf::Links,
@@ -195,6 +198,7 @@ impl Cf {
         Cf::WebhookPolicies,
         Cf::WebhookQueue,
         Cf::WebhookJobs,
+        Cf::GroupMembers,
     ];
 
     /// The column family's name in the index. Changing one is a format change.
@@ -229,6 +233,7 @@ impl Cf {
             Cf::WebhookPolicies => "webhook_policies",
             Cf::WebhookQueue => "webhook_queue",
             Cf::WebhookJobs => "webhook_jobs",
+            Cf::GroupMembers => "group_members",
         }
     }
 }
@@ -1072,6 +1077,44 @@ impl fmt::Display for MemberKey {
     }
 }
 
+/// `group_members`: the members of LDAP group `group` (a normalized DN,
+/// `accounts::normalize_dn`) have a role in project `project`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct GroupMemberKey {
+    pub project: String,
+    pub group: String,
+}
+
+impl GroupMemberKey {
+    /// Every group member of one project, by group DN.
+    pub fn of_project(project: &str) -> Scan<GroupMemberKey> {
+        Scan::prefix(prefix_of(&[project.as_bytes()]))
+    }
+}
+
+impl IndexKey for GroupMemberKey {
+    const CF: Cf = Cf::GroupMembers;
+    type Value = MemberRecord;
+    fn encode(&self) -> Vec<u8> {
+        join(&[self.project.as_bytes(), self.group.as_bytes()])
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, CorruptKey> {
+        let [p, g] = split::<2>(Self::CF, bytes)?;
+        Ok(GroupMemberKey {
+            project: name(Self::CF, bytes, p)?,
+            group: name(Self::CF, bytes, g)?,
+        })
+    }
+}
+
+impl WholeFamily for GroupMemberKey {}
+
+impl fmt::Display for GroupMemberKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", Self::CF, self.project, self.group)
+    }
+}
+
 /// `charts`: one version of a chart in a project's chart repository.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ChartKey(pub ChartId);
@@ -1401,6 +1444,7 @@ pub enum Key {
     WebhookPolicy(WebhookPolicyKey),
     WebhookEvent(WebhookEventKey),
     WebhookJob(WebhookJobKey),
+    GroupMember(GroupMemberKey),
 }
 
 /// Applies `$body` to the typed key inside every non-`meta` variant, with
@@ -1521,6 +1565,10 @@ macro_rules! each_key {
                 type $K = WebhookJobKey;
                 $body
             }
+            Key::GroupMember($k) => {
+                type $K = GroupMemberKey;
+                $body
+            }
         }
     };
 }
@@ -1561,6 +1609,7 @@ impl Key {
             Cf::WebhookPolicies => Key::WebhookPolicy(WebhookPolicyKey::decode(bytes)?),
             Cf::WebhookQueue => Key::WebhookEvent(WebhookEventKey::decode(bytes)?),
             Cf::WebhookJobs => Key::WebhookJob(WebhookJobKey::decode(bytes)?),
+            Cf::GroupMembers => Key::GroupMember(GroupMemberKey::decode(bytes)?),
         })
     }
 
@@ -1670,6 +1719,14 @@ mod tests {
                 }),
                 "members",
                 "proj\0alice".into(),
+            ),
+            (
+                enc(GroupMemberKey {
+                    project: "proj".into(),
+                    group: "cn=devs,ou=groups,dc=example,dc=org".into(),
+                }),
+                "group_members",
+                "proj\0cn=devs,ou=groups,dc=example,dc=org".into(),
             ),
             (
                 enc(RobotKey("robot$proj+ci".into())),
@@ -1882,6 +1939,8 @@ mod tests {
         bad::<UserKey>(b"");
         bad::<UserKey>(b"\xff");
         bad::<MemberKey>(b"proj\0");
+        bad::<GroupMemberKey>(b"proj\0");
+        bad::<GroupMemberKey>(b"proj");
         bad::<ChartKey>(b"proj\0nginx\0");
         bad::<ChartKey>(b"proj/x\0nginx\x001.0.0");
         bad::<ChartKey>(b"proj\0nginx\0-1");
@@ -2023,6 +2082,7 @@ mod tests {
             roundtrip(ProjectKey(n1.clone()))?;
             roundtrip(RobotKey(format!("robot${n1}+{n2}")))?;
             roundtrip(MemberKey { project: n1.clone(), user: n2.clone() })?;
+            roundtrip(GroupMemberKey { project: n1.clone(), group: format!("cn={n2},dc=x") })?;
             roundtrip(ChartKey(chart.clone()))?;
             roundtrip(PinKey(d2.clone(), id.clone()))?;
             roundtrip(RegistryKey(n))?;
@@ -2059,6 +2119,7 @@ mod tests {
                 Key::WebhookPolicy(WebhookPolicyKey(n)),
                 Key::WebhookEvent(WebhookEventKey(n)),
                 Key::WebhookJob(WebhookJobKey(n)),
+                Key::GroupMember(GroupMemberKey { project: n1.clone(), group: format!("cn={n2}") }),
             ]);
             let families: std::collections::HashSet<Cf> = keys.iter().map(Key::cf).collect();
             prop_assert_eq!(families.len(), Cf::ALL.len());

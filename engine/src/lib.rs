@@ -25,6 +25,7 @@ pub mod audit;
 mod blobs;
 pub mod charts;
 pub mod cluster;
+pub mod directory;
 mod engine;
 mod error;
 pub mod fsck;
@@ -53,6 +54,7 @@ mod workers;
 pub use accounts::{Account, AccountError, Action, Actions, AdminSetup, NewRobot, Role, UserCheck};
 pub use charts::{ChartEntry, ChartId, ChartIndexDelta, ChartVersion, ChartWrite};
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
+pub use directory::DirectoryUser;
 pub use engine::{
     Engine, EngineConfig, IndexStats, DEFAULT_MAX_PER_PROJECT, DEFAULT_MAX_UPLOADS_PER_OWNER,
 };

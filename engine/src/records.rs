@@ -414,6 +414,32 @@ pub struct UserRecord {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub realname: String,
     pub created_ms: u64,
+    /// A user from the LDAP directory (onboarded at their first login): the
+    /// DN of their entry. Empty for local users. An LDAP user's password is
+    /// the directory's: `password_hash` then holds a marker that verifies
+    /// nothing (`ldap:` and random hex), whose stamp the user's tokens carry.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ldap_dn: String,
+    /// The LDAP groups (normalized DNs) of the user's last login; the
+    /// project roles of `group_members` follow them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ldap_groups: Vec<String>,
+    /// In the LDAP admin group at the last login: a system administrator
+    /// besides `admin` (set again at every login).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ldap_admin: bool,
+}
+
+impl UserRecord {
+    /// A system administrator: by the flag, or by the LDAP admin group.
+    pub fn is_admin(&self) -> bool {
+        self.admin || self.ldap_admin
+    }
+
+    /// Onboarded from the LDAP directory.
+    pub fn is_ldap(&self) -> bool {
+        !self.ldap_dn.is_empty()
+    }
 }
 
 /// `projects`: a project (first component of repository names).
@@ -924,6 +950,12 @@ mod tests {
         let rec = ProjectRecord::decode(project).unwrap();
         assert!(!rec.public);
         assert_eq!(rec.encode(), project.to_vec());
+
+        let ldap = b"\x01{\"id\":6,\"password_hash\":\"ldap:00\",\"admin\":false,\"created_ms\":5,\"ldap_dn\":\"uid=a,dc=x\",\"ldap_groups\":[\"cn=g,dc=x\"],\"ldap_admin\":true}";
+        let rec = UserRecord::decode(ldap).unwrap();
+        assert!(rec.is_ldap() && rec.is_admin() && !rec.admin);
+        assert_eq!(rec.ldap_groups, ["cn=g,dc=x"]);
+        assert_eq!(rec.encode(), ldap.to_vec());
 
         let member = b"\x01{\"id\":3,\"role\":2,\"created_ms\":5}";
         let rec = MemberRecord::decode(member).unwrap();

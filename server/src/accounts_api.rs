@@ -128,22 +128,32 @@ pub async fn handle(
         }
         E::GetMember(project, mid) => {
             crate::admin::members_visible(app, caller, project)?;
-            let (user, m) = member(app, project, mid)?;
-            ok_json(&crate::admin::member_json(app, project, &user, &m)?)
+            let (who, m) = member(app, project, mid)?;
+            ok_json(&crate::admin::member_json(app, project, who.of(), &m)?)
         }
         E::UpdateMember(project, mid) => {
-            let (user, _) = member(app, project, mid)?;
+            let (who, _) = member(app, project, mid)?;
             let req: RoleReq = read_json(body).await?;
             let role = role_of(req.role_id)?;
-            let (p, u) = (project.to_owned(), user.clone());
-            blocking(app, move |e| e.set_member(&p, &u, role)).await??;
-            done(caller, "member role set", &format!("{project}:{user}"))
+            let p = project.to_owned();
+            let on = format!("{project}:{}", who.name());
+            match who {
+                Member::User(u) => blocking(app, move |e| e.set_member(&p, &u, role)).await??,
+                Member::Group(g) => {
+                    blocking(app, move |e| e.set_group_member(&p, &g, role)).await??
+                }
+            };
+            done(caller, "member role set", &on)
         }
         E::DeleteMember(project, mid) => {
-            let (user, _) = member(app, project, mid)?;
-            let (p, u) = (project.to_owned(), user.clone());
-            blocking(app, move |e| e.remove_member(&p, &u)).await??;
-            done(caller, "member removed", &format!("{project}:{user}"))
+            let (who, _) = member(app, project, mid)?;
+            let p = project.to_owned();
+            let on = format!("{project}:{}", who.name());
+            match who {
+                Member::User(u) => blocking(app, move |e| e.remove_member(&p, &u)).await??,
+                Member::Group(g) => blocking(app, move |e| e.remove_group_member(&p, &g)).await??,
+            };
+            done(caller, "member removed", &on)
         }
     }
 }
@@ -197,7 +207,14 @@ async fn set_password(
     id: &str,
     body: RequestBody,
 ) -> Result<Response<Body>, ApiError> {
-    let (name, _) = user_for(app, caller, id)?;
+    let (name, rec) = user_for(app, caller, id)?;
+    if rec.is_ldap() {
+        // Harbor: an LDAP user's password is the directory's.
+        return Err(ApiError::new(
+            Code::Denied,
+            format!("user {name} is an LDAP user: change the password in the directory"),
+        ));
+    }
     let req: PasswordReq = read_json(body).await?;
     let account = auth::effective_account(caller);
     // Harbor's rule: one's own password needs the old one, even an
@@ -285,16 +302,47 @@ async fn update_robot(
     done(caller, "robot updated", &name)
 }
 
-/// Membership `mid` of `project`: the user's name and record.
+/// Who membership `mid` is of: a user by name, or an LDAP group by DN
+/// (ids come from one sequence).
+enum Member {
+    User(String),
+    Group(String),
+}
+
+impl Member {
+    fn name(&self) -> &str {
+        match self {
+            Member::User(n) | Member::Group(n) => n,
+        }
+    }
+
+    fn of(&self) -> crate::admin::MemberOf<'_> {
+        match self {
+            Member::User(n) => crate::admin::MemberOf::User(n),
+            Member::Group(n) => crate::admin::MemberOf::Group(n),
+        }
+    }
+}
+
+/// Membership `mid` of `project`: whose, and its record.
 fn member(
     app: &App,
     project: &str,
     mid: &str,
-) -> Result<(String, berth_engine::records::MemberRecord), ApiError> {
+) -> Result<(Member, berth_engine::records::MemberRecord), ApiError> {
     let n = parse_id(mid, "member")?;
-    app.engine
+    if let Some((user, m)) = app
+        .engine
         .members(project)?
         .into_iter()
         .find(|(_, m)| m.id == n)
+    {
+        return Ok((Member::User(user), m));
+    }
+    app.engine
+        .group_members(project)?
+        .into_iter()
+        .find(|(_, m)| m.id == n)
+        .map(|(group, m)| (Member::Group(group), m))
         .ok_or_else(|| not_found(format!("member {mid} of project {project} not found")))
 }

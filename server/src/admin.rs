@@ -11,6 +11,8 @@
 //! PUT  /api/v2.0/projects/{name}          {"metadata":{"public":"false"}}         (project admin)
 //! GET  /api/v2.0/projects/{name}/members  members                    (members, admins)
 //! POST /api/v2.0/projects/{name}/members  {"role_id":2,"member_user":{"username":"bob"}} → 201
+//!                                         or {"role_id":2,"member_group":{"group_type":1,
+//!                                         "ldap_group_dn":"cn=devs,ou=groups,dc=example,dc=org"}}
 //!                                         role_id: 1 projectAdmin, 2 developer, 3 guest, 4 maintainer
 //!                                         (project admin; see `add_member` on unknown users)
 //! GET  /api/v2.0/users                    every user                              (admin)
@@ -526,28 +528,43 @@ async fn list_members(
     name: &str,
 ) -> Result<Response<Body>, ApiError> {
     members_visible(app, caller, name)?;
-    let members = app
+    let mut members = app
         .engine
         .members(name)?
         .iter()
-        .map(|(user, m)| member_json(app, name, user, m))
+        .map(|(user, m)| member_json(app, name, MemberOf::User(user), m))
         .collect::<Result<Vec<Value>, ApiError>>()?;
+    for (group, m) in app.engine.group_members(name)? {
+        members.push(member_json(app, name, MemberOf::Group(&group), &m)?);
+    }
     ok_json(&Value::Array(members))
+}
+
+/// Who a membership is of: a user (Harbor's `entity_type` `u`) or an LDAP
+/// group by DN (`g`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum MemberOf<'a> {
+    User(&'a str),
+    Group(&'a str),
 }
 
 /// A membership in Harbor's `ProjectMemberEntity` shape.
 pub(crate) fn member_json(
     app: &App,
     project: &str,
-    user: &str,
+    of: MemberOf<'_>,
     m: &berth_engine::records::MemberRecord,
 ) -> Result<Value, ApiError> {
     let project_id = app.engine.project(project)?.map_or(0, |p| p.id);
+    let (entity_name, entity_type) = match of {
+        MemberOf::User(u) => (u, "u"),
+        MemberOf::Group(g) => (g, "g"),
+    };
     Ok(json!({
         "id": m.id,
         "project_id": project_id,
-        "entity_name": user,
-        "entity_type": "u",
+        "entity_name": entity_name,
+        "entity_type": entity_type,
         "role_id": m.role,
         "role_name": Role::from_id(m.role).map_or("unknown", Role::name),
     }))
@@ -568,7 +585,7 @@ pub(crate) fn members_visible(app: &App, caller: &Principal, name: &str) -> Resu
     };
     let member = match &account {
         Account::User { admin: true, .. } => true,
-        Account::User { name: user, .. } => app.engine.member_role(name, user)?.is_some(),
+        Account::User { name: user, .. } => app.engine.effective_role(name, user)?.is_some(),
         Account::Robot { .. } | Account::Anonymous => false,
     };
     if !member {
@@ -589,6 +606,16 @@ async fn add_member(
 ) -> Result<Response<Body>, ApiError> {
     let req: MemberReq = read_json(body).await?;
     let role = role_of(req.role_id)?;
+    let user = match (req.member_user, req.member_group) {
+        (Some(u), None) => u.username,
+        (None, Some(g)) => return add_group_member(app, p, name, role, g).await,
+        _ => {
+            return Err(ApiError::new(
+                Code::BadRequest,
+                "give exactly one of member_user and member_group",
+            ))
+        }
+    };
     // Whether the user exists is told only to those who may list users
     // (system administrators, for whom an unknown name is a 400). A project
     // admin — which anyone can become by creating a project — gets the same
@@ -599,9 +626,9 @@ async fn add_member(
     } else {
         UserCheck::ByName
     };
-    let (project, user) = (name.to_owned(), req.member_user.username.clone());
+    let (project, u) = (name.to_owned(), user.clone());
     let id = blocking(app, move |e| {
-        e.set_member_checked(&project, &user, role, check)
+        e.set_member_checked(&project, &u, role, check)
     })
     .await?
     .map_err(|e| match e {
@@ -610,8 +637,37 @@ async fn add_member(
         }
         e => e.into(),
     })?;
-    tracing::info!(target: "berth::auth", project = name, user = %req.member_user.username,
+    tracing::info!(target: "berth::auth", project = name, user = %user,
         role = role.name(), by = p.name(), "member set");
+    Ok(created(format!("/api/v2.0/projects/{name}/members/{id}")))
+}
+
+/// An LDAP group as a project member (Harbor's `member_group` with
+/// `group_type` 1 and `ldap_group_dn`): its members get `role` at their
+/// next login. Kept by DN, normalized (`berth_engine::directory`).
+async fn add_group_member(
+    app: &App,
+    p: &Principal,
+    name: &str,
+    role: berth_engine::Role,
+    group: berth_wire::harbor::MemberGroup,
+) -> Result<Response<Body>, ApiError> {
+    if let Some(t) = group.group_type.filter(|&t| t != 1) {
+        return Err(ApiError::new(
+            Code::BadRequest,
+            format!("member_group.group_type {t} is not supported: berth has LDAP groups (1) only"),
+        ));
+    }
+    let Some(dn) = group.ldap_group_dn.filter(|d| !d.trim().is_empty()) else {
+        return Err(ApiError::new(
+            Code::BadRequest,
+            "member_group needs ldap_group_dn (the group's DN in the directory)",
+        ));
+    };
+    let (project, d) = (name.to_owned(), dn.clone());
+    let id = blocking(app, move |e| e.set_group_member(&project, &d, role)).await??;
+    tracing::info!(target: "berth::auth", project = name, group = %dn,
+        role = role.name(), by = p.name(), "group member set");
     Ok(created(format!("/api/v2.0/projects/{name}/members/{id}")))
 }
 
@@ -633,7 +689,7 @@ pub(crate) fn user_json(name: &str, u: &berth_engine::records::UserRecord) -> Va
         "username": name,
         "email": u.email,
         "realname": u.realname,
-        "sysadmin_flag": u.admin,
+        "sysadmin_flag": u.is_admin(),
         "creation_time": time(u.created_ms),
     })
 }
@@ -680,6 +736,15 @@ async fn create_user(
     p: &Principal,
     body: RequestBody,
 ) -> Result<Response<Body>, ApiError> {
+    if app.auth.directory.is_some() {
+        // Harbor: in ldap_auth mode users come from the directory, onboarded
+        // at their first login.
+        return Err(ApiError::new(
+            Code::Denied,
+            "users cannot be created in ldap_auth mode: they are the LDAP directory's, \
+             and each gets an account at their first login",
+        ));
+    }
     let by_admin = auth::effective_account(p).is_admin();
     let req: UserReq = read_json(body).await?;
     if req.sysadmin_flag && !by_admin {

@@ -47,6 +47,11 @@
 //! slot held until the verification ends; (5) settle the attempt: a success
 //! resets the pair's counter and refunds its own attempt, a failure stays
 //! counted, an attempt that was never verified is refunded.
+//!
+//! In `ldap_auth` mode steps (2)–(4) are, for users but robots and
+//! `admin`, one check against the LDAP directory ([`crate::ldap`]) with
+//! no cache, then `Engine::directory_login` records what the directory
+//! said (onboarding, groups, admin flag); see `docs/auth.md`, "LDAP".
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -112,10 +117,13 @@ pub struct Auth {
     limiter: LoginLimiter,
     slots: VerifySlots,
     cache: CredentialCache,
+    /// `ldap_auth` mode: the directory users' passwords are checked
+    /// against (robots and `admin` stay local). `None`: local accounts.
+    pub directory: Option<crate::ldap::Directory>,
 }
 
 impl Auth {
-    pub fn new(cfg: &AuthConfig, key: TokenKey) -> Auth {
+    pub fn new(cfg: &AuthConfig, key: TokenKey, directory: Option<crate::ldap::Directory>) -> Auth {
         Auth {
             enabled: cfg.enabled,
             service: cfg.service.clone(),
@@ -126,7 +134,17 @@ impl Auth {
             limiter: LoginLimiter::new(cfg.max_failed_logins),
             slots: VerifySlots::new(verify_slots()),
             cache: CredentialCache::new(),
+            directory,
         }
+    }
+
+    /// The directory `name` signs in against, in `ldap_auth` mode: every
+    /// name but robots' and the built-in `admin` (Harbor's rule).
+    pub fn directory_for(&self, name: &str) -> Option<&crate::ldap::Directory> {
+        self.directory.as_ref().filter(|_| {
+            !name.starts_with(berth_engine::accounts::ROBOT_PREFIX)
+                && name != berth_engine::accounts::ADMIN_USER
+        })
     }
 
     /// Signs an access token for `sub` with `access`, bound to the stamp
@@ -406,6 +424,41 @@ pub async fn check_password(
             "too many failed logins from this address or for this account; try again later",
         )
     })?;
+    if let Some(directory) = app.auth.directory_for(name) {
+        // IMPORTANT: no cache. The directory is asked at every check, so
+        // a user it removed or whose password it changed fails on the very
+        // next request, and groups (roles, admin) follow it at each one.
+        let found = directory.authenticate(name, secret).await.map_err(|e| {
+            tracing::warn!(target: "berth::auth", user = name, error = %e, "LDAP login not checked");
+            ApiError::new(
+                Code::Unavailable,
+                "the LDAP directory did not answer; try again later",
+            )
+        })?;
+        let account = match found {
+            Some(user) => {
+                let n = name.to_owned();
+                match blocking(app, move |e| e.directory_login(&n, &user)).await? {
+                    Ok(a) => Some(a),
+                    Err(berth_engine::AccountError::Invalid { what, reason }) => {
+                        tracing::warn!(target: "berth::auth", user = name, %what, %reason,
+                            "LDAP user not onboarded");
+                        None
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            None => None,
+        };
+        match &account {
+            Some(_) => attempt.succeeded(),
+            None => {
+                attempt.failed();
+                tracing::info!(target: "berth::auth", user = name, %ip, "failed login (LDAP)");
+            }
+        }
+        return Ok(account);
+    }
     let cache_key = app.auth.cache.key(name, secret);
     if let Some(cached) = app.auth.cache.get(&cache_key) {
         // IMPORTANT: a hit holds only while the account's credential is

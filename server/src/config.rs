@@ -19,7 +19,14 @@
 //!  "chart_allow_overwrite": false, "body_read_timeout_seconds": 60,
 //!  "header_read_timeout_seconds": 30, "max_connections": 4096, "idle_timeout_seconds": 60,
 //!  "tls_handshake_timeout_seconds": 10, "max_members_per_project": 1000,
-//!  "max_robots_per_project": 1000, "proxy_revalidate_seconds": 60}
+//!  "max_robots_per_project": 1000, "proxy_revalidate_seconds": 60,
+//!  "auth_mode": "ldap_auth", "ldap_url": "ldaps://ldap.example.org", "ldap_base_dn": "ou=people,dc=example,dc=org",
+//!  "ldap_search_dn": "cn=berth,dc=example,dc=org", "ldap_search_password": "…",
+//!  "ldap_filter": "(objectClass=person)", "ldap_uid": "uid", "ldap_scope": 2, "ldap_timeout": 5,
+//!  "ldap_verify_cert": true, "ldap_ca_file": "/etc/berth/ldap-ca.pem", "ldap_starttls": false,
+//!  "ldap_group_base_dn": "ou=groups,dc=example,dc=org", "ldap_group_search_filter": "(objectClass=groupOfNames)",
+//!  "ldap_group_attribute_name": "cn", "ldap_group_search_scope": 2,
+//!  "ldap_group_admin_dn": "cn=admins,ou=groups,dc=example,dc=org", "ldap_group_membership_attribute": "memberof"}
 //! ```
 //!
 //! Storage (`docs/storage.md`): `storage_backend` is `local` (default), `s3`
@@ -31,7 +38,8 @@
 //!
 //! Unknown keys are an error (a typo should not silently change nothing).
 //! `read_only` is on if any source turns it on. Secrets (`admin_password`)
-//! are kept in a [`Secret`], whose `Debug` never shows them.
+//! and `ldap_search_password` are kept in a [`Secret`], whose `Debug`
+//! never shows them.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -96,7 +104,73 @@ pub struct AuthConfig {
     /// Failed logins per source address per minute before it is refused
     /// (`429`) for the rest of the minute; 0 disables the limit.
     pub max_failed_logins: u32,
+    /// Harbor's `ldap_auth` mode: users (but robots and `admin`) sign in
+    /// against this directory (see `docs/auth.md`, "LDAP"). `None`: the
+    /// local accounts (`db_auth`).
+    pub ldap: Option<LdapConfig>,
 }
+
+/// Harbor's LDAP search scopes (`ldap_scope`, `ldap_group_search_scope`):
+/// 0 base, 1 one level, 2 subtree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LdapScope {
+    Base,
+    OneLevel,
+    Subtree,
+}
+
+impl LdapScope {
+    fn from_harbor(name: &str, n: u8) -> Result<LdapScope, ConfigError> {
+        match n {
+            0 => Ok(LdapScope::Base),
+            1 => Ok(LdapScope::OneLevel),
+            2 => Ok(LdapScope::Subtree),
+            _ => Err(ConfigError::Invalid(format!(
+                "{name} must be 0 (base), 1 (one level) or 2 (subtree), not {n}"
+            ))),
+        }
+    }
+}
+
+/// The LDAP directory of `auth_mode` `ldap_auth`, in Harbor's terms.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LdapConfig {
+    /// `ldap://host[:port]` or `ldaps://host[:port]`.
+    pub url: String,
+    /// Upgrade an `ldap://` connection with StartTLS.
+    pub starttls: bool,
+    /// Check the server's certificate (ldaps, StartTLS) [default: true].
+    pub verify_cert: bool,
+    /// PEM CA certificates trusted besides the system's.
+    pub ca_file: Option<PathBuf>,
+    /// The DN the user search binds as (empty: an anonymous search).
+    pub search_dn: String,
+    pub search_password: Secret,
+    /// Where users are searched.
+    pub base_dn: String,
+    /// Extra filter every user entry must match, e.g. `(objectClass=person)`.
+    pub filter: String,
+    /// The attribute holding the user name [default: uid].
+    pub uid: String,
+    pub scope: LdapScope,
+    /// Bound on connecting and on each LDAP operation.
+    pub timeout: Duration,
+    /// Groups: searched under this base for entries naming the user in
+    /// `member`/`uniqueMember` (empty: no group search).
+    pub group_base_dn: String,
+    /// Extra filter of the group search, e.g. `(objectClass=groupOfNames)`.
+    pub group_search_filter: String,
+    /// The attribute holding a group's name [default: cn].
+    pub group_attribute_name: String,
+    pub group_search_scope: LdapScope,
+    /// Members of this group are system administrators (evaluated at each
+    /// login).
+    pub group_admin_dn: String,
+    /// The user-entry attribute listing the user's groups [default: memberof].
+    pub group_membership_attribute: String,
+}
+
+pub const DEFAULT_LDAP_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Default for AuthConfig {
     fn default() -> AuthConfig {
@@ -108,6 +182,7 @@ impl Default for AuthConfig {
             self_registration: false,
             project_creation: ProjectCreation::Everyone,
             max_failed_logins: DEFAULT_MAX_FAILED_LOGINS,
+            ldap: None,
         }
     }
 }
@@ -236,6 +311,7 @@ impl Config {
         };
         let (storage, database) = storage(&args, storage_env, file_storage)?;
         let limits = limits(&args, &file)?;
+        let ldap = ldap(&args, &file)?;
         let gc_interval = args
             .gc_interval_seconds
             .or(file.gc_interval_seconds)
@@ -327,6 +403,7 @@ impl Config {
                     .max_failed_logins
                     .or(file.max_failed_logins)
                     .unwrap_or(DEFAULT_MAX_FAILED_LOGINS),
+                ldap,
             },
             tls: match (
                 args.tls_cert.or(file.tls_cert),
@@ -363,6 +440,99 @@ impl Config {
             chart_index_cache_bytes: DEFAULT_CHART_INDEX_CACHE_BYTES,
         })
     }
+}
+
+/// The LDAP settings of `auth_mode` `ldap_auth` (flags and environment,
+/// then the file); `None` for `db_auth`, the default. LDAP settings
+/// without `ldap_auth` are an error, as `ldap_auth` without a URL or base DN.
+fn ldap(args: &ServeArgs, file: &FileConfig) -> Result<Option<LdapConfig>, ConfigError> {
+    let a = &args.ldap;
+    let pick = |flag: &Option<String>, key: &Option<String>| -> String {
+        flag.clone().or_else(|| key.clone()).unwrap_or_default()
+    };
+    let mode = pick(&args.auth_mode, &file.auth_mode);
+    let url = pick(&a.ldap_url, &file.ldap_url);
+    match mode.as_str() {
+        "" | "db_auth" if url.is_empty() => return Ok(None),
+        "" | "db_auth" => {
+            return Err(ConfigError::Invalid(
+                "ldap_url is set but auth_mode is not ldap_auth (BERTH_AUTH_MODE=ldap_auth)".into(),
+            ))
+        }
+        "ldap_auth" => {}
+        other => {
+            return Err(ConfigError::Invalid(format!(
+                "auth_mode must be db_auth or ldap_auth, not {other:?}"
+            )))
+        }
+    }
+    let starttls = a.ldap_starttls.or(file.ldap_starttls).unwrap_or(false);
+    match url.split_once("://").map(|(scheme, _)| scheme) {
+        Some("ldap") => {}
+        Some("ldaps") if !starttls => {}
+        Some("ldaps") => {
+            return Err(ConfigError::Invalid(
+                "ldap_starttls upgrades an ldap:// connection; ldaps:// is TLS already".into(),
+            ))
+        }
+        _ => {
+            return Err(ConfigError::Invalid(format!(
+                "ldap_url (BERTH_LDAP_URL) must be ldap://HOST[:PORT] or ldaps://HOST[:PORT], not {url:?}"
+            )))
+        }
+    }
+    let base_dn = pick(&a.ldap_base_dn, &file.ldap_base_dn);
+    if base_dn.is_empty() {
+        return Err(ConfigError::Invalid(
+            "ldap_auth needs ldap_base_dn (BERTH_LDAP_BASE_DN): where users are searched".into(),
+        ));
+    }
+    let or_default = |v: String, d: &str| if v.is_empty() { d.to_owned() } else { v };
+    let timeout = match a.ldap_timeout.or(file.ldap_timeout) {
+        None => DEFAULT_LDAP_TIMEOUT,
+        Some(s) if (1..=MAX_READ_TIMEOUT_SECS).contains(&s) => Duration::from_secs(s),
+        Some(s) => {
+            return Err(ConfigError::Invalid(format!(
+                "ldap_timeout must be 1 to {MAX_READ_TIMEOUT_SECS} seconds, not {s}"
+            )))
+        }
+    };
+    Ok(Some(LdapConfig {
+        url,
+        starttls,
+        verify_cert: a.ldap_verify_cert.or(file.ldap_verify_cert).unwrap_or(true),
+        ca_file: a.ldap_ca_file.clone().or_else(|| file.ldap_ca_file.clone()),
+        search_dn: pick(&a.ldap_search_dn, &file.ldap_search_dn),
+        search_password: Secret(pick(&a.ldap_search_password, &file.ldap_search_password)),
+        base_dn,
+        filter: pick(&a.ldap_filter, &file.ldap_filter),
+        uid: or_default(pick(&a.ldap_uid, &file.ldap_uid), "uid"),
+        scope: LdapScope::from_harbor("ldap_scope", a.ldap_scope.or(file.ldap_scope).unwrap_or(2))?,
+        timeout,
+        group_base_dn: pick(&a.ldap_group_base_dn, &file.ldap_group_base_dn),
+        group_search_filter: pick(&a.ldap_group_search_filter, &file.ldap_group_search_filter),
+        group_attribute_name: or_default(
+            pick(
+                &a.ldap_group_attribute_name,
+                &file.ldap_group_attribute_name,
+            ),
+            "cn",
+        ),
+        group_search_scope: LdapScope::from_harbor(
+            "ldap_group_search_scope",
+            a.ldap_group_search_scope
+                .or(file.ldap_group_search_scope)
+                .unwrap_or(2),
+        )?,
+        group_admin_dn: pick(&a.ldap_group_admin_dn, &file.ldap_group_admin_dn),
+        group_membership_attribute: or_default(
+            pick(
+                &a.ldap_group_membership_attribute,
+                &file.ldap_group_membership_attribute,
+            ),
+            "memberof",
+        ),
+    }))
 }
 
 /// Longest header or body read timeout: a day. Timeouts become deadlines
@@ -643,6 +813,77 @@ pub struct ServeArgs {
     /// Robot accounts one project may hold [default: 1000]
     #[arg(long, env = "BERTH_MAX_ROBOTS_PER_PROJECT", value_name = "N")]
     pub max_robots_per_project: Option<u64>,
+    /// Where user passwords are checked: db_auth (local accounts) or
+    /// ldap_auth (an LDAP directory, the --ldap-* settings) [default: db_auth]
+    #[arg(long, env = "BERTH_AUTH_MODE", value_name = "MODE")]
+    pub auth_mode: Option<String>,
+    #[command(flatten)]
+    pub ldap: LdapArgs,
+}
+
+/// The LDAP flags of `berth serve` (Harbor's `ldap_*` settings).
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct LdapArgs {
+    /// LDAP server, ldap://HOST[:PORT] or ldaps://HOST[:PORT]
+    #[arg(long, env = "BERTH_LDAP_URL", value_name = "URL")]
+    pub ldap_url: Option<String>,
+    /// Upgrade an ldap:// connection with StartTLS [default: false]
+    #[arg(long, env = "BERTH_LDAP_STARTTLS", value_name = "BOOL", value_parser = BoolishValueParser::new())]
+    pub ldap_starttls: Option<bool>,
+    /// Check the LDAP server's certificate [default: true]
+    #[arg(long, env = "BERTH_LDAP_VERIFY_CERT", value_name = "BOOL", value_parser = BoolishValueParser::new())]
+    pub ldap_verify_cert: Option<bool>,
+    /// PEM file of CA certificates trusted for the LDAP server, besides the system's
+    #[arg(long, env = "BERTH_LDAP_CA_FILE", value_name = "FILE")]
+    pub ldap_ca_file: Option<PathBuf>,
+    /// DN the user search binds as (empty: anonymous search)
+    #[arg(long, env = "BERTH_LDAP_SEARCH_DN", value_name = "DN")]
+    pub ldap_search_dn: Option<String>,
+    /// Password of --ldap-search-dn (prefer the environment variable)
+    #[arg(
+        long,
+        env = "BERTH_LDAP_SEARCH_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true
+    )]
+    pub ldap_search_password: Option<String>,
+    /// Base DN of the user search
+    #[arg(long, env = "BERTH_LDAP_BASE_DN", value_name = "DN")]
+    pub ldap_base_dn: Option<String>,
+    /// Filter user entries must also match, e.g. (objectClass=person)
+    #[arg(long, env = "BERTH_LDAP_FILTER", value_name = "FILTER")]
+    pub ldap_filter: Option<String>,
+    /// Attribute holding the user name [default: uid]
+    #[arg(long, env = "BERTH_LDAP_UID", value_name = "ATTR")]
+    pub ldap_uid: Option<String>,
+    /// User search scope: 0 base, 1 one level, 2 subtree [default: 2]
+    #[arg(long, env = "BERTH_LDAP_SCOPE", value_name = "N")]
+    pub ldap_scope: Option<u8>,
+    /// Seconds to wait for the LDAP server, per connection and operation [default: 5]
+    #[arg(long, env = "BERTH_LDAP_TIMEOUT", value_name = "SECONDS")]
+    pub ldap_timeout: Option<u64>,
+    /// Base DN of the group search (empty: groups come from the membership attribute only)
+    #[arg(long, env = "BERTH_LDAP_GROUP_BASE_DN", value_name = "DN")]
+    pub ldap_group_base_dn: Option<String>,
+    /// Filter group entries must also match, e.g. (objectClass=groupOfNames)
+    #[arg(long, env = "BERTH_LDAP_GROUP_SEARCH_FILTER", value_name = "FILTER")]
+    pub ldap_group_search_filter: Option<String>,
+    /// Attribute holding a group's name [default: cn]
+    #[arg(long, env = "BERTH_LDAP_GROUP_ATTRIBUTE_NAME", value_name = "ATTR")]
+    pub ldap_group_attribute_name: Option<String>,
+    /// Group search scope: 0 base, 1 one level, 2 subtree [default: 2]
+    #[arg(long, env = "BERTH_LDAP_GROUP_SEARCH_SCOPE", value_name = "N")]
+    pub ldap_group_search_scope: Option<u8>,
+    /// Members of this group are system administrators
+    #[arg(long, env = "BERTH_LDAP_GROUP_ADMIN_DN", value_name = "DN")]
+    pub ldap_group_admin_dn: Option<String>,
+    /// User attribute listing the user's groups [default: memberof]
+    #[arg(
+        long,
+        env = "BERTH_LDAP_GROUP_MEMBERSHIP_ATTRIBUTE",
+        value_name = "ATTR"
+    )]
+    pub ldap_group_membership_attribute: Option<String>,
 }
 
 /// The config file's contents; every key optional.
@@ -679,6 +920,24 @@ struct FileConfig {
     tls_handshake_timeout_seconds: Option<u64>,
     max_members_per_project: Option<u64>,
     max_robots_per_project: Option<u64>,
+    auth_mode: Option<String>,
+    ldap_url: Option<String>,
+    ldap_starttls: Option<bool>,
+    ldap_verify_cert: Option<bool>,
+    ldap_ca_file: Option<PathBuf>,
+    ldap_search_dn: Option<String>,
+    ldap_search_password: Option<String>,
+    ldap_base_dn: Option<String>,
+    ldap_filter: Option<String>,
+    ldap_uid: Option<String>,
+    ldap_scope: Option<u8>,
+    ldap_timeout: Option<u64>,
+    ldap_group_base_dn: Option<String>,
+    ldap_group_search_filter: Option<String>,
+    ldap_group_attribute_name: Option<String>,
+    ldap_group_search_scope: Option<u8>,
+    ldap_group_admin_dn: Option<String>,
+    ldap_group_membership_attribute: Option<String>,
 }
 
 impl FileConfig {
@@ -712,7 +971,7 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("berth: config {path}: {source} (expected a JSON object with keys listen, data_dir, read_only, delete_enabled, upload_ttl_seconds, max_uploads_per_user, storage_backend, s3_endpoint, s3_region, s3_bucket, s3_access_key, s3_secret_key, s3_root, s3_path_style, s3_multipart_threshold, s3_ca_file, cache_max_bytes, database_url, database_ca_file, database_schema, auth_enabled, admin_password, external_url, trusted_proxies, token_service, token_ttl_seconds, self_registration, project_creation, max_failed_logins, tls_cert, tls_key, gc_interval_seconds, gc_grace_seconds, audit_retention_days, webhook_allow_private, chart_allow_overwrite, body_read_timeout_seconds, header_read_timeout_seconds, max_connections, idle_timeout_seconds, tls_handshake_timeout_seconds, max_members_per_project, max_robots_per_project, proxy_revalidate_seconds)", path = .path.display())]
+    #[error("berth: config {path}: {source} (expected a JSON object with keys listen, data_dir, read_only, delete_enabled, upload_ttl_seconds, max_uploads_per_user, storage_backend, s3_endpoint, s3_region, s3_bucket, s3_access_key, s3_secret_key, s3_root, s3_path_style, s3_multipart_threshold, s3_ca_file, cache_max_bytes, database_url, database_ca_file, database_schema, auth_enabled, admin_password, external_url, trusted_proxies, token_service, token_ttl_seconds, self_registration, project_creation, max_failed_logins, tls_cert, tls_key, gc_interval_seconds, gc_grace_seconds, audit_retention_days, webhook_allow_private, chart_allow_overwrite, body_read_timeout_seconds, header_read_timeout_seconds, max_connections, idle_timeout_seconds, tls_handshake_timeout_seconds, max_members_per_project, max_robots_per_project, proxy_revalidate_seconds, auth_mode and the ldap_* keys of docs/auth.md)", path = .path.display())]
     Parse {
         path: PathBuf,
         #[source]
@@ -948,6 +1207,94 @@ mod tests {
             ..ServeArgs::default()
         })
         .contains("BERTH_TLS_KEY"));
+    }
+
+    #[test]
+    fn ldap_settings() {
+        assert_eq!(
+            Config::from_args(ServeArgs::default()).unwrap().auth.ldap,
+            None
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("berth.json");
+        std::fs::write(
+            &path,
+            r#"{"auth_mode":"ldap_auth","ldap_url":"ldaps://ldap.example.org",
+                "ldap_base_dn":"ou=people,dc=example,dc=org","ldap_search_dn":"cn=berth,dc=example,dc=org",
+                "ldap_search_password":"s3cret-bind","ldap_scope":1,"ldap_timeout":9,
+                "ldap_group_admin_dn":"cn=admins,dc=example,dc=org"}"#,
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            ldap: LdapArgs {
+                ldap_filter: Some("(objectClass=person)".into()),
+                ldap_url: Some("ldap://ldap.example.org:389".into()),
+                ldap_starttls: Some(true),
+                ..LdapArgs::default()
+            },
+            ..ServeArgs::default()
+        };
+        let c = Config::from_args(args).unwrap();
+        let l = c.auth.ldap.clone().expect("ldap_auth");
+        assert_eq!(
+            l.url, "ldap://ldap.example.org:389",
+            "flags override the file"
+        );
+        assert!(l.starttls && l.verify_cert);
+        assert_eq!(l.base_dn, "ou=people,dc=example,dc=org");
+        assert_eq!(l.filter, "(objectClass=person)");
+        assert_eq!(l.uid, "uid");
+        assert_eq!(l.scope, LdapScope::OneLevel);
+        assert_eq!(l.group_search_scope, LdapScope::Subtree);
+        assert_eq!(l.timeout, Duration::from_secs(9));
+        assert_eq!(l.group_membership_attribute, "memberof");
+        assert_eq!(l.group_attribute_name, "cn");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cret-bind"), "{shown}");
+
+        let bad = |ldap: LdapArgs, mode: Option<&str>| {
+            Config::from_args(ServeArgs {
+                auth_mode: mode.map(str::to_owned),
+                ldap,
+                ..ServeArgs::default()
+            })
+            .unwrap_err()
+            .to_string()
+        };
+        let url = |u: &str| LdapArgs {
+            ldap_url: Some(u.into()),
+            ldap_base_dn: Some("dc=x".into()),
+            ..LdapArgs::default()
+        };
+        assert!(bad(url("ldap://h"), None).contains("auth_mode"));
+        assert!(bad(url("http://h"), Some("ldap_auth")).contains("ldap://"));
+        assert!(bad(LdapArgs::default(), Some("ldap_auth")).contains("ldap_url"));
+        assert!(bad(LdapArgs::default(), Some("oidc_auth")).contains("db_auth or ldap_auth"));
+        assert!(bad(
+            LdapArgs {
+                ldap_base_dn: None,
+                ..url("ldap://h")
+            },
+            Some("ldap_auth")
+        )
+        .contains("ldap_base_dn"));
+        assert!(bad(
+            LdapArgs {
+                ldap_scope: Some(3),
+                ..url("ldap://h")
+            },
+            Some("ldap_auth")
+        )
+        .contains("ldap_scope"));
+        assert!(bad(
+            LdapArgs {
+                ldap_starttls: Some(true),
+                ..url("ldaps://h")
+            },
+            Some("ldap_auth")
+        )
+        .contains("ldap_starttls"));
     }
 
     #[test]

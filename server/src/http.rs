@@ -165,6 +165,12 @@ pub async fn serve(
         .await
         .map_err(|e| ServeError::Io(std::io::Error::other(e)))??
     };
+    let directory = match &config.auth.ldap {
+        Some(l) if config.auth.enabled => Some(
+            crate::ldap::Directory::new(l).map_err(|e| ServeError::Auth(format!("LDAP: {e}")))?,
+        ),
+        _ => None,
+    };
     let cursors = crate::cursor::Cursors::new(&key.seed());
     let app = Arc::new(App {
         engine,
@@ -172,7 +178,7 @@ pub async fn serve(
         read_only: config.read_only,
         delete_enabled: config.delete_enabled,
         proxy: config.proxy.clone(),
-        auth: Auth::new(&config.auth, key),
+        auth: Auth::new(&config.auth, key, directory),
         gc_interval: config.gc_interval,
         gc_grace: config.gc_grace,
         upload_ttl: config.upload_ttl,
@@ -272,7 +278,7 @@ fn admin_at_start(e: &Engine, admin_password: Option<&str>) -> Result<(), ServeE
         .users()
         .map_err(|err| ServeError::Auth(err.to_string()))?
         .into_iter()
-        .filter(|(_, u)| u.admin)
+        .filter(|(_, u)| u.is_admin())
         .map(|(name, _)| name)
         .collect();
     tracing::info!(target: "berth::auth", admins = %admins.join(","), "system administrators");

@@ -52,6 +52,7 @@ pub mod charts;
 mod cursor;
 mod gc_api;
 mod immutable_api;
+pub mod ldap;
 mod manifest_parse;
 mod manifests;
 mod proxy_cache;

@@ -30,7 +30,7 @@ use serde_json::json;
 
 use crate::auth::{self, ISSUER, REFRESH_AUD_SUFFIX};
 use crate::errors::{ApiError, Code};
-use crate::http::{json, read_small_body, App, Body};
+use crate::http::{blocking, json, read_small_body, App, Body};
 use crate::router::Query;
 // The form and scope grammars live in `berth_wire::token_request`, beside
 // their fuzz target.
@@ -168,8 +168,33 @@ async fn post(app: &App, parts: &Parts, body: RequestBody) -> Result<Response<Bo
             if claims.sub.is_empty() || !auth::token_current(app, &claims)? {
                 return Err(bad_credentials());
             }
-            let Some(a) = app.engine.account(&claims.sub)? else {
-                return Err(bad_credentials());
+            let a = match ldap_user(app, &claims.sub).await? {
+                // An LDAP user: the directory is asked whether the user is
+                // still there (and their groups and admin flag are taken
+                // again), as a login would.
+                Some(directory) => {
+                    let found = directory.lookup(&claims.sub).await.map_err(|e| {
+                        tracing::warn!(target: "berth::auth", user = %claims.sub, error = %e,
+                            "LDAP refresh not checked");
+                        ApiError::new(
+                            Code::Unavailable,
+                            "the LDAP directory did not answer; try again later",
+                        )
+                    })?;
+                    let Some(user) = found else {
+                        return Err(bad_credentials());
+                    };
+                    let n = claims.sub.clone();
+                    let (a, stamp) = blocking(app, move |e| e.directory_login(&n, &user)).await??;
+                    if stamp != claims.crd {
+                        return Err(bad_credentials());
+                    }
+                    a
+                }
+                None => match app.engine.account(&claims.sub)? {
+                    Some(a) => a,
+                    None => return Err(bad_credentials()),
+                },
             };
             (a, claims.crd, Some(rt.to_owned()))
         }
@@ -200,6 +225,22 @@ async fn post(app: &App, parts: &Parts, body: RequestBody) -> Result<Response<Bo
         serde_json::to_vec(&out).map_err(ApiError::internal)?,
         "application/json",
     ))
+}
+
+/// The directory `name` signs in against, if it is an LDAP user in
+/// `ldap_auth` mode.
+async fn ldap_user<'a>(
+    app: &'a App,
+    name: &str,
+) -> Result<Option<&'a crate::ldap::Directory>, ApiError> {
+    let Some(directory) = app.auth.directory_for(name) else {
+        return Ok(None);
+    };
+    let n = name.to_owned();
+    let ldap = blocking(app, move |e| e.user(&n))
+        .await??
+        .is_some_and(|u| u.is_ldap());
+    Ok(ldap.then_some(directory))
 }
 
 /// What `account` gets of `scopes`: per requested repository, the

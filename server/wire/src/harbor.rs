@@ -111,11 +111,32 @@ impl ProjectReq {
     }
 }
 
-/// `POST /api/v2.0/projects/{name}/members`.
+/// `POST /api/v2.0/projects/{name}/members`: a user
+/// (`{"role_id":2,"member_user":{"username":"bob"}}`) or an LDAP group
+/// (`{"role_id":2,"member_group":{"group_type":1,"ldap_group_dn":"cn=devs,…"}}`);
+/// exactly one of the two.
 #[derive(Debug, Deserialize)]
 pub struct MemberReq {
     pub role_id: u8,
-    pub member_user: MemberUser,
+    #[serde(default)]
+    pub member_user: Option<MemberUser>,
+    #[serde(default)]
+    pub member_group: Option<MemberGroup>,
+}
+
+/// `member_group` of a [`MemberReq`] (Harbor's `UserGroup`): berth keeps
+/// LDAP groups (`group_type` 1) by DN; `id` and `group_name` are accepted
+/// and not used.
+#[derive(Debug, Deserialize)]
+pub struct MemberGroup {
+    #[serde(default)]
+    pub id: Option<i64>,
+    #[serde(default)]
+    pub group_name: Option<String>,
+    #[serde(default)]
+    pub group_type: Option<i64>,
+    #[serde(default)]
+    pub ldap_group_dn: Option<String>,
 }
 
 /// `member_user` of a [`MemberReq`].
