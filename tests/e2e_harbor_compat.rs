@@ -315,6 +315,48 @@ fn berth_answers_harbors_api_as_harbors_description_says() {
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    let (_, _, team) = call("GET", "/api/v2.0/projects/team", &Value::Null);
+    let retention = created(
+        "retention policy",
+        call(
+            "POST",
+            "/api/v2.0/retentions",
+            &swagger.body(
+                "RetentionPolicy",
+                json!({"algorithm": "or",
+                       "rules": [{"disabled": false, "action": "retain", "template": "always", "params": {},
+                                  "tag_selectors": [{"kind": "doublestar", "decoration": "matches",
+                                                     "pattern": "**", "extras": "{\"untagged\":true}"}],
+                                  "scope_selectors": {"repository": [{"kind": "doublestar",
+                                      "decoration": "repoMatches", "pattern": "**"}]}}],
+                       "trigger": {"kind": "Schedule", "settings": {"cron": ""}},
+                       "scope": {"level": "project", "ref": team["project_id"]}}),
+            ),
+        ),
+    )
+    .trim_start_matches("/api/v2.0")
+    .to_owned();
+    let retention_run = created(
+        "retention run",
+        call(
+            "POST",
+            &format!("/api/v2.0{retention}/executions"),
+            &json!({"dry_run": true}),
+        ),
+    )
+    .trim_start_matches("/api/v2.0")
+    .to_owned();
+    for _ in 0..100 {
+        let (_, _, runs) = call(
+            "GET",
+            &format!("/api/v2.0{retention}/executions"),
+            &Value::Null,
+        );
+        if runs[0]["status"] != "Running" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     let (_, _, quotas) = call("GET", "/api/v2.0/quotas?reference_id=2", &Value::Null);
     let quota = quotas[0]["id"].as_u64().unwrap_or(2);
     let user_id = user.rsplit('/').next().unwrap_or_default().to_owned();
@@ -381,6 +423,16 @@ fn berth_answers_harbors_api_as_harbors_description_says() {
         ("/quotas/{id}", format!("/quotas/{quota}")),
         ("/system/gc", "/system/gc".into()),
         ("/system/gc/{gc_id}", gc.clone()),
+        ("/retentions/metadatas", "/retentions/metadatas".into()),
+        ("/retentions/{id}", retention.clone()),
+        (
+            "/retentions/{id}/executions",
+            format!("{retention}/executions"),
+        ),
+        (
+            "/retentions/{id}/executions/{eid}/tasks",
+            format!("{retention_run}/tasks"),
+        ),
     ];
     for (template, path) in &gets {
         let (st, _, body) = call("GET", &format!("/api/v2.0{path}"), &Value::Null);
@@ -390,15 +442,18 @@ fn berth_answers_harbors_api_as_harbors_description_says() {
         assert!(!body.is_null(), "GET {path}: empty");
     }
     // Lists that must not be empty here, so their items were checked.
-    for path in [
-        "/projects",
-        "/audit-logs",
-        "/robots",
-        "/quotas",
-        "/system/gc",
-        "/projects/team/repositories/app/artifacts",
-        "/projects/team/webhook/policies",
-    ] {
+    let must_list: Vec<String> = vec![
+        "/projects".into(),
+        "/audit-logs".into(),
+        "/robots".into(),
+        "/quotas".into(),
+        "/system/gc".into(),
+        "/projects/team/repositories/app/artifacts".into(),
+        "/projects/team/webhook/policies".into(),
+        format!("{retention}/executions"),
+        format!("{retention_run}/tasks"),
+    ];
+    for path in &must_list {
         let (_, _, body) = call("GET", &format!("/api/v2.0{path}"), &Value::Null);
         assert!(
             body.as_array().is_some_and(|a| !a.is_empty()),

@@ -242,7 +242,8 @@ impl Engine {
     }
 
     /// Deletes project `name` with its members (users and LDAP groups),
-    /// robots and immutability rules, in one batch;
+    /// robots, immutability rules and retention policy (with its runs), in
+    /// one batch;
     /// refused ([`AccountError::InUse`], Harbor's `412`) while it holds a
     /// repository (images or charts: delete those first).
     pub fn delete_project(&self, name: &str) -> Result<(), AccountError> {
@@ -274,6 +275,9 @@ impl Engine {
             batch.delete(&r?.0);
         }
         batch.delete(&crate::keys::ImmutableRulesKey(name.to_owned()));
+        self.retention_policy_of(name)?
+            .map(|(id, _)| self.unindex_retention_policy(id, &mut batch))
+            .transpose()?;
         inner.commit(g, batch)?;
         Ok(())
     }

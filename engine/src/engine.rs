@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::digest::Digest;
 use crate::error::StorageError;
-use crate::gc::{GcDigests, GcHistory};
+use crate::gc::GcDigests;
 use crate::host::{self, Guarded};
 use crate::index::{Batch, Committed, DatabaseConfig, Index, IndexTxn, Prefetched, ReadAhead};
 use crate::keys::{
@@ -168,8 +168,10 @@ pub(crate) struct Inner {
     pub(crate) reserved: crate::quotas::Reservations,
     /// Held for a whole GC run: one run at a time. Lifetime: the engine's.
     pub(crate) gc_run: Mutex<()>,
-    /// Recent GC runs, for the Harbor API. Lifetime: the engine's.
-    pub(crate) gc_history: Mutex<GcHistory>,
+    /// The GC runs (`gc_runs` ids) this engine has queued or runs, so the
+    /// history can tell them from runs a stop cut off. Lifetime: the
+    /// engine's.
+    pub(crate) gc_running: Mutex<std::collections::HashSet<u64>>,
     pub(crate) metrics: Arc<EngineMetrics>,
     /// The sending side of the tier channel the store reports moves on
     /// ([`crate::store::BlobStore::watch_tiers`]); the engine sends too,
@@ -235,7 +237,7 @@ impl Engine {
             gc_digests: GcDigests::default(),
             reserved: Default::default(),
             gc_run: Mutex::new(()),
-            gc_history: Mutex::new(GcHistory::default()),
+            gc_running: Mutex::new(std::collections::HashSet::new()),
             metrics: config.metrics.clone(),
             tier_moves,
             manifest_cache: ManifestCache::new(),

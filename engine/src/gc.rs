@@ -31,7 +31,7 @@
 //! of the entries re-checks its claim first. One GC run at a time in the
 //! cluster (`Index::try_exclusive`). See `docs/gc.md`.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -40,11 +40,11 @@ use crate::engine::{Engine, Inner};
 use crate::error::StorageError;
 use crate::index::Batch;
 use crate::keys::{
-    BlobKey, BlobRepoKey, CorruptKey, GcCandidateKey, LinkKey, PinKey, RepoManifestKey, UploadKey,
-    WholeFamily,
+    BlobKey, BlobRepoKey, CorruptKey, GcCandidateKey, GcRunKey, IdKind, LinkKey, PinKey,
+    RepoManifestKey, UploadKey, WholeFamily,
 };
 use crate::metrics::EngineMetrics;
-use crate::records::{self, BlobRecord, BlobState, Seq};
+use crate::records::{self, BlobRecord, BlobState, GcRunRecord, Seq};
 
 /// Cluster mode: a GC claim (a `Deleting` record, its `touched_ms` the
 /// claim time) older than this is abandoned: its run died or stalled and
@@ -100,7 +100,8 @@ impl Default for GcOptions {
 }
 
 /// What a GC run did (or, dry, would do).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct GcReport {
     pub dry_run: bool,
     /// Untagged manifests deleted (per repository).
@@ -173,40 +174,68 @@ pub struct GcRun {
     pub report: Option<GcReport>,
 }
 
-/// The last [`HISTORY`] runs, newest last.
-#[derive(Default)]
-pub(crate) struct GcHistory {
-    next_id: u64,
-    runs: VecDeque<GcRun>,
+impl GcRunKind {
+    fn name(self) -> &'static str {
+        match self {
+            GcRunKind::Manual => "Manual",
+            GcRunKind::Scheduled => "Scheduled",
+            GcRunKind::Direct => "Direct",
+        }
+    }
 }
 
-impl GcHistory {
-    fn add(&mut self, kind: GcRunKind, options: GcOptions) -> u64 {
-        self.next_id += 1;
-        let now = records::now_ms();
-        self.runs.push_back(GcRun {
-            id: self.next_id,
-            kind,
-            options,
-            status: GcRunStatus::Pending,
-            created_ms: now,
-            updated_ms: now,
-            report: None,
-        });
-        while self.runs.len() > HISTORY {
-            self.runs.pop_front();
-        }
-        self.next_id
+/// A run as stored in `gc_runs`.
+fn gc_run_record(r: &GcRun) -> GcRunRecord {
+    let (status, error) = match &r.status {
+        GcRunStatus::Pending => ("Pending", String::new()),
+        GcRunStatus::Running => ("Running", String::new()),
+        GcRunStatus::Success => ("Success", String::new()),
+        GcRunStatus::Error(e) => ("Error", e.clone()),
+    };
+    GcRunRecord {
+        kind: r.kind.name().to_owned(),
+        grace_ms: ms(r.options.grace),
+        delete_untagged: r.options.delete_untagged,
+        dry_run: r.options.dry_run,
+        upload_ttl_ms: r.options.upload_ttl.map(ms),
+        status: status.to_owned(),
+        error,
+        created_ms: r.created_ms,
+        updated_ms: r.updated_ms,
+        report: r.report.clone(),
     }
+}
 
-    fn update(&mut self, id: u64, status: GcRunStatus, report: Option<GcReport>) {
-        if let Some(r) = self.runs.iter_mut().find(|r| r.id == id) {
-            r.status = status;
-            r.updated_ms = records::now_ms();
-            if report.is_some() {
-                r.report = report;
-            }
+/// A stored run; `alive` says whether a `Pending` or `Running` one may
+/// still be going (else it was cut off by a stop of its process).
+fn gc_run_of(id: u64, rec: GcRunRecord, alive: bool) -> GcRun {
+    let kind = match rec.kind.as_str() {
+        "Manual" => GcRunKind::Manual,
+        "Scheduled" => GcRunKind::Scheduled,
+        _ => GcRunKind::Direct,
+    };
+    let status = match rec.status.as_str() {
+        "Success" => GcRunStatus::Success,
+        "Pending" if alive => GcRunStatus::Pending,
+        "Running" if alive => GcRunStatus::Running,
+        "Pending" | "Running" => {
+            GcRunStatus::Error("interrupted: the process stopped during the run".into())
         }
+        _ => GcRunStatus::Error(rec.error),
+    };
+    GcRun {
+        id,
+        kind,
+        options: GcOptions {
+            grace: Duration::from_millis(rec.grace_ms),
+            delete_untagged: rec.delete_untagged,
+            dry_run: rec.dry_run,
+            upload_ttl: rec.upload_ttl_ms.map(Duration::from_millis),
+        },
+        status,
+        created_ms: rec.created_ms,
+        updated_ms: rec.updated_ms,
+        report: rec.report,
     }
 }
 
@@ -734,7 +763,8 @@ impl Inner {
             }
             let mut deleted = 0;
             for (repo, d) in &victims {
-                let gone = match self.delete_manifest(repo, d, true) {
+                let gone = match self.delete_manifest(repo, d, crate::manifests::DeleteIf::Untagged)
+                {
                     Ok(gone) => gone,
                     Err(crate::error::ManifestError::Storage(e)) => return Err(e),
                     // Untagged only: no tag, so no immutable one, is in
@@ -764,7 +794,7 @@ impl Inner {
         opts: &GcOptions,
         progress: Progress<'_>,
     ) -> Result<GcReport, StorageError> {
-        self.history().update(id, GcRunStatus::Running, None);
+        self.update_gc_run(id, GcRunStatus::Running, None);
         let r = self.gc(opts, progress);
         let m = &self.metrics;
         EngineMetrics::add(&m.gc_runs, 1);
@@ -778,31 +808,90 @@ impl Inner {
                 if report.blobs_deleted + report.manifests_deleted > 0 {
                     tracing::info!(?report, "gc run done");
                 }
-                self.history()
-                    .update(id, GcRunStatus::Success, Some(report.clone()));
+                self.update_gc_run(id, GcRunStatus::Success, Some(report.clone()));
             }
             Err(e @ StorageError::Busy(_)) => {
                 tracing::info!(error = %e, "gc run skipped");
-                self.history()
-                    .update(id, GcRunStatus::Error(e.to_string()), None);
+                self.update_gc_run(id, GcRunStatus::Error(e.to_string()), None);
             }
             Err(e) => {
                 EngineMetrics::add(&m.gc_failures, 1);
                 tracing::warn!(error = %e, "gc run failed");
-                self.history()
-                    .update(id, GcRunStatus::Error(e.to_string()), None);
+                self.update_gc_run(id, GcRunStatus::Error(e.to_string()), None);
             }
         }
         r
     }
 
-    fn history(&self) -> std::sync::MutexGuard<'_, GcHistory> {
-        self.gc_history.lock().unwrap_or_else(|p| p.into_inner())
+    /// Adds a pending run to the history (`gc_runs`, the newest
+    /// [`HISTORY`] kept); returns its id.
+    pub(crate) fn new_gc_run(&self, kind: GcRunKind, opts: GcOptions) -> Result<u64, StorageError> {
+        let g = self.lock()?;
+        let mut b = Batch::default();
+        let id = self.next_id(&mut b, IdKind::GcRun)?;
+        let now = records::now_ms();
+        let run = GcRun {
+            id,
+            kind,
+            options: opts,
+            status: GcRunStatus::Pending,
+            created_ms: now,
+            updated_ms: now,
+            report: None,
+        };
+        b.put(&GcRunKey(id), &gc_run_record(&run));
+        for k in self.index.scan_keys(GcRunKey::all()).skip(HISTORY - 1) {
+            b.delete(&k?);
+        }
+        self.commit_unsynced(g, b)?;
+        self.gc_held().insert(id);
+        Ok(id)
     }
 
-    /// Adds a pending run to the history; returns its id.
-    pub(crate) fn new_gc_run(&self, kind: GcRunKind, opts: GcOptions) -> u64 {
-        self.history().add(kind, opts)
+    /// The ids of the runs this process has queued or runs.
+    fn gc_held(&self) -> std::sync::MutexGuard<'_, HashSet<u64>> {
+        self.gc_running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records run `id`'s new status. The history is not data: a failure
+    /// to record it is logged, and the run goes on.
+    fn update_gc_run(&self, id: u64, status: GcRunStatus, report: Option<GcReport>) {
+        if matches!(status, GcRunStatus::Success | GcRunStatus::Error(_)) {
+            self.gc_held().remove(&id);
+        }
+        let write = || -> Result<(), StorageError> {
+            let g = self.lock()?;
+            let Some(rec) = self.index.get(&GcRunKey(id))? else {
+                return Ok(());
+            };
+            let mut run = gc_run_of(id, rec, true);
+            run.status = status;
+            run.updated_ms = records::now_ms();
+            if report.is_some() {
+                run.report = report;
+            }
+            let mut b = Batch::default();
+            b.put(&GcRunKey(id), &gc_run_record(&run));
+            self.commit_unsynced(g, b)
+        };
+        if let Err(e) = write() {
+            tracing::warn!(run = id, error = %e, "gc history not recorded");
+        }
+    }
+
+    /// The history, oldest first. A run this process does not hold that is
+    /// still `Pending` or `Running` was cut off by a stop, unless another
+    /// node of a cluster runs it.
+    fn gc_history(&self) -> Result<Vec<GcRun>, StorageError> {
+        let shared = self.index.is_shared();
+        let mut runs = Vec::new();
+        for r in self.index.scan(GcRunKey::all()).take(HISTORY) {
+            let (GcRunKey(id), rec) = r?;
+            let alive = shared || self.gc_held().contains(&id);
+            runs.push(gc_run_of(id, rec, alive));
+        }
+        runs.reverse();
+        Ok(runs)
     }
 
     /// The options of the periodic online GC.
@@ -829,18 +918,17 @@ impl Engine {
         opts: &GcOptions,
         progress: Progress<'_>,
     ) -> Result<GcReport, StorageError> {
-        let id = self.inner.new_gc_run(GcRunKind::Direct, opts.clone());
+        let id = self.inner.new_gc_run(GcRunKind::Direct, opts.clone())?;
         self.inner.run_gc(id, opts, progress)
     }
 
     /// Queues a GC run on the engine's worker thread and returns its id at
     /// once; [`Engine::gc_runs`] shows how it goes.
     pub fn schedule_gc(&self, opts: GcOptions) -> Result<u64, StorageError> {
-        let id = self.inner.new_gc_run(GcRunKind::Manual, opts.clone());
+        let id = self.inner.new_gc_run(GcRunKind::Manual, opts.clone())?;
         if let Err(e) = self.workers.run_gc(id, opts) {
             self.inner
-                .history()
-                .update(id, GcRunStatus::Error(e.clone()), None);
+                .update_gc_run(id, GcRunStatus::Error(e.clone()), None);
             return Err(StorageError::Io {
                 op: "schedule gc",
                 path: self.data_dir().to_path_buf(),
@@ -851,8 +939,8 @@ impl Engine {
     }
 
     /// Recent GC runs (up to 50), oldest first.
-    pub fn gc_runs(&self) -> Vec<GcRun> {
-        self.inner.history().runs.iter().cloned().collect()
+    pub fn gc_runs(&self) -> Result<Vec<GcRun>, StorageError> {
+        self.inner.gc_history()
     }
 
     /// The default options of the periodic online GC of this engine.

@@ -103,6 +103,13 @@
 //!                   (oldest first)                          deliver, its payload, attempts
 //! webhook_jobs    WebhookJobKey: 16 hex digits of !id     WebhookJobRecord: a delivery's
 //!                   (newest first)                          outcome
+//! retention_      RetentionPolicyKey: id (decimal)        RetentionPolicyRecord: a project's
+//!   policies                                                tag retention rules and schedule
+//! retention_runs  RetentionRunKey: 16 hex digits of !id   RetentionRunRecord: one run of a
+//!                   (newest first)                          policy, per repository what it
+//!                                                           kept and deleted
+//! gc_runs         GcRunKey: 16 hex digits of !id          GcRunRecord: one GC run, its
+//!                   (newest first)                          options, status and report
 //! ```
 //!
 //! A chart `name-version` of `project` is the OCI manifest tagged
@@ -123,11 +130,12 @@ use crate::charts::ChartId;
 use crate::digest::Digest;
 use crate::names::{RepoName, Tag};
 use crate::records::{
-    AuditRecord, BlobRecord, ChartRecord, ChartRepoRecord, Empty, FormatVersion,
+    AuditRecord, BlobRecord, ChartRecord, ChartRepoRecord, Empty, FormatVersion, GcRunRecord,
     ImmutableRulesRecord, LinkRecord, ManifestBody, ManifestRecord, Marker, MemberRecord,
     PolicyRecord, ProjectBlobRecord, ProjectRecord, PullRecord, Record, RegistryRecord,
-    RepoManifestRecord, RepoRecord, RobotRecord, Seq, TagRecord, TokenSeed, UploadRecord,
-    UsageRecord, UserRecord, WebhookEventRecord, WebhookJobRecord, WebhookPolicyRecord,
+    RepoManifestRecord, RepoRecord, RetentionPolicyRecord, RetentionRunRecord, RobotRecord, Seq,
+    TagRecord, TokenSeed, UploadRecord, UsageRecord, UserRecord, WebhookEventRecord,
+    WebhookJobRecord, WebhookPolicyRecord,
 };
 
 /// A column family of the index. Its name (the RocksDB column family name)
@@ -164,11 +172,14 @@ pub enum Cf {
     WebhookQueue,
     WebhookJobs,
     GroupMembers,
+    RetentionPolicies,
+    RetentionRuns,
+    GcRuns,
 }
 
 impl Cf {
     /// Every column family, in the order they are opened.
-    pub const ALL: [Cf; 30] = [
+    pub const ALL: [Cf; 33] = [
         Cf::Meta,
         Cf::Blobs,
         Cf::Links,
@@ -199,6 +210,9 @@ impl Cf {
         Cf::WebhookQueue,
         Cf::WebhookJobs,
         Cf::GroupMembers,
+        Cf::RetentionPolicies,
+        Cf::RetentionRuns,
+        Cf::GcRuns,
     ];
 
     /// The column family's name in the index. Changing one is a format change.
@@ -234,6 +248,9 @@ impl Cf {
             Cf::WebhookQueue => "webhook_queue",
             Cf::WebhookJobs => "webhook_jobs",
             Cf::GroupMembers => "group_members",
+            Cf::RetentionPolicies => "retention_policies",
+            Cf::RetentionRuns => "retention_runs",
+            Cf::GcRuns => "gc_runs",
         }
     }
 }
@@ -975,6 +992,21 @@ hex_id_key!(
     WebhookJobRecord,
     down
 );
+hex_id_key!(
+    /// `retention_runs`: one run of a retention policy, by id, newest
+    /// first.
+    RetentionRunKey,
+    Cf::RetentionRuns,
+    RetentionRunRecord,
+    down
+);
+hex_id_key!(
+    /// `gc_runs`: one GC run, by id, newest first.
+    GcRunKey,
+    Cf::GcRuns,
+    GcRunRecord,
+    down
+);
 
 impl RobotKey {
     /// Every robot of one project (`robot$project+…`; project names
@@ -1032,6 +1064,12 @@ id_key!(
     WebhookPolicyKey,
     Cf::WebhookPolicies,
     WebhookPolicyRecord
+);
+id_key!(
+    /// `retention_policies`: a project's tag retention policy, by id.
+    RetentionPolicyKey,
+    Cf::RetentionPolicies,
+    RetentionPolicyRecord
 );
 id_key!(
     /// `replication_policies`: a pull replication policy, by id.
@@ -1247,11 +1285,14 @@ pub enum IdKind {
     WebhookPolicy,
     WebhookEvent,
     WebhookJob,
+    RetentionPolicy,
+    RetentionRun,
+    GcRun,
 }
 
 impl IdKind {
     /// Every kind.
-    pub const ALL: [IdKind; 11] = [
+    pub const ALL: [IdKind; 14] = [
         IdKind::User,
         IdKind::Project,
         IdKind::Member,
@@ -1263,6 +1304,9 @@ impl IdKind {
         IdKind::WebhookPolicy,
         IdKind::WebhookEvent,
         IdKind::WebhookJob,
+        IdKind::RetentionPolicy,
+        IdKind::RetentionRun,
+        IdKind::GcRun,
     ];
 
     fn name(self) -> &'static str {
@@ -1278,6 +1322,9 @@ impl IdKind {
             IdKind::WebhookPolicy => "webhook_policy",
             IdKind::WebhookEvent => "webhook_event",
             IdKind::WebhookJob => "webhook_job",
+            IdKind::RetentionPolicy => "retention_policy",
+            IdKind::RetentionRun => "retention_run",
+            IdKind::GcRun => "gc_run",
         }
     }
 }
@@ -1445,6 +1492,9 @@ pub enum Key {
     WebhookEvent(WebhookEventKey),
     WebhookJob(WebhookJobKey),
     GroupMember(GroupMemberKey),
+    RetentionPolicy(RetentionPolicyKey),
+    RetentionRun(RetentionRunKey),
+    GcRun(GcRunKey),
 }
 
 /// Applies `$body` to the typed key inside every non-`meta` variant, with
@@ -1569,6 +1619,18 @@ macro_rules! each_key {
                 type $K = GroupMemberKey;
                 $body
             }
+            Key::RetentionPolicy($k) => {
+                type $K = RetentionPolicyKey;
+                $body
+            }
+            Key::RetentionRun($k) => {
+                type $K = RetentionRunKey;
+                $body
+            }
+            Key::GcRun($k) => {
+                type $K = GcRunKey;
+                $body
+            }
         }
     };
 }
@@ -1610,6 +1672,9 @@ impl Key {
             Cf::WebhookQueue => Key::WebhookEvent(WebhookEventKey::decode(bytes)?),
             Cf::WebhookJobs => Key::WebhookJob(WebhookJobKey::decode(bytes)?),
             Cf::GroupMembers => Key::GroupMember(GroupMemberKey::decode(bytes)?),
+            Cf::RetentionPolicies => Key::RetentionPolicy(RetentionPolicyKey::decode(bytes)?),
+            Cf::RetentionRuns => Key::RetentionRun(RetentionRunKey::decode(bytes)?),
+            Cf::GcRuns => Key::GcRun(GcRunKey::decode(bytes)?),
         })
     }
 
@@ -1786,6 +1851,13 @@ mod tests {
                 "webhook_jobs",
                 "ffffffffffffffff".into(),
             ),
+            (enc(RetentionPolicyKey(4)), "retention_policies", "4".into()),
+            (
+                enc(RetentionRunKey(2)),
+                "retention_runs",
+                "fffffffffffffffd".into(),
+            ),
+            (enc(GcRunKey(3)), "gc_runs", "fffffffffffffffc".into()),
         ];
         for ((cf, got), family, want) in cases {
             assert_eq!(cf.name(), family, "{want:?}");
@@ -2087,6 +2159,9 @@ mod tests {
             roundtrip(PinKey(d2.clone(), id.clone()))?;
             roundtrip(RegistryKey(n))?;
             roundtrip(PolicyKey(n))?;
+            roundtrip(RetentionPolicyKey(n))?;
+            roundtrip(RetentionRunKey(n))?;
+            roundtrip(GcRunKey(n))?;
 
             // The closed keyspace: every variant of `Key`, every meta key.
             let mut keys: Vec<Key> = MetaKey::ALL.into_iter().map(Key::Meta).collect();
@@ -2120,6 +2195,9 @@ mod tests {
                 Key::WebhookEvent(WebhookEventKey(n)),
                 Key::WebhookJob(WebhookJobKey(n)),
                 Key::GroupMember(GroupMemberKey { project: n1.clone(), group: format!("cn={n2}") }),
+                Key::RetentionPolicy(RetentionPolicyKey(n)),
+                Key::RetentionRun(RetentionRunKey(n)),
+                Key::GcRun(GcRunKey(n)),
             ]);
             let families: std::collections::HashSet<Cf> = keys.iter().map(Key::cf).collect();
             prop_assert_eq!(families.len(), Cf::ALL.len());

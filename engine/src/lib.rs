@@ -34,6 +34,7 @@ pub mod host;
 pub mod immutable;
 mod index;
 pub mod quotas;
+pub mod retention;
 pub mod webhooks;
 pub use index::pg::DbStats;
 pub use index::DatabaseConfig;

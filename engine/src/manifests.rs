@@ -677,7 +677,7 @@ impl Engine {
     /// Deletes manifest `digest` from `repo`, with every tag pointing at it,
     /// releasing its references. Returns false if it was not there.
     pub fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, ManifestError> {
-        self.inner.delete_manifest(repo, digest, false)
+        self.inner.delete_manifest(repo, digest, DeleteIf::Present)
     }
 
     /// Removes `tag` from `repo`. The manifest stays. Returns false if the
@@ -776,17 +776,32 @@ impl Engine {
     }
 }
 
+/// When [`Inner::delete_manifest`] deletes: its precondition, checked
+/// under the write lock with the delete, so a change made after the caller
+/// looked keeps the manifest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DeleteIf<'a> {
+    /// Whatever points at it (the registry API's `DELETE`; its tags go
+    /// too).
+    Present,
+    /// Only if it has no tag, no parent index in the repository and is not
+    /// an accessory (a referrer whose subject is in the repository): GC's
+    /// `delete_untagged`.
+    Untagged,
+    /// Only if it is still a top-level artifact with exactly these tags
+    /// (sorted): retention, which decided on what it saw.
+    TopLevelWithTags(&'a [String]),
+}
+
 impl Inner {
-    /// Deletes manifest `digest` from `repo` (see [`Engine::delete_manifest`]).
-    /// With `untagged_only`, only if it has no tags, no parent index in the
-    /// repository and is not an accessory (a referrer whose subject is in
-    /// the repository) — decided under the lock, so a tag or reference
-    /// added concurrently keeps it (GC's `delete_untagged`).
+    /// Deletes manifest `digest` from `repo` (see [`Engine::delete_manifest`])
+    /// if `when` holds. Returns false if it was not there or `when` did not
+    /// hold.
     pub(crate) fn delete_manifest(
         &self,
         repo: &RepoName,
         digest: &Digest,
-        untagged_only: bool,
+        when: DeleteIf<'_>,
     ) -> Result<bool, ManifestError> {
         let _g = self.lock()?;
         let mut batch = Batch::default();
@@ -794,24 +809,38 @@ impl Inner {
         let Some(rm) = pending.repo_manifest(repo, digest)?.clone() else {
             return Ok(false);
         };
-        if untagged_only && (rm.tags > 0 || rm.parents > 0 || self.is_accessory(repo, digest)?) {
+        let top_level = || -> Result<bool, StorageError> {
+            Ok(rm.parents == 0 && !self.is_accessory(repo, digest)?)
+        };
+        if when == DeleteIf::Untagged && (rm.tags > 0 || !top_level()?) {
             return Ok(false);
         }
+        let mut tags = Vec::new();
         if rm.tags > 0 {
-            // Its tags go with it: none may be immutable.
             for r in self.index.scan(TagKey::of_repo(repo)) {
                 let (TagKey(_, tag), TagRecord(target)) = r?;
                 if &target == digest {
-                    self.refuse_immutable(repo, &tag)?;
+                    tags.push(tag);
                 }
             }
+        }
+        if let DeleteIf::TopLevelWithTags(want) = when {
+            let same = tags.len() == want.len()
+                && tags.iter().zip(want).all(|(t, w)| t.as_str() == w.as_str());
+            if !same || !top_level()? {
+                return Ok(false);
+            }
+        }
+        // Its tags go with it: none may be immutable.
+        for tag in &tags {
+            self.refuse_immutable(repo, tag)?;
         }
         let now = records::now_ms();
         let mut charts = ChartChanges::new(project_of(repo));
         self.remove_manifest(&mut pending, &mut batch, &mut charts, repo, digest, now)?;
         pending.write(repo, &mut batch);
         charts.write(self, &mut batch, now)?;
-        if untagged_only {
+        if when == DeleteIf::Untagged {
             // GC: one wait for its whole phase (`gc_untagged`).
             self.commit_unleased(_g, batch)?;
         } else {

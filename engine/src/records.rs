@@ -86,6 +86,9 @@ json_records!(
     WebhookPolicyRecord,
     WebhookEventRecord,
     WebhookJobRecord,
+    RetentionPolicyRecord,
+    RetentionRunRecord,
+    GcRunRecord,
 );
 
 /// An empty value: the key alone is the fact (`blob_repos`, `referrers`,
@@ -545,6 +548,124 @@ pub struct WebhookJobRecord {
     /// The answer or failure, short.
     pub detail: String,
     pub created_ms: u64,
+}
+
+/// `retention_policies`: a project's tag retention policy (Harbor's
+/// `RetentionPolicy`, algorithm `or`): an artifact of a repository that an
+/// enabled rule covers is kept if some rule keeps it, and deleted
+/// otherwise (`retention.rs`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionPolicyRecord {
+    pub project: String,
+    pub rules: Vec<RetentionRuleRecord>,
+    /// Harbor's six-field cron (seconds first), UTC; empty: manual only.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cron: String,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+}
+
+/// One retention rule (Harbor's `RetentionRule`, action `retain`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionRuleRecord {
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
+    /// Harbor's template: `latestPushedK`, `latestPulledN`,
+    /// `nDaysSinceLastPush`, `nDaysSinceLastPull` or `always`.
+    pub template: String,
+    /// The template's parameter (a count or days); 0 for `always`.
+    #[serde(default)]
+    pub n: u64,
+    /// Repository names within the project (without `project/`).
+    pub repos: Selector,
+    pub tags: Selector,
+    /// Whether untagged artifacts are subject to the rule (Harbor's
+    /// selector extras `{"untagged":true}`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub untagged: bool,
+}
+
+/// `retention_runs`: one run of a retention policy (Harbor's
+/// `RetentionExecution`, with its per-repository tasks).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionRunRecord {
+    pub policy_id: u64,
+    pub project: String,
+    /// `MANUAL` or `SCHEDULE`.
+    pub trigger: String,
+    pub dry_run: bool,
+    /// `Running`, `Succeed`, `Failed` or `Stopped`.
+    pub status: String,
+    pub start_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_ms: Option<u64>,
+    /// The running node's latest sign of life: a `Running` run whose
+    /// beat is older than `retention::LEASE_MS` ended with its node.
+    #[serde(default)]
+    pub beat_ms: u64,
+    /// Why it failed or stopped.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+    /// One per repository a rule covered, in name order.
+    #[serde(default)]
+    pub tasks: Vec<RetentionTaskRecord>,
+}
+
+/// What a run did to one repository (Harbor's `RetentionExecutionTask`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionTaskRecord {
+    pub repository: String,
+    /// `Succeed` or `Failed` (some deletion failed).
+    pub status: String,
+    /// Top-level artifacts considered.
+    pub total: u64,
+    /// Of them, kept (by a rule, or because deleting was refused).
+    pub retained: u64,
+    /// Every artifact's outcome, in push order, newest first.
+    pub items: Vec<RetentionItemRecord>,
+}
+
+/// One artifact's outcome in a run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionItemRecord {
+    pub digest: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// `RETAIN`, `DEL` (deleted, or would be on a dry run) or `KEPT`
+    /// (to be deleted, but the deletion was refused: `detail` says why).
+    pub action: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+    pub push_ms: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pull_ms: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// `gc_runs`: one GC run (Harbor's `GCHistory`), written when it is
+/// queued, starts and ends (unsynced: history, not data).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcRunRecord {
+    /// `Manual`, `Scheduled` or `Direct`.
+    pub kind: String,
+    pub grace_ms: u64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delete_untagged: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_ttl_ms: Option<u64>,
+    /// `Pending`, `Running`, `Success` or `Error`.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error: String,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<crate::gc::GcReport>,
 }
 
 /// `project_blobs`: a blob linked in a project's repositories. Derived

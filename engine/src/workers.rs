@@ -126,8 +126,12 @@ fn run_worker(inner: Arc<Inner>, jobs: Receiver<Job>, shutdown: Receiver<()>) {
                 }
                 Ok(Job::ScheduledGc) => {
                     let opts = inner.scheduled_gc_options();
-                    let id = inner.new_gc_run(GcRunKind::Scheduled, opts.clone());
-                    let _ = inner.run_gc(id, &opts, &|_, _| {});
+                    match inner.new_gc_run(GcRunKind::Scheduled, opts.clone()) {
+                        Ok(id) => {
+                            let _ = inner.run_gc(id, &opts, &|_, _| {});
+                        }
+                        Err(e) => tracing::warn!(error = %e, "scheduled gc not started"),
+                    }
                 }
                 Ok(Job::Gc { id, opts }) => {
                     let _ = inner.run_gc(id, &opts, &|_, _| {});

@@ -70,6 +70,9 @@ on_postgres_too!(
     upload_sessions_are_bounded_per_owner,
     one_digest_one_media_type_and_one_reference_list,
     quotas_count_a_blob_once_per_project_and_refuse_before_storing,
+    retention_deletes_what_no_rule_keeps_and_nothing_that_changed,
+    retention_runs_are_one_at_a_time_and_a_dead_run_ends,
+    gc_history_survives_a_restart,
 );
 
 fn repo(s: &str) -> RepoName {
@@ -1126,4 +1129,246 @@ fn quotas_count_a_blob_once_per_project_and_refuse_before_storing() {
     assert_eq!(used("p"), (0, 0));
     assert_eq!(used("q"), (0, 0));
     assert_clean(&e);
+}
+
+fn retention_rule(
+    template: &str,
+    n: u64,
+    repos: &str,
+    tags: &str,
+) -> berth_engine::records::RetentionRuleRecord {
+    use berth_engine::records::{RetentionRuleRecord, Selector};
+    RetentionRuleRecord {
+        disabled: false,
+        template: template.into(),
+        n,
+        repos: Selector {
+            pattern: repos.into(),
+            excludes: false,
+        },
+        tags: Selector {
+            pattern: tags.into(),
+            excludes: false,
+        },
+        untagged: false,
+    }
+}
+
+/// Retention keeps what some rule keeps and deletes the rest of the
+/// repositories its rules cover; an artifact re-tagged after the plan, or
+/// held by an immutability rule, is kept; a dry run deletes nothing.
+#[test]
+fn retention_deletes_what_no_rule_keeps_and_nothing_that_changed() {
+    use berth_engine::immutable::RuleSpec;
+    use berth_engine::records::Selector;
+    use berth_engine::retention::{DELETE, KEPT, RETAIN};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let e = engine(dir.path());
+    e.create_project("p", false, None).expect("project");
+    let (app, other) = (repo("p/app"), repo("p/other"));
+    let layer = b"retention layer".to_vec();
+    let ld = sha(&layer);
+    let mut digests = Vec::new();
+    for (r, body, tags) in [
+        (&app, "1", vec!["v1"]),
+        (&app, "2", vec!["v2"]),
+        (&app, "3", vec!["v3", "stable"]),
+        (&app, "4", vec!["v4"]),
+        (&app, "5", vec![]),
+        (&other, "6", vec!["v1"]),
+    ] {
+        e.put_blob(r, &ld, &layer).expect("layer");
+        let put = ManifestPut {
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            body: format!("{{\"n\":{body}}}").into_bytes(),
+            blobs: vec![ld.clone()],
+            tags: tags.iter().map(|t| Tag::parse(t).expect("tag")).collect(),
+            ..Default::default()
+        };
+        digests.push(e.put_manifest(r, put).expect("manifest"));
+        // Push times differ.
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    let rules = vec![
+        retention_rule("latestPushedK", 1, "app", "v*"),
+        retention_rule("always", 0, "app", "stable"),
+    ];
+    let plan = e
+        .plan_retention("p", &rules, berth_engine::records::now_ms())
+        .expect("plan");
+    assert_eq!(plan.tasks.len(), 1, "p/other is not covered");
+    let task = &plan.tasks[0];
+    assert_eq!(
+        (task.repository.as_str(), task.total, task.retained),
+        ("p/app", 5, 2)
+    );
+    let action = |t: &berth_engine::records::RetentionTaskRecord, d: &Digest| {
+        t.items
+            .iter()
+            .find(|i| i.digest == d.to_string())
+            .expect("item")
+            .action
+            .clone()
+    };
+    assert_eq!(action(task, &digests[3]), RETAIN, "v4: the latest v*");
+    assert_eq!(action(task, &digests[2]), RETAIN, "stable");
+    for d in [&digests[0], &digests[1], &digests[4]] {
+        assert_eq!(action(task, d), DELETE);
+    }
+    assert_eq!(plan.deletions(), 3);
+
+    // Between plan and apply: v2 is tagged again, v1 becomes immutable.
+    let again = ManifestPut {
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        body: b"{\"n\":2}".to_vec(),
+        blobs: vec![ld.clone()],
+        tags: vec![Tag::parse("hotfix").expect("tag")],
+        ..Default::default()
+    };
+    assert_eq!(
+        e.put_manifest(&app, again).expect("tag v2 again"),
+        digests[1]
+    );
+    e.create_immutable_rule(
+        "p",
+        RuleSpec {
+            disabled: false,
+            repos: Selector {
+                pattern: "**".into(),
+                excludes: false,
+            },
+            tags: Selector {
+                pattern: "v1".into(),
+                excludes: false,
+            },
+        },
+    )
+    .expect("immutable rule");
+    let (done, stopped) = e.apply_retention(plan, || false).expect("apply");
+    assert!(!stopped);
+    let task = &done.tasks[0];
+    assert_eq!(action(task, &digests[0]), KEPT, "immutable v1");
+    assert_eq!(action(task, &digests[1]), KEPT, "re-tagged after the plan");
+    assert_eq!(action(task, &digests[4]), DELETE, "the untagged one went");
+    assert_eq!(task.status, "Succeed");
+    assert_eq!(task.retained, 4);
+    for (i, present) in [(0, true), (1, true), (2, true), (3, true), (4, false)] {
+        let held = e
+            .repo_manifest_record(&app, &digests[i])
+            .expect("read")
+            .is_some();
+        assert_eq!(held, present, "manifest {i}");
+    }
+    assert!(e
+        .repo_manifest_record(&other, &digests[5])
+        .expect("read")
+        .is_some());
+
+    // A dry run plans only.
+    let before = snapshot(&e);
+    let plan = e
+        .plan_retention(
+            "p",
+            &[retention_rule("latestPushedK", 1, "**", "**")],
+            berth_engine::records::now_ms(),
+        )
+        .expect("plan");
+    assert!(plan.deletions() > 0);
+    assert_eq!(snapshot(&e), before);
+    assert_clean(&e);
+}
+
+/// One run of a policy at a time; a run whose node stopped beating is
+/// ended by the next run; runs left running at a restart end as Failed;
+/// deleting the policy deletes its runs.
+#[test]
+fn retention_runs_are_one_at_a_time_and_a_dead_run_ends() {
+    use berth_engine::records::RetentionPolicyRecord;
+    use berth_engine::{AccountError, StorageError};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let e = engine(dir.path());
+    e.create_project("p", false, None).expect("project");
+    let rec = RetentionPolicyRecord {
+        project: "p".into(),
+        rules: vec![retention_rule("latestPushedK", 3, "**", "**")],
+        cron: String::new(),
+        created_ms: 1,
+        updated_ms: 1,
+    };
+    let id = e.create_retention_policy(rec.clone()).expect("policy");
+    assert!(
+        matches!(
+            e.create_retention_policy(rec.clone()),
+            Err(AccountError::Storage(StorageError::Conflict(_)))
+        ),
+        "one policy per project"
+    );
+    let bad = RetentionPolicyRecord {
+        project: "nope".into(),
+        ..rec.clone()
+    };
+    assert!(matches!(
+        e.create_retention_policy(bad),
+        Err(AccountError::NotFound { .. })
+    ));
+    assert_eq!(
+        e.retention_policy_of("p").expect("read").map(|(i, _)| i),
+        Some(id)
+    );
+
+    let run = e.begin_retention_run(id, "MANUAL", true).expect("run");
+    assert!(matches!(
+        e.begin_retention_run(id, "MANUAL", true),
+        Err(AccountError::Storage(StorageError::Conflict(_)))
+    ));
+    assert!(e.beat_retention_run(run).expect("beat"));
+    e.end_retention_run(run, "Succeed", String::new(), Vec::new())
+        .expect("end");
+    assert!(
+        !e.beat_retention_run(run).expect("beat"),
+        "an ended run beats no more"
+    );
+
+    let second = e
+        .begin_retention_run(id, "SCHEDULE", false)
+        .expect("second");
+    drop(e);
+    let e = engine(dir.path());
+    assert_eq!(e.abandon_retention_runs().expect("abandon"), 1);
+    let r = e.retention_run(second).expect("read").expect("run");
+    assert_eq!((r.status.as_str(), r.end_ms.is_some()), ("Failed", true));
+    let runs = e.retention_runs(id).expect("runs");
+    assert_eq!(
+        runs.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+        vec![second, run]
+    );
+    assert!(e.delete_retention_policy(id).expect("delete"));
+    assert!(e.retention_runs(id).expect("runs").is_empty());
+    assert!(e.retention_run(run).expect("read").is_none());
+    assert!(!e.delete_retention_policy(id).expect("again"));
+}
+
+/// The GC history is in the index: runs and their reports survive a
+/// restart, and the newest 50 are kept.
+#[test]
+fn gc_history_survives_a_restart() {
+    use berth_engine::gc::GcOptions;
+    use berth_engine::GcRunStatus;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let e = engine(dir.path());
+    let report = e.gc(&GcOptions::default()).expect("gc");
+    let runs = e.gc_runs().expect("runs");
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].status, GcRunStatus::Success);
+    assert_eq!(runs[0].report.as_ref(), Some(&report));
+    drop(e);
+    let e = engine(dir.path());
+    assert_eq!(e.gc_runs().expect("runs"), runs, "the same after a restart");
+    for _ in 0..55 {
+        e.gc(&GcOptions::default()).expect("gc");
+    }
+    let runs = e.gc_runs().expect("runs");
+    assert_eq!(runs.len(), 50);
+    assert!(runs.windows(2).all(|w| w[0].id < w[1].id), "oldest first");
+    assert!(runs.iter().all(|r| r.status == GcRunStatus::Success));
 }

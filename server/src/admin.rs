@@ -107,6 +107,8 @@ pub enum Endpoint<'a> {
     AuditLogs(Option<&'a str>),
     /// A project's webhooks.
     Webhooks(crate::webhooks::Endpoint<'a>),
+    /// Tag retention policies and their runs.
+    Retention(crate::retention_api::Endpoint<'a>),
 }
 
 /// The route table's rows for [`PREFIX`] (`rest` is the path after it):
@@ -267,6 +269,10 @@ pub fn resolve<'a>(
         (["registries", id], &Method::PUT) => (E::UpdateRegistry(id), Guard::Admin),
         (["registries", id], &Method::DELETE) => (E::DeleteRegistry(id), Guard::Admin),
         (["registries", _], _) => return Err(ApiError::method_not_allowed("GET, PUT, DELETE")),
+        (["retentions", ..], m) => {
+            let (e, guard) = crate::retention_api::resolve(m, &segs)?;
+            (E::Retention(e), guard)
+        }
         (["replication", ..], m) => (
             E::Replication(crate::replication::resolve(m, &segs)?),
             Guard::Admin,
@@ -319,6 +325,7 @@ pub async fn handle(
         E::Quotas(e) => crate::quotas_api::handle(app, e, parts, body).await,
         E::AuditLogs(project) => crate::audit::list(app, parts, project).await,
         E::Webhooks(e) => crate::webhooks::handle(app, e, caller.name(), parts, body).await,
+        E::Retention(e) => crate::retention_api::handle(app, e, caller, parts, body).await,
     }
 }
 
@@ -429,7 +436,14 @@ async fn get_project(
         Actions::of(&[Action::Pull]),
     )?;
     match app.engine.project(name)? {
-        Some(rec) if visible => ok_json(&project_json(name, &rec)),
+        Some(rec) if visible => {
+            let mut v = project_json(name, &rec);
+            // Harbor's clients find a project's retention policy here.
+            if let Some((id, _)) = app.engine.retention_policy_of(name)? {
+                v["metadata"]["retention_id"] = json!(id.to_string());
+            }
+            ok_json(&v)
+        }
         // A private project is invisible to those who cannot read it.
         _ => Err(not_found(format!("project {name} not found"))),
     }

@@ -179,6 +179,8 @@ fn resource_type(path: &str) -> &'static str {
             "registries" => "registry",
             "replication" => "replication",
             "gc" => "gc",
+            "retentions" => "retention",
+            "executions" => "retention_execution",
             _ => continue,
         };
     }

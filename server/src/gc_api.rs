@@ -4,7 +4,7 @@
 //! POST /api/v2.0/system/gc/schedule   {"schedule":{"type":"Manual"},
 //!                                      "parameters":{"delete_untagged":true,"dry_run":false}}
 //!                                     → 201, Location: /api/v2.0/system/gc/<id>
-//! GET  /api/v2.0/system/gc            recent runs, newest first (Harbor's GCHistory fields)
+//! GET  /api/v2.0/system/gc            the last 50 runs, newest first, paged (Harbor's GCHistory)
 //! GET  /api/v2.0/system/gc/<id>       one run
 //! GET  /api/v2.0/system/gc/<id>/log   its log, text/plain (what it did, step by step)
 //! GET  /api/v2.0/system/gc/schedule   the periodic schedule (BERTH_GC_INTERVAL_SECONDS)
@@ -71,6 +71,7 @@ pub fn resolve<'a>(method: &Method, path: &'a str) -> Result<(Endpoint<'a>, bool
 pub async fn handle(
     app: &App,
     endpoint: Endpoint<'_>,
+    query: crate::router::Query<'_>,
     body: RequestBody,
 ) -> Result<Response<Body>, ApiError> {
     match endpoint {
@@ -90,16 +91,9 @@ pub async fn handle(
             ))
         }
         Endpoint::Runs => {
-            let runs = app.engine.gc_runs();
-            let list: Vec<_> = runs.iter().rev().map(run_json).collect();
-            let mut res = crate::http::json(
-                serde_json::Value::Array(list).to_string().into_bytes(),
-                "application/json",
-            );
-            if let Ok(v) = HeaderValue::from_str(&runs.len().to_string()) {
-                res.headers_mut().insert("x-total-count", v);
-            }
-            Ok(res)
+            let mut runs = app.engine.gc_runs()?;
+            runs.reverse();
+            crate::registries_api::paged_with(query, PREFIX, &runs, |r| Ok(run_json(r)))
         }
         Endpoint::Run(id) => Ok(crate::http::json(
             run_json(&find(app, id)?).to_string().into_bytes(),
@@ -113,10 +107,13 @@ pub async fn handle(
 }
 
 fn find(app: &App, id: &str) -> Result<GcRun, ApiError> {
-    id.parse::<u64>()
-        .ok()
-        .and_then(|id| app.engine.gc_runs().into_iter().find(|r| r.id == id))
-        .ok_or_else(|| ApiError::new(Code::NotFound, format!("no GC run {id:?}")))
+    let missing = || ApiError::new(Code::NotFound, format!("no GC run {id:?}"));
+    let n = id.parse::<u64>().map_err(|_| missing())?;
+    app.engine
+        .gc_runs()?
+        .into_iter()
+        .find(|r| r.id == n)
+        .ok_or_else(missing)
 }
 
 /// A run's log, as Harbor's job log reads: one timestamped line per step.

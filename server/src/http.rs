@@ -68,6 +68,9 @@ pub struct App {
     pub proxy_cache: crate::proxy_cache::ProxyCache,
     /// Replication runs and the scheduler's bell (see `replication.rs`).
     pub replication: crate::replication::Replication,
+    /// Retention runs in progress and the scheduler's bell
+    /// (`retention_api.rs`).
+    pub retention: crate::retention_api::Retention,
     /// Request counters for `/metrics`.
     pub metrics: crate::metrics::ServerMetrics,
     /// Pulls counted since the last flush (see `pulls.rs`).
@@ -184,6 +187,7 @@ pub async fn serve(
         upload_ttl: config.upload_ttl,
         proxy_cache: crate::proxy_cache::ProxyCache::new(config.proxy_revalidate),
         replication: crate::replication::Replication::default(),
+        retention: crate::retention_api::Retention::default(),
         metrics: crate::metrics::ServerMetrics::default(),
         pulls: crate::pulls::Pulls::default(),
         audit: crate::audit::AuditQueue::default(),
@@ -197,6 +201,7 @@ pub async fn serve(
     });
     if !config.read_only {
         tokio::spawn(crate::replication::schedule(Arc::downgrade(&app)));
+        tokio::spawn(crate::retention_api::schedule(Arc::downgrade(&app)));
         tokio::spawn(crate::pulls::flush_loop(Arc::downgrade(&app)));
         tokio::spawn(crate::webhooks::deliver_loop(Arc::downgrade(&app)));
         tokio::spawn(crate::audit::flush_loop(

@@ -79,13 +79,13 @@ fn rule_id(id: &str) -> Result<u64, ApiError> {
         .map_err(|_| ApiError::new(Code::BadRequest, format!("rule id {id:?} is not a number")))
 }
 
-fn bad(message: String) -> ApiError {
+pub(crate) fn bad(message: String) -> ApiError {
     ApiError::new(Code::BadRequest, message)
 }
 
 /// The one selector of `list`, with the decorations that select and
 /// exclude.
-fn selector(
+pub(crate) fn selector(
     what: &str,
     list: &[SelectorReq],
     (matches, excludes): (&str, &str),

@@ -61,6 +61,7 @@ mod quotas_api;
 mod referrers;
 mod registries_api;
 mod replication;
+mod retention_api;
 mod router;
 pub mod sendfile;
 mod tags;

@@ -379,7 +379,7 @@ async fn run(
     match endpoint {
         Endpoint::Metrics => Ok(crate::metrics::get(app).await),
         Endpoint::Token => crate::token_service::handle(app, parts, query, body).await,
-        Endpoint::Gc(e) => crate::gc_api::handle(app, e, body).await,
+        Endpoint::Gc(e) => crate::gc_api::handle(app, e, query, body).await,
         Endpoint::Admin(e) => crate::admin::handle(app, e, &caller, parts, body).await,
         Endpoint::Chart(e) => {
             crate::charts::handle(app, e, &caller, method, query, &parts.headers, body).await

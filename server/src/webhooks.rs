@@ -8,7 +8,8 @@
 //! ```
 //!
 //! Events: `PUSH_ARTIFACT`, `PULL_ARTIFACT`, `DELETE_ARTIFACT`,
-//! `UPLOAD_CHART`, `DELETE_CHART`, `QUOTA_EXCEED`, with Harbor's payload
+//! `UPLOAD_CHART`, `DELETE_CHART`, `QUOTA_EXCEED`, `TAG_RETENTION` (a
+//! retention run ended: [`retention_finished`]), with Harbor's payload
 //! (`{"type","occur_at","operator","event_data"}`) or, per target,
 //! CloudEvents 1.0 in structured mode (`application/cloudevents+json`,
 //! types `harbor.artifact.pushed`, …).
@@ -54,13 +55,14 @@ use crate::registries_api::paged_with;
 use crate::router::{Endpoint as Route, Entry, Query};
 
 /// The event types berth sends.
-pub const EVENT_TYPES: [&str; 6] = [
+pub const EVENT_TYPES: [&str; 7] = [
     "PUSH_ARTIFACT",
     "PULL_ARTIFACT",
     "DELETE_ARTIFACT",
     "UPLOAD_CHART",
     "DELETE_CHART",
     "QUOTA_EXCEED",
+    "TAG_RETENTION",
 ];
 
 /// How long a node trusts its copy of the policies (another node's change
@@ -280,11 +282,48 @@ async fn fire(app: &App, event: &str, who: &str, about: About, policies: Policie
     if let Some(d) = &about.details {
         data["custom_attributes"] = json!({"Details": d});
     }
+    queue(app, event, who, &data, policies).await;
+}
+
+/// Queues `TAG_RETENTION` for a retention run of `project`'s policy
+/// `policy_id` that ended with `result` (`SUCCESS`, `FAILURE`), having
+/// deleted `deleted` (`repo:tags` or `repo@digest`).
+pub async fn retention_finished(
+    app: &App,
+    project: &str,
+    policy_id: u64,
+    (total, retained): (u64, u64),
+    result: &str,
+    deleted: &[String],
+) {
+    let policies = match policies_for(app, project, "TAG_RETENTION").await {
+        Ok(p) if p.is_empty() => return,
+        Ok(p) => p,
+        Err(_) => return,
+    };
+    let artifacts: Vec<Value> = deleted
+        .iter()
+        .map(|n| json!({"type": "image", "status": "SUCCESS", "name_tag": n}))
+        .collect();
+    let data = json!({"retention": {
+        "total": total,
+        "retained": retained,
+        "project_name": project,
+        "retention_policy_id": policy_id,
+        "result": result,
+        "deleted_artifact": artifacts,
+    }});
+    queue(app, "TAG_RETENTION", "retention", &data, policies).await;
+}
+
+/// Queues `event` with `data` for every target of `policies`, synced.
+async fn queue(app: &App, event: &str, who: &str, data: &Value, policies: Policies) {
+    let now = now_ms();
     let operator = if who.is_empty() { "anonymous" } else { who };
     let mut events = Vec::new();
     for (id, policy) in &policies {
         for target in &policy.targets {
-            let (payload, content_type) = payload(target, event, operator, *id, now, &data);
+            let (payload, content_type) = payload(target, event, operator, *id, now, data);
             events.push(WebhookEventRecord {
                 policy_id: *id,
                 target: target.clone(),
@@ -325,6 +364,7 @@ fn payload(
             "DELETE_ARTIFACT" => "harbor.artifact.deleted",
             "UPLOAD_CHART" => "harbor.chart.uploaded",
             "DELETE_CHART" => "harbor.chart.deleted",
+            "TAG_RETENTION" => "harbor.tag_retention.finished",
             _ => "harbor.quota.exceed",
         };
         let mut id = [0u8; 16];

@@ -350,6 +350,9 @@ pub fn harbor(data: &[u8]) {
     let _ = serde_json::from_slice::<harbor::SysadminReq>(data);
     let _ = serde_json::from_slice::<harbor::RoleReq>(data);
     let _ = serde_json::from_slice::<harbor::ImmutableRuleReq>(data);
+    let _ = serde_json::from_slice::<harbor::RetentionPolicyReq>(data);
+    let _ = serde_json::from_slice::<harbor::RetentionRunReq>(data);
+    let _ = serde_json::from_slice::<harbor::RetentionStopReq>(data);
 }
 
 /// The token service's form bodies and scopes: every scope of the form

@@ -249,6 +249,79 @@ pub struct SelectorReq {
     pub kind: Option<String>,
     pub decoration: String,
     pub pattern: String,
+    /// Retention's tag selector: JSON in a string, `{"untagged":true}`.
+    #[serde(default)]
+    pub extras: Option<String>,
+}
+
+/// `POST /api/v2.0/retentions`, `PUT /api/v2.0/retentions/{id}`
+/// (Harbor's `RetentionPolicy`).
+#[derive(Debug, Deserialize)]
+pub struct RetentionPolicyReq {
+    #[serde(default)]
+    pub algorithm: Option<String>,
+    #[serde(default)]
+    pub rules: Vec<RetentionRuleReq>,
+    #[serde(default)]
+    pub trigger: Option<RetentionTriggerReq>,
+    #[serde(default)]
+    pub scope: Option<RetentionScopeReq>,
+}
+
+/// One `rules` entry of a [`RetentionPolicyReq`].
+#[derive(Debug, Deserialize)]
+pub struct RetentionRuleReq {
+    #[serde(default)]
+    pub disabled: bool,
+    #[serde(default)]
+    pub action: Option<String>,
+    pub template: String,
+    /// `{"latestPushedK": 10}`: the template's one parameter, by its name.
+    #[serde(default)]
+    pub params: std::collections::BTreeMap<String, Value>,
+    #[serde(default)]
+    pub tag_selectors: Vec<SelectorReq>,
+    #[serde(default)]
+    pub scope_selectors: std::collections::BTreeMap<String, Vec<SelectorReq>>,
+}
+
+/// `trigger` of a [`RetentionPolicyReq`]: `{"kind":"Schedule",
+/// "settings":{"cron":"0 0 0 * * *"}}`; an empty cron is manual only.
+#[derive(Debug, Deserialize)]
+pub struct RetentionTriggerReq {
+    #[serde(default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub settings: Option<RetentionTriggerSettings>,
+}
+
+/// `settings` of a [`RetentionTriggerReq`].
+#[derive(Debug, Deserialize)]
+pub struct RetentionTriggerSettings {
+    #[serde(default)]
+    pub cron: Option<String>,
+}
+
+/// `scope` of a [`RetentionPolicyReq`]: `{"level":"project","ref":<project id>}`.
+#[derive(Debug, Deserialize)]
+pub struct RetentionScopeReq {
+    #[serde(default)]
+    pub level: Option<String>,
+    #[serde(rename = "ref")]
+    pub reference: Option<Value>,
+}
+
+/// `POST /api/v2.0/retentions/{id}/executions`.
+#[derive(Debug, Default, Deserialize)]
+pub struct RetentionRunReq {
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// `PATCH /api/v2.0/retentions/{id}/executions/{eid}`.
+#[derive(Debug, Deserialize)]
+pub struct RetentionStopReq {
+    pub action: String,
 }
 
 /// One `permissions` entry of a [`RobotReq`].
