@@ -517,8 +517,8 @@ fn task_log(run: &RetentionRunRecord, t: &RetentionTaskRecord) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<72}  {:<30}  {:<6}  {:<20}  {:<20}  {}",
-        "Digest", "Tags", "Action", "PushedTime", "PulledTime", "Detail"
+        "{:<72}  {:<30}  {:<6}  {:<20}  {:<20}  Detail",
+        "Digest", "Tags", "Action", "PushedTime", "PulledTime"
     );
     for i in &t.items {
         let tags = if i.tags.is_empty() {
