@@ -25,7 +25,7 @@
 //! credential stamp, `Engine::credential_stamp`; see `docs/security.md`).
 
 use berth_engine::account_admin::{RobotUpdate, UserUpdate};
-use berth_engine::{Account, Action, Actions};
+use berth_engine::Account;
 use berth_wire::harbor::{
     PasswordReq, RobotSecReq, RobotUpdateReq, RoleReq, SysadminReq, UserProfileReq,
 };
@@ -36,7 +36,7 @@ use serde_json::json;
 use crate::admin::{
     not_found, ok_json, read_json, robot_actions, robot_duration, robot_json, role_of, user_json,
 };
-use crate::auth::{self, Principal, Resource};
+use crate::auth::{self, Principal};
 use crate::errors::{ApiError, Code};
 use crate::http::{blocking, empty, App, Body};
 use crate::limits::RequestBody;
@@ -250,22 +250,7 @@ fn robot_for(
     let Some((name, rec)) = app.engine.robot_by_id(n)? else {
         return Err(missing());
     };
-    let sees = auth::permits(
-        app,
-        caller,
-        Resource::Project(&rec.project),
-        Actions::of(&[Action::Pull]),
-    )?;
-    if !sees {
-        return Err(missing());
-    }
-    auth::check(
-        app,
-        parts,
-        caller,
-        Resource::Project(&rec.project),
-        Actions::of(&[Action::Admin]),
-    )?;
+    auth::check_admin_of_visible(app, parts, caller, &rec.project, missing)?;
     Ok((name, rec))
 }
 

@@ -828,6 +828,25 @@ pub async fn admit(
     }
 }
 
+/// For objects found by an id that names no project in the path (robots,
+/// retention policies): `missing()` (the `404` of an id nobody holds, so
+/// ids are not to be probed) unless `principal` may see `project`, then
+/// [`check`] that it administers it (`403`).
+pub fn check_admin_of_visible(
+    app: &App,
+    parts: &Parts,
+    principal: &Principal,
+    project: &str,
+    missing: impl FnOnce() -> ApiError,
+) -> Result<(), ApiError> {
+    let pull = Actions::of(&[Action::Pull]);
+    if !permits(app, principal, Resource::Project(project), pull)? {
+        return Err(missing());
+    }
+    let admin = Actions::of(&[Action::Admin]);
+    check(app, parts, principal, Resource::Project(project), admin)
+}
+
 /// Checks that the already authenticated `principal` may do `actions` on
 /// `resource`: `Ok`, or the refusal (`401` with a challenge for anonymous
 /// callers and tokens lacking the scope, `403 DENIED` for accounts). Used

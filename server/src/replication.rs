@@ -32,7 +32,7 @@ use berth_engine::records::{now_ms, PolicyRecord, RegistryRecord};
 use berth_engine::{AccountError, Reference, RepoName, Tag};
 use berth_wire::harbor::{ExecutionReq, PolicyReq};
 use berth_wire::pattern::glob;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use hyper::http::request::Parts;
 use hyper::{Method, Response, StatusCode};
 use serde_json::{json, Value};
@@ -581,50 +581,27 @@ async fn copy_tag(
 /// It holds the server only while it works: once the server has shut
 /// down (its last `Arc` gone), it ends.
 pub async fn schedule(server: Weak<App>) {
-    let mut next: HashMap<u64, (String, DateTime<Utc>)> = HashMap::new();
+    let mut clock = crate::cron_clock::CronClock::default();
     loop {
         let Some(app) = server.upgrade() else { return };
         let policies = match blocking(&app, |e| e.policies()).await {
             Ok(Ok(p)) => p,
             _ => Vec::new(),
         };
-        let now = Utc::now();
-        let mut keep = HashMap::new();
-        for (id, p) in policies
-            .into_iter()
+        let scheduled = policies
+            .iter()
             .filter(|(_, p)| p.enabled && !p.cron.is_empty())
-        {
-            let Ok(schedule) = cron::Schedule::from_str(&p.cron) else {
-                continue;
-            };
-            let mut at = match next.remove(&id) {
-                Some((cron, at)) if cron == p.cron => at,
-                _ => match schedule.after(&now).next() {
-                    Some(at) => at,
-                    None => continue,
-                },
-            };
-            if at <= now {
-                if !app.replication.running(id) {
-                    if let Err(e) = start(&app, id, "scheduled").await {
-                        tracing::warn!(target: "berth::replication", policy = id, error = %e,
-                            "scheduled run not started");
-                    }
-                }
-                match schedule.after(&now).next() {
-                    Some(n) => at = n,
-                    None => continue,
+            .map(|(id, p)| (*id, p.cron.as_str()));
+        let (due, wait) = clock.due(Utc::now(), scheduled);
+        for id in due {
+            if !app.replication.running(id) {
+                if let Err(e) = start(&app, id, "scheduled").await {
+                    tracing::warn!(target: "berth::replication", policy = id, error = %e,
+                        "scheduled run not started");
                 }
             }
-            keep.insert(id, (p.cron, at));
         }
-        next = keep;
-        let soonest = next.values().map(|(_, at)| *at).min();
-        let wait = soonest
-            .and_then(|at| (at - Utc::now()).to_std().ok())
-            .unwrap_or(Duration::ZERO)
-            .min(RESCAN);
-        let wait = if soonest.is_none() { RESCAN } else { wait };
+        let wait = wait.unwrap_or(RESCAN).min(RESCAN);
         let wake = app.replication.wake.clone();
         drop(app);
         tokio::select! {

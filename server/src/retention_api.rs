@@ -37,7 +37,7 @@ use berth_engine::records::{
 use berth_engine::retention::{self, LEASE_MS, TEMPLATES};
 use berth_engine::{Action, Actions};
 use berth_wire::harbor::{RetentionPolicyReq, RetentionRunReq, RetentionStopReq, SelectorReq};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use hyper::http::request::Parts;
 use hyper::{Method, Response, StatusCode};
 use serde_json::{json, Value};
@@ -261,16 +261,7 @@ fn policy_for(
     let Some(p) = app.engine.retention_policy(n)? else {
         return Err(missing());
     };
-    let sees = auth::permits(
-        app,
-        caller,
-        Resource::Project(&p.project),
-        Actions::of(&[Action::Pull]),
-    )?;
-    if !sees {
-        return Err(missing());
-    }
-    admits(app, caller, parts, &p.project)?;
+    auth::check_admin_of_visible(app, parts, caller, &p.project, missing)?;
     Ok((n, p))
 }
 
@@ -695,46 +686,26 @@ pub async fn schedule(server: Weak<App>) {
             }
         }
     }
-    let mut next: HashMap<u64, (String, DateTime<Utc>)> = HashMap::new();
+    let mut clock = crate::cron_clock::CronClock::default();
     loop {
         let Some(app) = server.upgrade() else { return };
         let policies = match blocking(&app, |e| e.retention_policies()).await {
             Ok(Ok(p)) => p,
             _ => Vec::new(),
         };
-        let now = Utc::now();
-        let mut keep = HashMap::new();
-        for (id, p) in policies.into_iter().filter(|(_, p)| !p.cron.is_empty()) {
-            let Ok(schedule) = cron::Schedule::from_str(&p.cron) else {
-                continue;
-            };
-            let mut at = match next.remove(&id) {
-                Some((cron, at)) if cron == p.cron => at,
-                _ => match schedule.after(&now).next() {
-                    Some(at) => at,
-                    None => continue,
-                },
-            };
-            if at <= now {
-                let policy = (id, p.project.clone());
-                if let Err(e) = start(&app, policy, "SCHEDULE", false, "retention-schedule").await {
-                    tracing::warn!(target: "berth::retention", policy = id, error = %e,
-                        "scheduled run not started");
-                }
-                match schedule.after(&now).next() {
-                    Some(n) => at = n,
-                    None => continue,
-                }
+        let scheduled = policies
+            .iter()
+            .filter(|(_, p)| !p.cron.is_empty())
+            .map(|(id, p)| (*id, p.cron.as_str()));
+        let (due, wait) = clock.due(Utc::now(), scheduled);
+        for (id, p) in policies.iter().filter(|(id, _)| due.contains(id)) {
+            let policy = (*id, p.project.clone());
+            if let Err(e) = start(&app, policy, "SCHEDULE", false, "retention-schedule").await {
+                tracing::warn!(target: "berth::retention", policy = id, error = %e,
+                    "scheduled run not started");
             }
-            keep.insert(id, (p.cron, at));
         }
-        next = keep;
-        let wait = next
-            .values()
-            .map(|(_, at)| (*at - Utc::now()).to_std().unwrap_or(Duration::ZERO))
-            .min()
-            .unwrap_or(RESCAN)
-            .min(RESCAN);
+        let wait = wait.unwrap_or(RESCAN).min(RESCAN);
         let wake = app.retention.wake.clone();
         drop(app);
         tokio::select! {
