@@ -121,18 +121,20 @@ impl GetIndex {
         } else {
             let body = if gzip {
                 let r = rendered.clone();
-                tokio::task::spawn_blocking(move || r.gzip())
+                let gz = tokio::task::spawn_blocking(move || r.gzip())
                     .await
-                    .map_err(ApiError::internal)?
+                    .map_err(ApiError::internal)?;
+                Body::new(gz)
             } else {
-                rendered.body.clone()
+                rendered.body()
             };
             if head {
                 let mut res = empty(StatusCode::OK);
-                set_content_length(&mut res, body.len() as u64);
+                let len = hyper::body::Body::size_hint(&body).exact().unwrap_or(0);
+                set_content_length(&mut res, len);
                 res
             } else {
-                Response::new(Body::new(body))
+                Response::new(body)
             }
         };
         let h = res.headers_mut();

@@ -36,7 +36,6 @@
 //! first.
 
 use std::collections::{BTreeMap, HashMap};
-use std::ops::Range;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -44,6 +43,7 @@ use berth_engine::{ChartIndexDelta, ChartRepoRecord, ChartVersion};
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
+use crate::body::Body;
 use crate::time::rfc3339_ms;
 
 /// Every `index.yaml` starts with this; the entries follow.
@@ -54,32 +54,38 @@ pub struct Rendered {
     /// The generation(s) it was rendered from: one project's, or for the
     /// global index every project's.
     pub key: Vec<(String, u64)>,
-    pub body: Bytes,
-    /// Gzip of `body`, made on first demand.
+    /// The document as consecutive parts, served as they are (one frame
+    /// each, written with vectored writes): a project's index is `HEAD`,
+    /// one part per chart, then the tail, so a splice shares the unchanged
+    /// charts' bytes with the previous generation instead of copying them
+    /// into one buffer; the global index is one part.
+    parts: Vec<Bytes>,
+    /// The sum of the parts' lengths.
+    len: usize,
+    /// Gzip of the document, made on first demand.
     gzip: OnceLock<Bytes>,
     /// Strong validator: derived from `key` and the update time.
     pub etag: String,
     /// Time of the last change, for `Last-Modified`.
     pub modified_ms: u64,
-    /// A project's index: the pieces `body` was spliced from, which the
-    /// next generation's splice reuses (the global index has none).
+    /// A project's index: the pieces its parts are, which the next
+    /// generation's splice reuses (the global index has none).
     pieces: Option<Pieces>,
 }
 
 /// A project's `index.yaml` as `HEAD`, one piece per chart (in name
-/// order), then the tail (`body[tail..]`: `generated`, and ` {}` when there
-/// is no chart).
+/// order), then the tail (`generated`, and ` {}` when there is no chart:
+/// the last part).
 struct Pieces {
     /// The project generation the pieces are the charts of.
     generation: u64,
     charts: BTreeMap<String, Piece>,
-    tail: usize,
 }
 
 /// One chart's entry in a project's `index.yaml`.
 struct Piece {
-    /// The entry's bytes: a slice of the body they were spliced into (no
-    /// copy of their own).
+    /// The entry's bytes, shared by every generation's index in which the
+    /// chart is unchanged.
     plain: Bytes,
     /// The entry as a raw deflate stream, made on first gzip demand and
     /// shared by every later generation's piece of the unchanged chart.
@@ -140,20 +146,37 @@ fn deflate_piece(data: &[u8], last: bool) -> Deflated {
 }
 
 impl Rendered {
+    /// A document of one part (the global index).
     pub fn new(key: Vec<(String, u64)>, body: Bytes, modified_ms: u64) -> Rendered {
+        Rendered::of_parts(key, vec![body], modified_ms)
+    }
+
+    fn of_parts(key: Vec<(String, u64)>, parts: Vec<Bytes>, modified_ms: u64) -> Rendered {
+        let len = parts.iter().map(Bytes::len).sum::<usize>();
         let mut tag = String::from("\"i");
         for (_, g) in &key {
             tag.push_str(&format!("-{g:x}"));
         }
-        tag.push_str(&format!("-{modified_ms:x}-{:x}\"", body.len()));
+        tag.push_str(&format!("-{modified_ms:x}-{len:x}\""));
         Rendered {
             key,
-            body,
+            parts,
+            len,
             gzip: OnceLock::new(),
             etag: tag,
             modified_ms,
             pieces: None,
         }
+    }
+
+    /// The document's length in bytes.
+    pub fn size(&self) -> usize {
+        self.len
+    }
+
+    /// The document as a response body: its parts, uncopied.
+    pub fn body(&self) -> Body {
+        Body::chunks(self.parts.clone().into_iter(), self.len as u64)
     }
 
     /// The gzip-compressed body (compressed once, then shared). A
@@ -167,11 +190,13 @@ impl Rendered {
                 None => {
                     use std::io::Write;
                     let mut enc = flate2::write::GzEncoder::new(
-                        Vec::with_capacity(self.body.len() / 8),
+                        Vec::with_capacity(self.len / 8),
                         flate2::Compression::fast(),
                     );
                     // Writing to a Vec cannot fail.
-                    let _ = enc.write_all(&self.body);
+                    for part in &self.parts {
+                        let _ = enc.write_all(part);
+                    }
                     Bytes::from(enc.finish().unwrap_or_default())
                 }
             })
@@ -180,7 +205,7 @@ impl Rendered {
 
     fn splice_gzip(&self, pieces: &Pieces) -> Bytes {
         let head = deflate_piece(HEAD.as_bytes(), false);
-        let tail = deflate_piece(&self.body[pieces.tail.min(self.body.len())..], true);
+        let tail = deflate_piece(self.parts.last().map_or(&[][..], |t| &t[..]), true);
         let deflated: Vec<&Deflated> = pieces
             .charts
             .values()
@@ -214,7 +239,7 @@ impl Rendered {
                 .map(|c| 96 + c.deflated.get().map_or(0, |d| d.bytes.len()))
                 .sum()
         });
-        self.body.len() + self.gzip.get().map_or(0, Bytes::len) + pieces + 256
+        self.len + self.gzip.get().map_or(0, Bytes::len) + pieces + 256
     }
 
     /// The generation a splice can start from: a project's index's.
@@ -227,8 +252,9 @@ impl Rendered {
 /// (`Engine::chart_index_since` with [`since`]'s generation): every chart
 /// rendered (`ChartIndexDelta::All`), or `prev`'s pieces with those of
 /// the changed charts re-rendered (`ChartIndexDelta::Charts`; `prev` must
-/// then be the render [`since`] was taken from). The body is byte for
-/// byte what [`render`] makes of the same versions.
+/// then be the render [`since`] was taken from). The parts, joined, are
+/// byte for byte what [`render`] makes of the same versions; no unchanged
+/// chart's bytes are copied.
 pub fn splice(
     prev: Option<&Rendered>,
     project: &str,
@@ -269,57 +295,36 @@ pub fn splice(
     }
     let mut tail = String::new();
     write_tail(&mut tail, !charts.is_empty(), repo.updated_ms);
-    let len = HEAD.len()
-        + charts
-            .values()
-            .map(|c| match c {
-                Src::Kept(p) => p.plain.len(),
-                Src::New(s) => s.len(),
-            })
-            .sum::<usize>()
-        + tail.len();
-    let mut body = Vec::with_capacity(len);
-    body.extend_from_slice(HEAD.as_bytes());
-    let mut ranges: Vec<(String, Range<usize>, Option<SharedDeflate>)> =
-        Vec::with_capacity(charts.len());
-    for (name, c) in charts {
-        let start = body.len();
-        let deflated = match c {
-            Src::Kept(p) => {
-                body.extend_from_slice(&p.plain);
-                Some(p.deflated.clone())
-            }
-            Src::New(s) => {
-                body.extend_from_slice(s.as_bytes());
-                None
-            }
-        };
-        ranges.push((name, start..body.len(), deflated));
-    }
-    let tail_at = body.len();
-    body.extend_from_slice(tail.as_bytes());
-    let body = Bytes::from(body);
-    let charts = ranges
+    let mut parts = Vec::with_capacity(charts.len() + 2);
+    parts.push(Bytes::from_static(HEAD.as_bytes()));
+    let charts = charts
         .into_iter()
-        .map(|(name, r, deflated)| {
-            let piece = Piece {
-                plain: body.slice(r),
-                deflated: deflated.unwrap_or_default(),
+        .map(|(name, c)| {
+            let piece = match c {
+                Src::Kept(p) => Piece {
+                    plain: p.plain.clone(),
+                    deflated: p.deflated.clone(),
+                },
+                Src::New(mut s) => {
+                    s.shrink_to_fit();
+                    Piece {
+                        plain: Bytes::from(s),
+                        deflated: SharedDeflate::default(),
+                    }
+                }
             };
+            parts.push(piece.plain.clone());
             (name, piece)
         })
         .collect();
+    parts.push(Bytes::from(tail));
     let generation = repo.generation;
-    let mut r = Rendered::new(
+    let mut r = Rendered::of_parts(
         vec![(project.to_owned(), generation)],
-        body,
+        parts,
         repo.updated_ms,
     );
-    r.pieces = Some(Pieces {
-        generation,
-        charts,
-        tail: tail_at,
-    });
+    r.pieces = Some(Pieces { generation, charts });
     r
 }
 
@@ -823,12 +828,14 @@ mod tests {
     fn check(repo: &Repo, r: &Rendered) {
         let (g, full) = repo.full();
         assert_eq!(r.key, vec![("p".to_owned(), g)]);
+        let body = r.parts.concat();
+        assert_eq!(r.size(), body.len());
         assert_eq!(
-            String::from_utf8_lossy(&r.body),
+            String::from_utf8_lossy(&body),
             String::from_utf8_lossy(&full),
             "splice differs from the full render at generation {g}"
         );
-        assert_eq!(r.body, full);
+        assert_eq!(body, full.to_vec());
         assert_eq!(gunzip(&r.gzip()), full.to_vec(), "spliced gzip");
     }
 
