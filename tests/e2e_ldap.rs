@@ -687,3 +687,620 @@ fn ldap_a_user_deleted_in_the_directory_fails_on_the_next_request() {
         200
     );
 }
+
+// ---- the LDAP and user group API (Harbor's /ldap/…, /usergroups) ----------
+
+/// berth on `slapd` with groups also searched under `ou=groups` (so
+/// `/ldap/groups/search` has a base).
+fn berth_with_group_base(slapd: &Slapd, data: &Path) -> TestServer {
+    berth(
+        slapd,
+        data,
+        &[
+            ("BERTH_LDAP_GROUP_BASE_DN", "ou=groups,dc=example,dc=org"),
+            (
+                "BERTH_LDAP_GROUP_SEARCH_FILTER",
+                "(objectClass=groupOfNames)",
+            ),
+        ],
+    )
+}
+
+/// `value` percent-encoded for a query string.
+fn q(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The status of a request without credentials.
+fn anonymous(s: &TestServer, method: &str, path: &str) -> u16 {
+    http(s.addr, method, path, &[], b"").0
+}
+
+/// A request with a raw (not necessarily JSON) body.
+fn raw(s: &TestServer, auth: &str, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
+    let (st, _, b) = http(
+        s.addr,
+        method,
+        path,
+        &[
+            ("Authorization", auth),
+            ("Content-Type", "application/json"),
+        ],
+        body,
+    );
+    (st, serde_json::from_slice(&b).unwrap_or(Value::Null))
+}
+
+/// The `field` values of a JSON array, as strings.
+fn column(v: &Value, field: &str) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|x| x[field].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Harbor's error shape with a message.
+fn harbor_error(v: &Value) -> bool {
+    v["errors"][0]["code"].is_string() && v["errors"][0]["message"].is_string()
+}
+
+#[test]
+fn ldap_api_ping_search_and_import() {
+    if !ldap_available() {
+        return;
+    }
+    let slapd = Slapd::start(true);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s = berth_with_group_base(&slapd, &dir.path().join("data"));
+    let carol = basic("carol", &pw("carol"));
+    // carol signs in (onboarded), and is no administrator.
+    assert_eq!(status(&s, &carol, "GET", "/v2/"), 200);
+
+    // Only system administrators; no credentials: 401.
+    for (method, path) in [
+        ("POST", "/api/v2.0/ldap/ping"),
+        ("GET", "/api/v2.0/ldap/users/search?username=bob"),
+        ("POST", "/api/v2.0/ldap/users/import"),
+        ("GET", "/api/v2.0/ldap/groups/search?groupname=devs"),
+    ] {
+        assert_eq!(anonymous(&s, method, path), 401, "{method} {path}");
+        let (st, v) = api(&s, &carol, method, path, &json!({"ldap_uid_list": ["bob"]}));
+        assert_eq!(st, 403, "{method} {path}: {v}");
+        assert!(harbor_error(&v), "{v}");
+    }
+    assert_eq!(
+        status(&s, &admin(), "GET", "/api/v2.0/ldap/ping"),
+        405,
+        "ping is a POST"
+    );
+
+    // Ping: the running configuration (no body, or fields the same).
+    for body in [&b""[..], b"{}", b"{\"ldap_search_password\":\"\"}"] {
+        let (st, v) = raw(&s, &admin(), "POST", "/api/v2.0/ldap/ping", body);
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(v["success"], true, "{v}");
+        assert!(v["message"].is_string(), "{v}");
+    }
+    let (st, v) = api(
+        &s,
+        &admin(),
+        "POST",
+        "/api/v2.0/ldap/ping",
+        &json!({"ldap_url": slapd.url, "ldap_search_dn": SEARCH_DN, "ldap_scope": 1,
+                "ldap_connection_timeout": 3, "ldap_verify_cert": true}),
+    );
+    assert_eq!((st, &v["success"]), (200, &json!(true)), "{v}");
+    // A wrong password, and a directory that is not there: success false.
+    let (st, v) = api(
+        &s,
+        &admin(),
+        "POST",
+        "/api/v2.0/ldap/ping",
+        &json!({"ldap_search_password": "not-the-password"}),
+    );
+    assert_eq!((st, &v["success"]), (200, &json!(false)), "{v}");
+    assert!(!v["message"].as_str().unwrap_or("").is_empty(), "{v}");
+    let closed = format!("ldap://127.0.0.1:{}", free_port());
+    let (st, v) = api(
+        &s,
+        &admin(),
+        "POST",
+        "/api/v2.0/ldap/ping",
+        &json!({"ldap_url": closed, "ldap_search_password": "x", "ldap_connection_timeout": 2}),
+    );
+    assert_eq!((st, &v["success"]), (200, &json!(false)), "{v}");
+
+    // The configured search password goes nowhere else: a listener of
+    // the caller's choosing, or another DN on the same directory, gets
+    // a 400 asking for a password, and the listener no connection.
+    let trap = TcpListener::bind("127.0.0.1:0").expect("listener");
+    trap.set_nonblocking(true).expect("nonblocking");
+    let trap_url = format!("ldap://{}", trap.local_addr().expect("address"));
+    for body in [
+        json!({"ldap_url": trap_url}),
+        json!({"ldap_url": trap_url, "ldap_search_password": ""}),
+        json!({"ldap_search_dn": user_dn("alice")}),
+        json!({"ldap_verify_cert": false}),
+    ] {
+        let (st, v) = api(&s, &admin(), "POST", "/api/v2.0/ldap/ping", &body);
+        assert_eq!(st, 400, "{body}: {v}");
+        assert!(harbor_error(&v), "{v}");
+    }
+    assert!(
+        trap.accept().is_err(),
+        "berth connected to the caller's host with the configured password"
+    );
+    // Bad bodies.
+    for body in [
+        &b"not json"[..],
+        b"{\"ldap_scope\":7}",
+        b"{\"ldap_url\":\"http://x\"}",
+        b"{\"ldap_connection_timeout\":-5}",
+        b"{\"ldap_verify_cert\":\"yes\"}",
+    ] {
+        let (st, v) = raw(&s, &admin(), "POST", "/api/v2.0/ldap/ping", body);
+        assert_eq!(st, 400, "{}: {v}", String::from_utf8_lossy(body));
+    }
+
+    // User search: exact, escaped; empty is every user entry.
+    let search = |name: &str| {
+        let path = format!("/api/v2.0/ldap/users/search?username={}", q(name));
+        let (st, v) = api(&s, &admin(), "GET", &path, &Value::Null);
+        assert_eq!(st, 200, "{name:?}: {v}");
+        v
+    };
+    assert_eq!(
+        search("alice"),
+        json!([{"username": "alice", "realname": "Alice Liddell", "email": "alice@example.org"}])
+    );
+    let mut all = column(&search(""), "username");
+    all.sort();
+    assert_eq!(all, ["alice", "bob", "carol"]);
+    for injected in ["*", "*)(uid=*", "a*", "bob)(|(uid=*", "*)(objectClass=*"] {
+        assert_eq!(search(injected), json!([]), "{injected:?}");
+    }
+    assert_eq!(search("nobody"), json!([]));
+
+    // Group search under the group base DN.
+    let groups = |query: &str| {
+        let (st, v) = api(
+            &s,
+            &admin(),
+            "GET",
+            &format!("/api/v2.0/ldap/groups/search?{query}"),
+            &Value::Null,
+        );
+        (st, v)
+    };
+    let (st, v) = groups("groupname=devs");
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        v,
+        json!([{"group_name": "devs", "group_type": 1, "ldap_group_dn": DEVS}])
+    );
+    let (_, v) = groups("groupname=");
+    let mut names = column(&v, "group_name");
+    names.sort();
+    assert_eq!(names, ["admins", "devs"]);
+    let (_, v) = groups(&format!("groupname={}", q("*)(cn=*")));
+    assert_eq!(v, json!([]));
+    let (_, v) = groups(&format!("groupdn={}", q(ADMINS)));
+    assert_eq!(column(&v, "group_name"), ["admins"]);
+    let (_, v) = groups(&format!(
+        "groupdn={}",
+        q("cn=nope,ou=groups,dc=example,dc=org")
+    ));
+    assert_eq!(v, json!([]));
+    for outside in [
+        user_dn("bob"),
+        "cn=x\\,ou=groups,dc=example,dc=org".to_owned(),
+        "devs".to_owned(),
+    ] {
+        let (st, v) = groups(&format!("groupdn={}", q(&outside)));
+        assert_eq!(st, 400, "{outside}: {v}");
+    }
+
+    // Import: bob is onboarded without a login; the failures are listed.
+    let (st, _, body) = http(
+        s.addr,
+        "POST",
+        "/api/v2.0/ldap/users/import",
+        &[("Authorization", &admin())],
+        br#"{"ldap_uid_list":["bob","nobody","carol","*","admin"]}"#,
+    );
+    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    assert_eq!(st, 404, "{v}");
+    assert_eq!(
+        v,
+        json!([
+            {"uid": "nobody", "error": "unknown_user"},
+            {"uid": "carol", "error": "duplicate_user"},
+            {"uid": "*", "error": "unknown_user"},
+            {"uid": "admin", "error": "unknown_user"},
+        ])
+    );
+    let (st, users) = api(
+        &s,
+        &admin(),
+        "GET",
+        "/api/v2.0/users?q=username=bob",
+        &Value::Null,
+    );
+    assert_eq!(st, 200);
+    assert_eq!(users[0]["email"], "bob@example.org", "{users}");
+    assert_eq!(users[0]["realname"], "Bob");
+    // Again: a duplicate, and nothing changes.
+    let (st, v) = api(
+        &s,
+        &admin(),
+        "POST",
+        "/api/v2.0/ldap/users/import",
+        &json!({"ldap_uid_list": ["bob"]}),
+    );
+    assert_eq!(
+        (st, v),
+        (404, json!([{"uid": "bob", "error": "duplicate_user"}]))
+    );
+    // All imported: 200.
+    let (st, _, body) = http(
+        s.addr,
+        "POST",
+        "/api/v2.0/ldap/users/import",
+        &[("Authorization", &admin())],
+        br#"{"ldap_uid_list":["alice"]}"#,
+    );
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+    // bob, imported, signs in as the same user.
+    let (st, me) = api(
+        &s,
+        &basic("bob", &pw("bob")),
+        "GET",
+        "/api/v2.0/users/current",
+        &Value::Null,
+    );
+    assert_eq!(st, 200);
+    assert_eq!(me["user_id"], users[0]["user_id"]);
+    for body in [
+        &b"{}"[..],
+        b"{\"ldap_uid_list\":[]}",
+        b"{\"ldap_uid_list\":\"bob\"}",
+        b"[",
+    ] {
+        let (st, v) = raw(&s, &admin(), "POST", "/api/v2.0/ldap/users/import", body);
+        assert_eq!(st, 400, "{}: {v}", String::from_utf8_lossy(body));
+        assert!(harbor_error(&v), "{v}");
+    }
+    let many: Vec<String> = (0..101).map(|i| format!("u{i}")).collect();
+    let (st, _) = api(
+        &s,
+        &admin(),
+        "POST",
+        "/api/v2.0/ldap/users/import",
+        &json!({ "ldap_uid_list": many }),
+    );
+    assert_eq!(st, 400, "at most 100 uids");
+
+    // A search of everything is capped at 100 entries.
+    let ldif: String = (0..105)
+        .map(|i| {
+            format!(
+                "dn: uid=user{i},ou=people,{SUFFIX}\nobjectClass: inetOrgPerson\nuid: user{i}\n\
+                 cn: User {i}\nsn: U\n\n"
+            )
+        })
+        .collect();
+    slapd.tool("ldapadd", &[], &ldif);
+    assert_eq!(search("").as_array().map(Vec::len), Some(100));
+    assert_eq!(column(&search("user104"), "username"), ["user104"]);
+}
+
+#[test]
+fn ldap_user_groups_and_members_by_group_id() {
+    if !ldap_available() {
+        return;
+    }
+    let slapd = Slapd::start(true);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s = berth_with_group_base(&slapd, &dir.path().join("data"));
+    let bob = basic("bob", &pw("bob"));
+    assert_eq!(status(&s, &bob, "GET", "/v2/"), 200);
+
+    // Create: 201 with Location; the DN is kept normalized.
+    let (st, h, v) = api_json(
+        s.addr,
+        &admin(),
+        "POST",
+        "/api/v2.0/usergroups",
+        &json!({"group_name": "developers", "group_type": 1,
+                "ldap_group_dn": "CN=Devs, OU=Groups, DC=example, DC=org"}),
+    );
+    assert_eq!(st, 201, "{v}");
+    let location = header(&h, "location").expect("Location").to_owned();
+    let devs: u64 = location
+        .strip_prefix("/api/v2.0/usergroups/")
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("Location {location}"));
+    let (st, g) = api(&s, &admin(), "GET", &location, &Value::Null);
+    assert_eq!(st, 200);
+    assert_eq!(
+        g,
+        json!({"id": devs, "group_name": "developers", "group_type": 1, "ldap_group_dn": DEVS})
+    );
+    // The same DN in another spelling: 409; other types and bad DNs: 400.
+    let (st, v) = api(
+        &s,
+        &admin(),
+        "POST",
+        "/api/v2.0/usergroups",
+        &json!({"group_name": "again", "group_type": 1, "ldap_group_dn": DEVS.to_uppercase()}),
+    );
+    assert_eq!(st, 409, "{v}");
+    assert!(harbor_error(&v), "{v}");
+    for bad in [
+        json!({"group_name": "x", "group_type": 2, "ldap_group_dn": "cn=x,dc=example,dc=org"}),
+        json!({"group_name": "x", "group_type": 3}),
+        json!({"group_name": "x", "group_type": 1}),
+        json!({"group_name": "x", "group_type": 1, "ldap_group_dn": "devs"}),
+        json!({"group_name": "x", "group_type": 1, "ldap_group_dn": "cn=a\u{0}b,dc=x"}),
+        json!({"group_name": "x", "group_type": "ldap", "ldap_group_dn": "cn=x,dc=x"}),
+    ] {
+        let (st, v) = api(&s, &admin(), "POST", "/api/v2.0/usergroups", &bad);
+        assert_eq!(st, 400, "{bad}: {v}");
+        assert!(harbor_error(&v), "{v}");
+    }
+    let (st, _) = raw(&s, &admin(), "POST", "/api/v2.0/usergroups", b"{");
+    assert_eq!(st, 400);
+    // Without a name, the DN's first value names the group.
+    let mut ids = vec![devs];
+    for dn in [
+        ADMINS,
+        "cn=g1,ou=groups,dc=example,dc=org",
+        "cn=g2,ou=groups,dc=example,dc=org",
+    ] {
+        let (st, h, v) = api_json(
+            s.addr,
+            &admin(),
+            "POST",
+            "/api/v2.0/usergroups",
+            &json!({"group_type": 1, "ldap_group_dn": dn}),
+        );
+        assert_eq!(st, 201, "{v}");
+        let loc = header(&h, "location").unwrap_or_default();
+        ids.push(
+            loc.rsplit('/')
+                .next()
+                .and_then(|i| i.parse().ok())
+                .unwrap_or(0),
+        );
+    }
+    let (_, g) = api(
+        &s,
+        &admin(),
+        "GET",
+        &format!("/api/v2.0/usergroups/{}", ids[1]),
+        &Value::Null,
+    );
+    assert_eq!(g["group_name"], "admins");
+
+    // List: paged in id order, with X-Total-Count and Link; filters.
+    let (st, h, v) = api_json(
+        s.addr,
+        &admin(),
+        "GET",
+        "/api/v2.0/usergroups?page=1&page_size=3",
+        &Value::Null,
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(header(&h, "x-total-count"), Some("4"));
+    assert!(
+        header(&h, "link").is_some_and(|l| l.contains("rel=\"next\"")),
+        "{h:?}"
+    );
+    let got: Vec<u64> = v
+        .as_array()
+        .map(|a| a.iter().filter_map(|g| g["id"].as_u64()).collect())
+        .unwrap_or_default();
+    assert_eq!(got, ids[..3]);
+    let (_, h, v) = api_json(
+        s.addr,
+        &admin(),
+        "GET",
+        "/api/v2.0/usergroups?page=2&page_size=3",
+        &Value::Null,
+    );
+    assert_eq!(v.as_array().map(Vec::len), Some(1));
+    assert!(header(&h, "link").is_some_and(|l| l.contains("rel=\"prev\"")));
+    let (_, v) = api(
+        &s,
+        &admin(),
+        "GET",
+        &format!(
+            "/api/v2.0/usergroups?ldap_group_dn={}",
+            q(&DEVS.to_uppercase())
+        ),
+        &Value::Null,
+    );
+    assert_eq!(column(&v, "group_name"), ["developers"]);
+    let (_, v) = api(
+        &s,
+        &admin(),
+        "GET",
+        "/api/v2.0/usergroups?group_name=G",
+        &Value::Null,
+    );
+    assert_eq!(column(&v, "group_name"), ["g1", "g2"]);
+
+    // Search by name: any signed-in user, no DNs, paged.
+    let (st, h, v) = api_json(
+        s.addr,
+        &bob,
+        "GET",
+        "/api/v2.0/usergroups/search?groupname=dev",
+        &Value::Null,
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        v,
+        json!([{"id": devs, "group_name": "developers", "group_type": 1}])
+    );
+    assert_eq!(header(&h, "x-total-count"), Some("1"));
+    let (st, _) = api(&s, &bob, "GET", "/api/v2.0/usergroups/search", &Value::Null);
+    assert_eq!(st, 400, "groupname is required");
+    assert_eq!(
+        anonymous(&s, "GET", "/api/v2.0/usergroups/search?groupname=dev"),
+        401
+    );
+
+    // Everything else is a system administrator's.
+    let one = format!("/api/v2.0/usergroups/{devs}");
+    for (method, path) in [
+        ("GET", "/api/v2.0/usergroups"),
+        ("POST", "/api/v2.0/usergroups"),
+        ("GET", one.as_str()),
+        ("PUT", one.as_str()),
+        ("DELETE", one.as_str()),
+    ] {
+        assert_eq!(anonymous(&s, method, path), 401, "{method} {path}");
+        let (st, v) = api(&s, &bob, method, path, &json!({"group_name": "mine"}));
+        assert_eq!(st, 403, "{method} {path}: {v}");
+    }
+
+    // Get: unknown 404, not an id 400. Put: renames only.
+    assert_eq!(
+        status(&s, &admin(), "GET", "/api/v2.0/usergroups/99999"),
+        404
+    );
+    assert_eq!(status(&s, &admin(), "GET", "/api/v2.0/usergroups/abc"), 400);
+    let (st, v) = api(
+        &s,
+        &admin(),
+        "PUT",
+        &one,
+        &json!({"group_name": "devs", "ldap_group_dn": "cn=other,dc=example,dc=org"}),
+    );
+    assert_eq!(st, 200, "{v}");
+    let (_, g) = api(&s, &admin(), "GET", &one, &Value::Null);
+    assert_eq!(
+        (&g["group_name"], &g["ldap_group_dn"]),
+        (&json!("devs"), &json!(DEVS))
+    );
+    for bad in [
+        json!({}),
+        json!({"group_name": ""}),
+        json!({"group_name": 5}),
+    ] {
+        let (st, v) = api(&s, &admin(), "PUT", &one, &bad);
+        assert_eq!(st, 400, "{bad}: {v}");
+    }
+    let (st, _) = api(
+        &s,
+        &admin(),
+        "PUT",
+        "/api/v2.0/usergroups/99999",
+        &json!({"group_name": "x"}),
+    );
+    assert_eq!(st, 404);
+
+    // carol, imported (never signed in), gets developer in a private
+    // project through the group's id, and signs in with that role.
+    let (st, _, _) = http(
+        s.addr,
+        "POST",
+        "/api/v2.0/ldap/users/import",
+        &[("Authorization", &admin())],
+        br#"{"ldap_uid_list":["carol"]}"#,
+    );
+    assert_eq!(st, 200);
+    let (st, v) = api(
+        &s,
+        &admin(),
+        "POST",
+        "/api/v2.0/projects",
+        &json!({"project_name": "team", "metadata": {"public": "false"}}),
+    );
+    assert_eq!(st, 201, "{v}");
+    let (st, v) = api(
+        &s,
+        &admin(),
+        "POST",
+        "/api/v2.0/projects/team/members",
+        &json!({"role_id": 2, "member_group": {"id": devs}}),
+    );
+    assert_eq!(st, 201, "{v}");
+    for bad in [
+        json!({"role_id": 2, "member_group": {"id": 99999}}),
+        json!({"role_id": 2, "member_group": {"id": devs, "group_type": 2}}),
+        json!({"role_id": 2, "member_group": {"id": 0}}),
+    ] {
+        let (st, v) = api(
+            &s,
+            &admin(),
+            "POST",
+            "/api/v2.0/projects/team/members",
+            &bad,
+        );
+        assert_eq!(st, 400, "{bad}: {v}");
+        assert!(harbor_error(&v), "{v}");
+    }
+    let (_, members) = api(
+        &s,
+        &admin(),
+        "GET",
+        "/api/v2.0/projects/team/members",
+        &Value::Null,
+    );
+    let group_members: Vec<&Value> = members
+        .as_array()
+        .map(|m| m.iter().filter(|m| m["entity_type"] == "g").collect())
+        .unwrap_or_default();
+    assert_eq!(group_members.len(), 1, "{members}");
+    assert_eq!(group_members[0]["entity_name"], DEVS);
+    assert_eq!(group_members[0]["role_id"], 2);
+    let carol = basic("carol", &pw("carol"));
+    assert_eq!(push_status(&s, &carol, "team/app", b"carol's layer"), 201);
+    let (_, t) = token_get(&s, &carol, "repository:team/app:pull,push");
+    assert!(token_access(&t).contains("push"));
+    // bob is in no group: nothing.
+    assert_eq!(push_status(&s, &bob, "team/app", b"bob's layer"), 403);
+
+    // Deleting the group takes its memberships along: carol loses the
+    // role at her next request.
+    let (st, v) = api(&s, &admin(), "DELETE", &one, &Value::Null);
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(status(&s, &admin(), "GET", &one), 404);
+    assert_eq!(status(&s, &admin(), "DELETE", &one), 404);
+    let (_, members) = api(
+        &s,
+        &admin(),
+        "GET",
+        "/api/v2.0/projects/team/members",
+        &Value::Null,
+    );
+    assert!(
+        members
+            .as_array()
+            .is_some_and(|m| m.iter().all(|m| m["entity_type"] != "g")),
+        "{members}"
+    );
+    assert_eq!(
+        push_status(&s, &carol, "team/app", b"carol's second layer"),
+        403
+    );
+    let (_, h, _) = api_json(
+        s.addr,
+        &admin(),
+        "GET",
+        "/api/v2.0/usergroups",
+        &Value::Null,
+    );
+    assert_eq!(header(&h, "x-total-count"), Some("3"));
+}

@@ -104,6 +104,18 @@ fn ldap_marker() -> String {
     format!("ldap:{}", hex::encode(raw))
 }
 
+/// What recording a directory user may do to an existing record of the
+/// same name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Onboarding {
+    /// A login: create the record, or bring it in line with the directory
+    /// (a local user of the name becomes the directory's).
+    Login,
+    /// An import (`POST /ldap/users/import`): create the record only; any
+    /// user of the name already there is [`AccountError::Exists`].
+    CreateOnly,
+}
+
 impl Engine {
     /// Records a successful LDAP login of `name`: creates the user's local
     /// record at the first one (Harbor onboards LDAP users), else brings
@@ -119,6 +131,28 @@ impl Engine {
         name: &str,
         user: &DirectoryUser,
     ) -> Result<(Account, String), AccountError> {
+        let (account, stamp, _) = self.record_directory_user(name, user, Onboarding::Login)?;
+        Ok((account, stamp))
+    }
+
+    /// Onboards directory user `name` without a login (Harbor's LDAP user
+    /// import): the record a first login would write, found by the search
+    /// DN's lookup instead of a bind. Refused ([`AccountError::Exists`]) if
+    /// any user of that name is already here, local or LDAP: an import
+    /// never takes over an account. Returns the new user's id.
+    pub fn directory_import(&self, name: &str, user: &DirectoryUser) -> Result<u64, AccountError> {
+        let (_, _, id) = self.record_directory_user(name, user, Onboarding::CreateOnly)?;
+        Ok(id)
+    }
+
+    /// The one writer of LDAP users' records: see [`Onboarding`]. Returns
+    /// the account, its stamp and the user's id.
+    fn record_directory_user(
+        &self,
+        name: &str,
+        user: &DirectoryUser,
+        mode: Onboarding,
+    ) -> Result<(Account, String, u64), AccountError> {
         valid_user_name(name)?;
         if name == ADMIN_USER {
             return Err(invalid(
@@ -134,6 +168,11 @@ impl Engine {
         let key = UserKey(name.to_owned());
         let mut batch = Batch::default();
         let old = inner.index.get(&key)?;
+        if old.is_some() && mode == Onboarding::CreateOnly {
+            return Err(AccountError::Exists {
+                what: format!("user {name}"),
+            });
+        }
         let mut rec = match old.clone() {
             Some(r) if r.is_ldap() => r,
             Some(r) => {
@@ -170,7 +209,7 @@ impl Engine {
             batch.put(&key, &rec);
             inner.commit(g, batch)?;
         }
-        Ok((account, stamp))
+        Ok((account, stamp, rec.id))
     }
 
     /// Gives the members of LDAP group `group_dn` `role` in `project`
@@ -318,6 +357,38 @@ mod tests {
         // admin never signs in through LDAP; names must be berth's.
         assert!(e.directory_login(ADMIN_USER, &entry(&[], true)).is_err());
         assert!(e.directory_login("a b", &entry(&[], false)).is_err());
+    }
+
+    #[test]
+    fn imports_onboard_only_new_users() {
+        let (_d, e) = engine();
+        let id = e
+            .directory_import("carol", &entry(&["cn=devs,dc=x"], false))
+            .unwrap();
+        let rec = e.user("carol").unwrap().unwrap();
+        assert_eq!(rec.id, id);
+        assert!(rec.is_ldap());
+        assert_eq!(rec.email, "carol@x");
+        assert_eq!(rec.ldap_groups, ["cn=devs,dc=x"]);
+        // A second import, or one over a local user, is refused and
+        // changes nothing.
+        let again = e.directory_import("carol", &entry(&[], true));
+        assert!(
+            matches!(again, Err(AccountError::Exists { .. })),
+            "{again:?}"
+        );
+        assert_eq!(e.user("carol").unwrap().unwrap(), rec);
+        e.create_user("dave", "dave-password-1", false, "", "")
+            .unwrap();
+        let local = e.user("dave").unwrap().unwrap();
+        assert!(e.directory_import("dave", &entry(&[], false)).is_err());
+        assert_eq!(e.user("dave").unwrap().unwrap(), local);
+        assert!(e.directory_import(ADMIN_USER, &entry(&[], false)).is_err());
+        assert!(e.directory_import("a b", &entry(&[], false)).is_err());
+        // The imported user's first login is that user's: same id.
+        let (a, _) = e.directory_login("carol", &entry(&[], false)).unwrap();
+        assert!(!a.is_admin());
+        assert_eq!(e.user("carol").unwrap().unwrap().id, id);
     }
 
     #[test]

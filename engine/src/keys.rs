@@ -63,7 +63,8 @@
 //!                                                           purged at first use
 //! meta            SeqKey: "seq" 0x00 kind                 Seq: u64 BE, last id handed out for
 //!                                                           kind ("user", "project", "robot",
-//!                                                           "member", "registry", "policy")
+//!                                                           "member", "registry", "policy",
+//!                                                           "user_group", …: IdKind)
 //! meta            GcCandidatesBuiltKey:                   Marker: "1"
 //!                   "gc_candidates_built"
 //! meta            TiersLocatedKey: "tiers_located"        Marker: "1": every blob record's
@@ -110,6 +111,9 @@
 //!                                                           kept and deleted
 //! gc_runs         GcRunKey: 16 hex digits of !id          GcRunRecord: one GC run, its
 //!                   (newest first)                          options, status and report
+//! user_groups     UserGroupKey: id (decimal)              UserGroupRecord: a user group
+//!                                                           (Harbor's /usergroups): name,
+//!                                                           type, normalized LDAP group DN
 //! ```
 //!
 //! A chart `name-version` of `project` is the OCI manifest tagged
@@ -134,8 +138,8 @@ use crate::records::{
     ImmutableRulesRecord, LinkRecord, ManifestBody, ManifestRecord, Marker, MemberRecord,
     PolicyRecord, ProjectBlobRecord, ProjectRecord, PullRecord, Record, RegistryRecord,
     RepoManifestRecord, RepoRecord, RetentionPolicyRecord, RetentionRunRecord, RobotRecord, Seq,
-    TagRecord, TokenSeed, UploadRecord, UsageRecord, UserRecord, WebhookEventRecord,
-    WebhookJobRecord, WebhookPolicyRecord,
+    TagRecord, TokenSeed, UploadRecord, UsageRecord, UserGroupRecord, UserRecord,
+    WebhookEventRecord, WebhookJobRecord, WebhookPolicyRecord,
 };
 
 /// A column family of the index. Its name (the RocksDB column family name)
@@ -175,11 +179,12 @@ pub enum Cf {
     RetentionPolicies,
     RetentionRuns,
     GcRuns,
+    UserGroups,
 }
 
 impl Cf {
     /// Every column family, in the order they are opened.
-    pub const ALL: [Cf; 33] = [
+    pub const ALL: [Cf; 34] = [
         Cf::Meta,
         Cf::Blobs,
         Cf::Links,
@@ -213,6 +218,7 @@ impl Cf {
         Cf::RetentionPolicies,
         Cf::RetentionRuns,
         Cf::GcRuns,
+        Cf::UserGroups,
     ];
 
     /// The column family's name in the index. Changing one is a format change.
@@ -251,6 +257,7 @@ impl Cf {
             Cf::RetentionPolicies => "retention_policies",
             Cf::RetentionRuns => "retention_runs",
             Cf::GcRuns => "gc_runs",
+            Cf::UserGroups => "user_groups",
         }
     }
 }
@@ -1072,6 +1079,12 @@ id_key!(
     RetentionPolicyRecord
 );
 id_key!(
+    /// `user_groups`: a user group (Harbor's `/usergroups`), by id.
+    UserGroupKey,
+    Cf::UserGroups,
+    UserGroupRecord
+);
+id_key!(
     /// `replication_policies`: a pull replication policy, by id.
     PolicyKey,
     Cf::Policies,
@@ -1288,11 +1301,12 @@ pub enum IdKind {
     RetentionPolicy,
     RetentionRun,
     GcRun,
+    UserGroup,
 }
 
 impl IdKind {
     /// Every kind.
-    pub const ALL: [IdKind; 14] = [
+    pub const ALL: [IdKind; 15] = [
         IdKind::User,
         IdKind::Project,
         IdKind::Member,
@@ -1307,6 +1321,7 @@ impl IdKind {
         IdKind::RetentionPolicy,
         IdKind::RetentionRun,
         IdKind::GcRun,
+        IdKind::UserGroup,
     ];
 
     fn name(self) -> &'static str {
@@ -1325,6 +1340,7 @@ impl IdKind {
             IdKind::RetentionPolicy => "retention_policy",
             IdKind::RetentionRun => "retention_run",
             IdKind::GcRun => "gc_run",
+            IdKind::UserGroup => "user_group",
         }
     }
 }
@@ -1495,6 +1511,7 @@ pub enum Key {
     RetentionPolicy(RetentionPolicyKey),
     RetentionRun(RetentionRunKey),
     GcRun(GcRunKey),
+    UserGroup(UserGroupKey),
 }
 
 /// Applies `$body` to the typed key inside every non-`meta` variant, with
@@ -1631,6 +1648,10 @@ macro_rules! each_key {
                 type $K = GcRunKey;
                 $body
             }
+            Key::UserGroup($k) => {
+                type $K = UserGroupKey;
+                $body
+            }
         }
     };
 }
@@ -1675,6 +1696,7 @@ impl Key {
             Cf::RetentionPolicies => Key::RetentionPolicy(RetentionPolicyKey::decode(bytes)?),
             Cf::RetentionRuns => Key::RetentionRun(RetentionRunKey::decode(bytes)?),
             Cf::GcRuns => Key::GcRun(GcRunKey::decode(bytes)?),
+            Cf::UserGroups => Key::UserGroup(UserGroupKey::decode(bytes)?),
         })
     }
 
@@ -1858,6 +1880,12 @@ mod tests {
                 "fffffffffffffffd".into(),
             ),
             (enc(GcRunKey(3)), "gc_runs", "fffffffffffffffc".into()),
+            (enc(UserGroupKey(42)), "user_groups", "42".into()),
+            (
+                enc(SeqKey(IdKind::UserGroup)),
+                "meta",
+                "seq\0user_group".into(),
+            ),
         ];
         for ((cf, got), family, want) in cases {
             assert_eq!(cf.name(), family, "{want:?}");
@@ -2162,6 +2190,7 @@ mod tests {
             roundtrip(RetentionPolicyKey(n))?;
             roundtrip(RetentionRunKey(n))?;
             roundtrip(GcRunKey(n))?;
+            roundtrip(UserGroupKey(n))?;
 
             // The closed keyspace: every variant of `Key`, every meta key.
             let mut keys: Vec<Key> = MetaKey::ALL.into_iter().map(Key::Meta).collect();
@@ -2198,6 +2227,7 @@ mod tests {
                 Key::RetentionPolicy(RetentionPolicyKey(n)),
                 Key::RetentionRun(RetentionRunKey(n)),
                 Key::GcRun(GcRunKey(n)),
+                Key::UserGroup(UserGroupKey(n)),
             ]);
             let families: std::collections::HashSet<Cf> = keys.iter().map(Key::cf).collect();
             prop_assert_eq!(families.len(), Cf::ALL.len());

@@ -46,6 +46,7 @@ use berth_formats::names;
 pub mod records;
 pub mod registries;
 pub mod tags;
+pub mod usergroups;
 /// Bearer tokens (crate `berth-formats`).
 pub use berth_formats::pattern;
 pub use berth_formats::token;

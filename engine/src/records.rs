@@ -89,6 +89,7 @@ json_records!(
     RetentionPolicyRecord,
     RetentionRunRecord,
     GcRunRecord,
+    UserGroupRecord,
 );
 
 /// An empty value: the key alone is the fact (`blob_repos`, `referrers`,
@@ -765,6 +766,20 @@ pub struct MemberRecord {
     /// Harbor's role id: 1 project admin, 2 developer, 3 guest, 4 maintainer.
     pub role: u8,
     pub created_ms: u64,
+}
+
+/// `user_groups`: a user group (Harbor's `UserGroup`), which projects
+/// name as a member by its id (`usergroups.rs`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserGroupRecord {
+    pub name: String,
+    /// Harbor's group type: 1, an LDAP group (the only kind berth keeps).
+    pub group_type: u8,
+    /// The group's DN, normalized (`directory::normalize_dn`): unique
+    /// among user groups, and the spelling `group_members` keys use.
+    pub ldap_dn: String,
+    pub created_ms: u64,
+    pub updated_ms: u64,
 }
 
 /// `robots`: a robot account, scoped to one project.

@@ -73,6 +73,7 @@ on_postgres_too!(
     retention_deletes_what_no_rule_keeps_and_nothing_that_changed,
     retention_runs_are_one_at_a_time_and_a_dead_run_ends,
     gc_history_survives_a_restart,
+    user_groups_are_records_by_id_and_take_their_memberships_along,
 );
 
 fn repo(s: &str) -> RepoName {
@@ -1371,4 +1372,114 @@ fn gc_history_survives_a_restart() {
     assert_eq!(runs.len(), 50);
     assert!(runs.windows(2).all(|w| w[0].id < w[1].id), "oldest first");
     assert!(runs.iter().all(|r| r.status == GcRunStatus::Success));
+}
+
+/// User groups (Harbor's `/usergroups`): records by id with a unique,
+/// normalized DN; renamed in place; deleted with every project membership
+/// of their DN in one batch; their ids survive a restart.
+#[test]
+fn user_groups_are_records_by_id_and_take_their_memberships_along() {
+    use berth_engine::{AccountError, Role};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (devs, ops) = {
+        let e = engine(dir.path());
+        e.create_project("a", false, None).expect("project a");
+        e.create_project("b", false, None).expect("project b");
+        let devs = e
+            .create_user_group("devs", "CN=Devs, OU=Groups,DC=x")
+            .expect("devs");
+        let ops = e.create_user_group("ops", "cn=ops,dc=x").expect("ops");
+        assert_ne!(devs, ops);
+        let rec = e.user_group(devs).expect("read").expect("devs is there");
+        assert_eq!(rec.name, "devs");
+        assert_eq!(rec.group_type, berth_engine::usergroups::LDAP_GROUP);
+        assert_eq!(rec.ldap_dn, "cn=devs,ou=groups,dc=x");
+        // One group per DN, whatever its spelling; bad names and DNs.
+        for (name, dn) in [
+            ("again", "cn=devs,ou=groups,dc=x"),
+            ("x", "cn=DEVS , ou=groups,dc=x"),
+        ] {
+            assert!(
+                matches!(
+                    e.create_user_group(name, dn),
+                    Err(AccountError::Exists { .. })
+                ),
+                "{dn}"
+            );
+        }
+        for (name, dn) in [
+            ("", "cn=y,dc=x"),
+            ("a\nb", "cn=y,dc=x"),
+            ("y", "devs"),
+            ("y", ""),
+        ] {
+            assert!(
+                matches!(
+                    e.create_user_group(name, dn),
+                    Err(AccountError::Invalid { .. })
+                ),
+                "{name:?} {dn:?}"
+            );
+        }
+        let long = "n".repeat(berth_engine::usergroups::MAX_GROUP_NAME + 1);
+        assert!(e.create_user_group(&long, "cn=y,dc=x").is_err());
+        assert_eq!(
+            e.user_group_by_dn("cn=Ops,DC=x")
+                .expect("read")
+                .map(|(id, _)| id),
+            Some(ops)
+        );
+        // Renaming changes the name only.
+        let renamed = e.rename_user_group(devs, "developers").expect("rename");
+        assert_eq!(renamed.name, "developers");
+        assert_eq!(renamed.ldap_dn, rec.ldap_dn);
+        assert!(matches!(
+            e.rename_user_group(999, "x"),
+            Err(AccountError::NotFound { .. })
+        ));
+        assert!(e.rename_user_group(devs, " ").is_err());
+
+        // The DN's memberships in two projects (one given in another
+        // spelling) go with the group; the other group's stay.
+        e.set_group_member("a", &rec.ldap_dn, Role::Developer)
+            .expect("a");
+        e.set_group_member("b", "cn=devs,OU=groups,dc=x", Role::Guest)
+            .expect("b");
+        e.set_group_member("b", "cn=ops,dc=x", Role::Maintainer)
+            .expect("ops in b");
+        let mut gone = e.delete_user_group(devs).expect("delete");
+        gone.sort();
+        assert_eq!(gone, ["a", "b"]);
+        assert!(e.group_members("a").expect("a").is_empty());
+        let left: Vec<String> = e
+            .group_members("b")
+            .expect("b")
+            .into_iter()
+            .map(|(dn, _)| dn)
+            .collect();
+        assert_eq!(left, ["cn=ops,dc=x"]);
+        assert_eq!(e.user_group(devs).expect("read"), None);
+        assert!(matches!(
+            e.delete_user_group(devs),
+            Err(AccountError::NotFound { .. })
+        ));
+        // The DN is free again.
+        let devs = e
+            .create_user_group("devs", "cn=devs,ou=groups,dc=x")
+            .expect("devs again");
+        assert_clean(&e);
+        (devs, ops)
+    };
+    // Reopened: the groups are there, in id order, and ids go on.
+    let e = engine(dir.path());
+    let ids: Vec<u64> = e
+        .user_groups()
+        .expect("list")
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(ids, [ops, devs]);
+    let next = e.create_user_group("qa", "cn=qa,dc=x").expect("qa");
+    assert!(next > devs);
+    assert_clean(&e);
 }

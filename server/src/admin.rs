@@ -109,6 +109,8 @@ pub enum Endpoint<'a> {
     Webhooks(crate::webhooks::Endpoint<'a>),
     /// Tag retention policies and their runs.
     Retention(crate::retention_api::Endpoint<'a>),
+    /// The LDAP directory (`ldap/…`) and user groups (`usergroups/…`).
+    Ldap(crate::ldap_api::Endpoint<'a>),
 }
 
 /// The route table's rows for [`PREFIX`] (`rest` is the path after it):
@@ -273,6 +275,10 @@ pub fn resolve<'a>(
             let (e, guard) = crate::retention_api::resolve(m, &segs)?;
             (E::Retention(e), guard)
         }
+        (["ldap", ..] | ["usergroups", ..], m) => {
+            let (e, guard) = crate::ldap_api::resolve(m, &segs)?;
+            (E::Ldap(e), guard)
+        }
         (["replication", ..], m) => (
             E::Replication(crate::replication::resolve(m, &segs)?),
             Guard::Admin,
@@ -326,6 +332,7 @@ pub async fn handle(
         E::AuditLogs(project) => crate::audit::list(app, parts, project).await,
         E::Webhooks(e) => crate::webhooks::handle(app, e, caller.name(), parts, body).await,
         E::Retention(e) => crate::retention_api::handle(app, e, caller, parts, body).await,
+        E::Ldap(e) => crate::ldap_api::handle(app, e, caller, parts, body).await,
     }
 }
 
@@ -657,8 +664,9 @@ async fn add_member(
 }
 
 /// An LDAP group as a project member (Harbor's `member_group` with
-/// `group_type` 1 and `ldap_group_dn`): its members get `role` at their
-/// next login. Kept by DN, normalized (`berth_engine::directory`).
+/// `group_type` 1 and a user group's `id` or an `ldap_group_dn`): its
+/// members get `role` at their next login. Kept by DN, normalized
+/// (`berth_engine::directory`).
 async fn add_group_member(
     app: &App,
     p: &Principal,
@@ -666,18 +674,7 @@ async fn add_group_member(
     role: berth_engine::Role,
     group: berth_wire::harbor::MemberGroup,
 ) -> Result<Response<Body>, ApiError> {
-    if let Some(t) = group.group_type.filter(|&t| t != 1) {
-        return Err(ApiError::new(
-            Code::BadRequest,
-            format!("member_group.group_type {t} is not supported: berth has LDAP groups (1) only"),
-        ));
-    }
-    let Some(dn) = group.ldap_group_dn.filter(|d| !d.trim().is_empty()) else {
-        return Err(ApiError::new(
-            Code::BadRequest,
-            "member_group needs ldap_group_dn (the group's DN in the directory)",
-        ));
-    };
+    let dn = crate::ldap_api::member_group_dn(app, &group)?;
     let (project, d) = (name.to_owned(), dn.clone());
     let id = blocking(app, move |e| e.set_group_member(&project, &d, role)).await??;
     tracing::info!(target: "berth::auth", project = name, group = %dn,

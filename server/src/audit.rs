@@ -181,6 +181,7 @@ fn resource_type(path: &str) -> &'static str {
             "gc" => "gc",
             "retentions" => "retention",
             "executions" => "retention_execution",
+            "usergroups" => "user_group",
             _ => continue,
         };
     }

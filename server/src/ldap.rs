@@ -27,12 +27,42 @@ use std::sync::Arc;
 
 use berth_engine::directory::normalize_dn;
 use berth_engine::DirectoryUser;
-use ldap3::{ldap_escape, Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
+use ldap3::{
+    ldap_escape, Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry, SearchOptions,
+};
 
 use crate::config::{LdapConfig, LdapScope};
 
 /// LDAP result code of a bind with wrong credentials.
 const INVALID_CREDENTIALS: u32 = 49;
+/// LDAP result code of a search that hit its size limit (the entries up
+/// to the limit came with it).
+const SIZE_LIMIT_EXCEEDED: u32 = 4;
+/// LDAP result code of a search whose base entry does not exist.
+const NO_SUCH_OBJECT: u32 = 32;
+
+/// At most this many entries answer a user or group search of the API
+/// (`/ldap/users/search`, `/ldap/groups/search`): the directory's size
+/// limit on the search, so a search of everything stays small.
+pub const SEARCH_LIMIT: usize = 100;
+
+/// A user a directory search found (Harbor's `LdapUser`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FoundUser {
+    /// The `ldap_uid` attribute's value.
+    pub username: String,
+    pub realname: String,
+    pub email: String,
+}
+
+/// A group a directory search found (Harbor's `UserGroup` of type 1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FoundGroup {
+    /// The `ldap_group_attribute_name` attribute's value.
+    pub name: String,
+    /// The entry's DN as the directory spells it.
+    pub dn: String,
+}
 
 /// The configured directory (immutable; lives as long as the server).
 pub struct Directory {
@@ -109,11 +139,7 @@ impl Directory {
     /// the name escaped as RFC 4515 asks (`*`, `(`, `)`, `\`, NUL).
     fn user_filter(&self, name: &str) -> String {
         let own = format!("({}={})", self.cfg.uid, ldap_escape(name));
-        match self.cfg.filter.trim() {
-            "" => own,
-            f if f.starts_with('(') => format!("(&{f}{own})"),
-            f => format!("(&({f}){own})"),
-        }
+        and_filter(&self.cfg.filter, own)
     }
 
     /// The one entry of user `name`, if exactly one matches.
@@ -192,11 +218,7 @@ impl Directory {
     ) -> Result<Vec<String>, DirectoryError> {
         let dn = ldap_escape(dn);
         let own = format!("(|(member={dn})(uniqueMember={dn}))");
-        let filter = match self.cfg.group_search_filter.trim() {
-            "" => own,
-            f if f.starts_with('(') => format!("(&{f}{own})"),
-            f => format!("(&({f}){own})"),
-        };
+        let filter = and_filter(&self.cfg.group_search_filter, own);
         let (entries, _) = ldap
             .with_timeout(self.cfg.timeout)
             .search(
@@ -269,6 +291,178 @@ impl Directory {
         };
         let _ = ldap.unbind().await;
         Ok(user)
+    }
+}
+
+/// The API's directory operations (`ldap_api.rs`): a ping, and user and
+/// group searches of at most [`SEARCH_LIMIT`] entries, each on a
+/// connection of its own bound as the search DN.
+impl Directory {
+    /// The configuration this directory was built from.
+    pub fn config(&self) -> &LdapConfig {
+        &self.cfg
+    }
+
+    /// Connects and binds as the search DN (anonymous without one): what
+    /// Harbor's LDAP ping checks.
+    pub async fn ping(&self) -> Result<(), DirectoryError> {
+        let mut ldap = self.connect().await?;
+        let _ = ldap.unbind().await;
+        Ok(())
+    }
+
+    /// A search of at most [`SEARCH_LIMIT`] entries: a search that hits
+    /// the limit answers the entries it has; one whose base does not exist
+    /// answers none.
+    async fn search_capped(
+        &self,
+        ldap: &mut Ldap,
+        base: &str,
+        scope: Scope,
+        filter: &str,
+        attrs: Vec<&str>,
+        what: &'static str,
+    ) -> Result<Vec<SearchEntry>, DirectoryError> {
+        let limit = i32::try_from(SEARCH_LIMIT).unwrap_or(i32::MAX);
+        let found = ldap
+            .with_search_options(SearchOptions::new().sizelimit(limit))
+            .with_timeout(self.cfg.timeout)
+            .search(base, scope, filter, attrs)
+            .await
+            .map_err(|e| self.err(what, e))?;
+        match found.1.rc {
+            0 | SIZE_LIMIT_EXCEEDED => Ok(found
+                .0
+                .into_iter()
+                .take(SEARCH_LIMIT)
+                .map(SearchEntry::construct)
+                .collect()),
+            NO_SUCH_OBJECT => Ok(Vec::new()),
+            _ => Err(self.err(what, found.1)),
+        }
+    }
+
+    /// The users whose `ldap_uid` is `name` (escaped: an exact match, as
+    /// Harbor's search), or with an empty `name` every user entry, under
+    /// `ldap_base_dn` and matching `ldap_filter`; at most [`SEARCH_LIMIT`].
+    pub async fn search_users(&self, name: &str) -> Result<Vec<FoundUser>, DirectoryError> {
+        let filter = if name.is_empty() {
+            and_filter(&self.cfg.filter, format!("({}=*)", self.cfg.uid))
+        } else {
+            self.user_filter(name)
+        };
+        let attrs = vec![self.cfg.uid.as_str(), "mail", "cn", "displayName"];
+        let mut ldap = self.connect().await?;
+        let entries = self
+            .search_capped(
+                &mut ldap,
+                &self.cfg.base_dn,
+                scope(self.cfg.scope),
+                &filter,
+                attrs,
+                "user search",
+            )
+            .await;
+        let _ = ldap.unbind().await;
+        Ok(entries?
+            .iter()
+            .map(|e| {
+                let first = |a: &str| attr(e, a).first().cloned().unwrap_or_default();
+                let realname = Some(first("displayName"))
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or_else(|| first("cn"));
+                FoundUser {
+                    username: first(&self.cfg.uid),
+                    realname,
+                    email: first("mail"),
+                }
+            })
+            .collect())
+    }
+
+    /// Whether `dn` is `ldap_group_base_dn` or below it (compared
+    /// normalized); false without a group base DN.
+    pub fn under_group_base(&self, dn: &str) -> bool {
+        under(&normalize_dn(dn), &normalize_dn(&self.cfg.group_base_dn))
+    }
+
+    /// Groups matching `ldap_group_search_filter` whose name attribute is
+    /// `name` (escaped: an exact match; any name if empty): under
+    /// `ldap_group_base_dn`, or, with `dn`, the entry `dn` alone (the
+    /// caller checks it is under the base: [`Directory::under_group_base`]).
+    /// At most [`SEARCH_LIMIT`]; none without a group base DN.
+    pub async fn search_groups_by(
+        &self,
+        name: &str,
+        dn: Option<&str>,
+    ) -> Result<Vec<FoundGroup>, DirectoryError> {
+        if self.cfg.group_base_dn.is_empty() {
+            return Ok(Vec::new());
+        }
+        let name_attr = self.cfg.group_attribute_name.as_str();
+        let own = if name.is_empty() {
+            "(objectClass=*)".to_owned()
+        } else {
+            format!("({name_attr}={})", ldap_escape(name))
+        };
+        let filter = and_filter(&self.cfg.group_search_filter, own);
+        let (base, scope) = match dn {
+            Some(dn) => (dn, Scope::Base),
+            None => (
+                self.cfg.group_base_dn.as_str(),
+                scope(self.cfg.group_search_scope),
+            ),
+        };
+        let mut ldap = self.connect().await?;
+        let entries = self
+            .search_capped(
+                &mut ldap,
+                base,
+                scope,
+                &filter,
+                vec![name_attr],
+                "group search",
+            )
+            .await;
+        let _ = ldap.unbind().await;
+        Ok(entries?
+            .into_iter()
+            .map(|e| FoundGroup {
+                name: attr(&e, name_attr).first().cloned().unwrap_or_default(),
+                dn: e.dn,
+            })
+            .collect())
+    }
+}
+
+/// Whether normalized DN `dn` is `base` or below it: `base` is its tail
+/// after a separating `,` that no `\\` escapes (`cn=x\\,ou=g,dc=y` is
+/// one RDN `cn=x,ou=g` under `dc=y`, not an entry of `ou=g,dc=y`).
+fn under(dn: &str, base: &str) -> bool {
+    if base.is_empty() {
+        return false;
+    }
+    if dn == base {
+        return true;
+    }
+    let Some(head) = dn
+        .strip_suffix(base)
+        .and_then(|rest| rest.strip_suffix(','))
+    else {
+        return false;
+    };
+    let escapes = head.bytes().rev().take_while(|&b| b == b'\\').count();
+    !head.is_empty() && escapes % 2 == 0
+}
+
+/// `own` and the configured filter `extra` (with or without its
+/// parentheses; empty: `own` alone). `own`'s values are escaped by the
+/// caller.
+fn and_filter(extra: &str, own: String) -> String {
+    match extra.trim() {
+        "" => own,
+        f if f.starts_with('(') => format!("(&{f}{own})"),
+        f => format!("(&({f}){own})"),
     }
 }
 
@@ -365,6 +559,27 @@ mod tests {
         assert_eq!(
             dir("objectClass=person").user_filter("bob"),
             "(&(objectClass=person)(uid=bob))"
+        );
+    }
+
+    #[test]
+    fn only_dns_below_the_base_are_under_it() {
+        let base = "ou=groups,dc=x";
+        assert!(under("cn=devs,ou=groups,dc=x", base));
+        assert!(under("ou=groups,dc=x", base));
+        assert!(
+            under("cn=a\\\\,ou=groups,dc=x", base),
+            "an escaped backslash"
+        );
+        assert!(!under("cn=a\\,ou=groups,dc=x", base), "an escaped comma");
+        assert!(!under("cn=devs,ou=people,dc=x", base));
+        assert!(!under("cn=devs,xou=groups,dc=x", base));
+        assert!(!under(",ou=groups,dc=x", base));
+        assert!(!under("cn=devs,ou=groups,dc=x", ""));
+        let d = dir("");
+        assert!(
+            !d.under_group_base("cn=devs,ou=groups,dc=x"),
+            "no group base DN"
         );
     }
 

@@ -54,6 +54,7 @@ mod cursor;
 mod gc_api;
 mod immutable_api;
 pub mod ldap;
+mod ldap_api;
 mod manifest_parse;
 mod manifests;
 mod proxy_cache;

@@ -28,6 +28,7 @@ pub mod challenge;
 pub mod charts;
 pub mod credentials;
 pub mod harbor;
+pub mod ldap;
 pub mod manifest;
 pub mod path;
 pub use berth_formats::pattern;
