@@ -353,6 +353,9 @@ pub fn harbor(data: &[u8]) {
     let _ = serde_json::from_slice::<harbor::RetentionPolicyReq>(data);
     let _ = serde_json::from_slice::<harbor::RetentionRunReq>(data);
     let _ = serde_json::from_slice::<harbor::RetentionStopReq>(data);
+    let _ = serde_json::from_slice::<berth_wire::ldap::LdapConfReq>(data);
+    let _ = serde_json::from_slice::<berth_wire::ldap::LdapImportReq>(data);
+    let _ = serde_json::from_slice::<berth_wire::ldap::UserGroupReq>(data);
 }
 
 /// The token service's form bodies and scopes: every scope of the form
