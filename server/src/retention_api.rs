@@ -35,7 +35,6 @@ use berth_engine::records::{
     now_ms, RetentionPolicyRecord, RetentionRuleRecord, RetentionRunRecord, RetentionTaskRecord,
 };
 use berth_engine::retention::{self, LEASE_MS, TEMPLATES};
-use berth_engine::{Action, Actions};
 use berth_wire::harbor::{RetentionPolicyReq, RetentionRunReq, RetentionStopReq, SelectorReq};
 use chrono::Utc;
 use hyper::http::request::Parts;
@@ -44,7 +43,7 @@ use serde_json::{json, Value};
 
 use crate::accounts_api::parse_id;
 use crate::admin::{created, not_found, ok_json, read_json, time};
-use crate::auth::{self, Guard, Principal, Resource};
+use crate::auth::{self, Guard, Principal};
 use crate::errors::{ApiError, Code};
 use crate::http::{blocking, empty, App, Body};
 use crate::immutable_api::{bad, selector};
@@ -135,8 +134,9 @@ pub async fn handle(
         E::Metadata => ok_json(&metadata()),
         E::Create => {
             let req: RetentionPolicyReq = read_json(body).await?;
-            let project = scope_project(app, &req)?;
-            admits(app, caller, parts, &project)?;
+            let (project_id, project) = scope_project(app, &req)?;
+            let missing = || not_found(format!("project {project_id} not found"));
+            auth::check_admin_of_visible(app, parts, caller, &project, missing)?;
             let (rules, cron) = policy_of(req)?;
             let now = now_ms();
             let rec = RetentionPolicyRecord {
@@ -157,7 +157,10 @@ pub async fn handle(
         E::Update(id) => {
             let (id, p) = policy_for(app, caller, parts, id)?;
             let req: RetentionPolicyReq = read_json(body).await?;
-            if let Some(other) = scope_project(app, &req).ok().filter(|o| *o != p.project) {
+            if let Some((_, other)) = scope_project(app, &req)
+                .ok()
+                .filter(|(_, o)| *o != p.project)
+            {
                 return Err(bad(format!(
                     "a policy stays with its project {} (scope names {other})",
                     p.project
@@ -237,17 +240,6 @@ pub async fn handle(
     }
 }
 
-/// `403` unless the caller administers `project`.
-fn admits(app: &App, caller: &Principal, parts: &Parts, project: &str) -> Result<(), ApiError> {
-    auth::check(
-        app,
-        parts,
-        caller,
-        Resource::Project(project),
-        Actions::of(&[Action::Admin]),
-    )
-}
-
 /// Policy `id` if the caller administers its project (see the module
 /// docs for `404` and `403`).
 fn policy_for(
@@ -283,8 +275,9 @@ fn run_for(
     }
 }
 
-/// The project a policy's `scope` names: `{"level":"project","ref":<id>}`.
-fn scope_project(app: &App, req: &RetentionPolicyReq) -> Result<String, ApiError> {
+/// The project a policy's `scope` names (`{"level":"project","ref":<id>}`):
+/// its id and name.
+fn scope_project(app: &App, req: &RetentionPolicyReq) -> Result<(u64, String), ApiError> {
     let Some(scope) = &req.scope else {
         return Err(bad(
             "give scope {\"level\":\"project\",\"ref\":<project id>}".into(),
@@ -303,7 +296,7 @@ fn scope_project(app: &App, req: &RetentionPolicyReq) -> Result<String, ApiError
         .projects()?
         .into_iter()
         .find(|(_, p)| p.id == id)
-        .map(|(name, _)| name)
+        .map(|(name, _)| (id, name))
         .ok_or_else(|| not_found(format!("project {id} not found")))
 }
 
