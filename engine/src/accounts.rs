@@ -324,7 +324,7 @@ pub fn valid_project_name(name: &str) -> Result<(), AccountError> {
         return Err(invalid(
             format!("project name {name:?}"),
             "is reserved: ChartMuseum's paths (/{project}/index.yaml, /api/{project}/charts) \
-             would be ambiguous with /v2, /api and /chartrepo",
+             would be ambiguous with /v2, /api, /chartrepo and the console's /console",
         ));
     }
     if !name.contains('/') && RepoName::parse(name).is_ok() {
@@ -340,8 +340,9 @@ pub fn valid_project_name(name: &str) -> Result<(), AccountError> {
 /// Project names that ChartMuseum's short paths would make ambiguous:
 /// `/v2/index.yaml` is the registry API's, `/api/index.yaml` and
 /// `/api/chartrepo/charts` the chart API's, `/chartrepo/index.yaml` the
-/// global index. Refused at creation.
-pub const RESERVED_PROJECT_NAMES: [&str; 3] = ["v2", "api", "chartrepo"];
+/// global index, and `/console/…` the web console's pages. Refused at
+/// creation.
+pub const RESERVED_PROJECT_NAMES: [&str; 4] = ["v2", "api", "chartrepo", "console"];
 
 pub(crate) fn valid_password(password: &str) -> Result<(), AccountError> {
     if password.chars().count() >= MIN_PASSWORD_LEN {

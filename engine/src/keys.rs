@@ -114,6 +114,9 @@
 //! user_groups     UserGroupKey: id (decimal)              UserGroupRecord: a user group
 //!                                                           (Harbor's /usergroups): name,
 //!                                                           type, normalized LDAP group DN
+//! console_        SessionKey: SHA-256 (hex) of the        SessionRecord: a console session
+//!   sessions        session cookie                          (account, credential stamp, CSRF
+//!                                                           token, expiry)
 //! ```
 //!
 //! A chart `name-version` of `project` is the OCI manifest tagged
@@ -138,7 +141,7 @@ use crate::records::{
     ImmutableRulesRecord, LinkRecord, ManifestBody, ManifestRecord, Marker, MemberRecord,
     PolicyRecord, ProjectBlobRecord, ProjectRecord, PullRecord, Record, RegistryRecord,
     RepoManifestRecord, RepoRecord, RetentionPolicyRecord, RetentionRunRecord, RobotRecord, Seq,
-    TagRecord, TokenSeed, UploadRecord, UsageRecord, UserGroupRecord, UserRecord,
+    SessionRecord, TagRecord, TokenSeed, UploadRecord, UsageRecord, UserGroupRecord, UserRecord,
     WebhookEventRecord, WebhookJobRecord, WebhookPolicyRecord,
 };
 
@@ -180,11 +183,12 @@ pub enum Cf {
     RetentionRuns,
     GcRuns,
     UserGroups,
+    ConsoleSessions,
 }
 
 impl Cf {
     /// Every column family, in the order they are opened.
-    pub const ALL: [Cf; 34] = [
+    pub const ALL: [Cf; 35] = [
         Cf::Meta,
         Cf::Blobs,
         Cf::Links,
@@ -219,6 +223,7 @@ impl Cf {
         Cf::RetentionRuns,
         Cf::GcRuns,
         Cf::UserGroups,
+        Cf::ConsoleSessions,
     ];
 
     /// The column family's name in the index. Changing one is a format change.
@@ -258,6 +263,7 @@ impl Cf {
             Cf::RetentionRuns => "retention_runs",
             Cf::GcRuns => "gc_runs",
             Cf::UserGroups => "user_groups",
+            Cf::ConsoleSessions => "console_sessions",
         }
     }
 }
@@ -889,6 +895,14 @@ name_key!(
 );
 
 name_key!(
+    /// `console_sessions`: a console session, by the SHA-256 (hex) of its
+    /// cookie (`sessions.rs`).
+    SessionKey,
+    Cf::ConsoleSessions,
+    SessionRecord
+);
+
+name_key!(
     /// `project_usage`: what a project's repositories hold, each blob once
     /// (derived from `links` in the batch that changes them: `quotas.rs`).
     UsageKey,
@@ -1512,6 +1526,7 @@ pub enum Key {
     RetentionRun(RetentionRunKey),
     GcRun(GcRunKey),
     UserGroup(UserGroupKey),
+    Session(SessionKey),
 }
 
 /// Applies `$body` to the typed key inside every non-`meta` variant, with
@@ -1652,6 +1667,10 @@ macro_rules! each_key {
                 type $K = UserGroupKey;
                 $body
             }
+            Key::Session($k) => {
+                type $K = SessionKey;
+                $body
+            }
         }
     };
 }
@@ -1697,6 +1716,7 @@ impl Key {
             Cf::RetentionRuns => Key::RetentionRun(RetentionRunKey::decode(bytes)?),
             Cf::GcRuns => Key::GcRun(GcRunKey::decode(bytes)?),
             Cf::UserGroups => Key::UserGroup(UserGroupKey::decode(bytes)?),
+            Cf::ConsoleSessions => Key::Session(SessionKey::decode(bytes)?),
         })
     }
 
@@ -1881,6 +1901,11 @@ mod tests {
             ),
             (enc(GcRunKey(3)), "gc_runs", "fffffffffffffffc".into()),
             (enc(UserGroupKey(42)), "user_groups", "42".into()),
+            (
+                enc(SessionKey("0f".repeat(32))),
+                "console_sessions",
+                "0f".repeat(32),
+            ),
             (
                 enc(SeqKey(IdKind::UserGroup)),
                 "meta",
@@ -2191,6 +2216,7 @@ mod tests {
             roundtrip(RetentionRunKey(n))?;
             roundtrip(GcRunKey(n))?;
             roundtrip(UserGroupKey(n))?;
+            roundtrip(SessionKey(format!("{n:064x}")))?;
 
             // The closed keyspace: every variant of `Key`, every meta key.
             let mut keys: Vec<Key> = MetaKey::ALL.into_iter().map(Key::Meta).collect();
@@ -2228,6 +2254,7 @@ mod tests {
                 Key::RetentionRun(RetentionRunKey(n)),
                 Key::GcRun(GcRunKey(n)),
                 Key::UserGroup(UserGroupKey(n)),
+                Key::Session(SessionKey(format!("{n:064x}"))),
             ]);
             let families: std::collections::HashSet<Cf> = keys.iter().map(Key::cf).collect();
             prop_assert_eq!(families.len(), Cf::ALL.len());

@@ -45,6 +45,7 @@ mod runtime;
 use berth_formats::names;
 pub mod records;
 pub mod registries;
+mod sessions;
 pub mod tags;
 pub mod usergroups;
 /// Bearer tokens (crate `berth-formats`).

@@ -90,6 +90,7 @@ json_records!(
     RetentionRunRecord,
     GcRunRecord,
     UserGroupRecord,
+    SessionRecord,
 );
 
 /// An empty value: the key alone is the fact (`blob_repos`, `referrers`,
@@ -780,6 +781,21 @@ pub struct UserGroupRecord {
     pub ldap_dn: String,
     pub created_ms: u64,
     pub updated_ms: u64,
+}
+
+/// `console_sessions`: a signed-in console session (`sessions.rs`; the
+/// cookie itself is never stored).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// The account signed in.
+    pub user: String,
+    /// The stamp of the credential it signed in with
+    /// (`Engine::credential_stamp`): the session ends when it changes.
+    pub crd: String,
+    /// The token the session's state-changing requests carry.
+    pub csrf: String,
+    pub created_ms: u64,
+    pub expires_ms: u64,
 }
 
 /// `robots`: a robot account, scoped to one project.

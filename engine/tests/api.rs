@@ -74,6 +74,7 @@ on_postgres_too!(
     retention_runs_are_one_at_a_time_and_a_dead_run_ends,
     gc_history_survives_a_restart,
     user_groups_are_records_by_id_and_take_their_memberships_along,
+    console_sessions_survive_restarts_and_expired_ones_go,
 );
 
 fn repo(s: &str) -> RepoName {
@@ -1482,4 +1483,39 @@ fn user_groups_are_records_by_id_and_take_their_memberships_along() {
     let next = e.create_user_group("qa", "cn=qa,dc=x").expect("qa");
     assert!(next > devs);
     assert_clean(&e);
+}
+
+/// Console sessions are records by the cookie's hash: they survive a
+/// restart, end when deleted, and a sign-in purges expired ones.
+#[test]
+fn console_sessions_survive_restarts_and_expired_ones_go() {
+    use berth_engine::records::{now_ms, SessionRecord};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rec = |user: &str, expires_ms| SessionRecord {
+        user: user.into(),
+        crd: "stamp".into(),
+        csrf: "csrf".into(),
+        created_ms: 1,
+        expires_ms,
+    };
+    let (live, old) = ("a".repeat(64), "b".repeat(64));
+    {
+        let e = engine(dir.path());
+        e.create_session(&old, rec("ann", 1))
+            .expect("expired session");
+        assert_eq!(e.session(&old).expect("read"), Some(rec("ann", 1)));
+        e.create_session(&live, rec("bob", now_ms() + 60_000))
+            .expect("session");
+        assert_eq!(
+            e.session(&old).expect("read"),
+            None,
+            "a sign-in purges expired sessions"
+        );
+    }
+    let e = engine(dir.path());
+    let got = e.session(&live).expect("read").expect("after a restart");
+    assert_eq!(got.user, "bob");
+    assert!(e.end_session(&live).expect("end"));
+    assert!(!e.end_session(&live).expect("end again"));
+    assert_eq!(e.session(&live).expect("read"), None);
 }

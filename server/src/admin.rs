@@ -253,7 +253,9 @@ pub fn resolve<'a>(
         (["users", _, "password" | "sysadmin"], _) => {
             return Err(ApiError::method_not_allowed("PUT"))
         }
-        (["robots"], &Method::GET) => (E::ListRobots, Guard::Admin),
+        // Every robot for administrators; one project's (Harbor's
+        // `q=Level=project,ProjectID=N`) for its administrators.
+        (["robots"], &Method::GET) => (E::ListRobots, Guard::SignedIn),
         // The project is in the body: `create_robot` checks it.
         (["robots"], &Method::POST) => (E::CreateRobot, Guard::SignedIn),
         (["robots", id], m) => match *m {
@@ -316,7 +318,7 @@ pub async fn handle(
         E::ListUsers => list_users(app, parts).await,
         E::CreateUser => create_user(app, caller, body).await,
         E::CurrentUser => current_user(app, caller).await,
-        E::ListRobots => list_robots(app).await,
+        E::ListRobots => list_robots(app, caller, parts).await,
         E::CreateRobot => create_robot(app, caller, parts, body).await,
         E::ListRegistries => crate::registries_api::list(app, parts).await,
         E::CreateRegistry => crate::registries_api::create(app, caller, body).await,
@@ -781,14 +783,56 @@ async fn create_user(
 }
 
 /// Admitted as a system administrator.
-async fn list_robots(app: &App) -> Result<Response<Body>, ApiError> {
-    let robots: Vec<Value> = app
-        .engine
-        .robots()?
-        .iter()
-        .map(|(name, r)| robot_json(name, r))
-        .collect();
-    ok_json(&Value::Array(robots))
+/// `GET /robots[?q=Level=project,ProjectID=N]`, paged: with a project,
+/// its robots, for its administrators (`404` for a project the caller
+/// cannot see, as for every object found by id); without, every robot,
+/// for system administrators.
+async fn list_robots(
+    app: &App,
+    caller: &Principal,
+    parts: &Parts,
+) -> Result<Response<Body>, ApiError> {
+    let query = Query(parts.uri.query().unwrap_or(""));
+    let q = query.get("q").map(|q| q.into_owned()).unwrap_or_default();
+    let project_id = q
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("ProjectID"))
+        .map(|(_, v)| {
+            v.trim().parse::<u64>().map_err(|_| {
+                ApiError::new(
+                    Code::BadRequest,
+                    format!("ProjectID {v:?} is not a project id"),
+                )
+            })
+        })
+        .transpose()?;
+    let mut robots = app.engine.robots()?;
+    match project_id {
+        Some(id) => {
+            let missing = || not_found(format!("project {id} not found"));
+            let project = app
+                .engine
+                .projects()?
+                .into_iter()
+                .find(|(_, p)| p.id == id)
+                .map(|(name, _)| name)
+                .ok_or_else(missing)?;
+            auth::check_admin_of_visible(app, parts, caller, &project, missing)?;
+            robots.retain(|(_, r)| r.project == project);
+        }
+        None if !auth::effective_account(caller).is_admin() => {
+            return Err(ApiError::new(
+                Code::Denied,
+                "listing every robot needs a system administrator; a project's \
+                 administrators list its robots with q=Level=project,ProjectID=<id>",
+            ))
+        }
+        None => {}
+    }
+    paged_with(query, "/api/v2.0/robots", &robots, |(name, r)| {
+        Ok(robot_json(name, r))
+    })
 }
 
 /// A robot in Harbor's `Robot` shape (never its secret).

@@ -560,6 +560,18 @@ pub async fn authenticate_stamped(
             Some("invalid_request"),
             "malformed Authorization header",
         )),
+        // A console session (cookie) where tokens are not taken: the
+        // Harbor-shaped and chart APIs, never `/v2`. A state-changing
+        // request must carry the session's CSRF token.
+        Ok(Credentials::None) if !tokens && crate::console::session::presented(parts) => {
+            match crate::console::session::current(app, parts)? {
+                Some(s) => {
+                    crate::console::session::check_csrf(parts, &s)?;
+                    Ok(Principal::Account(s.account))
+                }
+                None => Ok(Principal::Account(Account::Anonymous)),
+            }
+        }
         Ok(Credentials::None) => Ok(Principal::Account(Account::Anonymous)),
         Ok(Credentials::Basic { name, secret }) => {
             match check_password(app, parts, &name, &secret).await? {

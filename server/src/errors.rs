@@ -293,6 +293,19 @@ impl ApiError {
             .with_header(ALLOW, HeaderValue::from_static(allow))
     }
 
+    /// The status this error answers with.
+    pub fn status(&self) -> hyper::StatusCode {
+        self.code.info().status
+    }
+
+    /// What the answer says (an internal error's details are only logged).
+    pub fn public_message(&self) -> String {
+        self.detail
+            .as_deref()
+            .unwrap_or(self.code.info().message)
+            .to_owned()
+    }
+
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> ApiError {
         self.headers.push((name, value));
         self

@@ -199,6 +199,7 @@ pub async fn serve(
         },
         limits: config.limits,
     });
+    tokio::spawn(crate::metrics::sample_loop(Arc::downgrade(&app)));
     if !config.read_only {
         tokio::spawn(crate::replication::schedule(Arc::downgrade(&app)));
         tokio::spawn(crate::retention_api::schedule(Arc::downgrade(&app)));

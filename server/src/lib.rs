@@ -49,6 +49,7 @@ mod blobs;
 mod body;
 mod catalog;
 pub mod charts;
+mod console;
 mod cron_clock;
 mod cursor;
 mod gc_api;

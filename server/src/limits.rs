@@ -90,7 +90,8 @@ pub enum BodyError {
 /// [`BodyError::Idle`]. The timer runs only while the handler waits on the
 /// client (not while it writes what it has) and restarts on every frame.
 pub struct RequestBody {
-    inner: Incoming,
+    /// `None`: an empty body (the console's in-process API reads).
+    inner: Option<Incoming>,
     idle: Duration,
     /// Armed while a poll is pending; created on the first wait.
     timer: Option<Pin<Box<Sleep>>>,
@@ -103,11 +104,22 @@ pub struct RequestBody {
 impl RequestBody {
     pub fn new(inner: Incoming, idle: Duration, timed_out: Arc<AtomicBool>) -> RequestBody {
         RequestBody {
-            inner,
+            inner: Some(inner),
             idle,
             timer: None,
             waiting: false,
             timed_out,
+        }
+    }
+
+    /// An empty body, for a request made in-process.
+    pub fn empty() -> RequestBody {
+        RequestBody {
+            inner: None,
+            idle: Duration::ZERO,
+            timer: None,
+            waiting: false,
+            timed_out: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -121,7 +133,10 @@ impl HttpBody for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 this.waiting = false;
                 Poll::Ready(frame.map(|f| f.map_err(BodyError::Transport)))
@@ -148,11 +163,13 @@ impl HttpBody for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Incoming::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Incoming::size_hint)
     }
 }
 

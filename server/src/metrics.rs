@@ -22,6 +22,10 @@ const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 /// only read for reporting. Lifetime: the server's.
 #[derive(Default)]
 pub struct ServerMetrics {
+    /// The last [`HISTORY`] samples, oldest first, taken every
+    /// [`SAMPLE_EVERY`] by [`sample_loop`] for the console's plots. A mutex:
+    /// one writer every 30 s, readers copy it out.
+    history: std::sync::Mutex<std::collections::VecDeque<Sample>>,
     requests: [[AtomicU64; 5]; 8],
     /// Request body bytes received (upload PATCH/PUT, manifest PUT).
     pub bytes_in: AtomicU64,
@@ -51,6 +55,68 @@ impl ServerMetrics {
     /// Counts received request body bytes.
     pub fn received(&self, n: u64) {
         self.bytes_in.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Every request answered so far.
+    fn requests_total(&self) -> u64 {
+        self.requests
+            .iter()
+            .flatten()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// The samples kept, oldest first.
+    pub fn history(&self) -> Vec<Sample> {
+        let h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        h.iter().copied().collect()
+    }
+}
+
+/// Samples kept: two hours at [`SAMPLE_EVERY`].
+pub const HISTORY: usize = 240;
+
+/// How often [`sample_loop`] samples.
+pub const SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The counters and gauges at one moment, for plots.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sample {
+    pub at_ms: u64,
+    pub requests: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub connections: u64,
+    /// Bytes the projects hold (each blob once per project), summed.
+    pub stored: u64,
+}
+
+/// Samples the counters every [`SAMPLE_EVERY`] into the server's history
+/// (and once at start), until the server is gone.
+pub async fn sample_loop(app: std::sync::Weak<App>) {
+    let mut tick = tokio::time::interval(SAMPLE_EVERY);
+    loop {
+        tick.tick().await;
+        let Some(app) = app.upgrade() else { return };
+        let stored = crate::http::blocking(&app, |e| e.quotas())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map_or(0, |qs| qs.iter().map(|q| q.used.bytes).sum());
+        let m = &app.metrics;
+        let s = Sample {
+            at_ms: berth_engine::records::now_ms(),
+            requests: m.requests_total(),
+            bytes_in: m.bytes_in.load(Ordering::Relaxed),
+            bytes_out: m.bytes_out.load(Ordering::Relaxed),
+            connections: m.connections_open.load(Ordering::Relaxed),
+            stored,
+        };
+        let mut h = m.history.lock().unwrap_or_else(|p| p.into_inner());
+        if h.len() == HISTORY {
+            h.pop_front();
+        }
+        h.push_back(s);
     }
 }
 

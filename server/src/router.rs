@@ -19,6 +19,9 @@
 //! ambient state. Families, in the order they are matched:
 //!
 //! ```text
+//! /, /console/…                          the web console (console/mod.rs: pages
+//!                                        that read this table's API as the
+//!                                        signed-in browser)
 //! /metrics                               Prometheus metrics (metrics.rs)
 //! /api/v2.0/system/gc…                   Harbor GC API (gc_api.rs: resolve)
 //! /service/token                         Docker token service (token_service.rs)
@@ -311,6 +314,12 @@ pub async fn dispatch(
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let path = percent_decode(parts.uri.path());
+    // The web console: pages, not an API; it reads the API through this
+    // function, as the signed-in browser (console/mod.rs).
+    if crate::console::owns(&path) {
+        let path = path.into_owned();
+        return crate::console::handle(app, parts, body, &path, request_id).await;
+    }
     let entry = match resolve(TableConfig::of(app), &parts.method, &path) {
         Ok(entry) => entry,
         Err(e) => return e.into_response(surface_of(&path), request_id),
