@@ -557,6 +557,15 @@ fn guests_non_members_headers_and_escaping() {
     // Every page, and an error page, has a CSP without unsafe-inline and
     // no inline script or style for it to allow.
     let root = sign_in(addr, "admin", ADMIN_PW);
+    // The admin's session reads no private repository through /v2: the
+    // catalog is the anonymous one, and a private repository's tags 401.
+    let (st, _, b) = http(addr, "GET", "/v2/_catalog", &[("Cookie", &root)], b"");
+    let listed = String::from_utf8_lossy(&b);
+    assert!(st == 401 || !listed.contains("secret/app"), "{st} {listed}");
+    for path in ["/v2/secret/app/tags/list", "/v2/team/app/manifests/v1"] {
+        let (st, _, _) = http(addr, "GET", path, &[("Cookie", &root)], b"");
+        assert_eq!(st, 401, "GET {path} with the admin's session cookie");
+    }
     let pages = [
         "/console/login".to_owned(),
         "/console/projects".to_owned(),
