@@ -89,6 +89,8 @@ fn layout(ctx: Option<&Ctx<'_>>, title: &str, content: Html) -> String {
     let css = format!("{PREFIX}/assets/console.css?v={}", assets::CSS.hash());
     let js = format!("{PREFIX}/assets/console.js?v={}", assets::JS.hash());
     h.open("link", &[("rel", "stylesheet"), ("href", &css)]);
+    // No icon to fetch (and none from elsewhere).
+    h.raw("<link rel=\"icon\" href=\"data:,\">");
     h.raw("<script defer").attr("src", &js).raw("></script>");
     if let Some(ctx) = ctx {
         h.open(
@@ -356,9 +358,9 @@ pub async fn projects(ctx: &Ctx<'_>, query: Query<'_>) -> Result<Response<Body>,
     if may_create_project(ctx) {
         h.raw("<details class=\"create\"><summary>New project</summary>");
         api_form(&mut h, "POST", "/api/v2.0/projects", "stack");
-        h.raw("<label>Name <input name=\"project_name\" required pattern=\"[a-z0-9]+(?:[._-][a-z0-9]+)*\"></label>")
+        h.raw("<label>Name <input name=\"project_name\" required pattern=\"[a-z0-9]+(?:[._\\-][a-z0-9]+)*\"></label>")
             .raw("<label><input type=\"checkbox\" name=\"metadata.public\" data-type=\"bool-string\"> Public (anyone may pull)</label>")
-            .raw("<label>Storage quota, GiB (empty: none) <input name=\"storage_limit\" type=\"number\" min=\"1\" data-type=\"gib\"></label>");
+            .raw("<label>Storage quota, GiB (empty: none) <input name=\"storage_limit\" type=\"number\" min=\"0\" step=\"any\" data-type=\"gib\"></label>");
         end_form(&mut h, "Create project");
         h.raw("</details>");
     }
@@ -412,8 +414,12 @@ fn may_create_project(ctx: &Ctx<'_>) -> bool {
 fn quota_bar(h: &mut Html, quota: &Value) {
     let used = quota["used"]["storage"].as_u64().unwrap_or(0);
     match quota["hard"]["storage"].as_i64() {
-        Some(hard) if hard > 0 => {
-            let pct = (used as f64 / hard as f64 * 100.0).min(100.0);
+        Some(hard) if hard >= 0 => {
+            let pct = if hard == 0 {
+                100.0
+            } else {
+                (used as f64 / hard as f64 * 100.0).min(100.0)
+            };
             let class = if pct >= 90.0 { "meter full" } else { "meter" };
             h.open(
                 "meter",
@@ -529,10 +535,11 @@ pub async fn project(ctx: &Ctx<'_>, query: Query<'_>) -> Result<Response<Body>, 
         h.raw("> Public</label>");
         end_form(&mut h, "Save");
         if ctx.admin {
-            let id = summary["quota"]["id"].as_u64().unwrap_or(0);
+            // Harbor's quota id is berth's project id (one quota each).
+            let id = n(&p, "project_id");
             if id > 0 {
                 api_form(&mut h, "PUT", &format!("/api/v2.0/quotas/{id}"), "inline");
-                h.raw("<label>Storage quota, GiB (-1: none) <input name=\"hard.storage\" type=\"number\" min=\"-1\" required data-type=\"gib\"></label>");
+                h.raw("<label>Storage quota, GiB (-1: none) <input name=\"hard.storage\" type=\"number\" min=\"-1\" step=\"any\" required data-type=\"gib\"></label>");
                 end_form(&mut h, "Set quota");
             }
         }
@@ -777,7 +784,7 @@ async fn robots_tab(ctx: &Ctx<'_>, h: &mut Html, project: &str) -> Result<(), Ap
             ("value", project),
         ],
     );
-    h.raw("<label>Name <input name=\"name\" required pattern=\"[a-z0-9]+(?:[._-][a-z0-9]+)*\"></label>")
+    h.raw("<label>Name <input name=\"name\" required pattern=\"[a-z0-9]+(?:[._\\-][a-z0-9]+)*\"></label>")
         .raw("<label>Description <input name=\"description\"></label>")
         .raw("<label>Expires in days (-1: never) <input name=\"duration\" type=\"number\" value=\"30\" min=\"-1\" data-type=\"number\"></label>")
         .raw("<fieldset><legend>Permissions</legend>")
@@ -1085,12 +1092,23 @@ fn audit_table(h: &mut Html, list: &Value) {
 
 // ---- a repository and its artifacts ------------------------------------------
 
+/// The API's `404` for a project the account cannot see (or that does
+/// not exist): asked first, so a page of its repositories is `404` too,
+/// not the repository API's `403`.
+async fn visible_project(ctx: &Ctx<'_>, project: &str) -> Result<Value, ApiError> {
+    Ok(ctx
+        .get(&format!("/api/v2.0/projects/{}", api_project(project)))
+        .await?
+        .0)
+}
+
 pub async fn repository(ctx: &Ctx<'_>, query: Query<'_>) -> Result<Response<Body>, ApiError> {
     let name = query
         .get("name")
         .map(|n| n.into_owned())
         .unwrap_or_default();
     let (project, within) = split_repo(&name)?;
+    visible_project(ctx, project).await?;
     let page = page_of(query);
     let base = format!(
         "/api/v2.0/projects/{}/repositories/{}",
@@ -1210,6 +1228,7 @@ pub async fn artifact(ctx: &Ctx<'_>, query: Query<'_>) -> Result<Response<Body>,
         .map(|n| n.into_owned())
         .unwrap_or_default();
     let (project, within) = split_repo(&name)?;
+    visible_project(ctx, project).await?;
     let d = berth_engine::Digest::parse(&digest)?;
     let (a, _) = ctx
         .get(&format!(

@@ -118,21 +118,24 @@
         var from = el.parentNode.querySelector(el.getAttribute("data-copy-from"));
         text = from ? from.textContent : "";
       }
-      var done = function () {
-        el.textContent = "Copied";
-        el.setAttribute("data-copied", "1");
+      var show = function (ok) {
+        el.textContent = ok ? "Copied" : "Copy failed: select the text";
+        if (ok) el.setAttribute("data-copied", "1");
         setTimeout(function () { el.textContent = "Copy"; }, 1500);
       };
       if (navigator.clipboard && window.isSecureContext) {
-        navigator.clipboard.writeText(text).then(done, done);
+        navigator.clipboard.writeText(text).then(
+          function () { show(true); },
+          function () { show(false); });
       } else {
         var ta = document.createElement("textarea");
         ta.value = text;
         document.body.appendChild(ta);
         ta.select();
-        try { document.execCommand("copy"); } catch (e) { /* shown anyway */ }
+        var ok = false;
+        try { ok = document.execCommand("copy"); } catch (e) { ok = false; }
         document.body.removeChild(ta);
-        done();
+        show(ok);
       }
       return;
     }
