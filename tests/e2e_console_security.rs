@@ -534,6 +534,8 @@ fn guests_non_members_headers_and_escaping() {
         "tab=members",
         "tab=robots",
         "tab=logs",
+        "tab=retention",
+        "tab=webhooks",
         "Set quota",
         "class=\"settings\"",
     ] {
@@ -547,8 +549,11 @@ fn guests_non_members_headers_and_escaping() {
     for path in [
         "/console/admin/users",
         "/console/admin/gc",
+        "/console/admin/metrics",
         "/console/audit",
         "/console/project?name=team&tab=robots",
+        "/console/project?name=team&tab=retention",
+        "/console/project?name=team&tab=webhooks",
     ] {
         let (st, _, _) = page(addr, &gus, path);
         assert_eq!(st, 404, "{path} for a guest");
@@ -574,11 +579,14 @@ fn guests_non_members_headers_and_escaping() {
         "/console/project?name=team&tab=members".to_owned(),
         "/console/project?name=team&tab=robots".to_owned(),
         "/console/project?name=team&tab=logs".to_owned(),
+        "/console/project?name=team&tab=retention".to_owned(),
+        "/console/project?name=team&tab=webhooks".to_owned(),
         "/console/repository?name=team/app".to_owned(),
         format!("/console/artifact?name=team/app&digest={digest}"),
         "/console/audit".to_owned(),
         "/console/admin/users".to_owned(),
         "/console/admin/gc".to_owned(),
+        "/console/admin/metrics".to_owned(),
         "/console/no-such-page".to_owned(),
     ];
     for path in &pages {

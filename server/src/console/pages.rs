@@ -1048,18 +1048,7 @@ async fn webhooks_tab(ctx: &Ctx<'_>, h: &mut Html, project: &str) -> Result<(), 
         .raw("<label>Endpoint URL <input name=\"targets.0.address\" type=\"url\" required placeholder=\"https://hooks.example.com/berth\"></label>")
         .raw("<label>Auth header (optional) <input name=\"targets.0.auth_header\"></label>")
         .raw("<fieldset><legend>Events</legend>");
-    for (i, e) in [
-        "PUSH_ARTIFACT",
-        "PULL_ARTIFACT",
-        "DELETE_ARTIFACT",
-        "UPLOAD_CHART",
-        "DELETE_CHART",
-        "QUOTA_EXCEED",
-        "TAG_RETENTION",
-    ]
-    .iter()
-    .enumerate()
-    {
+    for (i, e) in crate::webhooks::EVENT_TYPES.iter().enumerate() {
         h.raw("<label><input type=\"checkbox\" data-type=\"item\"")
             .attr("name", &format!("event_types.{i}"))
             .attr("value", e)
