@@ -843,8 +843,13 @@ impl Inner {
         for k in self.index.scan_keys(GcRunKey::all()).skip(HISTORY - 1) {
             b.delete(&k?);
         }
-        self.commit_unsynced(g, b)?;
+        // IMPORTANT: held before the record is visible, so no reader sees
+        // it `Pending` and not held (which reads as cut off by a stop).
         self.gc_held().insert(id);
+        if let Err(e) = self.commit_unsynced(g, b) {
+            self.gc_held().remove(&id);
+            return Err(e);
+        }
         Ok(id)
     }
 
@@ -856,9 +861,10 @@ impl Inner {
     /// Records run `id`'s new status. The history is not data: a failure
     /// to record it is logged, and the run goes on.
     fn update_gc_run(&self, id: u64, status: GcRunStatus, report: Option<GcReport>) {
-        if matches!(status, GcRunStatus::Success | GcRunStatus::Error(_)) {
-            self.gc_held().remove(&id);
-        }
+        // IMPORTANT: an ended run stops being held only after its end is
+        // written, so no reader sees it `Running` and not held (which
+        // reads as cut off by a stop).
+        let ended = matches!(status, GcRunStatus::Success | GcRunStatus::Error(_));
         let write = || -> Result<(), StorageError> {
             let g = self.lock()?;
             let Some(rec) = self.index.get(&GcRunKey(id))? else {
@@ -876,6 +882,9 @@ impl Inner {
         };
         if let Err(e) = write() {
             tracing::warn!(run = id, error = %e, "gc history not recorded");
+        }
+        if ended {
+            self.gc_held().remove(&id);
         }
     }
 
