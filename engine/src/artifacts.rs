@@ -44,18 +44,27 @@ pub struct Artifact {
 }
 
 impl Engine {
-    /// The repositories of `project` that hold at least one manifest, by
-    /// name. One scan of the project's repositories and of each one's
-    /// manifests.
-    pub fn repositories_of(&self, project: &str) -> Result<Vec<RepoSummary>, StorageError> {
+    /// The names of `project`'s repositories that hold at least one
+    /// manifest, in name order: one scan of the project's repositories
+    /// and one seek into each one's manifests, no summaries (a listing
+    /// pages these, then summarizes only its page: [`Engine::repository`]).
+    pub fn repository_names_of(&self, project: &str) -> Result<Vec<RepoName>, StorageError> {
+        let index = &self.inner.index;
         let prefix = format!("{project}/");
         let mut out = Vec::new();
-        for r in self.inner.index.scan(RepoKey::after(&prefix)) {
-            let (RepoKey(repo), rec) = r?;
+        for r in index.scan_keys(RepoKey::after(&prefix)) {
+            let RepoKey(repo) = r?;
             if !repo.as_str().starts_with(&prefix) {
                 break;
             }
-            out.extend(self.summary(repo, rec.created_ms)?);
+            if index
+                .scan_keys(RepoManifestKey::of_repo(&repo))
+                .next()
+                .transpose()?
+                .is_some()
+            {
+                out.push(repo);
+            }
         }
         Ok(out)
     }

@@ -158,15 +158,6 @@ pub async fn handle(
     }
 }
 
-async fn repos(
-    app: &App,
-    project: &str,
-) -> Result<Vec<berth_engine::artifacts::RepoSummary>, ApiError> {
-    project_exists(app, project)?;
-    let p = project.to_owned();
-    Ok(blocking(app, move |e| e.repositories_of(&p)).await??)
-}
-
 fn project_exists(app: &App, project: &str) -> Result<(), ApiError> {
     match app.engine.project(project)? {
         Some(_) => Ok(()),
@@ -179,7 +170,10 @@ async fn list_repos(
     query: Query<'_>,
     project: &str,
 ) -> Result<Response<Body>, ApiError> {
-    let all = repos(app, project).await?;
+    project_exists(app, project)?;
+    let p = project.to_owned();
+    // Names first (cheap), summaries for the page only.
+    let all = blocking(app, move |e| e.repository_names_of(&p)).await??;
     // Harbor's `q=name=~x` (substring) and `q=name=x` (exact).
     let filter = query.get("q").map(|q| q.into_owned());
     let matches = |name: &str| match filter.as_deref() {
@@ -190,15 +184,16 @@ async fn list_repos(
             _ => true,
         },
     };
-    let items: Vec<_> = all
-        .into_iter()
-        .filter(|s| matches(s.name.as_str()))
-        .collect();
+    let items: Vec<_> = all.into_iter().filter(|n| matches(n.as_str())).collect();
     paged_with(
         query,
         &format!("/api/v2.0/projects/{project}/repositories"),
         &items,
-        |s| repo_json(app, s),
+        |name| match app.engine.repository(name)? {
+            Some(s) => repo_json(app, &s),
+            // Emptied since it was listed.
+            None => Ok(json!({"name": name.as_str(), "artifact_count": 0, "pull_count": 0})),
+        },
     )
 }
 

@@ -109,7 +109,7 @@ pub async fn handle(
                     };
                     Ok((
                         e.quota(&project)?,
-                        e.repositories_of(&project)?.len(),
+                        e.repository_names_of(&project)?.len(),
                         charts,
                     ))
                 })
