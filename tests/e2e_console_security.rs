@@ -657,3 +657,63 @@ fn guests_non_members_headers_and_escaping() {
         "the search is not shown back:\n{html}"
     );
 }
+
+/// Behind a proxy that serves the console at `BERTH_EXTERNAL_URL`'s path
+/// and strips it: every URL a page or a redirect gives the browser starts
+/// with that path, and the script is told it for its API calls; the
+/// registry API stays at the root.
+#[test]
+fn the_console_under_the_external_urls_path() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(
+        &work.path().join("data"),
+        &[
+            ("BERTH_AUTH_ENABLED", "true"),
+            ("BERTH_ADMIN_PASSWORD", ADMIN_PW),
+            ("BERTH_EXTERNAL_URL", "https://tools.example/registry/"),
+        ],
+    );
+    let addr = server.addr;
+    let (st, h, _) = http(addr, "GET", "/", &[], b"");
+    assert_eq!(st, 303);
+    assert_eq!(header(&h, "location"), Some("/registry/console/projects"));
+    let (st, h, _) = login_post(addr, "admin", ADMIN_PW, "/console/admin/gc", &[]);
+    assert_eq!(st, 303);
+    assert_eq!(header(&h, "location"), Some("/registry/console/admin/gc"));
+    let cookie = set_cookie_value(&h).expect("a session cookie");
+    assert!(
+        h.iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("set-cookie") && v.contains("; Secure")),
+        "https external URL: a Secure cookie"
+    );
+    let cookie = format!("berth_session={cookie}");
+    let (st, _, html) = page(addr, &cookie, "/console/projects");
+    assert_eq!(st, 200, "{html}");
+    assert!(
+        html.contains("name=\"berth-base\" content=\"/registry\""),
+        "{html}"
+    );
+    for attr in ["href=\"/", "action=\"/", "src=\"/"] {
+        for (i, _) in html.match_indices(attr) {
+            let url = &html[i + attr.len() - 1..];
+            assert!(
+                url.starts_with("/registry/"),
+                "{}",
+                &url[..url.len().min(60)]
+            );
+        }
+    }
+    assert!(
+        html.contains("href=\"/registry/console/project?name=library\""),
+        "{html}"
+    );
+    // The proxy strips the path: berth itself answers at the root.
+    let (st, _, _) = http(
+        addr,
+        "GET",
+        "/registry/console/projects",
+        &[("Cookie", &cookie)],
+        b"",
+    );
+    assert_ne!(st, 200, "nothing is served under the path itself");
+}

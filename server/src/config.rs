@@ -352,13 +352,19 @@ impl Config {
                 .max_robots_per_project
                 .or(file.max_robots_per_project)
                 .unwrap_or(berth_engine::DEFAULT_MAX_PER_PROJECT),
-            proxy: ProxyConfig {
-                external_url: match args.external_url.or(file.external_url) {
-                    Some(u) if !u.trim().is_empty() => {
-                        Some(parse_external_url(&u).map_err(ConfigError::Invalid)?)
-                    }
-                    _ => None,
-                },
+            proxy: {
+                let (external_url, external_path) =
+                    match args.external_url.or(file.external_url) {
+                        Some(u) if !u.trim().is_empty() => {
+                            let (origin, path) =
+                                parse_external_url(&u).map_err(ConfigError::Invalid)?;
+                            (Some(origin), path)
+                        }
+                        _ => (None, String::new()),
+                    };
+                ProxyConfig {
+                external_url,
+                external_path,
                 trusted: match args.trusted_proxies {
                     Some(list) => Cidr::parse_list(&list),
                     None => file
@@ -369,6 +375,7 @@ impl Config {
                         .collect(),
                 }
                 .map_err(|e| ConfigError::Invalid(format!("trusted proxies: {e}")))?,
+                }
             },
             auth: AuthConfig {
                 enabled: args.auth_enabled.or(file.auth_enabled).unwrap_or(false),

@@ -142,6 +142,11 @@ fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
 pub struct ProxyConfig {
     /// `scheme://host[:port]`, no trailing slash.
     pub external_url: Option<String>,
+    /// The path of `BERTH_EXTERNAL_URL`, without a trailing slash (empty
+    /// for none): where a proxy serves the web console, stripping it
+    /// before it forwards. Only the console's links and calls carry it;
+    /// the registry API is at the host's root (OCI clients ask `/v2/`).
+    pub external_path: String,
     pub trusted: Vec<Cidr>,
 }
 
@@ -155,20 +160,44 @@ pub struct Origin {
     pub authoritative: bool,
 }
 
-/// Validates `BERTH_EXTERNAL_URL`: `http(s)://host[:port]` with nothing
-/// after but an optional `/`. Returns it without the slash.
-pub fn parse_external_url(s: &str) -> Result<String, String> {
+/// Validates `BERTH_EXTERNAL_URL`: `http(s)://host[:port]`, then
+/// optionally a path of plain segments (letters, digits, `.`, `_`, `~`,
+/// `-`; no `.`/`..` segment, query or fragment). Returns the origin and
+/// the path, both without a trailing slash.
+pub fn parse_external_url(s: &str) -> Result<(String, String), String> {
     let t = s.trim().trim_end_matches('/');
-    let rest = t
-        .strip_prefix("https://")
-        .or_else(|| t.strip_prefix("http://"))
-        .ok_or_else(|| format!("external URL {s:?} must start with https:// or http://"))?;
-    if !valid_host(rest) {
+    let (scheme, rest) = if let Some(r) = t.strip_prefix("https://") {
+        ("https://", r)
+    } else if let Some(r) = t.strip_prefix("http://") {
+        ("http://", r)
+    } else {
         return Err(format!(
-            "external URL {s:?} must be scheme://host[:port], without a path"
+            "external URL {s:?} must start with https:// or http://"
+        ));
+    };
+    let (host, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    if !valid_host(host) {
+        return Err(format!(
+            "external URL {s:?} must be scheme://host[:port][/path]"
         ));
     }
-    Ok(t.to_owned())
+    let plain = |seg: &str| {
+        !seg.is_empty()
+            && seg != "."
+            && seg != ".."
+            && seg
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._~-".contains(&b))
+    };
+    if !path.is_empty() && !path[1..].split('/').all(plain) {
+        return Err(format!(
+            "external URL {s:?}: its path must be plain segments (letters, digits, . _ ~ -)"
+        ));
+    }
+    Ok((format!("{scheme}{host}"), path.to_owned()))
 }
 
 /// `host[:port]` as it may appear in a URL we build: no spaces, quotes,
@@ -421,6 +450,7 @@ mod tests {
         let uri: Uri = "/v2/".parse().unwrap();
         let trusted = ProxyConfig {
             external_url: None,
+            external_path: String::new(),
             trusted: vec![Cidr::parse("10.0.0.0/8").unwrap()],
         };
         let fwd = headers(&[
@@ -461,6 +491,7 @@ mod tests {
         // The external URL beats everything.
         let ext = ProxyConfig {
             external_url: Some("https://registry.example.com:8443".into()),
+            external_path: String::new(),
             trusted: trusted.trusted.clone(),
         };
         assert_eq!(
@@ -485,6 +516,7 @@ mod tests {
     fn client_ips() {
         let p = ProxyConfig {
             external_url: None,
+            external_path: String::new(),
             trusted: vec![Cidr::parse("10.0.0.0/8").unwrap()],
         };
         let h = headers(&[("x-forwarded-for", "6.6.6.6, 1.2.3.4")]);
@@ -505,6 +537,7 @@ mod tests {
         let uri: Uri = "/v2/".parse().unwrap();
         let p = ProxyConfig {
             external_url: None,
+            external_path: String::new(),
             trusted: vec![Cidr::parse("10.0.0.0/8").unwrap()],
         };
         let proxy = conn("10.0.0.1");
@@ -588,15 +621,30 @@ mod tests {
 
     #[test]
     fn external_urls() {
-        assert_eq!(
-            parse_external_url("https://r.example.com/").unwrap(),
-            "https://r.example.com"
+        let ok = |s: &str, origin: &str, path: &str| {
+            assert_eq!(
+                parse_external_url(s).unwrap(),
+                (origin.to_owned(), path.to_owned()),
+                "{s}"
+            );
+        };
+        ok("https://r.example.com/", "https://r.example.com", "");
+        ok("http://127.0.0.1:8443", "http://127.0.0.1:8443", "");
+        ok(
+            "https://x.example/tools/registry/",
+            "https://x.example",
+            "/tools/registry",
         );
-        assert_eq!(
-            parse_external_url("http://127.0.0.1:8443").unwrap(),
-            "http://127.0.0.1:8443"
-        );
-        for bad in ["r.example.com", "ftp://x", "https://x/path", "https://"] {
+        for bad in [
+            "r.example.com",
+            "ftp://x",
+            "https://",
+            "https://x/a b",
+            "https://x/a/../b",
+            "https://x/a?q",
+            "https://x//a",
+            "https://x/a\"b",
+        ] {
             assert!(parse_external_url(bad).is_err(), "{bad}");
         }
     }

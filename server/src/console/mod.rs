@@ -94,8 +94,44 @@ pub async fn handle(
             pages::error_page(&e)
         }
     };
+    if !app.proxy.external_path.is_empty() {
+        res = rebase(res, &app.proxy.external_path).await;
+    }
     security_headers(&mut res);
     res
+}
+
+/// Behind a proxy that serves the console at `BERTH_EXTERNAL_URL`'s path
+/// (and strips it before forwarding), every URL the browser is given
+/// starts with that path: `Location`, and the `href`, `action` and `src`
+/// attributes of a page. Attribute values are escaped when written
+/// (`html.rs`: a `"` is `&quot;`), so `href="/` only occurs where the
+/// page code opened such an attribute.
+async fn rebase(res: Response<Body>, base: &str) -> Response<Body> {
+    let (mut parts, body) = res.into_parts();
+    if let Some(to) = parts.headers.get(LOCATION).and_then(|v| v.to_str().ok()) {
+        if to.starts_with('/') {
+            let to = format!("{base}{to}");
+            parts.headers.insert(LOCATION, hv(&to));
+        }
+    }
+    let html = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"text/html"));
+    if !html {
+        return Response::from_parts(parts, body);
+    }
+    let bytes = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(never) => match never {},
+    };
+    let mut text = String::from_utf8_lossy(&bytes).into_owned();
+    for attr in ["href=\"/", "action=\"/", "src=\"/"] {
+        let with = format!("{}{base}/", &attr[..attr.len() - 1]);
+        text = text.replace(attr, &with);
+    }
+    Response::from_parts(parts, Body::new(Bytes::from(text)))
 }
 
 async fn route(

@@ -97,6 +97,15 @@ fn layout(ctx: Option<&Ctx<'_>>, title: &str, content: Html) -> String {
             "meta",
             &[("name", "csrf-token"), ("content", &ctx.session.csrf)],
         );
+        // What the script puts before the API paths it calls (see
+        // `console::rebase`).
+        h.open(
+            "meta",
+            &[
+                ("name", "berth-base"),
+                ("content", &ctx.app.proxy.external_path),
+            ],
+        );
     }
     h.raw("</head><body><header class=\"top\">");
     h.open(

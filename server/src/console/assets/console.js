@@ -17,7 +17,8 @@
       headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
     }
-    return fetch(path, init).then(function (res) {
+    var base = document.querySelector('meta[name="berth-base"]');
+    return fetch((base ? base.getAttribute("content") : "") + path, init).then(function (res) {
       return res.text().then(function (text) {
         var data = null;
         try { data = text ? JSON.parse(text) : null; } catch (e) { data = null; }
