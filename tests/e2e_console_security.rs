@@ -707,6 +707,20 @@ fn the_console_under_the_external_urls_path() {
         html.contains("href=\"/registry/console/project?name=library\""),
         "{html}"
     );
+    // A robot's secret signs in to the registry, not the console.
+    let admin = basic("admin", ADMIN_PW);
+    let robot = json!({"name": "ci", "level": "project", "duration": -1,
+        "permissions": [{"kind": "project", "namespace": "library",
+                         "access": [{"resource": "repository", "action": "pull"}]}]});
+    let (st, _, made) = api_json(addr, &admin, "POST", "/api/v2.0/robots", &robot);
+    assert_eq!(st, 201, "{made}");
+    let (name, secret) = (
+        made["name"].as_str().expect("robot name"),
+        made["secret"].as_str().expect("robot secret"),
+    );
+    let (st, h, _) = login_post(addr, name, secret, "", &[]);
+    assert_eq!(st, 403);
+    assert!(set_cookie_value(&h).is_none(), "no session for a robot");
     // The proxy strips the path: berth itself answers at the root.
     let (st, _, _) = http(
         addr,

@@ -279,6 +279,15 @@ async fn sign_in(
             StatusCode::UNAUTHORIZED,
         ));
     };
+    if matches!(account, berth_engine::Account::Robot { .. }) {
+        // A robot's secret is for the registry and the API, not a browser.
+        return Ok(pages::login(
+            app,
+            Some("Robot accounts do not sign in to the console."),
+            &next,
+            StatusCode::FORBIDDEN,
+        ));
+    }
     let cookie = session::start(app, parts, &account, crd).await?;
     app.audit.record(
         account.name(),
