@@ -58,5 +58,12 @@ want=$(node -p "require('$console/package-lock.json').packages['node_modules/pla
 have=$(node -p "require('$console/node_modules/playwright-core/package.json').version" 2>/dev/null || true)
 if [[ "$have" != "$want" ]]; then
     echo "berth: installing playwright-core $want into tests/console/node_modules" >&2
+    # Node trusts its own CA list, not the system's: where the registry is
+    # reached through a TLS-inspecting proxy, that proxy's CA is only in
+    # the system bundle.
+    ca=/etc/ssl/certs/ca-certificates.crt
+    if [[ -z "${NODE_EXTRA_CA_CERTS:-}" && -r "$ca" ]]; then
+        export NODE_EXTRA_CA_CERTS="$ca"
+    fi
     npm ci --prefix "$console" --no-audit --no-fund --loglevel=error >/dev/null
 fi
