@@ -129,6 +129,16 @@ fn repositories_and_artifacts_through_harbors_api() {
     assert!(header(&h, "link").is_some_and(|l| l.contains("rel=\"next\"")));
     assert_eq!(repos[0]["name"], "team/app");
     assert_eq!(repos[0]["artifact_count"], 1, "{repos}");
+    // Its size: both manifests (the image and its accessory), the image's
+    // config and layers, and the accessory's empty blob once although it
+    // is the accessory's config and layer both.
+    let m: Value = serde_json::from_slice(&image.manifest).expect("manifest");
+    let blobs: u64 = std::iter::once(&m["config"])
+        .chain(m["layers"].as_array().expect("layers"))
+        .map(|d| d["size"].as_u64().expect("size"))
+        .sum();
+    let size = image.manifest.len() as u64 + blobs + sig_bytes.len() as u64 + 2;
+    assert_eq!(repos[0]["size"], size, "{repos}");
     let (_, _, repos) = api(
         &server,
         &guest,
@@ -138,6 +148,24 @@ fn repositories_and_artifacts_through_harbors_api() {
     );
     assert_eq!(repos.as_array().map(Vec::len), Some(1), "{repos}");
     assert_eq!(repos[0]["name"], "team/sub/multi");
+    // A filtered listing's links keep the filter (as Harbor's do), so a
+    // script that follows them stays in it.
+    let (st, h, repos) = api(
+        &server,
+        &guest,
+        "GET",
+        "/api/v2.0/projects/team/repositories?q=name%3D~team&page_size=1",
+        &Value::Null,
+    );
+    assert_eq!(
+        (st, header(&h, "x-total-count")),
+        (200, Some("2")),
+        "{repos}"
+    );
+    assert_eq!(
+        header(&h, "link"),
+        Some("</api/v2.0/projects/team/repositories?q=name%3D~team&page=2&page_size=1>; rel=\"next\"")
+    );
     let (st, _, one) = api(
         &server,
         &guest,

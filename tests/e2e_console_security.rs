@@ -674,12 +674,20 @@ fn the_console_under_the_external_urls_path() {
         ],
     );
     let addr = server.addr;
+    // Redirects start with the path; the external URL being authoritative,
+    // they are made absolute on it as every other `Location` is.
     let (st, h, _) = http(addr, "GET", "/", &[], b"");
     assert_eq!(st, 303);
-    assert_eq!(header(&h, "location"), Some("/registry/console/projects"));
+    assert_eq!(
+        header(&h, "location"),
+        Some("https://tools.example/registry/console/projects")
+    );
     let (st, h, _) = login_post(addr, "admin", ADMIN_PW, "/console/admin/gc", &[]);
     assert_eq!(st, 303);
-    assert_eq!(header(&h, "location"), Some("/registry/console/admin/gc"));
+    assert_eq!(
+        header(&h, "location"),
+        Some("https://tools.example/registry/console/admin/gc")
+    );
     let cookie = set_cookie_value(&h).expect("a session cookie");
     assert!(
         h.iter()

@@ -32,6 +32,9 @@ const BERTH_FIELDS: &[(&str, &str)] = &[
     // A proxy cache project's upstream (Harbor has it in `Project` too,
     // newer descriptions only).
     ("Project", "registry_id"),
+    // The bytes a repository's artifacts hold, each blob once (the
+    // console's repository list shows it).
+    ("Repository", "size"),
 ];
 
 struct Swagger(Value);

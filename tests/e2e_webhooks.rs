@@ -172,6 +172,31 @@ fn webhooks_are_delivered_signed_and_survive_a_kill() {
         &json!({"name": "ci", "event_types": ["PUSH_ARTIFACT"], "targets": [{"address": "http://h/"}]}),
     );
     assert_eq!(st, 409, "one name per project");
+    // A project holds at most 50 policies (every event reads them all).
+    let (st, _, _) = api(
+        &server,
+        &admin,
+        "POST",
+        "/api/v2.0/projects",
+        &json!({"project_name": "many"}),
+    );
+    assert_eq!(st, 201);
+    let many = |i: usize| {
+        api(
+            &server,
+            &admin,
+            "POST",
+            "/api/v2.0/projects/many/webhook/policies",
+            &json!({"name": format!("p{i}"), "enabled": false, "event_types": ["PUSH_ARTIFACT"],
+                    "targets": [{"address": "http://h/"}]}),
+        )
+    };
+    for i in 0..50 {
+        assert_eq!(many(i).0, 201, "policy {i}");
+    }
+    let (st, _, err) = many(50);
+    assert_eq!(st, 409, "{err}");
+    assert!(err.to_string().contains("the most it may"), "{err}");
     let (st, _, _) = api(
         &server,
         &admin,

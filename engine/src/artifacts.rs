@@ -28,6 +28,9 @@ pub struct RepoSummary {
     pub updated_ms: u64,
     /// Pulls of its manifests, as last flushed.
     pub pull_count: u64,
+    /// Bytes its manifests hold: every manifest and each blob they
+    /// reference, a blob once however many of them share it.
+    pub size: u64,
 }
 
 /// One manifest of a repository, with what the artifact API shows of it.
@@ -86,7 +89,21 @@ impl Engine {
         if arts.is_empty() {
             return Ok(None);
         }
+        let mut blobs = std::collections::HashSet::new();
+        let mut size = 0;
+        for a in &arts {
+            size += a.record.size;
+            blobs.extend(a.record.blobs.iter());
+        }
+        for b in blobs {
+            size += self
+                .inner
+                .index
+                .get(&BlobKey(b.clone()))?
+                .map_or(0, |r| r.size);
+        }
         Ok(Some(RepoSummary {
+            size,
             pull_count: self.pulls_of(&repo)?.values().map(|p| p.count).sum(),
             artifact_count: arts.iter().filter(|a| !a.nested).count() as u64,
             updated_ms: arts.iter().map(|a| a.in_repo.created_ms).max().unwrap_or(0),

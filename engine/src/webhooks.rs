@@ -19,6 +19,10 @@ use crate::records::{self, WebhookEventRecord, WebhookJobRecord, WebhookPolicyRe
 /// Deliveries tried per event before it is given up.
 pub const MAX_ATTEMPTS: u32 = 8;
 
+/// Most policies a project holds (Harbor sets none): every event of the
+/// project reads them all, and the policy cache holds every project's.
+pub const MAX_POLICIES_PER_PROJECT: usize = 50;
+
 /// The outcome of one delivery attempt.
 pub enum Attempt {
     Delivered(String),
@@ -47,7 +51,7 @@ impl Engine {
     pub fn create_webhook_policy(&self, rec: WebhookPolicyRecord) -> Result<u64, StorageError> {
         let inner = &self.inner;
         let g = inner.lock()?;
-        self.refuse_duplicate_name(&rec, None)?;
+        self.refuse_conflict(&rec, None)?;
         let mut b = Batch::default();
         let id = inner.next_id(&mut b, IdKind::WebhookPolicy)?;
         b.put(&WebhookPolicyKey(id), &rec);
@@ -69,7 +73,7 @@ impl Engine {
         let Some(old) = inner.index.get(&key)?.filter(|p| p.project == project) else {
             return Ok(false);
         };
-        self.refuse_duplicate_name(&rec, Some(id))?;
+        self.refuse_conflict(&rec, Some(id))?;
         rec.created_ms = old.created_ms;
         rec.creator = old.creator;
         let mut b = Batch::default();
@@ -110,19 +114,28 @@ impl Engine {
         Ok(true)
     }
 
-    fn refuse_duplicate_name(
+    /// Refuses `rec` (replacing policy `except`, or new) when its name is
+    /// taken in its project, or when it is new and the project holds
+    /// [`MAX_POLICIES_PER_PROJECT`].
+    fn refuse_conflict(
         &self,
         rec: &WebhookPolicyRecord,
         except: Option<u64>,
     ) -> Result<(), StorageError> {
-        let taken = self
-            .webhook_policies(Some(&rec.project))?
-            .into_iter()
-            .any(|(id, p)| p.name == rec.name && Some(id) != except);
-        if taken {
+        let held = self.webhook_policies(Some(&rec.project))?;
+        if held
+            .iter()
+            .any(|(id, p)| p.name == rec.name && Some(*id) != except)
+        {
             return Err(StorageError::Conflict(format!(
                 "project {} has a webhook policy named {:?} already",
                 rec.project, rec.name
+            )));
+        }
+        if except.is_none() && held.len() >= MAX_POLICIES_PER_PROJECT {
+            return Err(StorageError::Conflict(format!(
+                "project {} holds {MAX_POLICIES_PER_PROJECT} webhook policies, the most it may",
+                rec.project
             )));
         }
         Ok(())

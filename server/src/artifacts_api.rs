@@ -192,7 +192,9 @@ async fn list_repos(
         |name| match app.engine.repository(name)? {
             Some(s) => repo_json(app, &s),
             // Emptied since it was listed.
-            None => Ok(json!({"name": name.as_str(), "artifact_count": 0, "pull_count": 0})),
+            None => {
+                Ok(json!({"name": name.as_str(), "artifact_count": 0, "pull_count": 0, "size": 0}))
+            }
         },
     )
 }
@@ -206,6 +208,7 @@ fn repo_json(app: &App, s: &berth_engine::artifacts::RepoSummary) -> Result<Valu
         "description": "",
         "artifact_count": s.artifact_count,
         "pull_count": s.pull_count,
+        "size": s.size,
         "creation_time": time(s.created_ms),
         "update_time": time(s.updated_ms),
     }))

@@ -319,16 +319,19 @@ pub fn paged_with<T>(
     let mut res = ok_json(&Value::Array(page_items))?;
     let h = res.headers_mut();
     h.insert("x-total-count", HeaderValue::from(total));
+    // As Harbor's: the request's other parameters (`q`, `sort`, …) kept,
+    // so a client that follows the links stays in its filtered listing.
+    let rest = query.others(&["page", "page_size"]);
     let mut links = Vec::new();
     if page > 1 && start > 0 {
         links.push(format!(
-            "<{path}?page={}&page_size={size}>; rel=\"prev\"",
+            "<{path}?{rest}page={}&page_size={size}>; rel=\"prev\"",
             page - 1
         ));
     }
     if (end as u64) < total {
         links.push(format!(
-            "<{path}?page={}&page_size={size}>; rel=\"next\"",
+            "<{path}?{rest}page={}&page_size={size}>; rel=\"next\"",
             page + 1
         ));
     }

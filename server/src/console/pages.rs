@@ -570,7 +570,7 @@ async fn repositories_tab(
             api_project(project)
         ))
         .await?;
-    h.raw("<table class=\"list\"><thead><tr><th>Repository</th><th>Artifacts</th><th>Pulls</th><th>Last push</th>");
+    h.raw("<table class=\"list\"><thead><tr><th>Repository</th><th>Artifacts</th><th>Size</th><th>Pulls</th><th>Last push</th>");
     if may.contains(Action::Delete) {
         h.raw("<th></th>");
     }
@@ -584,6 +584,8 @@ async fn repositories_tab(
         );
         h.raw("</td><td>")
             .num(n(r, "artifact_count"))
+            .raw("</td><td>")
+            .text(&bytes(n(r, "size")))
             .raw("</td><td>")
             .num(n(r, "pull_count"));
         h.raw("</td><td>")

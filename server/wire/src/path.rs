@@ -122,6 +122,30 @@ impl<'a> Query<'a> {
     pub fn get(self, key: &'a str) -> Option<Cow<'a, str>> {
         self.all(key).next()
     }
+
+    /// The pairs whose key is none of `drop`, in order, each followed by
+    /// `&`, for a link to another page of the same listing. Bytes other
+    /// than unreserved characters and `%=+:/*!$'()@` are percent-encoded,
+    /// so the result cannot end a `Link` header's `<…>` or split it
+    /// (`>`, `,`, `;`, `"`, space) and decodes to what was sent.
+    pub fn others(self, drop: &[&str]) -> String {
+        let mut out = String::new();
+        for pair in self.0.split('&').filter(|p| !p.is_empty()) {
+            let k = pair.split_once('=').map_or(pair, |(k, _)| k);
+            if drop.iter().any(|d| percent_decode(k) == *d) {
+                continue;
+            }
+            for &b in pair.as_bytes() {
+                if b.is_ascii_alphanumeric() || b"-._~%=+:/*!$'()@".contains(&b) {
+                    out.push(b as char);
+                } else {
+                    out.push_str(&format!("%{b:02X}"));
+                }
+            }
+            out.push('&');
+        }
+        out
+    }
 }
 
 /// Decodes `%XX` escapes. Invalid escapes stay literal; a result that is not
@@ -162,6 +186,17 @@ fn hex_val(c: u8) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn others_keeps_filters_and_escapes_link_syntax() {
+        let q = Query("q=name%3D~app&page=2&page_size=5&sort=-name&x=<a>,b;c\"");
+        let rest = q.others(&["page", "page_size"]);
+        assert_eq!(rest, "q=name%3D~app&sort=-name&x=%3Ca%3E%2Cb%3Bc%22&");
+        let back = Query(&rest);
+        assert_eq!(back.get("x").as_deref(), Some("<a>,b;c\""));
+        assert_eq!(back.get("q").as_deref(), Some("name=~app"));
+        assert_eq!(Query("").others(&["page"]), "");
+    }
 
     #[test]
     fn routes() {
